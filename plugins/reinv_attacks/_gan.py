@@ -1,0 +1,87 @@
+"""GAN building blocks shared by the GAN-prior attacks (GMI now; KEDMI, BREP-MI reuse them).
+
+The shapes follow GMI's official code (sunblaze-ucb/GMI-attack, ``GeneratorMNIST``/``Generator``
+and ``DGWGAN32``/``DGWGAN``): a linear layer to a 4x4 map, stride-2 5x5 transposed convolutions
+with BatchNorm and ReLU, tanh output; the critic mirrors it with stride-2 5x5 convolutions,
+InstanceNorm (affine) and LeakyReLU(0.2), and a final 4x4 convolution to one score. ``dim`` is
+the base width (64 in the official code); the number of stages follows the resolution (32 px:
+three, 64 px: four), which reproduces both official variants.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _stages(size: int) -> int:
+    n = int(math.log2(size // 4))
+    if 4 * 2**n != size:
+        raise ValueError(f"GAN prior needs a square power-of-two resolution >= 8, got {size}")
+    return n
+
+
+class Generator(nn.Module):
+    def __init__(self, image_shape: tuple[int, int, int], z_dim: int = 100, dim: int = 64) -> None:
+        super().__init__()
+        c, h, _ = image_shape
+        n = _stages(h)
+        width = dim * 2 ** (n - 1)
+        self.z_dim = z_dim
+        self.fc = nn.Sequential(nn.Linear(z_dim, width * 16, bias=False), nn.BatchNorm1d(width * 16), nn.ReLU())
+        layers: list[nn.Module] = []
+        for _ in range(n - 1):
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 5, 2, padding=2, output_padding=1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(),
+            ]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, c, 5, 2, padding=2, output_padding=1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.width0 = dim * 2 ** (n - 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(self.fc(z).view(len(z), self.width0, 4, 4))
+
+
+class Critic(nn.Module):
+    """WGAN-GP critic (one score per image). ``out`` > 1 gives KEDMI's (K+1)-way head later."""
+
+    def __init__(self, image_shape: tuple[int, int, int], dim: int = 64, out: int = 1) -> None:
+        super().__init__()
+        c, h, _ = image_shape
+        n = _stages(h)
+        layers: list[nn.Module] = [nn.Conv2d(c, dim, 5, 2, 2), nn.LeakyReLU(0.2)]
+        width = dim
+        for _ in range(n - 1):
+            layers += [nn.Conv2d(width, width * 2, 5, 2, 2), nn.InstanceNorm2d(width * 2, affine=True), nn.LeakyReLU(0.2)]
+            width *= 2
+        layers += [nn.Conv2d(width, out, 4)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).flatten(1).squeeze(1)
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    """WGAN-GP: E[(||grad critic(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani et al. 2017)."""
+    alpha = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device)
+    x = (real + alpha * (fake - real)).requires_grad_(True)
+    (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def latent_init(seed: int, classes: list[int], restarts: int, z_dim: int) -> tuple[Tensor, Tensor]:
+    """Initial latents, one per (restart, class), each drawn from its own seeded generator so a
+    class gets the same start whether it is attacked alone or in a batch. Row order: restart
+    major, class minor. Returns (z, labels)."""
+    zs, labels = [], []
+    for r in range(restarts):
+        for c in classes:
+            g = torch.Generator().manual_seed((seed * 1_000_003 + r * 10_007 + c) % 2**62)
+            zs.append(torch.randn(z_dim, generator=g))
+            labels.append(c)
+    return torch.stack(zs), torch.tensor(labels, dtype=torch.long)

@@ -1,0 +1,43 @@
+"""``knn_dist``: KNN distance of the 64-px protocol.
+
+KNN = (1/N) sum over reconstructions x_hat of min over private training images x of the same
+class of ||e(x_hat) - e(x)||_2^2, with e the evaluation model's penultimate features: the
+*squared* L2 distance to the nearest private image (LOMMA ``metrics/KNN_dist.py``, PLG-MI
+``evaluation.py::calc_knn``). Lower means reconstructions closer to real private images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from reinv_bench import hookimpl
+from reinv_bench.api import EvalContext, Metric, NotComputed
+from reinv_bench.train import features
+
+
+def knn_distance(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, priv_labels: Tensor) -> float:
+    d = torch.cdist(recon_feats.double(), priv_feats.double()).pow(2)  # (N, M)
+    same = recon_labels[:, None] == priv_labels[None, :]
+    if not same.any(1).all():
+        missing = sorted(set(recon_labels[~same.any(1)].tolist()))
+        raise ValueError(f"no private image of class(es) {missing}")
+    return d.masked_fill(~same, float("inf")).min(1).values.mean().item()
+
+
+class KNNDistance(Metric):
+    name = "knn_dist"
+
+    def compute(self, ctx: EvalContext):
+        priv = ctx.data.private_train
+        wanted = torch.isin(priv.y, ctx.inversion.labels.unique())
+        if not wanted.any():
+            return {"knn_dist": NotComputed("no private training image of the attacked classes")}
+        pf = features(ctx.eval_model, priv.x[wanted], ctx.device)
+        rf = features(ctx.eval_model, ctx.inversion.images, ctx.device)
+        return {"knn_dist": knn_distance(rf, ctx.inversion.labels, pf, priv.y[wanted])}
+
+
+@hookimpl
+def register_metrics():
+    return [KNNDistance()]

@@ -1,0 +1,15 @@
+"""reinv-bench: a benchmark harness for model-inversion attacks and defenses."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("reinv-bench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("reinv_bench")
+"""Decorate a plugin's hook implementations with this marker."""
+
+__all__ = ["__version__", "hookimpl"]

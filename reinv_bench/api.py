@@ -1,0 +1,375 @@
+"""The protocols plugins implement, and the small value types they exchange.
+
+Image convention, for every scenario, model and attack: tensors are (N, C, H, W) float32 in the
+*normalised* space ``(pixel - 0.5) / 0.5``, i.e. in [-1, 1]. GAN generators end in tanh and so
+produce this space directly, and Random Erasing fills in it as the seed paper's code does.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BUDGETS = ("smoke", "quick", "paper")
+THREAT_MODELS = ("white-box", "black-box", "label-only")
+VALUE_RANGE = (-1.0, 1.0)
+
+Progress = Callable[[int, int], None]
+"""progress(done, total): a step reports how far it is."""
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} Known: {', '.join(known) or '(none)'}"
+
+
+# --------------------------------------------------------------------------------------------
+# Hyperparameters
+
+
+class ConfigError(ValueError):
+    """A plugin parameter is unknown, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared hyperparameter: default (from the paper), doc, validation.
+
+    The type is the default's: bool, int, float, str, or a tuple of floats (written ``lo-hi`` or
+    ``a/b/c`` on the command line; a single number means a 1-tuple).
+    """
+
+    default: Any
+    doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, name: str, raw: Any) -> Any:
+        d = self.default
+        try:
+            if isinstance(raw, str):
+                if isinstance(d, bool):
+                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                        raise ValueError("expected true/false")
+                    value: Any = raw.lower() in ("1", "true", "yes")
+                elif isinstance(d, int):
+                    value = int(raw)
+                elif isinstance(d, float):
+                    value = float(raw)
+                elif isinstance(d, tuple):
+                    value = _parse_floats(raw)
+                else:
+                    value = raw
+            else:
+                value = tuple(float(v) for v in raw) if isinstance(d, tuple) else type(d)(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(map(str, self.choices))}")
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
+                    raise ConfigError(f"{name}={raw!r}: out of range [{self.low}, {self.high}]")
+        return value
+
+
+def _parse_floats(text: str) -> tuple[float, ...]:
+    if "/" in text:
+        return tuple(float(t) for t in text.split("/"))
+    # "lo-hi" (a range); a leading '-' or an exponent's '-' is part of a number
+    import re
+
+    m = re.fullmatch(r"\s*(-?[\d.]+(?:[eE]-?\d+)?)\s*-\s*(-?[\d.]+(?:[eE]-?\d+)?)\s*", text)
+    if m:
+        return (float(m.group(1)), float(m.group(2)))
+    return (float(text),)
+
+
+class HParams(dict):
+    """A resolved configuration: a dict whose keys also read as attributes."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+class Configurable:
+    """Base of attacks and defenses: declared Params, budgets, resolution from CLI text.
+
+    ``params`` holds the paper defaults; ``budgets`` maps a budget name to the values that
+    differ from them in that budget (``paper`` should differ in nothing).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when a change makes old cached artifacts invalid
+    params: ClassVar[dict[str, Param]] = {}
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: Mapping[str, Any] | None = None, budget: str = "paper") -> None:
+        self.config = self.resolve(config or {}, budget)
+
+    @classmethod
+    def resolve(cls, overrides: Mapping[str, Any], budget: str = "paper") -> HParams:
+        if budget not in BUDGETS:
+            raise ConfigError(f"unknown budget {budget!r}{did_you_mean(budget, BUDGETS)}")
+        config = HParams({k: p.default for k, p in cls.params.items()})
+        config.update(cls.budgets.get(budget, {}))
+        for key, raw in overrides.items():
+            if key not in cls.params:
+                valid = ", ".join(f"{k} (default {p.default!r})" for k, p in cls.params.items())
+                close = difflib.get_close_matches(key, cls.params, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"{cls.name}: unknown parameter {key!r}.{hint} Valid: {valid or '(none)'}"
+                )
+            config[key] = cls.params[key].parse(key, raw)
+        return config
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass
+class Output:
+    """What a classifier computes: logits, penultimate features, optionally block outputs."""
+
+    logits: Tensor
+    features: Tensor
+    hidden: list[Tensor] = field(default_factory=list)
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Classifier(nn.Module):
+    """Every architecture builds one: ``blocks`` in sequence (the last ends in the flattened
+    penultimate feature vector), then ``head`` to logits. Block outputs are what BiDO
+    regularises and where transfer learning freezes; the penultimate features feed KNN
+    distance, MID and LOMMA.
+    """
+
+    def __init__(self, blocks: Iterable[nn.Module], head: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+
+    def forward_all(self, x: Tensor, hidden: bool = False) -> Output:
+        hs = []
+        for block in self.blocks:
+            x = block(x)
+            if hidden:
+                hs.append(x)
+        out = self.head(x)
+        if isinstance(out, Output):  # a head that wraps (MID's bottleneck) returns extras itself
+            out.features, out.hidden = x, hs
+            return out
+        return Output(out, x, hs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_all(x).logits
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.forward_all(x).features
+
+
+class Architecture:
+    """Builds classifiers. ``name`` is what ``--arch`` selects."""
+
+    name: ClassVar[str]
+
+    def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> Classifier:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Split:
+    x: Tensor  # (N, C, H, W) in [-1, 1]
+    y: Tensor | None  # (N,) int64, or None where the attacker gets no labels
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class ScenarioData:
+    private_train: Split
+    private_test: Split
+    public: Split  # unlabelled
+    eval_train: Split  # what the evaluation model learns from
+    eval_test: Split
+    digest: str  # identifies the exact split; stored with every result
+    source: str  # where the images came from, in words
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a classifier is trained in one budget (the paper budget cites its source)."""
+
+    epochs: int
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[float, ...] = ()  # fractions of the epochs where lr *= gamma
+    gamma: float = 0.1
+
+
+class Scenario:
+    """A privacy setting: private identities, public data, image shape, evaluation protocol."""
+
+    name: ClassVar[str]
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    default_arch: str
+    eval_arch: str
+    eval_num_classes: int
+    description: str = ""
+
+    def load(self, data_root: Path | None) -> ScenarioData:
+        raise NotImplementedError
+
+    def target_classes(self) -> list[int]:
+        """The classes an attack reconstructs (all, unless the protocol fixes a subset)."""
+        return list(range(self.num_classes))
+
+    def recipe(self, role: str, budget: str) -> TrainRecipe:
+        """Training recipe of the target (role="target") or evaluation model (role="eval")."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Defenses
+
+
+class Defense(Configurable):
+    """Changes how a target is trained through optional hooks of the one training loop
+    (reinv_bench.train). Override only what the defense changes; two defenses that override the
+    same exclusive hook (``wrap_model``, ``loss``, ``trainable``) cannot be composed.
+    """
+
+    EXCLUSIVE: ClassVar[tuple[str, ...]] = ("wrap_model", "loss", "trainable")
+    needs_hidden: ClassVar[bool] = False  # loss() wants block outputs in out.hidden
+
+    def train_transform(self, x: Tensor) -> Tensor:
+        """Transform a training batch (normalised space). Never applied at test or attack time."""
+        return x
+
+    def wrap_model(self, model: Classifier) -> Classifier:
+        """Change the model's structure before training (and when it is rebuilt for loading)."""
+        return model
+
+    def loss(self, out: Output, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(out.logits, y)
+
+    def trainable(self, model: Classifier) -> Iterator[nn.Parameter]:
+        return model.parameters()
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each training epoch (schedules)."""
+
+    def overridden(self) -> set[str]:
+        return {h for h in self.EXCLUSIVE if getattr(type(self), h) is not getattr(Defense, h)}
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks
+
+
+@dataclass
+class AttackContext:
+    scenario: Scenario
+    data: ScenarioData
+    target: nn.Module | None  # the target as the threat model allows (None while preparing a
+    device: torch.device  # target-independent prior)
+    seed: int
+    progress: Progress = _no_progress
+
+
+@dataclass
+class Inversion:
+    images: Tensor  # (N, C, H, W) in [-1, 1], on CPU
+    labels: Tensor  # (N,) the class each image was reconstructed for
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. final losses, target queries
+
+
+class Attack(Configurable):
+    """A model-inversion attack. ``prepare`` builds its prior (cached as an artifact keyed by
+    ``prior_params`` and, if ``prior_uses_target``, by the target); ``invert`` reconstructs.
+    """
+
+    threat_model: ClassVar[str] = "white-box"
+    prior_params: ClassVar[tuple[str, ...]] = ()  # the config keys the prior depends on
+    prior_uses_target: ClassVar[bool] = False
+
+    def prepare(self, ctx: AttackContext) -> dict[str, Any]:
+        """Build the prior; returns tensors/state dicts (saved with weights_only loading)."""
+        return {}
+
+    def invert(self, ctx: AttackContext, prior: dict[str, Any], classes: list[int]) -> Inversion:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+@dataclass(frozen=True)
+class NotComputed:
+    """A metric value that could not be computed, with the reason (stored as null + reason)."""
+
+    reason: str
+
+
+@dataclass
+class EvalContext:
+    scenario: Scenario
+    data: ScenarioData
+    inversion: Inversion
+    target: Classifier
+    eval_model: Classifier
+    device: torch.device
+
+
+class Metric:
+    name: ClassVar[str]
+
+    def compute(self, ctx: EvalContext) -> dict[str, float | NotComputed]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Executors
+
+
+class Executor:
+    """Runs step functions. Only the driver writes the results database: an executor returns
+    what each step produced and the step itself writes its artifact.
+    """
+
+    name: ClassVar[str]
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any, BaseException | None]]:
+        """Yield (item, result, error) for each item, in any order."""
+        raise NotImplementedError

@@ -1,0 +1,204 @@
+"""The ``reinv-bench`` command line. Thin: parse, call the core, render."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from reinv_bench import __version__
+from reinv_bench.api import BUDGETS, ConfigError
+from reinv_bench.plugins import PluginError
+from reinv_bench.registry import Registry, UnknownNameError
+from reinv_bench.spec import SpecError
+
+DEFAULT_HOME = "~/.reinv-bench"
+USER_ERRORS = (ConfigError, SpecError, UnknownNameError, PluginError, FileNotFoundError)
+
+
+def workdir_option(f):
+    return click.option(
+        "--workdir", type=click.Path(file_okay=False, path_type=Path), envvar="REINV_BENCH_HOME",
+        default=DEFAULT_HOME, show_default=True,
+        help="Where results.db and the artifact cache live (env REINV_BENCH_HOME).",
+    )(f)
+
+
+class State:
+    def __init__(self, plugin_args: tuple[str, ...]) -> None:
+        self.plugin_args = plugin_args
+        self._registry: Registry | None = None
+        self._pm = None
+
+    @property
+    def pm(self):
+        if self._pm is None:
+            from reinv_bench.plugins import get_plugin_manager
+
+            self._pm = get_plugin_manager(self.plugin_args)
+        return self._pm
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.pm)
+        return self._registry
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-p", "plugin_args", multiple=True, metavar="NAME",
+              help="-p no:NAME blocks plugin NAME; -p module.path loads a module as a plugin.")
+@click.version_option(__version__, prog_name="reinv-bench")
+@click.pass_context
+def cli(ctx: click.Context, plugin_args: tuple[str, ...]) -> None:
+    """Benchmark model-inversion attacks against defenses: train, attack, store, rank."""
+    if not isinstance(ctx.obj, State):
+        ctx.obj = State(plugin_args)
+
+
+def _expand_home(path: Path) -> Path:
+    return Path(os.path.expanduser(str(path)))
+
+
+@cli.command()
+@click.option("-a", "--attack", "attacks", multiple=True, default=("gmi",), show_default=True,
+              help='Attack spec, repeatable: NAME or NAME[key=value,...], e.g. "gmi[iters=300]".')
+@click.option("-d", "--defense", "defenses", multiple=True, default=("re",), show_default=True,
+              help='Defense spec, repeatable: "re", "re[scale=0.1-0.8,p=0.5]", "re+bido".')
+@click.option("--arch", "archs", multiple=True, help="Target architecture, repeatable (default: the scenario's).")
+@click.option("--scenario", "scenarios", multiple=True, default=("mnist",), show_default=True,
+              help="Scenario (dataset protocol), repeatable.")
+@click.option("--seeds", type=click.IntRange(1), default=1, show_default=True, help="Seeds 0..N-1 per cell.")
+@click.option("--budget", type=click.Choice(BUDGETS), default=None,
+              help="smoke (seconds), quick (minutes on CPU), paper (published hyperparameters). "
+                   "Default: quick on CPU, paper on CUDA.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--data-root", type=click.Path(path_type=Path), envvar="REINV_BENCH_DATA", default=None,
+              help="Root of local datasets (env REINV_BENCH_DATA); the embedded scenario needs none.")
+@click.option("--metric", "metrics", multiple=True, help="Metrics to compute (default: all registered).")
+@click.option("--executor", default="inline", show_default=True, help="How steps run.")
+@click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
+@click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
+@workdir_option
+@click.pass_obj
+def run(state: State, attacks, defenses, archs, scenarios, seeds, budget, device, data_root, metrics, executor,
+        no_baseline, quiet, workdir):
+    """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
+
+    Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
+    a second identical run trains nothing and an interrupted run resumes where it stopped.
+    """
+    from reinv_bench.leaderboard import aggregate, filter_rows, rich_table, sort_entries
+    from reinv_bench.plan import Request, expand
+    from reinv_bench.progress import LogReporter, RichReporter
+    from reinv_bench.runner import Runner, describe_device, resolve_device
+    from reinv_bench.store import Store
+
+    try:
+        dev = resolve_device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    budget = budget or ("paper" if dev.type == "cuda" else "quick")
+    workdir = _expand_home(workdir)
+    root = str(data_root.resolve()) if data_root else None
+    req = Request(list(attacks), list(defenses), list(archs), list(scenarios), seeds, budget, not no_baseline,
+                  root, list(metrics) or None)
+    plan = expand(req, state.registry)
+    interactive = not quiet and sys.stderr.isatty()
+    reporter = RichReporter() if interactive else LogReporter()
+    runner = Runner(state.registry, workdir, dev, executor, reporter)
+    for s in dict.fromkeys(req.scenarios):  # a missing dataset fails now, before any training
+        runner.data(s, root)
+    store = Store(workdir / "results.db")
+    reporter.message(f"{len(plan.cells)} cell(s), budget {budget}, device {describe_device(dev)}, workdir {workdir}")
+    try:
+        summary = runner.run(plan, store, on_result=state.pm.hook.on_result)
+    except KeyboardInterrupt:
+        reporter.close()
+        click.echo("interrupted: finished steps and results are kept; rerun the same command to resume.", err=True)
+        sys.exit(130)
+    ids = {c.cell_id for c in plan.cells}
+    rows = [r for r in store.rows() if r["cell_id"] in ids]
+    entries = sort_entries(aggregate(rows))
+    if entries:
+        if interactive:
+            reporter.console.print(rich_table(entries))
+        else:
+            from reinv_bench.leaderboard import render
+
+            click.echo(render(entries, "md"))
+    click.echo(f"ran {len(summary.ran)} step(s), reused {len(summary.cached)} cached, "
+               f"{summary.skipped_cells} cell(s) already stored; results in {workdir / 'results.db'}", err=True)
+    if summary.failed:
+        for r in summary.failed:
+            click.echo(f"FAILED {r['attack']} vs {r['defense']} seed {r['seed']}: {r['error']}", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "latex"]), default=None,
+              help="table (rich, default on a terminal) | md | csv | json | latex")
+@click.option("--sort", "sort_by", default="attack_acc", show_default=True, help="Metric to rank defenses by.")
+@click.option("-a", "--attack", "attacks", multiple=True, help="Only these attacks (label as shown).")
+@click.option("-d", "--defense", "defenses", multiple=True, help="Only these defenses.")
+@click.option("--arch", "archs", multiple=True, help="Only these architectures.")
+@click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios.")
+@click.option("--budget", "budgets", multiple=True, help="Only these budgets.")
+@workdir_option
+def leaderboard(fmt, sort_by, attacks, defenses, archs, scenarios, budgets, workdir):
+    """Rank defenses by the privacy-utility trade-off (seeds aggregated: mean ± std)."""
+    from reinv_bench.leaderboard import aggregate, filter_rows, render, rich_table, sort_entries
+    from reinv_bench.store import Store
+
+    db = _expand_home(workdir) / "results.db"
+    if not db.is_file():
+        raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
+    rows = filter_rows(Store(db).rows(), attack=attacks, defense=defenses, arch=archs, scenario=scenarios,
+                       budget=budgets)
+    try:
+        entries = sort_entries(aggregate(rows), sort_by)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not entries:
+        raise click.ClickException("no successful results match the filters")
+    fmt = fmt or ("table" if sys.stdout.isatty() else "md")
+    if fmt == "table":
+        from rich.console import Console
+
+        Console().print(rich_table(entries))
+    else:
+        click.echo(render(entries, fmt))
+
+
+@cli.command()
+@click.pass_obj
+def plugins(state: State):
+    """List every registered plugin item with the package it comes from."""
+    from tabulate import tabulate
+
+    from reinv_bench.registry import KINDS
+
+    rows = []
+    for kind in KINDS:
+        for e in state.registry.entries(kind):
+            obj = e.obj
+            detail = getattr(obj, "threat_model", "") if kind == "attack" else ""
+            if kind == "scenario":
+                detail = getattr(obj, "description", "")
+            rows.append([kind, e.name, e.plugin, e.source, detail])
+    click.echo(tabulate(rows, ["kind", "name", "plugin", "from", "details"], tablefmt="simple"))
+
+
+def main() -> None:
+    """Console entry point: loads plugin commands (register_commands), maps user errors to clean messages."""
+    args = sys.argv[1:]
+    plugin_args = tuple(args[i + 1] for i, a in enumerate(args[:-1]) if a == "-p")
+    state = State(plugin_args)
+    try:
+        state.pm.hook.register_commands(cli=cli)
+        cli.main(args=args, prog_name="reinv-bench", obj=state, standalone_mode=True)
+    except USER_ERRORS as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)

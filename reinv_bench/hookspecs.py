@@ -1,0 +1,59 @@
+"""Every hook a reinv-bench plugin can implement.
+
+Named after what a plugin contributes (datasette's convention). The ``register_*`` hooks are
+collect-all: each implementation returns a list, and the registry gathers them all. Each hook is
+documented with its exact signature in docs/plugins.md (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from reinv_bench.api import Architecture, Attack, Defense, Executor, Metric, Scenario
+
+hookspec = pluggy.HookspecMarker("reinv_bench")
+
+
+@hookspec
+def register_attacks() -> list[type[Attack]]:
+    """Return Attack subclasses (each with a unique ``name``)."""
+
+
+@hookspec
+def register_defenses() -> list[type[Defense]]:
+    """Return Defense subclasses (each with a unique ``name``)."""
+
+
+@hookspec
+def register_architectures() -> list[Architecture]:
+    """Return Architecture instances that build classifiers for a scenario."""
+
+
+@hookspec
+def register_datasets() -> list[Scenario]:
+    """Return Scenario instances: private and public data, image shape, evaluation protocol."""
+
+
+@hookspec
+def register_metrics() -> list[Metric]:
+    """Return Metric instances computed on every attack cell."""
+
+
+@hookspec
+def register_executors() -> list[type[Executor]]:
+    """Return Executor subclasses that run the steps of a plan."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add click commands to the ``reinv-bench`` command group."""
+
+
+@hookspec
+def on_result(cell: dict[str, Any], result: dict[str, Any]) -> None:
+    """Observe a finished cell (its spec and its stored row): loggers, notifiers."""

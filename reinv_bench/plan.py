@@ -1,0 +1,164 @@
+"""Expand a request (attacks x defenses x architectures x scenarios x seeds) into a DAG of steps.
+
+Each step is identified by a hash of its normalised spec (plugin names, plugin versions, fully
+resolved hyperparameters, data source, seed) plus the harness's artifact version. Identical
+steps collapse to one, so a grid that shares targets trains each once, and a second run of the
+same request finds every artifact already there.
+
+    eval    the scenario's evaluation model             once per scenario (and budget)
+    target  arch x defense x scenario x seed            shared by all attacks
+    prior   attack's prior (GAN, ...)                    once per scenario, or per target
+    invert  attack x target x seed -> reconstructions
+and a *cell* (one results row) = invert + evaluation by the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from reinv_bench import spec as specs
+from reinv_bench.api import Attack, Defense, Scenario
+from reinv_bench.registry import Registry
+
+ARTIFACT_VERSION = 1
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@dataclass
+class Step:
+    kind: str
+    spec: dict[str, Any]
+    deps: tuple[str, ...] = ()
+    label: str = ""
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = digest({"kind": self.kind, "v": ARTIFACT_VERSION, **self.spec})
+
+
+@dataclass
+class Cell:
+    cell_id: str
+    labels: dict[str, Any]  # scenario, arch, defense, attack, seed, budget: what the leaderboard shows
+    config: dict[str, Any]  # every resolved hyperparameter
+    eval_key: str
+    target_key: str
+    prior_key: str
+    invert_key: str
+    metrics: list[str]
+
+
+@dataclass
+class Request:
+    attacks: list[str]
+    defenses: list[str]
+    archs: list[str] = field(default_factory=list)  # empty: each scenario's default
+    scenarios: list[str] = field(default_factory=lambda: ["mnist"])
+    seeds: int = 1
+    budget: str = "quick"
+    baseline: bool = True
+    data_root: str | None = None
+    metrics: list[str] | None = None  # None: every registered metric
+
+
+@dataclass
+class Plan:
+    steps: dict[str, Step]
+    cells: list[Cell]
+
+
+def _label(name: str, cls: type, overrides: dict[str, str], config: dict, budget: str) -> str:
+    base = cls.resolve({}, budget)
+    shown = {k: v for k, v in overrides.items() if config[k] != base[k]}
+    return str(specs.Component(name, shown))
+
+
+def resolve_defense(registry: Registry, text: str, budget: str) -> tuple[str, list[dict[str, Any]], list[Defense]]:
+    """Parse and validate a defense spec; returns (label, normalised spec, instances)."""
+    from reinv_bench.train import compose
+
+    labels, desc, insts = [], [], []
+    for comp in specs.parse(text):
+        cls: type[Defense] = registry.get("defense", comp.name)
+        inst = cls(comp.params, budget)
+        insts.append(inst)
+        labels.append(_label(comp.name, cls, comp.params, inst.config, budget))
+        desc.append({"name": comp.name, "version": cls.version, "config": dict(inst.config)})
+    compose(insts)  # refuses conflicting compositions
+    return "+".join(labels), desc, insts
+
+
+def resolve_attack(registry: Registry, text: str, budget: str) -> tuple[str, dict[str, Any], Attack]:
+    comps = specs.parse(text)
+    if len(comps) != 1:
+        raise specs.SpecError(f"attack {text!r}: expected a single attack NAME[key=value,...]")
+    comp = comps[0]
+    cls: type[Attack] = registry.get("attack", comp.name)
+    inst = cls(comp.params, budget)
+    label = _label(comp.name, cls, comp.params, inst.config, budget)
+    return label, {"name": comp.name, "version": cls.version, "config": dict(inst.config)}, inst
+
+
+def expand(req: Request, registry: Registry) -> Plan:
+    steps: dict[str, Step] = {}
+    cells: list[Cell] = []
+
+    def add(step: Step) -> str:
+        steps.setdefault(step.key, step)
+        return step.key
+
+    defenses = list(dict.fromkeys(req.defenses))
+    if req.baseline and any(d != "none" for d in defenses) and "none" not in defenses:
+        defenses.insert(0, "none")
+    metric_names = req.metrics if req.metrics is not None else registry.names("metric")
+    for m in metric_names:
+        registry.get("metric", m)
+    resolved_defenses = [resolve_defense(registry, d, req.budget) for d in defenses]
+    resolved_attacks = [resolve_attack(registry, a, req.budget) for a in dict.fromkeys(req.attacks)]
+    for sname in dict.fromkeys(req.scenarios):
+        scenario: Scenario = registry.get("scenario", sname)
+        data = {"scenario": sname, "data_root": req.data_root}
+        registry.get("architecture", scenario.eval_arch)
+        eval_recipe = asdict(scenario.recipe("eval", req.budget))
+        eval_key = add(Step("eval", {**data, "arch": scenario.eval_arch, "recipe": eval_recipe, "seed": 0},
+                            label=f"eval model {scenario.eval_arch} on {sname}"))
+        for arch in dict.fromkeys(req.archs or [scenario.default_arch]):
+            registry.get("architecture", arch)
+            recipe = asdict(scenario.recipe("target", req.budget))
+            for seed in range(req.seeds):
+                for dlabel, ddesc, _ in resolved_defenses:
+                    target_key = add(Step("target", {**data, "arch": arch, "defense": ddesc, "recipe": recipe,
+                                                     "seed": seed}, label=f"target {arch} / {dlabel} / seed {seed}"))
+                    for alabel, adesc, attack in resolved_attacks:
+                        prior_spec = {k: attack.config[k] for k in attack.prior_params}
+                        uses_target = attack.prior_uses_target
+                        prior_key = add(Step(
+                            "prior",
+                            {**data, "attack": adesc["name"], "version": adesc["version"], "config": prior_spec,
+                             "target": target_key if uses_target else None, "seed": seed if uses_target else 0},
+                            deps=(target_key,) if uses_target else (),
+                            label=f"prior {alabel} on {sname}" + (f" for {dlabel} seed {seed}" if uses_target else ""),
+                        ))
+                        classes = scenario.target_classes()
+                        invert_key = add(Step(
+                            "invert",
+                            {"attack": adesc, "target": target_key, "prior": prior_key, "seed": seed,
+                             "classes": classes},
+                            deps=(target_key, prior_key),
+                            label=f"invert {alabel} -> {arch} / {dlabel} / seed {seed}",
+                        ))
+                        labels = {"scenario": sname, "arch": arch, "defense": dlabel, "attack": alabel,
+                                  "threat_model": attack.threat_model, "seed": seed, "budget": req.budget}
+                        config = {"scenario": {**data, "classes": classes}, "target_recipe": recipe,
+                                  "eval": {"arch": scenario.eval_arch, "recipe": eval_recipe},
+                                  "defense": ddesc, "attack": adesc}
+                        cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": sorted(metric_names)})
+                        cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_key, invert_key,
+                                          list(metric_names)))
+    return Plan(steps, cells)

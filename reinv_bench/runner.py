@@ -1,0 +1,249 @@
+"""Walk a plan through an executor: skip what is cached, run what is missing, store results.
+
+Resume is a consequence of content addressing: artifacts that exist are not recomputed and cells
+whose row is stored as ``ok`` are not re-evaluated, so rerunning an interrupted command continues
+where it stopped, and a failed cell is retried. A failing step fails only the cells that depend
+on it; the others run and are stored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import reinv_bench
+from reinv_bench.api import (
+    AttackContext, Classifier, Defense, EvalContext, Inversion, NotComputed, ScenarioData, TrainRecipe,
+)
+from reinv_bench.artifacts import Artifacts
+from reinv_bench.plan import Cell, Plan, Step
+from reinv_bench.progress import Reporter
+from reinv_bench.registry import Registry
+from reinv_bench.store import Store
+from reinv_bench.train import accuracy, compose, train_classifier
+
+KIND_ORDER = ("eval", "target", "prior", "invert")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+    return dev
+
+
+def describe_device(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
+@dataclass
+class Summary:
+    ran: list[Step] = field(default_factory=list)  # steps computed in this run
+    cached: list[Step] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # cells stored in this run
+    skipped_cells: int = 0  # already stored as ok
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+
+class Runner:
+    def __init__(self, registry: Registry, workdir: Path, device: torch.device, executor: str = "inline",
+                 reporter: Reporter | None = None) -> None:
+        self.registry = registry
+        self.workdir = Path(workdir)
+        self.artifacts = Artifacts(self.workdir)
+        self.device = device
+        self.executor = registry.get("executor", executor)()
+        self.reporter = reporter or Reporter()
+        self._data: dict[tuple[str, str | None], ScenarioData] = {}
+        self.steps: dict[str, Step] = {}
+
+    # ---- data and models ------------------------------------------------------------------
+
+    def data(self, scenario: str, data_root: str | None) -> ScenarioData:
+        if (scenario, data_root) not in self._data:
+            s = self.registry.get("scenario", scenario)
+            self._data[(scenario, data_root)] = s.load(None if data_root is None else Path(data_root))
+        return self._data[(scenario, data_root)]
+
+    def _defense(self, desc: list[dict[str, Any]] | None, budget: str = "paper") -> Defense:
+        if not desc:
+            return Defense()
+        return compose([self.registry.get("defense", d["name"])(d["config"], budget) for d in desc])
+
+    def _build(self, step: Step) -> tuple[Classifier, Defense]:
+        scenario = self.registry.get("scenario", step.spec["scenario"])
+        arch = self.registry.get("architecture", step.spec["arch"])
+        classes = scenario.eval_num_classes if step.kind == "eval" else scenario.num_classes
+        defense = self._defense(step.spec.get("defense"))
+        return defense.wrap_model(arch.build(classes, scenario.image_shape)), defense
+
+    def load_model(self, key: str) -> Classifier:
+        model, _ = self._build(self.steps[key])
+        model.load_state_dict(self.artifacts.load(key)["state_dict"])
+        return model.to(self.device).eval()
+
+    # ---- steps ------------------------------------------------------------------------------
+
+    def execute(self, step: Step) -> dict[str, Any]:
+        self.reporter.step_start(step.label)
+        t0 = time.perf_counter()
+        spec = step.spec
+        progress = self.reporter.step_progress
+        if step.kind in ("eval", "target"):
+            data = self.data(spec["scenario"], spec["data_root"])
+            model, defense = self._build(step)
+            train, test = (data.eval_train, data.eval_test) if step.kind == "eval" else (data.private_train, data.private_test)
+            history = train_classifier(model, train, TrainRecipe(**spec["recipe"]), defense, device=self.device,
+                                       seed=spec["seed"], progress=progress)
+            meta = {"test_acc": accuracy(model, test, self.device), "history": history}
+            obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+        elif step.kind == "prior":
+            attack = self.registry.get("attack", spec["attack"])(spec["config"])
+            data = self.data(spec["scenario"], spec["data_root"])
+            target = self.load_model(spec["target"]) if spec["target"] else None
+            ctx = AttackContext(self.registry.get("scenario", spec["scenario"]), data, target, self.device,
+                                spec["seed"], progress)
+            obj, meta = {"prior": attack.prepare(ctx)}, {}
+        elif step.kind == "invert":
+            adesc = spec["attack"]
+            attack = self.registry.get("attack", adesc["name"])(adesc["config"])
+            tstep = self.steps[spec["target"]]
+            scenario = self.registry.get("scenario", tstep.spec["scenario"])
+            data = self.data(tstep.spec["scenario"], tstep.spec["data_root"])
+            prior = self.artifacts.load(spec["prior"])["prior"]
+            ctx = AttackContext(scenario, data, self.load_model(spec["target"]), self.device, spec["seed"], progress)
+            inv = attack.invert(ctx, prior, spec["classes"])
+            lo, hi = inv.images.min().item(), inv.images.max().item()
+            if not torch.isfinite(inv.images).all() or lo < -1.0001 or hi > 1.0001:
+                raise ValueError(f"attack {adesc['name']} returned images outside [-1, 1] ({lo:.3f}..{hi:.3f})")
+            obj = {"images": inv.images.cpu().float(), "labels": inv.labels.cpu(), "info": inv.info}
+            meta = {}
+        else:
+            raise ValueError(f"unknown step kind {step.kind}")
+        meta.update(seconds=time.perf_counter() - t0, device=describe_device(self.device))
+        obj["meta"] = meta
+        self.artifacts.save(step.key, obj)
+        return meta
+
+    def evaluate(self, cell: Cell) -> tuple[dict[str, Any], dict[str, str]]:
+        spec = self.steps[cell.target_key].spec
+        scenario = self.registry.get("scenario", spec["scenario"])
+        data = self.data(spec["scenario"], spec["data_root"])
+        inv = self.artifacts.load(cell.invert_key)
+        ctx = EvalContext(scenario, data, Inversion(inv["images"], inv["labels"], inv["info"]),
+                          self.load_model(cell.target_key), self.load_model(cell.eval_key), self.device)
+        values: dict[str, Any] = {}
+        notes: dict[str, str] = {}
+        for name in cell.metrics:
+            metric = self.registry.get("metric", name)
+            try:
+                result = metric.compute(ctx)
+            except Exception as exc:  # noqa: BLE001 - stored as null with the reason
+                values[name], notes[name] = None, f"metric {name} failed: {type(exc).__name__}: {exc}"
+                continue
+            for k, v in result.items():
+                if isinstance(v, NotComputed):
+                    values[k], notes[k] = None, v.reason
+                else:
+                    values[k] = float(v)
+        return values, notes
+
+    # ---- the walk ---------------------------------------------------------------------------
+
+    def run(self, plan: Plan, store: Store, on_result=None) -> Summary:
+        self.steps.update(plan.steps)
+        summary = Summary()
+        todo = []
+        for cell in plan.cells:
+            if store.done(cell.cell_id):
+                summary.skipped_cells += 1
+            else:
+                todo.append(cell)
+        needed: set[str] = set()
+        stack = [k for c in todo for k in (c.invert_key, c.eval_key)]
+        while stack:
+            key = stack.pop()
+            if key not in needed:
+                needed.add(key)
+                stack.extend(plan.steps[key].deps)
+        ordered = [s for s in plan.steps.values() if s.key in needed]
+        summary.cached = [s for s in ordered if self.artifacts.exists(s.key)]
+        to_run = [s for s in ordered if not self.artifacts.exists(s.key)]
+        self.reporter.start(len(to_run) + len(todo))
+        failed: dict[str, str] = {}
+        for kind in KIND_ORDER:
+            batch = []
+            for step in (s for s in to_run if s.kind == kind):
+                bad = next((d for d in step.deps if d in failed), None)
+                if bad:
+                    failed[step.key] = f"depends on failed step '{plan.steps[bad].label}'"
+                    self.reporter.step_end(step.label, "failed", error=failed[step.key])
+                else:
+                    batch.append(step)
+            for step, meta, err in self.executor.map(self.execute, batch):
+                if err is None:
+                    summary.ran.append(step)
+                    self.reporter.step_end(step.label, "done", meta.get("seconds", 0.0))
+                else:
+                    failed[step.key] = f"{type(err).__name__}: {err}"
+                    self.reporter.step_end(step.label, "failed", error=failed[step.key])
+                    self.reporter.message("".join(traceback.format_exception(err)[-3:]).rstrip())
+        for cell in todo:
+            t0 = time.perf_counter()
+            row = self._row(cell, store)
+            bad = next((k for k in (cell.eval_key, cell.target_key, cell.prior_key, cell.invert_key) if k in failed), None)
+            if bad:
+                row.update(status="failed", error=f"step '{plan.steps[bad].label}' failed: {failed[bad]}")
+            else:
+                try:
+                    row["metrics"], row["notes"] = self.evaluate(cell)
+                    row["status"] = "ok"
+                except Exception as exc:  # noqa: BLE001 - the cell fails, the grid goes on
+                    row.update(status="failed", error=f"evaluation failed: {type(exc).__name__}: {exc}")
+                row["timings"] = self._timings(cell, time.perf_counter() - t0)
+            store.put(row)
+            summary.rows.append(row)
+            self.reporter.step_end(f"cell {cell.labels['attack']} vs {cell.labels['defense']} seed {cell.labels['seed']}",
+                                   row["status"] if row["status"] == "failed" else "done",
+                                   time.perf_counter() - t0, row.get("error"))
+            if on_result is not None:
+                on_result(cell=cell, result=row)
+        self.reporter.close()
+        return summary
+
+    def _timings(self, cell: Cell, evaluate_s: float) -> dict[str, float]:
+        t = {}
+        for name, key in (("target_s", cell.target_key), ("prior_s", cell.prior_key), ("invert_s", cell.invert_key)):
+            t[name] = float(self.artifacts.load(key)["meta"]["seconds"])
+        inv = self.artifacts.load(cell.invert_key)["info"]
+        if "queries" in inv:
+            t["queries"] = inv["queries"]
+        t["evaluate_s"] = evaluate_s
+        t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
+        return t
+
+    def _row(self, cell: Cell, store: Store) -> dict[str, Any]:
+        spec = self.steps[cell.target_key].spec
+        try:
+            digest = self.data(spec["scenario"], spec["data_root"]).digest
+        except Exception:  # noqa: BLE001 - the data error is the cell's error already
+            digest = None
+        return {
+            "cell_id": cell.cell_id, **cell.labels, "status": None, "error": None, "config": cell.config,
+            "metrics": None, "notes": None, "timings": None, "device": describe_device(self.device),
+            "data_digest": digest, "torch_version": torch.__version__, "reinv_version": reinv_bench.__version__,
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
