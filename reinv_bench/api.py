@@ -138,7 +138,10 @@ class Configurable:
                 raise ConfigError(
                     f"{cls.name}: unknown parameter {key!r}.{hint} Valid: {valid or '(none)'}"
                 )
-            config[key] = cls.params[key].parse(key, raw)
+            try:
+                config[key] = cls.params[key].parse(key, raw)
+            except ConfigError as exc:
+                raise ConfigError(f"{cls.name}: {exc}; {key}: {cls.params[key].doc}") from None
         return config
 
 

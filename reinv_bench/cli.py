@@ -47,7 +47,17 @@ class State:
         return self._registry
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Cli(click.Group):
+    """Turns user errors (unknown names, bad parameters, missing data) into clean messages."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-p", "plugin_args", multiple=True, metavar="NAME",
               help="-p no:NAME blocks plugin NAME; -p module.path loads a module as a plugin.")
 @click.version_option(__version__, prog_name="reinv-bench")
@@ -198,7 +208,7 @@ def main() -> None:
     state = State(plugin_args)
     try:
         state.pm.hook.register_commands(cli=cli)
-        cli.main(args=args, prog_name="reinv-bench", obj=state, standalone_mode=True)
     except USER_ERRORS as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    cli.main(args=args, prog_name="reinv-bench", obj=state)

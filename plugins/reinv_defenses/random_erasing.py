@@ -27,7 +27,7 @@ from torch import Tensor
 from torchvision.transforms import RandomErasing as _TVErasing
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Defense, Param
+from reinv_bench.api import ConfigError, Defense, Param
 
 
 class RandomErasing(Defense):
@@ -43,9 +43,9 @@ class RandomErasing(Defense):
         super().__init__(config, budget)
         c = self.config
         if len(c.scale) != 2 or c.scale[0] > c.scale[1]:
-            raise ValueError(f"re: scale must be lo-hi with lo <= hi, got {c.scale}")
+            raise ConfigError(f"re: scale must be lo-hi with lo <= hi, got {c.scale}")
         if len(c.ratio) != 2 or c.ratio[0] > c.ratio[1]:
-            raise ValueError(f"re: ratio must be lo-hi with lo <= hi, got {c.ratio}")
+            raise ConfigError(f"re: ratio must be lo-hi with lo <= hi, got {c.ratio}")
         self._erasers: dict[int, _TVErasing] = {}
 
     def _eraser(self, channels: int) -> _TVErasing:

@@ -1,0 +1,58 @@
+import sqlite3
+
+import pytest
+import torch
+
+from reinv_bench.store import Store, StoreError
+from reinv_metrics.knn import knn_distance
+
+
+def test_knn_on_hand_built_features():
+    priv = torch.tensor([[0.0, 0.0], [3.0, 0.0], [10.0, 10.0]])
+    priv_y = torch.tensor([0, 0, 1])
+    recon = torch.tensor([[1.0, 0.0], [2.0, 2.0], [10.0, 12.0]])
+    recon_y = torch.tensor([0, 0, 1])
+    # nearest same-class squared distances: 1 (to [0,0]), 1+4=5 (to [3,0]), 4 (to [10,10])
+    assert knn_distance(recon, recon_y, priv, priv_y) == pytest.approx((1 + 5 + 4) / 3)
+
+
+def test_knn_ignores_other_classes():
+    priv = torch.tensor([[0.0], [100.0]])
+    assert knn_distance(torch.tensor([[99.0]]), torch.tensor([0]), priv, torch.tensor([0, 1])) == 99.0**2
+
+
+def test_knn_without_same_class_images_fails_loudly():
+    with pytest.raises(ValueError, match="no private image"):
+        knn_distance(torch.zeros(1, 2), torch.tensor([3]), torch.zeros(1, 2), torch.tensor([0]))
+
+
+def _row(cell_id="c1", **kw):
+    row = {"cell_id": cell_id, "scenario": "mnist", "arch": "cnn", "defense": "re", "attack": "gmi",
+           "threat_model": "white-box", "seed": 0, "budget": "smoke", "status": "ok", "error": None,
+           "config": {"defense": [{"name": "re", "config": {"scale": [0.1, 0.4]}}]},
+           "metrics": {"attack_acc": 0.5, "attack_acc5": None}, "notes": {"attack_acc5": "why"},
+           "timings": {"invert_s": 1.5}, "device": "cpu", "data_digest": "abc", "torch_version": "2",
+           "reinv_version": "0.1", "created_at": "2026-01-01T00:00:00"}
+    row.update(kw)
+    return row
+
+
+def test_store_round_trip_and_replace(tmp_path):
+    store = Store(tmp_path / "r.db")
+    store.put(_row())
+    assert store.get("c1") == _row()
+    store.put(_row(status="failed", error="x"))
+    assert len(store.rows()) == 1 and store.get("c1")["error"] == "x"
+    assert not store.done("c1")
+    store.close()
+    assert Store(tmp_path / "r.db").get("c1")["config"]["defense"][0]["config"]["scale"] == [0.1, 0.4]
+
+
+def test_schema_version_mismatch_is_refused(tmp_path):
+    Store(tmp_path / "r.db").close()
+    db = sqlite3.connect(tmp_path / "r.db")
+    with db:
+        db.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    db.close()
+    with pytest.raises(StoreError, match="schema version 999"):
+        Store(tmp_path / "r.db")

@@ -1,0 +1,122 @@
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reinv_bench import hookimpl, hookspecs
+from reinv_bench.api import Defense
+from reinv_bench.cli import State, cli
+from reinv_bench.plugins import PluginError, get_plugin_manager
+from reinv_bench.registry import Registry, UnknownNameError, load
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+
+def _hooks():
+    return {n: f for n, f in vars(hookspecs).items() if hasattr(f, "reinv_bench_spec")}
+
+
+def test_builtins_come_from_the_entry_point_group():
+    reg = load()
+    assert "gmi" in reg.names("attack")
+    assert {"none", "re"} <= set(reg.names("defense"))
+    assert {"mnist", "mnist-gmi"} <= set(reg.names("scenario"))
+    assert reg.entry("attack", "gmi").source.startswith("reinv-bench ")
+
+
+def test_plugin_registered_in_a_test_appears_in_plugins_command():
+    class Shield(Defense):
+        name = "shield"
+
+    class Plugin:
+        @hookimpl
+        def register_defenses(self):
+            return [Shield]
+
+    state = State(())
+    state._pm = get_plugin_manager(extra=(Plugin(),))
+    result = CliRunner().invoke(cli, ["plugins"], obj=state)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if " shield " in f" {ln} ")
+    assert line.split()[0] == "defense"
+    assert "registered in-process" in line
+
+
+def test_misspelled_hook_is_an_error_naming_the_plugin():
+    class Typo:
+        @hookimpl
+        def register_attack(self):  # missing the final 's'
+            return []
+
+    with pytest.raises(PluginError, match=r"register_attack.*Known hooks"):
+        get_plugin_manager(extra=(Typo(),))
+
+
+def test_unknown_name_gets_did_you_mean():
+    with pytest.raises(UnknownNameError, match=r"did you mean 'gmi'\?.*Known: gmi"):
+        load().get("attack", "gmj")
+
+
+def test_failing_plugin_is_named():
+    class Broken:
+        @hookimpl
+        def register_metrics(self):
+            raise RuntimeError("boom")
+
+    pm = get_plugin_manager(extra=(Broken(),))
+    with pytest.raises(PluginError, match=r"failed in register_metrics: RuntimeError\('boom'\)"):
+        Registry(pm)
+
+
+def test_empty_env_var_loads_no_plugin(monkeypatch):
+    monkeypatch.setenv("REINV_BENCH_LOAD_PLUGINS", "")
+    reg = load()
+    assert all(reg.names(k) == [] for k in ("attack", "defense", "scenario", "metric"))
+
+
+def test_env_var_selects_plugins(monkeypatch):
+    monkeypatch.setenv("REINV_BENCH_LOAD_PLUGINS", "re, none")
+    reg = load()
+    assert reg.names("defense") == ["none", "re"]
+    assert reg.names("attack") == []
+    monkeypatch.setenv("REINV_BENCH_LOAD_PLUGINS", "nosuch")
+    with pytest.raises(PluginError, match="nosuch"):
+        load()
+
+
+def test_block_with_p_no():
+    reg = load(plugin_args=("no:gmi",))
+    assert "gmi" not in reg.names("attack")
+    assert "re" in reg.names("defense")
+
+
+def test_duplicate_names_are_refused():
+    class Again(Defense):
+        name = "re"
+
+    class Plugin:
+        @hookimpl
+        def register_defenses(self):
+            return [Again]
+
+    with pytest.raises(PluginError, match="registered twice"):
+        load(extra=(Plugin(),))
+
+
+def _signature(fn) -> str:
+    sig = inspect.signature(fn)
+    params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
+    return f"def {fn.__name__}({params}) -> {sig.return_annotation}"
+
+
+@pytest.mark.parametrize("name", sorted(_hooks()))
+def test_every_hookspec_is_documented_with_its_exact_signature(name):
+    text = DOCS.read_text()
+    assert f"`{_signature(_hooks()[name])}`" in text, f"docs/plugins.md lacks {_signature(_hooks()[name])}"
+
+
+def test_docs_name_no_hook_that_does_not_exist():
+    documented = set(re.findall(r"^### `def (\w+)\(", DOCS.read_text(), flags=re.M))
+    assert documented == set(_hooks())
