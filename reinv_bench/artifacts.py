@@ -49,7 +49,8 @@ class Artifacts:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is treated the same way
             bad = path.with_suffix(".corrupt")
             os.replace(path, bad)
+            first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
             raise ArtifactError(
-                f"artifact {path} could not be loaded ({type(exc).__name__}: {exc}); moved it to {bad}. "
+                f"artifact {path} could not be loaded ({type(exc).__name__}: {first}); moved it to {bad}. "
                 "Rerun the same command to recompute it; stored results are untouched."
             ) from exc

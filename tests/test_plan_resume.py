@@ -94,7 +94,7 @@ def test_failing_step_fails_only_its_cells(registry, workdir, monkeypatch):
     real = runner_mod.train_classifier
 
     def fail_re(model, train, recipe, defense, **kw):
-        if defense.name == "re":
+        if getattr(defense, "name", None) == "re":
             raise RuntimeError("out of memory (simulated)")
         return real(model, train, recipe, defense, **kw)
 
