@@ -163,15 +163,18 @@ class Classifier(nn.Module):
     """Every architecture builds one: ``blocks`` in sequence (the last ends in the flattened
     penultimate feature vector), then ``head`` to logits. Block outputs are what BiDO
     regularises and where transfer learning freezes; the penultimate features feed KNN
-    distance, MID and LOMMA.
+    distance, MID and LOMMA. ``freeze_point`` is the architecture's declared transfer-learning
+    freeze point (TL-DMI's default for the architecture), in blocks.
     """
 
-    def __init__(self, blocks: Iterable[nn.Module], head: nn.Module, feature_dim: int, num_classes: int):
+    def __init__(self, blocks: Iterable[nn.Module], head: nn.Module, feature_dim: int, num_classes: int,
+                 freeze_point: int = 0):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.feature_dim = feature_dim
         self.num_classes = num_classes
+        self.freeze_point = freeze_point  # leading blocks transfer learning freezes by default
 
     def forward_all(self, x: Tensor, hidden: bool = False) -> Output:
         hs = []
@@ -223,6 +226,7 @@ class ScenarioData:
     eval_test: Split
     digest: str  # identifies the exact split; stored with every result
     source: str  # where the images came from, in words
+    pretrain: Split | None = None  # labelled public-domain data a defense may pretrain on (TL)
 
 
 @dataclass(frozen=True)
@@ -258,7 +262,8 @@ class Scenario:
         return list(range(self.num_classes))
 
     def recipe(self, role: str, budget: str) -> TrainRecipe:
-        """Training recipe of the target (role="target") or evaluation model (role="eval")."""
+        """Training recipe of the target ("target"), evaluation model ("eval") or a defense's
+        pretraining on public data ("pretrain")."""
         raise NotImplementedError
 
 
@@ -274,6 +279,9 @@ class Defense(Configurable):
 
     EXCLUSIVE: ClassVar[tuple[str, ...]] = ("wrap_model", "loss", "trainable")
     needs_hidden: ClassVar[bool] = False  # loss() wants block outputs in out.hidden
+    pretrained: ClassVar[bool] = False  # the target starts from pretrained weights: config["weights"]
+    # (a local state-dict file) or, when that is empty, a model the harness pretrains on the
+    # scenario's public data (a cached step)
 
     def train_transform(self, x: Tensor) -> Tensor:
         """Transform a training batch (normalised space). Never applied at test or attack time."""

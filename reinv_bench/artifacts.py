@@ -46,7 +46,7 @@ class Artifacts:
             raise ArtifactError(f"artifact {key} is missing ({path}); rerun to recompute it")
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is treated the same way
+        except Exception as exc:
             bad = path.with_suffix(".corrupt")
             os.replace(path, bad)
             first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""

@@ -100,7 +100,7 @@ def run(state: State, attacks, defenses, archs, scenarios, seeds, budget, device
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
     a second identical run trains nothing and an interrupted run resumes where it stopped.
     """
-    from reinv_bench.leaderboard import aggregate, filter_rows, rich_table, sort_entries
+    from reinv_bench.leaderboard import aggregate, rich_table, sort_entries
     from reinv_bench.plan import Request, expand
     from reinv_bench.progress import LogReporter, RichReporter
     from reinv_bench.runner import Runner, describe_device, resolve_device

@@ -5,8 +5,9 @@ resolved hyperparameters, data source, seed) plus the harness's artifact version
 steps collapse to one, so a grid that shares targets trains each once, and a second run of the
 same request finds every artifact already there.
 
-    eval    the scenario's evaluation model             once per scenario (and budget)
-    target  arch x defense x scenario x seed            shared by all attacks
+    eval      the scenario's evaluation model           once per scenario (and budget)
+    pretrain  a model pretrained on public data         for defenses that start pretrained (TL)
+    target    arch x defense x scenario x seed          shared by all attacks
     prior   attack's prior (GAN, ...)                    once per scenario, or per target
     invert  attack x target x seed -> reconstructions
 and a *cell* (one results row) = invert + evaluation by the metrics.
@@ -17,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reinv_bench import spec as specs
-from reinv_bench.api import Attack, Defense, Scenario
+from reinv_bench.api import Attack, ConfigError, Defense, Scenario
 from reinv_bench.registry import Registry
 
 ARTIFACT_VERSION = 1
@@ -28,6 +30,14 @@ ARTIFACT_VERSION = 1
 
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass
@@ -132,9 +142,11 @@ def expand(req: Request, registry: Registry) -> Plan:
             registry.get("architecture", arch)
             recipe = asdict(scenario.recipe("target", req.budget))
             for seed in range(req.seeds):
-                for dlabel, ddesc, _ in resolved_defenses:
+                for dlabel, ddesc, insts in resolved_defenses:
+                    init, deps = _init(add, data, scenario, arch, insts, req.budget)
                     target_key = add(Step("target", {**data, "arch": arch, "defense": ddesc, "recipe": recipe,
-                                                     "seed": seed}, label=f"target {arch} / {dlabel} / seed {seed}"))
+                                                     "seed": seed, "init": init}, deps=deps,
+                                          label=f"target {arch} / {dlabel} / seed {seed}"))
                     for alabel, adesc, attack in resolved_attacks:
                         prior_spec = {k: attack.config[k] for k in attack.prior_params}
                         uses_target = attack.prior_uses_target
@@ -162,3 +174,19 @@ def expand(req: Request, registry: Registry) -> Plan:
                         cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_key, invert_key,
                                           list(metric_names)))
     return Plan(steps, cells)
+
+
+def _init(add, data: dict, scenario: Scenario, arch: str, insts: list[Defense], budget: str):
+    """Where a target's weights start: random (None), a local file, or a pretrain step."""
+    pre = next((d for d in insts if d.pretrained), None)
+    if pre is None:
+        return None, ()
+    weights = pre.config.get("weights")
+    if weights:
+        path = Path(weights).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"{pre.name}: weights file {path} does not exist")
+        return {"weights": str(path), "sha256": file_sha256(path)}, ()
+    key = add(Step("pretrain", {**data, "arch": arch, "recipe": asdict(scenario.recipe("pretrain", budget)), "seed": 0},
+                   label=f"pretrain {arch} on public {data['scenario']}"))
+    return {"pretrained": key}, (key,)

@@ -52,7 +52,7 @@ class PluginManager(pluggy.PluginManager):
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
             try:
                 module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - re-raised with the plugin named
+            except Exception as exc:
                 raise PluginError(f"plugin {ep.name!r} ({dist}) failed to import: {exc!r}") from exc
             self.register(module, name=ep.name, source=dist)
         if wanted is not None and (missing := wanted - seen):

@@ -47,7 +47,7 @@ class Registry:
                 source = pm.source(impl.plugin)
                 try:
                     items = impl.function() or []
-                except Exception as exc:  # noqa: BLE001 - re-raised naming the plugin
+                except Exception as exc:
                     raise PluginError(f"plugin {plugin!r} ({source}) failed in {hook}: {exc!r}") from exc
                 for obj in items:
                     name = getattr(obj, "name", None)

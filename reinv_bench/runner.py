@@ -19,7 +19,14 @@ import torch
 
 import reinv_bench
 from reinv_bench.api import (
-    AttackContext, Classifier, Defense, EvalContext, Inversion, NotComputed, ScenarioData, TrainRecipe,
+    AttackContext,
+    Classifier,
+    Defense,
+    EvalContext,
+    Inversion,
+    NotComputed,
+    ScenarioData,
+    TrainRecipe,
 )
 from reinv_bench.artifacts import Artifacts
 from reinv_bench.plan import Cell, Plan, Step
@@ -28,7 +35,7 @@ from reinv_bench.registry import Registry
 from reinv_bench.store import Store
 from reinv_bench.train import accuracy, compose, train_classifier
 
-KIND_ORDER = ("eval", "target", "prior", "invert")
+KIND_ORDER = ("eval", "pretrain", "target", "prior", "invert")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -86,9 +93,33 @@ class Runner:
     def _build(self, step: Step) -> tuple[Classifier, Defense]:
         scenario = self.registry.get("scenario", step.spec["scenario"])
         arch = self.registry.get("architecture", step.spec["arch"])
-        classes = scenario.eval_num_classes if step.kind == "eval" else scenario.num_classes
+        classes = {"eval": scenario.eval_num_classes, "target": scenario.num_classes}.get(step.kind)
+        if step.kind == "pretrain":
+            classes = self._pretrain_split(step).y.max().item() + 1
         defense = self._defense(step.spec.get("defense"))
         return defense.wrap_model(arch.build(classes, scenario.image_shape)), defense
+
+    def _pretrain_split(self, step: Step):
+        data = self.data(step.spec["scenario"], step.spec["data_root"])
+        if data.pretrain is None:
+            raise ValueError(f"scenario {step.spec['scenario']} has no labelled public data to pretrain on; "
+                             "give the defense a local file: tl[weights=PATH]")
+        return data.pretrain
+
+    def _init_weights(self, model: Classifier, init: dict[str, str]) -> str:
+        """Load pretrained weights (all but the head) into ``model``; returns their origin."""
+        if "pretrained" in init:
+            state, origin = self.artifacts.load(init["pretrained"])["state_dict"], "pretrained on public data"
+        else:
+            state = torch.load(init["weights"], map_location="cpu", weights_only=True)
+            state, origin = state.get("state_dict", state), f"{init['weights']} (sha256 {init['sha256'][:12]})"
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("head.")]
+        if missing or unexpected:
+            raise ValueError(f"pretrained weights from {origin} do not fit the architecture: "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return origin
 
     def load_model(self, key: str) -> Classifier:
         model, _ = self._build(self.steps[key])
@@ -102,13 +133,17 @@ class Runner:
         t0 = time.perf_counter()
         spec = step.spec
         progress = self.reporter.step_progress
-        if step.kind in ("eval", "target"):
+        if step.kind in ("eval", "pretrain", "target"):
             data = self.data(spec["scenario"], spec["data_root"])
             model, defense = self._build(step)
-            train, test = (data.eval_train, data.eval_test) if step.kind == "eval" else (data.private_train, data.private_test)
+            train, test = {"eval": (data.eval_train, data.eval_test), "target": (data.private_train, data.private_test)
+                           }.get(step.kind) or (self._pretrain_split(step),) * 2
+            meta = {}
+            if spec.get("init"):
+                meta["init"] = self._init_weights(model, spec["init"])
             history = train_classifier(model, train, TrainRecipe(**spec["recipe"]), defense, device=self.device,
                                        seed=spec["seed"], progress=progress)
-            meta = {"test_acc": accuracy(model, test, self.device), "history": history}
+            meta.update(test_acc=accuracy(model, test, self.device), history=history)
             obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
         elif step.kind == "prior":
             attack = self.registry.get("attack", spec["attack"])(spec["config"])

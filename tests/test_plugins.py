@@ -118,5 +118,5 @@ def test_every_hookspec_is_documented_with_its_exact_signature(name):
 
 
 def test_docs_name_no_hook_that_does_not_exist():
-    documented = set(re.findall(r"^### `def (\w+)\(", DOCS.read_text(), flags=re.M))
+    documented = set(re.findall(r"^### `def (\w+)\(", DOCS.read_text(), flags=re.MULTILINE))
     assert documented == set(_hooks())

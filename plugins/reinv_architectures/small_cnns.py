@@ -33,7 +33,7 @@ class CNN(Architecture):
                 nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128 * 16, 256), nn.BatchNorm1d(256), nn.ReLU()
             ),
         ]
-        return Classifier(blocks, nn.Linear(256, num_classes), 256, num_classes)
+        return Classifier(blocks, nn.Linear(256, num_classes), 256, num_classes, freeze_point=2)
 
 
 class _Basic(nn.Module):
@@ -71,7 +71,7 @@ class ResNet8(Architecture):
             _Basic(64, 128, 2),
             nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
         ]
-        return Classifier(blocks, nn.Linear(128, num_classes), 128, num_classes)
+        return Classifier(blocks, nn.Linear(128, num_classes), 128, num_classes, freeze_point=3)
 
 
 @hookimpl

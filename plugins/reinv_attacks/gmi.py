@@ -125,7 +125,7 @@ class GMI(Attack):
     }
     budgets = {
         "smoke": {"gan_dim": 8, "gan_epochs": 1, "iters": 20, "restarts": 2},
-        "quick": {"gan_dim": 16, "gan_epochs": 60, "iters": 600},
+        "quick": {"gan_dim": 16, "gan_epochs": 60, "iters": 400},
     }
     z_dim = 100
 

@@ -7,7 +7,9 @@ MNIST in torchvision's folder layout (``ROOT/MNIST/raw/*-ubyte``). 28x28 digits 
 images are *private* (labelled; 80% train, 20% held-out test: the target's and the evaluation
 model's data) and the other half are *public* (the attacker's, unlabelled). As in the face
 protocols, public data comes from the same distribution but shares no image and carries no label.
-The evaluation model (``resnet8``) differs from the default target (``cnn``).
+The evaluation model (``resnet8``) differs from the default target (``cnn``). Defenses that
+pretrain on public data (``tl``) get the public images *with* their labels (``pretrain``), as
+TL-DMI pretrains on a labelled public dataset; attacks never see those labels.
 
 ``mnist-gmi``: the GMI paper's own protocol (Zhang et al., CVPR 2020, Sec. 4): private = digits
 0-4, public = digits 5-9. Its weakness: a generator that only knows 5-9 produces 5-9-like images,
@@ -124,6 +126,7 @@ class MNIST(Scenario):
             eval_test=private_test,
             digest=_digest(source, train, test, pub),
             source=source,
+            pretrain=Split(xt[pub], yt[pub]),
         )
 
 
@@ -152,6 +155,7 @@ class MNISTGMI(MNIST):
             eval_test=Split(xt[test], yt[test]),
             digest=_digest(source, train, test, pub),
             source=source,
+            pretrain=Split(xt[pub], yt[pub]),
         )
 
 

@@ -16,8 +16,18 @@ this defense (the digit scenarios use none).
 
 Parameters (``-d "re[p=0.5,scale=0.1-0.8]"``): ``p`` probability of erasing an image,
 ``scale`` area fraction range lo-hi, ``ratio`` aspect ratio range (1-1 = square), ``value`` fill
-per channel in normalised space (a/b/c). ``scale=0.1-0.8`` is the stronger setting of the
-``_0.8`` config; ``p<1`` is the seed paper's Partial Erasure ablation axis.
+per channel in normalised space (a/b/c), ``location`` random|fixed.
+
+The seed paper's ablations (its Sec. on the two properties behind RE's effect):
+- ``re[p=...]`` with p < 1 lets the target see complete images for a fraction 1-p of the
+  samples: the *Partial Erasure* axis. The paper attributes RE's privacy to the model never
+  seeing whole private images, so attack accuracy should rise as p falls.
+- ``re[location=fixed]`` erases one square at a fixed position (centred; area = the mean of
+  ``scale``) in every image: the *Random Location* axis. The paper's claim is that a random
+  position matters because the model must then rely on varied partial features, so a fixed
+  location should protect less. The official repository releases no config for this ablation
+  (``utils/test_mask.py`` builds a fixed square block); the centred square is our reading.
+- ``re[scale=0.1-0.8]`` is the stronger setting of the official ``_0.8`` config.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ class RandomErasing(Defense):
         "scale": Param((0.1, 0.4), "range of the erased area as a fraction of the image (lo-hi)", low=0.0, high=1.0),
         "ratio": Param((1.0, 1.0), "range of the patch aspect ratio (1-1 = square)", low=1e-3),
         "value": Param((0.485, 0.456, 0.406), "fill per channel, normalised space (a/b/c)", low=-1.0, high=1.0),
+        "location": Param("random", "random: uniform position per image; fixed: one centred square",
+                          choices=("random", "fixed")),
     }
 
     def __init__(self, config=None, budget: str = "paper") -> None:
@@ -58,7 +70,28 @@ class RandomErasing(Defense):
             )
         return self._erasers[channels]
 
+    def _fill(self, channels: int, like: Tensor) -> Tensor:
+        v = list(self.config.value)
+        if len(v) != channels:
+            v = [sum(v) / len(v)] * channels
+        return torch.tensor(v, dtype=like.dtype, device=like.device)[:, None, None]
+
+    def fixed_box(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the fixed-location square: area = mean of ``scale``,
+        aspect = mean of ``ratio``, centred."""
+        area = h * w * sum(self.config.scale) / 2
+        r = sum(self.config.ratio) / 2
+        eh = min(h, max(1, round((area * r) ** 0.5)))
+        ew = min(w, max(1, round((area / r) ** 0.5)))
+        return (h - eh) // 2, (w - ew) // 2, eh, ew
+
     def train_transform(self, x: Tensor) -> Tensor:
+        if self.config.location == "fixed":
+            top, left, eh, ew = self.fixed_box(x.shape[-2], x.shape[-1])
+            hit = torch.rand(len(x), device=x.device) < self.config.p
+            x = x.clone()
+            x[hit, :, top : top + eh, left : left + ew] = self._fill(x.shape[1], x)
+            return x
         erase = self._eraser(x.shape[1])
         return torch.stack([erase(img) for img in x])  # one square per image, not one per batch
 
