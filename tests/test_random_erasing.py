@@ -74,3 +74,23 @@ def test_never_applied_at_test_time(monkeypatch):
     assert calls == [20, 20]
     predict(model, data.x, torch.device("cpu"))
     assert calls == [20, 20]
+
+
+def test_batched_sampling_has_torchvisions_distribution():
+    """Erased-area and position statistics of the batched sampler match torchvision's own
+    RandomErasing (same parameters) on 4,000 images."""
+    from torchvision.transforms import RandomErasing as TV
+
+    torch.manual_seed(0)
+    x = torch.full((4000, 1, 32, 32), -1.0)
+    for scale, ratio in (((0.1, 0.4), (1.0, 1.0)), ((0.02, 0.33), (0.3, 3.3))):
+        ours = _erased(x, _re(scale=f"{scale[0]}-{scale[1]}", ratio=f"{ratio[0]}-{ratio[1]}").train_transform(x))
+        tv = TV(p=1.0, scale=scale, ratio=ratio, value=[VALUE])
+        theirs = torch.stack([_erased(img[None], tv(img)[None])[0] for img in x])
+        for stat in (lambda m: m.flatten(1).sum(1).float(),  # area
+                     lambda m: m.any(2).float().argmax(1).float(),  # top row
+                     lambda m: m.any(1).float().argmax(1).float()):  # left column
+            a, b = stat(ours), stat(theirs)
+            assert abs(a.mean() - b.mean()) < 0.05 * b.mean() + 0.3
+            assert abs(a.std() - b.std()) < 0.08 * b.std() + 0.3
+        assert abs(ours.any(2).any(1).float().mean() - theirs.any(2).any(1).float().mean()) < 0.02
