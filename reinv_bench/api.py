@@ -312,8 +312,8 @@ class Defense(Configurable):
 class AttackContext:
     scenario: Scenario
     data: ScenarioData
-    target: nn.Module | None  # the target as the threat model allows (None while preparing a
-    device: torch.device  # target-independent prior)
+    target: Any  # what the threat model allows: the module, a BlackBox or a LabelOnly view;
+    device: torch.device  # None while preparing a target-independent prior
     seed: int
     progress: Progress = _no_progress
 
@@ -325,20 +325,62 @@ class Inversion:
     info: dict[str, Any] = field(default_factory=dict)  # e.g. final losses, target queries
 
 
+@dataclass(frozen=True)
+class PriorSpec:
+    """A prior an attack needs: ``kind`` names what is built (attacks that share a kind and
+    params share the cached artifact, e.g. GMI's GAN for gmi, brepmi and lomma+gmi)."""
+
+    kind: str
+    params: dict[str, Any]
+    uses_target: bool = False
+
+
+class BlackBox:
+    """The target as a black-box attacker sees it: softmax probabilities, no gradients.
+    Counts the images queried."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model, self.queries = model.eval(), 0
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        self.queries += len(x)
+        return self._model(x).softmax(1)
+
+
+class LabelOnly(BlackBox):
+    """The target as a label-only attacker sees it: the top-1 label, nothing else."""
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        self.queries += len(x)
+        return self._model(x).argmax(1)
+
+
 class Attack(Configurable):
-    """A model-inversion attack. ``prepare`` builds its prior (cached as an artifact keyed by
-    ``prior_params`` and, if ``prior_uses_target``, by the target); ``invert`` reconstructs.
+    """A model-inversion attack.
+
+    ``threat_model`` decides what ``ctx.target`` is: the module (white-box), a ``BlackBox`` or a
+    ``LabelOnly`` view. ``priors()`` lists the cached priors the attack needs (by default one,
+    of kind ``prior_kind``, keyed by the config values named in ``prior_params``, per target if
+    ``prior_uses_target``); ``prepare(ctx, kind)`` builds one; ``invert(ctx, priors, classes)``
+    receives them by kind and reconstructs every class in one batch.
     """
 
     threat_model: ClassVar[str] = "white-box"
-    prior_params: ClassVar[tuple[str, ...]] = ()  # the config keys the prior depends on
+    prior_kind: ClassVar[str | None] = None  # default: the attack's name
+    prior_params: ClassVar[tuple[str, ...]] = ()
     prior_uses_target: ClassVar[bool] = False
 
-    def prepare(self, ctx: AttackContext) -> dict[str, Any]:
-        """Build the prior; returns tensors/state dicts (saved with weights_only loading)."""
+    def priors(self) -> list[PriorSpec]:
+        return [PriorSpec(self.prior_kind or self.name, {k: self.config[k] for k in self.prior_params},
+                          self.prior_uses_target)]
+
+    def prepare(self, ctx: AttackContext, kind: str) -> dict[str, Any]:
+        """Build prior ``kind``; returns tensors/state dicts (saved for weights_only loading)."""
         return {}
 
-    def invert(self, ctx: AttackContext, prior: dict[str, Any], classes: list[int]) -> Inversion:
+    def invert(self, ctx: AttackContext, priors: dict[str, dict[str, Any]], classes: list[int]) -> Inversion:
         raise NotImplementedError
 
 

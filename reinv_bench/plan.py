@@ -46,7 +46,8 @@ class Step:
     spec: dict[str, Any]
     deps: tuple[str, ...] = ()
     label: str = ""
-    key: str = field(init=False)
+    extra: dict[str, Any] = field(default_factory=dict)  # not hashed: how to run it (e.g. which
+    key: str = field(init=False)  # attack prepares a shared prior)
 
     def __post_init__(self) -> None:
         self.key = digest({"kind": self.kind, "v": ARTIFACT_VERSION, **self.spec})
@@ -59,7 +60,7 @@ class Cell:
     config: dict[str, Any]  # every resolved hyperparameter
     eval_key: str
     target_key: str
-    prior_key: str
+    prior_keys: list[str]
     invert_key: str
     metrics: list[str]
 
@@ -105,14 +106,32 @@ def resolve_defense(registry: Registry, text: str, budget: str) -> tuple[str, li
 
 
 def resolve_attack(registry: Registry, text: str, budget: str) -> tuple[str, dict[str, Any], Attack]:
+    """Parse ``NAME[...]`` or ``WRAPPER[...]+NAME[...]`` (e.g. ``lomma+gmi``): a wrapper attack
+    (``wraps = True``) modifies the attack to its right."""
     comps = specs.parse(text)
-    if len(comps) != 1:
-        raise specs.SpecError(f"attack {text!r}: expected a single attack NAME[key=value,...]")
-    comp = comps[0]
-    cls: type[Attack] = registry.get("attack", comp.name)
-    inst = cls(comp.params, budget)
-    label = _label(comp.name, cls, comp.params, inst.config, budget)
-    return label, {"name": comp.name, "version": cls.version, "config": dict(inst.config)}, inst
+    desc: dict[str, Any] | None = None
+    labels = []
+    for i, comp in enumerate(reversed(comps)):
+        cls: type[Attack] = registry.get("attack", comp.name)
+        wraps = getattr(cls, "wraps", False)
+        if i == 0 and wraps:
+            raise specs.SpecError(f"attack {comp.name!r} wraps a base attack: write e.g. {comp.name}+gmi")
+        if i > 0 and not wraps:
+            raise specs.SpecError(f"{text!r}: {comp.name!r} is not a wrapper attack; only wrappers (like lomma) "
+                                  "may stand left of '+'")
+        inst = cls(comp.params, budget) if desc is None else cls(comp.params, budget, base=build_attack(registry, desc))
+        labels.insert(0, _label(comp.name, cls, comp.params, inst.config, budget))
+        desc = {"name": comp.name, "version": cls.version, "config": dict(inst.config),
+                **({"base": desc} if desc is not None else {})}
+    return "+".join(labels), desc, inst
+
+
+def build_attack(registry: Registry, desc: dict[str, Any]) -> Attack:
+    """Rebuild an attack (and the attack it wraps) from its stored description."""
+    cls = registry.get("attack", desc["name"])
+    if "base" in desc:
+        return cls(desc["config"], base=build_attack(registry, desc["base"]))
+    return cls(desc["config"])
 
 
 def expand(req: Request, registry: Registry) -> Plan:
@@ -148,21 +167,25 @@ def expand(req: Request, registry: Registry) -> Plan:
                                                      "seed": seed, "init": init}, deps=deps,
                                           label=f"target {arch} / {dlabel} / seed {seed}"))
                     for alabel, adesc, attack in resolved_attacks:
-                        prior_spec = {k: attack.config[k] for k in attack.prior_params}
-                        uses_target = attack.prior_uses_target
-                        prior_key = add(Step(
-                            "prior",
-                            {**data, "attack": adesc["name"], "version": adesc["version"], "config": prior_spec,
-                             "target": target_key if uses_target else None, "seed": seed if uses_target else 0},
-                            deps=(target_key,) if uses_target else (),
-                            label=f"prior {alabel} on {sname}" + (f" for {dlabel} seed {seed}" if uses_target else ""),
-                        ))
+                        priors = {}
+                        for ps in attack.priors():
+                            priors[ps.kind] = add(Step(
+                                "prior",
+                                {**data, "kind": ps.kind, "params": ps.params, "version": adesc["version"],
+                                 "target": target_key if ps.uses_target else None,
+                                 "seed": seed if ps.uses_target else 0},
+                                deps=(target_key,) if ps.uses_target else (),
+                                label=f"prior {ps.kind} on {sname}"
+                                + (f" for {dlabel} seed {seed}" if ps.uses_target else ""),
+                                extra={"attack": adesc},
+                            ))
+                        prior_keys = list(priors.values())
                         classes = scenario.target_classes()
                         invert_key = add(Step(
                             "invert",
-                            {"attack": adesc, "target": target_key, "prior": prior_key, "seed": seed,
+                            {"attack": adesc, "target": target_key, "priors": priors, "seed": seed,
                              "classes": classes},
-                            deps=(target_key, prior_key),
+                            deps=(target_key, *prior_keys),
                             label=f"invert {alabel} -> {arch} / {dlabel} / seed {seed}",
                         ))
                         labels = {"scenario": sname, "arch": arch, "defense": dlabel, "attack": alabel,
@@ -171,7 +194,7 @@ def expand(req: Request, registry: Registry) -> Plan:
                                   "eval": {"arch": scenario.eval_arch, "recipe": eval_recipe},
                                   "defense": ddesc, "attack": adesc}
                         cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": sorted(metric_names)})
-                        cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_key, invert_key,
+                        cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_keys, invert_key,
                                           list(metric_names)))
     return Plan(steps, cells)
 

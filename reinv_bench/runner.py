@@ -19,11 +19,14 @@ import torch
 
 import reinv_bench
 from reinv_bench.api import (
+    Attack,
     AttackContext,
+    BlackBox,
     Classifier,
     Defense,
     EvalContext,
     Inversion,
+    LabelOnly,
     NotComputed,
     ScenarioData,
     TrainRecipe,
@@ -121,6 +124,16 @@ class Runner:
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
         return origin
 
+    def attack(self, desc: dict[str, Any]) -> Attack:
+        from reinv_bench.plan import build_attack
+
+        return build_attack(self.registry, desc)
+
+    def target_view(self, attack: Attack, key: str):
+        """The target as the attack's threat model allows it to be seen."""
+        model = self.load_model(key).requires_grad_(False)
+        return {"white-box": model, "black-box": BlackBox(model), "label-only": LabelOnly(model)}[attack.threat_model]
+
     def load_model(self, key: str) -> Classifier:
         model, _ = self._build(self.steps[key])
         model.load_state_dict(self.artifacts.load(key)["state_dict"])
@@ -146,24 +159,26 @@ class Runner:
             meta.update(test_acc=accuracy(model, test, self.device), history=history)
             obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
         elif step.kind == "prior":
-            attack = self.registry.get("attack", spec["attack"])(spec["config"])
+            attack = self.attack(step.extra["attack"])
             data = self.data(spec["scenario"], spec["data_root"])
-            target = self.load_model(spec["target"]) if spec["target"] else None
+            target = self.target_view(attack, spec["target"]) if spec["target"] else None
             ctx = AttackContext(self.registry.get("scenario", spec["scenario"]), data, target, self.device,
                                 spec["seed"], progress)
-            obj, meta = {"prior": attack.prepare(ctx)}, {}
+            obj, meta = {"prior": attack.prepare(ctx, spec["kind"])}, {}
         elif step.kind == "invert":
-            adesc = spec["attack"]
-            attack = self.registry.get("attack", adesc["name"])(adesc["config"])
+            attack = self.attack(spec["attack"])
             tstep = self.steps[spec["target"]]
             scenario = self.registry.get("scenario", tstep.spec["scenario"])
             data = self.data(tstep.spec["scenario"], tstep.spec["data_root"])
-            prior = self.artifacts.load(spec["prior"])["prior"]
-            ctx = AttackContext(scenario, data, self.load_model(spec["target"]), self.device, spec["seed"], progress)
-            inv = attack.invert(ctx, prior, spec["classes"])
+            priors = {kind: self.artifacts.load(key)["prior"] for kind, key in spec["priors"].items()}
+            target = self.target_view(attack, spec["target"])
+            ctx = AttackContext(scenario, data, target, self.device, spec["seed"], progress)
+            inv = attack.invert(ctx, priors, spec["classes"])
+            if isinstance(target, BlackBox):
+                inv.info["queries"] = target.queries
             lo, hi = inv.images.min().item(), inv.images.max().item()
             if not torch.isfinite(inv.images).all() or lo < -1.0001 or hi > 1.0001:
-                raise ValueError(f"attack {adesc['name']} returned images outside [-1, 1] ({lo:.3f}..{hi:.3f})")
+                raise ValueError(f"attack {attack.name} returned images outside [-1, 1] ({lo:.3f}..{hi:.3f})")
             obj = {"images": inv.images.cpu().float(), "labels": inv.labels.cpu(), "info": inv.info}
             meta = {}
         else:
@@ -239,7 +254,7 @@ class Runner:
         for cell in todo:
             t0 = time.perf_counter()
             row = self._row(cell, store)
-            bad = next((k for k in (cell.eval_key, cell.target_key, cell.prior_key, cell.invert_key) if k in failed), None)
+            bad = next((k for k in (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key) if k in failed), None)
             if bad:
                 row.update(status="failed", error=f"step '{plan.steps[bad].label}' failed: {failed[bad]}")
             else:
@@ -260,9 +275,11 @@ class Runner:
         return summary
 
     def _timings(self, cell: Cell, evaluate_s: float) -> dict[str, float]:
-        t = {}
-        for name, key in (("target_s", cell.target_key), ("prior_s", cell.prior_key), ("invert_s", cell.invert_key)):
-            t[name] = float(self.artifacts.load(key)["meta"]["seconds"])
+        def seconds(key: str) -> float:
+            return float(self.artifacts.load(key)["meta"]["seconds"])
+
+        t = {"target_s": seconds(cell.target_key), "prior_s": sum(seconds(k) for k in cell.prior_keys),
+             "invert_s": seconds(cell.invert_key)}
         inv = self.artifacts.load(cell.invert_key)["info"]
         if "queries" in inv:
             t["queries"] = inv["queries"]

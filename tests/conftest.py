@@ -17,10 +17,11 @@ class MeanAttack(Attack):
     prior_params = ("blur",)
     params = {"blur": Param(0, "unused prior parameter"), "steps": Param(3, "gradient steps")}
 
-    def prepare(self, ctx):
+    def prepare(self, ctx, kind):
         return {"mean": ctx.data.public.x.mean(0)}
 
-    def invert(self, ctx, prior, classes):
+    def invert(self, ctx, priors, classes):
+        prior = priors["meanimg"]
         x = prior["mean"].expand(len(classes), *prior["mean"].shape).clone().to(ctx.device).requires_grad_(True)
         y = torch.tensor(classes, device=ctx.device)
         for _ in range(self.config.steps):

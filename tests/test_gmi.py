@@ -78,7 +78,7 @@ def test_smoke_attack_produces_scenario_shaped_images():
     scenario = reg.get("scenario", "mnist")
     data = scenario.load(None)
     attack = GMI({}, "smoke")
-    prior = attack.prepare(AttackContext(scenario, data, None, CPU, 0))
+    prior = {"gmi-gan": attack.prepare(AttackContext(scenario, data, None, CPU, 0), "gmi-gan")}
     T = reg.get("architecture", "cnn").build(10, scenario.image_shape).eval()
     inv = attack.invert(AttackContext(scenario, data, T, CPU, 0), prior, scenario.target_classes())
     assert inv.images.shape == (10 * attack.config.restarts, *scenario.image_shape)

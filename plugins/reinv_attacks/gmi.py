@@ -132,7 +132,9 @@ class GMI(Attack):
     def _nets(self, image_shape) -> tuple[Generator, Critic]:
         return Generator(image_shape, self.z_dim, self.config.gan_dim), Critic(image_shape, self.config.gan_dim)
 
-    def prepare(self, ctx: AttackContext) -> dict:
+    prior_kind = "gmi-gan"
+
+    def prepare(self, ctx: AttackContext, kind: str) -> dict:
         c = self.config
         G, D, info = train_wgan_gp(
             ctx.data.public.x, ctx.scenario.image_shape, dim=c.gan_dim, z_dim=self.z_dim, epochs=c.gan_epochs,
@@ -147,9 +149,9 @@ class GMI(Attack):
         D.load_state_dict(prior["D"])
         return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False)
 
-    def invert(self, ctx: AttackContext, prior: dict, classes: list[int]) -> Inversion:
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
         c = self.config
-        G, D = self.load_prior(prior, ctx.scenario.image_shape, ctx.device)
+        G, D = self.load_prior(priors[self.prior_kind], ctx.scenario.image_shape, ctx.device)
         T = ctx.target.eval().requires_grad_(False)
         z0, y = latent_init(ctx.seed, classes, c.restarts, self.z_dim)
         z, hist = gmi_optimize(
