@@ -171,7 +171,7 @@ def expand(req: Request, registry: Registry) -> Plan:
                         for ps in attack.priors():
                             priors[ps.kind] = add(Step(
                                 "prior",
-                                {**data, "kind": ps.kind, "params": ps.params, "version": adesc["version"],
+                                {**data, "kind": ps.kind, "params": ps.params,
                                  "target": target_key if ps.uses_target else None,
                                  "seed": seed if ps.uses_target else 0},
                                 deps=(target_key,) if ps.uses_target else (),

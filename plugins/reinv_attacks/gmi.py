@@ -78,15 +78,17 @@ def train_wgan_gp(
     return G, D, {"critic_steps": step, "final_wasserstein": sum(wd_hist[-50:]) / max(1, len(wd_hist[-50:]))}
 
 
-def gmi_loss(G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, lam: float) -> Tensor:
-    """Per-latent GMI objective: prior loss -D(G(z)) plus lambda * CE(T(G(z)), y)."""
+def gmi_loss(G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, lam: float, identity=None) -> Tensor:
+    """Per-latent GMI objective: prior loss -D(G(z)) plus lambda * CE(T(G(z)), y), or plus
+    lambda * identity(G(z), y) when an identity loss is given."""
     x = G(z)
-    return -D(x) + lam * F.cross_entropy(T(x), y, reduction="none")
+    iden = F.cross_entropy(T(x), y, reduction="none") if identity is None else identity(x, y)
+    return -D(x) + lam * iden
 
 
 def gmi_optimize(
     G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, *, iters: int, lr: float,
-    momentum: float, lam: float, clip: float, scale: float, progress: Progress = _no_progress,
+    momentum: float, lam: float, clip: float, scale: float, progress: Progress = _no_progress, identity=None,
 ) -> tuple[Tensor, list[float]]:
     """Optimise all latents at once. ``scale`` multiplies the summed per-latent loss (1 / the
     number of attacked classes: the official batch mean). Returns (z, mean loss per iteration)."""
@@ -94,7 +96,7 @@ def gmi_optimize(
     opt = torch.optim.SGD([z], lr=lr, momentum=momentum, nesterov=True)
     history = []
     for it in range(iters):
-        per_latent = gmi_loss(G, D, T, z, y, lam)
+        per_latent = gmi_loss(G, D, T, z, y, lam, identity)
         opt.zero_grad(set_to_none=True)
         (per_latent.sum() * scale).backward()
         opt.step()
@@ -105,34 +107,27 @@ def gmi_optimize(
     return z.detach(), [h.item() for h in history]
 
 
-class GMI(Attack):
-    name = "gmi"
-    threat_model = "white-box"
-    prior_params = ("gan_dim", "gan_epochs", "gan_batch", "gan_lr", "n_critic", "gp")
-    params = {
-        "gan_dim": Param(64, "GAN base width (official: 64)", low=4),
-        "gan_epochs": Param(100, "GAN training epochs over the public data", low=1),
-        "gan_batch": Param(64, "GAN batch size (official: 64)", low=1),
-        "gan_lr": Param(2e-4, "Adam lr of generator and critic (official: 2e-4)", low=0.0),
-        "n_critic": Param(5, "critic steps per generator step (official: 5)", low=1),
-        "gp": Param(10.0, "gradient-penalty weight (official: 10)", low=0.0),
-        "iters": Param(1500, "inversion iterations (paper: 1500)", low=1),
-        "lr": Param(0.02, "inversion SGD learning rate (paper: 0.02)", low=0.0),
-        "momentum": Param(0.9, "Nesterov momentum (paper: 0.9)", low=0.0, high=1.0),
-        "lam": Param(100.0, "weight of the identity loss (paper: 100)", low=0.0),
-        "restarts": Param(5, "random restarts per class (paper: 5)", low=1),
-        "clip": Param(1.0, "latent clamp (paper: 1)", low=0.0),
-    }
-    budgets = {
-        "smoke": {"gan_dim": 8, "gan_epochs": 1, "iters": 20, "restarts": 2},
-        "quick": {"gan_dim": 16, "gan_epochs": 60, "iters": 400},
-    }
+GAN_PARAMS = {
+    "gan_dim": Param(64, "GAN base width (official: 64)", low=4),
+    "gan_epochs": Param(100, "GAN training epochs over the public data", low=1),
+    "gan_batch": Param(64, "GAN batch size (official: 64)", low=1),
+    "gan_lr": Param(2e-4, "Adam lr of generator and critic (official: 2e-4)", low=0.0),
+    "n_critic": Param(5, "critic steps per generator step (official: 5)", low=1),
+    "gp": Param(10.0, "gradient-penalty weight (official: 10)", low=0.0),
+}
+GAN_BUDGETS = {"smoke": {"gan_dim": 8, "gan_epochs": 1}, "quick": {"gan_dim": 16, "gan_epochs": 60}}
+
+
+class GMIPrior(Attack):
+    """The public WGAN-GP prior of GMI, shared (one cached artifact per scenario and GAN
+    config) by every attack that uses it: gmi, brepmi, lomma+gmi."""
+
+    prior_kind = "gmi-gan"
+    prior_params = tuple(GAN_PARAMS)
     z_dim = 100
 
     def _nets(self, image_shape) -> tuple[Generator, Critic]:
         return Generator(image_shape, self.z_dim, self.config.gan_dim), Critic(image_shape, self.config.gan_dim)
-
-    prior_kind = "gmi-gan"
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         c = self.config
@@ -149,14 +144,33 @@ class GMI(Attack):
         D.load_state_dict(prior["D"])
         return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False)
 
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
+
+class GMI(GMIPrior):
+    name = "gmi"
+    threat_model = "white-box"
+    params = {
+        **GAN_PARAMS,
+        "iters": Param(1500, "inversion iterations (paper: 1500)", low=1),
+        "lr": Param(0.02, "inversion SGD learning rate (paper: 0.02)", low=0.0),
+        "momentum": Param(0.9, "Nesterov momentum (paper: 0.9)", low=0.0, high=1.0),
+        "lam": Param(100.0, "weight of the identity loss (paper: 100)", low=0.0),
+        "restarts": Param(5, "random restarts per class (paper: 5)", low=1),
+        "clip": Param(1.0, "latent clamp (paper: 1)", low=0.0),
+    }
+    budgets = {
+        "smoke": {**GAN_BUDGETS["smoke"], "iters": 20, "restarts": 2},
+        "quick": {**GAN_BUDGETS["quick"], "iters": 400},
+    }
+
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
+        """``identity(x, y) -> per-image loss`` replaces lambda * CE (LOMMA passes its own)."""
         c = self.config
         G, D = self.load_prior(priors[self.prior_kind], ctx.scenario.image_shape, ctx.device)
         T = ctx.target.eval().requires_grad_(False)
         z0, y = latent_init(ctx.seed, classes, c.restarts, self.z_dim)
         z, hist = gmi_optimize(
             G, D, T, z0.to(ctx.device), y.to(ctx.device), iters=c.iters, lr=c.lr, momentum=c.momentum,
-            lam=c.lam, clip=c.clip, scale=1.0 / len(classes), progress=ctx.progress,
+            lam=c.lam, clip=c.clip, scale=1.0 / len(classes), progress=ctx.progress, identity=identity,
         )
         with torch.no_grad():
             images = G(z).cpu()
