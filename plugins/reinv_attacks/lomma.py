@@ -1,0 +1,147 @@
+"""``lomma``: Logit loss and Model Augmentation, a wrapper over a white-box attack.
+
+Paper: Nguyen, Tran, Le, Ho, Cheung. "Re-thinking Model Inversion Attacks Against Deep Neural
+Networks." CVPR 2023. Code: github.com/sutd-visual-computing-group/Re-thinking_MI
+(``attack.py``/``recovery.py::iden_loss``, ``reg_loss``, ``train_augmodel.py``).
+
+Syntax: ``-a lomma+gmi``, ``-a lomma+kedmi`` (``-a "lomma[reg=0.5]+gmi[iters=300]"``): the wrapper's
+parameters are its own, the base attack's are the base's, and the base's priors are shared with
+the plain base attack.
+
+(i) Logit loss: the base attack's identity term lambda * CE(T(x), y) becomes
+lambda * [mean over models m of -logit_y(m(x)) + reg * mean_d (f_T(x) - mu_pub)^2], where mu_pub is
+the target's mean penultimate feature over the public images (official ``iden_loss`` with
+``logit_loss``: NLLLoss on raw logits, feature regulariser on the target only, ``torch.mean``
+over batch and dimensions); reg = 1.
+(ii) Model augmentation: surrogate students distilled from the target on the public data with
+KL(student || target) at temperature 1, SGD lr 0.01 (momentum 0.9), 20 epochs in ``paper``; the
+logit loss is averaged over the target and the students. ``paper`` students are torchvision
+EfficientNet-B0/B1/B2 (official); ``quick`` uses one small ``cnn`` student.
+
+Prior: a target-dependent artifact (students + mu_pub), cached per target.
+
+Deliberate differences: the official students start from ImageNet weights, which cannot be
+fetched here; they are randomly initialised (first convolution adapted to the channels).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reinv_bench import hookimpl
+from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param, PriorSpec
+
+STUDENTS = "lomma-students"
+
+
+def build_student(name: str, num_classes: int, image_shape) -> nn.Module:
+    if name.startswith("efficientnet_b"):
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+        if image_shape[0] != 3:
+            old = net.features[0][0]
+            net.features[0][0] = nn.Conv2d(image_shape[0], old.out_channels, old.kernel_size, old.stride,
+                                           old.padding, bias=False)
+        return net
+    if name in ("cnn", "resnet8"):
+        from reinv_architectures.small_cnns import CNN, ResNet8
+
+        return {"cnn": CNN, "resnet8": ResNet8}[name]().build(num_classes, image_shape)
+    raise ConfigError(f"lomma: unknown student {name!r}; use efficientnet_b0..b7, cnn or resnet8")
+
+
+def distill(student: nn.Module, teacher, public: Tensor, *, epochs: int, lr: float, batch_size: int, device,
+            seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    student.to(device).train()
+    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
+    x = public.to(device)
+    with torch.no_grad():
+        soft = torch.cat([teacher(x[i : i + 512]) for i in range(0, len(x), 512)]).log_softmax(1)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen).to(device)
+        for i in range(math.ceil(len(x) / batch_size)):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            loss = F.kl_div(student(x[idx]).log_softmax(1), soft[idx], log_target=True, reduction="batchmean")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return student.eval().requires_grad_(False)
+
+
+def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float):
+    """Per-image LOMMA identity loss."""
+
+    def identity(x: Tensor, y: Tensor) -> Tensor:
+        out = target.forward_all(x)
+        logit = -out.logits.gather(1, y[:, None]).squeeze(1)
+        for s in students:
+            logit = logit - s(x).gather(1, y[:, None]).squeeze(1)
+        return logit / (1 + len(students)) + reg * (out.features - mu_pub).pow(2).mean(1)
+
+    return identity
+
+
+class LOMMA(Attack):
+    name = "lomma"
+    wraps = True
+    params = {
+        "reg": Param(1.0, "weight of the feature regulariser ||f_T(x) - mu_pub||^2 (paper: 1)", low=0.0),
+        "students": Param("efficientnet_b0/efficientnet_b1/efficientnet_b2", "surrogate students, /-separated"),
+        "distill_epochs": Param(20, "distillation epochs on the public data (official: 20)", low=0),
+        "distill_lr": Param(0.01, "distillation SGD lr (official: 0.01)", low=0.0),
+        "distill_batch": Param(64, "distillation batch size", low=1),
+    }
+    budgets = {
+        "smoke": {"students": "cnn", "distill_epochs": 1},
+        "quick": {"students": "cnn", "distill_epochs": 5},
+    }
+
+    def __init__(self, config=None, budget: str = "paper", base: Attack | None = None) -> None:
+        super().__init__(config, budget)
+        if base is None or "identity" not in inspect.signature(base.invert).parameters:
+            raise ConfigError(f"lomma wraps a white-box attack with an identity loss (gmi, kedmi); got "
+                              f"{getattr(base, 'name', None)!r}: write -a lomma+gmi or -a lomma+kedmi")
+        self.base = base
+        self.threat_model = base.threat_model
+
+    def priors(self) -> list[PriorSpec]:
+        own = {k: self.config[k] for k in ("students", "distill_epochs", "distill_lr", "distill_batch")}
+        return [*self.base.priors(), PriorSpec(STUDENTS, own, uses_target=True)]
+
+    def prepare(self, ctx: AttackContext, kind: str) -> dict:
+        if kind != STUDENTS:
+            return self.base.prepare(ctx, kind)
+        c, T = self.config, ctx.target
+        with torch.no_grad():
+            x = ctx.data.public.x.to(ctx.device)
+            mu_pub = torch.cat([T.features(x[i : i + 512]) for i in range(0, len(x), 512)]).mean(0)
+        states = {}
+        for i, name in enumerate(c.students.split("/")):
+            s = build_student(name, ctx.scenario.num_classes, ctx.scenario.image_shape)
+            distill(s, T, ctx.data.public.x, epochs=c.distill_epochs, lr=c.distill_lr, batch_size=c.distill_batch,
+                    device=ctx.device, seed=ctx.seed + i)
+            states[f"{i}:{name}"] = {k: v.cpu() for k, v in s.state_dict().items()}
+        return {"mu_pub": mu_pub.cpu(), "students": states}
+
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
+        p = priors[STUDENTS]
+        students = []
+        for key, state in p["students"].items():
+            s = build_student(key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape)
+            s.load_state_dict(state)
+            students.append(s.to(ctx.device).eval().requires_grad_(False))
+        identity = logit_identity(ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg)
+        return self.base.invert(ctx, priors, classes, identity=identity)
+
+
+@hookimpl
+def register_attacks():
+    return [LOMMA]
