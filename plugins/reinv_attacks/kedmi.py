@@ -47,9 +47,9 @@ class MinibatchDiscrimination(nn.Module):
         self.T = nn.Parameter(torch.randn(in_features, out_features * kernel_dims) * 0.1)
 
     def forward(self, x: Tensor) -> Tensor:
-        m = (x @ self.T).view(-1, self.out, self.kd)
-        close = torch.exp(-(m[None] - m[:, None]).abs().sum(3))  # (N, N, out)
-        return torch.cat([x, close.sum(0) - 1], dim=1)
+        m = (x @ self.T).view(-1, self.out, self.kd).transpose(0, 1)  # (out, N, kd)
+        close = torch.exp(-torch.cdist(m, m, p=1))  # (out, N, N): L1 distances, one matrix per feature
+        return torch.cat([x, close.sum(2).T - 1], dim=1)
 
 
 class KDiscriminator(nn.Module):
@@ -178,7 +178,7 @@ class KEDMI(Attack):
     }
     budgets = {
         "smoke": {"gan_dim": 8, "gan_epochs": 1, "iters": 20},
-        "quick": {"gan_dim": 16, "gan_epochs": 40, "iters": 400},
+        "quick": {"gan_dim": 16, "gan_epochs": 20, "iters": 400},
     }
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
