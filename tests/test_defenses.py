@@ -5,9 +5,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reinv_defenses.bido import coco_normalized_cca, hsic_normalized_cca, kernel
-from reinv_defenses.mid import VIBHead, vib_kl
-from reinv_defenses.negls import alpha_at, smoothed_ce
 
 from reinv_bench.api import ConfigError, Split, TrainRecipe
 from reinv_bench.plan import Request, expand
@@ -15,6 +12,9 @@ from reinv_bench.registry import load
 from reinv_bench.runner import Runner
 from reinv_bench.store import Store
 from reinv_bench.train import compose, train_classifier
+from reinv_defenses.bido import coco_normalized_cca, hsic_normalized_cca, kernel
+from reinv_defenses.mid import VIBHead, vib_kl
+from reinv_defenses.negls import alpha_at, smoothed_ce
 
 CPU = torch.device("cpu")
 

@@ -1,8 +1,8 @@
 import torch
-from reinv_attacks._gan import Critic, Generator, latent_init
-from reinv_attacks.gmi import GMI, gmi_loss, gmi_optimize
 from torch import nn
 
+from reinv_attacks._gan import Critic, Generator, latent_init
+from reinv_attacks.gmi import GMI, gmi_loss, gmi_optimize
 from reinv_bench.api import AttackContext
 from reinv_bench.registry import load
 

@@ -2,9 +2,9 @@ import sqlite3
 
 import pytest
 import torch
-from reinv_metrics.knn import knn_distance
 
 from reinv_bench.store import Store, StoreError
+from reinv_metrics.knn import knn_distance
 
 
 def test_knn_on_hand_built_features():

@@ -52,8 +52,9 @@ def initial_points(G, label_of, classes: Tensor, z_dim: int, batch: int, tries: 
     return z, found
 
 
-def sphere(n: int, k: int, dim: int, radius: Tensor, device) -> Tensor:
-    d = torch.randn(n, k, dim, device=device)
+def sphere(it: int, labels: Tensor, k: int, dim: int, radius: Tensor) -> Tensor:
+    """k offsets per row, uniform on the sphere of the row's radius."""
+    d = torch.randn(len(labels), k, dim, device=radius.device)
     return d / d.norm(dim=2, keepdim=True) * radius[:, None, None]
 
 
@@ -62,8 +63,8 @@ def brep_optimize(
     patience: int, max_radius: float, max_iters: int, clamp: float, directions=sphere,
     progress: Progress = _no_progress,
 ) -> tuple[Tensor, dict]:
-    """Boundary repulsion for every row of ``z`` at once. ``directions(n, k, dim, R, device)``
-    draws the sphere offsets (tests inject a deterministic source)."""
+    """Boundary repulsion for every row of ``z`` at once. ``directions(it, labels, k, dim, R)``
+    draws the sphere offsets of the active rows (tests inject a deterministic source)."""
     n, dim = z.shape
     dev = z.device
     radius = torch.full((n,), r0, device=dev)
@@ -74,7 +75,7 @@ def brep_optimize(
         rows = active.nonzero().squeeze(1)
         r = radius[rows]
         step = torch.clamp(r / 3, max=3.0)
-        delta = directions(len(rows), points, dim, r, dev)
+        delta = directions(it, y[rows], points, dim, r)
         inside = label_of(G((z[rows, None] + delta).reshape(-1, dim))).view(len(rows), points) == y[rows, None]
         v = inside.float() * 2 - 1
         grown = v.sum(1) > threshold * points
