@@ -189,7 +189,7 @@ def test_lomma_identity_batch_equals_loop():
 # ---- augmentation, selection, threat model ---------------------------------------------------
 
 def test_augment_keeps_shape_range_and_gradients():
-    x = torch.rand(8, 1, 32, 32, requires_grad=True) * 2 - 1
+    x = (torch.rand(8, 1, 32, 32) * 2 - 1).requires_grad_(True)
     out = augment(x)
     assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
     out.sum().backward()

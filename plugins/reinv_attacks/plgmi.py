@@ -227,7 +227,7 @@ class PLGMI(Attack):
     }
     budgets = {
         "smoke": {"gan_ch": 8, "gan_iters": 3, "n_dis": 2, "iters": 10, "seeds": 2},
-        "quick": {"gan_ch": 16, "gan_iters": 300, "iters": 200},
+        "quick": {"gan_ch": 16, "gan_iters": 150, "iters": 200},
     }
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
