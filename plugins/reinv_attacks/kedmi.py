@@ -178,7 +178,7 @@ class KEDMI(Attack):
     }
     budgets = {
         "smoke": {"gan_dim": 8, "gan_epochs": 1, "iters": 20},
-        "quick": {"gan_dim": 16, "gan_epochs": 20, "iters": 400},
+        "quick": {"gan_dim": 16, "gan_epochs": 50, "iters": 400},
     }
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
