@@ -272,3 +272,43 @@ def test_wrapper_syntax_errors(tmp_path):
 
     with pytest.raises(ConfigError, match="lomma wraps a white-box attack"):
         expand(Request(["lomma+brepmi"], ["none"], budget="smoke"), reg)
+
+
+def test_runner_hands_each_threat_model_its_view_of_the_target(tmp_path):
+    """A label-only attack receives a LabelOnly view (labels only, queries counted), a black-box
+    one a BlackBox view (probabilities), never the module itself."""
+    from reinv_bench import hookimpl
+    from reinv_bench.api import Attack, BlackBox, Inversion, PriorSpec
+
+    seen = {}
+
+    def make(threat):
+        class Probe(Attack):
+            name = f"probe-{threat}"
+            threat_model = threat
+
+            def priors(self):
+                return [PriorSpec(f"none-{threat}", {})]
+
+            def invert(self, ctx, priors, classes):
+                seen[threat] = type(ctx.target)
+                x = torch.zeros(len(classes), 1, 32, 32)
+                out = ctx.target(x)
+                assert not isinstance(ctx.target, nn.Module)
+                assert (out.dtype == torch.long) == (threat == "label-only")
+                return Inversion(x, torch.tensor(classes))
+
+        return Probe
+
+    class Plugin:
+        @hookimpl
+        def register_attacks(self):
+            return [make("label-only"), make("black-box")]
+
+    reg = load(extra=(Plugin(),))
+    plan = expand(Request(["probe-label-only", "probe-black-box"], ["none"], budget="smoke",
+                          metrics=["attack_acc"]), reg)
+    Runner(reg, tmp_path, CPU).run(plan, Store(tmp_path / "results.db"))
+    assert seen == {"label-only": LabelOnly, "black-box": BlackBox}
+    rows = Store(tmp_path / "results.db").rows()
+    assert all(r["status"] == "ok" and r["timings"]["queries"] == 10 for r in rows)
