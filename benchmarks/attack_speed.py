@@ -1,7 +1,10 @@
 """Iterations per second of each attack's harness loop vs a minimal hand-written PyTorch loop
 doing the same forward/backward passes, on the default scenario's shapes (10 classes).
 
-    python benchmarks/attack_speed.py [--device cpu|cuda] [--iters 30]
+    python benchmarks/attack_speed.py [--device cpu|cuda] [--iters 100] [--repeats 3]
+
+Harness and hand-written loops are timed alternately, ``--repeats`` times each; the median
+rate is reported (single short runs on a GPU varied by +-20% here).
 
 Target: the harness within 10% of the hand-written loop (ratio >= 0.9). Models are randomly
 initialised at the `quick` widths: speed does not depend on training.
@@ -10,6 +13,7 @@ initialised at the `quick` widths: speed does not depend on training.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -41,7 +45,8 @@ def timed(fn, iters: int, device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cpu":
@@ -129,10 +134,11 @@ def main() -> None:
                                            patience=10**9, max_radius=1e9, max_iters=n, clamp=1.5), hand_brep),
     }
     print(f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
-          f"{args.iters} iterations, 10 classes")
+          f"{args.iters} iterations, 10 classes, median of {args.repeats}")
     print(f"{'attack':<10} {'harness it/s':>13} {'hand it/s':>10} {'ratio':>6}")
     for name, (harness, hand) in cases.items():
-        a, b = timed(harness, args.iters, dev), timed(hand, args.iters, dev)
+        runs = [(timed(harness, args.iters, dev), timed(hand, args.iters, dev)) for _ in range(args.repeats)]
+        a, b = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
         print(f"{name:<10} {a:13.1f} {b:10.1f} {a / b:6.2f}")
 
 
