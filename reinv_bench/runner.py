@@ -218,6 +218,9 @@ class Runner:
     # ---- the walk ---------------------------------------------------------------------------
 
     def run(self, plan: Plan, store: Store, on_result=None) -> Summary:
+        """Run what is missing, target by target: each target's cells are evaluated and stored
+        as soon as their steps are done, so a long grid fills the results database as it goes.
+        Within a target, steps of one kind go to the executor together."""
         self.steps.update(plan.steps)
         summary = Summary()
         todo = []
@@ -226,21 +229,42 @@ class Runner:
                 summary.skipped_cells += 1
             else:
                 todo.append(cell)
+        needed = self._closure(plan, todo)
+        ordered = [s for s in plan.steps.values() if s.key in needed]
+        summary.cached = [s for s in ordered if self.artifacts.exists(s.key)]
+        pending = {s.key for s in ordered if not self.artifacts.exists(s.key)}
+        self.reporter.start(len(pending) + len(todo))
+        failed: dict[str, str] = {}
+        groups: dict[str, list[Cell]] = {}
+        for cell in todo:
+            groups.setdefault(cell.target_key, []).append(cell)
+        for cells in groups.values():
+            keys = self._closure(plan, cells) & pending
+            self._run_steps([s for s in ordered if s.key in keys], plan, failed, summary)
+            pending -= keys
+            for cell in cells:
+                row = self._evaluate_cell(cell, plan, store, failed)
+                summary.rows.append(row)
+                if on_result is not None:
+                    on_result(cell=cell, result=row)
+        self.reporter.close()
+        return summary
+
+    @staticmethod
+    def _closure(plan: Plan, cells: list[Cell]) -> set[str]:
         needed: set[str] = set()
-        stack = [k for c in todo for k in (c.invert_key, c.eval_key)]
+        stack = [k for c in cells for k in (c.invert_key, c.eval_key)]
         while stack:
             key = stack.pop()
             if key not in needed:
                 needed.add(key)
                 stack.extend(plan.steps[key].deps)
-        ordered = [s for s in plan.steps.values() if s.key in needed]
-        summary.cached = [s for s in ordered if self.artifacts.exists(s.key)]
-        to_run = [s for s in ordered if not self.artifacts.exists(s.key)]
-        self.reporter.start(len(to_run) + len(todo))
-        failed: dict[str, str] = {}
+        return needed
+
+    def _run_steps(self, steps: list[Step], plan: Plan, failed: dict[str, str], summary: Summary) -> None:
         for kind in KIND_ORDER:
             batch = []
-            for step in (s for s in to_run if s.kind == kind):
+            for step in (s for s in steps if s.kind == kind):
                 bad = next((d for d in step.deps if d in failed), None)
                 if bad:
                     failed[step.key] = f"depends on failed step '{plan.steps[bad].label}'"
@@ -255,28 +279,25 @@ class Runner:
                     failed[step.key] = f"{type(err).__name__}: {err}"
                     self.reporter.step_end(step.label, "failed", error=failed[step.key])
                     self.reporter.message("".join(traceback.format_exception(err)[-3:]).rstrip())
-        for cell in todo:
-            t0 = time.perf_counter()
-            row = self._row(cell, store)
-            bad = next((k for k in (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key) if k in failed), None)
-            if bad:
-                row.update(status="failed", error=f"step '{plan.steps[bad].label}' failed: {failed[bad]}")
-            else:
-                try:
-                    row["metrics"], row["notes"] = self.evaluate(cell)
-                    row["status"] = "ok"
-                except Exception as exc:  # noqa: BLE001 - the cell fails, the grid goes on
-                    row.update(status="failed", error=f"evaluation failed: {type(exc).__name__}: {exc}")
-                row["timings"] = self._timings(cell, time.perf_counter() - t0)
-            store.put(row)
-            summary.rows.append(row)
-            self.reporter.step_end(f"cell {cell.labels['attack']} vs {cell.labels['defense']} seed {cell.labels['seed']}",
-                                   row["status"] if row["status"] == "failed" else "done",
-                                   time.perf_counter() - t0, row.get("error"))
-            if on_result is not None:
-                on_result(cell=cell, result=row)
-        self.reporter.close()
-        return summary
+
+    def _evaluate_cell(self, cell: Cell, plan: Plan, store: Store, failed: dict[str, str]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        row = self._row(cell, store)
+        bad = next((k for k in (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key) if k in failed), None)
+        if bad:
+            row.update(status="failed", error=f"step '{plan.steps[bad].label}' failed: {failed[bad]}")
+        else:
+            try:
+                row["metrics"], row["notes"] = self.evaluate(cell)
+                row["status"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - the cell fails, the grid goes on
+                row.update(status="failed", error=f"evaluation failed: {type(exc).__name__}: {exc}")
+            row["timings"] = self._timings(cell, time.perf_counter() - t0)
+        store.put(row)
+        self.reporter.step_end(f"cell {cell.labels['attack']} vs {cell.labels['defense']} seed {cell.labels['seed']}",
+                               row["status"] if row["status"] == "failed" else "done",
+                               time.perf_counter() - t0, row.get("error"))
+        return row
 
     def _timings(self, cell: Cell, evaluate_s: float) -> dict[str, float]:
         def seconds(key: str) -> float:
