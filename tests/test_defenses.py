@@ -191,7 +191,7 @@ def test_composition_applies_both_and_rejects_conflicts(reg):
 
 def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
     defenses = ["none", "re", "mid", "bido", "negls", "tl", "re+bido", "re[location=fixed]", "bido[measure=coco]"]
-    plan = expand(Request(["gmi"], defenses, budget="smoke", metrics=["natural_acc"]), reg)
+    plan = expand(Request(["gmi"], defenses, budget="smoke", metrics=["natural_acc", "attack_acc"]), reg)
     store = Store(tmp_path / "results.db")
     Runner(reg, tmp_path, CPU).run(plan, store)
     rows = {r["defense"]: r for r in store.rows()}
@@ -200,3 +200,10 @@ def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
         assert r["status"] == "ok", (name, r["error"])
         assert 0 <= r["metrics"]["natural_acc"] <= 1
     assert [d["name"] for d in rows["re+bido"]["config"]["defense"]] == ["re", "bido"]
+    from reinv_bench.leaderboard import aggregate
+
+    board = {e["defense"]: e for e in aggregate(store.rows())}
+    assert set(board) == set(defenses)
+    for e in board.values():  # every defense is compared with the undefended baseline
+        assert e["d_natural_acc"] == pytest.approx(e["natural_acc"] - board["none"]["natural_acc"])
+        assert e["d_attack_acc"] == pytest.approx(e["attack_acc"] - board["none"]["attack_acc"])
