@@ -312,8 +312,10 @@ class Defense(Configurable):
 class AttackContext:
     scenario: Scenario
     data: ScenarioData
-    target: Any  # what the threat model allows: the module, a BlackBox or a LabelOnly view;
-    device: torch.device  # None while preparing a target-independent prior
+    # the target as the threat model allows: the frozen module, a BlackBox or a LabelOnly view;
+    # None while a target-independent prior is prepared
+    target: Any
+    device: torch.device
     seed: int
     progress: Progress = _no_progress
 

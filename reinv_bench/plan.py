@@ -8,8 +8,8 @@ same request finds every artifact already there.
     eval      the scenario's evaluation model           once per scenario (and budget)
     pretrain  a model pretrained on public data         for defenses that start pretrained (TL)
     target    arch x defense x scenario x seed          shared by all attacks
-    prior   attack's prior (GAN, ...)                    once per scenario, or per target
-    invert  attack x target x seed -> reconstructions
+    prior     an attack's prior (GAN, ...), by kind      once per scenario, or per target
+    invert    attack x target x seed -> reconstructions
 and a *cell* (one results row) = invert + evaluation by the metrics.
 """
 
@@ -46,8 +46,8 @@ class Step:
     spec: dict[str, Any]
     deps: tuple[str, ...] = ()
     label: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)  # not hashed: how to run it (e.g. which
-    key: str = field(init=False)  # attack prepares a shared prior)
+    extra: dict[str, Any] = field(default_factory=dict)  # not hashed: e.g. which attack prepares a prior
+    key: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = digest({"kind": self.kind, "v": ARTIFACT_VERSION, **self.spec})

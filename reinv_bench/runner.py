@@ -29,6 +29,7 @@ from reinv_bench.api import (
     LabelOnly,
     NotComputed,
     ScenarioData,
+    Split,
     TrainRecipe,
 )
 from reinv_bench.artifacts import Artifacts
@@ -102,16 +103,21 @@ class Runner:
         arch = self.registry.get("architecture", step.spec["arch"])
         classes = {"eval": scenario.eval_num_classes, "target": scenario.num_classes}.get(step.kind)
         if step.kind == "pretrain":
-            classes = self._pretrain_split(step).y.max().item() + 1
+            classes = self._splits(step)[0].y.max().item() + 1
         defense = self._defense(step.spec.get("defense"))
         return defense.wrap_model(arch.build(classes, scenario.image_shape)), defense
 
-    def _pretrain_split(self, step: Step):
+    def _splits(self, step: Step) -> tuple[Split, Split]:
+        """(train, test) data of a training step: eval model, pretrained model or target."""
         data = self.data(step.spec["scenario"], step.spec["data_root"])
+        if step.kind == "eval":
+            return data.eval_train, data.eval_test
+        if step.kind == "target":
+            return data.private_train, data.private_test
         if data.pretrain is None:
             raise ValueError(f"scenario {step.spec['scenario']} has no labelled public data to pretrain on; "
                              "give the defense a local file: tl[weights=PATH]")
-        return data.pretrain
+        return data.pretrain, data.pretrain
 
     def _init_weights(self, model: Classifier, init: dict[str, str]) -> str:
         """Load pretrained weights (all but the head) into ``model``; returns their origin."""
@@ -151,10 +157,8 @@ class Runner:
         spec = step.spec
         progress = self.reporter.step_progress
         if step.kind in ("eval", "pretrain", "target"):
-            data = self.data(spec["scenario"], spec["data_root"])
             model, defense = self._build(step)
-            train, test = {"eval": (data.eval_train, data.eval_test), "target": (data.private_train, data.private_test)
-                           }.get(step.kind) or (self._pretrain_split(step),) * 2
+            train, test = self._splits(step)
             meta = {}
             if spec.get("init"):
                 meta["init"] = self._init_weights(model, spec["init"])

@@ -1,4 +1,5 @@
-"""GAN building blocks shared by the GAN-prior attacks (GMI now; KEDMI, BREP-MI reuse them).
+"""Building blocks shared by the attack plugins: GMI's GAN nets (GMI, BREP-MI, KEDMI's
+generator), latent initialisation, and loading a cached network frozen for inversion.
 
 The shapes follow GMI's official code (sunblaze-ucb/GMI-attack, ``GeneratorMNIST``/``Generator``
 and ``DGWGAN32``/``DGWGAN``): a linear layer to a 4x4 map, stride-2 5x5 transposed convolutions
@@ -72,6 +73,12 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     x = (real + alpha * (fake - real)).requires_grad_(True)
     (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
     return ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def frozen(net: nn.Module, state: dict, device) -> nn.Module:
+    """``net`` with ``state`` loaded, on ``device``, in eval mode and without gradients."""
+    net.load_state_dict(state)
+    return net.to(device).eval().requires_grad_(False)
 
 
 def latent_init(seed: int, classes: list[int], restarts: int, z_dim: int) -> tuple[Tensor, Tensor]:

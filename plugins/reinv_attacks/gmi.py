@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from reinv_bench import hookimpl
 from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, _no_progress
 
-from ._gan import Critic, Generator, gradient_penalty, latent_init
+from ._gan import Critic, Generator, frozen, gradient_penalty, latent_init
 
 
 def train_wgan_gp(
@@ -140,9 +140,7 @@ class GMIPrior(Attack):
 
     def load_prior(self, prior: dict, image_shape, device) -> tuple[Generator, Critic]:
         G, D = self._nets(image_shape)
-        G.load_state_dict(prior["G"])
-        D.load_state_dict(prior["D"])
-        return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False)
+        return frozen(G, prior["G"], device), frozen(D, prior["D"], device)
 
 
 class GMI(GMIPrior):
@@ -166,7 +164,7 @@ class GMI(GMIPrior):
         """``identity(x, y) -> per-image loss`` replaces lambda * CE (LOMMA passes its own)."""
         c = self.config
         G, D = self.load_prior(priors[self.prior_kind], ctx.scenario.image_shape, ctx.device)
-        T = ctx.target.eval().requires_grad_(False)
+        T = ctx.target  # the runner hands over the target frozen, in eval mode
         z0, y = latent_init(ctx.seed, classes, c.restarts, self.z_dim)
         z, hist = gmi_optimize(
             G, D, T, z0.to(ctx.device), y.to(ctx.device), iters=c.iters, lr=c.lr, momentum=c.momentum,

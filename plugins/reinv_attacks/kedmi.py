@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from reinv_bench import hookimpl
 from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, _no_progress
 
-from ._gan import Generator, _stages
+from ._gan import Generator, _stages, frozen
 
 
 class MinibatchDiscrimination(nn.Module):
@@ -193,14 +193,12 @@ class KEDMI(Attack):
     def load_prior(self, prior: dict, scenario, device) -> tuple[Generator, KDiscriminator]:
         G = Generator(scenario.image_shape, self.z_dim, self.config.gan_dim)
         D = KDiscriminator(scenario.image_shape, self.config.gan_dim, scenario.num_classes)
-        G.load_state_dict(prior["G"])
-        D.load_state_dict(prior["D"])
-        return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False)
+        return frozen(G, prior["G"], device), frozen(D, prior["D"], device)
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         c = self.config
         G, D = self.load_prior(priors[self.prior_kind], ctx.scenario, ctx.device)
-        T = ctx.target.eval().requires_grad_(False)
+        T = ctx.target
         torch.manual_seed(ctx.seed)
         k = len(classes)
         y = torch.tensor(classes, device=ctx.device)

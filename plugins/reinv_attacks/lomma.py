@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from reinv_bench import hookimpl
 from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param, PriorSpec
 
+from ._gan import frozen
+
 STUDENTS = "lomma-students"
 
 
@@ -136,8 +138,7 @@ class LOMMA(Attack):
         students = []
         for key, state in p["students"].items():
             s = build_student(key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape)
-            s.load_state_dict(state)
-            students.append(s.to(ctx.device).eval().requires_grad_(False))
+            students.append(frozen(s, state, ctx.device))
         identity = logit_identity(ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg)
         return self.base.invert(ctx, priors, classes, identity=identity)
 

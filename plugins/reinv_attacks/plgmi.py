@@ -38,7 +38,7 @@ from torch.nn.utils import spectral_norm as SN
 from reinv_bench import hookimpl
 from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, _no_progress
 
-from ._gan import _stages
+from ._gan import _stages, frozen, latent_init
 
 
 def max_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -240,12 +240,9 @@ class PLGMI(Attack):
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
         c = self.config
-        G = CGenerator(ctx.scenario.image_shape, ctx.scenario.num_classes, c.gan_ch, self.z_dim)
-        G.load_state_dict(priors[self.prior_kind]["G"])
-        G = G.to(ctx.device).eval().requires_grad_(False)
-        T = ctx.target.eval().requires_grad_(False)
-        from ._gan import latent_init
-
+        G = frozen(CGenerator(ctx.scenario.image_shape, ctx.scenario.num_classes, c.gan_ch, self.z_dim),
+                   priors[self.prior_kind]["G"], ctx.device)
+        T = ctx.target
         z0, y = latent_init(ctx.seed, classes, c.seeds, self.z_dim)
         torch.manual_seed(ctx.seed)
         z, hist = plg_optimize(G, T, z0.to(ctx.device), y.to(ctx.device), iters=c.iters, lr=c.lr, n_aug=c.n_aug,
