@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reinv_bench.images import DataError, ImageFiles  # noqa: F401 - part of the plugin API
+
 BUDGETS = ("smoke", "quick", "paper")
 THREAT_MODELS = ("white-box", "black-box", "label-only")
 VALUE_RANGE = (-1.0, 1.0)
@@ -168,13 +170,20 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, blocks: Iterable[nn.Module], head: nn.Module, feature_dim: int, num_classes: int,
-                 freeze_point: int = 0):
+                 freeze_point: int = 0, upstream: nn.Module | None = None, fresh: tuple[str, ...] = ()):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.freeze_point = freeze_point  # leading blocks transfer learning freezes by default
+        # Built from the modules of an upstream model (torchvision, face.evoLVe, facenet-pytorch)?
+        # Then its checkpoints load by name: upstream tensor name -> our name, found by identity.
+        ours = {id(t): k for k, t in self.state_dict(keep_vars=True).items()}
+        self.upstream_names = {} if upstream is None else {
+            k: ours[id(t)] for k, t in upstream.state_dict(keep_vars=True).items() if id(t) in ours}
+        # prefixes a pretrained checkpoint need not provide: the head, and layers the paper adds
+        self.fresh = ("head.", *fresh)
 
     def forward_all(self, x: Tensor, hidden: bool = False) -> Output:
         hs = []
@@ -196,12 +205,19 @@ class Classifier(nn.Module):
 
 
 class Architecture:
-    """Builds classifiers. ``name`` is what ``--arch`` selects."""
+    """Builds classifiers. ``name`` is what ``--arch`` selects; ``pretrained`` maps the short
+    names ``--arch "NAME[weights=SHORT]"`` accepts to registered ``WeightsFile`` names (a path to
+    a local state dict works too)."""
 
     name: ClassVar[str]
+    pretrained: ClassVar[dict[str, str]] = {}
 
     def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> Classifier:
         raise NotImplementedError
+
+    def adapt_checkpoint(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Rename an upstream checkpoint's legacy keys before it is loaded (default: as is)."""
+        return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +226,7 @@ class Architecture:
 
 @dataclass
 class Split:
-    x: Tensor  # (N, C, H, W) in [-1, 1]
+    x: Tensor | ImageFiles  # (N, C, H, W) in [-1, 1]; ImageFiles: decoded from files on demand
     y: Tensor | None  # (N,) int64, or None where the attacker gets no labels
 
     def __len__(self) -> int:
@@ -241,6 +257,7 @@ class TrainRecipe:
     weight_decay: float = 0.0
     milestones: tuple[float, ...] = ()  # fractions of the epochs where lr *= gamma
     gamma: float = 0.1
+    augment: str = ""  # "" | "flip" (KEDMI/GMI 64 px) | "ppa" (PPA/MIDRE 224 px); see train.augment
 
 
 class Scenario:
@@ -253,6 +270,8 @@ class Scenario:
     eval_arch: str
     eval_num_classes: int
     description: str = ""
+    protocol: str = ""  # evaluation protocol ("64px", "224px", ...): decides the default metrics,
+    # and rows of different protocols are never ranked together
 
     def load(self, data_root: Path | None) -> ScenarioData:
         raise NotImplementedError
@@ -261,9 +280,9 @@ class Scenario:
         """The classes an attack reconstructs (all, unless the protocol fixes a subset)."""
         return list(range(self.num_classes))
 
-    def recipe(self, role: str, budget: str) -> TrainRecipe:
-        """Training recipe of the target ("target"), evaluation model ("eval") or a defense's
-        pretraining on public data ("pretrain")."""
+    def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:
+        """Training recipe of the target ("target", of architecture ``arch``), evaluation model
+        ("eval") or a defense's pretraining on public data ("pretrain")."""
         raise NotImplementedError
 
 
@@ -405,10 +424,17 @@ class EvalContext:
     target: Classifier
     eval_model: Classifier
     device: torch.device
+    # cache(name, key, compute): compute() once per (name, key) and keep its dict of tensors in the
+    # workdir (e.g. FID statistics of the private images); the default computes every time
+    cache: Callable[[str, Any, Callable[[], dict[str, Any]]], dict[str, Any]] = lambda name, key, compute: compute()
 
 
 class Metric:
+    """``protocols``: the scenario protocols the metric belongs to by default (empty: all); a
+    metric named with ``--metric`` runs on any scenario."""
+
     name: ClassVar[str]
+    protocols: ClassVar[tuple[str, ...]] = ()
 
     def compute(self, ctx: EvalContext) -> dict[str, float | NotComputed]:
         raise NotImplementedError

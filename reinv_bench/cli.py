@@ -156,8 +156,9 @@ def run(state: State, attacks, defenses, archs, scenarios, seeds, budget, device
 @click.option("--arch", "archs", multiple=True, help="Only these architectures.")
 @click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios.")
 @click.option("--budget", "budgets", multiple=True, help="Only these budgets.")
+@click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols (64px, 224px, ...).")
 @workdir_option
-def leaderboard(fmt, sort_by, attacks, defenses, archs, scenarios, budgets, workdir):
+def leaderboard(fmt, sort_by, attacks, defenses, archs, scenarios, budgets, protocols, workdir):
     """Rank defenses by the privacy-utility trade-off (seeds aggregated: mean ± std)."""
     from reinv_bench.leaderboard import aggregate, filter_rows, render, rich_table, sort_entries
     from reinv_bench.store import Store
@@ -166,7 +167,7 @@ def leaderboard(fmt, sort_by, attacks, defenses, archs, scenarios, budgets, work
     if not db.is_file():
         raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
     rows = filter_rows(Store(db).rows(), attack=attacks, defense=defenses, arch=archs, scenario=scenarios,
-                       budget=budgets)
+                       budget=budgets, protocol=protocols)
     try:
         entries = sort_entries(aggregate(rows), sort_by)
     except ValueError as exc:
@@ -199,6 +200,46 @@ def plugins(state: State):
                 detail = getattr(obj, "description", "")
             rows.append([kind, e.name, e.plugin, e.source, detail])
     click.echo(tabulate(rows, ["kind", "name", "plugin", "from", "details"], tablefmt="simple"))
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def weights(ctx: click.Context):
+    """List the pretrained files the plugins can use: where each was looked for and its state.
+
+    Nothing is downloaded. A file is found in the reinv-bench weights folder ($REINV_BENCH_WEIGHTS,
+    else $REINV_BENCH_HOME/weights, else ~/.reinv-bench/weights) or where torch's libraries keep
+    it ($TORCH_HOME/hub/checkpoints or $TORCH_HOME/checkpoints), and is used only when its SHA-256
+    matches. Install one with `reinv-bench weights add NAME FILE`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from tabulate import tabulate
+
+    from reinv_bench.weights import candidates, state_of
+
+    rows = []
+    for e in ctx.obj.registry.entries("weights"):
+        w = e.obj
+        places = candidates(w)
+        states = [state_of(w, p) for p in places]
+        best = next((s for s in states if s in ("present", "unverified")), None) or next(
+            (s for s in states if s != "absent"), "absent")
+        rows.append([w.name, w.filename, w.sha256 or "(none published)", best, "\n".join(map(str, places)),
+                     e.plugin])
+    click.echo(tabulate(rows, ["name", "file", "sha256", "state", "looked in", "plugin"], tablefmt="simple"))
+
+
+@weights.command("add")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def weights_add(state: State, name: str, file: Path):
+    """Verify FILE as the weights NAME and copy it into the reinv-bench weights folder."""
+    from reinv_bench.weights import install
+
+    dest = install(state.registry.get("weights", name), file)
+    click.echo(f"installed {name}: {dest}")
 
 
 def main() -> None:

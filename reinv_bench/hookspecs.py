@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import click
 
     from reinv_bench.api import Architecture, Attack, Defense, Executor, Metric, Scenario
+    from reinv_bench.weights import WeightsFile
 
 hookspec = pluggy.HookspecMarker("reinv_bench")
 
@@ -47,6 +48,11 @@ def register_metrics() -> list[Metric]:
 @hookspec
 def register_executors() -> list[type[Executor]]:
     """Return Executor subclasses that run the steps of a plan."""
+
+
+@hookspec
+def register_weights() -> list[WeightsFile]:
+    """Return WeightsFile entries: pretrained files the plugin can use (never downloaded)."""
 
 
 @hookspec

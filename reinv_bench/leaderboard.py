@@ -1,9 +1,12 @@
 """Leaderboards of the privacy-utility trade-off: query, aggregate seeds, compare with the
 undefended baseline, mark the Pareto front, render.
 
-Rows are grouped by (scenario, budget, arch, attack) and ranked within each group by defense. A
-defense is Pareto-optimal in its group when no other defense has both higher-or-equal natural
-accuracy and lower-or-equal attack accuracy (one of them strictly).
+Rows are grouped by (protocol, scenario, budget, arch, attack) and ranked within each group by
+defense, so numbers of different evaluation protocols (64 px vs 224 px) are never ranked
+together. A defense is Pareto-optimal in its group when no other defense has both
+higher-or-equal natural accuracy and lower-or-equal attack accuracy (one of them strictly).
+Metric columns appear for the metrics the rows hold; a value that could not be computed shows
+as n/a, with its reason under the table.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-# (key, header, higher_is_better)
+# (key, header, higher is better for the defense)
 METRICS = (
     ("natural_acc", "Nat. acc %", True),
     ("attack_acc", "Attack acc %", False),
     ("attack_acc5", "Top-5 %", False),
     ("knn_dist", "KNN dist", True),
+    ("eval_dist", "δ_eval", True),
+    ("facenet_dist", "δ_face", True),
+    ("fid", "FID", True),
 )
 PERCENT = {"natural_acc", "attack_acc", "attack_acc5"}
-GROUP = ("scenario", "budget", "arch", "attack")
+GROUP = ("protocol", "scenario", "budget", "arch", "attack")
 FORMATS = ("table", "md", "csv", "json", "latex")
 
 
@@ -38,6 +44,8 @@ def aggregate(rows: list[dict[str, Any]], baseline: str = "none") -> list[dict[s
         e["n"] = len(rs)
         e["seeds"] = sorted(r["seed"] for r in rs)
         for m, _, _ in METRICS:
+            if not any(m in (r["metrics"] or {}) for r in rs):
+                continue  # not a metric of these rows: no column
             vals = [r["metrics"].get(m) for r in rs if r["metrics"] and r["metrics"].get(m) is not None]
             e[m] = statistics.fmean(vals) if vals else None
             e[m + "_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
@@ -52,10 +60,10 @@ def aggregate(rows: list[dict[str, Any]], baseline: str = "none") -> list[dict[s
         base = next((e for e in es if e["defense"] == baseline), None)
         for e in es:
             for m in ("natural_acc", "attack_acc"):
-                ok = base is not None and e[m] is not None and base[m] is not None
+                ok = base is not None and e.get(m) is not None and base.get(m) is not None
                 e["d_" + m] = e[m] - base[m] if ok else None
-            e["pareto"] = e["natural_acc"] is not None and e["attack_acc"] is not None and not any(
-                o is not e and o["natural_acc"] is not None and o["attack_acc"] is not None
+            e["pareto"] = e.get("natural_acc") is not None and e.get("attack_acc") is not None and not any(
+                o is not e and o.get("natural_acc") is not None and o.get("attack_acc") is not None
                 and o["natural_acc"] >= e["natural_acc"] and o["attack_acc"] <= e["attack_acc"]
                 and (o["natural_acc"] > e["natural_acc"] or o["attack_acc"] < e["attack_acc"])
                 for o in es
@@ -71,7 +79,7 @@ def sort_entries(entries: list[dict[str, Any]], by: str = "attack_acc") -> list[
     valid = {m for m, _, _ in METRICS} | {"defense", "n", "d_natural_acc", "d_attack_acc"}
     if by not in valid:
         raise ValueError(f"cannot sort by {by!r}; choose one of {', '.join(sorted(valid))}")
-    desc = by in ("natural_acc", "knn_dist", "d_natural_acc")
+    desc = by == "d_natural_acc" or any(m == by and better for m, _, better in METRICS)
 
     def key(e):
         v = e.get(by)
@@ -98,18 +106,44 @@ def _delta(v: float | None) -> str:
     return "" if v is None else f"{v * 100:+.1f}"
 
 
+def present(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, header) of the metrics the entries hold, in display order."""
+    return [(m, h) for m, h, _ in METRICS if any(m in e for e in entries)]
+
+
 def display_rows(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["Scenario", "Arch", "Attack", "Threat", "Defense", "n", "Nat. acc %", "Δ nat", "Attack acc %",
-               "Δ attack", "Top-5 %", "KNN dist", "Pareto"]
+    cols = present(entries)
+    headers = ["Scenario", "Arch", "Attack", "Threat", "Defense", "n"]
+    for m, h in cols:
+        headers.append(h)
+        if m in ("natural_acc", "attack_acc"):
+            headers.append("Δ nat" if m == "natural_acc" else "Δ attack")
+    headers.append("Pareto")
     out = []
     for e in entries:
-        out.append([
-            e["scenario"] + (f" ({e['budget']})" if e["budget"] != "paper" else ""), e["arch"], e["attack"],
-            e["threat_model"], e["defense"], str(e["n"]), _fmt(e, "natural_acc"), _delta(e["d_natural_acc"]),
-            _fmt(e, "attack_acc"), _delta(e["d_attack_acc"]), _fmt(e, "attack_acc5"), _fmt(e, "knn_dist"),
-            "★" if e["pareto"] else "",
-        ])
+        row = [e["scenario"] + (f" ({e['budget']})" if e["budget"] != "paper" else "") + _protocol(e), e["arch"],
+               e["attack"], e["threat_model"], e["defense"], str(e["n"])]
+        for m, _ in cols:
+            row.append(_fmt(e, m))
+            if m in ("natural_acc", "attack_acc"):
+                row.append(_delta(e["d_" + m]))
+        row.append("★" if e["pareto"] else "")
+        out.append(row)
     return headers, out
+
+
+def _protocol(e: dict[str, Any]) -> str:
+    return f" [{e['protocol']}]" if e.get("protocol") else ""
+
+
+def gaps(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per metric that shows n/a somewhere: why it could not be computed."""
+    lines = []
+    for m, h in present(entries):
+        reasons = sorted({e[m + "_note"] for e in entries if e.get(m) is None and e.get(m + "_note")})
+        if reasons:
+            lines.append(f"{h} n/a: {' | '.join(reasons)}")
+    return lines
 
 
 def render(entries: list[dict[str, Any]], fmt: str = "md") -> str:
@@ -118,7 +152,7 @@ def render(entries: list[dict[str, Any]], fmt: str = "md") -> str:
         return json.dumps(entries, indent=2)
     if fmt == "csv":
         fields = [*GROUP, "threat_model", "defense", "n"]
-        for m, _, _ in METRICS:
+        for m, _ in present(entries):
             fields += [m, m + "_std"]
         fields += ["d_natural_acc", "d_attack_acc", "pareto"]
         buf = io.StringIO()
@@ -131,7 +165,7 @@ def render(entries: list[dict[str, Any]], fmt: str = "md") -> str:
 
     headers, rows = display_rows(entries)
     if fmt == "md":
-        return tabulate(rows, headers, tablefmt="github")
+        return "\n\n".join([tabulate(rows, headers, tablefmt="github"), *gaps(entries)])
     if fmt == "latex":
         return tabulate(rows, [h.replace("%", r"\%") for h in headers], tablefmt="latex")
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -141,7 +175,8 @@ def rich_table(entries: list[dict[str, Any]]):
     from rich.table import Table
 
     headers, rows = display_rows(entries)
-    table = Table(title="reinv-bench leaderboard (★ = Pareto-optimal: no defense has higher natural and lower attack accuracy)")
+    table = Table(title="reinv-bench leaderboard (★ = Pareto-optimal: no defense has higher natural and lower attack accuracy)",
+                  caption="\n".join(gaps(entries)) or None, caption_justify="left")
     for h in headers:
         table.add_column(h, justify="right" if h not in ("Scenario", "Arch", "Attack", "Threat", "Defense") else "left")
     last = None

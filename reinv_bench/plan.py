@@ -145,27 +145,29 @@ def expand(req: Request, registry: Registry) -> Plan:
     defenses = list(dict.fromkeys(req.defenses))
     if req.baseline and any(d != "none" for d in defenses) and "none" not in defenses:
         defenses.insert(0, "none")
-    metric_names = req.metrics if req.metrics is not None else registry.names("metric")
-    for m in metric_names:
+    for m in req.metrics or ():
         registry.get("metric", m)
     resolved_defenses = [resolve_defense(registry, d, req.budget) for d in defenses]
     resolved_attacks = [resolve_attack(registry, a, req.budget) for a in dict.fromkeys(req.attacks)]
     for sname in dict.fromkeys(req.scenarios):
         scenario: Scenario = registry.get("scenario", sname)
+        metric_names = req.metrics if req.metrics is not None else [
+            m.name for m in (e.obj for e in registry.entries("metric"))
+            if not m.protocols or scenario.protocol in m.protocols]
         data = {"scenario": sname, "data_root": req.data_root}
         registry.get("architecture", scenario.eval_arch)
-        eval_recipe = asdict(scenario.recipe("eval", req.budget))
+        eval_recipe = asdict(scenario.recipe("eval", req.budget, scenario.eval_arch))
         eval_key = add(Step("eval", {**data, "arch": scenario.eval_arch, "recipe": eval_recipe, "seed": 0},
                             label=f"eval model {scenario.eval_arch} on {sname}"))
-        for arch in dict.fromkeys(req.archs or [scenario.default_arch]):
-            registry.get("architecture", arch)
-            recipe = asdict(scenario.recipe("target", req.budget))
+        for arch_text in dict.fromkeys(req.archs or [scenario.default_arch]):
+            arch_label, arch, arch_init = resolve_arch(registry, arch_text)
+            recipe = asdict(scenario.recipe("target", req.budget, arch))
             for seed in range(req.seeds):
                 for dlabel, ddesc, insts in resolved_defenses:
-                    init, deps = _init(add, data, scenario, arch, insts, req.budget)
+                    init, deps = _init(add, registry, data, scenario, arch, arch_init, insts, req.budget)
                     target_key = add(Step("target", {**data, "arch": arch, "defense": ddesc, "recipe": recipe,
                                                      "seed": seed, "init": init}, deps=deps,
-                                          label=f"target {arch} / {dlabel} / seed {seed}"))
+                                          label=f"target {arch_label} / {dlabel} / seed {seed}"))
                     for alabel, adesc, attack in resolved_attacks:
                         priors = {}
                         for ps in attack.priors():
@@ -186,11 +188,12 @@ def expand(req: Request, registry: Registry) -> Plan:
                             {"attack": adesc, "target": target_key, "priors": priors, "seed": seed,
                              "classes": classes},
                             deps=(target_key, *prior_keys),
-                            label=f"invert {alabel} -> {arch} / {dlabel} / seed {seed}",
+                            label=f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}",
                         ))
-                        labels = {"scenario": sname, "arch": arch, "defense": dlabel, "attack": alabel,
+                        labels = {"scenario": sname, "protocol": scenario.protocol, "arch": arch_label, "defense": dlabel, "attack": alabel,
                                   "threat_model": attack.threat_model, "seed": seed, "budget": req.budget}
-                        config = {"scenario": {**data, "classes": classes}, "target_recipe": recipe,
+                        config = {"scenario": {**data, "classes": classes}, "arch": {"name": arch, "init": init},
+                                  "target_recipe": recipe,
                                   "eval": {"arch": scenario.eval_arch, "recipe": eval_recipe},
                                   "defense": ddesc, "attack": adesc}
                         cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": sorted(metric_names)})
@@ -199,17 +202,54 @@ def expand(req: Request, registry: Registry) -> Plan:
     return Plan(steps, cells)
 
 
-def _init(add, data: dict, scenario: Scenario, arch: str, insts: list[Defense], budget: str):
-    """Where a target's weights start: random (None), a local file, or a pretrain step."""
+def resolve_arch(registry: Registry, text: str) -> tuple[str, str, dict[str, str] | None]:
+    """Parse ``NAME`` or ``NAME[weights=W]``; returns (label, name, init). ``W`` is one of the
+    architecture's pretrained short names (``imagenet``), a registered weights name, or a path."""
+    comps = specs.parse(text)
+    if len(comps) != 1:
+        raise specs.SpecError(f"--arch {text!r}: one architecture per --arch (repeat the option for several)")
+    comp = comps[0]
+    arch = registry.get("architecture", comp.name)
+    unknown = sorted(set(comp.params) - {"weights"})
+    if unknown:
+        raise ConfigError(f"architecture {comp.name}: unknown parameter(s) {', '.join(unknown)}; the only one is "
+                          f"weights=NAME|PATH (NAME: {', '.join(arch.pretrained) or 'none registered'})")
+    if not comp.params.get("weights"):
+        return str(comp), comp.name, None
+    return str(comp), comp.name, weights_init(registry, arch, comp.params["weights"], f"--arch {text}")
+
+
+def weights_init(registry: Registry, arch, value: str, where: str) -> dict[str, str]:
+    """Where a network's pretrained weights come from: {"weights": path, "sha256": digest}."""
+    from reinv_bench.weights import WeightsUnavailable, locate, sha256_of
+
+    name = arch.pretrained.get(value, value)
+    if name in registry.names("weights"):
+        try:
+            path = locate(registry.get("weights", name))
+        except WeightsUnavailable as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    else:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{where}: {value!r} is neither a file nor a weights name (for {arch.name}: "
+                              f"{', '.join(arch.pretrained) or 'none'}; all of them: `reinv-bench weights`)")
+    path = path.resolve()
+    return {"weights": str(path), "sha256": sha256_of(path)}
+
+
+def _init(add, registry: Registry, data: dict, scenario: Scenario, arch: str, arch_init: dict | None,
+          insts: list[Defense], budget: str):
+    """Where a target's weights start: random (None), a local file (the architecture's
+    ``weights=``, or a pretrained defense's), or a pretrain step on the public data."""
     pre = next((d for d in insts if d.pretrained), None)
     if pre is None:
-        return None, ()
-    weights = pre.config.get("weights")
-    if weights:
-        path = Path(weights).expanduser().resolve()
-        if not path.is_file():
-            raise ConfigError(f"{pre.name}: weights file {path} does not exist")
-        return {"weights": str(path), "sha256": file_sha256(path)}, ()
-    key = add(Step("pretrain", {**data, "arch": arch, "recipe": asdict(scenario.recipe("pretrain", budget)), "seed": 0},
+        return arch_init, ()
+    if pre.config.get("weights"):
+        return weights_init(registry, registry.get("architecture", arch), pre.config["weights"], pre.name), ()
+    if arch_init:
+        return arch_init, ()
+    key = add(Step("pretrain", {**data, "arch": arch, "recipe": asdict(scenario.recipe("pretrain", budget, arch)),
+                                "seed": 0},
                    label=f"pretrain {arch} on public {data['scenario']}"))
     return {"pretrained": key}, (key,)

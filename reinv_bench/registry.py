@@ -19,6 +19,7 @@ KINDS = {
     "scenario": "register_datasets",
     "metric": "register_metrics",
     "executor": "register_executors",
+    "weights": "register_weights",
 }
 
 

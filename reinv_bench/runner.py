@@ -119,19 +119,32 @@ class Runner:
                              "give the defense a local file: tl[weights=PATH]")
         return data.pretrain, data.pretrain
 
-    def _init_weights(self, model: Classifier, init: dict[str, str]) -> str:
-        """Load pretrained weights (all but the head) into ``model``; returns their origin."""
+    def _init_weights(self, model: Classifier, arch: str, init: dict[str, str]) -> str:
+        """Load pretrained weights into ``model``: all but the layers the architecture adds
+        (``model.fresh``: the head, ...). An upstream checkpoint (torchvision, face.evoLVe,
+        facenet-pytorch names) is renamed to the Classifier's. Returns where they came from."""
+        from reinv_bench.weights import load_state
+
         if "pretrained" in init:
             state, origin = self.artifacts.load(init["pretrained"])["state_dict"], "pretrained on public data"
         else:
-            state = torch.load(init["weights"], map_location="cpu", weights_only=True)
-            state, origin = state.get("state_dict", state), f"{init['weights']} (sha256 {init['sha256'][:12]})"
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("head.")]
-        if missing or unexpected:
-            raise ValueError(f"pretrained weights from {origin} do not fit the architecture: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            state = self.registry.get("architecture", arch).adapt_checkpoint(load_state(Path(init["weights"])))
+            origin = f"{init['weights']} (sha256 {init['sha256'][:12]})"
+            if not any(k.startswith("blocks.") for k in state):
+                state = {model.upstream_names[k]: v for k, v in state.items() if k in model.upstream_names}
+        own = model.state_dict()
+        fresh = model.fresh
+        state = {k: v for k, v in state.items()
+                 if not (k.startswith(fresh) and (k not in own or own[k].shape != v.shape))}
+        wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                 if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if k not in state and not k.startswith(fresh)]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected or wrong:
+            raise ValueError(f"pretrained weights from {origin} do not fit architecture {arch}: "
+                             f"missing {missing[:4]}, unexpected {unexpected[:4]}, shapes differ {wrong[:4]}"
+                             f" ({len(missing)}/{len(unexpected)}/{len(wrong)} in all)")
+        model.load_state_dict(state, strict=False)
         return origin
 
     def attack(self, desc: dict[str, Any]) -> Attack:
@@ -161,7 +174,7 @@ class Runner:
             train, test = self._splits(step)
             meta = {}
             if spec.get("init"):
-                meta["init"] = self._init_weights(model, spec["init"])
+                meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
             history = train_classifier(model, train, TrainRecipe(**spec["recipe"]), defense, device=self.device,
                                        seed=spec["seed"], progress=progress)
             meta.update(test_acc=accuracy(model, test, self.device), history=history)
@@ -202,7 +215,8 @@ class Runner:
         data = self.data(spec["scenario"], spec["data_root"])
         inv = self.artifacts.load(cell.invert_key)
         ctx = EvalContext(scenario, data, Inversion(inv["images"], inv["labels"], inv["info"]),
-                          self.load_model(cell.target_key), self.load_model(cell.eval_key), self.device)
+                          self.load_model(cell.target_key), self.load_model(cell.eval_key), self.device,
+                          self._cache)
         values: dict[str, Any] = {}
         notes: dict[str, str] = {}
         for name in cell.metrics:
@@ -218,6 +232,20 @@ class Runner:
                 else:
                     values[k] = float(v)
         return values, notes
+
+    def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:
+        """Metric-side cache in the artifact store (e.g. FID statistics of the private images)."""
+        from reinv_bench.plan import digest
+
+        akey = digest({"cache": name, "key": key})
+        if self.artifacts.exists(akey):
+            try:
+                return self.artifacts.load(akey)
+            except Exception:  # noqa: BLE001 - a corrupt cache entry is moved aside and recomputed
+                pass
+        obj = compute()
+        self.artifacts.save(akey, obj)
+        return obj
 
     # ---- the walk ---------------------------------------------------------------------------
 

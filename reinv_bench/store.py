@@ -12,9 +12,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the protocol column (rows of version 1 are migrated, protocol unknown)
 COLUMNS = (
-    "cell_id", "scenario", "arch", "defense", "attack", "threat_model", "seed", "budget", "status", "error",
+    "cell_id", "scenario", "protocol", "arch", "defense", "attack", "threat_model", "seed", "budget", "status", "error",
     "config", "metrics", "notes", "timings", "device", "data_digest", "torch_version", "reinv_version", "created_at",
 )
 JSON_COLUMNS = ("config", "metrics", "notes", "timings")
@@ -35,6 +35,9 @@ class Store:
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) == 1:
+                self.db.execute("ALTER TABLE results ADD COLUMN protocol TEXT")
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has schema version {row[0]}, this reinv-bench writes {SCHEMA_VERSION}; "

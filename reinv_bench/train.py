@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench.api import Classifier, Defense, Progress, Split, TrainRecipe, _no_progress
@@ -19,6 +20,69 @@ def make_optimizer(params: list[nn.Parameter], recipe: TrainRecipe) -> torch.opt
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use adam or sgd")
+
+
+AUGMENTATIONS = ("", "flip", "ppa")
+
+
+def augment(x: Tensor, kind: str, gen: torch.Generator) -> Tensor:
+    """The training-time augmentation of a recipe, per image, batched on the device (before the
+    defense's ``train_transform``, as the official pipelines apply RE after them).
+
+    ``flip``: RandomHorizontalFlip(0.5) (KEDMI/GMI ``dataloader.py`` for 64-px CelebA targets).
+    ``ppa``: RandomResizedCrop(scale 0.85-1, ratio 1), ColorJitter(brightness 0.2, contrast 0.2,
+    saturation 0.1, hue 0.1), RandomHorizontalFlip(0.5) (PPA/MIDRE training configs). The crop is
+    resampled bilinearly without antialiasing, and the four jitter operations run in one random
+    order per batch (torchvision draws one per image).
+    """
+    if kind == "":
+        return x
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {kind!r}; use one of {AUGMENTATIONS}")
+    n = len(x)
+
+    def u(lo: float, hi: float) -> Tensor:  # one uniform draw per image, from the seeded generator
+        return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(x.device).view(n, 1, 1, 1)
+
+    if kind == "ppa":
+        side = u(0.85, 1.0).sqrt().view(n)  # square crop of 85-100% of the area
+        theta = torch.zeros(n, 2, 3, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = side
+        theta[:, 0, 2] = (u(-1, 1).view(n)) * (1 - side)  # uniform position of the crop
+        theta[:, 1, 2] = (u(-1, 1).view(n)) * (1 - side)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        p = (x * 0.5 + 0.5).clamp(0, 1)  # jitter acts on pixels in [0, 1]
+        ops = [lambda p: (p * u(0.8, 1.2)).clamp(0, 1),
+               lambda p: ((p - _gray(p).mean((1, 2, 3), keepdim=True)) * u(0.8, 1.2)
+                          + _gray(p).mean((1, 2, 3), keepdim=True)).clamp(0, 1),
+               lambda p: ((p - _gray(p)) * u(0.9, 1.1) + _gray(p)).clamp(0, 1),
+               lambda p: _shift_hue(p, u(-0.1, 0.1))]
+        for i in torch.randperm(4, generator=gen).tolist():
+            p = ops[i](p) if (p.shape[1] == 3 or i < 2) else p
+        x = p * 2 - 1
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def _gray(p: Tensor) -> Tensor:
+    if p.shape[1] == 1:
+        return p
+    return (0.2989 * p[:, 0:1] + 0.587 * p[:, 1:2] + 0.114 * p[:, 2:3]).expand_as(p)
+
+
+def _shift_hue(p: Tensor, h: Tensor) -> Tensor:
+    """Rotate the hue of RGB images in [0, 1] by ``h`` (fractions of the circle), via HSV."""
+    r, g, b = p.unbind(1)
+    mx, mn = p.max(1).values, p.min(1).values
+    delta = mx - mn
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.where(mx == r, ((g - b) / safe) % 6, torch.where(mx == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue))
+    hue = (hue + h.view(-1, 1, 1)) % 1.0
+    sat = torch.where(mx > 0, delta / torch.where(mx > 0, mx, torch.ones_like(mx)), torch.zeros_like(mx))
+    k = (torch.tensor([5.0, 3.0, 1.0], device=p.device).view(1, 3, 1, 1) + hue.unsqueeze(1) * 6) % 6
+    return mx.unsqueeze(1) - (mx * sat).unsqueeze(1) * (torch.minimum(k, 4 - k).clamp(0, 1))
 
 
 def train_classifier(
@@ -39,7 +103,9 @@ def train_classifier(
     opt = make_optimizer(params, recipe)
     milestones = sorted({max(1, round(f * recipe.epochs)) for f in recipe.milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
-    x, y = train.x.to(device), train.y.to(device)
+    # a tensor split moves to the device once; files (ImageFiles) are decoded batch by batch
+    x = train.x.to(device) if isinstance(train.x, Tensor) else train.x
+    y = train.y.to(device)
     n, bs = len(x), recipe.batch_size
     per_epoch = math.ceil(n / bs)
     history = []
@@ -50,7 +116,7 @@ def train_classifier(
         total = 0.0
         for i in range(per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
-            xb = defense.train_transform(x[idx])
+            xb = defense.train_transform(augment(x[idx].to(device), recipe.augment, gen))
             out = model.forward_all(xb, hidden=defense.needs_hidden)
             loss = defense.loss(out, xb, y[idx])
             if not torch.isfinite(loss):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, Inversion, Param
+from reinv_bench.api import Architecture, Attack, Classifier, Inversion, Param
 
 
 class MeanAttack(Attack):
@@ -18,7 +18,7 @@ class MeanAttack(Attack):
     params = {"blur": Param(0, "unused prior parameter"), "steps": Param(3, "gradient steps")}
 
     def prepare(self, ctx, kind):
-        return {"mean": ctx.data.public.x.mean(0)}
+        return {"mean": ctx.data.public.x.to("cpu").mean(0)}  # a tensor, or ImageFiles decoded
 
     def invert(self, ctx, priors, classes):
         prior = priors["meanimg"]
@@ -31,10 +31,25 @@ class MeanAttack(Attack):
         return Inversion(x.detach().cpu(), y.cpu(), {"queries": self.config.steps * len(classes)})
 
 
+class TinyNet(Architecture):
+    """A test architecture: one strided convolution and a linear feature layer (fast anywhere)."""
+
+    name = "tiny"
+
+    def build(self, num_classes, image_shape):
+        blocks = [torch.nn.Sequential(torch.nn.Conv2d(image_shape[0], 8, 3, stride=4, padding=1), torch.nn.ReLU()),
+                  torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 32))]
+        return Classifier(blocks, torch.nn.Linear(32, num_classes), 32, num_classes, freeze_point=1)
+
+
 class TestPlugin:
     @hookimpl
     def register_attacks(self):
         return [MeanAttack]
+
+    @hookimpl
+    def register_architectures(self):
+        return [TinyNet()]
 
 
 @pytest.fixture

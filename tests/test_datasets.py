@@ -44,7 +44,8 @@ def test_data_root_in_torchvision_layout_is_used(mnist_root):
 
 
 def test_incomplete_folder_says_what_is_missing(mnist_root):
-    from reinv_datasets.mnist import DataError, load_digits
+    from reinv_bench.api import DataError
+    from reinv_datasets.mnist import load_digits
 
     (mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     load_digits.cache_clear()

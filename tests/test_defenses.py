@@ -158,7 +158,7 @@ def test_tl_pretrains_once_per_arch_and_loads_local_weights(reg, tmp_path):
     plan = expand(Request(["gmi"], [f"tl[weights={weights}]"], budget="smoke"), reg)
     target = next(s for s in plan.steps.values() if s.kind == "target" and s.spec["init"])
     assert target.spec["init"]["sha256"] and "pretrain" not in [s.kind for s in plan.steps.values()]
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="neither a file nor a weights name"):
         expand(Request(["gmi"], ["tl[weights=/no/such.pt]"], budget="smoke"), reg)
 
 

@@ -30,13 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Scenario, ScenarioData, Split, TrainRecipe
+from reinv_bench.api import DataError, Scenario, ScenarioData, Split, TrainRecipe
 
 SPLIT_SEED = 0
-
-
-class DataError(FileNotFoundError):
-    """A dataset folder is missing or incomplete; the message says what was expected where."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -99,9 +95,10 @@ class MNIST(Scenario):
     image_shape = (1, 32, 32)
     default_arch = "cnn"
     eval_arch = "resnet8"
+    protocol = "digits32"
     description = "MNIST 32px: private = half of the digits (labelled), public = the other half (unlabelled)"
 
-    def recipe(self, role: str, budget: str) -> TrainRecipe:
+    def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:
         return _RECIPES[budget]
 
     def load(self, data_root: Path | None) -> ScenarioData:

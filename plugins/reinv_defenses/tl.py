@@ -10,10 +10,12 @@ blocks and the paper's default freeze point (``Classifier.freeze_point``: VGG16 
 and conv4_1, ``freeze_layers=26`` of ``vgg16_bn.features``; the digit ``cnn`` freezes its first two
 conv blocks of three, ``resnet8`` its stem and first two residual blocks); ``tl[freeze=N]`` sets it.
 
-Pretrained weights: ``tl[weights=PATH]`` loads a local state dict (``weights_only=True``; the
-classifier head is not loaded since the classes differ); without it the harness pretrains the
-same architecture on the scenario's labelled public data (a cached step shared by every TL
-target of that architecture). The stored config records which, and the file's SHA-256.
+Pretrained weights: ``tl[weights=PATH]`` loads a local state dict, ``tl[weights=NAME]`` a
+registered weights file such as ``imagenet`` or ``ms1m`` (``reinv-bench weights``; loaded with
+``weights_only=True``; the classifier head is not loaded since the classes differ); without it
+the architecture's own ``--arch "NAME[weights=...]"`` is used, and without that the harness
+pretrains the same architecture on the scenario's labelled public data (a cached step shared by
+every TL target of that architecture). The stored config records which, and the file's SHA-256.
 
 Deliberate differences: the official code misspells ``requires_grad`` for the input layer, which
 therefore still trains; here the declared blocks are truly frozen. As in the official code,
@@ -31,7 +33,8 @@ class TransferLearning(Defense):
     pretrained = True
     params = {
         "freeze": Param(-1, "leading blocks to freeze; -1 = the architecture's declared freeze point", low=-1),
-        "weights": Param("", "local pretrained state dict; empty = pretrain on the scenario's public data"),
+        "weights": Param("", "pretrained state dict: a path or a registered weights name; empty = the arch's "
+                             "weights=, else pretrain on the scenario's public data"),
     }
 
     def frozen_blocks(self, model: Classifier) -> int:

@@ -1,9 +1,12 @@
-"""``knn_dist``: KNN distance of the 64-px protocol.
+"""``knn_dist`` (64-px protocol) and ``eval_dist`` (224-px protocol, PPA's delta_eval): the same
+feature distance under the two protocols' names.
 
-KNN = (1/N) sum over reconstructions x_hat of min over private training images x of the same
-class of ||e(x_hat) - e(x)||_2^2, with e the evaluation model's penultimate features: the
-*squared* L2 distance to the nearest private image (LOMMA ``metrics/KNN_dist.py``, PLG-MI
-``evaluation.py::calc_knn``). Lower means reconstructions closer to real private images.
+(1/N) sum over reconstructions x_hat of min over private training images x of the same class of
+||e(x_hat) - e(x)||_2^2, with e the evaluation model's penultimate features: the *squared* L2
+distance to the nearest private image (LOMMA ``metrics/KNN_dist.py``, PLG-MI
+``evaluation.py::calc_knn``; PPA ``metrics/distance_metrics.py::compute_dist`` with the
+Inception-v3 evaluation model at 299 px, fc removed). Lower means reconstructions closer to real
+private images.
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ def knn_distance(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, 
 
 
 class KNNDistance(Metric):
-    name = "knn_dist"
+    def __init__(self, name: str, protocols: tuple[str, ...]) -> None:
+        self.name, self.protocols = name, protocols
 
     def compute(self, ctx: EvalContext):
         priv = ctx.data.private_train
         wanted = torch.isin(priv.y, ctx.inversion.labels.unique())
         if not wanted.any():
-            return {"knn_dist": NotComputed("no private training image of the attacked classes")}
+            return {self.name: NotComputed("no private training image of the attacked classes")}
         pf = features(ctx.eval_model, priv.x[wanted], ctx.device)
         rf = features(ctx.eval_model, ctx.inversion.images, ctx.device)
-        return {"knn_dist": knn_distance(rf, ctx.inversion.labels, pf, priv.y[wanted])}
+        return {self.name: knn_distance(rf, ctx.inversion.labels, pf, priv.y[wanted])}
 
 
 @hookimpl
 def register_metrics():
-    return [KNNDistance()]
+    return [KNNDistance("knn_dist", ("digits32", "64px")), KNNDistance("eval_dist", ("224px",))]

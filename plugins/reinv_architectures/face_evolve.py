@@ -1,0 +1,114 @@
+"""The face.evoLVe IR backbones of the 64-px protocol (KEDMI, PLG-MI, LOMMA, TL-DMI code).
+
+``ir152``: target ``IR152`` = ``evolve.IR_152_64`` (IR units 3/8/36/3) on 64-px input, then the
+official output layer BatchNorm2d(512), Dropout, Flatten, Linear(512*4*4, 512), BatchNorm1d(512)
+(the 512-d penultimate features), a linear head. ``facenet64``: target ``FaceNet64`` = the same
+with ``IR_50_64`` (units 3/4/14/3). ``ir50_112``: the evaluation model "FaceNet" =
+``evolve.IR_50_112`` (its output layer flattens 512*7*7) and a linear head; it resizes its input
+to 112 px itself (the official evaluation upsamples reconstructions 64 -> 112 with
+``utils.low2high``; the official model was trained on crops resized to 112 directly, here on the
+scenario's 64-px crops upsampled the same way).
+
+An IR unit: shortcut (MaxPool(1, stride), or 1x1 conv + BN when the depth changes) plus the
+residual BN, 3x3 conv, PReLU, 3x3 conv (stride), BN; the first unit of each stage has stride 2.
+Weights initialised as the official ``_initialize_weights`` (Xavier-uniform convs and linears).
+Module names follow face.evoLVe (``input_layer``, ``body.N``, ``output_layer``), so the official
+MS-Celeb-1M backbones load: ``--arch "ir152[weights=ms1m]"`` (the 64-px targets keep their own
+output layer, as the official code does, since the 112-px backbone's does not fit 4x4 maps).
+Blocks (BiDO, TL): input layer with stage 1, stages 2, 3, 4, the output layer.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from reinv_bench import hookimpl
+from reinv_bench.api import Architecture, Classifier
+from reinv_bench.weights import WeightsFile
+
+from .torchvision_nets import Resize, _rgb
+
+UNITS = {50: (3, 4, 14, 3), 152: (3, 8, 36, 3)}
+
+
+class IRUnit(nn.Module):
+    def __init__(self, cin: int, depth: int, stride: int) -> None:
+        super().__init__()
+        if cin == depth:
+            self.shortcut_layer = nn.MaxPool2d(1, stride)
+        else:
+            self.shortcut_layer = nn.Sequential(nn.Conv2d(cin, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
+        self.res_layer = nn.Sequential(
+            nn.BatchNorm2d(cin), nn.Conv2d(cin, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
+            nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth))
+
+    def forward(self, x):
+        return self.res_layer(x) + self.shortcut_layer(x)
+
+
+class IRBackbone(nn.Module):
+    """face.evoLVe's IR backbone (names as the official checkpoints), input side ``size``."""
+
+    def __init__(self, layers: int, size: int) -> None:
+        super().__init__()
+        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        units, cin = [], 64
+        self.stages = []
+        for depth, n in zip((64, 128, 256, 512), UNITS[layers]):
+            first = len(units)
+            for i in range(n):
+                units.append(IRUnit(cin, depth, 2 if i == 0 else 1))
+                cin = depth
+            self.stages.append(range(first, len(units)))
+        self.body = nn.Sequential(*units)
+        side = size // 16
+        self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(), nn.Flatten(),
+                                          nn.Linear(512 * side * side, 512), nn.BatchNorm1d(512))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def blocks(self) -> list[nn.Module]:
+        s = [nn.Sequential(*(self.body[i] for i in r)) for r in self.stages]
+        return [nn.Sequential(self.input_layer, s[0]), s[1], s[2], s[3], self.output_layer]
+
+
+class IRNet(Architecture):
+    def __init__(self, name: str, layers: int, size: int, weights: str) -> None:
+        self.name, self.layers, self.size = name, layers, size
+        self.pretrained = {"ms1m": weights}
+
+    def build(self, num_classes, image_shape):
+        _rgb(image_shape, self.name)
+        if self.size == 64 and image_shape[1:] != (64, 64):
+            raise ValueError(f"{self.name} is the 64-px protocol's network; this scenario's images are {image_shape}")
+        net = IRBackbone(self.layers, self.size)
+        blocks = net.blocks()
+        if self.size != 64:
+            blocks[0] = nn.Sequential(Resize(self.size), blocks[0])
+        head = nn.Linear(512, num_classes)
+        fresh = ("blocks.4.",) if self.size == 64 else ()
+        return Classifier(blocks, head, 512, num_classes, freeze_point=2, upstream=net, fresh=fresh)
+
+
+WEIGHTS = [
+    WeightsFile("ir50-ms1m", "backbone_ir50_ms1m_epoch120.pth", "",
+                "face.evoLVe IR-50 trained on MS-Celeb-1M (112 px): the official start of FaceNet64 and of the "
+                "evaluation model 'FaceNet' (KEDMI/PLG-MI/TL-DMI)", "https://github.com/ZhaoJ9014/face.evoLVe", ""),
+    WeightsFile("ir152-ms1m", "Backbone_IR_152_Epoch_112_Batch_2547328_Time_2019-07-13-02-59_checkpoint.pth", "",
+                "face.evoLVe IR-152 trained on MS-Celeb-1M: the official start of the IR152 target",
+                "https://github.com/ZhaoJ9014/face.evoLVe", ""),
+]
+
+
+@hookimpl
+def register_architectures():
+    return [IRNet("ir152", 152, 64, "ir152-ms1m"), IRNet("facenet64", 50, 64, "ir50-ms1m"),
+            IRNet("ir50_112", 50, 112, "ir50-ms1m")]
+
+
+@hookimpl
+def register_weights():
+    return WEIGHTS

@@ -1,0 +1,91 @@
+"""``facenet_dist``: PPA's delta_face. For each reconstruction, the squared L2 distance to the
+nearest private training image of its class in the embedding of facenet-pytorch's
+``InceptionResnetV1(pretrained='vggface2')`` (512-d, L2-normalised, inputs at 160 px in [-1, 1]);
+the mean over reconstructions (PPA ``metrics/distance_metrics.py::compute_dist``). Lower means
+reconstructions closer to real private faces. Private embeddings are cached per scenario split,
+class set and weights file.
+
+Weights: facenet-pytorch's ``20180402-114759-vggface2.pt``, looked for locally (see
+``reinv-bench weights``; no hash is published for it, so it is reported ``unverified`` and loaded
+strictly); never downloaded. Without the file the value is stored as null with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from reinv_bench import hookimpl
+from reinv_bench.api import EvalContext, Metric, NotComputed
+from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
+
+from .knn import knn_distance
+
+WEIGHTS = WeightsFile(
+    "facenet-vggface2", "20180402-114759-vggface2.pt", "",
+    "facenet-pytorch InceptionResnetV1 trained on VGGFace2, for facenet_dist (and inception_resnet_v1's start)",
+    "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+    torch_dir="checkpoints",
+)
+SIZE = 160
+
+
+@functools.lru_cache(maxsize=1)
+def facenet(path: str, sha256: str) -> torch.nn.Module:
+    """InceptionResnetV1 (embedding mode) with the weights at ``path``, loaded strictly."""
+    from facenet_pytorch import InceptionResnetV1
+
+    net = InceptionResnetV1(pretrained=None, classify=False)
+    state = {k: v for k, v in load_state(Path(path)).items() if not k.startswith("logits.")}
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def embed(net: torch.nn.Module, x, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    net.to(device)
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device)
+        if xb.shape[1] == 1:
+            xb = xb.expand(-1, 3, -1, -1)
+        xb = F.interpolate(xb, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        out.append(net(xb).cpu())
+    return torch.cat(out)
+
+
+class FaceNetDistance(Metric):
+    name = "facenet_dist"
+    protocols = ("64px", "224px")
+
+    def compute(self, ctx: EvalContext):
+        try:
+            path = locate(WEIGHTS)
+        except WeightsUnavailable as exc:
+            return {"facenet_dist": NotComputed(str(exc))}
+        sha = sha256_of(path)
+        net = facenet(str(path), sha)
+        inv, priv = ctx.inversion, ctx.data.private_train
+        classes = sorted(inv.labels.unique().tolist())
+
+        def private_embeddings():
+            wanted = torch.isin(priv.y, torch.tensor(classes))
+            return {"emb": embed(net, priv.x[wanted], ctx.device), "labels": priv.y[wanted]}
+
+        ref = ctx.cache("facenet-private", {"digest": ctx.data.digest, "classes": classes, "weights": sha},
+                        private_embeddings)
+        emb = embed(net, inv.images, ctx.device)
+        return {"facenet_dist": knn_distance(emb, inv.labels, ref["emb"], ref["labels"])}
+
+
+@hookimpl
+def register_metrics():
+    return [FaceNetDistance()]
+
+
+@hookimpl
+def register_weights():
+    return [WEIGHTS]

@@ -1,0 +1,106 @@
+"""``fid``: Fréchet Inception Distance between the reconstructions and the private training images
+of the attacked classes, in pytorch-fid's InceptionV3 2048-d pool features (images resized to
+299 by the network itself). This is what PPA (``metrics/fid_score.py``, all attack samples) and
+PLG-MI (pytorch-fid-style InceptionV3) compare; LOMMA uses only the successful reconstructions
+and StyleGAN2-ADA's detector instead. Lower means reconstructions distributed like the private
+images. The private-side statistics are cached per scenario split, class set and weights file.
+
+Weights: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, looked for locally (see
+``reinv-bench weights``); never downloaded. The network is pytorch-fid's own ``InceptionV3``,
+built through its real constructor with torch's URL loader pointed at the verified local file.
+Without the file the value is stored as null with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+from reinv_bench import hookimpl
+from reinv_bench.api import EvalContext, Metric, NotComputed
+from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
+
+WEIGHTS = WeightsFile(
+    "fid-inception", "pt_inception-2015-12-05-6726825d.pth", "6726825d",
+    "pytorch-fid's InceptionV3 (the TF FID Inception weights), for the fid metric",
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def fid_inception(path: str, sha256: str) -> torch.nn.Module:
+    """pytorch-fid's InceptionV3 (pool3, 2048-d) with the weights at ``path`` (``sha256`` keys the cache)."""
+    from pytorch_fid import inception
+
+    state = load_state(Path(path))
+    with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: state):
+        net = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
+                                    normalize_input=True, use_fid_inception=True)
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def pool_features(net: torch.nn.Module, x, device: torch.device, batch_size: int = 50) -> np.ndarray:
+    """(N, 2048) float64 pool features of images in [-1, 1] (a tensor or ImageFiles)."""
+    net.to(device)
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device) * 0.5 + 0.5  # pytorch-fid takes [0, 1]
+        if xb.shape[1] == 1:
+            xb = xb.expand(-1, 3, -1, -1)
+        out.append(net(xb)[0].flatten(1).double().cpu())
+    return torch.cat(out).numpy()
+
+
+def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
+def frechet(feats_a: np.ndarray, stats_b: tuple[np.ndarray, np.ndarray]) -> float:
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    return float(calculate_frechet_distance(*statistics(feats_a), *stats_b))
+
+
+class FID(Metric):
+    name = "fid"
+    protocols = ("64px", "224px")
+
+    def compute(self, ctx: EvalContext):
+        try:
+            path = locate(WEIGHTS)
+        except WeightsUnavailable as exc:
+            return {"fid": NotComputed(str(exc))}
+        inv = ctx.inversion
+        if len(inv.images) < 2:
+            return {"fid": NotComputed(f"FID needs at least 2 reconstructions, got {len(inv.images)}")}
+        sha = sha256_of(path)
+        net = fid_inception(str(path), sha)
+        classes = sorted(inv.labels.unique().tolist())
+        priv = ctx.data.private_train
+
+        def private_stats():
+            wanted = torch.isin(priv.y, torch.tensor(classes))
+            mu, sigma = statistics(pool_features(net, priv.x[wanted], ctx.device))
+            return {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": int(wanted.sum())}
+
+        stats = ctx.cache("fid-private", {"digest": ctx.data.digest, "classes": classes, "weights": sha},
+                          private_stats)
+        if stats["n"] < 2:
+            return {"fid": NotComputed(f"only {stats['n']} private training image(s) of the attacked classes")}
+        feats = pool_features(net, inv.images, ctx.device)
+        return {"fid": frechet(feats, (stats["mu"].numpy(), stats["sigma"].numpy()))}
+
+
+@hookimpl
+def register_metrics():
+    return [FID()]
+
+
+@hookimpl
+def register_weights():
+    return [WEIGHTS]

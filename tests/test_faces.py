@@ -1,0 +1,173 @@
+"""The face scenarios read small fake trees of real image files in the documented layouts: the
+real loaders, their layout checks and a smoke run through the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from reinv_bench.api import DataError
+from reinv_bench.cli import cli
+from reinv_bench.registry import load
+
+
+def _img(path, size, seed):
+    rng = np.random.default_rng(seed)
+    a = np.empty((size[1], size[0], 3), np.uint8)
+    a[:] = rng.integers(0, 255, 3)
+    a[size[1] // 2 :, : size[0] // 2] = rng.integers(0, 255, 3)  # two colours: the crop is visible
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+
+
+def make_celeba(root, n_private=1000, n_public=12):
+    """Identities 1..300 have 3 images, 301..n_private 1, then n_public identities 1 image each;
+    file order interleaves them so ties are broken by first appearance."""
+    d = root / "celeba"
+    counts = {i: 3 if i <= 300 else 1 for i in range(1, n_private + 1)}
+    counts.update({n_private + j: 1 for j in range(1, n_public + 1)})
+    ids = [i for i, c in counts.items() for _ in range(c)]
+    order = np.random.default_rng(0).permutation(len(ids))
+    lines = []
+    for n, k in enumerate(order, 1):
+        name = f"{n:06d}.jpg"
+        lines.append(f"{name} {ids[k]}")
+        _img(d / "img_align_celeba" / name, (178, 218), ids[k])
+    (d / "identity_CelebA.txt").write_text("\n".join(lines) + "\n")
+    return [int(line.split()[1]) for line in lines]
+
+
+def make_ffhq(root, folder, n, side):
+    for i in range(n):
+        _img(root / "ffhq" / folder / f"{i // 1000 * 1000:05d}" / f"{i:05d}.png", (side, side), 10_000 + i)
+
+
+def make_facescrub(root, per_group=265, per_person=2):
+    for group in ("actors", "actresses"):
+        for p in range(per_group):
+            for k in range(per_person):
+                _img(root / "facescrub" / group / "faces" / f"Person_{p:03d}" / f"{k}.jpg", (60, 60), p * 7 + k)
+
+
+@pytest.fixture(scope="module")
+def face_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    ids = make_celeba(root)
+    make_ffhq(root, "thumbnails128x128", 6, 128)
+    make_ffhq(root, "images1024x1024", 3, 1024)
+    make_facescrub(root)
+    return root, ids
+
+
+def test_celeba64_private_split_follows_the_seed_papers_code(face_root):
+    from collections import Counter
+
+    root, ids = face_root
+    data = load().get("scenario", "celeba64").load(root)
+    n_private = 300 * 3 + 700
+    assert len(data.private_train) == int(0.9 * n_private) and len(data.private_test) == n_private - int(0.9 * n_private)
+    assert len(data.public) == 12  # every image of the other identities
+    # class c is the c-th most frequent identity, ties broken by first appearance in the file
+    first = {}
+    for n, i in enumerate(ids):
+        first.setdefault(i, n)
+    expected = sorted(Counter(ids), key=lambda i: (-Counter(ids)[i], first[i]))[:1000]
+    # each private file carries its identity's class
+    id_of = {f"{n:06d}.jpg": i for n, i in enumerate(ids, 1)}
+    for split in (data.private_train, data.private_test):
+        for k in range(0, len(split), 97):
+            name = split.x.paths[split.x.index[k]].rsplit("/", 1)[1]
+            assert expected[split.y[k].item()] == id_of[name]
+    assert set(data.private_train.x.index) .isdisjoint(data.private_test.x.index)
+    assert load().get("scenario", "celeba64").target_classes() == list(range(300))
+    assert data.digest == load().get("scenario", "celeba64").load(root).digest  # deterministic
+
+
+def test_celeba64_images_are_the_centre_crop_resized_to_64(face_root):
+    root, _ = face_root
+    data = load().get("scenario", "celeba64").load(root)
+    x = data.private_train.x[:4].to("cpu")
+    assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0
+    # the fake images have a second colour in the lower-left quarter: the 108 crop at (35, 55)
+    # keeps the centre, so both colours appear, split at the middle row and column
+    img = x[0]
+    assert not torch.allclose(img[:, 10, 50], img[:, 50, 10])
+    ffhq = load().get("scenario", "celeba64-ffhq").load(root)
+    assert len(ffhq.public) == 6 and ffhq.public.x.to("cpu").shape == (6, 3, 64, 64)
+    assert "6 FFHQ thumbnails (of 70,000)" in ffhq.source
+
+
+def test_facescrub224_split_and_public_data(face_root):
+    root, _ = face_root
+    data = load().get("scenario", "facescrub224-ffhq").load(root)
+    assert len(data.private_train) == int(0.9 * 1060) and len(data.private_test) == 1060 - int(0.9 * 1060)
+    assert data.private_train.y.max() < 530
+    assert data.private_train.x[:2].to("cpu").shape == (2, 3, 224, 224)
+    assert data.public.x.to("cpu").shape == (3, 3, 224, 224)
+    # PPA's order: actors first (classes 0..264), ImageFolder order within a group
+    files = data.private_train.x.paths
+    assert "/actors/faces/Person_000/0.jpg" in files[0] and "/actresses/" in files[-1]
+
+
+@pytest.mark.parametrize("scenario, breaks, message", [
+    ("celeba64", lambda r: (r / "celeba" / "identity_CelebA.txt").unlink(),
+     r"CelebA expected at .*celeba/ with identity_CelebA.txt and img_align_celeba/.*found 1 entry"),
+    ("celeba64", lambda r: (r / "celeba" / "img_align_celeba" / "000007.jpg").unlink(),
+     r"lacks 1 of the 1612 images identity_CelebA.txt lists \(found 1611 files; first missing: 000007.jpg\)"),
+    ("celeba64-ffhq", lambda r: __import__("shutil").rmtree(r / "ffhq"),
+     r"FFHQ expected at .*ffhq/thumbnails128x128/ \(70,000 .png files.*found no such folder"),
+    ("facescrub224-ffhq", lambda r: __import__("shutil").rmtree(r / "facescrub" / "actresses" / "faces" / "Person_003"),
+     r"has 529 identities; the protocol has 530"),
+])
+def test_incomplete_trees_are_clear_errors(tmp_path, scenario, breaks, message):
+    make_celeba(tmp_path)
+    make_ffhq(tmp_path, "thumbnails128x128", 2, 128)
+    make_ffhq(tmp_path, "images1024x1024", 1, 1024)
+    make_facescrub(tmp_path, per_person=1)
+    from reinv_datasets import faces
+
+    faces.celeba1000.cache_clear()
+    faces.facescrub.cache_clear()
+    breaks(tmp_path)
+    with pytest.raises(DataError, match=message):
+        load().get("scenario", scenario).load(tmp_path)
+
+
+def test_missing_data_root_says_how_to_give_one(tmp_path):
+    with pytest.raises(DataError, match="pass --data-root DIR"):
+        load().get("scenario", "celeba64").load(None)
+    result = CliRunner().invoke(cli, ["run", "--scenario", "celeba64", "--workdir", str(tmp_path), "--quiet"])
+    assert result.exit_code != 0 and "pass --data-root DIR" in result.output
+
+
+def test_smoke_run_on_the_fake_celeba_tree(face_root, tmp_path, monkeypatch, registry):
+    """The real loaders through the whole pipeline; the 64-px metrics whose weights are absent
+    are stored as null with the reason and the leaderboard shows the gap."""
+    from reinv_bench.cli import State
+    from reinv_datasets.faces import CelebA64
+
+    root, _ = face_root
+    monkeypatch.setattr(CelebA64, "eval_arch", "tiny")  # IR-50 at 112 px is minutes on two cores
+    monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    state = State(())
+    state._registry = registry
+    result = CliRunner().invoke(cli, ["run", "-a", "meanimg", "-d", "none", "--scenario", "celeba64", "--arch", "tiny",
+                                      "--budget", "smoke", "--data-root", str(root), "--workdir", str(tmp_path / "w"),
+                                      "--quiet"], obj=state)
+    assert result.exit_code == 0, result.output
+    from reinv_bench.store import Store
+
+    (row,) = Store(tmp_path / "w" / "results.db").rows()
+    assert row["protocol"] == "64px" and row["status"] == "ok"
+    assert set(row["metrics"]) == {"natural_acc", "attack_acc", "attack_acc5", "knn_dist", "fid", "facenet_dist"}
+    assert row["metrics"]["fid"] is None and "fid-inception" in row["notes"]["fid"]
+    assert row["metrics"]["facenet_dist"] is None and "weights add facenet-vggface2" in row["notes"]["facenet_dist"]
+    assert row["metrics"]["knn_dist"] > 0
+    board = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(tmp_path / "w"), "--format", "md"])
+    assert "FID" in board.output and "δ_face" in board.output and "[64px]" in board.output
+    assert "FID n/a: weights 'fid-inception'" in board.output
