@@ -138,7 +138,8 @@ class Runner:
                  if not (k.startswith(fresh) and (k not in own or own[k].shape != v.shape))}
         wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
                  if k in own and own[k].shape != v.shape]
-        missing = [k for k in own if k not in state and not k.startswith(fresh)]
+        missing = [k for k in own if k not in state and not k.startswith(fresh)
+                   and not k.endswith("num_batches_tracked")]  # absent from older checkpoints
         unexpected = [k for k in state if k not in own]
         if missing or unexpected or wrong:
             raise ValueError(f"pretrained weights from {origin} do not fit architecture {arch}: "

@@ -27,7 +27,7 @@ def test_knn_without_same_class_images_fails_loudly():
 
 
 def _row(cell_id="c1", **kw):
-    row = {"cell_id": cell_id, "scenario": "mnist", "arch": "cnn", "defense": "re", "attack": "gmi",
+    row = {"cell_id": cell_id, "scenario": "mnist", "protocol": "digits32", "arch": "cnn", "defense": "re", "attack": "gmi",
            "threat_model": "white-box", "seed": 0, "budget": "smoke", "status": "ok", "error": None,
            "config": {"defense": [{"name": "re", "config": {"scale": [0.1, 0.4]}}]},
            "metrics": {"attack_acc": 0.5, "attack_acc5": None}, "notes": {"attack_acc5": "why"},
@@ -56,3 +56,38 @@ def test_schema_version_mismatch_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="schema version 999"):
         Store(tmp_path / "r.db")
+
+
+def test_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / "r.db")
+    cols = [c for c in __import__("reinv_bench.store", fromlist=["COLUMNS"]).COLUMNS if c != "protocol"]
+    with db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute(f"CREATE TABLE results (cell_id TEXT PRIMARY KEY, {', '.join(c + ' TEXT' for c in cols[1:])})")
+        db.execute("INSERT INTO results (cell_id, scenario, status) VALUES ('old', 'mnist', 'ok')")
+    db.close()
+    store = Store(tmp_path / "r.db")
+    assert store.get("old")["scenario"] == "mnist" and store.get("old")["protocol"] is None
+    store.put(_row(protocol="64px"))
+    assert Store(tmp_path / "r.db").get("c1")["protocol"] == "64px"
+
+
+def test_leaderboard_never_ranks_two_protocols_together():
+    from reinv_bench.leaderboard import aggregate, gaps, render
+
+    def row(protocol, defense, acc, fid=None, note=None):
+        return {"status": "ok", "scenario": "s", "protocol": protocol, "budget": "paper", "arch": "a", "attack": "x",
+                "threat_model": "white-box", "defense": defense, "seed": 0,
+                "metrics": {"natural_acc": 0.9, "attack_acc": acc, "fid": fid}, "notes": {"fid": note} if note else {}}
+
+    entries = aggregate([row("64px", "none", 0.8, 10.0), row("64px", "re", 0.5, 20.0),
+                         row("224px", "none", 0.3, None, "weights 'fid-inception' absent"),
+                         row("224px", "re", 0.6, None, "weights 'fid-inception' absent")])
+    by = {(e["protocol"], e["defense"]): e for e in entries}
+    assert by[("64px", "re")]["d_attack_acc"] == pytest.approx(-0.3)  # vs the 64-px baseline only
+    assert by[("224px", "re")]["d_attack_acc"] == pytest.approx(0.3)
+    assert by[("224px", "none")]["pareto"] and by[("64px", "re")]["pareto"]
+    assert gaps(entries) == ["FID n/a: weights 'fid-inception' absent"]
+    md = render(entries, "md")
+    assert "FID" in md and "KNN" not in md  # columns for the metrics the rows hold
