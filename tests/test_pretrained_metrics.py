@@ -99,8 +99,7 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(weights_dir, fi
     assert weights.state_of(fid.WEIGHTS, weights_dir / fid_file.name) == "present"
     same = fid.FID().compute(ctx)["fid"]
     assert abs(same) < 1e-3
-    # shifted sets, through the metric's own feature and distance functions (each Fréchet
-    # distance is a 2048-d matrix square root: ~10 s on two cores)
+    # shifted sets, through the metric's own feature and distance functions
     net = fid.fid_inception(str(weights_dir / fid_file.name), fid.WEIGHTS.sha256)
     ref = fid.statistics(fid.pool_features(net, _faces(12, 0), torch.device("cpu")))
     values = [fid.frechet(fid.pool_features(net, _faces(12, 0, shift), torch.device("cpu")), ref)
@@ -171,3 +170,20 @@ def test_weights_command_lists_and_installs(tmp_path, monkeypatch, facenet_file)
     assert "unverified" in line
     typo = CliRunner().invoke(cli, ["weights", "add", "facenet-vgface2", str(facenet_file)], obj=State(()))
     assert typo.exit_code != 0 and "did you mean 'facenet-vggface2'" in typo.output
+
+
+def test_frechet_distance_equals_pytorch_fids_formula():
+    import numpy as np
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from reinv_metrics.fid import frechet_distance, statistics
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 8)), rng.normal(size=(50, 8)) @ rng.normal(size=(8, 8)) + 0.5
+    (m1, s1), (m2, s2) = statistics(a), statistics(b)
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(calculate_frechet_distance(m1, s1, m2, s2), rel=1e-8)
+    assert frechet_distance(m1, s1, m1, s1) == pytest.approx(0.0, abs=1e-9)
+    # rank-deficient (fewer samples than dimensions): still finite, ~0 for a set with itself
+    c = rng.normal(size=(10, 64))
+    mc, sc = statistics(c)
+    assert abs(frechet_distance(mc, sc, mc, sc)) < 1e-6 * np.trace(sc)
