@@ -173,15 +173,19 @@ def test_weights_command_lists_and_installs(tmp_path, monkeypatch, facenet_file)
 
 
 def test_frechet_distance_equals_pytorch_fids_formula():
+    """pytorch-fid's formula with scipy's matrix square root, as its calculate_frechet_distance
+    (which itself passes ``disp=False`` to ``sqrtm``: a TypeError under newer SciPy, seen on the
+    GPU machine)."""
     import numpy as np
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    from scipy import linalg
 
     from reinv_metrics.fid import frechet_distance, statistics
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(60, 8)), rng.normal(size=(50, 8)) @ rng.normal(size=(8, 8)) + 0.5
     (m1, s1), (m2, s2) = statistics(a), statistics(b)
-    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(calculate_frechet_distance(m1, s1, m2, s2), rel=1e-8)
+    reference = (m1 - m2) @ (m1 - m2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2)).real
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(reference, rel=1e-8)
     assert frechet_distance(m1, s1, m1, s1) == pytest.approx(0.0, abs=1e-9)
     # rank-deficient (fewer samples than dimensions): still finite, ~0 for a set with itself
     c = rng.normal(size=(10, 64))

@@ -65,10 +65,11 @@ def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.nd
     """||mu1 - mu2||^2 + Tr(s1) + Tr(s2) - 2 Tr((s1 s2)^1/2): the formula of pytorch-fid's
     ``calculate_frechet_distance``, with the trace of the square root taken from the eigenvalues
     of the symmetric PSD matrix s1^1/2 s2 s1^1/2 (the same eigenvalues as s1 s2). pytorch-fid
-    takes ``scipy.linalg.sqrtm(s1 @ s2)`` instead, which on the rank-deficient covariances of
-    fewer than 2,048 images (300 classes x 5 reconstructions) can fail with "Imaginary component"
-    and takes ~10 s at 2048-d on two cores; the eigenvalue route gives the same number (a test
-    checks it against pytorch-fid's function) and never fails."""
+    0.3.0 takes ``scipy.linalg.sqrtm(s1 @ s2, disp=False)`` instead: a TypeError under newer SciPy
+    (``disp`` was removed; seen on the GPU machine), liable to "Imaginary component" on the
+    rank-deficient covariances of fewer than 2,048 images (300 classes x 5 reconstructions), and
+    ~10 s at 2048-d on two cores. The eigenvalue route gives the same number (a test checks it
+    against the formula with scipy's square root) and never fails."""
     w, v = np.linalg.eigh(s1)
     root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     m = root @ s2 @ root
