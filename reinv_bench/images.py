@@ -9,7 +9,8 @@ public data on the device (as the official GAN code holds it in memory) still wr
 
 Files are decoded by a thread pool (PIL releases the GIL while decoding) and each decoded image
 is kept as uint8 in a cache shared by all subsets, up to ``$REINV_BENCH_IMAGE_CACHE_GB`` (default
-8) per set: the second epoch over CelebA at 64 px reads nothing from disk.
+8) for all image sets of the process together: the second epoch over CelebA at 64 px reads
+nothing from disk.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class DataError(FileNotFoundError):
     """A dataset folder is missing or incomplete; the message says what was expected where."""
 
 
+_CACHED = {"bytes": 0}  # decoded bytes held by every ImageFiles cache of the process
+
+
 @lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="reinv-decode")
@@ -44,8 +48,7 @@ class ImageFiles:
         self.image_shape = tuple(shape)
         self.index = np.arange(len(self.paths)) if _index is None else _index
         self.cache: dict[int, Tensor] = {} if _cache is None else _cache
-        limit = float(os.environ.get("REINV_BENCH_IMAGE_CACHE_GB", "8")) * 2**30
-        self.cache_max = int(limit // max(1, int(np.prod(shape))))
+        self.cache_limit = float(os.environ.get("REINV_BENCH_IMAGE_CACHE_GB", "8")) * 2**30
 
     def __len__(self) -> int:
         return len(self.index)
@@ -69,8 +72,9 @@ class ImageFiles:
             img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
             if tuple(img.shape) != self.image_shape:
                 raise ValueError(f"{self.paths[i]} decoded to {tuple(img.shape)}, expected {self.image_shape}")
-            if len(self.cache) < self.cache_max:
+            if _CACHED["bytes"] + img.numel() <= self.cache_limit:
                 self.cache[i] = img
+                _CACHED["bytes"] += img.numel()
         return img
 
     def to(self, device: torch.device | str = "cpu") -> Tensor:

@@ -116,7 +116,8 @@ class Runner:
             return data.private_train, data.private_test
         if data.pretrain is None:
             raise ValueError(f"scenario {step.spec['scenario']} has no labelled public data to pretrain on; "
-                             "give the defense a local file: tl[weights=PATH]")
+                             "start from pretrained weights instead: tl[weights=PATH|NAME] or "
+                             "--arch \"ARCH[weights=imagenet|ms1m|PATH]\" (see `reinv-bench weights`)")
         return data.pretrain, data.pretrain
 
     def _init_weights(self, model: Classifier, arch: str, init: dict[str, str]) -> str:
