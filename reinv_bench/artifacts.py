@@ -9,6 +9,7 @@ that fails to load is moved aside (``.corrupt``) and reported, so the next run r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,18 @@ import torch
 
 class ArtifactError(RuntimeError):
     pass
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 class Artifacts:
@@ -30,15 +43,7 @@ class Artifacts:
         return self.path(key).is_file()
 
     def save(self, key: str, obj: dict[str, Any]) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        try:
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_atomic(self.path(key), lambda tmp: torch.save(obj, tmp))
 
     def load(self, key: str) -> dict[str, Any]:
         path = self.path(key)

@@ -44,14 +44,14 @@ def make_ffhq(root, folder, n, side):
         _img(root / "ffhq" / folder / f"{i // 1000 * 1000:05d}" / f"{i:05d}.png", (side, side), 10_000 + i)
 
 
-def make_facescrub(root, per_group=265, per_person=2):
+def make_facescrub(root, per_group=265, per_person=3):
     for group in ("actors", "actresses"):
         for p in range(per_group):
             for k in range(per_person):
                 _img(root / "facescrub" / group / "faces" / f"Person_{p:03d}" / f"{k}.jpg", (60, 60), p * 7 + k)
 
 
-def make_face_tree(root: Path, facescrub_per_person: int = 2) -> list[int]:
+def make_face_tree(root: Path, facescrub_per_person: int = 3) -> list[int]:
     """Every layout at once: CelebA, FFHQ thumbnails and 1024-px images, FaceScrub. Returns the
     CelebA identity of each image, in file order."""
     ids = make_celeba(root)

@@ -105,15 +105,9 @@ def install(w: WeightsFile, source: Path) -> Path:
             load_state(source)
         except Exception as exc:  # noqa: BLE001 - any load failure means: not a weights file
             raise WeightsUnavailable(f"{source} is not a state dict torch can load safely: {exc}") from None
-    dest = weights_home() / w.filename
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + f".tmp{os.getpid()}")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    from reinv_bench.artifacts import write_atomic
+
+    return write_atomic(weights_home() / w.filename, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def load_state(path: Path) -> dict:

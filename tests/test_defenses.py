@@ -207,3 +207,28 @@ def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
     for e in board.values():  # every defense is compared with the undefended baseline
         assert e["d_natural_acc"] == pytest.approx(e["natural_acc"] - board["none"]["natural_acc"])
         assert e["d_attack_acc"] == pytest.approx(e["attack_acc"] - board["none"]["attack_acc"])
+
+
+def test_recipe_augmentations_act_per_image_and_stay_in_range():
+    import colorsys
+
+    from reinv_bench.train import _shift_hue, augment
+
+    x = torch.rand(64, 3, 16, 16) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    assert augment(x, "", g) is x
+    flipped = augment(x, "flip", g)
+    same = (flipped == x).flatten(1).all(1)
+    mirrored = (flipped == x.flip(3)).flatten(1).all(1)
+    assert (same | mirrored).all() and 10 < mirrored.sum() < 54  # about half, image by image
+    out = augment(x, "ppa", torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    assert not torch.equal(out, augment(x, "ppa", torch.Generator().manual_seed(2)))
+    # the hue rotation is the HSV one (colorsys), per image
+    p, h = torch.rand(2, 3, 2, 2), torch.tensor([0.07, -0.1])
+    rot = _shift_hue(p, h)
+    for n in range(2):
+        hh, ss, vv = colorsys.rgb_to_hsv(*p[n, :, 1, 0].tolist())
+        assert rot[n, :, 1, 0].tolist() == pytest.approx(colorsys.hsv_to_rgb((hh + h[n].item()) % 1, ss, vv), abs=1e-5)
+    with pytest.raises(ValueError, match="unknown augmentation 'jitter'"):
+        augment(x, "jitter", g)

@@ -61,7 +61,7 @@ def test_celeba64_images_are_the_centre_crop_resized_to_64(face_root):
 def test_facescrub224_split_and_public_data(face_root):
     root, _ = face_root
     data = load().get("scenario", "facescrub224-ffhq").load(root)
-    assert len(data.private_train) == int(0.9 * 1060) and len(data.private_test) == 1060 - int(0.9 * 1060)
+    assert len(data.private_train) == int(0.9 * 1590) and len(data.private_test) == 1590 - int(0.9 * 1590)
     assert data.private_train.y.max() < 530
     assert data.private_train.x[:2].to("cpu").shape == (2, 3, 224, 224)
     assert data.public.x.to("cpu").shape == (3, 3, 224, 224)
@@ -101,30 +101,51 @@ def test_missing_data_root_says_how_to_give_one(tmp_path):
     assert result.exit_code != 0 and "pass --data-root DIR" in result.output
 
 
-def test_smoke_run_on_the_fake_celeba_tree(face_root, tmp_path, monkeypatch, registry):
-    """The real loaders through the whole pipeline; the 64-px metrics whose weights are absent
-    are stored as null with the reason and the leaderboard shows the gap."""
+@pytest.mark.parametrize("scenario, protocol, dist", [("celeba64", "64px", "knn_dist"),
+                                                     ("facescrub224-ffhq", "224px", "eval_dist")])
+def test_smoke_run_on_the_fake_trees(face_root, tmp_path, monkeypatch, registry, scenario, protocol, dist):
+    """The real loaders through the whole pipeline; the metrics whose weights are absent are
+    stored as null with the reason and the leaderboard shows the gap."""
     from reinv_bench.cli import State
-    from reinv_datasets.faces import CelebA64
 
     root, _ = face_root
-    monkeypatch.setattr(CelebA64, "eval_arch", "tiny")  # IR-50 at 112 px is minutes on two cores
+    # the protocols' evaluation models (IR-50 at 112 px, Inception-v3 at 299 px) take minutes on two cores
+    monkeypatch.setattr(type(registry.get("scenario", scenario)), "eval_arch", "tiny")
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "no-weights"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     state = State(())
     state._registry = registry
-    result = CliRunner().invoke(cli, ["run", "-a", "meanimg", "-d", "none", "--scenario", "celeba64", "--arch", "tiny",
+    result = CliRunner().invoke(cli, ["run", "-a", "meanimg", "-d", "none", "--scenario", scenario, "--arch", "tiny",
                                       "--budget", "smoke", "--data-root", str(root), "--workdir", str(tmp_path / "w"),
                                       "--quiet"], obj=state)
     assert result.exit_code == 0, result.output
     from reinv_bench.store import Store
 
     (row,) = Store(tmp_path / "w" / "results.db").rows()
-    assert row["protocol"] == "64px" and row["status"] == "ok"
-    assert set(row["metrics"]) == {"natural_acc", "attack_acc", "attack_acc5", "knn_dist", "fid", "facenet_dist"}
+    assert row["protocol"] == protocol and row["status"] == "ok" and row["data_digest"]
+    assert set(row["metrics"]) == {"natural_acc", "attack_acc", "attack_acc5", dist, "fid", "facenet_dist"}
     assert row["metrics"]["fid"] is None and "fid-inception" in row["notes"]["fid"]
     assert row["metrics"]["facenet_dist"] is None and "weights add facenet-vggface2" in row["notes"]["facenet_dist"]
-    assert row["metrics"]["knn_dist"] > 0
+    assert row["metrics"][dist] > 0
     board = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(tmp_path / "w"), "--format", "md"])
-    assert "FID" in board.output and "δ_face" in board.output and "[64px]" in board.output
+    assert "FID" in board.output and "δ_face" in board.output and f"[{protocol}]" in board.output
     assert "FID n/a: weights 'fid-inception'" in board.output
+
+
+def test_paper_recipes_are_the_published_ones():
+    reg = load()
+    celeba, scrub = reg.get("scenario", "celeba64"), reg.get("scenario", "facescrub224-ffhq")
+    vgg = celeba.recipe("target", "paper", "vgg16")
+    assert (vgg.optimizer, vgg.lr, vgg.momentum, vgg.weight_decay, vgg.epochs, vgg.batch_size, vgg.gamma) == \
+        ("sgd", 1e-2, 0.9, 1e-4, 50, 64, 0.2)
+    assert [round(f * vgg.epochs) for f in vgg.milestones] == [20, 35] and vgg.augment == "flip"
+    ir = celeba.recipe("target", "paper", "ir152")
+    assert ir.epochs == 40 and [round(f * 40) for f in ir.milestones] == [10, 20, 30]
+    ev = celeba.recipe("eval", "paper", "ir50_112")
+    assert ev.epochs == 30 and [round(f * 30) for f in ev.milestones] == [15, 25]
+    r18 = scrub.recipe("target", "paper", "resnet18")
+    assert (r18.optimizer, r18.lr, r18.epochs, r18.batch_size, r18.augment) == ("adam", 1e-3, 100, 128, "ppa")
+    assert [round(f * 100) for f in r18.milestones] == [75, 90]
+    assert [round(f * 100) for f in scrub.recipe("eval", "paper", "inception_v3").milestones] == [80]
+    assert celeba.recipe("target", "quick", "vgg16").epochs == 5
+    assert scrub.recipe("target", "smoke", "resnet18").augment == ""
