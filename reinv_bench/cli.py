@@ -77,7 +77,11 @@ def _expand_home(path: Path) -> Path:
               help='Attack spec, repeatable: NAME or NAME[key=value,...], e.g. "gmi[iters=300]".')
 @click.option("-d", "--defense", "defenses", multiple=True, default=("re",), show_default=True,
               help='Defense spec, repeatable: "re", "re[scale=0.1-0.8,p=0.5]", "re+bido".')
-@click.option("--arch", "archs", multiple=True, help="Target architecture, repeatable (default: the scenario's).")
+@click.option("--arch", "archs", multiple=True,
+              help='Target architecture, repeatable (default: the scenario\'s): NAME or "NAME[weights=imagenet|PATH]".')
+@click.option("--eval-arch", default=None,
+              help='Evaluation model instead of the scenario\'s, e.g. "ir50_112[weights=ms1m]" (the official '
+                   "evaluation models start from pretrained weights); its rows are ranked as another protocol.")
 @click.option("--scenario", "scenarios", multiple=True, default=("mnist",), show_default=True,
               help="Scenario (dataset protocol), repeatable.")
 @click.option("--seeds", type=click.IntRange(1), default=1, show_default=True, help="Seeds 0..N-1 per cell.")
@@ -93,8 +97,8 @@ def _expand_home(path: Path) -> Path:
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
 @workdir_option
 @click.pass_obj
-def run(state: State, attacks, defenses, archs, scenarios, seeds, budget, device, data_root, metrics, executor,
-        no_baseline, quiet, workdir):
+def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics,
+        executor, no_baseline, quiet, workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
@@ -114,7 +118,7 @@ def run(state: State, attacks, defenses, archs, scenarios, seeds, budget, device
     workdir = _expand_home(workdir)
     root = str(data_root.resolve()) if data_root else None
     req = Request(list(attacks), list(defenses), list(archs), list(scenarios), seeds, budget, not no_baseline,
-                  root, list(metrics) or None)
+                  root, list(metrics) or None, eval_arch)
     plan = expand(req, state.registry)
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter() if interactive else LogReporter()

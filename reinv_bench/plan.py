@@ -75,7 +75,8 @@ class Request:
     budget: str = "quick"
     baseline: bool = True
     data_root: str | None = None
-    metrics: list[str] | None = None  # None: every registered metric
+    metrics: list[str] | None = None  # None: the metrics of each scenario's protocol
+    eval_arch: str | None = None  # None: each scenario's evaluation model
 
 
 @dataclass
@@ -155,10 +156,12 @@ def expand(req: Request, registry: Registry) -> Plan:
             m.name for m in (e.obj for e in registry.entries("metric"))
             if not m.protocols or scenario.protocol in m.protocols]
         data = {"scenario": sname, "data_root": req.data_root}
-        registry.get("architecture", scenario.eval_arch)
-        eval_recipe = asdict(scenario.recipe("eval", req.budget, scenario.eval_arch))
-        eval_key = add(Step("eval", {**data, "arch": scenario.eval_arch, "recipe": eval_recipe, "seed": 0},
-                            label=f"eval model {scenario.eval_arch} on {sname}"))
+        eval_label, eval_arch, eval_init = resolve_arch(registry, req.eval_arch or scenario.eval_arch)
+        # another evaluation model is another evaluation protocol: its rows are ranked apart
+        protocol = scenario.protocol if eval_label == scenario.eval_arch else f"{scenario.protocol}, eval {eval_label}"
+        eval_recipe = asdict(scenario.recipe("eval", req.budget, eval_arch))
+        eval_key = add(Step("eval", {**data, "arch": eval_arch, "recipe": eval_recipe, "seed": 0, "init": eval_init},
+                            label=f"eval model {eval_label} on {sname}"))
         for arch_text in dict.fromkeys(req.archs or [scenario.default_arch]):
             arch_label, arch, arch_init = resolve_arch(registry, arch_text)
             recipe = asdict(scenario.recipe("target", req.budget, arch))
@@ -190,11 +193,11 @@ def expand(req: Request, registry: Registry) -> Plan:
                             deps=(target_key, *prior_keys),
                             label=f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}",
                         ))
-                        labels = {"scenario": sname, "protocol": scenario.protocol, "arch": arch_label, "defense": dlabel, "attack": alabel,
+                        labels = {"scenario": sname, "protocol": protocol, "arch": arch_label, "defense": dlabel, "attack": alabel,
                                   "threat_model": attack.threat_model, "seed": seed, "budget": req.budget}
                         config = {"scenario": {**data, "classes": classes}, "arch": {"name": arch, "init": init},
                                   "target_recipe": recipe,
-                                  "eval": {"arch": scenario.eval_arch, "recipe": eval_recipe},
+                                  "eval": {"arch": eval_label, "init": eval_init, "recipe": eval_recipe},
                                   "defense": ddesc, "attack": adesc}
                         cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": sorted(metric_names)})
                         cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_keys, invert_key,

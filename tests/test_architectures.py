@@ -104,3 +104,13 @@ def test_arch_weights_in_specs(registry, tmp_path, monkeypatch):
     assert len(targets) == 2 and all(s.spec["init"]["weights"] == str(path) for s in targets)
     assert "pretrain" not in {s.kind for s in plan.steps.values()}  # TL starts from the arch's weights
     assert {c.labels["arch"] for c in plan.cells} == {f"cnn[weights={path}]"}
+
+
+def test_another_evaluation_model_is_another_protocol(registry):
+    default = expand(Request(["gmi"], ["none"], budget="smoke"), registry)
+    same = expand(Request(["gmi"], ["none"], budget="smoke", eval_arch="resnet8"), registry)
+    other = expand(Request(["gmi"], ["none"], budget="smoke", eval_arch="cnn"), registry)
+    assert {c.cell_id for c in same.cells} == {c.cell_id for c in default.cells}
+    assert {c.labels["protocol"] for c in default.cells} == {"digits32"}
+    assert {c.labels["protocol"] for c in other.cells} == {"digits32, eval cnn"}
+    assert {c.eval_key for c in other.cells}.isdisjoint(c.eval_key for c in default.cells)

@@ -109,26 +109,26 @@ def test_smoke_run_on_the_fake_trees(face_root, tmp_path, monkeypatch, registry,
     from reinv_bench.cli import State
 
     root, _ = face_root
-    # the protocols' evaluation models (IR-50 at 112 px, Inception-v3 at 299 px) take minutes on two cores
-    monkeypatch.setattr(type(registry.get("scenario", scenario)), "eval_arch", "tiny")
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "no-weights"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     state = State(())
     state._registry = registry
+    # the protocols' evaluation models (IR-50 at 112 px, Inception-v3 at 299 px) take minutes on two cores
     result = CliRunner().invoke(cli, ["run", "-a", "meanimg", "-d", "none", "--scenario", scenario, "--arch", "tiny",
-                                      "--budget", "smoke", "--data-root", str(root), "--workdir", str(tmp_path / "w"),
+                                      "--eval-arch", "tiny", "--budget", "smoke", "--data-root", str(root), "--workdir", str(tmp_path / "w"),
                                       "--quiet"], obj=state)
     assert result.exit_code == 0, result.output
     from reinv_bench.store import Store
 
     (row,) = Store(tmp_path / "w" / "results.db").rows()
-    assert row["protocol"] == protocol and row["status"] == "ok" and row["data_digest"]
+    assert row["protocol"] == f"{protocol}, eval tiny" and row["status"] == "ok" and row["data_digest"]
+    assert row["config"]["eval"]["arch"] == "tiny"
     assert set(row["metrics"]) == {"natural_acc", "attack_acc", "attack_acc5", dist, "fid", "facenet_dist"}
     assert row["metrics"]["fid"] is None and "fid-inception" in row["notes"]["fid"]
     assert row["metrics"]["facenet_dist"] is None and "weights add facenet-vggface2" in row["notes"]["facenet_dist"]
     assert row["metrics"][dist] > 0
     board = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(tmp_path / "w"), "--format", "md"])
-    assert "FID" in board.output and "δ_face" in board.output and f"[{protocol}]" in board.output
+    assert "FID" in board.output and "δ_face" in board.output and f"[{protocol}, eval tiny]" in board.output
     assert "FID n/a: weights 'fid-inception'" in board.output
 
 
