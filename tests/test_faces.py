@@ -85,10 +85,10 @@ def test_incomplete_trees_are_clear_errors(tmp_path, scenario, breaks, message):
     make_ffhq(tmp_path, "thumbnails128x128", 2, 128)
     make_ffhq(tmp_path, "images1024x1024", 1, 1024)
     make_facescrub(tmp_path, per_person=1)
-    from reinv_datasets import faces
+    from reinv_datasets import celeba, facescrub
 
-    faces.celeba1000.cache_clear()
-    faces.facescrub.cache_clear()
+    celeba.celeba1000.cache_clear()
+    facescrub.facescrub.cache_clear()
     breaks(tmp_path)
     with pytest.raises(DataError, match=message):
         load().get("scenario", scenario).load(tmp_path)

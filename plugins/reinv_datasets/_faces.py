@@ -1,0 +1,87 @@
+"""What the literature's face scenarios (``celeba.py``, ``facescrub.py``) share: they read the
+real datasets under ``--data-root`` (or ``$REINV_BENCH_DATA``). Nothing is downloaded; the layout is checked before anything trains, and
+a missing or incomplete folder is a ``DataError`` naming what was expected where and what was found.
+
+Layout under the data root (the folders torchvision, PPA and the FFHQ release use)::
+
+    celeba/identity_CelebA.txt            CelebA identity annotations (202,599 lines)
+    celeba/img_align_celeba/000001.jpg    aligned CelebA images (.jpg, or .png as PPA accepts)
+    ffhq/thumbnails128x128/**/*.png       FFHQ thumbnails (70,000; 128 px)
+    ffhq/images1024x1024/**/*.png         FFHQ images (70,000; 1024 px), for the 224-px protocol
+    facescrub/actors/faces/NAME/*.jpg     FaceScrub cropped faces (265 actors)
+    facescrub/actresses/faces/NAME/*.jpg  (265 actresses)
+
+Every split's digest (a hash of the file lists and labels) is stored with every result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from reinv_bench.api import DataError, Scenario, TrainRecipe
+
+SPLIT_SEED = 42  # the seed paper's (PPA's) split_seed
+
+
+def need_root(data_root: Path | None, scenario: str) -> Path:
+    if data_root is None:
+        raise DataError(f"scenario {scenario} reads real datasets from disk: pass --data-root DIR (or set "
+                        "REINV_BENCH_DATA); the expected layout is in `reinv-bench plugins` and "
+                        "plugins/reinv_datasets/_faces.py")
+    if not Path(data_root).is_dir():
+        raise DataError(f"--data-root {data_root} is not a directory")
+    return Path(data_root)
+
+
+def center_crop_resize(path: str, crop: int, size: int) -> np.ndarray:
+    """RGB uint8 (size, size, 3): the centred ``crop`` x ``crop`` square, resized (bilinear)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        if crop:
+            left, top = (w - crop) // 2, (h - crop) // 2
+            im = im.crop((left, top, left + crop, top + crop))
+        return np.array(im.resize((size, size), Image.BILINEAR))
+
+
+def digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else "\n".join(p).encode())
+    return h.hexdigest()[:16]
+
+
+def ffhq_files(root: Path, folder: str, expected: int = 70_000) -> list[str]:
+    base = root / "ffhq" / folder
+    files = sorted(str(p) for p in base.rglob("*.png")) if base.is_dir() else []
+    if not files:
+        raise DataError(f"FFHQ expected at {base}/ ({expected:,} .png files, in the release's numbered subfolders); "
+                        f"found {'no such folder' if not base.is_dir() else '0 .png files'}")
+    return files
+
+
+class FaceScenario(Scenario):
+    """A face protocol: its recipes per role and architecture (``_PAPER``), scaled for the budgets."""
+
+    protocol = "64px"
+    image_shape = (3, 64, 64)
+    eval_arch = "ir50_112"
+    default_arch = "vgg16"
+    # (epochs, batch, optimizer, lr, weight decay, milestones as fractions, gamma, augment)
+    _PAPER: dict[str, TrainRecipe] = {}
+
+    def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:
+        key = "eval" if role == "eval" else arch if arch in self._PAPER else "default"
+        paper = self._PAPER[key]
+        if budget == "paper":
+            return paper
+        if budget == "smoke":  # one epoch, no augmentation: seconds, for tests
+            return TrainRecipe(**{**paper.__dict__, "epochs": 1, "augment": ""})
+        return TrainRecipe(**{**paper.__dict__, "epochs": max(1, paper.epochs // 10)})
+
+

@@ -1,0 +1,132 @@
+"""``celeba64`` (64-px protocol of GMI/KEDMI/PLG-MI/LOMMA): private data = the 1,000 most frequent
+CelebA identities, chosen and split exactly as the seed paper's code (MIDRE_TMLR, PPA's
+``datasets/celeba.py::CelebA1000``): identities ordered by image count (ties: first appearance in
+``identity_CelebA.txt``), class i = the i-th most frequent, the images of those identities shuffled
+with ``np.random.seed(42)`` and split 90/10 into train/test. Images: centre crop 108 of the
+178x218 aligned image, resized to 64 (KEDMI/LOMMA ``dataloader.py``). Public data = every image
+of the other identities (unlabelled); the official 64-px code uses a fixed 30,000-image list
+(``ganset.txt``) of them instead. Attacked classes: the first 300 private identities (the
+protocol's 300 target identities). Evaluation model ``ir50_112`` ("FaceNet", trained on the
+private training split).
+
+``celeba64-ffhq``: the same private data; public data = FFHQ thumbnails, centre crop 88 of 128,
+resized to 64 (KEDMI ``dataloader.py``'s FFHQ setting).
+
+Layout: see ``_faces.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from reinv_bench import hookimpl
+from reinv_bench.api import DataError, ImageFiles, ScenarioData, Split, TrainRecipe
+
+from ._faces import SPLIT_SEED, FaceScenario, center_crop_resize, digest, ffhq_files, need_root
+
+
+@functools.lru_cache(maxsize=2)
+def celeba1000(root: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """(private files, private labels 0..999, public files, train index, test index)."""
+    base = Path(root) / "celeba"
+    ann, imgs = base / "identity_CelebA.txt", base / "img_align_celeba"
+    if not ann.is_file() or not imgs.is_dir():
+        found = sorted(p.name for p in base.iterdir())[:8] if base.is_dir() else []
+        raise DataError(f"CelebA expected at {base}/ with identity_CelebA.txt and img_align_celeba/ (torchvision's "
+                        f"and PPA's layout); found {len(found)} entr{'y' if len(found) == 1 else 'ies'} there"
+                        f"{': ' + ', '.join(found) if found else ''}")
+    names, ids = [], []
+    for n, line in enumerate(ann.read_text().splitlines(), 1):
+        if line.strip():
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise DataError(f"{ann}:{n}: expected 'FILENAME IDENTITY', found {line[:60]!r}")
+            names.append(parts[0])
+            ids.append(int(parts[1]))
+    ids_arr = np.array(ids)
+    order = [i for i, _ in sorted(Counter(ids).items(), key=lambda kv: kv[1], reverse=True)][:1000]
+    if len(order) < 1000:
+        raise DataError(f"{ann} lists {len(order)} identities; celeba64 needs the 1,000 most frequent of CelebA's "
+                        f"10,177 (is the file complete? it has {len(names)} lines, CelebA has 202,599)")
+    present = {p.name for p in imgs.iterdir()}
+    files = [n if n in present else n.replace(".jpg", ".png") for n in names]
+    missing = [n for n, f in zip(names, files) if f not in present]
+    if missing:
+        raise DataError(f"{imgs}/ lacks {len(missing)} of the {len(names)} images identity_CelebA.txt lists "
+                        f"(found {len(present)} files; first missing: {', '.join(missing[:3])})")
+    mapping = {ident: c for c, ident in enumerate(order)}
+    private = np.flatnonzero(np.isin(ids_arr, order))
+    indices = private.copy()
+    np.random.RandomState(SPLIT_SEED).shuffle(indices)
+    cut = int(0.9 * len(indices))
+    pub = np.flatnonzero(~np.isin(ids_arr, order))
+    paths = [str(imgs / f) for f in files]
+    labels = np.array([mapping[i] for i in ids_arr[indices]])
+    return [paths[i] for i in indices], labels, [paths[i] for i in pub], np.arange(cut), np.arange(cut, len(indices))
+
+
+# KEDMI/PLG-MI ``config/classify.json`` and ``train_classifier.py``: SGD momentum 0.9, weight decay
+# 1e-4, batch 64; VGG16 50 epochs, lr 1e-2 x0.2 at epochs 20 and 35; IR152 40 epochs and FaceNet64
+# 50 epochs, lr x0.1 every 10 epochs; the evaluation "FaceNet" 30 epochs, lr 1e-2 -> 1e-3 (15) ->
+# 1e-4 (25). Training images are flipped at random (``dataloader.py``). The official targets
+# start from ImageNet (VGG16) or MS-Celeb-1M (IR) weights: ``--arch "vgg16[weights=imagenet]"``.
+def _sgd(epochs: int, milestones: tuple[float, ...], gamma: float = 0.1) -> TrainRecipe:
+    return TrainRecipe(epochs=epochs, batch_size=64, optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=1e-4,
+                       milestones=milestones, gamma=gamma, augment="flip")
+
+
+_CELEBA_PAPER = {
+    "vgg16": _sgd(50, (20 / 50, 35 / 50), 0.2),
+    "ir152": _sgd(40, (0.25, 0.5, 0.75)),
+    "facenet64": _sgd(50, (0.2, 0.4, 0.6, 0.8)),
+    "eval": _sgd(30, (15 / 30, 25 / 30)),
+}
+_CELEBA_PAPER["default"] = _CELEBA_PAPER["vgg16"]
+
+
+class CelebA64(FaceScenario):
+    name = "celeba64"
+    num_classes = eval_num_classes = 1000
+    description = "CelebA 64px: 1,000 most frequent identities private (90/10), other identities public"
+    _PAPER = _CELEBA_PAPER
+
+    def target_classes(self) -> list[int]:
+        return list(range(300))
+
+    def load(self, data_root: Path | None) -> ScenarioData:
+        root = need_root(data_root, self.name)
+        files, labels, public, train, test = celeba1000(str(root))
+        crop = functools.partial(center_crop_resize, crop=108, size=64)
+        priv = ImageFiles(files, crop, self.image_shape)
+        pub, source = self.public(root, public)
+        import torch
+
+        y = torch.from_numpy(labels)
+        ptrain, ptest = Split(priv[train], y[train]), Split(priv[test], y[test])
+        return ScenarioData(ptrain, ptest, Split(pub, None), ptrain, ptest,
+                            digest(files, labels, list(pub.paths)), source)
+
+    def public(self, root: Path, other_ids: list[str]) -> tuple[ImageFiles, str]:
+        crop = functools.partial(center_crop_resize, crop=108, size=64)
+        return ImageFiles(other_ids, crop, self.image_shape), (
+            f"CelebA at {root}: 1,000 private identities; public = {len(other_ids):,} images of the other identities")
+
+
+class CelebA64FFHQ(CelebA64):
+    name = "celeba64-ffhq"
+    description = "CelebA 64px private (1,000 identities), FFHQ thumbnails public"
+
+    def public(self, root: Path, other_ids: list[str]) -> tuple[ImageFiles, str]:
+        files = ffhq_files(root, "thumbnails128x128")
+        crop = functools.partial(center_crop_resize, crop=88, size=64)
+        return ImageFiles(files, crop, self.image_shape), (
+            f"CelebA at {root}: 1,000 private identities; public = {len(files):,} FFHQ thumbnails (of 70,000)")
+
+
+@hookimpl
+def register_datasets():
+    return [CelebA64(), CelebA64FFHQ()]

@@ -1,0 +1,87 @@
+"""``facescrub224-ffhq`` (224-px protocol of PPA, NegLS and the seed paper): FaceScrub's 530
+identities (actors, then actresses, each in ``ImageFolder`` order), all images shuffled with
+``np.random.seed(42)`` and split 90/10 (PPA ``datasets/facescrub.py``), resized to 224x224; public
+data = FFHQ at 1024 px, centre crop 800, resized to 224 (PPA's attack transforms). Evaluation
+model ``inception_v3`` (fed at 299 px). The seed paper's Random Erasing setting is defined here.
+
+Layout: see ``_faces.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from reinv_bench import hookimpl
+from reinv_bench.api import DataError, ImageFiles, ScenarioData, Split, TrainRecipe
+
+from ._faces import SPLIT_SEED, FaceScenario, center_crop_resize, digest, ffhq_files, need_root
+
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
+
+
+@functools.lru_cache(maxsize=2)
+def facescrub(root: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """(files, labels, class names) in PPA's order: actors then actresses, ImageFolder order each."""
+    base = Path(root) / "facescrub"
+    files, labels, classes = [], [], []
+    for group in ("actors", "actresses"):
+        d = base / group / "faces"
+        people = sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+        if not people:
+            raise DataError(f"FaceScrub expected at {d}/ (one folder of cropped faces per person, PPA's layout); "
+                            f"found {'no such folder' if not d.is_dir() else 'no person folders'}")
+        for person in people:
+            imgs = sorted(str(p) for p in person.rglob("*") if p.suffix.lower() in IMAGE_EXT)
+            if not imgs:
+                raise DataError(f"{person}/ holds no images ({', '.join(IMAGE_EXT)})")
+            files += imgs
+            labels += [len(classes)] * len(imgs)
+            classes.append(f"{group}/{person.name}")
+    return files, np.array(labels), classes
+
+
+class FaceScrub224FFHQ(FaceScenario):
+    name = "facescrub224-ffhq"
+    protocol = "224px"
+    image_shape = (3, 224, 224)
+    num_classes = eval_num_classes = 530
+    default_arch = "resnet18"
+    eval_arch = "inception_v3"
+    description = "FaceScrub 224px, 530 identities (90/10, seed 42), FFHQ 1024px public (crop 800 -> 224)"
+    # MIDRE_TMLR ``ResNet18_FaceScrub_midre_*.yaml`` (targets) and PPA
+    # ``Inception_V3_FaceScrub.yaml`` (evaluation): Adam 1e-3, batch 128, 100 epochs, lr x0.1 at
+    # epochs 75 and 90 (targets) or 80 (evaluation), RandomResizedCrop/ColorJitter/flip. The
+    # official models start from ImageNet weights: ``--arch "resnet18[weights=imagenet]"``.
+    _PAPER = {
+        "default": TrainRecipe(epochs=100, batch_size=128, lr=1e-3, milestones=(0.75, 0.9), augment="ppa"),
+        "eval": TrainRecipe(epochs=100, batch_size=128, lr=1e-3, milestones=(0.8,), augment="ppa"),
+    }
+
+    def load(self, data_root: Path | None) -> ScenarioData:
+        import torch
+
+        root = need_root(data_root, self.name)
+        files, labels, classes = facescrub(str(root))
+        if len(classes) != self.num_classes:
+            raise DataError(f"FaceScrub at {root / 'facescrub'} has {len(classes)} identities; the protocol has 530 "
+                            "(265 actors, 265 actresses)")
+        idx = np.arange(len(files))
+        np.random.RandomState(SPLIT_SEED).shuffle(idx)
+        cut = int(0.9 * len(idx))
+        priv = ImageFiles(files, functools.partial(center_crop_resize, crop=0, size=224), self.image_shape)
+        y = torch.from_numpy(labels)
+        train, test = idx[:cut], idx[cut:]
+        ptrain, ptest = Split(priv[train], y[train]), Split(priv[test], y[test])
+        pub_files = ffhq_files(root, "images1024x1024")
+        pub = ImageFiles(pub_files, functools.partial(center_crop_resize, crop=800, size=224), self.image_shape)
+        return ScenarioData(ptrain, ptest, Split(pub, None), ptrain, ptest, digest(files, labels[idx], pub_files),
+                            f"FaceScrub at {root}: {len(files):,} images of 530 identities; "
+                            f"public = {len(pub_files):,} FFHQ images (of 70,000)")
+
+
+@hookimpl
+def register_datasets():
+    return [FaceScrub224FFHQ()]
