@@ -272,6 +272,7 @@ class Scenario:
     description: str = ""
     protocol: str = ""  # evaluation protocol ("64px", "224px", ...): decides the default metrics,
     # and rows of different protocols are never ranked together
+    public_labels: bool = False  # load() fills ScenarioData.pretrain: a defense may pretrain there
 
     def load(self, data_root: Path | None) -> ScenarioData:
         raise NotImplementedError

@@ -252,6 +252,10 @@ def _init(add, registry: Registry, data: dict, scenario: Scenario, arch: str, ar
         return weights_init(registry, registry.get("architecture", arch), pre.config["weights"], pre.name), ()
     if arch_init:
         return arch_init, ()
+    if not scenario.public_labels:
+        raise ConfigError(f"{pre.name} starts from pretrained weights, and scenario {scenario.name} has no labelled "
+                          f"public data to pretrain on: give {pre.name}[weights=PATH|NAME] or "
+                          f"--arch \"{arch}[weights=...]\" (`reinv-bench weights` lists the files)")
     key = add(Step("pretrain", {**data, "arch": arch, "recipe": asdict(scenario.recipe("pretrain", budget, arch)),
                                 "seed": 0},
                    label=f"pretrain {arch} on public {data['scenario']}"))

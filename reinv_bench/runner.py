@@ -115,9 +115,7 @@ class Runner:
         if step.kind == "target":
             return data.private_train, data.private_test
         if data.pretrain is None:
-            raise ValueError(f"scenario {step.spec['scenario']} has no labelled public data to pretrain on; "
-                             "start from pretrained weights instead: tl[weights=PATH|NAME] or "
-                             "--arch \"ARCH[weights=imagenet|ms1m|PATH]\" (see `reinv-bench weights`)")
+            raise ValueError(f"scenario {step.spec['scenario']} declares labelled public data but loaded none")
         return data.pretrain, data.pretrain
 
     def _init_weights(self, model: Classifier, arch: str, init: dict[str, str]) -> str:

@@ -114,3 +114,9 @@ def test_another_evaluation_model_is_another_protocol(registry):
     assert {c.labels["protocol"] for c in default.cells} == {"digits32"}
     assert {c.labels["protocol"] for c in other.cells} == {"digits32, eval cnn"}
     assert {c.eval_key for c in other.cells}.isdisjoint(c.eval_key for c in default.cells)
+
+
+def test_tl_on_a_scenario_without_public_labels_asks_for_weights_before_training(registry):
+    with pytest.raises(ConfigError, match=r"tl starts from pretrained weights, and scenario celeba64 has no labelled "
+                                          r"public data.*tl\[weights=PATH\|NAME\]"):
+        expand(Request(["gmi"], ["tl"], scenarios=["celeba64"]), registry)

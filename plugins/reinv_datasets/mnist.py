@@ -96,6 +96,7 @@ class MNIST(Scenario):
     default_arch = "cnn"
     eval_arch = "resnet8"
     protocol = "digits32"
+    public_labels = True
     description = "MNIST 32px: private = half of the digits (labelled), public = the other half (unlabelled)"
 
     def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:
