@@ -29,7 +29,7 @@ SPLIT_SEED = 42  # the seed paper's (PPA's) split_seed
 def need_root(data_root: Path | None, scenario: str) -> Path:
     if data_root is None:
         raise DataError(f"scenario {scenario} reads real datasets from disk: pass --data-root DIR (or set "
-                        "REINV_BENCH_DATA); the expected layout is in `reinv-bench plugins` and "
+                        "REINV_BENCH_DATA); the expected layout is in the README (Scenarios) and "
                         "plugins/reinv_datasets/_faces.py")
     if not Path(data_root).is_dir():
         raise DataError(f"--data-root {data_root} is not a directory")
