@@ -429,6 +429,16 @@ class EvalContext:
     # workdir (e.g. FID statistics of the private images); the default computes every time
     cache: Callable[[str, Any, Callable[[], dict[str, Any]]], dict[str, Any]] = lambda name, key, compute: compute()
 
+    def attacked_classes(self) -> list[int]:
+        return sorted(self.inversion.labels.unique().tolist())
+
+    def attacked_private(self) -> Split:
+        """The private training images of the classes the reconstructions were made for (what
+        KNN, FID and the FaceNet distance compare them with)."""
+        priv = self.data.private_train
+        wanted = torch.isin(priv.y, self.inversion.labels.unique())
+        return Split(priv.x[wanted], priv.y[wanted])
+
 
 class Metric:
     """``protocols``: the scenario protocols the metric belongs to by default (empty: all); a

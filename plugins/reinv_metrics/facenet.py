@@ -68,17 +68,15 @@ class FaceNetDistance(Metric):
             return {"facenet_dist": NotComputed(str(exc))}
         sha = sha256_of(path)
         net = facenet(str(path), sha)
-        inv, priv = ctx.inversion, ctx.data.private_train
-        classes = sorted(inv.labels.unique().tolist())
 
         def private_embeddings():
-            wanted = torch.isin(priv.y, torch.tensor(classes))
-            return {"emb": embed(net, priv.x[wanted], ctx.device), "labels": priv.y[wanted]}
+            priv = ctx.attacked_private()
+            return {"emb": embed(net, priv.x, ctx.device), "labels": priv.y}
 
-        ref = ctx.cache("facenet-private", {"digest": ctx.data.digest, "classes": classes, "weights": sha},
-                        private_embeddings)
-        emb = embed(net, inv.images, ctx.device)
-        return {"facenet_dist": knn_distance(emb, inv.labels, ref["emb"], ref["labels"])}
+        ref = ctx.cache("facenet-private", {"digest": ctx.data.digest, "classes": ctx.attacked_classes(),
+                                            "weights": sha}, private_embeddings)
+        emb = embed(net, ctx.inversion.images, ctx.device)
+        return {"facenet_dist": knn_distance(emb, ctx.inversion.labels, ref["emb"], ref["labels"])}
 
 
 @hookimpl

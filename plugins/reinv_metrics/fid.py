@@ -96,16 +96,14 @@ class FID(Metric):
             return {"fid": NotComputed(f"FID needs at least 2 reconstructions, got {len(inv.images)}")}
         sha = sha256_of(path)
         net = fid_inception(str(path), sha)
-        classes = sorted(inv.labels.unique().tolist())
-        priv = ctx.data.private_train
 
         def private_stats():
-            wanted = torch.isin(priv.y, torch.tensor(classes))
-            mu, sigma = statistics(pool_features(net, priv.x[wanted], ctx.device))
-            return {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": int(wanted.sum())}
+            priv = ctx.attacked_private()
+            mu, sigma = statistics(pool_features(net, priv.x, ctx.device))
+            return {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": len(priv)}
 
-        stats = ctx.cache("fid-private", {"digest": ctx.data.digest, "classes": classes, "weights": sha},
-                          private_stats)
+        stats = ctx.cache("fid-private", {"digest": ctx.data.digest, "classes": ctx.attacked_classes(),
+                                          "weights": sha}, private_stats)
         if stats["n"] < 2:
             return {"fid": NotComputed(f"only {stats['n']} private training image(s) of the attacked classes")}
         feats = pool_features(net, inv.images, ctx.device)

@@ -33,13 +33,12 @@ class KNNDistance(Metric):
         self.name, self.protocols = name, protocols
 
     def compute(self, ctx: EvalContext):
-        priv = ctx.data.private_train
-        wanted = torch.isin(priv.y, ctx.inversion.labels.unique())
-        if not wanted.any():
+        priv = ctx.attacked_private()
+        if not len(priv):
             return {self.name: NotComputed("no private training image of the attacked classes")}
-        pf = features(ctx.eval_model, priv.x[wanted], ctx.device)
+        pf = features(ctx.eval_model, priv.x, ctx.device)
         rf = features(ctx.eval_model, ctx.inversion.images, ctx.device)
-        return {self.name: knn_distance(rf, ctx.inversion.labels, pf, priv.y[wanted])}
+        return {self.name: knn_distance(rf, ctx.inversion.labels, pf, priv.y)}
 
 
 @hookimpl
