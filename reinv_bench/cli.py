@@ -91,7 +91,8 @@ def _expand_home(path: Path) -> Path:
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--data-root", type=click.Path(path_type=Path), envvar="REINV_BENCH_DATA", default=None,
               help="Root of local datasets (env REINV_BENCH_DATA); the embedded scenario needs none.")
-@click.option("--metric", "metrics", multiple=True, help="Metrics to compute (default: all registered).")
+@click.option("--metric", "metrics", multiple=True,
+              help="Metrics to compute, repeatable (default: those of each scenario's protocol).")
 @click.option("--executor", default="inline", show_default=True, help="How steps run.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
