@@ -27,6 +27,19 @@ def test_builds_logits_features_and_blocks(registry, name, side, dim):
     assert torch.equal(out.hidden[-1], out.features)
 
 
+def test_vgg16_feature_batchnorm_has_no_shift_as_the_official_code(registry, tmp_path):
+    from reinv_bench.api import Defense, Split, TrainRecipe
+    from reinv_bench.train import train_classifier
+
+    model = registry.get("architecture", "vgg16").build(3, (3, 64, 64))
+    bn = model.blocks[-1][1]
+    assert not bn.bias.requires_grad and bn.weight.requires_grad
+    data = Split(torch.rand(8, 3, 64, 64) * 2 - 1, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    train_classifier(model, data, TrainRecipe(epochs=1, batch_size=4, optimizer="sgd", lr=0.1), Defense(),
+                     device=torch.device("cpu"), seed=0)
+    assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+
+
 def test_non_rgb_scenario_is_a_clear_error(registry):
     with pytest.raises(ValueError, match=r"vgg16 takes RGB images; this scenario's images are \(1, 32, 32\)"):
         registry.get("architecture", "vgg16").build(10, (1, 32, 32))

@@ -3,7 +3,8 @@
 
 ``vgg16``: the GMI/KEDMI/PLG-MI/LOMMA target ``VGG16`` (KEDMI ``models/classify.py``): torchvision
 ``vgg16_bn`` convolutional features, the flattened 512 x 2 x 2 map (at 64 px) through
-BatchNorm1d (the penultimate features), a linear head. Blocks: the five conv stages (split at the
+BatchNorm1d with its bias frozen at 0 (the official "no shift"; the penultimate features), a
+linear head. Blocks: the five conv stages (split at the
 max-pools) and the batch-normalised features. The official code starts from ImageNet weights.
 
 ``resnet18``, ``resnet50``, ``resnet152``, ``densenet121``: the 224-px targets of PPA, NegLS and the
@@ -79,7 +80,9 @@ class VGG16(Architecture):
                 stages.append(nn.Sequential(*cur))
                 cur = []
         dim = 512 * (image_shape[1] // 32) * (image_shape[2] // 32)
-        blocks = [*stages, nn.Sequential(nn.Flatten(), nn.BatchNorm1d(dim))]
+        bn = nn.BatchNorm1d(dim)
+        bn.bias.requires_grad_(False)  # the official "no shift": the BN bias stays 0
+        blocks = [*stages, nn.Sequential(nn.Flatten(), bn)]
         return Classifier(blocks, nn.Linear(dim, num_classes), dim, num_classes, freeze_point=3, upstream=tv,
                           fresh=("blocks.5.",))
 
