@@ -5,12 +5,14 @@ fast ``ImageFiles`` decodes a face tree, on this machine. Prints figures; assert
 
 Each architecture: SGD steps (forward, cross-entropy, backward, step) on random batches, timed
 after warm-up with the device synchronised; images/s and peak GPU memory. Decoding: the fake
-CelebA tree of ``reinv_bench.testing`` through the celeba64 loader, cold and from the cache.
+CelebA tree of ``reinv_bench.testing`` through the celeba64 loader: by threads, by worker
+processes, and from the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -72,12 +74,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         make_celeba(Path(tmp))
-        data = reg.get("scenario", "celeba64").load(Path(tmp))
-        for label in ("cold", "cached"):
+        x = reg.get("scenario", "celeba64").load(Path(tmp)).private_train.x
+        for label, process_min in (("threads", "1000000000"), ("processes, pool start included", "1"),
+                                   ("processes", "1"), ("cached", "1")):
+            os.environ["REINV_BENCH_DECODE_PROCESS_MIN"] = process_min
+            if label != "cached":
+                x.cache.clear()
             t0 = time.perf_counter()
-            data.private_train.x.to("cpu")
-            n = len(data.private_train)
-            print(f"decode celeba64 ({label}): {n / (time.perf_counter() - t0):.0f} images/s ({n} images)")
+            x.to("cpu")
+            print(f"decode celeba64, {label}: {len(x) / (time.perf_counter() - t0):.0f} images/s ({len(x)} images)")
 
 
 if __name__ == "__main__":

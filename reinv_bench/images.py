@@ -7,7 +7,9 @@ and the metrics fetch one batch at a time (``x[idx].to(device)``), while an atta
 public data on the device (as the official GAN code holds it in memory) still writes
 ``public.to(device)``.
 
-Files are decoded by a thread pool (PIL releases the GIL while decoding) and each decoded image
+Decoding a face image is mostly Python work (PIL parses headers in Python), so threads do not
+scale: many images at once (``to()``, ``warm()``: at least ``$REINV_BENCH_DECODE_PROCESS_MIN``,
+default 1024) are decoded by worker processes, a training batch by threads. Each decoded image
 is kept as uint8 in a cache shared by all subsets, up to ``$REINV_BENCH_IMAGE_CACHE_GB`` (default
 8) for all image sets of the process together: the second epoch over CelebA at 64 px reads
 nothing from disk.
@@ -16,9 +18,12 @@ nothing from disk.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -30,11 +35,29 @@ class DataError(FileNotFoundError):
 
 
 _CACHED = {"bytes": 0}  # decoded bytes held by every ImageFiles cache of the process
+_BROKEN: list[BaseException] = []  # worker processes failed once: threads from then on
+
+
+WORKERS = min(16, os.cpu_count() or 1)
+CHUNK = 64  # images per task sent to a worker process
 
 
 @lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="reinv-decode")
+def _threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reinv-decode")
+
+
+@lru_cache(maxsize=1)
+def _processes() -> ProcessPoolExecutor:
+    import multiprocessing
+
+    # spawn: safe beside CUDA and threads; workers import only what the decode function needs
+    return ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _decode_many(decode: Callable[[str], np.ndarray], paths: list[str]) -> list[np.ndarray]:
+    """Runs in a worker process."""
+    return [np.asarray(decode(p)) for p in paths]
 
 
 class ImageFiles:
@@ -65,27 +88,48 @@ class ImageFiles:
         sub = self.index[key]
         return ImageFiles(self.paths, self.decode, self.image_shape, np.atleast_1d(sub), self.cache)
 
-    def _one(self, i: int) -> Tensor:
-        img = self.cache.get(i)
-        if img is None:
-            arr = self.decode(self.paths[i])
+    def _images(self, idx: list[int]) -> list[Tensor]:
+        """uint8 (C, H, W) images of the files ``idx`` (positions in ``paths``): cached ones from
+        the cache, the others decoded (by processes when many) and cached while the budget lasts."""
+        got = {i: self.cache[i] for i in idx if i in self.cache}
+        missing = [i for i in dict.fromkeys(idx) if i not in got]
+        decoded = None
+        if WORKERS > 1 and not _BROKEN and len(missing) >= int(os.environ.get("REINV_BENCH_DECODE_PROCESS_MIN", "1024")):
+            chunks = [[self.paths[i] for i in missing[k : k + CHUNK]] for k in range(0, len(missing), CHUNK)]
+            try:
+                decoded = [a for part in _processes().map(_decode_many, repeat(self.decode), chunks) for a in part]
+            except BrokenProcessPool as exc:  # e.g. a __main__ that spawned workers cannot import
+                _BROKEN.append(exc)
+                warnings.warn(f"image decoding falls back to threads: worker processes failed ({exc})", stacklevel=2)
+        if decoded is None:
+            decoded = _threads().map(lambda i: self.decode(self.paths[i]), missing)
+        for i, arr in zip(missing, decoded):
             img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
             if tuple(img.shape) != self.image_shape:
                 raise ValueError(f"{self.paths[i]} decoded to {tuple(img.shape)}, expected {self.image_shape}")
             if _CACHED["bytes"] + img.numel() <= self.cache_limit:
                 self.cache[i] = img
                 _CACHED["bytes"] += img.numel()
-        return img
+            got[i] = img
+        return [got[i] for i in idx]
 
     def to(self, device: torch.device | str = "cpu") -> Tensor:
         """Decode every image of this (sub)set into one float tensor on ``device``."""
         out = torch.empty(self.shape, dtype=torch.float32)
-        step = 256
+        step = 8192
         for s in range(0, len(self), step):
-            part = list(_pool().map(self._one, self.index[s : s + step].tolist()))
+            part = self._images(self.index[s : s + step].tolist())
             if part:
                 out[s : s + len(part)] = torch.stack(part).float()
         return out.div_(127.5).sub_(1.0).to(device)
+
+    def warm(self) -> None:
+        """Decode into the cache now, in bulk, as much of this (sub)set as the cache can hold
+        (the training loop calls it, so the first epoch does not decode batch by batch)."""
+        room = int((self.cache_limit - _CACHED["bytes"]) // int(np.prod(self.image_shape)))
+        todo = [i for i in dict.fromkeys(self.index.tolist()) if i not in self.cache][: max(0, room)]
+        for s in range(0, len(todo), 8192):
+            self._images(todo[s : s + 8192])
 
     def __repr__(self) -> str:
         return f"ImageFiles({len(self)} images of {self.image_shape})"

@@ -103,8 +103,11 @@ def train_classifier(
     opt = make_optimizer(params, recipe)
     milestones = sorted({max(1, round(f * recipe.epochs)) for f in recipe.milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
-    # a tensor split moves to the device once; files (ImageFiles) are decoded batch by batch
+    # a tensor split moves to the device once; files (ImageFiles) are decoded in bulk into their
+    # cache first (what fits), then read batch by batch
     x = train.x.to(device) if isinstance(train.x, Tensor) else train.x
+    if not isinstance(x, Tensor):
+        x.warm()
     y = train.y.to(device)
     n, bs = len(x), recipe.batch_size
     per_epoch = math.ceil(n / bs)

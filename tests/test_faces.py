@@ -149,3 +149,20 @@ def test_paper_recipes_are_the_published_ones():
     assert [round(f * 100) for f in scrub.recipe("eval", "paper", "inception_v3").milestones] == [80]
     assert celeba.recipe("target", "quick", "vgg16").epochs == 5
     assert scrub.recipe("target", "smoke", "resnet18").augment == ""
+
+
+def test_bulk_decoding_by_processes_equals_threads_and_warms_the_cache(face_root, monkeypatch):
+    import reinv_bench.images as images
+
+    root, _ = face_root
+    x = load().get("scenario", "celeba64").load(root).private_test.x
+    monkeypatch.setenv("REINV_BENCH_DECODE_PROCESS_MIN", "100000")
+    x.cache.clear()
+    by_threads = x.to("cpu")
+    monkeypatch.setenv("REINV_BENCH_DECODE_PROCESS_MIN", "1")
+    x.cache.clear()
+    by_processes = x.to("cpu")
+    assert not images._BROKEN and torch.equal(by_threads, by_processes)
+    x.cache.clear()
+    x[:50].warm()
+    assert set(x.cache) == set(x.index[:50].tolist())
