@@ -40,6 +40,7 @@ _BROKEN: list[BaseException] = []  # worker processes failed once: threads from 
 
 WORKERS = min(16, os.cpu_count() or 1)
 CHUNK = 64  # images per task sent to a worker process
+BULK = 8192  # images decoded per call of _images() by to() and warm()
 
 
 @lru_cache(maxsize=1)
@@ -116,9 +117,8 @@ class ImageFiles:
     def to(self, device: torch.device | str = "cpu") -> Tensor:
         """Decode every image of this (sub)set into one float tensor on ``device``."""
         out = torch.empty(self.shape, dtype=torch.float32)
-        step = 8192
-        for s in range(0, len(self), step):
-            part = self._images(self.index[s : s + step].tolist())
+        for s in range(0, len(self), BULK):
+            part = self._images(self.index[s : s + BULK].tolist())
             if part:
                 out[s : s + len(part)] = torch.stack(part).float()
         return out.div_(127.5).sub_(1.0).to(device)
@@ -128,8 +128,8 @@ class ImageFiles:
         (the training loop calls it, so the first epoch does not decode batch by batch)."""
         room = int((self.cache_limit - _CACHED["bytes"]) // int(np.prod(self.image_shape)))
         todo = [i for i in dict.fromkeys(self.index.tolist()) if i not in self.cache][: max(0, room)]
-        for s in range(0, len(todo), 8192):
-            self._images(todo[s : s + 8192])
+        for s in range(0, len(todo), BULK):
+            self._images(todo[s : s + BULK])
 
     def __repr__(self) -> str:
         return f"ImageFiles({len(self)} images of {self.image_shape})"

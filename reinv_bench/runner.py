@@ -32,7 +32,7 @@ from reinv_bench.api import (
     Split,
     TrainRecipe,
 )
-from reinv_bench.artifacts import Artifacts
+from reinv_bench.artifacts import ArtifactError, Artifacts
 from reinv_bench.plan import Cell, Plan, Step
 from reinv_bench.progress import Reporter
 from reinv_bench.registry import Registry
@@ -241,7 +241,7 @@ class Runner:
         if self.artifacts.exists(akey):
             try:
                 return self.artifacts.load(akey)
-            except Exception:  # noqa: BLE001 - a corrupt cache entry is moved aside and recomputed
+            except ArtifactError:  # a corrupt entry: load() moved it aside; recompute it
                 pass
         obj = compute()
         self.artifacts.save(akey, obj)

@@ -54,15 +54,19 @@ def augment(x: Tensor, kind: str, gen: torch.Generator) -> Tensor:
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         p = (x * 0.5 + 0.5).clamp(0, 1)  # jitter acts on pixels in [0, 1]
         ops = [lambda p: (p * u(0.8, 1.2)).clamp(0, 1),
-               lambda p: ((p - _gray(p).mean((1, 2, 3), keepdim=True)) * u(0.8, 1.2)
-                          + _gray(p).mean((1, 2, 3), keepdim=True)).clamp(0, 1),
-               lambda p: ((p - _gray(p)) * u(0.9, 1.1) + _gray(p)).clamp(0, 1),
+               lambda p: _blend(p, _gray(p).mean((1, 2, 3), keepdim=True), u(0.8, 1.2)),  # contrast
+               lambda p: _blend(p, _gray(p), u(0.9, 1.1)),  # saturation
                lambda p: _shift_hue(p, u(-0.1, 0.1))]
         for i in torch.randperm(4, generator=gen).tolist():
             p = ops[i](p) if (p.shape[1] == 3 or i < 2) else p
         x = p * 2 - 1
     flip = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
     return torch.where(flip, x.flip(3), x)
+
+
+def _blend(p: Tensor, ref: Tensor, factor: Tensor) -> Tensor:
+    """torchvision's ``_blend``: ``ref + factor * (p - ref)``, clamped to [0, 1]."""
+    return (ref + factor * (p - ref)).clamp(0, 1)
 
 
 def _gray(p: Tensor) -> Tensor:
@@ -105,8 +109,10 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
     # a tensor split moves to the device once; files (ImageFiles) are decoded in bulk into their
     # cache first (what fits), then read batch by batch
-    x = train.x.to(device) if isinstance(train.x, Tensor) else train.x
-    if not isinstance(x, Tensor):
+    if isinstance(train.x, Tensor):
+        x = train.x.to(device)
+    else:
+        x = train.x
         x.warm()
     y = train.y.to(device)
     n, bs = len(x), recipe.batch_size
