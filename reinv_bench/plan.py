@@ -1,7 +1,9 @@
 """Expand a request (attacks x defenses x architectures x scenarios x seeds) into a DAG of steps.
 
-Each step is identified by a hash of its normalised spec (plugin names, plugin versions, fully
-resolved hyperparameters, data source, seed) plus the harness's artifact version. Identical
+Each step is identified by a hash of its normalised spec (plugin names, every plugin's
+``version``, fully resolved hyperparameters, the data's digest, seed) plus the harness's artifact
+version: changing data, a plugin's version or a hyperparameter gives new keys, never a stale
+reuse. Identical
 steps collapse to one, so a grid that shares targets trains each once, and a second run of the
 same request finds every artifact already there.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from reinv_bench import spec as specs
 from reinv_bench.api import Attack, ConfigError, Defense, Scenario
 from reinv_bench.registry import Registry
 
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # 2: data digest and every plugin's version in the keys; verified artifacts
 
 
 def digest(obj: Any) -> str:
@@ -86,9 +89,17 @@ class Plan:
 
 
 def _label(name: str, cls: type, overrides: dict[str, str], config: dict, budget: str) -> str:
+    """The component as the leaderboard shows it: the parameters that differ from the budget's
+    defaults, written from their parsed values (``p=.5`` and ``p=0.50`` both read ``p=0.5``)."""
     base = cls.resolve({}, budget)
-    shown = {k: v for k, v in overrides.items() if config[k] != base[k]}
+    shown = {k: _show(config[k]) for k in overrides if config[k] != base[k]}
     return str(specs.Component(name, shown))
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, tuple):
+        return ("-" if len(v) == 2 and min(v) >= 0 else "/").join(map(str, v))
+    return str(v)
 
 
 def resolve_defense(registry: Registry, text: str, budget: str) -> tuple[str, list[dict[str, Any]], list[Defense]]:
@@ -96,7 +107,13 @@ def resolve_defense(registry: Registry, text: str, budget: str) -> tuple[str, li
     from reinv_bench.train import compose
 
     labels, desc, insts = [], [], []
-    for comp in specs.parse(text):
+    comps = specs.parse(text)
+    names = [c.name for c in comps]
+    if dup := next((n for n in names if names.count(n) > 1), None):
+        raise ConfigError(f"defense {text!r}: {dup} appears twice; give each defense once")
+    if len(comps) > 1:  # none is the identity: none+re is re
+        comps = [c for c in comps if c.name != "none" or c.params]
+    for comp in comps:
         cls: type[Defense] = registry.get("defense", comp.name)
         inst = cls(comp.params, budget)
         insts.append(inst)
@@ -135,9 +152,23 @@ def build_attack(registry: Registry, desc: dict[str, Any]) -> Attack:
     return cls(desc["config"])
 
 
-def expand(req: Request, registry: Registry) -> Plan:
+def _unique(resolved: list[tuple]) -> list[tuple]:
+    """One entry per resolved description: ``re[p=0.5]`` and ``re[p=.5]`` are one defense."""
+    seen: dict[str, tuple] = {}
+    for entry in resolved:
+        seen.setdefault(digest(entry[1]), entry)
+    return list(seen.values())
+
+
+def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] | None = None) -> Plan:
+    """The plan of ``req``. ``data_digest(scenario)`` gives the digest of a scenario's data as
+    it will be read (default: load it); it enters every step key that reads data."""
     steps: dict[str, Step] = {}
     cells: list[Cell] = []
+    if data_digest is None:
+        def data_digest(name: str) -> str:
+            root = None if req.data_root is None else Path(req.data_root)
+            return registry.get("scenario", name).load(root).digest
 
     def add(step: Step) -> str:
         steps.setdefault(step.key, step)
@@ -148,27 +179,32 @@ def expand(req: Request, registry: Registry) -> Plan:
         defenses.insert(0, "none")
     for m in req.metrics or ():
         registry.get("metric", m)
-    resolved_defenses = [resolve_defense(registry, d, req.budget) for d in defenses]
-    resolved_attacks = [resolve_attack(registry, a, req.budget) for a in dict.fromkeys(req.attacks)]
+    resolved_defenses = _unique([resolve_defense(registry, d, req.budget) for d in defenses])
+    resolved_attacks = _unique([resolve_attack(registry, a, req.budget) for a in dict.fromkeys(req.attacks)])
     for sname in dict.fromkeys(req.scenarios):
         scenario: Scenario = registry.get("scenario", sname)
-        metric_names = req.metrics if req.metrics is not None else [
+        metric_names = list(dict.fromkeys(req.metrics)) if req.metrics is not None else [
             m.name for m in (e.obj for e in registry.entries("metric"))
             if not m.protocols or scenario.protocol in m.protocols]
-        data = {"scenario": sname, "data_root": req.data_root}
+        metric_versions = sorted(f"{m}@{registry.get('metric', m).version}" for m in metric_names)
+        data = {"scenario": sname, "scenario_version": scenario.version, "data_root": req.data_root,
+                "data": data_digest(sname)}
         eval_label, eval_arch, eval_init = resolve_arch(registry, req.eval_arch or scenario.eval_arch)
         # another evaluation model is another evaluation protocol: its rows are ranked apart
         protocol = scenario.protocol if eval_label == scenario.eval_arch else f"{scenario.protocol}, eval {eval_label}"
         eval_recipe = asdict(scenario.recipe("eval", req.budget, eval_arch))
-        eval_key = add(Step("eval", {**data, "arch": eval_arch, "recipe": eval_recipe, "seed": 0, "init": eval_init},
+        eval_key = add(Step("eval", {**data, "arch": eval_arch, "arch_version": registry.get("architecture", eval_arch).version,
+                                     "recipe": eval_recipe, "seed": 0, "init": eval_init},
                             label=f"eval model {eval_label} on {sname}"))
         for arch_text in dict.fromkeys(req.archs or [scenario.default_arch]):
             arch_label, arch, arch_init = resolve_arch(registry, arch_text)
+            arch_version = registry.get("architecture", arch).version
             recipe = asdict(scenario.recipe("target", req.budget, arch))
             for seed in range(req.seeds):
                 for dlabel, ddesc, insts in resolved_defenses:
                     init, deps = _init(add, registry, data, scenario, arch, arch_init, insts, req.budget)
-                    target_key = add(Step("target", {**data, "arch": arch, "defense": ddesc, "recipe": recipe,
+                    target_key = add(Step("target", {**data, "arch": arch, "arch_version": arch_version,
+                                                     "defense": ddesc, "recipe": recipe,
                                                      "seed": seed, "init": init}, deps=deps,
                                           label=f"target {arch_label} / {dlabel} / seed {seed}"))
                     for alabel, adesc, attack in resolved_attacks:
@@ -176,7 +212,7 @@ def expand(req: Request, registry: Registry) -> Plan:
                         for ps in attack.priors():
                             priors[ps.kind] = add(Step(
                                 "prior",
-                                {**data, "kind": ps.kind, "params": ps.params,
+                                {**data, "kind": ps.kind, "version": ps.version, "params": ps.params,
                                  "target": target_key if ps.uses_target else None,
                                  "seed": seed if ps.uses_target else 0},
                                 deps=(target_key,) if ps.uses_target else (),
@@ -199,7 +235,7 @@ def expand(req: Request, registry: Registry) -> Plan:
                                   "target_recipe": recipe,
                                   "eval": {"arch": eval_label, "init": eval_init, "recipe": eval_recipe},
                                   "defense": ddesc, "attack": adesc}
-                        cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": sorted(metric_names)})
+                        cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": metric_versions})
                         cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_keys, invert_key,
                                           list(metric_names)))
     return Plan(steps, cells)
@@ -256,7 +292,8 @@ def _init(add, registry: Registry, data: dict, scenario: Scenario, arch: str, ar
         raise ConfigError(f"{pre.name} starts from pretrained weights, and scenario {scenario.name} has no labelled "
                           f"public data to pretrain on: give {pre.name}[weights=PATH|NAME] or "
                           f"--arch \"{arch}[weights=...]\" (`reinv-bench weights` lists the files)")
-    key = add(Step("pretrain", {**data, "arch": arch, "recipe": asdict(scenario.recipe("pretrain", budget, arch)),
+    key = add(Step("pretrain", {**data, "arch": arch, "arch_version": registry.get("architecture", arch).version,
+                                "recipe": asdict(scenario.recipe("pretrain", budget, arch)),
                                 "seed": 0},
                    label=f"pretrain {arch} on public {data['scenario']}"))
     return {"pretrained": key}, (key,)

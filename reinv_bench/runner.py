@@ -9,12 +9,14 @@ on it; the others run and are stored.
 from __future__ import annotations
 
 import datetime as _dt
+import random
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import reinv_bench
@@ -54,7 +56,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 def describe_device(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
-    return str(dev)
+    return f"{dev} ({torch.get_num_threads()} threads)"  # CPU float reductions depend on the thread count
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 @dataclass
@@ -165,10 +174,24 @@ class Runner:
     # ---- steps ------------------------------------------------------------------------------
 
     def execute(self, step: Step) -> dict[str, Any]:
+        """Run one step and save its artifact. A step is a pure function of its spec: data are
+        loaded first (the loads are cached per process), then every random number generator is
+        seeded from the step's seed, so what else ran in the process changes nothing."""
         self.reporter.step_start(step.label)
         t0 = time.perf_counter()
         spec = step.spec
         progress = self.reporter.step_progress
+        deps = {}
+        for key in step.deps:  # what this step reads, bound by content: a rebuilt dependency invalidates it
+            sha = self.artifacts.digest(key)
+            if sha is None:
+                raise ArtifactError(f"step '{self.steps[key].label}' has no valid artifact; rerun to rebuild it")
+            deps[key] = sha
+        data = self.data(spec["scenario"], spec["data_root"]) if "scenario" in spec else None
+        if data is not None and spec.get("data") not in (None, data.digest):
+            raise ValueError(f"the data of scenario {spec['scenario']} changed since the run was planned "
+                             f"(digest {data.digest}, planned {spec['data']}); rerun the command")
+        seed_everything(spec["seed"])
         if step.kind in ("eval", "pretrain", "target"):
             model, defense = self._build(step)
             train, test = self._splits(step)
@@ -181,7 +204,6 @@ class Runner:
             obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
         elif step.kind == "prior":
             attack = self.attack(step.extra["attack"])
-            data = self.data(spec["scenario"], spec["data_root"])
             target = self.target_view(attack, spec["target"]) if spec["target"] else None
             ctx = AttackContext(self.registry.get("scenario", spec["scenario"]), data, target, self.device,
                                 spec["seed"], progress)
@@ -201,12 +223,11 @@ class Runner:
             if not torch.isfinite(inv.images).all() or lo < -1.0001 or hi > 1.0001:
                 raise ValueError(f"attack {attack.name} returned images outside [-1, 1] ({lo:.3f}..{hi:.3f})")
             obj = {"images": inv.images.cpu().float(), "labels": inv.labels.cpu(), "info": inv.info}
-            meta = {}
+            meta = {"queries": inv.info["queries"]} if "queries" in inv.info else {}
         else:
             raise ValueError(f"unknown step kind {step.kind}")
         meta.update(seconds=time.perf_counter() - t0, device=describe_device(self.device))
-        obj["meta"] = meta
-        self.artifacts.save(step.key, obj)
+        self.artifacts.save(step.key, obj, deps=deps, meta=meta)
         return meta
 
     def evaluate(self, cell: Cell) -> tuple[dict[str, Any], dict[str, str]]:
@@ -221,6 +242,7 @@ class Runner:
         notes: dict[str, str] = {}
         for name in cell.metrics:
             metric = self.registry.get("metric", name)
+            seed_everything(cell.labels["seed"])  # each metric alike, whatever ran (or was cached) before it
             try:
                 result = metric.compute(ctx)
             except Exception as exc:  # noqa: BLE001 - stored as null with the reason
@@ -249,10 +271,19 @@ class Runner:
 
     # ---- the walk ---------------------------------------------------------------------------
 
+    def fresh(self, step: Step) -> bool:
+        """Whether the step's artifact can be reused: present, intact (its SHA-256 verified; a
+        corrupt or swapped file is moved aside) and built from the dependencies as they are now."""
+        rec = self.artifacts.record(step.key)
+        if rec is None or self.artifacts.digest(step.key) is None:
+            return False
+        return all(rec["deps"].get(d) == self.artifacts.digest(d) for d in step.deps)
+
     def run(self, plan: Plan, store: Store, on_result=None) -> Summary:
         """Run what is missing, target by target: each target's cells are evaluated and stored
         as soon as their steps are done, so a long grid fills the results database as it goes.
-        Within a target, steps of one kind go to the executor together."""
+        Within a target, steps of one kind go to the executor together; whether a step's artifact
+        can be reused is decided when its turn comes, after its dependencies were (re)built."""
         self.steps.update(plan.steps)
         summary = Summary()
         todo = []
@@ -263,17 +294,16 @@ class Runner:
                 todo.append(cell)
         needed = self._closure(plan, todo)
         ordered = [s for s in plan.steps.values() if s.key in needed]
-        summary.cached = [s for s in ordered if self.artifacts.exists(s.key)]
-        pending = {s.key for s in ordered if not self.artifacts.exists(s.key)}
-        self.reporter.start(len(pending) + len(todo))
+        self.reporter.start(sum(not self.artifacts.exists(s.key) for s in ordered) + len(todo))
         failed: dict[str, str] = {}
+        settled: set[str] = set()  # steps reused, run or failed in this run
         groups: dict[str, list[Cell]] = {}
         for cell in todo:
             groups.setdefault(cell.target_key, []).append(cell)
         for cells in groups.values():
-            keys = self._closure(plan, cells) & pending
+            keys = self._closure(plan, cells) - settled
             self._run_steps([s for s in ordered if s.key in keys], plan, failed, summary)
-            pending -= keys
+            settled |= keys
             for cell in cells:
                 row = self._evaluate_cell(cell, plan, store, failed)
                 summary.rows.append(row)
@@ -301,6 +331,8 @@ class Runner:
                 if bad:
                     failed[step.key] = f"depends on failed step '{plan.steps[bad].label}'"
                     self.reporter.step_end(step.label, "failed", error=failed[step.key])
+                elif self.fresh(step):
+                    summary.cached.append(step)
                 else:
                     batch.append(step)
             for step, meta, err in self.executor.map(self.execute, batch):
@@ -310,7 +342,8 @@ class Runner:
                 else:
                     failed[step.key] = f"{type(err).__name__}: {err}"
                     self.reporter.step_end(step.label, "failed", error=failed[step.key])
-                    self.reporter.message("".join(traceback.format_exception(err)[-3:]).rstrip())
+                    if not isinstance(err, ArtifactError):
+                        self.reporter.message("".join(traceback.format_exception(err)[-3:]).rstrip())
 
     def _evaluate_cell(self, cell: Cell, plan: Plan, store: Store, failed: dict[str, str]) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -332,14 +365,17 @@ class Runner:
         return row
 
     def _timings(self, cell: Cell, evaluate_s: float) -> dict[str, float]:
+        """Seconds of each step, from the artifacts' records (no artifact is loaded)."""
+        def meta(key: str) -> dict[str, Any]:
+            return (self.artifacts.record(key) or {}).get("meta", {})
+
         def seconds(key: str) -> float:
-            return float(self.artifacts.load(key)["meta"]["seconds"])
+            return float(meta(key).get("seconds", float("nan")))
 
         t = {"target_s": seconds(cell.target_key), "prior_s": sum(seconds(k) for k in cell.prior_keys),
              "invert_s": seconds(cell.invert_key)}
-        inv = self.artifacts.load(cell.invert_key)["info"]
-        if "queries" in inv:
-            t["queries"] = inv["queries"]
+        if "queries" in meta(cell.invert_key):
+            t["queries"] = meta(cell.invert_key)["queries"]
         t["evaluate_s"] = evaluate_s
         t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
         return t

@@ -42,21 +42,25 @@ class TinyNet(Architecture):
         return Classifier(blocks, torch.nn.Linear(32, num_classes), 32, num_classes, freeze_point=1)
 
 
-class TestPlugin:
-    @hookimpl
-    def register_attacks(self):
-        return [MeanAttack]
+# module-level hooks: this module is the test plugin, in-process (``load(extra=...)``) and in a
+# subprocess (``PYTHONPATH=tests reinv-bench -p conftest ...``)
+@hookimpl
+def register_attacks():
+    return [MeanAttack]
 
-    @hookimpl
-    def register_architectures(self):
-        return [TinyNet()]
+
+@hookimpl
+def register_architectures():
+    return [TinyNet()]
 
 
 @pytest.fixture
 def registry():
+    import sys
+
     from reinv_bench.registry import load
 
-    return load(extra=(TestPlugin(),))
+    return load(extra=(sys.modules[__name__],))
 
 
 @pytest.fixture

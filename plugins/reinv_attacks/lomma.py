@@ -116,7 +116,7 @@ class LOMMA(Attack):
 
     def priors(self) -> list[PriorSpec]:
         own = {k: self.config[k] for k in ("students", "distill_epochs", "distill_lr", "distill_batch")}
-        return [*self.base.priors(), PriorSpec(STUDENTS, own, uses_target=True)]
+        return [*self.base.priors(), PriorSpec(STUDENTS, own, uses_target=True, version=self.version)]
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         if kind != STUDENTS:
