@@ -6,8 +6,9 @@ reconstructions closer to real private faces. Private embeddings are cached per 
 class set and weights file.
 
 Weights: facenet-pytorch's ``20180402-114759-vggface2.pt``, looked for locally (see
-``reinv-bench weights``; no hash is published for it, so it is reported ``unverified`` and loaded
-strictly); never downloaded. Without the file the value is stored as null with the reason.
+``reinv-bench weights``; no hash is published for it: ``weights add`` records the SHA-256 of the
+first file added and later uses must match it; it is reported ``unverified`` and loaded strictly);
+never downloaded. Without the file the value is stored as null with the reason.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ from reinv_bench import hookimpl
 from reinv_bench.api import EvalContext, Metric, NotComputed
 from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
 
-WEIGHTS = WeightsFile(
-    "fid-inception", "pt_inception-2015-12-05-6726825d.pth", "6726825d",
+WEIGHTS = WeightsFile(  # the release's full SHA-256 (its file name carries the first 8 hex digits)
+    "fid-inception", "pt_inception-2015-12-05-6726825d.pth",
+    "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     "pytorch-fid's InceptionV3 (the TF FID Inception weights), for the fid metric",
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
 )
