@@ -84,6 +84,8 @@ class Param:
             raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(map(str, self.choices))}")
         for v in value if isinstance(value, tuple) else (value,):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if v != v or v in (float("inf"), float("-inf")):  # NaN fails every comparison below
+                    raise ConfigError(f"{name}={raw!r}: must be a finite number")
                 if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
                     raise ConfigError(f"{name}={raw!r}: out of range [{self.low}, {self.high}]")
         return value

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -10,12 +12,18 @@ import click
 
 from reinv_bench import __version__
 from reinv_bench.api import BUDGETS, ConfigError
-from reinv_bench.plugins import PluginError
+from reinv_bench.plugins import PluginError, call_each
 from reinv_bench.registry import Registry, UnknownNameError
 from reinv_bench.spec import SpecError
+from reinv_bench.store import StoreError
 
 DEFAULT_HOME = "~/.reinv-bench"
-USER_ERRORS = (ConfigError, SpecError, UnknownNameError, PluginError, FileNotFoundError)
+USER_ERRORS = (ConfigError, SpecError, UnknownNameError, PluginError, StoreError, FileNotFoundError)
+INTERRUPTED = "interrupted: finished steps and results are kept; rerun the same command to resume."
+
+
+def warn(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
 
 
 def workdir_option(f):
@@ -38,6 +46,8 @@ class State:
             from reinv_bench.plugins import get_plugin_manager
 
             self._pm = get_plugin_manager(self.plugin_args)
+            for message in self._pm.failed.values():  # once per command: it goes on without them
+                warn(message)
         return self._pm
 
     @property
@@ -54,6 +64,9 @@ class Cli(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
+            failed = getattr(getattr(ctx.obj, "_pm", None), "failed", None)
+            if isinstance(exc, UnknownNameError) and failed:
+                raise click.ClickException(f"{exc} (plugins that failed to import: {', '.join(failed)})") from None
             raise click.ClickException(str(exc)) from None
 
 
@@ -70,6 +83,37 @@ def cli(ctx: click.Context, plugin_args: tuple[str, ...]) -> None:
 
 def _expand_home(path: Path) -> Path:
     return Path(os.path.expanduser(str(path)))
+
+
+def _resumable(f):
+    """Ctrl-C anywhere in the command (planning, data loading, the run) -> the resume message, exit 130."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo(INTERRUPTED, err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _device(name: str):
+    """--device checked before any work: auto, cpu, cuda or cuda:N of a device present here."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise click.ClickException(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    import torch
+
+    from reinv_bench.runner import resolve_device
+
+    try:
+        dev = resolve_device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise click.ClickException(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 @cli.command()
@@ -98,6 +142,7 @@ def _expand_home(path: Path) -> Path:
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
 @workdir_option
 @click.pass_obj
+@_resumable
 def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics,
         executor, no_baseline, quiet, workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
@@ -108,13 +153,10 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     from reinv_bench.leaderboard import aggregate, rich_table, sort_entries
     from reinv_bench.plan import Request, expand
     from reinv_bench.progress import LogReporter, RichReporter
-    from reinv_bench.runner import Runner, describe_device, resolve_device
+    from reinv_bench.runner import Runner, describe_device
     from reinv_bench.store import Store
 
-    try:
-        dev = resolve_device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
+    dev = _device(device)
     budget = budget or ("paper" if dev.type == "cuda" else "quick")
     workdir = _expand_home(workdir)
     root = str(data_root.resolve()) if data_root else None
@@ -129,11 +171,11 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     store = Store(workdir / "results.db")
     reporter.message(f"{len(plan.cells)} cell(s), budget {budget}, device {describe_device(dev)}, workdir {workdir}")
     try:
-        summary = runner.run(plan, store, on_result=state.pm.hook.on_result)
+        # each observer on its own: one that raises is named in a warning and the run goes on
+        summary = runner.run(plan, store, on_result=functools.partial(call_each, state.pm, "on_result", warn))
     except KeyboardInterrupt:
         reporter.close()
-        click.echo("interrupted: finished steps and results are kept; rerun the same command to resume.", err=True)
-        sys.exit(130)
+        raise
     ids = {c.cell_id for c in plan.cells}
     rows = [r for r in store.rows() if r["cell_id"] in ids]
     entries = sort_entries(aggregate(rows))
@@ -204,6 +246,8 @@ def plugins(state: State):
             if kind == "scenario":
                 detail = getattr(obj, "description", "")
             rows.append([kind, e.name, e.plugin, e.source, detail])
+    for name in state.pm.failed:
+        rows.append(["FAILED", name, name, state.pm.sources[name], f"failed to import; -p no:{name} hides it"])
     click.echo(tabulate(rows, ["kind", "name", "plugin", "from", "details"], tablefmt="simple"))
 
 
@@ -252,9 +296,12 @@ def main() -> None:
     args = sys.argv[1:]
     plugin_args = tuple(args[i + 1] for i, a in enumerate(args[:-1]) if a == "-p")
     state = State(plugin_args)
-    try:
-        state.pm.hook.register_commands(cli=cli)
+    try:  # a plugin whose register_commands raises is named and skipped; the other commands work
+        call_each(state.pm, "register_commands", lambda text: click.echo(f"Error: {text}", err=True), cli=cli)
     except USER_ERRORS as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     cli.main(args=args, prog_name="reinv-bench", obj=state)

@@ -4,13 +4,17 @@ Habits taken from pytest and datasette: built-in plugins are loaded from the sam
 group as third-party ones; ``REINV_BENCH_LOAD_PLUGINS`` (comma list, empty = none) restricts
 autoloading; ``-p no:NAME`` blocks one plugin and ``-p module.path`` registers a module by import
 path; ``check_pending()`` turns a misspelled hook into an error that names the plugin.
+
+A plugin that fails to import is skipped and recorded in ``pm.failed`` (the CLI warns and goes
+on); ``call_each`` calls a hook's implementations one by one so that a raising observer
+(``on_result``, ``register_commands``) is reported and skipped instead of aborting the command.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
 import pluggy
@@ -30,6 +34,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(GROUP)
         self.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}  # plugin name -> "distribution version"
+        self.failed: dict[str, str] = {}  # entry-point name -> why it was skipped (one line)
 
     def source(self, plugin: object) -> str:
         return self.sources.get(self.get_name(plugin) or "", "registered in-process")
@@ -52,8 +57,13 @@ class PluginManager(pluggy.PluginManager):
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
             try:
                 module = ep.load()
-            except Exception as exc:
-                raise PluginError(f"plugin {ep.name!r} ({dist}) failed to import: {exc!r}") from exc
+            except Exception as exc:  # noqa: BLE001 - one broken plugin must not break every command
+                self.sources[ep.name] = dist
+                self.failed[ep.name] = (
+                    f"plugin {ep.name!r} ({dist}) failed to import: {exc!r}; skipped it. "
+                    f"Fix or uninstall it, block it with -p no:{ep.name}, or list the plugins to load in {ENV_LOAD}"
+                )
+                continue
             self.register(module, name=ep.name, source=dist)
         if wanted is not None and (missing := wanted - seen):
             raise PluginError(
@@ -69,6 +79,16 @@ class PluginManager(pluggy.PluginManager):
                 f"plugin {name!r} ({self.source(exc.plugin)}) implements an unknown hook: {exc}. "
                 f"Known hooks: {', '.join(sorted(_hook_names()))}"
             ) from exc
+
+
+def call_each(pm: PluginManager, hook: str, warn: Callable[[str], None], **kwargs: object) -> None:
+    """Call each implementation of ``hook`` on its own, in pluggy's order; one that raises is
+    reported through ``warn`` (a line naming the plugin and its distribution) and skipped."""
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        try:
+            impl.function(**{a: kwargs[a] for a in impl.argnames})
+        except Exception as exc:  # noqa: BLE001 - contained: the plugin is named, the command goes on
+            warn(f"plugin {impl.plugin_name!r} ({pm.source(impl.plugin)}) failed in {hook}: {exc!r}; skipped it")
 
 
 def _hook_names() -> list[str]:
@@ -96,6 +116,8 @@ def get_plugin_manager(plugin_args: Iterable[str] = (), extra: Iterable[object] 
             pm.register(importlib.import_module(mod), name=mod, source=f"-p {mod}")
         except ImportError as exc:
             raise PluginError(f"-p {mod}: cannot import module: {exc}") from exc
+        except Exception as exc:
+            raise PluginError(f"-p {mod}: importing the module raised {exc!r}") from exc
     for obj in extra:
         pm.register(obj)
     pm.check()

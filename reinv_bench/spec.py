@@ -61,6 +61,8 @@ def parse(text: str) -> list[Component]:
             if "=" not in item:
                 raise SpecError(f"parameter {item.strip()!r} in {text!r} has no '=': write key=value")
             k, v = item.split("=", 1)
+            if k.strip() in params:
+                raise SpecError(f"parameter {k.strip()!r} is given twice in {text!r}; keep one")
             params[k.strip()] = v.strip()
         out.append(Component(m.group(1), params))
     return out

@@ -3,14 +3,21 @@
 Only the driver process writes it. A row holds the cell's labels, the full resolved config, the
 metrics (null where a metric could not be computed, with the reason in ``notes``), timings,
 device, versions, status and the error text of a failed cell. Rewriting a cell replaces its row.
+
+The database is in WAL mode; an operation that finds it locked by another process waits (with
+retries) for up to ``timeout`` seconds. Every SQLite or OS error becomes a one-line ``StoreError``
+that says what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SCHEMA_VERSION = 2  # 2: the protocol column (rows of version 1 are migrated, protocol unknown)
 COLUMNS = (
@@ -18,18 +25,53 @@ COLUMNS = (
     "config", "metrics", "notes", "timings", "device", "data_digest", "torch_version", "reinv_version", "created_at",
 )
 JSON_COLUMNS = ("config", "metrics", "notes", "timings")
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
-    pass
+    """The results database cannot be used; the message is one line that says what to do."""
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return any(w in str(exc) for w in ("database is locked", "database table is locked", "database is busy"))
+
+
+def _explain(path: Path, exc: BaseException, waited: float | None = None) -> str:
+    """One actionable line for an sqlite3 or OS error on the results database at ``path``."""
+    text = str(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
+    if _busy(exc):
+        return (f"results.db at {path} is locked by another process ({text}; waited {waited or 0:.1f} s); "
+                "let the other run finish or use another --workdir")
+    if "not a database" in text or "malformed" in text:
+        return (f"results.db at {path} is not a usable SQLite database ({text}); "
+                "move it aside or use another --workdir")
+    if "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+        return f"cannot write results.db at {path}: no space left on device ({text}); free disk space and rerun"
+    if any(w in text for w in ("readonly", "Read-only", "unable to open")) or isinstance(exc, PermissionError):
+        return f"cannot write results.db at {path} ({text}); make it writable or use another --workdir"
+    return f"results.db at {path} cannot be used ({text}); move it aside or use another --workdir"
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    """``timeout``: how long an operation waits, in total, for another process's lock."""
+
+    def __init__(self, path: Path, timeout: float = 300.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
+        self.timeout = timeout
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=min(timeout, 60.0))
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(_explain(self.path, exc)) from None
         self.db.row_factory = sqlite3.Row
+        self._retry(self._init)
+
+    def _init(self) -> None:
+        try:  # readers then never block the writer; a read-only folder keeps the rollback journal
+            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise
         with self.db:
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -46,16 +88,33 @@ class Store:
             cols = ", ".join(f"{c} TEXT" if c != "seed" else "seed INTEGER" for c in COLUMNS[1:])
             self.db.execute(f"CREATE TABLE IF NOT EXISTS results (cell_id TEXT PRIMARY KEY, {cols})")
 
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; while another process holds the lock, retry with backoff until ``timeout``."""
+        start, delay = time.monotonic(), 0.05
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                waited = time.monotonic() - start
+                if not _busy(exc) or waited + delay > self.timeout:
+                    raise StoreError(_explain(self.path, exc, waited)) from None
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(_explain(self.path, exc)) from None
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
     def put(self, row: dict[str, Any]) -> None:
         values = [json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS]
-        with self.db:
-            self.db.execute(
-                f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                values,
-            )
+        sql = f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+        def write() -> None:
+            with self.db:
+                self.db.execute(sql, values)
+
+        self._retry(write)
 
     def get(self, cell_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM results WHERE cell_id=?", (cell_id,)).fetchone()
+        row = self._retry(lambda: self.db.execute("SELECT * FROM results WHERE cell_id=?", (cell_id,)).fetchone())
         return None if row is None else self._decode(row)
 
     def done(self, cell_id: str) -> bool:
@@ -66,7 +125,8 @@ class Store:
         q, args = "SELECT * FROM results", ()
         if status:
             q, args = q + " WHERE status=?", (status,)
-        return [self._decode(r) for r in self.db.execute(q + " ORDER BY created_at", args)]
+        rows = self._retry(lambda: self.db.execute(q + " ORDER BY created_at", args).fetchall())
+        return [self._decode(r) for r in rows]
 
     @staticmethod
     def _decode(row: sqlite3.Row) -> dict[str, Any]:
