@@ -117,6 +117,10 @@ class Artifacts:
                         pass
         return removed
 
+    def check_writable(self) -> None:
+        """Raise a one-line ``ArtifactError`` when the cache cannot be written (read-only, full)."""
+        write_atomic(self.root / f".probe{os.getpid()}", _write_bytes(b"ok")).unlink()
+
     def record(self, key: str) -> dict[str, Any] | None:
         """The artifact's record (sha256, deps, meta), or None when it is absent or unreadable."""
         try:

@@ -187,6 +187,10 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
             m.name for m in (e.obj for e in registry.entries("metric"))
             if not m.protocols or scenario.protocol in m.protocols]
         metric_versions = sorted(f"{m}@{registry.get('metric', m).version}" for m in metric_names)
+        archs = [resolve_arch(registry, t) for t in dict.fromkeys(req.archs or [scenario.default_arch])]
+        for _, arch, arch_init in archs:  # plan-time errors before any data is read
+            for *_, insts in resolved_defenses:
+                _start(registry, scenario, arch, arch_init, insts)
         data = {"scenario": sname, "scenario_version": scenario.version, "data_root": req.data_root,
                 "data": data_digest(sname)}
         eval_label, eval_arch, eval_init = resolve_arch(registry, req.eval_arch or scenario.eval_arch)
@@ -196,8 +200,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
         eval_key = add(Step("eval", {**data, "arch": eval_arch, "arch_version": registry.get("architecture", eval_arch).version,
                                      "recipe": eval_recipe, "seed": 0, "init": eval_init},
                             label=f"eval model {eval_label} on {sname}"))
-        for arch_text in dict.fromkeys(req.archs or [scenario.default_arch]):
-            arch_label, arch, arch_init = resolve_arch(registry, arch_text)
+        for arch_label, arch, arch_init in archs:
             arch_version = registry.get("architecture", arch).version
             recipe = asdict(scenario.recipe("target", req.budget, arch))
             for seed in range(req.seeds):
@@ -281,19 +284,26 @@ def _init(add, registry: Registry, data: dict, scenario: Scenario, arch: str, ar
           insts: list[Defense], budget: str):
     """Where a target's weights start: random (None), a local file (the architecture's
     ``weights=``, or a pretrained defense's), or a pretrain step on the public data."""
+    source = _start(registry, scenario, arch, arch_init, insts)
+    if source != "pretrain":
+        return source, ()
+    key = add(Step("pretrain", {**data, "arch": arch, "arch_version": registry.get("architecture", arch).version,
+                                "recipe": asdict(scenario.recipe("pretrain", budget, arch)), "seed": 0},
+                   label=f"pretrain {arch} on public {data['scenario']}"))
+    return {"pretrained": key}, (key,)
+
+
+def _start(registry: Registry, scenario: Scenario, arch: str, arch_init: dict | None, insts: list[Defense]):
+    """``_init``'s decision without the data: None, a weights file, or "pretrain"."""
     pre = next((d for d in insts if d.pretrained), None)
     if pre is None:
-        return arch_init, ()
+        return arch_init
     if pre.config.get("weights"):
-        return weights_init(registry, registry.get("architecture", arch), pre.config["weights"], pre.name), ()
+        return weights_init(registry, registry.get("architecture", arch), pre.config["weights"], pre.name)
     if arch_init:
-        return arch_init, ()
+        return arch_init
     if not scenario.public_labels:
         raise ConfigError(f"{pre.name} starts from pretrained weights, and scenario {scenario.name} has no labelled "
                           f"public data to pretrain on: give {pre.name}[weights=PATH|NAME] or "
                           f"--arch \"{arch}[weights=...]\" (`reinv-bench weights` lists the files)")
-    key = add(Step("pretrain", {**data, "arch": arch, "arch_version": registry.get("architecture", arch).version,
-                                "recipe": asdict(scenario.recipe("pretrain", budget, arch)),
-                                "seed": 0},
-                   label=f"pretrain {arch} on public {data['scenario']}"))
-    return {"pretrained": key}, (key,)
+    return "pretrain"

@@ -9,6 +9,7 @@ on it; the others run and are stored.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import random
 import time
 import traceback
@@ -80,10 +81,15 @@ class Summary:
 
 class Runner:
     def __init__(self, registry: Registry, workdir: Path, device: torch.device, executor: str = "inline",
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None, deterministic: bool = False) -> None:
         self.registry = registry
         self.workdir = Path(workdir)
         self.artifacts = Artifacts(self.workdir)
+        self.artifacts.check_writable()  # a read-only or full workdir fails now, not after a step's work
+        if deterministic:  # CUDA kernels without run-to-run variation (slower); CPU steps are already
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
         self.device = device
         self.executor = registry.get("executor", executor)()
         self.reporter = reporter or Reporter()
