@@ -212,6 +212,7 @@ class Architecture:
     a local state dict works too)."""
 
     name: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when a change alters what is built: enters every step key
     pretrained: ClassVar[dict[str, str]] = {}
 
     def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> Classifier:
@@ -266,6 +267,7 @@ class Scenario:
     """A privacy setting: private identities, public data, image shape, evaluation protocol."""
 
     name: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when load() or a recipe changes: enters every step key
     num_classes: int
     image_shape: tuple[int, int, int]
     default_arch: str
@@ -357,6 +359,7 @@ class PriorSpec:
     kind: str
     params: dict[str, Any]
     uses_target: bool = False
+    version: int = 1  # the version of the attack that builds it: enters the prior's key
 
 
 class BlackBox:
@@ -398,7 +401,7 @@ class Attack(Configurable):
 
     def priors(self) -> list[PriorSpec]:
         return [PriorSpec(self.prior_kind or self.name, {k: self.config[k] for k in self.prior_params},
-                          self.prior_uses_target)]
+                          self.prior_uses_target, self.version)]
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict[str, Any]:
         """Build prior ``kind``; returns tensors/state dicts (saved for weights_only loading)."""
@@ -447,6 +450,7 @@ class Metric:
     metric named with ``--metric`` runs on any scenario."""
 
     name: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when compute() changes its numbers: stored cells are recomputed
     protocols: ClassVar[tuple[str, ...]] = ()
 
     def compute(self, ctx: EvalContext) -> dict[str, float | NotComputed]:
