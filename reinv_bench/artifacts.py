@@ -29,8 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 class ArtifactError(RuntimeError):
     pass
@@ -42,7 +40,7 @@ def _disk_error(path: Path, exc: OSError) -> ArtifactError:
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         why = "the folder is not writable; pass a writable --workdir"
     else:
-        why = f"{exc.strerror or exc}"
+        why = f"{exc.strerror or exc}; pass a --workdir that can be written"
     return ArtifactError(f"cannot write {path}: {why}")
 
 
@@ -138,6 +136,8 @@ class Artifacts:
              meta: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write ``obj`` under ``key``; ``deps`` maps each artifact it was built from to that
         artifact's sha256. Returns the record."""
+        import torch  # here, not at import: the CLI maps ArtifactError without loading torch
+
         buf = io.BytesIO()
         torch.save({**obj, "key": key}, buf)
         data = buf.getvalue()
@@ -195,6 +195,8 @@ class Artifacts:
         return rec["sha256"]
 
     def load(self, key: str) -> dict[str, Any]:
+        import torch
+
         data, _ = self._read_verified(key)
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

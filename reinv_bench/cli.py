@@ -12,13 +12,14 @@ import click
 
 from reinv_bench import __version__
 from reinv_bench.api import BUDGETS, ConfigError
+from reinv_bench.artifacts import ArtifactError
 from reinv_bench.plugins import PluginError, call_each
 from reinv_bench.registry import Registry, UnknownNameError
 from reinv_bench.spec import SpecError
 from reinv_bench.store import StoreError
 
 DEFAULT_HOME = "~/.reinv-bench"
-USER_ERRORS = (ConfigError, SpecError, UnknownNameError, PluginError, StoreError, FileNotFoundError)
+USER_ERRORS = (ConfigError, SpecError, UnknownNameError, PluginError, StoreError, ArtifactError, FileNotFoundError)
 INTERRUPTED = "interrupted: finished steps and results are kept; rerun the same command to resume."
 
 
@@ -140,15 +141,19 @@ def _device(name: str):
 @click.option("--executor", default="inline", show_default=True, help="How steps run.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic CUDA kernels (slower): bit-identical GPU runs. CPU runs are deterministic anyway.")
 @workdir_option
 @click.pass_obj
 @_resumable
 def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics,
-        executor, no_baseline, quiet, workdir):
+        executor, no_baseline, quiet, deterministic, workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
-    a second identical run trains nothing and an interrupted run resumes where it stopped.
+    a second identical run trains nothing and an interrupted run resumes where it stopped. Every
+    step is seeded from its spec: the same command gives the same numbers (same torch, device and
+    thread count).
     """
     from reinv_bench.leaderboard import aggregate, rich_table, sort_entries
     from reinv_bench.plan import Request, expand
@@ -162,12 +167,11 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     root = str(data_root.resolve()) if data_root else None
     req = Request(list(attacks), list(defenses), list(archs), list(scenarios), seeds, budget, not no_baseline,
                   root, list(metrics) or None, eval_arch)
-    plan = expand(req, state.registry)
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter() if interactive else LogReporter()
-    runner = Runner(state.registry, workdir, dev, executor, reporter)
-    for s in dict.fromkeys(req.scenarios):  # a missing dataset fails now, before any training
-        runner.data(s, root)
+    runner = Runner(state.registry, workdir, dev, executor, reporter, deterministic=deterministic)
+    # a missing dataset fails now, before any training; the data's digest enters every step key
+    plan = expand(req, state.registry, data_digest=lambda s: runner.data(s, root).digest)
     store = Store(workdir / "results.db")
     reporter.message(f"{len(plan.cells)} cell(s), budget {budget}, device {describe_device(dev)}, workdir {workdir}")
     try:
@@ -259,22 +263,20 @@ def weights(ctx: click.Context):
     Nothing is downloaded. A file is found in the reinv-bench weights folder ($REINV_BENCH_WEIGHTS,
     else $REINV_BENCH_HOME/weights, else ~/.reinv-bench/weights) or where torch's libraries keep
     it ($TORCH_HOME/hub/checkpoints or $TORCH_HOME/checkpoints), and is used only when its SHA-256
-    matches. Install one with `reinv-bench weights add NAME FILE`.
+    matches the published one (or its published prefix). For a file without a published hash, the
+    SHA-256 of the first file added is recorded and later files must match it; such files are
+    reported as "unverified". Install one with `reinv-bench weights add NAME FILE`.
     """
     if ctx.invoked_subcommand is not None:
         return
     from tabulate import tabulate
 
-    from reinv_bench.weights import candidates, state_of
+    from reinv_bench.weights import best_state, candidates, hash_label
 
     rows = []
     for e in ctx.obj.registry.entries("weights"):
         w = e.obj
-        places = candidates(w)
-        states = [state_of(w, p) for p in places]
-        best = next((s for s in states if s in ("present", "unverified")), None) or next(
-            (s for s in states if s != "absent"), "absent")
-        rows.append([w.name, w.filename, w.sha256 or "(none published)", best, "\n".join(map(str, places)),
+        rows.append([w.name, w.filename, hash_label(w), best_state(w), "\n".join(map(str, candidates(w))),
                      e.plugin])
     click.echo(tabulate(rows, ["name", "file", "sha256", "state", "looked in", "plugin"], tablefmt="simple"))
 
