@@ -251,3 +251,17 @@ def test_disk_errors_are_one_line_and_say_what_to_do(workdir, monkeypatch, code,
         Artifacts(workdir).save("cd" * 10, {"x": torch.ones(2)})
     assert "\n" not in str(err.value) and "--workdir" in str(err.value)
     assert not list((workdir / "artifacts").glob("*/*.tmp*"))  # nothing half-written left behind
+
+
+def test_a_workdir_that_cannot_be_written_is_a_one_line_error_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from reinv_bench.cli import State, cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(cli, ["run", "-d", "none", "--budget", "smoke", "--quiet", "--workdir", str(blocker / "wd")],
+                                obj=State(()))
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: cannot write") and "--workdir" in line
