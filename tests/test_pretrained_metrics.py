@@ -5,6 +5,7 @@ right shapes, installed the way a user installs the real files."""
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -73,7 +74,8 @@ def _ctx(recon, labels, priv_x, priv_y):
             store["computed"] = store.get("computed", 0) + 1
         return store[k]
 
-    ctx = EvalContext(None, data, Inversion(recon, labels), None, None, torch.device("cpu"), cache)
+    scenario = SimpleNamespace(protocol="224px")  # fid: every reconstruction, no evaluation model needed
+    ctx = EvalContext(scenario, data, Inversion(recon, labels), None, None, torch.device("cpu"), cache)
     return ctx, store
 
 

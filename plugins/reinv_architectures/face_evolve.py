@@ -15,7 +15,13 @@ Weights initialised as the official ``_initialize_weights`` (Xavier-uniform conv
 Module names follow face.evoLVe (``input_layer``, ``body.N``, ``output_layer``), so the official
 MS-Celeb-1M backbones load: ``--arch "ir152[weights=ms1m]"`` (the 64-px targets keep their own
 output layer, as the official code does, since the 112-px backbone's does not fit 4x4 maps).
-Blocks (BiDO, TL): input layer with stage 1, stages 2, 3, 4, the output layer.
+Blocks (BiDO, TL): input layer with stage 1, stages 2, 3, 4 (each a sequence of IR units), the
+output layer. TL freeze points (the one definition the ``tl`` defense reads), TL-DMI
+``classify.json`` ``freeze_layers`` (units ``i <= freeze_layers`` of ``body`` frozen,
+``models/classify.py``): ir152 46 = stages 1-3 (``freeze_point=3``); facenet64 5 = stage 1 and
+the first 3 of stage 2's 4 units (``freeze_point=1``, ``freeze_within=3``); the input layer is
+frozen with stage 1 (the official code means to, see ``tl``). ``ir50_112`` (the evaluation
+model) keeps the harness default of 2 blocks.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from reinv_bench.weights import WeightsFile
 from .torchvision_nets import Resize, _rgb
 
 UNITS = {50: (3, 4, 14, 3), 152: (3, 8, 36, 3)}
+# TL freeze point per network: (whole blocks, leading units of the next block); see the docstring
+FREEZE = {"ir152": (3, 0), "facenet64": (1, 3)}
 
 
 class IRUnit(nn.Module):
@@ -90,7 +98,10 @@ class IRNet(Architecture):
             blocks[0] = nn.Sequential(Resize(self.size), blocks[0])
         head = nn.Linear(512, num_classes)
         fresh = ("blocks.4.",) if self.size == 64 else ()
-        return Classifier(blocks, head, 512, num_classes, freeze_point=2, upstream=net, fresh=fresh)
+        blocks_frozen, within = FREEZE.get(self.name, (2, 0))
+        model = Classifier(blocks, head, 512, num_classes, freeze_point=blocks_frozen, upstream=net, fresh=fresh)
+        model.freeze_within = within
+        return model
 
 
 WEIGHTS = [

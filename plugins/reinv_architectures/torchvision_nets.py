@@ -15,9 +15,11 @@ layer replaced). Blocks: stem, the four stages (dense blocks with their transiti
 fed at 299 px: the network resizes its input to 299 (bilinear) itself. Built without the
 auxiliary classifier (PPA trains with it; the harness's one training loop has no second loss).
 
-TL freeze points: ``vgg16`` freezes its first three conv stages (TL-DMI's ``freeze_layers=26`` of
-``vgg16_bn.features`` also freezes conv4_1); for the others the harness's default (about half of
-the blocks), not a published one.
+TL freeze points (the one definition the ``tl`` defense reads): ``vgg16`` = TL-DMI's
+``freeze_layers=26`` (``VGG16_TL``: children ``i <= 26`` of ``vgg16_bn.features`` frozen), i.e.
+conv stages 1-3 (``freeze_point=3``) and the first 3 modules of stage 4, conv4_1 with its BN and
+ReLU (``freeze_within=3``); for the others the harness's default (about half of the blocks), not
+a published one.
 """
 
 from __future__ import annotations
@@ -83,8 +85,10 @@ class VGG16(Architecture):
         bn = nn.BatchNorm1d(dim)
         bn.bias.requires_grad_(False)  # the official "no shift": the BN bias stays 0
         blocks = [*stages, nn.Sequential(nn.Flatten(), bn)]
-        return Classifier(blocks, nn.Linear(dim, num_classes), dim, num_classes, freeze_point=3, upstream=tv,
-                          fresh=("blocks.5.",))
+        model = Classifier(blocks, nn.Linear(dim, num_classes), dim, num_classes, freeze_point=3, upstream=tv,
+                           fresh=("blocks.5.",))
+        model.freeze_within = 3  # TL-DMI freezes features[:27]: + conv4_1, its BN and ReLU
+        return model
 
 
 class ResNet(Architecture):

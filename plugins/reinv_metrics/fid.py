@@ -1,15 +1,31 @@
-"""``fid``: Fréchet Inception Distance between the reconstructions and the private training images
-of the attacked classes, in pytorch-fid's InceptionV3 2048-d pool features (images resized to
-299 by the network itself). This is what PPA (``metrics/fid_score.py``, all attack samples) and
-PLG-MI (pytorch-fid-style InceptionV3) compare; LOMMA uses only the successful reconstructions
-and StyleGAN2-ADA's detector instead. Lower means reconstructions distributed like the private
-images. The private-side statistics are cached per scenario split, class set and weights file.
+"""``fid``: Fréchet Inception Distance between reconstructions and the private training images
+of the attacked classes, in pytorch-fid's InceptionV3 2048-d pool features (the network resizes
+its input to 299 itself; images enter at the scenario's resolution). The private-side statistics
+are cached per scenario split, class set and weights file.
+
+Which reconstructions, by protocol:
+- ``224px`` (PPA, NegLS, MIDRE): all of them (PPA ``metrics/fid_score.py::FID_Score`` over the
+  attack samples, no success filter).
+- every other protocol (``64px``: GMI/KEDMI/PLG-MI/LOMMA; also the digit protocols when named
+  with ``--metric``): only the *successful* ones, those the evaluation model classifies as the
+  class they were reconstructed for (LOMMA ``metrics/fid.py::gen_samples``/``eval_fid``: FID of
+  the ``sucessful_imgs`` against the target identities' private images; PLG-MI
+  ``reconstruct.py``: FID of ``success_imgs`` against the private-domain folder). The 64-px
+  images are not upsampled before the Inception network (the 112-px upsampling is the
+  evaluation model's). Fewer than 2 successes: stored as null with the reason.
 
 Weights: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, looked for locally (see
 ``reinv-bench weights``); never downloaded. The network is pytorch-fid's own ``InceptionV3``,
 built through its real constructor with torch's URL loader pointed at the verified local file.
 Without the file the value is stored as null with the reason. The Fréchet distance is pytorch-fid's
 formula, computed through eigenvalues (see ``frechet_distance``).
+
+Deliberate differences: images are mapped from the harness's [-1, 1] to the [0, 1] pytorch-fid
+expects. PPA's own FID (``metrics/fid_score.py``) feeds its [-1, 1]-normalised tensors to
+pytorch-fid's InceptionV3, which rescales them again as if they were [0, 1], so published PPA and
+NegLS FIDs are not reproducible by a correct pipeline and are not comparable with these. LOMMA
+uses StyleGAN2-ADA's Inception detector (``inception-2015-12-05.pt``, uint8 input) instead of
+pytorch-fid's: the same TF Inception weights, but its numbers differ slightly.
 """
 
 from __future__ import annotations
@@ -23,6 +39,7 @@ import torch
 
 from reinv_bench import hookimpl
 from reinv_bench.api import EvalContext, Metric, NotComputed
+from reinv_bench.train import predict
 from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
 
 WEIGHTS = WeightsFile(  # the release's full SHA-256 (its file name carries the first 8 hex digits)
@@ -83,8 +100,21 @@ def frechet(feats_a: np.ndarray, stats_b: tuple[np.ndarray, np.ndarray]) -> floa
     return frechet_distance(*statistics(feats_a), *stats_b)
 
 
+ALL_RECONSTRUCTIONS = ("224px",)  # protocols whose FID takes every reconstruction (PPA)
+
+
+def fid_images(ctx: EvalContext):
+    """The reconstructions FID compares (see the module docstring) and what they are, in words."""
+    inv = ctx.inversion
+    if ctx.scenario.protocol in ALL_RECONSTRUCTIONS:
+        return inv.images, "reconstructions"
+    success = predict(ctx.eval_model, inv.images, ctx.device).argmax(1) == inv.labels
+    return inv.images[success], "successful reconstructions"
+
+
 class FID(Metric):
     name = "fid"
+    version = 2  # 2: successful reconstructions only, except at 224 px
     protocols = ("64px", "224px")
 
     def compute(self, ctx: EvalContext):
@@ -92,9 +122,9 @@ class FID(Metric):
             path = locate(WEIGHTS)
         except WeightsUnavailable as exc:
             return {"fid": NotComputed(str(exc))}
-        inv = ctx.inversion
-        if len(inv.images) < 2:
-            return {"fid": NotComputed(f"FID needs at least 2 reconstructions, got {len(inv.images)}")}
+        images, what = fid_images(ctx)
+        if len(images) < 2:
+            return {"fid": NotComputed(f"FID needs at least 2 {what}, got {len(images)}")}
         sha = sha256_of(path)
         net = fid_inception(str(path), sha)
 
@@ -107,7 +137,7 @@ class FID(Metric):
                                           "weights": sha}, private_stats)
         if stats["n"] < 2:
             return {"fid": NotComputed(f"only {stats['n']} private training image(s) of the attacked classes")}
-        feats = pool_features(net, inv.images, ctx.device)
+        feats = pool_features(net, images, ctx.device)
         return {"fid": frechet(feats, (stats["mu"].numpy(), stats["sigma"].numpy()))}
 
 
