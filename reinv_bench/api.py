@@ -452,9 +452,50 @@ class Metric:
     name: ClassVar[str]
     version: ClassVar[int] = 1  # bump when compute() changes its numbers: stored cells are recomputed
     protocols: ClassVar[tuple[str, ...]] = ()
+    definition: str = ""  # the exact definition, shown by `reinv-bench protocol` (default: the docstring)
 
     def compute(self, ctx: EvalContext) -> dict[str, float | NotComputed]:
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Published numbers
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reported:
+    """A published number, shown beside the measured ones (``reinv-bench leaderboard --reported``).
+
+    A plugin lists them in a ``reported`` attribute (any registered object). ``metrics`` maps
+    metric keys to values in the units the metric stores (accuracies as fractions: 88.26% is
+    0.8826). ``scenario``, ``arch``, ``attack`` and ``defense`` (specs as on the command line)
+    name the setting here that the number belongs to; ``scenario=None`` when no scenario here has
+    it (it is still listed, with ``setting``). ``attack=None``: a number without an attack
+    (natural accuracy); ``defense=""``: not stated. A number without a ``source`` (the file, table
+    or line it comes from) is refused.
+    """
+
+    paper: str
+    setting: str
+    metrics: Mapping[str, float]
+    source: str = ""
+    table: str = ""
+    scenario: str | None = None
+    arch: str | None = None
+    attack: str | None = None
+    defense: str = "none"
+
+    def __post_init__(self) -> None:
+        what = f"reported number of {self.paper or '?'} ({self.setting or '?'})"
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ConfigError(f"{what}: no source; a published number is listed only with where it comes from")
+        if not self.metrics:
+            raise ConfigError(f"{what}: no metric values")
+        for key, v in self.metrics.items():
+            if not isinstance(key, str) or not key or isinstance(v, bool) or not isinstance(v, (int, float)) \
+                    or v != v or v in (float("inf"), float("-inf")):
+                raise ConfigError(f"{what}: {key!r}={v!r} is not a finite number")
+        object.__setattr__(self, "metrics", dict(self.metrics))
 
 
 # --------------------------------------------------------------------------------------------

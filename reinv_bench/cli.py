@@ -138,6 +138,9 @@ def _device(name: str):
               help="Root of local datasets (env REINV_BENCH_DATA); the embedded scenario needs none.")
 @click.option("--metric", "metrics", multiple=True,
               help="Metrics to compute, repeatable (default: those of each scenario's protocol).")
+@click.option("--recipe", "recipe_texts", multiple=True, metavar="ROLE:KEY=VALUE,...",
+              help='Override a training recipe, repeatable: ROLE is target, eval or pretrain, KEY a TrainRecipe '
+                   'field, e.g. "target:epochs=100,lr=0.01" (defaults: `reinv-bench protocol SCENARIO`).')
 @click.option("--executor", default="inline", show_default=True, help="How steps run.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
@@ -146,7 +149,7 @@ def _device(name: str):
 @workdir_option
 @click.pass_obj
 @_resumable
-def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics,
+def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts,
         executor, no_baseline, quiet, deterministic, workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
@@ -158,6 +161,7 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     from reinv_bench.leaderboard import aggregate, rich_table, sort_entries
     from reinv_bench.plan import Request, expand
     from reinv_bench.progress import LogReporter, RichReporter
+    from reinv_bench.recipes import parse as parse_recipes
     from reinv_bench.runner import Runner, describe_device
     from reinv_bench.store import Store
 
@@ -166,7 +170,13 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     workdir = _expand_home(workdir)
     root = str(data_root.resolve()) if data_root else None
     req = Request(list(attacks), list(defenses), list(archs), list(scenarios), seeds, budget, not no_baseline,
-                  root, list(metrics) or None, eval_arch)
+                  root, list(metrics) or None, eval_arch, recipes=parse_recipes(recipe_texts))
+    if not metrics:  # a scenario of a protocol no metric names gets few metrics: say so, not silently
+        from reinv_bench.protocol import unclaimed_protocol
+
+        for note in filter(None, (unclaimed_protocol(state.registry, state.registry.get("scenario", s))
+                                  for s in dict.fromkeys(scenarios))):
+            warn(note)
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter() if interactive else LogReporter()
     runner = Runner(state.registry, workdir, dev, executor, reporter, deterministic=deterministic)
@@ -208,40 +218,69 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
 @click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios.")
 @click.option("--budget", "budgets", multiple=True, help="Only these budgets.")
 @click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols (64px, 224px, ...).")
+@click.option("--reported", is_flag=True,
+              help="Show the published numbers the plugins declare beside the measured ones of the same setting "
+                   "(paper budget), and the others in a table of their own; each with its source.")
 @workdir_option
-def leaderboard(fmt, sort_by, attacks, defenses, archs, scenarios, budgets, protocols, workdir):
+@click.pass_obj
+def leaderboard(state: State, fmt, sort_by, attacks, defenses, archs, scenarios, budgets, protocols, reported,
+                workdir):
     """Rank defenses by the privacy-utility trade-off (seeds aggregated: mean ± std)."""
     from reinv_bench.leaderboard import aggregate, filter_rows, render, rich_table, sort_entries
     from reinv_bench.store import Store
 
     db = _expand_home(workdir) / "results.db"
-    if not db.is_file():
+    if not db.is_file() and not reported:
         raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
-    rows = filter_rows(Store(db).rows(), attack=attacks, defense=defenses, arch=archs, scenario=scenarios,
-                       budget=budgets, protocol=protocols)
+    filters = dict(attack=attacks, defense=defenses, arch=archs, scenario=scenarios, budget=budgets,
+                   protocol=protocols)
+    rows = filter_rows(Store(db).rows(), **filters) if db.is_file() else []
     try:
         entries = sort_entries(aggregate(rows), sort_by)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if not entries:
+    unmatched: list = []
+    if reported:
+        from reinv_bench.leaderboard import attach_reported
+        from reinv_bench.protocol import reported_rows
+
+        entries, unmatched = attach_reported(entries, filter_rows(reported_rows(state.registry), **filters))
+    if not entries and not unmatched:
         raise click.ClickException("no successful results match the filters")
     fmt = fmt or ("table" if sys.stdout.isatty() else "md")
     if fmt == "table":
         from rich.console import Console
 
-        Console().print(rich_table(entries))
+        from reinv_bench.leaderboard import rich_unmatched
+
+        if entries:
+            Console().print(rich_table(entries))
+        if unmatched:
+            Console().print(rich_unmatched(unmatched))
     else:
-        click.echo(render(entries, fmt))
+        click.echo(render(entries, fmt, unmatched))
 
 
 @cli.command()
+@click.argument("name", required=False)
+@click.option("--kind", type=click.Choice(["attack", "defense", "architecture", "scenario", "metric", "executor",
+                                           "weights"]), default=None, help="Only this kind (where NAME is several).")
 @click.pass_obj
-def plugins(state: State):
-    """List every registered plugin item with the package it comes from."""
+def plugins(state: State, name: str | None, kind: str | None):
+    """List every registered plugin item with the package it comes from; with NAME, describe one:
+    its docstring (paper, official code, deliberate differences), threat model, every parameter
+    with default, range and help, the smoke/quick overrides and its published numbers."""
     from tabulate import tabulate
 
     from reinv_bench.registry import KINDS
 
+    if name:
+        from reinv_bench.protocol import describe
+
+        if kind:
+            state.registry.get(kind, name)  # unknown: did-you-mean among that kind
+        click.echo(describe(state.registry, name, kind))
+        return
     rows = []
     for kind in KINDS:
         for e in state.registry.entries(kind):
@@ -253,6 +292,24 @@ def plugins(state: State):
     for name in state.pm.failed:
         rows.append(["FAILED", name, name, state.pm.sources[name], f"failed to import; -p no:{name} hides it"])
     click.echo(tabulate(rows, ["kind", "name", "plugin", "from", "details"], tablefmt="simple"))
+
+
+@cli.command()
+@click.argument("scenario", required=False, default="mnist")
+@click.option("--data-root", type=click.Path(path_type=Path), envvar="REINV_BENCH_DATA", default=None,
+              help="Root of local datasets: with it, the card shows the split sizes and the data digest.")
+@click.pass_obj
+def protocol(state: State, scenario: str, data_root: Path | None):
+    """Print SCENARIO's protocol card (default: mnist): splits and their seed, identities attacked,
+    resolution, public data, evaluation model and its initialisation, samples per class, each
+    metric's definition and which run by default, training recipes per role and budget, and the
+    published numbers of the setting. Everything is read from the plugins."""
+    from reinv_bench.protocol import card
+
+    click.echo(card(state.registry, scenario, str(data_root) if data_root else None))
+    others = [n for n in state.registry.names("scenario") if n != scenario]
+    if others:
+        click.echo(f"\nOther scenarios: {', '.join(others)} (reinv-bench protocol NAME)")
 
 
 @cli.group(invoke_without_command=True)

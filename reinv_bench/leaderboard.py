@@ -168,6 +168,8 @@ def sort_entries(entries: list[dict[str, Any]], by: str = "attack_acc") -> list[
 
 def _fmt(e: dict[str, Any], m: str) -> str:
     v = e.get(m)
+    if e.get("reported"):  # a published number: as published (2 decimals), blank where none was
+        return "" if v is None else _fmt_reported(m, v)
     if v is None:
         return "n/a"
     k = 100.0 if m in PERCENT else 1.0
@@ -197,9 +199,11 @@ def display_rows(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     out = []
     for e in entries:
         defense = e["defense"] + (f" ({e['config_variant']})" if e.get("config_variant") else "")
+        if e.get("reported"):
+            defense = f"{e['defense']} - reported ({e['source']})"
         row = [e["scenario"] + (f" ({e['budget']})" if e["budget"] != "paper" else "") + _protocol(e)
                + (f" {e['variant']}" if e.get("variant") else ""), e["arch"],
-               e["attack"], e["threat_model"], defense, str(e["n"])]
+               e["attack"], e["threat_model"], defense, "-" if e.get("reported") else str(e["n"])]
         for m, _ in cols:
             row.append(_fmt(e, m))
             if m in ("natural_acc", "attack_acc"):
@@ -223,15 +227,23 @@ def gaps(entries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(entries: list[dict[str, Any]], fmt: str = "md") -> str:
-    """Render as md, latex (tabulate), csv or json (numbers, for tools)."""
+def render(entries: list[dict[str, Any]], fmt: str = "md", unmatched: list[dict[str, Any]] | None = None) -> str:
+    """Render as md, latex (tabulate), csv or json (numbers, for tools). md and latex carry a
+    one-line protocol reference per group's protocol under the table; ``unmatched``: published
+    numbers (``--reported``) with no measured group of their setting, as a second table."""
+    unmatched = unmatched or []
     if fmt == "json":
-        return json.dumps(entries, indent=2)
+        return json.dumps([*entries, *({**r, "matched": False} for r in unmatched)], indent=2)
     if fmt == "csv":
         fields = [*GROUP, "threat_model", "defense", "n", *SEPARATE, "config_digest"]
         for m, _ in present(entries):
             fields += [m, m + "_std"]
         fields += ["d_natural_acc", "d_attack_acc", "pareto"]
+        if unmatched or any(e.get("reported") for e in entries):
+            fields += ["reported", "source", "setting"]
+            extra = sorted({m for r in unmatched for m in r["metrics"]} - set(fields))
+            fields += extra
+            entries = [*entries, *({**r, **r["metrics"]} for r in unmatched)]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
@@ -242,9 +254,19 @@ def render(entries: list[dict[str, Any]], fmt: str = "md") -> str:
 
     headers, rows = display_rows(entries)
     if fmt == "md":
-        return "\n\n".join([tabulate(rows, headers, tablefmt="github"), *gaps(entries)])
+        parts = [tabulate(rows, headers, tablefmt="github"), *gaps(entries), *reported_notes(entries),
+                 "\n".join(protocol_lines(entries))] if entries else []
+        if unmatched:
+            h, r = unmatched_rows(unmatched)
+            parts += [UNMATCHED_TITLE, tabulate(r, h, tablefmt="github", disable_numparse=True)]
+        return "\n\n".join(p for p in parts if p)
     if fmt == "latex":
-        return tabulate(rows, [h.replace("%", r"\%") for h in headers], tablefmt="latex")
+        parts = [tabulate(rows, headers, tablefmt="latex"),  # tabulate escapes the cells and headers
+                 *(_latex(line) + r"\par" for line in protocol_lines(entries))] if entries else []
+        if unmatched:
+            h, r = unmatched_rows(unmatched)
+            parts += [_latex(UNMATCHED_TITLE), tabulate(r, h, tablefmt="latex", disable_numparse=True)]
+        return "\n".join(parts)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -253,7 +275,8 @@ def rich_table(entries: list[dict[str, Any]]):
 
     headers, rows = display_rows(entries)
     table = Table(title="reinv-bench leaderboard (★ = Pareto-optimal: no defense has higher natural and lower attack accuracy)",
-                  caption="\n".join(gaps(entries)) or None, caption_justify="left")
+                  caption="\n".join([*gaps(entries), *reported_notes(entries), *protocol_lines(entries)]) or None,
+                  caption_justify="left")
     for h in headers:
         table.add_column(h, justify="right" if h not in ("Scenario", "Arch", "Attack", "Threat", "Defense") else "left")
     last = None
@@ -262,5 +285,100 @@ def rich_table(entries: list[dict[str, Any]]):
         if last is not None and group != last:
             table.add_section()
         last = group
-        table.add_row(*r, style="bold" if e["pareto"] else None)
+        table.add_row(*r, style="bold" if e["pareto"] else "italic" if e.get("reported") else None)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol references and published numbers (``--reported``)
+
+
+def protocol_lines(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per (protocol, scenario) of the entries: where its protocol card is."""
+    seen = dict.fromkeys((e.get("protocol") or "-", e["scenario"]) for e in entries if e.get("scenario"))
+    return [f"Protocol {p}: see `reinv-bench protocol {s}`" for p, s in seen]
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "`": ""}
+
+
+def _latex(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in text)
+
+
+def _fmt_reported(m: str, v: float) -> str:
+    return f"{v * 100:.2f}" if m in PERCENT or m.endswith("_acc") else f"{v:.6g}"
+
+
+def _arch_base(label: str | None) -> str | None:
+    return None if label is None else label.split("[")[0]
+
+
+def _matches(r: dict[str, Any], e: dict[str, Any]) -> bool:
+    """A published number belongs beside a measured entry of the same setting: paper budget, same
+    scenario, architecture (any initialisation), defense and (when it has one) attack."""
+    return (not e.get("reported") and e.get("budget") == "paper" and r.get("scenario") == e.get("scenario")
+            and _arch_base(r.get("arch")) == _arch_base(e.get("arch")) and r.get("defense") == e.get("defense")
+            and (r.get("attack") is None or r.get("attack") == e.get("attack")))
+
+
+def attach_reported(entries: list[dict[str, Any]], reported: list[dict[str, Any]]
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(entries with each published number right after the measured entry of its setting, in every
+    group that has one; the published numbers no group matches)."""
+    after: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    unmatched = []
+    for r in reported:
+        hits: dict[tuple, dict[str, Any]] = {}
+        for e in entries:
+            if _matches(r, e):
+                hits.setdefault(comparison_key(e), e)
+        if not hits:
+            unmatched.append(r)
+        for e in hits.values():
+            row = {k: e.get(k) for k in (*GROUP, *SEPARATE, "threat_model", "variant")}
+            row.update(defense=e["defense"], reported=True, n=0, seeds=[], pareto=False, config_variant="",
+                       d_natural_acc=None, d_attack_acc=None,
+                       **{k: r[k] for k in ("paper", "table", "setting", "source")})
+            for m, v in r["metrics"].items():
+                row[m], row[m + "_std"] = v, None
+            after[id(e)].append(row)
+    out = []
+    for e in entries:
+        out += [e, *after.get(id(e), [])]
+    return out, unmatched
+
+
+def reported_notes(entries: list[dict[str, Any]]) -> list[str]:
+    """Under the table: what each published row is (paper, table, setting), once each."""
+    notes = dict.fromkeys(f"reported ({e['source']}): {e['paper']}{', ' + e['table'] if e.get('table') else ''}"
+                          f" - {e['setting']}" for e in entries if e.get("reported"))
+    return list(notes)
+
+
+UNMATCHED_TITLE = ("Published numbers without a measured group of the same setting here (paper budget; same "
+                   "scenario, architecture, attack and defense):")
+
+
+def unmatched_rows(reported: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    keys = [m for m, _, _ in METRICS if any(m in r["metrics"] for r in reported)]
+    keys += sorted({m for r in reported for m in r["metrics"]} - set(keys))
+    names = {m: h for m, h, _ in METRICS}
+    headers = ["Setting", "Scenario", "Arch", "Attack", "Defense", *(names.get(m, m) for m in keys), "Source"]
+    rows = [[r["setting"], r.get("scenario") or "(none here)", r.get("arch") or "", r.get("attack") or "",
+             r.get("defense") or "", *(_fmt_reported(m, r["metrics"][m]) if m in r["metrics"] else "" for m in keys),
+             f"{r['paper']}{', ' + r['table'] if r.get('table') else ''}: {r['source']}"] for r in reported]
+    return headers, rows
+
+
+def rich_unmatched(reported: list[dict[str, Any]]):
+    from rich.table import Table
+
+    headers, rows = unmatched_rows(reported)
+    table = Table(title=UNMATCHED_TITLE)
+    for h in headers:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
     return table

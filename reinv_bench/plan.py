@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reinv_bench import recipes
 from reinv_bench import spec as specs
 from reinv_bench.api import Attack, ConfigError, Defense, Scenario
 from reinv_bench.registry import Registry
@@ -80,6 +81,7 @@ class Request:
     data_root: str | None = None
     metrics: list[str] | None = None  # None: the metrics of each scenario's protocol
     eval_arch: str | None = None  # None: each scenario's evaluation model
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> TrainRecipe overrides
 
 
 @dataclass
@@ -182,7 +184,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
     resolved_defenses = _unique([resolve_defense(registry, d, req.budget) for d in defenses])
     resolved_attacks = _unique([resolve_attack(registry, a, req.budget) for a in dict.fromkeys(req.attacks)])
     for sname in dict.fromkeys(req.scenarios):
-        scenario: Scenario = registry.get("scenario", sname)
+        scenario: Scenario = recipes.with_recipes(registry.get("scenario", sname), req.recipes)
         metric_names = list(dict.fromkeys(req.metrics)) if req.metrics is not None else [
             m.name for m in (e.obj for e in registry.entries("metric"))
             if not m.protocols or scenario.protocol in m.protocols]

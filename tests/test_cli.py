@@ -59,7 +59,8 @@ def test_leaderboard_csv_md_latex_parse_back(smoke_workdir):
     md = _lb(wd, "--format", "md").strip().splitlines()
     header = [c.strip() for c in md[0].strip("|").split("|")]
     assert header[:5] == ["Scenario", "Arch", "Attack", "Threat", "Defense"]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:] if line.startswith("|")]
+    assert md[-1] == "Protocol digits32: see `reinv-bench protocol mnist`"  # under the table
     assert {c[4] for c in cells} == {"none", "re"} and all(len(c) == len(header) for c in cells)
     latex = _lb(wd, "--format", "latex")
     assert latex.startswith("\\begin{tabular}") and latex.count("\\\\") >= 3

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from reinv_bench import hookimpl
-from reinv_bench.api import DataError, ImageFiles, ScenarioData, Split, TrainRecipe
+from reinv_bench.api import DataError, ImageFiles, Reported, ScenarioData, Split, TrainRecipe
 
 from ._faces import SPLIT_SEED, FaceScenario, center_crop_resize, digest, ffhq_files, need_root
 
@@ -87,12 +87,82 @@ _CELEBA_PAPER = {
 }
 _CELEBA_PAPER["default"] = _CELEBA_PAPER["vgg16"]
 
+# Published numbers (``leaderboard --reported``), only those with a verified source (METHODS.md section 7).
+_CKPT = "official 64-px checkpoint (KEDMI / PLG-MI / LOMMA releases)"
+_CKPT_SETTING = "CelebA 64 px, 1,000 private identities, no defense: natural accuracy of the released checkpoint"
+_DEFEND_MI = "BiDO (Peng et al., KDD 2022), official repository Defend_MI"
+_ALIGNMI = "AlignMI (Tang et al., NeurIPS 2025)"
+_ALIGNMI_64 = ("CelebA 64 px, first 100 private classes, 100 samples per class, evaluation model face.evoLVe "
+               "IR-50 (95.88%)")
+_ALIGNMI_SRC = "AlignMI paper, baseline rows (code: tmlr-group/AlignMI)"
+
+
+def _acc(a1: float, a5: float, knn: float) -> dict[str, float]:
+    return {"attack_acc": a1 / 100, "attack_acc5": a5 / 100, "knn_dist": knn}
+
+
+CELEBA64_REPORTED = (
+    Reported(paper=_CKPT, setting=_CKPT_SETTING, metrics={"natural_acc": 0.8826}, source="VGG16_88.26.tar",
+             scenario="celeba64", arch="vgg16"),
+    Reported(paper=_CKPT, setting=_CKPT_SETTING, metrics={"natural_acc": 0.9116}, source="IR152_91.16.tar",
+             scenario="celeba64", arch="ir152"),
+    Reported(paper=_CKPT, setting=_CKPT_SETTING, metrics={"natural_acc": 0.8850}, source="FaceNet64_88.50.tar",
+             scenario="celeba64", arch="facenet64"),
+    Reported(paper=_CKPT, setting="CelebA 64 px, 1,000 private identities: the evaluation model 'FaceNet' "
+             "(face.evoLVe IR-50 at 112 px), accuracy on the private test split", metrics={"natural_acc": 0.9588},
+             source="FaceNet_95.88.tar", scenario="celeba64", arch="ir50_112"),
+    *(Reported(paper=_DEFEND_MI, setting=f"CelebA 64 px, 1,000 private identities, VGG16 with MID (VIB), beta {b}",
+               metrics={"natural_acc": acc}, source="Defend_MI DMI/k+1_gan_vib.py (comments)",
+               scenario="celeba64", arch="vgg16", defense=f"mid[beta={b}]")
+      for b, acc in ((0.003, 0.7982), (0.01, 0.7098), (0.02, 0.5914))),
+    *(Reported(paper=_DEFEND_MI, setting=f"CelebA 64 px, 1,000 private identities, VGG16 with BiDO-HSIC, "
+               f"(a1, a2) = ({a1}, {a2})", metrics={"natural_acc": acc},
+               source="Defend_MI DMI/k+1_gan_HSIC.py (comments)", scenario="celeba64", arch="vgg16",
+               defense=f"bido[a1={a1},a2={a2}]")
+      for a1, a2, acc in ((0.05, 0.5, 0.8035), (0.01, 0.05, 0.8481), (0.01, 0.2, 0.8165), (0.01, 0.5, 0.7497),
+                          (0.05, 0.25, 0.8384), (0.05, 1.0, 0.7031), (0.05, 2.5, 0.5349))),
+    Reported(paper=_ALIGNMI, table="baseline rows", setting=f"{_ALIGNMI_64}, public CelebA; KEDMI(LOMMA), VGG16",
+             metrics=_acc(60.46, 87.35, 1275.10), source=_ALIGNMI_SRC, scenario="celeba64", arch="vgg16",
+             attack="lomma+kedmi"),
+    Reported(paper=_ALIGNMI, table="baseline rows",
+             setting=f"{_ALIGNMI_64}, public CelebA; KEDMI(LOMMA), FaceNet64", metrics=_acc(60.42, 89.47, 1331.94),
+             source=_ALIGNMI_SRC, scenario="celeba64", arch="facenet64", attack="lomma+kedmi"),
+)
+CELEBA64_FFHQ_REPORTED = (
+    Reported(paper=_ALIGNMI, table="baseline rows", setting=f"{_ALIGNMI_64}, public FFHQ; KEDMI(LOMMA), VGG16",
+             metrics=_acc(26.32, 52.65, 1592.32), source=_ALIGNMI_SRC, scenario="celeba64-ffhq", arch="vgg16",
+             attack="lomma+kedmi"),
+    Reported(paper=_ALIGNMI, table="baseline rows", setting=f"{_ALIGNMI_64}, public FFHQ; KEDMI(LOMMA), FaceNet64",
+             metrics=_acc(30.33, 61.20, 1542.77), source=_ALIGNMI_SRC, scenario="celeba64-ffhq", arch="facenet64",
+             attack="lomma+kedmi"),
+    Reported(paper=_ALIGNMI, table="baseline rows", setting=f"{_ALIGNMI_64}, public FFHQ; PLG-MI, FaceNet64",
+             metrics=_acc(88.68, 97.06, 1267.12), source=_ALIGNMI_SRC, scenario="celeba64-ffhq", arch="facenet64",
+             attack="plgmi"),
+    Reported(paper=_ALIGNMI, table="baseline rows", setting=f"{_ALIGNMI_64}, public FaceScrub (no scenario here); "
+             "PLG-MI, FaceNet64", metrics=_acc(32.06, 58.17, 1558.26), source=_ALIGNMI_SRC, scenario=None,
+             arch="facenet64", attack="plgmi"),
+)
+
 
 class CelebA64(FaceScenario):
     name = "celeba64"
     num_classes = eval_num_classes = 1000
     description = "CelebA 64px: 1,000 most frequent identities private (90/10), other identities public"
     _PAPER = _CELEBA_PAPER
+    # the protocol card's text (``reinv-bench protocol celeba64``)
+    splits = (f"the 1,000 most frequent CelebA identities (ties: first appearance in identity_CelebA.txt), class i "
+              f"= the i-th most frequent; their images shuffled with np.random.RandomState({SPLIT_SEED}) and split "
+              "90/10 into train/test (PPA/MIDRE CelebA1000); centre crop 108 of the 178x218 aligned image, resized "
+              "to 64 (KEDMI/LOMMA dataloader.py)")
+    public_data = ("every image of the other CelebA identities, unlabelled (the official 64-px code uses a fixed "
+                   "30,000-image list of them, ganset.txt)")
+    eval_model = ("'FaceNet' = face.evoLVe IR-50 at 112 px, trained on the private training split and tested on "
+                  "the private test split; the official one starts from MS-Celeb-1M weights and reaches 95.88% "
+                  "(FaceNet_95.88.tar)")
+    samples = ("300 identities attacked (classes 0-299); the official 64-px scripts make 5 reconstructions per "
+               "identity (GMI restarts, KEDMI samples, PLG-MI seeds) and evaluate all of them; here too every "
+               "reconstruction is evaluated, none is selected")
+    reported = CELEBA64_REPORTED
 
     def target_classes(self) -> list[int]:
         return list(range(300))
@@ -119,6 +189,8 @@ class CelebA64(FaceScenario):
 class CelebA64FFHQ(CelebA64):
     name = "celeba64-ffhq"
     description = "CelebA 64px private (1,000 identities), FFHQ thumbnails public"
+    public_data = "FFHQ thumbnails (70,000 at 128 px), centre crop 88, resized to 64 (KEDMI dataloader.py), unlabelled"
+    reported = CELEBA64_FFHQ_REPORTED
 
     def public(self, root: Path, other_ids: list[str]) -> tuple[ImageFiles, str]:
         files = ffhq_files(root, "thumbnails128x128")

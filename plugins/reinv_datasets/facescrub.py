@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reinv_bench import hookimpl
-from reinv_bench.api import DataError, ImageFiles, ScenarioData, Split, TrainRecipe
+from reinv_bench.api import DataError, ImageFiles, Reported, ScenarioData, Split, TrainRecipe
 
 from ._faces import SPLIT_SEED, FaceScenario, center_crop_resize, digest, ffhq_files, need_root
 
@@ -43,6 +43,43 @@ def facescrub(root: str) -> tuple[list[str], np.ndarray, list[str]]:
     return files, np.array(labels), classes
 
 
+# Published numbers (``leaderboard --reported``), only those with a verified source (METHODS.md section 7).
+_ALIGNMI = "AlignMI (Tang et al., NeurIPS 2025)"
+_PPA_SETTING = ("224 px, PPA with the FFHQ StyleGAN2-ADA, final selection omitted, 100 classes, mean of 3 runs, "
+                "Inception-v3 evaluation model")
+
+
+def _ppa(a1: float, a5: float, face: float) -> dict[str, float]:
+    return {"attack_acc": a1 / 100, "attack_acc5": a5 / 100, "facenet_dist": face}
+
+
+FACESCRUB224_REPORTED = (
+    Reported(paper=_ALIGNMI, setting=f"FaceScrub {_PPA_SETTING}; ResNet-18", metrics=_ppa(81.57, 94.85, 0.796),
+             source="AlignMI paper (code: tmlr-group/AlignMI)", scenario="facescrub224-ffhq", arch="resnet18",
+             attack="ppa"),
+    Reported(paper=_ALIGNMI, setting=f"FaceScrub {_PPA_SETTING}; DenseNet-121", metrics=_ppa(75.66, 90.91, 0.786),
+             source="AlignMI paper (code: tmlr-group/AlignMI)", scenario="facescrub224-ffhq", arch="densenet121",
+             attack="ppa"),
+    *(Reported(paper=_ALIGNMI, table="Table 8", setting=f"FaceScrub {_PPA_SETTING}; ResNet-152, {what} (defense "
+               "hyperparameters as AlignMI's)", metrics=_ppa(*values), source="AlignMI paper, Table 8",
+               scenario="facescrub224-ffhq", arch="resnet152", attack="ppa", defense=defense)
+      for defense, what, values in (("none", "no defense", (57.89, 81.25, 0.893)),
+                                    ("bido", "BiDO-HSIC", (35.11, 59.14, 1.031)),
+                                    ("negls", "NegLS", (8.40, 23.50, 1.309)),
+                                    ("tl", "TL-DMI", (25.14, 51.72, 1.026)))),
+    Reported(paper=_ALIGNMI, setting=f"CelebA {_PPA_SETTING} (no CelebA 224-px scenario here); ResNet-18",
+             metrics=_ppa(85.63, 95.12, 0.693), source="AlignMI paper (code: tmlr-group/AlignMI)", arch="resnet18",
+             attack="ppa"),
+    Reported(paper=_ALIGNMI, setting=f"CelebA {_PPA_SETTING} (no CelebA 224-px scenario here); DenseNet-121",
+             metrics=_ppa(82.22, 93.26, 0.708), source="AlignMI paper (code: tmlr-group/AlignMI)",
+             arch="densenet121", attack="ppa"),
+    Reported(paper="MIDRE (TMLR 2025), released checkpoint", setting="FaceScrub 224 px, the seed paper's released "
+             "ResNet-18: *training* accuracy (no validation split; no natural accuracy is published with it)",
+             metrics={"train_acc": 0.9981}, source="checkpoint file name Classifier_0.9981_no_val.pth "
+             "(MIDRE_TMLR GitHub releases)", arch="resnet18", defense=""),  # defense: as released (not stated)
+)
+
+
 class FaceScrub224FFHQ(FaceScenario):
     name = "facescrub224-ffhq"
     protocol = "224px"
@@ -51,6 +88,18 @@ class FaceScrub224FFHQ(FaceScenario):
     default_arch = "resnet18"
     eval_arch = "inception_v3"
     description = "FaceScrub 224px, 530 identities (90/10, seed 42), FFHQ 1024px public (crop 800 -> 224)"
+    # the protocol card's text (``reinv-bench protocol facescrub224-ffhq``)
+    splits = (f"FaceScrub's 530 identities (265 actors, then 265 actresses, each in ImageFolder order); all images "
+              f"shuffled with np.random.RandomState({SPLIT_SEED}) and split 90/10 into train/test (PPA "
+              "datasets/facescrub.py), resized to 224x224")
+    public_data = "FFHQ at 1024 px (70,000), centre crop 800, resized to 224 (PPA's attack transforms), unlabelled"
+    eval_model = ("Inception-v3 fed at 299 px, trained on the private training split and tested on the private "
+                  "test split; PPA's starts from ImageNet weights (Inception_V3_FaceScrub.yaml: pretrained, 100 "
+                  "epochs, Adam 1e-3, lr x0.1 at epoch 80)")
+    samples = ("every identity attacked; PPA's protocol optimises 200 candidates and keeps 50 per class after a "
+               "final selection (the seed paper's config: 16 and 8); the attacks here make their own count per "
+               "class and every reconstruction is evaluated, none is selected")
+    reported = FACESCRUB224_REPORTED
     # MIDRE_TMLR ``ResNet18_FaceScrub_midre_*.yaml`` (targets) and PPA
     # ``Inception_V3_FaceScrub.yaml`` (evaluation): Adam 1e-3, batch 128, 100 epochs, lr x0.1 at
     # epochs 75 and 90 (targets) or 80 (evaluation), RandomResizedCrop/ColorJitter/flip. The

@@ -98,6 +98,15 @@ class MNIST(Scenario):
     protocol = "digits32"
     public_labels = True
     description = "MNIST 32px: private = half of the digits (labelled), public = the other half (unlabelled)"
+    # the protocol card's text (``reinv-bench protocol mnist``)
+    splits = (f"per digit, numpy default_rng({SPLIT_SEED}): half of each digit's images private, half public; the "
+              "private half split 80/20 into train/test (embedded: 2,000 / 500 private, 2,500 public of 5,000 "
+              "digits; with --data-root all 70,000)")
+    public_data = "the other half of every digit, unlabelled for attacks (labelled only for pretraining defenses)"
+    eval_model = ("resnet8 (another architecture than the default target cnn), trained from scratch on the "
+                  "private training split, tested on the private test split")
+    samples = ("no published protocol for these digits: each attack's own count per class; every reconstruction "
+               "of every class is evaluated, none is selected")
 
     def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:
         return _RECIPES[budget]
@@ -136,6 +145,11 @@ class MNISTGMI(MNIST):
         "GMI's MNIST protocol: private = digits 0-4, public = digits 5-9 (unlabelled); "
         "10-way evaluation model trained on private + labelled public digits"
     )
+    splits = (f"digits 0-4 private, split 80/20 into train/test with numpy default_rng({SPLIT_SEED}); digits 5-9 "
+              "public (GMI, CVPR 2020, Sec. 4)")
+    public_data = "every image of digits 5-9, unlabelled for attacks"
+    eval_model = ("resnet8 with 10 classes, trained from scratch on the private training split plus the labelled "
+                  "public digits, tested on the private test split")
 
     def load(self, data_root: Path | None) -> ScenarioData:
         x, y, source = load_digits(None if data_root is None else str(data_root))

@@ -16,6 +16,8 @@ from reinv_bench.train import accuracy, predict
 
 class NaturalAccuracy(Metric):
     name = "natural_acc"
+    definition = ("Top-1 accuracy of the target (in eval mode) on the private test split: every test image, "
+                  "stored as a fraction, shown in %.")
 
     def compute(self, ctx: EvalContext):
         return {"natural_acc": accuracy(ctx.target, ctx.data.private_test, ctx.device)}
@@ -23,6 +25,10 @@ class NaturalAccuracy(Metric):
 
 class AttackAccuracy(Metric):
     name = "attack_acc"
+    definition = ("Fraction of reconstructions whose evaluation-model top-1 prediction is the class they were "
+                  "reconstructed for; every reconstruction counts, none is selected (LOMMA attack.py::attack_acc). "
+                  "attack_acc5: the same with the top-5 predictions, null (with the reason) when the scenario "
+                  "has 5 classes or fewer.")
 
     def compute(self, ctx: EvalContext):
         logits = predict(ctx.eval_model, ctx.inversion.images, ctx.device)

@@ -60,6 +60,10 @@ def embed(net: torch.nn.Module, x, device: torch.device, batch_size: int = 64) -
 
 class FaceNetDistance(Metric):
     name = "facenet_dist"
+    definition = ("PPA's delta_face: mean over reconstructions of the squared L2 distance to the nearest private "
+                  "training image of the same class in facenet-pytorch InceptionResnetV1(pretrained='vggface2') "
+                  "embeddings (512-d, L2-normalised, images resized to 160 px) (PPA "
+                  "metrics/distance_metrics.py::compute_dist). Null, with the reason, without the weights file.")
     protocols = ("64px", "224px")
 
     def compute(self, ctx: EvalContext):

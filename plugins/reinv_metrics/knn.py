@@ -28,9 +28,22 @@ def knn_distance(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, 
     return d.masked_fill(~same, float("inf")).min(1).values.mean().item()
 
 
+DEFINITIONS = {
+    "knn_dist": "Mean over reconstructions x_hat of min over the private training images x of the same class of "
+                "||e(x_hat) - e(x)||_2^2: the squared L2 distance (not L2) to the nearest private image, e = the "
+                "evaluation model's penultimate features (LOMMA metrics/KNN_dist.py, PLG-MI "
+                "evaluation.py::calc_knn). Every reconstruction counts.",
+    "eval_dist": "PPA's delta_eval: mean over reconstructions of the squared L2 distance to the nearest private "
+                 "training image of the same class in the evaluation model's penultimate features (PPA "
+                 "metrics/distance_metrics.py::compute_dist; Inception-v3, fc removed, at 299 px). Every "
+                 "reconstruction counts.",
+}
+
+
 class KNNDistance(Metric):
     def __init__(self, name: str, protocols: tuple[str, ...]) -> None:
         self.name, self.protocols = name, protocols
+        self.definition = DEFINITIONS.get(name, "")
 
     def compute(self, ctx: EvalContext):
         priv = ctx.attacked_private()
