@@ -2,28 +2,52 @@
 
 Paper: Yuan, Chen, Zhang, Zhang, Yu. "Pseudo Label-Guided Model Inversion Attack via Conditional
 Generative Adversarial Network." AAAI 2023. Code: github.com/LetheSec/PLG-MI-Attack
-(``top_n_selection.py``, ``train_cgan.py``, ``reconstruct.py``, ``models/generators/resnet64.py``,
-``models/discriminators/snresnet64.py``, ``utils.py``).
+(``top_n_selection.py::top_n_selection``, ``train_cgan.py::main``, ``reconstruct.py::inversion``,
+``models/generators/resnet64.py``, ``models/discriminators/snresnet64.py``, ``losses.py``).
 
 1. Top-n selection (target-dependent prior): for every class, the n public images to which the
-   target gives that class the highest probability (n = 30 in ``paper``) form a pseudo-labelled
-   public set.
-2. A conditional GAN on it: ResNet generator with class-conditional BatchNorm (z in R^128),
-   spectral-norm ResNet discriminator with a projection head, hinge loss; the generator adds
-   0.2 * max-margin loss of the target on augmented fakes, max-margin = -logit_y +
-   max_{j != y} logit_j. Adam lr 2e-4, betas (0, 0.9), 5 discriminator steps per generator
-   step, 30,000 generator iterations in ``paper``, batch 64.
-3. Reconstruction: optimise z (5 seeds per class) for the class's generator with Adam lr 0.1, 600
-   iterations, the max-margin loss averaged over 2 random augmentations per step (random
-   resized crop scale 0.8-1, colour jitter 0.2, horizontal flip, rotation 5 degrees); all
-   classes and seeds in one batch.
+   target gives that class the highest softmax probability (n = 30, README) form a
+   pseudo-labelled public set; ranked per class over all images, so an image may serve several
+   classes, as the official per-class priority queue does.
+2. A conditional GAN on it, at the official width: ``ResNetGenerator`` (z in R^128, a linear
+   layer to 16*ch channels at 4x4, four upsampling residual blocks with categorical conditional
+   BatchNorm and bilinear upsampling down to ch channels, BatchNorm, ReLU, a 1x1 convolution and
+   tanh) and ``SNResNetProjectionDiscriminator`` (spectral norm, an optimized block to ch then
+   four downsampling blocks to 16*ch whose hidden width is their input width, ReLU, sum pooling,
+   linear + projection head; Xavier-uniform init, gain sqrt 2 in the residual convolutions); ch
+   = ``gan_ch`` = 64. Hinge loss; the generator adds 0.2 * max-margin loss of the target on
+   augmented fakes, max-margin = -logit_y + max_{j != y} logit_j. Adam lr 2e-4, betas (0, 0.9),
+   batch 64, 5 discriminator steps per generator step; the real images get the official
+   dequantisation noise U(0, 1/256) (``_noise_adder``). Budget in generator iterations:
+   ``paper`` = 30,000 (``train_cgan.py --max_iteration``, README), i.e. 150,000 discriminator
+   steps, whatever the size of the public set.
+3. Reconstruction: optimise z ~ N(0, I) (5 seeds per class) for the class's generator with Adam
+   lr 0.1, 600 iterations, the max-margin loss on 2 random augmentations per step.
 
-Augmentations are per image, built as one batched affine warp (crop, flip, rotation) plus
-per-image brightness/contrast/saturation, differentiable in the image.
+Augmentations (kornia ``ImageSequential`` of both scripts): RandomResizedCrop(scale 0.8-1, ratio
+1), ColorJitter(brightness 0.2, contrast 0.2; p = 1 when reconstructing, 0.5 when training the
+cGAN), RandomHorizontalFlip (p 0.5), RandomRotation(5 degrees, p 0.5, black outside). Brightness
+and contrast follow kornia's PIL-like ColorJitter (factor in [0.8, 1.2], contrast about the
+per-image grey mean, clamped to [0, 1], in a random order per call), per image.
 
-Deliberate differences: an image may be selected for several classes (ranked per class); hue
-jitter is not applied (the grayscale digits have none); the generator/discriminator widths and
-depth follow the scenario's resolution (``gan_ch`` = 64 as the official 64-px nets).
+The depths follow the resolution: at 64 px exactly the official networks, at 32 px one block
+fewer on each side (top width 8*ch).
+tests/test_fidelity_plgmi_brepmi.py compares the networks (parameter counts, outputs with shared
+weights, initialisation), the augmentation parameters, the top-n selection and the
+reconstruction step with transcriptions of the official code.
+
+Deliberate differences: all classes and seeds are optimised in one batch, the loss summed over
+the 2 augmentations and averaged over the attacked classes (the official averages over an
+identity batch of 60, one seed at a time): with 60 classes or fewer each latent's update is
+exactly the official one; with more, the constant factor changes Adam's update only through its
+eps. Crop, flip and rotation are one affine warp with continuous crop offsets, so a rotated
+corner shows image content beyond the crop where there is some (kornia pads the rotated crop
+black). Real batches come from a shuffled stream over the selected images (the official
+``InfiniteSampler``) without its quirk of starting at the permutation's last index. Real and
+generated images share the scenario's [-1, 1] range (the official reals are in [0, 1] beside a
+tanh generator); the colour jitter works on pixels in [0, 1] as kornia 0.6.6 (the official
+requirement) does. On one-channel images the contrast mean is the pixel mean (kornia's
+ColorJitter needs RGB).
 """
 
 from __future__ import annotations
@@ -42,72 +66,90 @@ from ._gan import _stages, frozen, latent_init
 
 
 def max_margin(logits: Tensor, y: Tensor) -> Tensor:
-    """Per-sample -logit_y + max_{j != y} logit_j."""
+    """Per-sample -logit_y + max_{j != y} logit_j (official ``losses.max_margin_loss`` before its mean)."""
     true = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
     return -true + other
 
 
-def augment(x: Tensor, scale=(0.8, 1.0), jitter: float = 0.2, degrees: float = 5.0) -> Tensor:
-    """Random resized crop (square), horizontal flip, rotation and colour jitter, per image."""
+def augment(x: Tensor, scale=(0.8, 1.0), brightness: float = 0.2, contrast: float = 0.2, jitter_p: float = 1.0,
+            flip_p: float = 0.5, degrees: float = 5.0, rot_p: float = 0.5) -> Tensor:
+    """The official augmentation of ``reconstruct.py`` (defaults; ``train_cgan.py`` passes
+    ``jitter_p=0.5``), per image and differentiable in the image; see the module docstring."""
     n, dev = len(x), x.device
-    s = torch.empty(n, device=dev).uniform_(*scale).sqrt()  # side fraction of the crop
-    cx, cy = ((1 - s) * (torch.rand(n, device=dev) * 2 - 1) for _ in range(2))
-    flip = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0)
-    a = torch.empty(n, device=dev).uniform_(-degrees, degrees) * math.pi / 180
+
+    def u() -> Tensor:
+        return torch.rand(n, device=dev)
+
+    s = (scale[0] + (scale[1] - scale[0]) * u()).sqrt()  # side fraction of the square crop
+    cx, cy = (1 - s) * (2 * u() - 1), (1 - s) * (2 * u() - 1)
+    flip = torch.where(u() < flip_p, -1.0, 1.0)
+    a = torch.where(u() < rot_p, (2 * u() - 1) * degrees, 0.0) * math.pi / 180
     cos, sin = torch.cos(a) * s, torch.sin(a) * s
     theta = torch.stack([torch.stack([cos * flip, -sin, cx], 1), torch.stack([sin * flip, cos, cy], 1)], 1)
-    x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False,
-                      padding_mode="reflection")
-    p = x * 0.5 + 0.5  # jitter in pixel space
-    b = torch.empty(n, 1, 1, 1, device=dev).uniform_(1 - jitter, 1 + jitter)
-    c = torch.empty(n, 1, 1, 1, device=dev).uniform_(1 - jitter, 1 + jitter)
-    p = p * b
-    mean = p.mean((1, 2, 3), keepdim=True)
-    p = (p - mean) * c + mean
-    if x.shape[1] == 3:
-        gray = p.mean(1, keepdim=True)
-        sat = torch.empty(n, 1, 1, 1, device=dev).uniform_(1 - jitter, 1 + jitter)
-        p = (p - gray) * sat + gray
-    return (p.clamp(0, 1) - 0.5) / 0.5
+    p = F.grid_sample(x * 0.5 + 0.5, F.affine_grid(theta, list(x.shape), align_corners=False),
+                      align_corners=False)  # pixel space, black outside the image
+    on = (u() < jitter_p)[:, None, None, None]
+    b = torch.where(on, 1 + brightness * (2 * u() - 1)[:, None, None, None], 1.0)
+    c = torch.where(on, 1 + contrast * (2 * u() - 1)[:, None, None, None], 1.0)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=dev)[:, None, None] if x.shape[1] == 3 else 1.0
+
+    def bright(p: Tensor) -> Tensor:
+        return (p * b).clamp(0, 1)
+
+    def contr(p: Tensor) -> Tensor:
+        mean = (p * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True) if x.shape[1] == 3 else p.mean((1, 2, 3), keepdim=True)
+        return (p * c + mean * (1 - c)).clamp(0, 1)
+
+    p = contr(bright(p)) if torch.rand(()) < 0.5 else bright(contr(p))
+    return (p - 0.5) / 0.5
 
 
-class CondBN(nn.Module):
-    def __init__(self, ch: int, num_classes: int) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(ch, affine=False)
-        self.gamma, self.beta = nn.Embedding(num_classes, ch), nn.Embedding(num_classes, ch)
-        nn.init.ones_(self.gamma.weight)
-        nn.init.zeros_(self.beta.weight)
+def dequantise(x: Tensor) -> Tensor:
+    """The official ``_noise_adder`` of the real images, U(0, 1/256) in [0, 1] pixels."""
+    return x + torch.rand_like(x) * (2 / 256)
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.bn(x) * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
+
+def _up(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class CondBN(nn.BatchNorm2d):
+    """Categorical conditional BatchNorm: BatchNorm without affine, then a per-class scale
+    (init 1) and shift (init 0)."""
+
+    def __init__(self, num_classes: int, ch: int) -> None:
+        super().__init__(ch, affine=False)
+        self.weights, self.biases = nn.Embedding(num_classes, ch), nn.Embedding(num_classes, ch)
+        nn.init.ones_(self.weights.weight)
+        nn.init.zeros_(self.biases.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(x) * self.weights(y)[:, :, None, None] + self.biases(y)[:, :, None, None]
 
 
 class GBlock(nn.Module):
     def __init__(self, cin: int, cout: int, num_classes: int) -> None:
         super().__init__()
-        self.b1, self.b2 = CondBN(cin, num_classes), CondBN(cout, num_classes)
         self.c1, self.c2 = nn.Conv2d(cin, cout, 3, 1, 1), nn.Conv2d(cout, cout, 3, 1, 1)
-        self.sc = nn.Conv2d(cin, cout, 1)
+        self.b1, self.b2 = CondBN(num_classes, cin), CondBN(num_classes, cout)
+        self.c_sc = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        h = F.interpolate(F.relu(self.b1(x, y)), scale_factor=2)
-        h = self.c2(F.relu(self.b2(self.c1(h), y)))
-        return h + self.sc(F.interpolate(x, scale_factor=2))
+        h = self.c2(F.relu(self.b2(self.c1(_up(F.relu(self.b1(x, y)))), y)))
+        return h + self.c_sc(_up(x))
 
 
 class CGenerator(nn.Module):
     def __init__(self, image_shape, num_classes: int, ch: int = 64, z_dim: int = 128) -> None:
         super().__init__()
         c, h, _ = image_shape
-        n = _stages(h)
-        self.top = ch * 2 ** (n - 1)
+        n = _stages(h)  # 4 at 64 px
+        self.top = ch * 2**n  # 16 * ch at 64 px
         self.l1 = nn.Linear(z_dim, self.top * 16)
-        self.blocks = nn.ModuleList(GBlock(ch * 2 ** (n - 1 - i), ch * 2 ** max(0, n - 2 - i), num_classes)
-                                    for i in range(n))
+        self.blocks = nn.ModuleList(GBlock(ch * 2 ** (n - i), ch * 2 ** (n - 1 - i), num_classes) for i in range(n))
         self.bn = nn.BatchNorm2d(ch)
-        self.out = nn.Conv2d(ch, c, 3, 1, 1)
+        self.out = nn.Conv2d(ch, c, 1)
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         h = self.l1(z).view(len(z), self.top, 4, 4)
@@ -116,33 +158,35 @@ class CGenerator(nn.Module):
         return torch.tanh(self.out(F.relu(self.bn(h))))
 
 
+def _sn(m: nn.Module, gain: float = 1.0) -> nn.Module:
+    nn.init.xavier_uniform_(m.weight, gain)
+    return SN(m)
+
+
 class DBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, down: bool, first: bool = False) -> None:
+    """A downsampling residual block; ``first``: the official ``OptimizedBlock``."""
+
+    def __init__(self, cin: int, cout: int, first: bool = False) -> None:
         super().__init__()
-        self.c1, self.c2 = SN(nn.Conv2d(cin, cout, 3, 1, 1)), SN(nn.Conv2d(cout, cout, 3, 1, 1))
-        self.sc = SN(nn.Conv2d(cin, cout, 1))
-        self.down, self.first = down, first
+        hidden = cout if first else cin
+        self.c1 = _sn(nn.Conv2d(cin, hidden, 3, 1, 1), math.sqrt(2))
+        self.c2 = _sn(nn.Conv2d(hidden, cout, 3, 1, 1), math.sqrt(2))
+        self.c_sc = _sn(nn.Conv2d(cin, cout, 1))
+        self.first = first
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.c2(F.relu(self.c1(x if self.first else F.relu(x))))
-        s = self.sc(x)
-        if self.down:
-            h, s = F.avg_pool2d(h, 2), F.avg_pool2d(s, 2)
-        return h + s
+        return F.avg_pool2d(h, 2) + F.avg_pool2d(self.c_sc(x), 2)
 
 
 class ProjectionDiscriminator(nn.Module):
     def __init__(self, image_shape, num_classes: int, ch: int = 64) -> None:
         super().__init__()
         c, h, _ = image_shape
-        n = _stages(h)
-        widths = [ch * 2**i for i in range(n)]
-        blocks = [DBlock(c, widths[0], True, first=True)]
-        blocks += [DBlock(widths[i - 1], widths[i], True) for i in range(1, n)]
-        blocks += [DBlock(widths[-1], widths[-1], False)]
-        self.blocks = nn.Sequential(*blocks)
-        self.l = SN(nn.Linear(widths[-1], 1))
-        self.embed = SN(nn.Embedding(num_classes, widths[-1]))
+        n = _stages(h)  # 5 downsampling blocks at 64 px
+        self.blocks = nn.Sequential(DBlock(c, ch, first=True), *(DBlock(ch * 2**i, ch * 2 ** (i + 1)) for i in range(n)))
+        self.l = _sn(nn.Linear(ch * 2**n, 1))
+        self.embed = _sn(nn.Embedding(num_classes, ch * 2**n))
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         h = F.relu(self.blocks(x)).sum((2, 3))
@@ -164,6 +208,7 @@ def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: in
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.0, 0.9))
     x, y = x.to(device), y.to(device)
+    order = torch.empty(0, dtype=torch.long, device=device)
     for it in range(iters):
         for i in range(n_dis):
             if i == 0:  # generator step: hinge + alpha * max-margin of the target on augmented fakes
@@ -171,17 +216,20 @@ def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: in
                 D.requires_grad_(False)
                 yf = torch.randint(0, num_classes, (batch_size,), device=device)
                 fake = G(torch.randn(batch_size, z_dim, device=device), yf)
-                loss_g = -D(fake, yf).mean() + alpha * max_margin(T(augment(fake)), yf).mean()
+                loss_g = -D(fake, yf).mean() + alpha * max_margin(T(augment(fake, jitter_p=0.5)), yf).mean()
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
             G.requires_grad_(False)
             D.requires_grad_(True)
-            idx = torch.randint(0, len(x), (batch_size,), device=device)
+            while len(order) < batch_size:  # a shuffled stream over the selected images
+                order = torch.cat([order, torch.randperm(len(x), device=device)])
+            idx, order = order[:batch_size], order[batch_size:]
+            real = dequantise(x[idx])
             yf = torch.randint(0, num_classes, (batch_size,), device=device)
             with torch.no_grad():
                 fake = G(torch.randn(batch_size, z_dim, device=device), yf)
-            loss_d = F.relu(1 - D(x[idx], y[idx])).mean() + F.relu(1 + D(fake, yf)).mean()
+            loss_d = F.relu(1 - D(real, y[idx])).mean() + F.relu(1 + D(fake, yf)).mean()
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -191,22 +239,25 @@ def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: in
 
 def plg_optimize(G, T, z: Tensor, y: Tensor, *, iters: int, lr: float, n_aug: int, scale: float, aug=augment,
                  progress: Progress = _no_progress) -> tuple[Tensor, list[float]]:
+    """Adam on every row at once: the loss is ``scale`` times the sum over rows of the max-margin
+    losses summed over ``n_aug`` augmentations. Returns (z, mean max-margin per iteration)."""
     z = z.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     hist = []
     for it in range(iters):
         x = G(z, y)
-        per = sum(max_margin(T(aug(x)), y) for _ in range(n_aug)) / n_aug
+        per = sum(max_margin(T(aug(x)), y) for _ in range(n_aug))  # summed over augmentations, as official
         opt.zero_grad(set_to_none=True)
         (per.sum() * scale).backward()
         opt.step()
-        hist.append(per.detach().mean())
+        hist.append(per.detach().mean() / n_aug)
         progress(it + 1, iters)
     return z.detach(), [h.item() for h in hist]
 
 
 class PLGMI(Attack):
     name = "plgmi"
+    version = 2  # 2: official cGAN widths, augmentation, dequantisation noise and real-batch stream
     threat_model = "white-box"
     prior_kind = "plgmi-cgan"
     prior_params = ("top_n", "gan_ch", "gan_iters", "gan_batch", "gan_lr", "n_dis", "alpha")
@@ -214,8 +265,8 @@ class PLGMI(Attack):
     z_dim = 128
     params = {
         "top_n": Param(30, "public images selected per class (official: 30)", low=1),
-        "gan_ch": Param(64, "cGAN base width (official: 64)", low=4),
-        "gan_iters": Param(30000, "generator iterations (official: 30,000)", low=1),
+        "gan_ch": Param(64, "cGAN base width ch; widths run ch..16*ch at 64 px (official: 64)", low=4),
+        "gan_iters": Param(30000, "generator iterations, n_dis discriminator steps each (official: 30,000)", low=1),
         "gan_batch": Param(64, "cGAN batch size (official: 64)", low=1),
         "gan_lr": Param(2e-4, "Adam lr, betas (0, 0.9) (official: 2e-4)", low=0.0),
         "n_dis": Param(5, "discriminator steps per generator step (official: 5)", low=1),
