@@ -131,7 +131,7 @@ def main() -> None:
                                            y[:K], iters=n, lr=0.02, lam=100, clip=1, scale=1 / K), hand_kedmi),
         "plgmi": (lambda n: plg_optimize(CG, T, zp, yp, iters=n, lr=0.1, n_aug=2, scale=1 / K), hand_plg),
         "brepmi": (lambda n: brep_optimize(G, label_of, zb.clone(), yb, points=32, r0=2.0, grow=1.3, threshold=0.75,
-                                           patience=10**9, max_radius=1e9, max_iters=n, clamp=1.5), hand_brep),
+                                           patience=10**9, max_iters=n, clamp=1.5), hand_brep),
     }
     print(f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
           f"{args.iters} iterations, 10 classes, median of {args.repeats}")

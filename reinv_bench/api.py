@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -324,6 +325,10 @@ class Defense(Configurable):
     def on_epoch(self, epoch: int, epochs: int) -> None:
         """Called before each training epoch (schedules)."""
 
+    def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
+        """The target's training recipe under this defense (default: the scenario's). A defense
+        whose paper trains with its own schedule (TL-DMI, BiDO) returns it at the paper budget."""
+        return recipe
     def overridden(self) -> set[str]:
         return {h for h in self.EXCLUSIVE if getattr(type(self), h) is not getattr(Defense, h)}
 
@@ -502,13 +507,28 @@ class Reported:
 # Executors
 
 
-class Executor:
-    """Runs step functions. Only the driver writes the results database: an executor returns
-    what each step produced and the step itself writes its artifact.
+class Executor(Configurable):
+    """Runs steps: ``submit(fn, *args)`` returns a ``concurrent.futures.Future`` of ``fn(*args)``.
+
+    ``fn`` is a top-level function of picklable arguments (``reinv_bench.steps.run_step`` /
+    ``run_cell`` with a ``Step`` or ``Cell`` and an ``Env``), so any process that has
+    reinv-bench and the same plugins installed can run it. The driver keeps at most ``slots``
+    submissions in flight and alone writes the results database; each step writes its artifact.
+    Options are declared ``Param``s, given as ``--executor "NAME[key=value]"``.
     """
 
-    name: ClassVar[str]
+    slots: int = 1  # submissions the driver keeps in flight
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any, BaseException | None]]:
-        """Yield (item, result, error) for each item, in any order."""
+    def start(self, env: Any) -> None:
+        """Called once before the first submission with the run's ``reinv_bench.steps.Env``."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         raise NotImplementedError
+
+    def lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the worker died (killed, out of memory, node lost): the driver
+        then retries the step once before failing the cells that depend on it."""
+        return False
+
+    def close(self, cancel: bool = False) -> None:
+        """Release workers; ``cancel``: stop what is running now (Ctrl-C, an error)."""

@@ -25,7 +25,10 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,42 @@ class Artifacts:
     def check_writable(self) -> None:
         """Raise a one-line ``ArtifactError`` when the cache cannot be written (read-only, full)."""
         write_atomic(self.root / f".probe{os.getpid()}", _write_bytes(b"ok")).unlink()
+
+    @contextmanager
+    def lock(self, key: str, poll: float = 0.2) -> Iterator[None]:
+        """Hold the per-step lock ``KEY.lock`` (created atomically; holds "host pid"). A lock whose
+        process is gone (killed, on this host) is taken over; another live holder is waited for."""
+        path = self.root / key[:2] / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    holder = path.read_text()
+                except OSError:
+                    continue  # released meanwhile
+                host, _, pid = holder.partition(" ")
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                    stale = path.with_name(f"{path.name}.stale{os.getpid()}")
+                    try:  # take it over only if it is still the dead holder's
+                        os.replace(path, stale)
+                        if stale.read_text() != holder:
+                            os.replace(stale, path)  # a live one arrived meanwhile: give it back
+                    except OSError:
+                        pass
+                    stale.unlink(missing_ok=True)
+                    continue
+                time.sleep(poll)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            break
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The artifact's record (sha256, deps, meta), or None when it is absent or unreadable."""

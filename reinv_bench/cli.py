@@ -82,6 +82,22 @@ def cli(ctx: click.Context, plugin_args: tuple[str, ...]) -> None:
         ctx.obj = State(plugin_args)
 
 
+def _executor(spec: str | None, workers: int | None, gpus: str | None, dev) -> str:
+    """The executor spec from --executor and its shorthands --workers / --gpus."""
+    if workers is not None or gpus is not None:
+        if spec not in (None, "local"):
+            raise click.UsageError("--workers/--gpus are options of the local executor; drop --executor or "
+                                   "write its options in the spec, e.g. \"local[workers=2]\"")
+        opts = ([f"workers={workers}"] if workers else []) + ([f"gpus={gpus.replace(',', '/')}"] if gpus else [])
+        return f"local[{','.join(opts)}]"
+    if spec is not None:
+        return spec
+    import torch
+
+    n = torch.cuda.device_count() if dev.type == "cuda" and dev.index is None else 0
+    return f"local[gpus={'/'.join(map(str, range(n)))}]" if n > 1 else "inline"
+
+
 def _expand_home(path: Path) -> Path:
     return Path(os.path.expanduser(str(path)))
 
@@ -141,7 +157,11 @@ def _device(name: str):
 @click.option("--recipe", "recipe_texts", multiple=True, metavar="ROLE:KEY=VALUE,...",
               help='Override a training recipe, repeatable: ROLE is target, eval or pretrain, KEY a TrainRecipe '
                    'field, e.g. "target:epochs=100,lr=0.01" (defaults: `reinv-bench protocol SCENARIO`).')
-@click.option("--executor", default="inline", show_default=True, help="How steps run.")
+@click.option("--executor", default=None,
+              help='How steps run: "inline" (this process), "local[workers=N]" or "local[gpus=0/1]" (worker '
+                   "processes). Default: local with one worker per GPU when there are several, else inline.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Shorthand for --executor local[workers=N].")
+@click.option("--gpus", default=None, help="Shorthand for --executor local[gpus=...], e.g. --gpus 0,1,2,3.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
 @click.option("--deterministic", is_flag=True,
@@ -150,7 +170,7 @@ def _device(name: str):
 @click.pass_obj
 @_resumable
 def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts,
-        executor, no_baseline, quiet, deterministic, workdir):
+        executor, workers, gpus, no_baseline, quiet, deterministic, workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
@@ -179,7 +199,8 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
             warn(note)
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter() if interactive else LogReporter()
-    runner = Runner(state.registry, workdir, dev, executor, reporter, deterministic=deterministic)
+    runner = Runner(state.registry, workdir, dev, _executor(executor, workers, gpus, dev), reporter,
+                    deterministic=deterministic)
     # a missing dataset fails now, before any training; the data's digest enters every step key
     plan = expand(req, state.registry, data_digest=lambda s: runner.data(s, root).digest)
     store = Store(workdir / "results.db")

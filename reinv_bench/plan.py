@@ -204,9 +204,12 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                             label=f"eval model {eval_label} on {sname}"))
         for arch_label, arch, arch_init in archs:
             arch_version = registry.get("architecture", arch).version
-            recipe = asdict(scenario.recipe("target", req.budget, arch))
             for seed in range(req.seeds):
                 for dlabel, ddesc, insts in resolved_defenses:
+                    recipe = scenario.recipe("target", req.budget, arch)
+                    for d in insts:  # a defense may train with its paper's own schedule (tl, bido)
+                        recipe = d.recipe(recipe, req.budget, arch)
+                    recipe = asdict(recipes.apply(recipe, req.recipes, "target"))  # the user's values win
                     init, deps = _init(add, registry, data, scenario, arch, arch_init, insts, req.budget)
                     target_key = add(Step("target", {**data, "arch": arch, "arch_version": arch_version,
                                                      "defense": ddesc, "recipe": recipe,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import types
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
@@ -120,5 +121,9 @@ def get_plugin_manager(plugin_args: Iterable[str] = (), extra: Iterable[object] 
             raise PluginError(f"-p {mod}: importing the module raised {exc!r}") from exc
     for obj in extra:
         pm.register(obj)
+    # how a worker process rebuilds this selection (reinv_bench.steps.Env): the -p values, then
+    # in-process plugin modules by name; plugin objects cannot be rebuilt elsewhere
+    pm.selection = (*plugin_args, *(o.__name__ for o in extra if isinstance(o, types.ModuleType)))
+    pm.in_process_only = [o for o in extra if not isinstance(o, types.ModuleType)]
     pm.check()
     return pm

@@ -50,7 +50,7 @@ class RichReporter(Reporter):
             console=self.console, transient=False,
         )
         self.overall = self.progress.add_task("steps", total=0)
-        self.current = None
+        self.tasks: dict[str, int] = {}  # running steps (several with a parallel executor)
         self._last = 0.0
 
     def start(self, total: int) -> None:
@@ -58,18 +58,17 @@ class RichReporter(Reporter):
         self.progress.start()
 
     def step_start(self, label: str) -> None:
-        self.current = self.progress.add_task(f"  {label}", total=None)
+        self.tasks[label] = self.progress.add_task(f"  {label}", total=None)
 
-    def step_progress(self, done: int, total: int) -> None:
+    def step_progress(self, done: int, total: int) -> None:  # from the in-process step (the latest)
         now = time.monotonic()
-        if self.current is not None and (now - self._last > 0.1 or done == total):
+        if self.tasks and (now - self._last > 0.1 or done == total):
             self._last = now
-            self.progress.update(self.current, completed=done, total=total)
+            self.progress.update(next(reversed(self.tasks.values())), completed=done, total=total)
 
     def step_end(self, label: str, status: str, seconds: float = 0.0, error: str | None = None) -> None:
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-            self.current = None
+        if label in self.tasks:
+            self.progress.remove_task(self.tasks.pop(label))
         self.progress.advance(self.overall)
         if status != "cached":
             colour = {"done": "green", "failed": "red"}.get(status, "yellow")

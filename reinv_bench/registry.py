@@ -40,6 +40,7 @@ class Entry:
 class Registry:
     def __init__(self, pm: PluginManager) -> None:
         self.pm = pm
+        self.selection: tuple[str, ...] = getattr(pm, "selection", ())  # rebuilds it in a worker
         self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         for kind, hook in KINDS.items():
             # call each implementation on its own so every item keeps its provenance

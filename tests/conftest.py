@@ -9,6 +9,21 @@ from reinv_bench import hookimpl
 from reinv_bench.api import Architecture, Attack, Classifier, Inversion, Param
 
 
+def _maybe_die(steps: int) -> None:
+    """Executor tests: kill this (worker) process once (REINV_TEST_KILL_ONCE=marker file), or
+    always for steps=5 (REINV_TEST_KILL_ALWAYS)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    once = os.environ.get("REINV_TEST_KILL_ONCE")
+    if once and not Path(once).exists():
+        Path(once).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("REINV_TEST_KILL_ALWAYS") and steps == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class MeanAttack(Attack):
     """A test attack: the prior is the mean public image; inversion nudges it towards each class
     with a few gradient steps on the target's cross-entropy. Fast and deterministic."""
@@ -21,6 +36,7 @@ class MeanAttack(Attack):
         return {"mean": ctx.data.public.x.to("cpu").mean(0)}  # a tensor, or ImageFiles decoded
 
     def invert(self, ctx, priors, classes):
+        _maybe_die(self.config.steps)
         prior = priors["meanimg"]
         x = prior["mean"].expand(len(classes), *prior["mean"].shape).clone().to(ctx.device).requires_grad_(True)
         y = torch.tensor(classes, device=ctx.device)

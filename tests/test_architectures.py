@@ -46,7 +46,7 @@ def test_non_rgb_scenario_is_a_clear_error(registry):
 
 
 def _runner(registry, tmp_path):
-    return Runner(registry, tmp_path, torch.device("cpu"))
+    return Runner(registry, tmp_path, torch.device("cpu")).worker  # where steps load their weights
 
 
 def _init(path):

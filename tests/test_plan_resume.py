@@ -62,7 +62,7 @@ def test_second_identical_run_trains_nothing(registry, workdir):
 
 
 def test_interrupted_grid_resumes_without_duplicates(registry, workdir, monkeypatch):
-    from reinv_bench import runner as runner_mod
+    from reinv_bench import steps as runner_mod
 
     plan = expand(_req(defenses=["none", "re", "re[scale=0.1-0.8]"]), registry)
     store = Store(workdir / "results.db")
@@ -87,7 +87,7 @@ def test_interrupted_grid_resumes_without_duplicates(registry, workdir, monkeypa
 
 
 def test_failing_step_fails_only_its_cells(registry, workdir, monkeypatch):
-    from reinv_bench import runner as runner_mod
+    from reinv_bench import steps as runner_mod
 
     plan = expand(_req(defenses=["none", "re"]), registry)
     store = Store(workdir / "results.db")

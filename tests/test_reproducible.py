@@ -34,12 +34,12 @@ GRID = ("-p", "conftest", "run", "--budget", "smoke", "-a", "meanimg", "--arch",
 # the first cell's metrics are computed and about to be stored.
 DRIVER = r"""
 import os, signal, sys
-from reinv_bench import artifacts, runner, store
+from reinv_bench import artifacts, steps, store
 from reinv_bench.cli import main
 
 kind, current = os.environ.get("KILL_AT"), {}
 if kind:
-    execute, write_bytes = runner.Runner.execute, artifacts._write_bytes
+    execute, write_bytes = steps.Worker.execute, artifacts._write_bytes
 
     def traced(self, step):
         current["kind"] = step.kind
@@ -54,7 +54,7 @@ if kind:
             write_bytes(data)(tmp)
         return write
 
-    runner.Runner.execute, artifacts._write_bytes = traced, killing
+    steps.Worker.execute, artifacts._write_bytes = traced, killing
     if kind == "evaluate":
         store.Store.put = lambda self, row: os.kill(os.getpid(), signal.SIGKILL)
 sys.argv = ["reinv-bench", *sys.argv[1:]]

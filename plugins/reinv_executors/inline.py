@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from reinv_bench import hookimpl
 from reinv_bench.api import Executor
 
@@ -9,14 +11,13 @@ from reinv_bench.api import Executor
 class Inline(Executor):
     name = "inline"
 
-    def map(self, fn, items):
-        for item in items:
-            try:
-                yield item, fn(item), None
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported per step by the runner
-                yield item, None, exc
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - reported per step by the driver; Ctrl-C propagates
+            fut.set_exception(exc)
+        return fut
 
 
 @hookimpl

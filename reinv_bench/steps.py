@@ -1,0 +1,318 @@
+"""Step execution: what a worker does with one step of a plan.
+
+A step is a picklable record (``plan.Step``); a worker process rebuilds everything else from a
+picklable ``Env`` (workdir, plugin selection, device, ...): its own registry, artifact cache and
+data. ``run_step(env, step, steps)`` and ``run_cell(env, cell, steps)`` are the top-level
+functions every executor calls, in the driver process (``inline``) or in a worker (``local``,
+third-party executors). Each kind of step has one function: ``train`` (evaluation model,
+pretraining, target), ``prior``, ``invert``, and ``evaluate`` for a cell.
+
+A step is a pure function of its spec: data are loaded first (cached per process), then every
+random number generator is seeded from the step's seed, so what else ran in the process changes
+nothing. A per-step lock in the workdir keeps two processes (two drivers, two workers) from
+computing the same step: the second waits and reuses the first one's artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reinv_bench.api import (
+    Attack,
+    AttackContext,
+    BlackBox,
+    Classifier,
+    Defense,
+    EvalContext,
+    Inversion,
+    LabelOnly,
+    NotComputed,
+    ScenarioData,
+    Split,
+    TrainRecipe,
+)
+from reinv_bench.artifacts import ArtifactError, Artifacts
+from reinv_bench.plan import Cell, Step
+from reinv_bench.registry import Registry
+from reinv_bench.train import accuracy, compose, train_classifier
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a worker needs to rebuild the driver's world; picklable."""
+
+    workdir: str
+    plugins: tuple[str, ...] = ()  # -p values and in-process plugin modules, in order
+    load_plugins: str | None = None  # REINV_BENCH_LOAD_PLUGINS as the driver saw it
+    device: str = "cpu"
+    deterministic: bool = False
+
+
+def describe_device(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return f"{dev} ({torch.get_num_threads()} threads)"  # CPU float reductions depend on the thread count
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fresh(artifacts: Artifacts, step: Step) -> bool:
+    """Whether the step's artifact can be reused: present, intact (its SHA-256 verified; a
+    corrupt or swapped file is moved aside) and built from the dependencies as they are now."""
+    rec = artifacts.record(step.key)
+    if rec is None or artifacts.digest(step.key) is None:
+        return False
+    return all(rec["deps"].get(d) == artifacts.digest(d) for d in step.deps)
+
+
+_WORKERS: dict[Env, Worker] = {}
+
+
+def worker(env: Env) -> Worker:
+    """This process's worker for ``env`` (built once: registry, data and caches are reused)."""
+    if env not in _WORKERS:
+        from reinv_bench.plugins import ENV_LOAD
+        from reinv_bench.registry import load
+
+        if env.load_plugins is None:
+            os.environ.pop(ENV_LOAD, None)
+        else:
+            os.environ[ENV_LOAD] = env.load_plugins
+        Worker(env, load(env.plugins))
+    return _WORKERS[env]
+
+
+def run_step(env: Env, step: Step, steps: dict[str, Step]) -> dict[str, Any]:
+    """Compute ``step`` (``steps``: its dependencies) unless another process has; returns its
+    record's meta, with ``reused`` set when the artifact was already there."""
+    w = worker(env)
+    w.steps.update(steps)
+    with w.artifacts.lock(step.key):
+        if fresh(w.artifacts, step):  # computed meanwhile by another driver or worker
+            return {**w.artifacts.record(step.key)["meta"], "reused": True}
+        return w.execute(step)
+
+
+def run_cell(env: Env, cell: Cell, steps: dict[str, Step]) -> tuple[dict[str, Any], dict[str, str], float]:
+    """Evaluate a cell: (metric values, notes on values that could not be computed, seconds)."""
+    w = worker(env)
+    w.steps.update(steps)
+    t0 = time.perf_counter()
+    values, notes = w.evaluate(cell)
+    return values, notes, time.perf_counter() - t0
+
+
+class Worker:
+    """Executes steps in one process: its registry, artifact cache and loaded data."""
+
+    def __init__(self, env: Env, registry: Registry) -> None:
+        self.env = env
+        self.registry = registry
+        self.artifacts = Artifacts(Path(env.workdir))
+        self.device = torch.device(env.device)
+        self.progress = lambda done, total: None  # the driver's reporter, in-process
+        if env.deterministic:  # CUDA kernels without run-to-run variation (slower); CPU steps are already
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        if self.device.type == "cpu":
+            # denormal floats (below ~1e-38, e.g. exp(-large) in KEDMI's minibatch discrimination)
+            # make x86 arithmetic up to 10x slower; flushing them to zero changes no result that matters
+            torch.set_flush_denormal(True)
+        self._data: dict[tuple[str, str | None], ScenarioData] = {}
+        self.steps: dict[str, Step] = {}
+        _WORKERS[env] = self
+
+
+    def data(self, scenario: str, data_root: str | None) -> ScenarioData:
+        if (scenario, data_root) not in self._data:
+            s = self.registry.get("scenario", scenario)
+            self._data[(scenario, data_root)] = s.load(None if data_root is None else Path(data_root))
+        return self._data[(scenario, data_root)]
+
+    def _defense(self, desc: list[dict[str, Any]] | None, budget: str = "paper") -> Defense:
+        if not desc:
+            return Defense()
+        return compose([self.registry.get("defense", d["name"])(d["config"], budget) for d in desc])
+
+    def _build(self, step: Step) -> tuple[Classifier, Defense]:
+        scenario = self.registry.get("scenario", step.spec["scenario"])
+        arch = self.registry.get("architecture", step.spec["arch"])
+        classes = {"eval": scenario.eval_num_classes, "target": scenario.num_classes}.get(step.kind)
+        if step.kind == "pretrain":
+            classes = self._splits(step)[0].y.max().item() + 1
+        defense = self._defense(step.spec.get("defense"))
+        return defense.wrap_model(arch.build(classes, scenario.image_shape)), defense
+
+    def _splits(self, step: Step) -> tuple[Split, Split]:
+        """(train, test) data of a training step: eval model, pretrained model or target."""
+        data = self.data(step.spec["scenario"], step.spec["data_root"])
+        if step.kind == "eval":
+            return data.eval_train, data.eval_test
+        if step.kind == "target":
+            return data.private_train, data.private_test
+        if data.pretrain is None:
+            raise ValueError(f"scenario {step.spec['scenario']} declares labelled public data but loaded none")
+        return data.pretrain, data.pretrain
+
+    def _init_weights(self, model: Classifier, arch: str, init: dict[str, str]) -> str:
+        """Load pretrained weights into ``model``: all but the layers the architecture adds
+        (``model.fresh``: the head, ...). An upstream checkpoint (torchvision, face.evoLVe,
+        facenet-pytorch names) is renamed to the Classifier's. Returns where they came from."""
+        from reinv_bench.weights import load_state
+
+        if "pretrained" in init:
+            state, origin = self.artifacts.load(init["pretrained"])["state_dict"], "pretrained on public data"
+        else:
+            state = self.registry.get("architecture", arch).adapt_checkpoint(load_state(Path(init["weights"])))
+            origin = f"{init['weights']} (sha256 {init['sha256'][:12]})"
+            if not any(k.startswith("blocks.") for k in state):
+                state = {model.upstream_names[k]: v for k, v in state.items() if k in model.upstream_names}
+        own = model.state_dict()
+        fresh = model.fresh
+        state = {k: v for k, v in state.items()
+                 if not (k.startswith(fresh) and (k not in own or own[k].shape != v.shape))}
+        wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                 if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if k not in state and not k.startswith(fresh)
+                   and not k.endswith("num_batches_tracked")]  # absent from older checkpoints
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected or wrong:
+            raise ValueError(f"pretrained weights from {origin} do not fit architecture {arch}: "
+                             f"missing {missing[:4]}, unexpected {unexpected[:4]}, shapes differ {wrong[:4]}"
+                             f" ({len(missing)}/{len(unexpected)}/{len(wrong)} in all)")
+        model.load_state_dict(state, strict=False)
+        return origin
+
+    def attack(self, desc: dict[str, Any]) -> Attack:
+        from reinv_bench.plan import build_attack
+
+        return build_attack(self.registry, desc)
+
+    def target_view(self, attack: Attack, key: str):
+        """The target as the attack's threat model allows it to be seen."""
+        model = self.load_model(key).requires_grad_(False)
+        return {"white-box": model, "black-box": BlackBox(model), "label-only": LabelOnly(model)}[attack.threat_model]
+
+    def load_model(self, key: str) -> Classifier:
+        model, _ = self._build(self.steps[key])
+        model.load_state_dict(self.artifacts.load(key)["state_dict"])
+        return model.to(self.device).eval()
+
+    # ---- steps ------------------------------------------------------------------------------
+
+    def execute(self, step: Step) -> dict[str, Any]:
+        """Run one step and save its artifact, bound to the artifacts it read."""
+        t0 = time.perf_counter()
+        spec = step.spec
+        deps = {}
+        for key in step.deps:  # what this step reads, bound by content: a rebuilt dependency invalidates it
+            sha = self.artifacts.digest(key)
+            if sha is None:
+                raise ArtifactError(f"step '{self.steps[key].label}' has no valid artifact; rerun to rebuild it")
+            deps[key] = sha
+        if "scenario" in spec:
+            data = self.data(spec["scenario"], spec["data_root"])
+            if spec.get("data") not in (None, data.digest):
+                raise ValueError(f"the data of scenario {spec['scenario']} changed since the run was planned "
+                                 f"(digest {data.digest}, planned {spec['data']}); rerun the command")
+        else:
+            tspec = self.steps[spec["target"]].spec
+            data = self.data(tspec["scenario"], tspec["data_root"])
+        seed_everything(spec["seed"])
+        obj, meta = {"eval": self.train, "pretrain": self.train, "target": self.train, "prior": self.prior,
+                     "invert": self.invert}[step.kind](step, data)
+        meta.update(seconds=time.perf_counter() - t0, device=describe_device(self.device))
+        self.artifacts.save(step.key, obj, deps=deps, meta=meta)
+        return meta
+
+    def train(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An evaluation model, a model pretrained on public data, or a target."""
+        spec = step.spec
+        model, defense = self._build(step)
+        train, test = self._splits(step)
+        meta = {}
+        if spec.get("init"):
+            meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
+        history = train_classifier(model, train, TrainRecipe(**spec["recipe"]), defense, device=self.device,
+                                   seed=spec["seed"], progress=self.progress)
+        meta.update(test_acc=accuracy(model, test, self.device), history=history)
+        return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, meta
+
+    def prior(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An attack's prior (a GAN, ...), built on the public data (and the target's outputs)."""
+        spec = step.spec
+        attack = self.attack(step.extra["attack"])
+        target = self.target_view(attack, spec["target"]) if spec["target"] else None
+        ctx = AttackContext(self.registry.get("scenario", spec["scenario"]), data, target, self.device,
+                            spec["seed"], self.progress)
+        return {"prior": attack.prepare(ctx, spec["kind"])}, {}
+
+    def invert(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Reconstructions of the attacked classes from the target."""
+        spec = step.spec
+        attack = self.attack(spec["attack"])
+        scenario = self.registry.get("scenario", self.steps[spec["target"]].spec["scenario"])
+        priors = {kind: self.artifacts.load(key)["prior"] for kind, key in spec["priors"].items()}
+        target = self.target_view(attack, spec["target"])
+        ctx = AttackContext(scenario, data, target, self.device, spec["seed"], self.progress)
+        inv = attack.invert(ctx, priors, spec["classes"])
+        if isinstance(target, BlackBox):
+            inv.info["queries"] = target.queries
+        lo, hi = inv.images.min().item(), inv.images.max().item()
+        if not torch.isfinite(inv.images).all() or lo < -1.0001 or hi > 1.0001:
+            raise ValueError(f"attack {attack.name} returned images outside [-1, 1] ({lo:.3f}..{hi:.3f})")
+        obj = {"images": inv.images.cpu().float(), "labels": inv.labels.cpu(), "info": inv.info}
+        return obj, ({"queries": inv.info["queries"]} if "queries" in inv.info else {})
+
+    def evaluate(self, cell: Cell) -> tuple[dict[str, Any], dict[str, str]]:
+        spec = self.steps[cell.target_key].spec
+        scenario = self.registry.get("scenario", spec["scenario"])
+        data = self.data(spec["scenario"], spec["data_root"])
+        inv = self.artifacts.load(cell.invert_key)
+        ctx = EvalContext(scenario, data, Inversion(inv["images"], inv["labels"], inv["info"]),
+                          self.load_model(cell.target_key), self.load_model(cell.eval_key), self.device,
+                          self._cache)
+        values: dict[str, Any] = {}
+        notes: dict[str, str] = {}
+        for name in cell.metrics:
+            metric = self.registry.get("metric", name)
+            seed_everything(cell.labels["seed"])  # each metric alike, whatever ran (or was cached) before it
+            try:
+                result = metric.compute(ctx)
+            except Exception as exc:  # noqa: BLE001 - stored as null with the reason
+                values[name], notes[name] = None, f"metric {name} failed: {type(exc).__name__}: {exc}"
+                continue
+            for k, v in result.items():
+                if isinstance(v, NotComputed):
+                    values[k], notes[k] = None, v.reason
+                else:
+                    values[k] = float(v)
+        return values, notes
+
+    def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:
+        """Metric-side cache in the artifact store (e.g. FID statistics of the private images)."""
+        from reinv_bench.plan import digest
+
+        akey = digest({"cache": name, "key": key})
+        if self.artifacts.exists(akey):
+            try:
+                return self.artifacts.load(akey)
+            except ArtifactError:  # a corrupt entry: load() moved it aside; recompute it
+                pass
+        obj = compute()
+        self.artifacts.save(akey, obj)
+        return obj
