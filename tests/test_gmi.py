@@ -89,5 +89,5 @@ def test_smoke_attack_produces_scenario_shaped_images():
 
 def test_budgets_keep_the_paper_hyperparameters():
     c = GMI({}, "paper").config
-    assert (c.iters, c.lr, c.momentum, c.lam, c.restarts, c.clip) == (1500, 0.02, 0.9, 100.0, 5, 1.0)
+    assert (c.iters, c.lr, c.momentum, c.lam, c.restarts, c.clip, c.batch_ids) == (1500, 0.02, 0.9, 100.0, 5, 1.0, 60)
     assert (c.gan_lr, c.n_critic, c.gp, c.gan_batch) == (2e-4, 5, 10.0, 64)

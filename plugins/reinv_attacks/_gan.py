@@ -1,5 +1,6 @@
 """Building blocks shared by the attack plugins: GMI's GAN nets (GMI, BREP-MI, KEDMI's
-generator), latent initialisation, and loading a cached network frozen for inversion.
+generator), per-class random streams and identity batches, the GAN training batches, and
+loading a cached network frozen for inversion.
 
 The shapes follow GMI's official code (sunblaze-ucb/GMI-attack, ``GeneratorMNIST``/``Generator``
 and ``DGWGAN32``/``DGWGAN``): a linear layer to a 4x4 map, stride-2 5x5 transposed convolutions
@@ -15,6 +16,13 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+# The official GAN budget of GMI's and KEDMI's 64-px GANs, in critic (discriminator) steps: 120
+# epochs (KEDMI ``config/celeba.json``; LOMMA ``config/celeba/training_GAN/{general,specific}_gan/
+# celeba.json``; PLG-MI ``baselines/config/celeba.json``) over the 30,000-image CelebA ``ganset``
+# (PLG-MI ``data_files/celeba_ganset.txt``) in batches of 64, ``drop_last=True``
+# (``utils.init_dataloader``): 120 * 468 = 56,160 critic steps, a generator step every 5th.
+OFFICIAL_GAN_STEPS = 120 * (30_000 // 64)
 
 
 def _stages(size: int) -> int:
@@ -82,14 +90,33 @@ def frozen(net: nn.Module, state: dict, device) -> nn.Module:
     return net.to(device).eval().requires_grad_(False)
 
 
+def class_generator(seed: int, c: int, stream: int = 0) -> torch.Generator:
+    """The random stream of class ``c`` (``stream`` tells a restart or a use apart): a class draws
+    the same numbers whether it is attacked alone, in a batch or in another identity batch."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream * 10_007 + c) % 2**62)
+
+
 def latent_init(seed: int, classes: list[int], restarts: int, z_dim: int) -> tuple[Tensor, Tensor]:
-    """Initial latents, one per (restart, class), each drawn from its own seeded generator so a
-    class gets the same start whether it is attacked alone or in a batch. Row order: restart
-    major, class minor. Returns (z, labels)."""
-    zs, labels = [], []
-    for r in range(restarts):
-        for c in classes:
-            g = torch.Generator().manual_seed((seed * 1_000_003 + r * 10_007 + c) % 2**62)
-            zs.append(torch.randn(z_dim, generator=g))
-            labels.append(c)
-    return torch.stack(zs), torch.tensor(labels, dtype=torch.long)
+    """Initial latents, one per (restart, class), each from its class's generator. Row order:
+    restart major, class minor. Returns (z, labels)."""
+    zs = [torch.randn(z_dim, generator=class_generator(seed, c, r)) for r in range(restarts) for c in classes]
+    return torch.stack(zs), torch.tensor(classes * restarts, dtype=torch.long)
+
+
+def identity_batches(classes: list[int], size: int) -> list[list[int]]:
+    """The attacked classes in identity batches of ``size`` (the official scripts attack 60 at a
+    time and average the loss over them: KEDMI/LOMMA ``recovery.py``, PLG-MI ``reconstruct.py``)."""
+    return [classes[i : i + size] for i in range(0, len(classes), size)]
+
+
+def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, streams: int = 1):
+    """Index batches for ``steps`` training steps as the official loaders give them: every stream
+    reshuffled at each pass over the ``n`` images, incomplete last batch dropped (``drop_last``);
+    a set smaller than one batch is one batch. Yields a list of ``streams`` index tensors."""
+    size = min(batch_size, n)
+    per_pass = n // size
+    for step in range(steps):
+        i = step % per_pass
+        if i == 0:
+            perms = [torch.randperm(n, generator=gen) for _ in range(streams)]
+        yield [p[i * size : (i + 1) * size] for p in perms]

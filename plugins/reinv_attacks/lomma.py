@@ -2,32 +2,41 @@
 
 Paper: Nguyen, Tran, Le, Ho, Cheung. "Re-thinking Model Inversion Attacks Against Deep Neural
 Networks." CVPR 2023. Code: github.com/sutd-visual-computing-group/Re-thinking_MI
-(``attack.py``/``recovery.py::iden_loss``, ``reg_loss``, ``train_augmodel.py``).
+(``attack.py::iden_loss``, ``reg_loss``, ``get_act_reg``, ``dist_inversion``, ``inversion``;
+``utils.py::get_attack_model``; ``engine.py::train_augmodel``; ``recovery.py``;
+``config/celeba/attacking/*.json``, ``config/celeba/training_augmodel/*.json``).
 
-Syntax: ``-a lomma+gmi``, ``-a lomma+kedmi`` (``-a "lomma[reg=0.5]+gmi[iters=300]"``): the wrapper's
+Syntax: ``-a lomma+gmi``, ``-a lomma+kedmi`` (``-a "lomma[reg=0.5,iters=300]+gmi"``): the wrapper's
 parameters are its own, the base attack's are the base's, and the base's priors are shared with
-the plain base attack.
+the plain base attack. The number of iterations is LOMMA's ``iters`` (official: 2400 for both
+bases, ``iters_mi``), which replaces the base's own ``iters``; every other inversion setting
+(lr 0.02, lambda 100, restarts, identity batches of 60) is the base's.
 
 (i) Logit loss: the base attack's identity term lambda * CE(T(x), y) becomes
 lambda * [mean over models m of -logit_y(m(x)) + reg * mean_d (f_T(x) - mu_pub)^2], where mu_pub is
-the target's mean penultimate feature over the public images (official ``iden_loss`` with
-``logit_loss``: NLLLoss on raw logits, feature regulariser on the target only, ``torch.mean``
-over batch and dimensions); reg = 1.
+the target's mean penultimate feature over 5,050 random public images (``get_act_reg``: a
+shuffled loader of 50 per batch, stopped once ``batch_idx * 50 > 5000``) (official ``iden_loss``
+with ``logit_loss``: NLLLoss on raw logits, feature regulariser on the target only,
+``torch.mean`` over batch and dimensions); reg = 1 (``lam`` in the attacking configs).
 (ii) Model augmentation: surrogate students distilled from the target on the public data with
-KL(student || target) at temperature 1, SGD lr 0.01 (momentum 0.9), 20 epochs in ``paper``; the
-logit loss is averaged over the target and the students. ``paper`` students are torchvision
-EfficientNet-B0/B1/B2 (official); ``quick`` uses one small ``cnn`` student.
+KL(target || student) at temperature 1 (``KLDivLoss(reduction='sum')`` / batch size), SGD lr
+0.01, momentum 0.9, weight decay 1e-4, batch 64, 20 epochs in ``paper`` (its StepLR(20, 0.5) never
+fires within 20 epochs); the logit loss is averaged over the target and the students. ``paper``
+students are torchvision EfficientNet-B0/B1/B2 (official); ``quick`` uses one small ``cnn``
+student.
 
 Prior: a target-dependent artifact (students + mu_pub), cached per target.
 
 Deliberate differences: the official students start from ImageNet weights, which cannot be
 fetched here; they are randomly initialised (first convolution adapted to the channels).
+LOMMA's KEDMI variant clamps z to [-1, 1] in recovery and sampling, KEDMI's own code does not:
+``lomma+kedmi`` keeps the base's default (no clamp); ``lomma+kedmi[clamp=1]`` is LOMMA's exact
+setting.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +45,7 @@ from torch import Tensor, nn
 from reinv_bench import hookimpl
 from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param, PriorSpec
 
-from ._gan import frozen
+from ._gan import batch_stream, frozen
 
 STUDENTS = "lomma-students"
 
@@ -58,24 +67,34 @@ def build_student(name: str, num_classes: int, image_shape) -> nn.Module:
     raise ConfigError(f"lomma: unknown student {name!r}; use efficientnet_b0..b7, cnn or resnet8")
 
 
-def distill(student: nn.Module, teacher, public: Tensor, *, epochs: int, lr: float, batch_size: int, device,
-            seed: int) -> nn.Module:
+def distill(student: nn.Module, teacher, public: Tensor, *, epochs: int, lr: float, weight_decay: float,
+            batch_size: int, device, seed: int) -> nn.Module:
+    """Official ``engine.py::train_augmodel``: KL(softmax(T(x)) || softmax(S(x))) summed and
+    divided by the batch size (temperature 1), SGD with momentum 0.9, shuffled batches with
+    ``drop_last``."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     student.to(device).train()
-    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
+    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     x = public.to(device)
     with torch.no_grad():
         soft = torch.cat([teacher(x[i : i + 512]) for i in range(0, len(x), 512)]).log_softmax(1)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen).to(device)
-        for i in range(math.ceil(len(x) / batch_size)):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            loss = F.kl_div(student(x[idx]).log_softmax(1), soft[idx], log_target=True, reduction="batchmean")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    steps = epochs * (len(x) // min(batch_size, len(x)))
+    for (idx,) in batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed)):
+        idx = idx.to(device)
+        loss = F.kl_div(student(x[idx]).log_softmax(1), soft[idx], log_target=True, reduction="batchmean")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     return student.eval().requires_grad_(False)
+
+
+def public_feature_mean(T, public: Tensor, n: int, seed: int, device) -> Tensor:
+    """mu_pub: the target's mean penultimate feature over ``n`` public images drawn at random
+    (all of them if there are fewer)."""
+    idx = torch.randperm(len(public), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    with torch.no_grad():
+        x = public[idx]
+        return torch.cat([T.features(x[i : i + 512].to(device)) for i in range(0, len(x), 512)]).mean(0)
 
 
 def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float):
@@ -94,17 +113,23 @@ def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float
 class LOMMA(Attack):
     name = "lomma"
     wraps = True
+    version = 2  # 2: own iterations (2400), distillation weight decay, mu_pub over 5,050 images
     params = {
         "reg": Param(1.0, "weight of the feature regulariser ||f_T(x) - mu_pub||^2 (paper: 1)", low=0.0),
+        "iters": Param(2400, "inversion iterations, replacing the base's (official: 2400 for gmi and kedmi)", low=1),
+        "reg_samples": Param(5050, "public images averaged into mu_pub (official get_act_reg: 101 batches of 50)",
+                             low=1),
         "students": Param("efficientnet_b0/efficientnet_b1/efficientnet_b2", "surrogate students, /-separated"),
         "distill_epochs": Param(20, "distillation epochs on the public data (official: 20)", low=0),
         "distill_lr": Param(0.01, "distillation SGD lr (official: 0.01)", low=0.0),
-        "distill_batch": Param(64, "distillation batch size", low=1),
+        "distill_wd": Param(1e-4, "distillation SGD weight decay (official: 1e-4)", low=0.0),
+        "distill_batch": Param(64, "distillation batch size (official: 64)", low=1),
     }
     budgets = {
-        "smoke": {"students": "cnn", "distill_epochs": 1},
-        "quick": {"students": "cnn", "distill_epochs": 5},
+        "smoke": {"students": "cnn", "distill_epochs": 1, "iters": 20},
+        "quick": {"students": "cnn", "distill_epochs": 5, "iters": 400},
     }
+    _prior_params = ("students", "distill_epochs", "distill_lr", "distill_wd", "distill_batch", "reg_samples")
 
     def __init__(self, config=None, budget: str = "paper", base: Attack | None = None) -> None:
         super().__init__(config, budget)
@@ -115,21 +140,19 @@ class LOMMA(Attack):
         self.threat_model = base.threat_model
 
     def priors(self) -> list[PriorSpec]:
-        own = {k: self.config[k] for k in ("students", "distill_epochs", "distill_lr", "distill_batch")}
+        own = {k: self.config[k] for k in self._prior_params}
         return [*self.base.priors(), PriorSpec(STUDENTS, own, uses_target=True, version=self.version)]
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         if kind != STUDENTS:
             return self.base.prepare(ctx, kind)
         c, T = self.config, ctx.target
-        with torch.no_grad():
-            x = ctx.data.public.x.to(ctx.device)
-            mu_pub = torch.cat([T.features(x[i : i + 512]) for i in range(0, len(x), 512)]).mean(0)
+        mu_pub = public_feature_mean(T, ctx.data.public.x, c.reg_samples, ctx.seed, ctx.device)
         states = {}
         for i, name in enumerate(c.students.split("/")):
             s = build_student(name, ctx.scenario.num_classes, ctx.scenario.image_shape)
-            distill(s, T, ctx.data.public.x, epochs=c.distill_epochs, lr=c.distill_lr, batch_size=c.distill_batch,
-                    device=ctx.device, seed=ctx.seed + i)
+            distill(s, T, ctx.data.public.x, epochs=c.distill_epochs, lr=c.distill_lr, weight_decay=c.distill_wd,
+                    batch_size=c.distill_batch, device=ctx.device, seed=ctx.seed + i)
             states[f"{i}:{name}"] = {k: v.cpu() for k, v in s.state_dict().items()}
         return {"mu_pub": mu_pub.cpu(), "students": states}
 
@@ -140,7 +163,7 @@ class LOMMA(Attack):
             s = build_student(key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape)
             students.append(frozen(s, state, ctx.device))
         identity = logit_identity(ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg)
-        return self.base.invert(ctx, priors, classes, identity=identity)
+        return self.base.invert(ctx, priors, classes, identity=identity, iters=self.config.iters)
 
 
 @hookimpl
