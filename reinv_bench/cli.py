@@ -98,6 +98,47 @@ def _executor(spec: str | None, workers: int | None, gpus: str | None, dev) -> s
     return f"local[gpus={'/'.join(map(str, range(n)))}]" if n > 1 else "inline"
 
 
+def _from_grid(state: State, path: Path) -> tuple:
+    """``run``'s options with the grid file's values where the command line gave none."""
+    from click.core import ParameterSource
+
+    from reinv_bench.grid import installed, load
+
+    ctx = click.get_current_context()
+    grid = load(path)
+
+    def pick(param: str, key: str, convert=lambda v: v):
+        given = ctx.get_parameter_source(param) not in (ParameterSource.DEFAULT, None)
+        return ctx.params[param] if given or key not in grid else convert(grid[key])
+
+    attacks = pick("attacks", "attacks", lambda v: tuple(installed(state.registry, "attack", v, warn)))
+    defenses = pick("defenses", "defenses", lambda v: tuple(installed(state.registry, "defense", v, warn)))
+    if not attacks or not defenses:
+        raise click.ClickException(f"grid {path}: no attack or no defense of it is installed here")
+    data_root = pick("data_root", "data_root", lambda v: Path(v).expanduser())
+    return (attacks, defenses, pick("archs", "archs", tuple), pick("eval_arch", "eval_arch"),
+            pick("scenarios", "scenarios", tuple), pick("seeds", "seeds"), pick("budget", "budget"),
+            pick("device", "device"), data_root, pick("metrics", "metrics", tuple), pick("recipe_texts", "recipes", tuple),
+            pick("executor", "executor"), pick("no_baseline", "baseline", lambda v: not v),
+            pick("deterministic", "deterministic"))
+
+
+def _preview(p: dict, cells: int) -> str:
+    """The --dry-run table."""
+    from tabulate import tabulate
+
+    rows, total = [], 0.0
+    for kind, k in p["kinds"].items():
+        est = "unknown" if k["seconds"] is None else f"{k['seconds'] / 60:.1f} min"
+        total = None if total is None or k["seconds"] is None else total + k["seconds"]
+        rows.append([kind, k["run"], k["cached"], est if k["run"] else ""])
+    lines = [tabulate(rows, ["step", "to run", "reused", "estimate"], tablefmt="simple"),
+             f"{p['cells']} of {cells} cell(s) to evaluate ({p['stored']} already stored); estimated time: "
+             + ("unknown (no timing of such steps in this workdir yet)" if total is None else f"{total / 60:.1f} min"
+                " (medians of the timings of steps of the same kind and scenario in this workdir)")]
+    return "\n".join(lines)
+
+
 def _expand_home(path: Path) -> Path:
     return Path(os.path.expanduser(str(path)))
 
@@ -164,13 +205,18 @@ def _device(name: str):
 @click.option("--gpus", default=None, help="Shorthand for --executor local[gpus=...], e.g. --gpus 0,1,2,3.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
+@click.option("--grid", "grid_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A grid file (TOML: attacks, defenses, archs, scenarios, seeds, budget, ...); options given "
+                   "here override it. Examples in benchmarks/grids/.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (steps to run and reused, cells, time estimate) "
+                                              "without running it.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic CUDA kernels (slower): bit-identical GPU runs. CPU runs are deterministic anyway.")
 @workdir_option
 @click.pass_obj
 @_resumable
 def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts,
-        executor, workers, gpus, no_baseline, quiet, deterministic, workdir):
+        executor, workers, gpus, no_baseline, quiet, grid_file, dry_run, deterministic, workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
@@ -185,6 +231,9 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     from reinv_bench.runner import Runner, describe_device
     from reinv_bench.store import Store
 
+    if grid_file is not None:
+        attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts, \
+            executor, no_baseline, deterministic = _from_grid(state, grid_file)
     dev = _device(device)
     budget = budget or ("paper" if dev.type == "cuda" else "quick")
     workdir = _expand_home(workdir)
@@ -204,6 +253,9 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     # a missing dataset fails now, before any training; the data's digest enters every step key
     plan = expand(req, state.registry, data_digest=lambda s: runner.data(s, root).digest)
     store = Store(workdir / "results.db")
+    if dry_run:
+        click.echo(_preview(runner.preview(plan, store), len(plan.cells)))
+        return
     reporter.message(f"{len(plan.cells)} cell(s), budget {budget}, device {describe_device(dev)}, workdir {workdir}")
     try:
         # each observer on its own: one that raises is named in a warning and the run goes on

@@ -90,11 +90,12 @@ class Plan:
     cells: list[Cell]
 
 
-def _label(name: str, cls: type, overrides: dict[str, str], config: dict, budget: str) -> str:
+def _label(name: str, cls: type, overrides: dict[str, str], config: dict, budget: str,
+           keep: frozenset[str] = frozenset()) -> str:
     """The component as the leaderboard shows it: the parameters that differ from the budget's
     defaults, written from their parsed values (``p=.5`` and ``p=0.50`` both read ``p=0.5``)."""
     base = cls.resolve({}, budget)
-    shown = {k: _show(config[k]) for k in overrides if config[k] != base[k]}
+    shown = {k: _show(config[k]) for k in overrides if config[k] != base[k] or k in keep}
     return str(specs.Component(name, shown))
 
 
@@ -104,7 +105,8 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-def resolve_defense(registry: Registry, text: str, budget: str) -> tuple[str, list[dict[str, Any]], list[Defense]]:
+def resolve_defense(registry: Registry, text: str, budget: str,
+                    keep: frozenset[str] = frozenset()) -> tuple[str, list[dict[str, Any]], list[Defense]]:
     """Parse and validate a defense spec; returns (label, normalised spec, instances)."""
     from reinv_bench.train import compose
 
@@ -119,13 +121,14 @@ def resolve_defense(registry: Registry, text: str, budget: str) -> tuple[str, li
         cls: type[Defense] = registry.get("defense", comp.name)
         inst = cls(comp.params, budget)
         insts.append(inst)
-        labels.append(_label(comp.name, cls, comp.params, inst.config, budget))
+        labels.append(_label(comp.name, cls, comp.params, inst.config, budget, keep))
         desc.append({"name": comp.name, "version": cls.version, "config": dict(inst.config)})
     compose(insts)  # refuses conflicting compositions
     return "+".join(labels), desc, insts
 
 
-def resolve_attack(registry: Registry, text: str, budget: str) -> tuple[str, dict[str, Any], Attack]:
+def resolve_attack(registry: Registry, text: str, budget: str,
+                   keep: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any], Attack]:
     """Parse ``NAME[...]`` or ``WRAPPER[...]+NAME[...]`` (e.g. ``lomma+gmi``): a wrapper attack
     (``wraps = True``) modifies the attack to its right."""
     comps = specs.parse(text)
@@ -140,7 +143,7 @@ def resolve_attack(registry: Registry, text: str, budget: str) -> tuple[str, dic
             raise specs.SpecError(f"{text!r}: {comp.name!r} is not a wrapper attack; only wrappers (like lomma) "
                                   "may stand left of '+'")
         inst = cls(comp.params, budget) if desc is None else cls(comp.params, budget, base=build_attack(registry, desc))
-        labels.insert(0, _label(comp.name, cls, comp.params, inst.config, budget))
+        labels.insert(0, _label(comp.name, cls, comp.params, inst.config, budget, keep))
         desc = {"name": comp.name, "version": cls.version, "config": dict(inst.config),
                 **({"base": desc} if desc is not None else {})}
     return "+".join(labels), desc, inst
@@ -181,8 +184,10 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
         defenses.insert(0, "none")
     for m in req.metrics or ():
         registry.get("metric", m)
-    resolved_defenses = _unique([resolve_defense(registry, d, req.budget) for d in defenses])
-    resolved_attacks = _unique([resolve_attack(registry, a, req.budget) for a in dict.fromkeys(req.attacks)])
+    resolved_defenses = _unique([resolve_defense(registry, d, req.budget, keep)
+                                 for text in defenses for d, keep in specs.sweep(text)])
+    resolved_attacks = _unique([resolve_attack(registry, a, req.budget, keep)
+                                for text in dict.fromkeys(req.attacks) for a, keep in specs.sweep(text)])
     for sname in dict.fromkeys(req.scenarios):
         scenario: Scenario = recipes.with_recipes(registry.get("scenario", sname), req.recipes)
         metric_names = list(dict.fromkeys(req.metrics)) if req.metrics is not None else [

@@ -90,6 +90,29 @@ class Runner:
     def load_model(self, key: str) -> Classifier:
         return self.worker.load_model(key)
 
+    def preview(self, plan: Plan, store: Store) -> dict[str, Any]:
+        """What ``run`` would do (``--dry-run``): per step kind, how many steps run and how many
+        are reused, with an estimate from the timings of steps of the same kind and scenario
+        already in the cache (None: no timing to go by)."""
+        todo = [c for c in plan.cells if not store.done(c.cell_id)]
+        past: dict[tuple[str, str], list[float]] = {}
+        for rec_path in self.artifacts.root.glob("*/*.json"):
+            meta = (self.artifacts.record(rec_path.stem) or {}).get("meta", {})
+            if "kind" in meta:
+                past.setdefault((meta["kind"], meta["scenario"]), []).append(float(meta["seconds"]))
+        kinds: dict[str, dict[str, Any]] = {}
+        for key in sorted(self._closure(plan, todo), key=list(plan.steps).index):
+            step = plan.steps[key]
+            k = kinds.setdefault(step.kind, {"run": 0, "cached": 0, "seconds": 0.0})
+            if self.artifacts.exists(key):  # (verified when the run reaches it)
+                k["cached"] += 1
+                continue
+            k["run"] += 1
+            scenario = step.spec.get("scenario") or plan.steps[step.spec["target"]].spec["scenario"]
+            times = sorted(past.get((step.kind, scenario), []))
+            k["seconds"] = None if k["seconds"] is None or not times else k["seconds"] + times[len(times) // 2]
+        return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo)}
+
     # ---- the walk ---------------------------------------------------------------------------
 
     def run(self, plan: Plan, store: Store, on_result=None) -> Summary:

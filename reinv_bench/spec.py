@@ -4,12 +4,14 @@
     re[scale=0.1-0.8]       a tuple parameter given as a range lo-hi
     re[value=0.4/0.4/0.4]   a tuple parameter given as a /-separated list
     re+bido                 a composition (defenses) or a wrapper (attacks: lomma+gmi)
+    mid[beta=0.001|0.01]    a sweep: one component per value (several swept keys: their product)
 
 Values stay text here; each plugin's declared Params parse and validate them.
 """
 
 from __future__ import annotations
 
+import itertools
 import re as _re
 from dataclasses import dataclass, field
 
@@ -66,3 +68,19 @@ def parse(text: str) -> list[Component]:
             params[k.strip()] = v.strip()
         out.append(Component(m.group(1), params))
     return out
+
+
+def sweep(text: str) -> list[tuple[str, frozenset[str]]]:
+    """Expand ``|``-separated values: ``mid[beta=0.001|0.01]`` -> ``mid[beta=0.001]``,
+    ``mid[beta=0.01]``; several swept keys (in any component) give their product. Returns
+    (spec, keys that were swept), so labels can keep the swept value even where it is the default."""
+    comps = parse(text)
+    swept = frozenset(k for c in comps for k, v in c.params.items() if "|" in v)
+    choices = []
+    for c in comps:
+        keys = list(c.params)
+        values = [[v.strip() for v in c.params[k].split("|")] for k in keys]
+        if any(not v for vs in values for v in vs):
+            raise SpecError(f"empty value in sweep {text!r}: write e.g. beta=0.001|0.01")
+        choices.append([str(Component(c.name, dict(zip(keys, combo)))) for combo in itertools.product(*values)])
+    return [("+".join(parts), swept) for parts in itertools.product(*choices)]

@@ -235,7 +235,9 @@ class Worker:
         seed_everything(spec["seed"])
         obj, meta = {"eval": self.train, "pretrain": self.train, "target": self.train, "prior": self.prior,
                      "invert": self.invert}[step.kind](step, data)
-        meta.update(seconds=time.perf_counter() - t0, device=describe_device(self.device))
+        scenario = spec.get("scenario") or self.steps[spec["target"]].spec["scenario"]
+        meta.update(kind=step.kind, scenario=scenario, seconds=time.perf_counter() - t0,
+                    device=describe_device(self.device))
         self.artifacts.save(step.key, obj, deps=deps, meta=meta)
         return meta
 

@@ -1,0 +1,69 @@
+"""Grids as files: ``reinv-bench run --grid FILE.toml`` (stdlib ``tomllib``).
+
+    attacks = ["gmi", "kedmi"]
+    defenses = ["re", "mid[beta=0.001|0.003|0.01]"]     # sweeps expand as on the command line
+    archs = ["vgg16[weights=imagenet]"]
+    scenarios = ["celeba64"]
+    seeds = 3
+    budget = "paper"
+    metrics = ["natural_acc", "attack_acc"]
+    recipes = ["target:epochs=100"]
+    executor = "local[gpus=0/1/2/3]"
+
+Every key is optional; options given on the command line override the file. A plugin the file
+names that is not installed here is reported and its cells are left out, so a grid can name an
+attack that arrives later (e.g. PPA) and still run the rest.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from reinv_bench.api import ConfigError, did_you_mean
+
+# key -> (type, what it holds)
+KEYS: dict[str, tuple[type, str]] = {
+    "attacks": (list, "attack specs"), "defenses": (list, "defense specs"), "archs": (list, "architectures"),
+    "scenarios": (list, "scenarios"), "seeds": (int, "seeds per cell"), "budget": (str, "smoke|quick|paper"),
+    "metrics": (list, "metric names"), "eval_arch": (str, "evaluation model"), "data_root": (str, "data folder"),
+    "recipes": (list, "ROLE:key=value texts"), "executor": (str, "executor spec"), "device": (str, "device"),
+    "baseline": (bool, "add the none baseline"), "deterministic": (bool, "deterministic CUDA kernels"),
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The grid file's settings, checked: unknown keys and wrong types are one-line errors."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"grid {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"grid {path} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if key not in KEYS:
+            raise ConfigError(f"grid {path}: unknown key {key!r}{did_you_mean(key, KEYS)}; "
+                              f"keys: {', '.join(KEYS)}")
+        kind, what = KEYS[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is list:
+            ok = ok and all(isinstance(v, str) for v in value)
+        if not ok:
+            raise ConfigError(f"grid {path}: {key} must be {'a list of strings' if kind is list else kind.__name__} "
+                              f"({what}), got {value!r}")
+    return data
+
+
+def installed(registry, kind: str, specs_: list[str], warn) -> list[str]:
+    """The specs whose plugins are registered here; the others are reported and left out."""
+    from reinv_bench import spec as specs
+
+    keep = []
+    for text in specs_:
+        missing = [c.name for c in specs.parse(text) if c.name not in registry.names(kind)]
+        if missing:
+            warn(f"the grid names {kind} {', '.join(missing)}, not installed here: its cells cannot run yet")
+        else:
+            keep.append(text)
+    return keep
