@@ -7,7 +7,16 @@ from __future__ import annotations
 import torch
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Architecture, Attack, Classifier, Inversion, Scenario, ScenarioData, Split, TrainRecipe
+from reinv_bench.api import (
+    Architecture,
+    Attack,
+    Classifier,
+    Inversion,
+    Scenario,
+    ScenarioData,
+    Split,
+    TrainRecipe,
+)
 
 
 class NoopScenario(Scenario):
