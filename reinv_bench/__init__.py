@@ -12,4 +12,13 @@ import pluggy
 hookimpl = pluggy.HookimplMarker("reinv_bench")
 """Decorate a plugin's hook implementations with this marker."""
 
-__all__ = ["__version__", "hookimpl"]
+
+
+def run(request=None, **kwargs):
+    """Run a grid from Python, as ``reinv-bench run`` does: see ``reinv_bench.runner.run``."""
+    from reinv_bench.runner import run as _run
+
+    return _run(request, **kwargs)
+
+
+__all__ = ["__version__", "hookimpl", "run"]

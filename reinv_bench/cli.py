@@ -225,11 +225,10 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     thread count).
     """
     from reinv_bench.leaderboard import aggregate, rich_table, sort_entries
-    from reinv_bench.plan import Request, expand
+    from reinv_bench.plan import Request
     from reinv_bench.progress import LogReporter, RichReporter
     from reinv_bench.recipes import parse as parse_recipes
-    from reinv_bench.runner import Runner, describe_device
-    from reinv_bench.store import Store
+    from reinv_bench.runner import run as run_grid
 
     if grid_file is not None:
         attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts, \
@@ -248,23 +247,19 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
             warn(note)
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter() if interactive else LogReporter()
-    runner = Runner(state.registry, workdir, dev, _executor(executor, workers, gpus, dev), reporter,
-                    deterministic=deterministic)
-    # a missing dataset fails now, before any training; the data's digest enters every step key
-    plan = expand(req, state.registry, data_digest=lambda s: runner.data(s, root).digest)
-    store = Store(workdir / "results.db")
-    if dry_run:
-        click.echo(_preview(runner.preview(plan, store), len(plan.cells)))
-        return
-    reporter.message(f"{len(plan.cells)} cell(s), budget {budget}, device {describe_device(dev)}, workdir {workdir}")
     try:
-        # each observer on its own: one that raises is named in a warning and the run goes on
-        summary = runner.run(plan, store, on_result=functools.partial(call_each, state.pm, "on_result", warn))
+        result = run_grid(req, registry=state.registry, workdir=workdir, device=dev,
+                          executor=_executor(executor, workers, gpus, dev), reporter=reporter,
+                          deterministic=deterministic, dry_run=dry_run,
+                          # each observer on its own: one that raises is named in a warning and the run goes on
+                          on_result=functools.partial(call_each, state.pm, "on_result", warn))
     except KeyboardInterrupt:
         reporter.close()
         raise
-    ids = {c.cell_id for c in plan.cells}
-    rows = [r for r in store.rows() if r["cell_id"] in ids]
+    if dry_run:
+        click.echo(_preview(result.preview, len(result.plan.cells)))
+        return
+    summary, rows = result.summary, result.rows
     entries = sort_entries(aggregate(rows))
     if entries:
         if interactive:

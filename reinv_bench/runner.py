@@ -30,13 +30,13 @@ import reinv_bench
 from reinv_bench import spec as specs
 from reinv_bench.api import Classifier, Executor, ScenarioData
 from reinv_bench.artifacts import ArtifactError, Artifacts
-from reinv_bench.plan import Cell, Plan, Step
+from reinv_bench.plan import Cell, Plan, Request, Step, expand
 from reinv_bench.progress import Reporter
 from reinv_bench.registry import Registry
 from reinv_bench.steps import Env, Worker, describe_device, fresh, run_cell, run_step, seed_everything
 from reinv_bench.store import Store
 
-__all__ = ["Runner", "Summary", "describe_device", "resolve_device", "seed_everything"]
+__all__ = ["Result", "Runner", "Summary", "describe_device", "resolve_device", "run", "seed_everything"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -249,7 +249,11 @@ class Runner:
                    on_result) -> None:
         if err is None:
             values, notes, seconds = fut.result()
-            row = self._row(cell, status="ok", metrics=values, notes=notes)
+            from reinv_bench.api import OUTCOMES
+
+            values = dict(values)
+            outcomes = values.pop(OUTCOMES, None)  # per-reconstruction outcomes: their own column
+            row = self._row(cell, status="ok", metrics=values, notes=notes, outcomes=outcomes)
         else:  # the cell fails, the grid goes on
             row = self._row(cell, status="failed", error=f"evaluation failed: {type(err).__name__}: {err}")
             seconds = 0.0
@@ -302,5 +306,52 @@ class Runner:
             "metrics": None, "notes": None, "timings": None, "device": describe_device(self.device),
             "data_digest": self.steps[cell.target_key].spec.get("data"), "torch_version": torch.__version__,
             "reinv_version": reinv_bench.__version__,
-            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **values,
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "outcomes": None,
+            # where the cell's artifacts are (reinv-bench show reads the reconstructions)
+            "artifacts": {"eval": cell.eval_key, "target": cell.target_key, "priors": list(cell.prior_keys),
+                          "invert": cell.invert_key},
+            **values,
         }
+
+
+@dataclass
+class Result:
+    """What ``run`` did: the plan, the summary (None for a dry run), the stored rows of the
+    plan's cells, the dry run's preview (``Runner.preview``)."""
+
+    plan: Plan
+    summary: Summary | None
+    rows: list[dict[str, Any]]
+    preview: dict[str, Any] | None
+    workdir: Path
+
+
+def run(request: Request | None = None, *, registry: Registry | None = None, workdir: str | Path = "~/.reinv-bench",
+        device: str | torch.device = "auto", executor: str | Executor = "inline", reporter: Reporter | None = None,
+        deterministic: bool = False, on_result=None, dry_run: bool = False, **fields: Any) -> Result:
+    """Run a grid from Python, as ``reinv-bench run`` does (the CLI only calls this)::
+
+        import reinv_bench
+        res = reinv_bench.run(attacks=["gmi"], defenses=["re"], budget="smoke", workdir="/tmp/rb")
+        res.rows  # one dict per cell: labels, config, metrics, timings
+
+    ``request`` or its fields as keywords (``reinv_bench.plan.Request``); ``registry``: the
+    plugins (default: the installed ones, as the CLI loads them).
+    """
+    from reinv_bench.registry import load
+
+    req = request or Request(**fields)
+    registry = registry or load()
+    dev = resolve_device(device) if isinstance(device, str) else device
+    workdir = Path(workdir).expanduser()
+    runner = Runner(registry, workdir, dev, executor, reporter, deterministic)
+    # a missing dataset fails now, before any training; the data's digest enters every step key
+    plan = expand(req, registry, data_digest=lambda s: runner.data(s, req.data_root).digest)
+    store = Store(workdir / "results.db")
+    if dry_run:
+        return Result(plan, None, [], runner.preview(plan, store), workdir)
+    runner.reporter.message(f"{len(plan.cells)} cell(s), budget {req.budget}, device {describe_device(dev)}, "
+                            f"workdir {workdir}")
+    summary = runner.run(plan, store, on_result)
+    ids = {c.cell_id for c in plan.cells}
+    return Result(plan, summary, [r for r in store.rows() if r["cell_id"] in ids], None, workdir)

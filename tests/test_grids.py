@@ -78,3 +78,14 @@ def test_grid_file_with_command_line_overrides_and_a_dry_run(registry, tmp_path)
     again = _invoke(registry, "run", "--grid", str(grid), *SMOKE, "--workdir", wd, "--dry-run")
     assert "3 of 6 cell(s) to evaluate (3 already stored)" in again.output
     assert "estimated time: unknown" not in again.output and "min" in again.output
+
+
+def test_python_entry_point_runs_a_grid_without_click(registry, tmp_path):
+    import reinv_bench
+
+    res = reinv_bench.run(attacks=["meanimg"], defenses=["re"], archs=["tiny"], eval_arch="tiny", budget="smoke",
+                          metrics=["attack_acc"], registry=registry, workdir=tmp_path, device="cpu")
+    assert sorted(r["defense"] for r in res.rows) == ["none", "re"] and not res.summary.failed
+    again = reinv_bench.run(attacks=["meanimg"], defenses=["re"], archs=["tiny"], eval_arch="tiny", budget="smoke",
+                            metrics=["attack_acc"], registry=registry, workdir=tmp_path, device="cpu", dry_run=True)
+    assert again.preview["cells"] == 0 and again.preview["stored"] == 2

@@ -238,7 +238,7 @@ def test_device_is_validated_up_front(tmp_path, device):
     assert not (tmp_path / "results.db").exists()
 
 
-@pytest.mark.parametrize("where", ["reinv_bench.plan.expand", "reinv_bench.store.Store",
+@pytest.mark.parametrize("where", ["reinv_bench.runner.expand", "reinv_bench.runner.Store",
                                    "reinv_bench.runner.Runner.run"])
 def test_ctrl_c_anywhere_in_run_gives_resume_message_and_130(tmp_path, monkeypatch, where):
     def interrupt(*args, **kwargs):
