@@ -418,11 +418,20 @@ def weights_add(state: State, name: str, file: Path):
     click.echo(f"installed {name}: {dest}")
 
 
+def _plugin_args(args: list[str]) -> tuple[str, ...]:
+    """The -p values, parsed by click itself (``-p X``, ``-pX``, ``-p=X``), before the plugins'
+    commands exist: the group's options only, the rest of the line left alone."""
+    try:
+        ctx = cli.make_context("reinv-bench", list(args), resilient_parsing=True)
+    except click.exceptions.Exit:
+        return ()
+    return tuple(ctx.params.get("plugin_args") or ())
+
+
 def main() -> None:
     """Console entry point: loads plugin commands (register_commands), maps user errors to clean messages."""
     args = sys.argv[1:]
-    plugin_args = tuple(args[i + 1] for i, a in enumerate(args[:-1]) if a == "-p")
-    state = State(plugin_args)
+    state = State(_plugin_args(args))
     try:  # a plugin whose register_commands raises is named and skipped; the other commands work
         call_each(state.pm, "register_commands", lambda text: click.echo(f"Error: {text}", err=True), cli=cli)
     except USER_ERRORS as exc:

@@ -120,3 +120,18 @@ def test_every_hookspec_is_documented_with_its_exact_signature(name):
 def test_docs_name_no_hook_that_does_not_exist():
     documented = set(re.findall(r"^### `def (\w+)\(", DOCS.read_text(), flags=re.MULTILINE))
     assert documented == set(_hooks())
+
+
+def test_p_is_parsed_once_by_click_in_every_form():
+    import subprocess
+    import sys
+
+    from reinv_bench.cli import _plugin_args
+
+    assert _plugin_args(["-pno:gmi", "-p", "no:kedmi", "run", "-a", "gmi"]) == ("no:gmi", "no:kedmi")
+    assert _plugin_args(["--help"]) == ()
+    out = subprocess.run([sys.executable, "-c", "from reinv_bench.cli import main; main()", "-pno:gmi", "plugins"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = {line.split()[1] for line in out.stdout.splitlines() if line.startswith("attack")}
+    assert "gmi" not in names and "kedmi" in names
