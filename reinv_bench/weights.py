@@ -74,7 +74,7 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_of(path: Path) -> str:
-    from reinv_bench.plan import file_sha256
+    from reinv_bench.artifacts import file_sha256
 
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)

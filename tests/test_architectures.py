@@ -50,7 +50,7 @@ def _runner(registry, tmp_path):
 
 
 def _init(path):
-    from reinv_bench.plan import file_sha256
+    from reinv_bench.artifacts import file_sha256
 
     return {"weights": str(path), "sha256": file_sha256(path)}
 
