@@ -278,6 +278,9 @@ class Scenario:
     protocol: str = ""  # evaluation protocol ("64px", "224px", ...): decides the default metrics,
     # and rows of different protocols are never ranked together
     public_labels: bool = False  # load() fills ScenarioData.pretrain: a defense may pretrain there
+    # the protocol's own attack hyperparameters where they differ from the attack's paper defaults
+    # (attack name -> {param: value}); a value the user gives wins; they show in the label
+    attack_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def load(self, data_root: Path | None) -> ScenarioData:
         raise NotImplementedError

@@ -149,6 +149,16 @@ def build_attack(registry: Registry, desc: dict[str, Any]) -> Attack:
     return cls(desc["config"])
 
 
+def _with_defaults(text: str, scenario: Scenario) -> str:
+    """The attack spec with the scenario's protocol values for parameters the user left unset
+    (``Scenario.attack_defaults``, e.g. GMI's lr 0.01 on its MNIST protocol); they show in the label."""
+    comps = specs.parse(text)
+    for i, c in enumerate(comps):
+        extra = {k: str(v) for k, v in scenario.attack_defaults.get(c.name, {}).items() if k not in c.params}
+        comps[i] = specs.Component(c.name, {**c.params, **extra})
+    return "+".join(map(str, comps))
+
+
 def _unique(resolved: list[tuple]) -> list[tuple]:
     """One entry per resolved description: ``re[p=0.5]`` and ``re[p=.5]`` are one defense."""
     seen: dict[str, tuple] = {}
@@ -178,10 +188,11 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
         registry.get("metric", m)
     resolved_defenses = _unique([resolve_defense(registry, d, req.budget, keep)
                                  for text in defenses for d, keep in specs.sweep(text)])
-    resolved_attacks = _unique([resolve_attack(registry, a, req.budget, keep)
-                                for text in dict.fromkeys(req.attacks) for a, keep in specs.sweep(text)])
+    attack_texts = [(a, keep) for text in dict.fromkeys(req.attacks) for a, keep in specs.sweep(text)]
     for sname in dict.fromkeys(req.scenarios):
         scenario: Scenario = recipes.with_recipes(registry.get("scenario", sname), req.recipes)
+        resolved_attacks = _unique([resolve_attack(registry, _with_defaults(a, scenario), req.budget, keep)
+                                    for a, keep in attack_texts])
         metric_names = list(dict.fromkeys(req.metrics)) if req.metrics is not None else [
             m.name for m in (e.obj for e in registry.entries("metric"))
             if not m.protocols or scenario.protocol in m.protocols]

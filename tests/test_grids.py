@@ -89,3 +89,11 @@ def test_python_entry_point_runs_a_grid_without_click(registry, tmp_path):
     again = reinv_bench.run(attacks=["meanimg"], defenses=["re"], archs=["tiny"], eval_arch="tiny", budget="smoke",
                             metrics=["attack_acc"], registry=registry, workdir=tmp_path, device="cpu", dry_run=True)
     assert again.preview["cells"] == 0 and again.preview["stored"] == 2
+
+
+def test_a_scenario_sets_its_protocols_attack_values_unless_the_user_does(registry):
+    plan = expand(Request(["gmi", "gmi[lr=0.05]"], ["none"], scenarios=["mnist-gmi", "mnist"], budget="smoke",
+                          metrics=["attack_acc"]), registry, data_digest=lambda s: "d")
+    lrs = {(c.labels["scenario"], c.labels["attack"]): c.config["attack"]["config"]["lr"] for c in plan.cells}
+    assert lrs == {("mnist-gmi", "gmi[lr=0.01]"): 0.01, ("mnist-gmi", "gmi[lr=0.05]"): 0.05,  # GMI's MNIST/attack.py
+                   ("mnist", "gmi"): 0.02, ("mnist", "gmi[lr=0.05]"): 0.05}

@@ -26,9 +26,9 @@ transcription of the official update).
 
 Deliberate differences: every reconstruction of every restart is evaluated (as the KEDMI/LOMMA
 evaluation does), not GMI's best-of-restarts by target score; restarts run in parallel rather
-than one after another. GMI's own MNIST script uses lr 0.01 (``MNIST/attack.py::inversion``);
-the harness has no per-scenario attack defaults, so every scenario uses 0.02: write
-``gmi[lr=0.01]`` on ``mnist-gmi`` for GMI's MNIST setting. The official MNIST GAN config is not
+than one after another. GMI's own MNIST script uses lr 0.01 (``MNIST/attack.py::inversion``):
+``mnist-gmi`` (GMI's MNIST protocol) sets it (``Scenario.attack_defaults``, shown in the label);
+the embedded ``mnist`` scenario keeps the paper's 0.02. The official MNIST GAN config is not
 public; the digits use the same step budget as the faces.
 """
 

@@ -150,6 +150,7 @@ class MNISTGMI(MNIST):
     public_data = "every image of digits 5-9, unlabelled for attacks"
     eval_model = ("resnet8 with 10 classes, trained from scratch on the private training split plus the labelled "
                   "public digits, tested on the private test split")
+    attack_defaults = {"gmi": {"lr": 0.01}}  # GMI's MNIST/attack.py (0.02 is its CelebA value)
 
     def load(self, data_root: Path | None) -> ScenarioData:
         x, y, source = load_digits(None if data_root is None else str(data_root))
