@@ -123,6 +123,12 @@ def _from_grid(state: State, path: Path) -> tuple:
             pick("deterministic", "deterministic"))
 
 
+def _class_chunk(text: str) -> int | str:
+    if text == "auto" or (text.isdigit()):
+        return text if text == "auto" else int(text)
+    raise click.UsageError(f"--class-chunk {text!r}: give a number of classes, 0 (off) or auto")
+
+
 def _preview(p: dict, cells: int) -> str:
     """The --dry-run table."""
     from tabulate import tabulate
@@ -202,8 +208,13 @@ def _device(name: str):
               help='How steps run: "inline" (this process), "local[workers=N]" or "local[gpus=0/1]" (worker '
                    "processes). Default: local with one worker per GPU when there are several, else inline.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Shorthand for --executor local[workers=N].")
+@click.option("--class-chunk", default="0", show_default=True, metavar="N|auto",
+              help="Classes per inversion step: a many-class attack becomes cached chunks that spread over "
+                   "workers and resume chunk by chunk (0: one step; auto: the attack's identity batch).")
 @click.option("--gpus", default=None, help="Shorthand for --executor local[gpus=...], e.g. --gpus 0,1,2,3.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
+@click.option("--baseline", "baseline_name", default="none", show_default=True, metavar="DEFENSE",
+              help="The defense every other is compared with (differences with 95% intervals, the closing sentences).")
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
 @click.option("--grid", "grid_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A grid file (TOML: attacks, defenses, archs, scenarios, seeds, budget, ...); options given "
@@ -216,7 +227,7 @@ def _device(name: str):
 @click.pass_obj
 @_resumable
 def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts,
-        executor, workers, gpus, no_baseline, quiet, grid_file, dry_run, deterministic, workdir):
+        executor, workers, class_chunk, gpus, no_baseline, baseline_name, quiet, grid_file, dry_run, deterministic, workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
@@ -238,7 +249,8 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     workdir = _expand_home(workdir)
     root = str(data_root.resolve()) if data_root else None
     req = Request(list(attacks), list(defenses), list(archs), list(scenarios), seeds, budget, not no_baseline,
-                  root, list(metrics) or None, eval_arch, recipes=parse_recipes(recipe_texts))
+                  root, list(metrics) or None, eval_arch, recipes=parse_recipes(recipe_texts),
+                  class_chunk=_class_chunk(class_chunk))
     if not metrics:  # a scenario of a protocol no metric names gets few metrics: say so, not silently
         from reinv_bench.protocol import unclaimed_protocol
 

@@ -11,7 +11,8 @@ same request finds every artifact already there.
     pretrain  a model pretrained on public data         for defenses that start pretrained (TL)
     target    arch x defense x scenario x seed          shared by all attacks
     prior     an attack's prior (GAN, ...), by kind      once per scenario, or per target
-    invert    attack x target x seed -> reconstructions
+    invert    attack x target x seed -> reconstructions (or one step per class chunk, --class-chunk)
+    merge     the chunks of one inversion, joined for evaluation
 and a *cell* (one results row) = invert + evaluation by the metrics.
 """
 
@@ -74,6 +75,7 @@ class Request:
     metrics: list[str] | None = None  # None: the metrics of each scenario's protocol
     eval_arch: str | None = None  # None: each scenario's evaluation model
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> TrainRecipe overrides
+    class_chunk: int | str = 0  # classes per inversion step (0: all in one; "auto": the attack's identity batch)
 
 
 @dataclass
@@ -147,6 +149,27 @@ def build_attack(registry: Registry, desc: dict[str, Any]) -> Attack:
     if "base" in desc:
         return cls(desc["config"], base=build_attack(registry, desc["base"]))
     return cls(desc["config"])
+
+
+def _chunk(class_chunk: int | str, attack: Attack) -> int:
+    """Classes per inversion step: ``auto`` is the attack's identity batch (``batch_ids``) if it
+    has one, as the official scripts attack 60 identities at a time."""
+    if class_chunk == "auto":
+        while not attack.config.get("batch_ids") and getattr(attack, "base", None) is not None:
+            attack = attack.base
+        return int(attack.config.get("batch_ids") or 0)
+    return int(class_chunk)
+
+
+def _invert(add, spec: dict, classes: list[int], chunk: int, deps: tuple[str, ...], label: str) -> str:
+    """The inversion of ``classes``: one step, or one cached step per chunk of ``chunk`` classes
+    (they spread over workers and resume chunk by chunk) and a ``merge`` step joining them."""
+    if not chunk or len(classes) <= chunk:
+        return add(Step("invert", {**spec, "classes": classes}, deps=deps, label=label))
+    parts = [add(Step("invert", {**spec, "classes": classes[i:i + chunk]}, deps=deps,
+                      label=f"{label} / classes {classes[i]}-{classes[min(i + chunk, len(classes)) - 1]}"))
+             for i in range(0, len(classes), chunk)]
+    return add(Step("merge", {"chunks": parts, "seed": spec["seed"]}, deps=tuple(parts), label=f"merge {label}"))
 
 
 def _with_defaults(text: str, scenario: Scenario) -> str:
@@ -237,14 +260,11 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                                 extra={"attack": adesc},
                             ))
                         prior_keys = list(priors.values())
+                        invert_key = _invert(add, {"attack": adesc, "target": target_key, "priors": priors,
+                                                   "seed": seed}, scenario.target_classes(),
+                                             _chunk(req.class_chunk, attack), (target_key, *prior_keys),
+                                             f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}")
                         classes = scenario.target_classes()
-                        invert_key = add(Step(
-                            "invert",
-                            {"attack": adesc, "target": target_key, "priors": priors, "seed": seed,
-                             "classes": classes},
-                            deps=(target_key, *prior_keys),
-                            label=f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}",
-                        ))
                         labels = {"scenario": sname, "protocol": protocol, "arch": arch_label, "defense": dlabel, "attack": alabel,
                                   "threat_model": attack.threat_model, "seed": seed, "budget": req.budget}
                         config = {"scenario": {**data, "classes": classes}, "arch": {"name": arch, "init": init},

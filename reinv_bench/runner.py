@@ -108,7 +108,9 @@ class Runner:
                 k["cached"] += 1
                 continue
             k["run"] += 1
-            scenario = step.spec.get("scenario") or plan.steps[step.spec["target"]].spec["scenario"]
+            while "scenario" not in step.spec:  # invert -> its target, merge -> its first chunk
+                step = plan.steps[step.spec["target"] if "target" in step.spec else step.spec["chunks"][0]]
+            scenario = step.spec["scenario"]
             times = sorted(past.get((step.kind, scenario), []))
             k["seconds"] = None if k["seconds"] is None or not times else k["seconds"] + times[len(times) // 2]
         return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo)}
@@ -292,8 +294,9 @@ class Runner:
         def seconds(key: str) -> float:
             return float(meta(key).get("seconds", float("nan")))
 
+        invert = meta(cell.invert_key)  # a merge of class chunks: their seconds
         t = {"target_s": seconds(cell.target_key), "prior_s": sum(seconds(k) for k in cell.prior_keys),
-             "invert_s": seconds(cell.invert_key)}
+             "invert_s": invert.get("chunk_seconds", 0.0) + seconds(cell.invert_key)}
         if "queries" in meta(cell.invert_key):
             t["queries"] = meta(cell.invert_key)["queries"]
         t["evaluate_s"] = evaluate_s

@@ -230,12 +230,12 @@ class Worker:
                 raise ValueError(f"the data of scenario {spec['scenario']} changed since the run was planned "
                                  f"(digest {data.digest}, planned {spec['data']}); rerun the command")
         else:
-            tspec = self.steps[spec["target"]].spec
+            tspec = self.steps[self._target_of(step)].spec
             data = self.data(tspec["scenario"], tspec["data_root"])
         seed_everything(spec["seed"])
         obj, meta = {"eval": self.train, "pretrain": self.train, "target": self.train, "prior": self.prior,
-                     "invert": self.invert}[step.kind](step, data)
-        scenario = spec.get("scenario") or self.steps[spec["target"]].spec["scenario"]
+                     "invert": self.invert, "merge": self.merge}[step.kind](step, data)
+        scenario = spec.get("scenario") or self.steps[self._target_of(step)].spec["scenario"]
         meta.update(kind=step.kind, scenario=scenario, seconds=time.perf_counter() - t0,
                     device=describe_device(self.device))
         self.artifacts.save(step.key, obj, deps=deps, meta=meta)
@@ -262,6 +262,21 @@ class Worker:
         ctx = AttackContext(self.registry.get("scenario", spec["scenario"]), data, target, self.device,
                             spec["seed"], self.progress)
         return {"prior": attack.prepare(ctx, spec["kind"])}, {}
+
+    def _target_of(self, step: Step) -> str:
+        return step.spec["target"] if "target" in step.spec else self.steps[step.spec["chunks"][0]].spec["target"]
+
+    def merge(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The chunks of one inversion, joined in class order for evaluation."""
+        parts = [self.artifacts.load(k) for k in step.spec["chunks"]]
+        info: dict[str, Any] = {"chunks": [p["info"] for p in parts]}
+        records = [self.artifacts.record(k)["meta"] for k in step.spec["chunks"]]
+        meta = {"chunk_seconds": sum(m.get("seconds", 0.0) for m in records)}
+        if any("queries" in p["info"] for p in parts):
+            info["queries"] = meta["queries"] = sum(p["info"].get("queries", 0) for p in parts)
+        obj = {"images": torch.cat([p["images"] for p in parts]), "labels": torch.cat([p["labels"] for p in parts]),
+               "info": info}
+        return obj, meta
 
     def invert(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
         """Reconstructions of the attacked classes from the target."""

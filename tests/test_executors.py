@@ -129,3 +129,25 @@ def test_cells_are_stored_target_by_target(registry, tmp_path):
                                         on_result=lambda cell, result: stored.append(
                                             len(list((tmp_path / "artifacts").glob("*/*.json")))))
     assert stored[0] < stored[1] < stored[2]  # not all targets first, then all cells
+
+
+def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconstructions(registry, tmp_path):
+    def inversion(chunk):
+        req = Request(["gmi[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
+                      metrics=["attack_acc"], class_chunk=chunk)
+        plan = expand(req, registry)
+        runner = Runner(registry, tmp_path, CPU)
+        summary = runner.run(plan, Store(tmp_path / f"{chunk}.db"))
+        assert not summary.failed
+        return plan, runner.artifacts.load(plan.cells[0].invert_key), summary
+
+    plan, whole, _ = inversion(0)
+    chunked_plan, chunked, summary = inversion(5)
+    kinds = sorted(s.kind for s in summary.ran)
+    assert kinds == ["invert", "invert", "merge"]  # target, eval model and GAN reused; two chunks
+    a, b = chunked["labels"].argsort(stable=True), whole["labels"].argsort(stable=True)  # class by class
+    assert torch.equal(chunked["labels"][a], whole["labels"][b])
+    assert torch.equal(chunked["images"][a], whole["images"][b])  # restarts in order within a class
+    auto = expand(Request(["gmi[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
+                          metrics=["attack_acc"], class_chunk="auto"), registry)
+    assert set(auto.steps) == set(chunked_plan.steps)
