@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,9 @@ class WeightsFile:
     doc: str  # what it is and who uses it
     url: str = ""  # where the official file comes from (for the user; never fetched)
     torch_dir: str = "hub/checkpoints"  # where under $TORCH_HOME the upstream library looks; "" = nowhere
+    # ``weights add``: convert(FILE, DEST) writes the file kept (``filename``) from a foreign format (e.g.
+    # NVIDIA's pickles, read without running their code); the converted file is what is checked and recorded
+    convert: Callable[[Path, Path], None] | None = None
 
 
 def weights_home() -> Path:
@@ -184,6 +188,18 @@ def install(w: WeightsFile, source: Path) -> Path:
     source = Path(source).expanduser()
     if not source.is_file():
         raise WeightsUnavailable(f"{source} is not a file")
+    if w.convert is not None:
+        import dataclasses
+        import tempfile
+
+        weights_home().mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=weights_home()) as tmp:
+            converted = Path(tmp) / w.filename
+            w.convert(source, converted)
+            try:
+                return install(dataclasses.replace(w, convert=None), converted)
+            except WeightsUnavailable as exc:
+                raise WeightsUnavailable(str(exc).replace(str(converted), f"{source} (converted)")) from None
     state = state_of(w, source)
     if state.startswith("bad"):
         hint = f" (delete {record_path(w)} to record another file)" if "when first added" in state else ""
