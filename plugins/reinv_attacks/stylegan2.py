@@ -43,8 +43,8 @@ unpickler (pure-Python ``pickle._Unpickler``) that resolves only
   ``torch.load(weights_only=True)``), torch dtypes;
 - plain values: ``collections.OrderedDict``, ``builtins.set``/``frozenset``,
   ``_codecs.encode`` (latin-1 only), ``dnnlib.util.EasyDict`` (read as a dict), numpy scalars,
-  dtypes and arrays (``numpy.core.multiarray.scalar``/``_reconstruct``, ``numpy.dtype``,
-  ``numpy.ndarray``),
+  dtypes and arrays (``numpy.core.multiarray.scalar``/``_reconstruct``,
+  ``numpy.core.numeric._frombuffer``, ``numpy.dtype``, ``numpy.ndarray``; ``numpy._core`` alike),
 
 and refuses every other global, every persistent id and every object state (``BUILD``) on
 anything but numpy dtypes/arrays with ``UnsafePickleError`` (one line naming what was refused).
@@ -640,9 +640,9 @@ def _latin1(text, encoding="latin1"):
     return text.encode("latin1")
 
 
-def _numpy_core(name):
+def _numpy_core(module, name):
     core = getattr(np, "_core", None) or np.core
-    return getattr(core.multiarray, name)
+    return getattr(getattr(core, module), name)
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
@@ -657,15 +657,13 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("__builtin__", "set"): set,
-    ("__builtin__", "frozenset"): frozenset,
     ("_codecs", "encode"): _latin1,
     ("dnnlib.util", "EasyDict"): dict,
     ("dnnlib", "EasyDict"): dict,
     ("numpy", "dtype"): np.dtype,
     ("numpy", "ndarray"): np.ndarray,
 }
-_NUMPY_CORE = {"scalar", "_reconstruct"}  # under numpy.core.multiarray or numpy._core.multiarray
+_NUMPY_CORE = {("multiarray", "scalar"), ("multiarray", "_reconstruct"), ("numeric", "_frombuffer")}  # numpy[._]core.
 _CLASSES_CALLABLE = {collections.OrderedDict, set, frozenset, dict, np.dtype}  # harmless to call with plain data
 
 
@@ -684,10 +682,17 @@ class RestrictedUnpickler(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module: str, name: str):
+        if self.proto < 3 and self.fix_imports:  # Python 2 names (protocols 0-2), as pickle itself maps them
+            import _compat_pickle
+
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) in _ALLOWED:
             obj = _ALLOWED[(module, name)]
-        elif module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in _NUMPY_CORE:
-            obj = _numpy_core(name)
+        elif module.startswith(("numpy.core.", "numpy._core.")) and (module.split(".")[2], name) in _NUMPY_CORE:
+            obj = _numpy_core(module.split(".")[2], name)
         elif module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             obj = getattr(torch, name)
         else:
@@ -729,7 +734,7 @@ def load_pickle(path_or_bytes) -> Any:
         raise UnsafePickleError(f"{where}: {exc}") from None
     except EOFError:
         raise UnsafePickleError(f"{where}: file is truncated (the pickle ends early)") from None
-    except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - malformed data: one line, whatever raised
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         if "truncated" in text or "ran out of input" in text.lower():
             raise UnsafePickleError(f"{where}: file is truncated (the pickle ends early)") from None
