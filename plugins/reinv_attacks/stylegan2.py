@@ -27,7 +27,9 @@ Deliberate differences from the reference: the blocks the reference runs in floa
 (``num_fp16_res``: the four highest resolutions of ``ffhq.pkl``) do so here only on CUDA (on CPU
 they stay float32); ``channels_last`` memory formats are not used (layout only); noise and the
 skip sum are added out of place. The equivalence script ``benchmarks/stylegan2_equivalence.py``
-runs both on the same random weights and reports the largest pixel difference.
+runs both on the same random weights and reports the largest pixel difference: 0 in float32 on CPU
+(FFHQ's 1024 px architecture included, truncation psi 0.5 cutoff 8), 3.8e-6 with
+``fused_modconv=False`` (the reference multiplies 1x1 convolutions as matrices).
 
 **Loading NVIDIA's pickles safely.** ``ffhq.pkl`` and the other stylegan2-ada-pytorch pickles
 store each network as a ``torch_utils.persistence`` record: ``_reconstruct_persistent_obj(meta)``
@@ -49,7 +51,8 @@ unpickler (pure-Python ``pickle._Unpickler``) that resolves only
 and refuses every other global, every persistent id and every object state (``BUILD``) on
 anything but numpy dtypes/arrays with ``UnsafePickleError`` (one line naming what was refused).
 ``generator_from_pickle(path)`` builds the native ``Generator`` from the ``G_ema`` record's init
-arguments and loads its parameters and buffers strictly by name and shape.
+arguments and loads its parameters and buffers strictly by name and shape (a 265 MB pickle of
+two 1024 px generators: 4 s on CPU).
 
 **Weights.** ``reinv-bench weights add stylegan2-ffhq ffhq.pkl`` (the file from
 https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl, which PPA uses)
