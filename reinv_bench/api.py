@@ -430,6 +430,52 @@ class NotComputed:
     reason: str
 
 
+@dataclass(frozen=True)
+class PerItem:
+    """A metric value with the per-item outcomes it summarises, stored with the cell so that
+    confidence intervals can be computed later without rerunning (``reinv_bench.stats``).
+
+    ``items``: one number per reconstruction, in the order of ``ctx.inversion`` (e.g. 1/0 for a
+    successful/failed reconstruction, or its distance), when ``classes`` is None; otherwise one per
+    item of another kind (e.g. test images) with ``classes`` the class of each. ``value`` is what
+    the leaderboard shows (usually the mean of ``items``)."""
+
+    value: float
+    items: Iterable[float]
+    classes: Iterable[int] | None = None
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column a metric declares: how the leaderboard, sorting, CSV/JSON/LaTeX, the plots and
+    the report show one of its keys.
+
+    ``key``: the key ``compute`` returns. ``header``: the table header (default: the key).
+    ``percent``: stored as a fraction, shown x100 with "%". ``better``: which direction is better
+    for the defense (``"higher"``: higher natural accuracy, a larger distance to the private data;
+    ``"lower"``: lower attack accuracy); None when neither (sorted ascending, no Pareto role).
+    ``axis``: ``"utility"`` or ``"privacy"`` for the column that is that axis of the
+    privacy-utility trade-off (Pareto front, Δ columns, the scatter plot); the first present
+    column declaring an axis is it."""
+
+    key: str
+    header: str = ""
+    percent: bool = False
+    better: str | None = None
+    axis: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.better not in (None, "higher", "lower"):
+            raise ConfigError(f"Column {self.key!r}: better must be 'higher', 'lower' or None, got {self.better!r}")
+        if self.axis not in (None, "utility", "privacy"):
+            raise ConfigError(f"Column {self.key!r}: axis must be 'utility', 'privacy' or None, got {self.axis!r}")
+        if not self.header:
+            object.__setattr__(self, "header", self.key)
+
+
+OUTCOMES = "_outcomes"  # reserved key: Worker.evaluate passes a cell's per-item outcomes to the driver with it
+
+
 @dataclass
 class EvalContext:
     scenario: Scenario
@@ -461,8 +507,11 @@ class Metric:
     version: ClassVar[int] = 1  # bump when compute() changes its numbers: stored cells are recomputed
     protocols: ClassVar[tuple[str, ...]] = ()
     definition: str = ""  # the exact definition, shown by `reinv-bench protocol` (default: the docstring)
+    # the columns of the keys compute() returns; a key without one is shown under its own name,
+    # with no unit and no direction
+    columns: tuple[Column, ...] = ()
 
-    def compute(self, ctx: EvalContext) -> dict[str, float | NotComputed]:
+    def compute(self, ctx: EvalContext) -> dict[str, float | PerItem | NotComputed]:
         raise NotImplementedError
 
 

@@ -272,14 +272,19 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
         click.echo(_preview(result.preview, len(result.plan.cells)))
         return
     summary, rows = result.summary, result.rows
-    entries = sort_entries(aggregate(rows))
+    from reinv_bench.leaderboard import declared_columns, verdicts
+
+    columns = declared_columns(state.registry)
+    entries = sort_entries(aggregate(rows, baseline_name, columns), columns=columns)
     if entries:
         if interactive:
-            reporter.console.print(rich_table(entries))
+            reporter.console.print(rich_table(entries, columns))
         else:
             from reinv_bench.leaderboard import render
 
-            click.echo(render(entries, "md"))
+            click.echo(render(entries, "md", columns=columns))
+        for line in verdicts(entries, columns):  # one plain sentence per defense: effect or noise
+            click.echo(line)
     click.echo(f"ran {len(summary.ran)} step(s), reused {len(summary.cached)} cached, "
                f"{summary.skipped_cells} cell(s) already stored; results in {workdir / 'results.db'}", err=True)
     if summary.failed:
@@ -301,10 +306,12 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
 @click.option("--reported", is_flag=True,
               help="Show the published numbers the plugins declare beside the measured ones of the same setting "
                    "(paper budget), and the others in a table of their own; each with its source.")
+@click.option("--baseline", "baseline_name", default="none", show_default=True, metavar="DEFENSE",
+              help="The defense every other is compared with (Δ columns with 95% intervals).")
 @workdir_option
 @click.pass_obj
 def leaderboard(state: State, fmt, sort_by, attacks, defenses, archs, scenarios, budgets, protocols, reported,
-                workdir):
+                baseline_name, workdir):
     """Rank defenses by the privacy-utility trade-off (seeds aggregated: mean ± std)."""
     from reinv_bench.leaderboard import aggregate, filter_rows, render, rich_table, sort_entries
     from reinv_bench.store import Store
@@ -315,8 +322,11 @@ def leaderboard(state: State, fmt, sort_by, attacks, defenses, archs, scenarios,
     filters = dict(attack=attacks, defense=defenses, arch=archs, scenario=scenarios, budget=budgets,
                    protocol=protocols)
     rows = filter_rows(Store(db).rows(), **filters) if db.is_file() else []
+    from reinv_bench.leaderboard import declared_columns
+
+    columns = declared_columns(state.registry)
     try:
-        entries = sort_entries(aggregate(rows), sort_by)
+        entries = sort_entries(aggregate(rows, baseline_name, columns), sort_by, columns)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     unmatched: list = []
@@ -334,11 +344,11 @@ def leaderboard(state: State, fmt, sort_by, attacks, defenses, archs, scenarios,
         from reinv_bench.leaderboard import rich_unmatched
 
         if entries:
-            Console().print(rich_table(entries))
+            Console().print(rich_table(entries, columns))
         if unmatched:
-            Console().print(rich_unmatched(unmatched))
+            Console().print(rich_unmatched(unmatched, columns))
     else:
-        click.echo(render(entries, fmt, unmatched))
+        click.echo(render(entries, fmt, unmatched, columns))
 
 
 @cli.command()
@@ -438,6 +448,124 @@ def _plugin_args(args: list[str]) -> tuple[str, ...]:
     except click.exceptions.Exit:
         return ()
     return tuple(ctx.params.get("plugin_args") or ())
+
+
+def _filter_options(f):
+    """-a/-d/--arch/--scenario/--budget/--protocol filters and --baseline, as the leaderboard's."""
+    for opt in reversed([
+        click.option("-a", "--attack", "attacks", multiple=True, help="Only these attacks (label as shown)."),
+        click.option("-d", "--defense", "defenses", multiple=True, help="Only these defenses."),
+        click.option("--arch", "archs", multiple=True, help="Only these architectures."),
+        click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios."),
+        click.option("--budget", "budgets", multiple=True, help="Only these budgets."),
+        click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols."),
+        click.option("--baseline", "baseline_name", default="none", show_default=True, metavar="DEFENSE",
+                     help="The defense every other is compared with."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _stored(state: State, workdir: Path, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name,
+            failed: bool = False):
+    """(rows, entries, columns) of the stored results that match the filters."""
+    from reinv_bench.leaderboard import aggregate, declared_columns, filter_rows, sort_entries
+    from reinv_bench.store import Store
+
+    db = workdir / "results.db"
+    if not db.is_file():
+        raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
+    rows = filter_rows(Store(db).rows(), attack=attacks, defense=defenses, arch=archs, scenario=scenarios,
+                       budget=budgets, protocol=protocols)
+    columns = declared_columns(state.registry)
+    entries = sort_entries(aggregate(rows, baseline_name, columns), columns=columns)
+    if not entries and not (failed and rows):
+        raise click.ClickException("no successful results match the filters")
+    return rows, entries, columns
+
+
+def _output_option(f):
+    return click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                        help="The file to write (.png, .svg or .pdf).")(f)
+
+
+@cli.command()
+@_filter_options
+@_output_option
+@click.option("--x", "x_key", default=None, help="Column on x (default: the utility axis, natural accuracy).")
+@click.option("--y", "y_key", default=None, help="Column on y (default: the privacy axis, attack accuracy).")
+@workdir_option
+@click.pass_obj
+def plot(state: State, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, output, x_key, y_key,
+         workdir):
+    """Privacy-utility scatter per comparison group: 95% interval error bars, the baseline marked,
+    the Pareto front drawn, a defense swept over one parameter drawn as a curve."""
+    from reinv_bench.plots import PlotError, privacy_utility
+
+    _, entries, columns = _stored(state, _expand_home(workdir), attacks, defenses, archs, scenarios, budgets,
+                                  protocols, baseline_name)
+    try:
+        privacy_utility(entries, output, columns, x_key, y_key)
+    except PlotError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@_filter_options
+@_output_option
+@click.option("--classes", type=click.IntRange(1), default=8, show_default=True, help="The first K attacked classes.")
+@click.option("--seed", type=int, default=None, help="Which seed's reconstructions (default: the lowest common one).")
+@click.option("--restarts", "restarts", default=None, metavar="DEFENSE",
+              help="Every reconstruction (restart) of this defense's cell instead of one per defense.")
+@workdir_option
+@click.pass_obj
+def show(state: State, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, output, classes, seed,
+         restarts, workdir):
+    """Reconstruction grid of one comparison group: rows = attacked classes, first column a private
+    training image of the class, then per defense the reconstruction the target is most confident
+    in (or, with --restarts, every reconstruction of one cell)."""
+    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.plots import PlotError, group_title, groups, private_loader, reconstruction_grid
+
+    workdir = _expand_home(workdir)
+    _, entries, _ = _stored(state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name)
+    gs = groups(entries)
+    if len(gs) > 1:
+        names = "; ".join(group_title(g[0]) for g in gs)
+        raise click.ClickException(f"{len(gs)} comparison groups match ({names}); pick one with -a/--arch/"
+                                   "--scenario/--budget/--protocol")
+    try:
+        _, (nrows, ncols), notes = reconstruction_grid(gs[0], Artifacts(workdir), private_loader(state.registry),
+                                                       output, classes, seed, restarts)
+    except PlotError as exc:
+        raise click.ClickException(str(exc)) from None
+    for note in notes:
+        warn(note)
+    click.echo(f"wrote {output} ({nrows} classes x {ncols} columns)")
+
+
+@cli.command()
+@_filter_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True, help="The HTML file to write.")
+@click.option("--classes", type=click.IntRange(1), default=6, show_default=True,
+              help="Attacked classes in each reconstruction grid.")
+@workdir_option
+@click.pass_obj
+def report(state: State, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, output, classes,
+           workdir):
+    """One self-contained HTML file (images embedded, no network, no script): leaderboards with
+    intervals per group, privacy-utility plots, reconstruction grids, each cell's config and
+    timings, failed cells, metric gaps and the environment."""
+    from reinv_bench.report import build
+
+    workdir = _expand_home(workdir)
+    rows, _, columns = _stored(state, workdir, attacks, defenses, archs, scenarios, budgets, protocols,
+                               baseline_name, failed=True)
+    text = build(rows, workdir, state.registry, columns, baseline_name, classes)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output} ({len(text.encode()) / 1024:.0f} KiB)")
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Leaderboards of the privacy-utility trade-off: query, aggregate seeds, compare with the
-undefended baseline, mark the Pareto front, render.
+baseline with confidence intervals, mark the Pareto front, render.
 
 Rows are grouped by (protocol, scenario, budget, arch, attack) and ranked within each group by
 defense, so numbers of different evaluation protocols (64 px vs 224 px) are never ranked
@@ -9,10 +9,17 @@ version are never averaged or compared together either: they form their own grou
 apart. An entry averages one value per seed: rows of the same seed and resolved config computed
 with other ``--metric`` sets are merged (per metric, the most recent row that has a value), and
 rows of the same labels but another resolved config are separate entries (``config <digest>``
-after the defense). A defense is Pareto-optimal in its group when no other defense has both
-higher-or-equal natural accuracy and lower-or-equal attack accuracy (one of them strictly).
-Metric columns appear for the metrics the rows hold; a value that could not be computed shows
-as n/a, with its reason under the table.
+after the defense).
+
+The columns are the ones the metrics declare (``api.Column``: key, header, percent or not, which
+direction is better for the defense, and which column is the utility or privacy axis); a key no
+metric declares is shown under its own name. No metric is named here. Every entry is compared
+with the baseline of its group (``baseline``, default ``none``): the difference of each column
+with a direction, with a 95% paired bootstrap interval (``reinv_bench.stats``). A defense is
+Pareto-optimal in its group when no other defense is at least as good on both axes and strictly
+better on one (by the means); it is marked ★, or ☆ when another defense is at least as good on
+both axes within the intervals (better by the mean, or a difference whose interval covers 0).
+A value that could not be computed shows as n/a, with its reason under the table.
 """
 
 from __future__ import annotations
@@ -25,24 +32,57 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-# (key, header, higher is better for the defense)
-METRICS = (
-    ("natural_acc", "Nat. acc %", True),
-    ("attack_acc", "Attack acc %", False),
-    ("attack_acc5", "Top-5 %", False),
-    ("knn_dist", "KNN dist", True),
-    ("eval_dist", "δ_eval", True),
-    ("facenet_dist", "δ_face", True),
-    ("fid", "FID", True),
-)
-PERCENT = {"natural_acc", "attack_acc", "attack_acc5"}
+from reinv_bench import stats
+from reinv_bench.api import Column
+
 GROUP = ("protocol", "scenario", "budget", "arch", "attack")
 FORMATS = ("table", "md", "csv", "json", "latex")
-
+STAR, HOLLOW = "★", "☆"
 
 # rows that differ in these are never averaged or compared together
 SEPARATE = ("data_digest", "reinv_version")
 LABELS = (*GROUP, "threat_model", "defense")
+
+_DEFAULT: dict[str | None, list[Column]] = {}
+
+
+def declared_columns(registry=None) -> list[Column]:
+    """The columns the registered metrics declare, in registration order (without a registry:
+    those of the installed plugins, as ``REINV_BENCH_LOAD_PLUGINS`` selects them)."""
+    if registry is None:
+        import os
+
+        from reinv_bench.plugins import ENV_LOAD
+
+        env = os.environ.get(ENV_LOAD)
+        if env not in _DEFAULT:
+            from reinv_bench.registry import load
+
+            _DEFAULT[env] = declared_columns(load())
+        return _DEFAULT[env]
+    seen: dict[str, Column] = {}
+    entries = getattr(registry, "_entries", {}).get("metric")
+    metrics = [e.obj for e in entries.values()] if entries else [e.obj for e in registry.entries("metric")]
+    order = {"utility": 0, "privacy": 1}  # the metrics of the two axes first, then registration order
+    metrics.sort(key=lambda m: min((order.get(c.axis, 2) for c in getattr(m, "columns", ()) or ()), default=2))
+    for m in metrics:
+        for c in getattr(m, "columns", ()) or ():
+            seen.setdefault(c.key, c)
+    return list(seen.values())
+
+
+def _columns(columns: list[Column] | None) -> list[Column]:
+    return declared_columns() if columns is None else list(columns)
+
+
+def column_of(key: str, columns: list[Column] | None = None) -> Column:
+    """The declared column of ``key``, or an undeclared one (its name, no unit, no direction)."""
+    return next((c for c in _columns(columns) if c.key == key), None) or Column(key)
+
+
+def axis(entries: list[dict[str, Any]], which: str, columns: list[Column] | None = None) -> Column | None:
+    """The column of the ``utility`` or ``privacy`` axis among those the entries hold."""
+    return next((c for c in present(entries, columns) if c.axis == which), None)
 
 
 def _config_key(r: dict[str, Any]) -> str:
@@ -57,17 +97,34 @@ def _config_key(r: dict[str, Any]) -> str:
 
 def _merge_seed(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from the rows of one seed (other metric sets): per metric, the value of the most
-    recent row that has one; a metric no row could compute keeps the most recent reason."""
+    recent row that has one, with that row's per-item outcomes; a metric no row could compute
+    keeps the most recent reason."""
     rs = sorted(rs, key=lambda r: str(r.get("created_at") or ""), reverse=True)
     metrics: dict[str, Any] = {}
     notes: dict[str, str] = {}
+    source: dict[str, dict[str, Any]] = {}
     for r in rs:
         for m, v in (r.get("metrics") or {}).items():
             if metrics.get(m) is None:
                 metrics[m] = v
+                source[m] = r
                 if v is None and m not in notes and (r.get("notes") or {}).get(m):
                     notes[m] = r["notes"][m]
-    return {**rs[0], "metrics": metrics, "notes": {m: n for m, n in notes.items() if metrics.get(m) is None}}
+    with_outcomes = [r for r in rs if r.get("outcomes")]
+    outcomes = None
+    if with_outcomes:
+        first = with_outcomes[0]["outcomes"]
+        outcomes = {"class": first.get("class"), "target_conf": first.get("target_conf"),
+                    "per_reconstruction": {}, "per_item": {}}
+        for m, r in source.items():
+            out = r.get("outcomes") or {}
+            if m in (out.get("per_reconstruction") or {}) and out.get("class") == outcomes["class"]:
+                outcomes["per_reconstruction"][m] = out["per_reconstruction"][m]
+            if m in (out.get("per_item") or {}):
+                outcomes["per_item"][m] = out["per_item"][m]
+    artifacts = next((r["artifacts"] for r in rs if r.get("artifacts")), None)
+    return {**rs[0], "metrics": metrics, "notes": {m: n for m, n in notes.items() if metrics.get(m) is None},
+            "outcomes": outcomes, "artifacts": artifacts}
 
 
 def _short(value: Any, n: int = 6) -> str:
@@ -80,7 +137,21 @@ def comparison_key(e: dict[str, Any]) -> tuple:
     return tuple(str(e.get(k)) for k in (*GROUP, *SEPARATE))
 
 
-def aggregate(rows: list[dict[str, Any]], baseline: str = "none") -> list[dict[str, Any]]:
+def _metric_keys(rows: list[dict[str, Any]], columns: list[Column]) -> list[str]:
+    """The metric keys the rows hold: declared ones in declaration order, then the others."""
+    held = {m for r in rows for m in (r.get("metrics") or {})}
+    declared = [c.key for c in columns if c.key in held]
+    return declared + sorted(held - set(declared))
+
+
+def aggregate(rows: list[dict[str, Any]], baseline: str = "none",
+              columns: list[Column] | None = None) -> list[dict[str, Any]]:
+    """One entry per (labels, data, version, resolved config): the mean and std over seeds of
+    every metric, its interval (``<key>_lo``/``_hi``), the difference from the group's baseline
+    with its paired interval (``d_<key>``, ``d_<key>_lo``/``_hi``, ``d_<key>_method``) for every
+    column with a direction, and the Pareto marks (``pareto``, ``separable``). ``_rows`` keeps
+    the merged row of each seed (plots, grids); it is left out of CSV and JSON."""
+    columns = _columns(columns)
     groups: dict[tuple, dict[Any, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["status"] == "ok":
@@ -90,36 +161,92 @@ def aggregate(rows: list[dict[str, Any]], baseline: str = "none") -> list[dict[s
     for key, by_seed in groups.items():
         e: dict[str, Any] = dict(zip((*LABELS, *SEPARATE), key))
         e["config_digest"] = hashlib.sha256(key[-1].encode()).hexdigest()[:12]
-        rs = [_merge_seed(v) for v in by_seed.values()]  # one per seed
+        merged = {s: _merge_seed(v) for s, v in by_seed.items()}  # one per seed
+        rs = list(merged.values())
         e["n"] = len(rs)
         e["seeds"] = sorted(r["seed"] for r in rs)
-        for m, _, _ in METRICS:
-            if not any(m in (r["metrics"] or {}) for r in rs):
-                continue  # not a metric of these rows: no column
+        counts = {stats.reconstructions(r) for r in rs} - {None}
+        e["reconstructions"] = counts.pop() if len(counts) == 1 and all(stats.reconstructions(r) for r in rs) else None
+        e["_rows"] = {r["seed"]: r for r in rs}
+        e["_config"] = rs[0].get("config") or {}
+        keys = _metric_keys(rs, columns)
+        e["_metrics"] = keys
+        for m in keys:
             vals = [r["metrics"].get(m) for r in rs if r["metrics"] and r["metrics"].get(m) is not None]
             e[m] = statistics.fmean(vals) if vals else None
             e[m + "_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
             if not vals:
                 reasons = {(r.get("notes") or {}).get(m) for r in rs} - {None}
                 e[m + "_note"] = "; ".join(sorted(reasons)) or "not computed"
+            else:
+                iv = stats.interval(e["_rows"], m)
+                e[m + "_lo"], e[m + "_hi"] = iv.lo, iv.hi
         entries.append(e)
     _variants(entries)
     by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for e in entries:
         by_group[comparison_key(e)].append(e)
     for es in by_group.values():
-        base = next((e for e in es if e["defense"] == baseline), None)
-        for e in es:
-            for m in ("natural_acc", "attack_acc"):
-                ok = base is not None and e.get(m) is not None and base.get(m) is not None
-                e["d_" + m] = e[m] - base[m] if ok else None
-            e["pareto"] = e.get("natural_acc") is not None and e.get("attack_acc") is not None and not any(
-                o is not e and o.get("natural_acc") is not None and o.get("attack_acc") is not None
-                and o["natural_acc"] >= e["natural_acc"] and o["attack_acc"] <= e["attack_acc"]
-                and (o["natural_acc"] > e["natural_acc"] or o["attack_acc"] < e["attack_acc"])
-                for o in es
-            )
+        _compare(es, baseline, columns)
     return entries
+
+
+def _compare(es: list[dict[str, Any]], baseline: str, columns: list[Column]) -> None:
+    """Differences from the baseline with intervals, and the Pareto marks, within one group."""
+    base = next((e for e in es if e["defense"] == baseline), None)
+    for e in es:
+        e["baseline"] = baseline if base is not None else None
+        for m in e["_metrics"]:
+            c = column_of(m, columns)
+            if c.better is None and c.axis is None:
+                continue
+            d = "d_" + m
+            e[d] = e[d + "_lo"] = e[d + "_hi"] = None
+            if base is None or e.get(m) is None or base.get(m) is None:
+                continue
+            if e is base:
+                e[d] = 0.0
+                continue
+            iv = stats.paired(e["_rows"], base["_rows"], m)
+            e[d], e[d + "_lo"], e[d + "_hi"], e[d + "_method"] = iv.estimate, iv.lo, iv.hi, iv.method
+            if iv.note:
+                e[d + "_note"] = iv.note
+            if iv.seed_mismatch:
+                e["seed_mismatch"] = {"seeds": iv.seeds_a, "baseline_seeds": iv.seeds_b, "paired": iv.seeds}
+    u, p = axis(es, "utility", columns), axis(es, "privacy", columns)
+    for e in es:
+        e["pareto"], e["separable"] = False, None
+    if u is None or p is None:
+        return
+    with_both = [e for e in es if e.get(u.key) is not None and e.get(p.key) is not None]
+
+    def better(o, e, c):  # o's value strictly better than e's for the defense, by the means
+        return o[c.key] > e[c.key] if c.better != "lower" else o[c.key] < e[c.key]
+
+    def at_least(o, e, c):
+        return o[c.key] >= e[c.key] if c.better != "lower" else o[c.key] <= e[c.key]
+
+    for e in with_both:
+        e["pareto"] = not any(o is not e and at_least(o, e, u) and at_least(o, e, p)
+                              and (better(o, e, u) or better(o, e, p)) for o in with_both)
+    for e in with_both:
+        if not e["pareto"]:
+            continue
+        # another defense at least as good on both axes within the intervals: e is not separable from it
+        e["separable"] = True
+        for o in with_both:
+            if o is e:
+                continue
+            close = []
+            for c in (u, p):
+                iv = stats.paired(o["_rows"], e["_rows"], c.key)
+                if not iv.has_interval:
+                    close.append(at_least(o, e, c))  # no interval: the means decide
+                else:
+                    close.append(better(o, e, c) or not iv.excludes_zero)
+            if all(close):
+                e["separable"] = False
+                e["not_separable_from"] = [*e.get("not_separable_from", []), o["defense"]]
 
 
 def _variants(entries: list[dict[str, Any]]) -> None:
@@ -150,11 +277,19 @@ def filter_rows(rows, **wanted: tuple[str, ...]) -> list[dict[str, Any]]:
     return [r for r in rows if all(not v or r[k] in v for k, v in wanted.items())]
 
 
-def sort_entries(entries: list[dict[str, Any]], by: str = "attack_acc") -> list[dict[str, Any]]:
-    valid = {m for m, _, _ in METRICS} | {"defense", "n", "d_natural_acc", "d_attack_acc"}
+def sortable(entries: list[dict[str, Any]], columns: list[Column] | None = None) -> set[str]:
+    keys = {c.key for c in _columns(columns)} | {c.key for c in present(entries, columns)}
+    return keys | {"d_" + k for k in keys} | {"defense", "n"}
+
+
+def sort_entries(entries: list[dict[str, Any]], by: str = "attack_acc",
+                 columns: list[Column] | None = None) -> list[dict[str, Any]]:
+    """Within each group, best for the defense first: by a column (its declared direction), a
+    difference ``d_<key>`` (the same direction), ``defense`` or ``n``."""
+    valid = sortable(entries, columns)
     if by not in valid:
         raise ValueError(f"cannot sort by {by!r}; choose one of {', '.join(sorted(valid))}")
-    desc = by == "d_natural_acc" or any(m == by and better for m, _, better in METRICS)
+    desc = column_of(by.removeprefix("d_"), columns).better == "higher"
 
     def key(e):
         v = e.get(by)
@@ -166,35 +301,74 @@ def sort_entries(entries: list[dict[str, Any]], by: str = "attack_acc") -> list[
     return sorted(entries, key=key)
 
 
-def _fmt(e: dict[str, Any], m: str) -> str:
+def _num(c: Column, v: float, sign: bool = False) -> str:
+    if c.percent:
+        return f"{v * 100:{'+' if sign else ''}.1f}"
+    return f"{v:{'+' if sign else ''}.3g}"
+
+
+def _fmt(e: dict[str, Any], m: str, columns: list[Column] | None = None) -> str:
     v = e.get(m)
+    c = column_of(m, columns)
     if e.get("reported"):  # a published number: as published (2 decimals), blank where none was
-        return "" if v is None else _fmt_reported(m, v)
+        return "" if v is None else _fmt_reported(m, v, columns)
     if v is None:
         return "n/a"
-    k = 100.0 if m in PERCENT else 1.0
-    s = f"{v * k:.1f}" if m in PERCENT else f"{v:.3g}"
+    s = _num(c, v)
     if e["n"] > 1 and e.get(m + "_std") is not None:
-        s += f" ± {e[m + '_std'] * k:.1f}" if m in PERCENT else f" ± {e[m + '_std']:.2g}"
+        s += f" ± {e[m + '_std'] * 100:.1f}" if c.percent else f" ± {e[m + '_std']:.2g}"
     return s
 
 
-def _delta(v: float | None) -> str:
-    return "" if v is None else f"{v * 100:+.1f}"
+def delta(e: dict[str, Any], m: str, columns: list[Column] | None = None) -> str:
+    """``-4.0 [-11.2, +3.1]``: the difference from the baseline with its interval; `` *`` when
+    the interval excludes 0; ``baseline`` on the baseline's own row."""
+    d = e.get("d_" + m)
+    if d is None or e.get("reported"):
+        return ""
+    if e.get("baseline") == e["defense"] and not e.get("d_" + m + "_method"):
+        return "baseline"
+    c = column_of(m, columns)
+    lo, hi = e.get("d_" + m + "_lo"), e.get("d_" + m + "_hi")
+    if lo is None or hi is None:
+        return _num(c, d, True)
+    mark = " *" if lo > 0 or hi < 0 else ""
+    return f"{_num(c, d, True)} [{_num(c, lo, True)}, {_num(c, hi, True)}]{mark}"
 
 
-def present(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(key, header) of the metrics the entries hold, in display order."""
-    return [(m, h) for m, h, _ in METRICS if any(m in e for e in entries)]
+def _delta_header(c: Column) -> str:
+    return "Δ " + c.header.split()[0].rstrip(".").lower()
 
 
-def display_rows(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    cols = present(entries)
+def present(entries: list[dict[str, Any]], columns: list[Column] | None = None) -> list[Column]:
+    """The columns of the metrics the entries hold, declared ones first in declaration order."""
+    cols = _columns(columns)
+    held = {m for e in entries for m in e.get("_metrics", ())} | {c.key for c in cols if any(c.key in e for e in entries)}
+    out = [c for c in cols if c.key in held]
+    return out + [Column(k) for k in sorted(held - {c.key for c in out})]
+
+
+def n_label(e: dict[str, Any]) -> str:
+    """"seeds x reconstructions" (the seeds alone when the reconstructions are not known)."""
+    if e.get("reported"):
+        return "-"
+    return f"{e['n']} x {e['reconstructions']}" if e.get("reconstructions") else str(e["n"])
+
+
+def pareto_mark(e: dict[str, Any]) -> str:
+    if not e.get("pareto"):
+        return ""
+    return HOLLOW if e.get("separable") is False else STAR
+
+
+def display_rows(entries: list[dict[str, Any]], columns: list[Column] | None = None
+                 ) -> tuple[list[str], list[list[str]]]:
+    cols = present(entries, columns)
     headers = ["Scenario", "Arch", "Attack", "Threat", "Defense", "n"]
-    for m, h in cols:
-        headers.append(h)
-        if m in ("natural_acc", "attack_acc"):
-            headers.append("Δ nat" if m == "natural_acc" else "Δ attack")
+    for c in cols:
+        headers.append(c.header)
+        if c.axis:
+            headers.append(_delta_header(c))
     headers.append("Pareto")
     out = []
     for e in entries:
@@ -203,12 +377,12 @@ def display_rows(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[st
             defense = f"{e['defense']} - reported ({e['source']})"
         row = [e["scenario"] + (f" ({e['budget']})" if e["budget"] != "paper" else "") + _protocol(e)
                + (f" {e['variant']}" if e.get("variant") else ""), e["arch"],
-               e["attack"], e["threat_model"], defense, "-" if e.get("reported") else str(e["n"])]
-        for m, _ in cols:
-            row.append(_fmt(e, m))
-            if m in ("natural_acc", "attack_acc"):
-                row.append(_delta(e["d_" + m]))
-        row.append("★" if e["pareto"] else "")
+               e["attack"], e["threat_model"], defense, n_label(e)]
+        for c in cols:
+            row.append(_fmt(e, c.key, columns))
+            if c.axis:
+                row.append(delta(e, c.key, columns))
+        row.append(pareto_mark(e))
         out.append(row)
     return headers, out
 
@@ -217,28 +391,120 @@ def _protocol(e: dict[str, Any]) -> str:
     return f" [{e['protocol']}]" if e.get("protocol") else ""
 
 
-def gaps(entries: list[dict[str, Any]]) -> list[str]:
+def gaps(entries: list[dict[str, Any]], columns: list[Column] | None = None) -> list[str]:
     """One line per metric that shows n/a somewhere: why it could not be computed."""
     lines = []
-    for m, h in present(entries):
+    for c in present(entries, columns):
+        m = c.key
         reasons = sorted({e[m + "_note"] for e in entries if e.get(m) is None and e.get(m + "_note")})
         if reasons:
-            lines.append(f"{h} n/a: {' | '.join(reasons)}")
+            lines.append(f"{c.header} n/a: {' | '.join(reasons)}")
     return lines
 
 
-def render(entries: list[dict[str, Any]], fmt: str = "md", unmatched: list[dict[str, Any]] | None = None) -> str:
+def stats_notes(entries: list[dict[str, Any]], columns: list[Column] | None = None) -> list[str]:
+    """Under the table: how to read the differences and marks, seed sets that differ, one-seed
+    intervals."""
+    measured = [e for e in entries if not e.get("reported")]
+    cols = [c for c in present(measured, columns) if c.axis]
+    if not measured or not cols:
+        return []
+    lines = []
+    bases = sorted({e["baseline"] for e in measured if e.get("baseline")})
+    if bases:
+        lines.append(f"Δ: difference from the baseline ({', '.join(bases)}) of the same group, with its 95% CI "
+                     "(paired bootstrap over seeds and attacked classes, docs/statistics.md); * = the interval "
+                     "excludes 0. n = seeds x reconstructions.")
+    missing = sorted({" / ".join(str(e[k]) for k in ("scenario", "arch", "attack")) for e in measured
+                      if not e.get("baseline")})
+    if missing:
+        lines.append(f"No baseline in: {'; '.join(missing)} (choose one with --baseline).")
+    if any(e.get("pareto") and e.get("separable") is False for e in measured):
+        lines.append(f"{STAR} = Pareto-optimal by the means; {HOLLOW} = Pareto-optimal by the means but another "
+                     "defense is at least as good on both axes within the intervals (not separable).")
+    for e in measured:
+        mm = e.get("seed_mismatch")
+        if mm:
+            lines.append(f"{e['defense']} ({e['attack']}, {e['arch']}): seeds {_seeds(mm['seeds'])} vs baseline seeds "
+                         f"{_seeds(mm['baseline_seeds'])}: paired on the common seeds {_seeds(mm['paired']) or '(none)'}.")
+    if any(e.get("baseline") and e["baseline"] != e["defense"] and len(_paired_seeds(e)) == 1 for e in measured):
+        lines.append(ONE_SEED)
+    return lines
+
+
+ONE_SEED = ("With one seed the intervals cover only the sampling of reconstructions (and test images), not the "
+            "variation between trained targets; --seeds 3 adds it.")
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def _paired_seeds(e: dict[str, Any]) -> list[int]:
+    mm = e.get("seed_mismatch")
+    return mm["paired"] if mm else e["seeds"]
+
+
+def verdicts(entries: list[dict[str, Any]], columns: list[Column] | None = None) -> list[str]:
+    """One plain sentence per defense on the privacy axis against its group's baseline, e.g.
+    "re vs none: attack accuracy -4.0 points (95% CI -11.2 to +3.1, 1 seed x 50 reconstructions):
+    not distinguishable from noise; --seeds 3 narrows it." (The one-seed caveat is in ``stats_notes``.)"""
+    measured = [e for e in entries if not e.get("reported")]
+    groups = {comparison_key(e) for e in measured}
+    lines = []
+    for e in measured:
+        p = axis([e], "privacy", columns)
+        base = e.get("baseline")
+        if p is None or not base or base == e["defense"] or e.get("d_" + p.key) is None:
+            continue
+        where = f" ({e['attack']}, {e['arch']}, {e['scenario']} {e['budget']})" if len(groups) > 1 else ""
+        seeds = _paired_seeds(e)
+        n = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+        if e.get("reconstructions"):
+            n += f" x {e['reconstructions']} reconstructions"
+        name = p.header.replace("%", "").replace(" acc", " accuracy").strip().lower()
+        unit = " points" if p.percent else ""
+        d, lo, hi = e["d_" + p.key], e.get("d_" + p.key + "_lo"), e.get("d_" + p.key + "_hi")
+        head = f"{e['defense']} vs {base}{where}: {name} {_num(p, d, True)}{unit}"
+        if lo is None or hi is None:
+            why = e.get("d_" + p.key + "_note") or "no interval"
+            lines.append(f"{head} ({n}): no interval ({why}); rerun to store per-reconstruction outcomes, or "
+                         "--seeds 3.")
+            continue
+        if lo > 0 or hi < 0:
+            verdict = "a real difference (the interval excludes 0)"
+        elif len(seeds) < 3:
+            verdict = "not distinguishable from noise; --seeds 3 narrows it"
+        else:
+            verdict = "not distinguishable from noise; more seeds narrow it"
+        mm = e.get("seed_mismatch")
+        flag = (f" [seeds differ: {e['defense']} has {_seeds(mm['seeds'])}, {base} has {_seeds(mm['baseline_seeds'])}; "
+                f"paired on {_seeds(mm['paired'])}]") if mm else ""
+        lines.append(f"{head} (95% CI {_num(p, lo, True)} to {_num(p, hi, True)}, {n}){flag}: {verdict}.")
+    return lines
+
+
+def _public(e: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in e.items() if not k.startswith("_")}
+
+
+def render(entries: list[dict[str, Any]], fmt: str = "md", unmatched: list[dict[str, Any]] | None = None,
+           columns: list[Column] | None = None) -> str:
     """Render as md, latex (tabulate), csv or json (numbers, for tools). md and latex carry a
     one-line protocol reference per group's protocol under the table; ``unmatched``: published
     numbers (``--reported``) with no measured group of their setting, as a second table."""
     unmatched = unmatched or []
     if fmt == "json":
-        return json.dumps([*entries, *({**r, "matched": False} for r in unmatched)], indent=2)
+        return json.dumps([*map(_public, entries), *({**r, "matched": False} for r in unmatched)], indent=2,
+                          default=str)
     if fmt == "csv":
-        fields = [*GROUP, "threat_model", "defense", "n", *SEPARATE, "config_digest"]
-        for m, _ in present(entries):
-            fields += [m, m + "_std"]
-        fields += ["d_natural_acc", "d_attack_acc", "pareto"]
+        fields = [*GROUP, "threat_model", "defense", "n", "reconstructions", *SEPARATE, "config_digest"]
+        for c in present(entries, columns):
+            m = c.key
+            fields += [m, m + "_std", m + "_lo", m + "_hi"]
+            if c.better or c.axis:
+                fields += ["d_" + m, "d_" + m + "_lo", "d_" + m + "_hi"]
+        fields += ["baseline", "pareto", "separable"]
         if unmatched or any(e.get("reported") for e in entries):
             fields += ["reported", "source", "setting"]
             extra = sorted({m for r in unmatched for m in r["metrics"]} - set(fields))
@@ -252,30 +518,34 @@ def render(entries: list[dict[str, Any]], fmt: str = "md", unmatched: list[dict[
         return buf.getvalue()
     from tabulate import tabulate
 
-    headers, rows = display_rows(entries)
+    headers, rows = display_rows(entries, columns)
     if fmt == "md":
-        parts = [tabulate(rows, headers, tablefmt="github"), *gaps(entries), *reported_notes(entries),
+        parts = [tabulate(rows, headers, tablefmt="github"), *gaps(entries, columns),
+                 *stats_notes(entries, columns), *reported_notes(entries),
                  "\n".join(protocol_lines(entries))] if entries else []
         if unmatched:
-            h, r = unmatched_rows(unmatched)
+            h, r = unmatched_rows(unmatched, columns)
             parts += [UNMATCHED_TITLE, tabulate(r, h, tablefmt="github", disable_numparse=True)]
         return "\n\n".join(p for p in parts if p)
     if fmt == "latex":
         parts = [tabulate(rows, headers, tablefmt="latex"),  # tabulate escapes the cells and headers
-                 *(_latex(line) + r"\par" for line in protocol_lines(entries))] if entries else []
+                 *(_latex(line) + r"\par" for line in [*stats_notes(entries, columns), *protocol_lines(entries)])
+                 ] if entries else []
         if unmatched:
-            h, r = unmatched_rows(unmatched)
+            h, r = unmatched_rows(unmatched, columns)
             parts += [_latex(UNMATCHED_TITLE), tabulate(r, h, tablefmt="latex", disable_numparse=True)]
         return "\n".join(parts)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def rich_table(entries: list[dict[str, Any]]):
+def rich_table(entries: list[dict[str, Any]], columns: list[Column] | None = None):
     from rich.table import Table
 
-    headers, rows = display_rows(entries)
-    table = Table(title="reinv-bench leaderboard (★ = Pareto-optimal: no defense has higher natural and lower attack accuracy)",
-                  caption="\n".join([*gaps(entries), *reported_notes(entries), *protocol_lines(entries)]) or None,
+    headers, rows = display_rows(entries, columns)
+    table = Table(title=f"reinv-bench leaderboard ({STAR} = Pareto-optimal: no defense has higher natural and lower "
+                        "attack accuracy)",
+                  caption="\n".join([*gaps(entries, columns), *stats_notes(entries, columns), *reported_notes(entries),
+                                     *protocol_lines(entries)]) or None,
                   caption_justify="left")
     for h in headers:
         table.add_column(h, justify="right" if h not in ("Scenario", "Arch", "Attack", "Threat", "Defense") else "left")
@@ -307,8 +577,8 @@ def _latex(text: str) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in text)
 
 
-def _fmt_reported(m: str, v: float) -> str:
-    return f"{v * 100:.2f}" if m in PERCENT or m.endswith("_acc") else f"{v:.6g}"
+def _fmt_reported(m: str, v: float, columns: list[Column] | None = None) -> str:
+    return f"{v * 100:.2f}" if column_of(m, columns).percent or m.endswith("_acc") else f"{v:.6g}"
 
 
 def _arch_base(label: str | None) -> str | None:
@@ -339,7 +609,7 @@ def attach_reported(entries: list[dict[str, Any]], reported: list[dict[str, Any]
         for e in hits.values():
             row = {k: e.get(k) for k in (*GROUP, *SEPARATE, "threat_model", "variant")}
             row.update(defense=e["defense"], reported=True, n=0, seeds=[], pareto=False, config_variant="",
-                       d_natural_acc=None, d_attack_acc=None,
+                       _metrics=list(r["metrics"]),
                        **{k: r[k] for k in ("paper", "table", "setting", "source")})
             for m, v in r["metrics"].items():
                 row[m], row[m + "_std"] = v, None
@@ -361,21 +631,23 @@ UNMATCHED_TITLE = ("Published numbers without a measured group of the same setti
                    "scenario, architecture, attack and defense):")
 
 
-def unmatched_rows(reported: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    keys = [m for m, _, _ in METRICS if any(m in r["metrics"] for r in reported)]
+def unmatched_rows(reported: list[dict[str, Any]], columns: list[Column] | None = None
+                   ) -> tuple[list[str], list[list[str]]]:
+    keys = [c.key for c in _columns(columns) if any(c.key in r["metrics"] for r in reported)]
     keys += sorted({m for r in reported for m in r["metrics"]} - set(keys))
-    names = {m: h for m, h, _ in METRICS}
-    headers = ["Setting", "Scenario", "Arch", "Attack", "Defense", *(names.get(m, m) for m in keys), "Source"]
+    headers = ["Setting", "Scenario", "Arch", "Attack", "Defense", *(column_of(m, columns).header for m in keys),
+               "Source"]
     rows = [[r["setting"], r.get("scenario") or "(none here)", r.get("arch") or "", r.get("attack") or "",
-             r.get("defense") or "", *(_fmt_reported(m, r["metrics"][m]) if m in r["metrics"] else "" for m in keys),
+             r.get("defense") or "",
+             *(_fmt_reported(m, r["metrics"][m], columns) if m in r["metrics"] else "" for m in keys),
              f"{r['paper']}{', ' + r['table'] if r.get('table') else ''}: {r['source']}"] for r in reported]
     return headers, rows
 
 
-def rich_unmatched(reported: list[dict[str, Any]]):
+def rich_unmatched(reported: list[dict[str, Any]], columns: list[Column] | None = None):
     from rich.table import Table
 
-    headers, rows = unmatched_rows(reported)
+    headers, rows = unmatched_rows(reported, columns)
     table = Table(title=UNMATCHED_TITLE)
     for h in headers:
         table.add_column(h)

@@ -24,6 +24,9 @@ from reinv_bench import hookspecs
 
 GROUP = "reinv_bench"
 ENV_LOAD = "REINV_BENCH_LOAD_PLUGINS"
+# what every comparison and every run relies on (the undefended baseline, the serial executor):
+# -p no: refuses them, as pytest refuses to block its essential plugins
+ESSENTIAL = ("none", "inline")
 
 
 class PluginError(RuntimeError):
@@ -106,6 +109,9 @@ def get_plugin_manager(plugin_args: Iterable[str] = (), extra: Iterable[object] 
     modules = []
     for arg in plugin_args:
         if arg.startswith("no:"):
+            if arg[3:] in ESSENTIAL:
+                raise PluginError(f"-p {arg}: plugin {arg[3:]!r} is essential (the baseline defense and the serial "
+                                  f"executor: {', '.join(ESSENTIAL)}) and cannot be blocked")
             pm.set_blocked(arg[3:])
         else:
             modules.append(arg)

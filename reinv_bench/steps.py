@@ -303,8 +303,18 @@ class Worker:
         ctx = EvalContext(scenario, data, Inversion(inv["images"], inv["labels"], inv["info"]),
                           self.load_model(cell.target_key), self.load_model(cell.eval_key), self.device,
                           self._cache)
+        from reinv_bench.api import OUTCOMES, PerItem
+        from reinv_bench.train import predict
+
         values: dict[str, Any] = {}
         notes: dict[str, str] = {}
+        # per-reconstruction outcomes (class, the target's confidence in it, each metric's item values)
+        # travel to the driver under the reserved key OUTCOMES; the driver stores them in the row
+        with torch.no_grad():
+            conf = predict(ctx.target, ctx.inversion.images, self.device).softmax(1)
+        labels = ctx.inversion.labels.long()
+        outcomes: dict[str, Any] = {"class": labels.tolist(), "per_reconstruction": {}, "per_item": {},
+                                    "target_conf": [round(v, 6) for v in conf[torch.arange(len(labels)), labels].tolist()]}
         for name in cell.metrics:
             metric = self.registry.get("metric", name)
             seed_everything(cell.labels["seed"])  # each metric alike, whatever ran (or was cached) before it
@@ -316,8 +326,16 @@ class Worker:
             for k, v in result.items():
                 if isinstance(v, NotComputed):
                     values[k], notes[k] = None, v.reason
+                elif isinstance(v, PerItem):
+                    values[k] = float(v.value)
+                    items = [float(x) for x in v.items]
+                    if v.classes is None and len(items) == len(labels):
+                        outcomes["per_reconstruction"][k] = items
+                    elif v.classes is not None:
+                        outcomes["per_item"][k] = {"class": [int(c) for c in v.classes], "value": items}
                 else:
                     values[k] = float(v)
+        values[OUTCOMES] = outcomes
         return values, notes
 
     def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:

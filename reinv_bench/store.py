@@ -19,12 +19,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-SCHEMA_VERSION = 2  # 2: the protocol column (rows of version 1 are migrated, protocol unknown)
+# 2: the protocol column (rows of version 1 are migrated, protocol unknown)
+# 3: the outcomes and artifacts columns (rows of versions 1-2 are migrated with both null: they show
+#    means and seed-level intervals only, and no reconstruction grid)
+SCHEMA_VERSION = 3
 COLUMNS = (
     "cell_id", "scenario", "protocol", "arch", "defense", "attack", "threat_model", "seed", "budget", "status", "error",
     "config", "metrics", "notes", "timings", "device", "data_digest", "torch_version", "reinv_version", "created_at",
+    "outcomes", "artifacts",
 )
-JSON_COLUMNS = ("config", "metrics", "notes", "timings")
+# outcomes: per-reconstruction outcomes of the cell, {"class": [...], "target_conf": [...],
+#   "per_reconstruction": {metric key: [...]}, "per_item": {metric key: {"class": [...], "value": [...]}}}
+#   (api.PerItem); artifacts: the cell's artifact keys {"eval", "target", "priors", "invert"}
+JSON_COLUMNS = ("config", "metrics", "notes", "timings", "outcomes", "artifacts")
+MIGRATIONS = {1: ("protocol",), 2: ("outcomes", "artifacts")}  # from version: the columns the next one adds
 T = TypeVar("T")
 
 
@@ -77,8 +85,14 @@ class Store:
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) == 1:
-                self.db.execute("ALTER TABLE results ADD COLUMN protocol TEXT")
+            elif int(row[0]) in MIGRATIONS:
+                version = int(row[0])
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}  # empty: no table yet
+                while version in MIGRATIONS:
+                    for col in MIGRATIONS[version]:
+                        if have and col not in have:
+                            self.db.execute(f"ALTER TABLE results ADD COLUMN {col} TEXT")
+                    version += 1
                 self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(

@@ -32,7 +32,8 @@ def _row(cell_id="c1", **kw):
            "config": {"defense": [{"name": "re", "config": {"scale": [0.1, 0.4]}}]},
            "metrics": {"attack_acc": 0.5, "attack_acc5": None}, "notes": {"attack_acc5": "why"},
            "timings": {"invert_s": 1.5}, "device": "cpu", "data_digest": "abc", "torch_version": "2",
-           "reinv_version": "0.1", "created_at": "2026-01-01T00:00:00"}
+           "reinv_version": "0.1", "created_at": "2026-01-01T00:00:00",
+           "outcomes": {"class": [0, 1], "per_reconstruction": {"attack_acc": [1, 0]}}, "artifacts": {"invert": "k"}}
     row.update(kw)
     return row
 

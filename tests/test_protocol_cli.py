@@ -27,7 +27,7 @@ from reinv_bench.api import (
     TrainRecipe,
 )
 from reinv_bench.cli import State, cli
-from reinv_bench.leaderboard import METRICS, aggregate, attach_reported, render, sort_entries
+from reinv_bench.leaderboard import aggregate, attach_reported, declared_columns, render, sort_entries
 from reinv_bench.plan import Request, expand
 from reinv_bench.plugins import get_plugin_manager
 from reinv_bench.protocol import collect_reported, reported_rows
@@ -65,7 +65,7 @@ def test_reported_number_without_source_is_refused():
 def test_builtin_published_numbers_are_the_sourced_ones():
     reported = collect_reported(load())
     assert all(r.source.strip() for r in reported)
-    known = {m for m, _, _ in METRICS} | {"train_acc"}
+    known = {c.key for c in declared_columns()} | {"train_acc"}
     assert all(set(r.metrics) <= known for r in reported)
     scenarios = set(load().names("scenario"))
     assert all(r.scenario is None or r.scenario in scenarios for r in reported)

@@ -10,17 +10,21 @@ otherwise it is stored as null with that reason, never as a number that means no
 from __future__ import annotations
 
 from reinv_bench import hookimpl
-from reinv_bench.api import EvalContext, Metric, NotComputed
-from reinv_bench.train import accuracy, predict
+from reinv_bench.api import Column, EvalContext, Metric, NotComputed, PerItem
+from reinv_bench.train import predict
 
 
 class NaturalAccuracy(Metric):
     name = "natural_acc"
     definition = ("Top-1 accuracy of the target (in eval mode) on the private test split: every test image, "
                   "stored as a fraction, shown in %.")
+    columns = (Column("natural_acc", "Nat. acc %", percent=True, better="higher", axis="utility"),)
 
     def compute(self, ctx: EvalContext):
-        return {"natural_acc": accuracy(ctx.target, ctx.data.private_test, ctx.device)}
+        test = ctx.data.private_test
+        correct = (predict(ctx.target, test.x, ctx.device).argmax(1) == test.y).int()
+        # per test image (with its class): intervals over the test set without rerunning
+        return {"natural_acc": PerItem(correct.float().mean().item(), correct.tolist(), test.y.tolist())}
 
 
 class AttackAccuracy(Metric):
@@ -29,14 +33,17 @@ class AttackAccuracy(Metric):
                   "reconstructed for; every reconstruction counts, none is selected (LOMMA attack.py::attack_acc). "
                   "attack_acc5: the same with the top-5 predictions, null (with the reason) when the scenario "
                   "has 5 classes or fewer.")
+    columns = (Column("attack_acc", "Attack acc %", percent=True, better="lower", axis="privacy"),
+               Column("attack_acc5", "Top-5 %", percent=True, better="lower"))
 
     def compute(self, ctx: EvalContext):
         logits = predict(ctx.eval_model, ctx.inversion.images, ctx.device)
         y = ctx.inversion.labels
-        out = {"attack_acc": (logits.argmax(1) == y).float().mean().item()}
+        hit = (logits.argmax(1) == y).int()  # per reconstruction: stored, for intervals
+        out = {"attack_acc": PerItem(hit.float().mean().item(), hit.tolist())}
         if ctx.scenario.num_classes > 5:
-            top5 = logits.topk(5, dim=1).indices
-            out["attack_acc5"] = (top5 == y[:, None]).any(1).float().mean().item()
+            hit5 = (logits.topk(5, dim=1).indices == y[:, None]).any(1).int()
+            out["attack_acc5"] = PerItem(hit5.float().mean().item(), hit5.tolist())
         else:
             out["attack_acc5"] = NotComputed(f"scenario {ctx.scenario.name} has {ctx.scenario.num_classes} classes (<= 5)")
         return out

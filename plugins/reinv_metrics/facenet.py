@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from reinv_bench import hookimpl
-from reinv_bench.api import EvalContext, Metric, NotComputed
+from reinv_bench.api import Column, EvalContext, Metric, NotComputed
 from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
 
-from .knn import knn_distance
+from .knn import knn_distances, per_reconstruction
 
 WEIGHTS = WeightsFile(
     "facenet-vggface2", "20180402-114759-vggface2.pt", "",
@@ -65,6 +65,7 @@ class FaceNetDistance(Metric):
                   "embeddings (512-d, L2-normalised, images resized to 160 px) (PPA "
                   "metrics/distance_metrics.py::compute_dist). Null, with the reason, without the weights file.")
     protocols = ("64px", "224px")
+    columns = (Column("facenet_dist", "δ_face", better="higher"),)
 
     def compute(self, ctx: EvalContext):
         try:
@@ -81,7 +82,7 @@ class FaceNetDistance(Metric):
         ref = ctx.cache("facenet-private", {"digest": ctx.data.digest, "classes": ctx.attacked_classes(),
                                             "weights": sha}, private_embeddings)
         emb = embed(net, ctx.inversion.images, ctx.device)
-        return {"facenet_dist": knn_distance(emb, ctx.inversion.labels, ref["emb"], ref["labels"])}
+        return {"facenet_dist": per_reconstruction(knn_distances(emb, ctx.inversion.labels, ref["emb"], ref["labels"]))}
 
 
 @hookimpl

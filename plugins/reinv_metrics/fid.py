@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from reinv_bench import hookimpl
-from reinv_bench.api import EvalContext, Metric, NotComputed
+from reinv_bench.api import Column, EvalContext, Metric, NotComputed
 from reinv_bench.train import predict
 from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
 
@@ -116,6 +116,7 @@ class FID(Metric):
     name = "fid"
     version = 2  # 2: successful reconstructions only, except at 224 px
     protocols = ("64px", "224px")
+    columns = (Column("fid", "FID", better="higher"),)
 
     def compute(self, ctx: EvalContext):
         try:

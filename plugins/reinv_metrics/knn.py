@@ -15,17 +15,27 @@ import torch
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import EvalContext, Metric, NotComputed
+from reinv_bench.api import Column, EvalContext, Metric, NotComputed, PerItem
 from reinv_bench.train import features
 
 
-def knn_distance(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, priv_labels: Tensor) -> float:
+def knn_distances(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, priv_labels: Tensor) -> Tensor:
+    """Per reconstruction: the squared L2 distance to the nearest private feature of its class."""
     d = torch.cdist(recon_feats.double(), priv_feats.double()).pow(2)  # (N, M)
     same = recon_labels[:, None] == priv_labels[None, :]
     if not same.any(1).all():
         missing = sorted(set(recon_labels[~same.any(1)].tolist()))
         raise ValueError(f"no private image of class(es) {missing}")
-    return d.masked_fill(~same, float("inf")).min(1).values.mean().item()
+    return d.masked_fill(~same, float("inf")).min(1).values
+
+
+def knn_distance(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, priv_labels: Tensor) -> float:
+    return knn_distances(recon_feats, recon_labels, priv_feats, priv_labels).mean().item()
+
+
+def per_reconstruction(dist: Tensor) -> PerItem:
+    """The mean distance with each reconstruction's (6 significant digits are stored)."""
+    return PerItem(dist.mean().item(), [float(f"{v:.6g}") for v in dist.tolist()])
 
 
 DEFINITIONS = {
@@ -39,11 +49,14 @@ DEFINITIONS = {
                  "reconstruction counts.",
 }
 
+HEADERS = {"knn_dist": "KNN dist", "eval_dist": "δ_eval"}
+
 
 class KNNDistance(Metric):
     def __init__(self, name: str, protocols: tuple[str, ...]) -> None:
         self.name, self.protocols = name, protocols
         self.definition = DEFINITIONS.get(name, "")
+        self.columns = (Column(name, HEADERS.get(name, name), better="higher"),)
 
     def compute(self, ctx: EvalContext):
         priv = ctx.attacked_private()
@@ -51,7 +64,7 @@ class KNNDistance(Metric):
             return {self.name: NotComputed("no private training image of the attacked classes")}
         pf = features(ctx.eval_model, priv.x, ctx.device)
         rf = features(ctx.eval_model, ctx.inversion.images, ctx.device)
-        return {self.name: knn_distance(rf, ctx.inversion.labels, pf, priv.y)}
+        return {self.name: per_reconstruction(knn_distances(rf, ctx.inversion.labels, pf, priv.y))}
 
 
 @hookimpl

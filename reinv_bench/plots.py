@@ -1,0 +1,305 @@
+"""Pictures (matplotlib, Agg backend: no display needed).
+
+- ``privacy_utility``: one scatter per comparison group, the utility axis (natural accuracy) on
+  x and the privacy axis (attack accuracy) on y, or any two declared columns; error bars are the
+  entries' 95% bootstrap intervals (``reinv_bench.stats.interval``), the baseline is a black
+  square, the Pareto front (by the means) a dashed line, Pareto-optimal defenses a star (hollow
+  when another defense is as good on both axes within the intervals), and a defense swept over
+  one hyperparameter (``mid[beta=0.001]``, ``mid[beta=0.01]``, ...) a connected curve in the
+  order of the parameter.
+- ``reconstruction_grid``: rows = attacked classes; the first column a private training image of
+  the class, then per defense the reconstruction the target is most confident in (what an
+  attacker would pick), or every reconstruction (restart) of one cell.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from reinv_bench.api import Column
+from reinv_bench.leaderboard import axis, column_of, comparison_key, pareto_mark, present
+
+FORMATS = (".png", ".svg", ".pdf")
+CELL_INCHES = 1.1  # one image of a reconstruction grid
+DPI = 100
+
+
+class PlotError(ValueError):
+    """The picture cannot be drawn as asked; the message says what to change."""
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def check_output(path: Path) -> None:
+    if Path(path).suffix.lower() not in FORMATS:
+        raise PlotError(f"{path}: the output must end in {', '.join(FORMATS)}")
+
+
+def group_title(e: dict[str, Any]) -> str:
+    budget = f" ({e['budget']})" if e.get("budget") != "paper" else ""
+    variant = f" {e['variant']}" if e.get("variant") else ""
+    return f"{e['attack']} vs {e['arch']}, {e['scenario']}{budget}{variant}"
+
+
+def groups(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The entries by comparison group, measured ones only, in their order."""
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for e in entries:
+        if not e.get("reported"):
+            by[comparison_key(e)].append(e)
+    return list(by.values())
+
+
+def _scale(c: Column) -> float:
+    return 100.0 if c.percent else 1.0
+
+
+def _label(c: Column) -> str:
+    better = {"higher": "higher is better for the defense", "lower": "lower is better for the defense"}.get(c.better, "")
+    return f"{c.header}" + (f"  ({better})" if better else "")
+
+
+def sweeps(es: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Defenses swept over one hyperparameter: (label, entries in the order of its value). Entries
+    of the same defense components whose resolved configs differ in exactly one value."""
+    families: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in es:
+        comps = (e.get("_config") or {}).get("defense") or []
+        families["+".join(c.get("name", "?") for c in comps) or e["defense"].split("[")[0]].append(e)
+    out = []
+    for name, members in families.items():
+        if len(members) < 2:
+            continue
+        flat = [{f"{c.get('name')}.{k}": v for c in (e.get("_config") or {}).get("defense") or []
+                 for k, v in (c.get("config") or {}).items()} for e in members]
+        keys = sorted({k for f in flat for k in f})
+        varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        if len(varying) != 1:
+            continue
+        key = varying[0]
+        values = [f.get(key) for f in flat]
+        if all(isinstance(v, (int, float)) for v in values):
+            ordered = [e for _, e in sorted(zip(values, members), key=lambda p: p[0])]
+        else:
+            ordered = [e for _, e in sorted(zip(map(repr, values), members), key=lambda p: p[0])]
+        out.append((f"{name} ({key.split('.', 1)[1]})", ordered))
+    return out
+
+
+def privacy_utility(entries: list[dict[str, Any]], path: Path | None = None, columns: list[Column] | None = None,
+                    x: str | None = None, y: str | None = None, dpi: int = DPI):
+    """Draw the privacy-utility scatter of every group (one panel each); save it to ``path``
+    when given. Returns the figure."""
+    plt = _pyplot()
+    gs = groups(entries)
+    if not gs:
+        raise PlotError("no measured entries to plot")
+    xc = column_of(x, columns) if x else axis(entries, "utility", columns)
+    yc = column_of(y, columns) if y else axis(entries, "privacy", columns)
+    if xc is None or yc is None:
+        held = ", ".join(c.key for c in present(entries, columns))
+        raise PlotError(f"no utility/privacy axis among the columns ({held}); choose them with --x and --y")
+    for c in (xc, yc):
+        if not any(e.get(c.key) is not None for g in gs for e in g):
+            raise PlotError(f"no entry has a value of {c.key!r}; columns held: "
+                            f"{', '.join(k.key for k in present(entries, columns))}")
+    n = len(gs)
+    ncols = min(n, 2)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 4.8 * nrows), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for i, es in enumerate(gs):
+        ax = axes[i // ncols][i % ncols]
+        _panel(ax, es, xc, yc, cmap)
+    for j in range(n, nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    fig.tight_layout()
+    if path is not None:
+        check_output(Path(path))
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
+    return fig
+
+
+def _panel(ax, es: list[dict[str, Any]], xc: Column, yc: Column, cmap) -> None:
+    sx, sy = _scale(xc), _scale(yc)
+    pts = [e for e in es if e.get(xc.key) is not None and e.get(yc.key) is not None]
+    colors: dict[str, Any] = {}
+    for e in pts:
+        colors.setdefault(e["defense"].split("[")[0], cmap(len(colors) % 10))
+    labels = []
+    for e in pts:
+        xv, yv = e[xc.key] * sx, e[yc.key] * sy
+
+        def err(c, s, v, e=e):
+            lo, hi = e.get(c.key + "_lo"), e.get(c.key + "_hi")
+            return None if lo is None or hi is None else [[max(v - lo * s, 0)], [max(hi * s - v, 0)]]
+
+        is_base = e.get("baseline") == e["defense"]
+        color = "black" if is_base else colors[e["defense"].split("[")[0]]
+        ax.errorbar(xv, yv, xerr=err(xc, sx, xv), yerr=err(yc, sy, yv), fmt="s" if is_base else "o",
+                    color=color, ms=8 if is_base else 6, capsize=3, lw=1, zorder=3)
+        mark = pareto_mark(e)
+        if mark:
+            ax.scatter([xv], [yv], marker="*", s=260, zorder=4, edgecolors="goldenrod", linewidths=1.5,
+                       facecolors="gold" if mark == "★" else "none")
+        label = e["defense"] + (" (baseline)" if is_base else "")
+        labels.append((label, xv, yv))
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    placed: list[tuple[float, float]] = []  # labels of points that (nearly) coincide are stacked downwards
+    for label, xv, yv in labels:
+        stack = sum(abs(xv - px) < (x1 - x0) / 12 and abs(yv - py) < (y1 - y0) / 25 for px, py in placed)
+        placed.append((xv, yv))
+        ax.annotate(label, (xv, yv), textcoords="offset points", xytext=(6, 6 - 11 * stack), fontsize=8)
+    front = sorted((e for e in pts if e.get("pareto")), key=lambda e: e[xc.key])
+    if len(front) > 1:
+        ax.plot([e[xc.key] * sx for e in front], [e[yc.key] * sy for e in front], "--", color="goldenrod", lw=1,
+                zorder=2, label="Pareto front (means)")
+    for label, line in sweeps(pts):
+        ax.plot([e[xc.key] * sx for e in line], [e[yc.key] * sy for e in line], "-", lw=1.5, zorder=2,
+                color=colors.get(line[0]["defense"].split("[")[0], "gray"), label=f"sweep: {label}")
+    ax.set_xlabel(_label(xc), fontsize=9)
+    ax.set_ylabel(_label(yc), fontsize=9)
+    ax.set_title(group_title(es[0]), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=7, loc="best")
+    ax.text(0.99, 0.01, "error bars: 95% bootstrap CI; ★ Pareto, ☆ not separable", transform=ax.transAxes,
+            ha="right", va="bottom", fontsize=6, color="dimgray")
+
+
+# --------------------------------------------------------------------------------------------
+# Reconstruction grids
+
+
+def _to_image(x):
+    """(C, H, W) in [-1, 1] -> (H, W[, 3]) in [0, 1] for imshow."""
+    img = ((x.float().cpu() + 1) / 2).clamp(0, 1)
+    return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+
+
+def _pick_seed(es: list[dict[str, Any]], seed: int | None) -> int:
+    common = set.intersection(*(set(e.get("_rows", {})) for e in es))
+    if seed is not None:
+        if not common or seed not in common:
+            raise PlotError(f"seed {seed} is not stored for every defense here (common seeds: "
+                            f"{', '.join(map(str, sorted(common))) or 'none'})")
+        return seed
+    if not common:
+        raise PlotError("the defenses here share no seed; pick one defense with -d or a seed with --seed")
+    return min(common)
+
+
+def reconstruction_grid(es: list[dict[str, Any]], artifacts, load_private, path: Path | None = None,
+                        classes: int = 8, seed: int | None = None, restarts: str | None = None, dpi: int = DPI):
+    """Draw one group's grid and save it to ``path``. ``artifacts``: ``reinv_bench.artifacts.
+    Artifacts`` of the workdir; ``load_private(entry) -> Split``: the private training data of
+    an entry's scenario. ``restarts``: a defense label: every reconstruction of its cell instead
+    of one per defense. Returns (figure, (rows, columns), notes)."""
+    import torch
+
+    plt = _pyplot()
+    if restarts is not None:
+        es = [e for e in es if e["defense"] == restarts]
+        if not es:
+            raise PlotError(f"no defense {restarts!r} here")
+    seed = _pick_seed(es, seed)
+    notes: list[str] = []
+    cells = []  # (entry, images, labels, confidence or None)
+    for e in es:
+        row = e["_rows"][seed]
+        key = (row.get("artifacts") or {}).get("invert")
+        if not key:
+            notes.append(f"{e['defense']}: stored before reconstructions were linked to rows; rerun to show it")
+            continue
+        if not artifacts.exists(key):
+            notes.append(f"{e['defense']}: reconstructions {key[:12]} are not in this workdir's artifact cache")
+            continue
+        inv = artifacts.load(key)
+        conf = (row.get("outcomes") or {}).get("target_conf")
+        if conf is not None and len(conf) != len(inv["labels"]):
+            conf = None
+        if conf is None:
+            notes.append(f"{e['defense']}: no stored target confidences: the first reconstruction of each class")
+        cells.append((e, inv["images"], inv["labels"], None if conf is None else torch.tensor(conf)))
+    if not cells:
+        raise PlotError("no reconstructions to show: " + "; ".join(notes))
+    attacked = sorted(set.intersection(*(set(c[2].tolist()) for c in cells)))[:classes]
+    if not attacked:
+        raise PlotError("the defenses here attacked no class in common")
+    priv = load_private(cells[0][0])
+    if restarts is not None:
+        _, images, labels, conf = cells[0]
+        per_class = max(int((labels == c).sum()) for c in attacked)
+        titles = ["private"] + [f"#{i + 1}" for i in range(per_class)]
+    else:
+        titles = ["private"] + [c[0]["defense"] for c in cells]
+    nrows, ncols = len(attacked), len(titles)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(ncols, 3) * CELL_INCHES, nrows * CELL_INCHES + 0.8),
+                             squeeze=False)
+    for r, c in enumerate(attacked):
+        idx = (priv.y == c).nonzero().flatten()
+        row_imgs = [priv.x[idx[:1]].to("cpu")[0] if len(idx) else None]
+        row_text = ["" if len(idx) else "no private image"]
+        if restarts is not None:
+            sel = (labels == c).nonzero().flatten()
+            if conf is not None:
+                sel = sel[conf[sel].argsort(descending=True)]
+            for j in range(ncols - 1):
+                row_imgs.append(images[sel[j]] if j < len(sel) else None)
+                row_text.append(f"{conf[sel[j]]:.2f}" if conf is not None and j < len(sel) else "")
+        else:
+            for _, images_d, labels_d, conf_d in cells:
+                sel = (labels_d == c).nonzero().flatten()
+                best = sel[conf_d[sel].argmax()] if conf_d is not None else sel[0]
+                row_imgs.append(images_d[best])
+                row_text.append(f"{conf_d[best]:.2f}" if conf_d is not None else "")
+        for j, (img, text) in enumerate(zip(row_imgs, row_text)):
+            ax = axes[r][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is not None:
+                ax.imshow(_to_image(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            if text:
+                ax.set_xlabel(text, fontsize=6, labelpad=1)
+            if r == 0:
+                ax.set_title(titles[j], fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"class {c}", fontsize=7)
+    what = (f"every reconstruction of {restarts}, most confident first" if restarts is not None
+            else "per defense, the reconstruction the target is most confident in")
+    title = f"{group_title(cells[0][0])}, seed {seed}: {what} (number: the target's confidence in the class)"
+    fig.suptitle(textwrap.fill(title, max(30, int(ncols * CELL_INCHES * 13))), fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        check_output(Path(path))
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
+    return fig, (nrows, ncols), notes
+
+
+def private_loader(registry):
+    """``load_private(entry)``: the private training split of the entry's scenario, from the data
+    folder stored with its config (one load per scenario and folder)."""
+    cache: dict[tuple, Any] = {}
+
+    def load(e: dict[str, Any]):
+        root = ((e.get("_config") or {}).get("scenario") or {}).get("data_root")
+        key = (e["scenario"], root)
+        if key not in cache:
+            cache[key] = registry.get("scenario", e["scenario"]).load(None if root is None else Path(root))
+        return cache[key].private_train
+
+    return load
