@@ -178,7 +178,7 @@ def aggregate(rows: list[dict[str, Any]], baseline: str = "none",
             if not vals:
                 reasons = {(r.get("notes") or {}).get(m) for r in rs} - {None}
                 e[m + "_note"] = "; ".join(sorted(reasons)) or "not computed"
-            else:
+            elif column_of(m, columns).axis:  # the plots' error bars (plots compute the others')
                 iv = stats.interval(e["_rows"], m)
                 e[m + "_lo"], e[m + "_hi"] = iv.lo, iv.hi
         entries.append(e)
@@ -235,18 +235,21 @@ def _compare(es: list[dict[str, Any]], baseline: str, columns: list[Column]) -> 
         # another defense at least as good on both axes within the intervals: e is not separable from it
         e["separable"] = True
         for o in with_both:
-            if o is e:
-                continue
-            close = []
-            for c in (u, p):
-                iv = stats.paired(o["_rows"], e["_rows"], c.key)
-                if not iv.has_interval:
-                    close.append(at_least(o, e, c))  # no interval: the means decide
-                else:
-                    close.append(better(o, e, c) or not iv.excludes_zero)
-            if all(close):
+            if o is not e and all(_close(o, e, c, better, at_least) for c in (u, p)):
                 e["separable"] = False
                 e["not_separable_from"] = [*e.get("not_separable_from", []), o["defense"]]
+
+
+def _close(o: dict[str, Any], e: dict[str, Any], c: Column, better, at_least) -> bool:
+    """Whether ``o`` is at least as good as ``e`` on column ``c`` within the intervals: better by
+    the mean, or a paired difference whose interval covers 0 (no interval: the means decide)."""
+    if better(o, e, c):
+        return True
+    lo_o, hi_o, lo_e, hi_e = (x.get(c.key + s) for x in (o, e) for s in ("_lo", "_hi"))
+    if None not in (lo_o, hi_o, lo_e, hi_e) and (hi_o < lo_e or hi_e < lo_o):
+        return False  # separate 95% intervals: the paired difference is further from 0 still
+    iv = stats.paired(o["_rows"], e["_rows"], c.key)
+    return at_least(o, e, c) if not iv.has_interval else not iv.excludes_zero
 
 
 def _variants(entries: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from reinv_bench import stats
 from reinv_bench.api import Column
 from reinv_bench.leaderboard import axis, column_of, comparison_key, pareto_mark, present
 
@@ -143,6 +144,9 @@ def _panel(ax, es: list[dict[str, Any]], xc: Column, yc: Column, cmap) -> None:
         xv, yv = e[xc.key] * sx, e[yc.key] * sy
 
         def err(c, s, v, e=e):
+            if c.key + "_lo" not in e and e.get("_rows"):  # aggregate computes the axes' intervals only
+                iv = stats.interval(e["_rows"], c.key)
+                e[c.key + "_lo"], e[c.key + "_hi"] = iv.lo, iv.hi
             lo, hi = e.get(c.key + "_lo"), e.get(c.key + "_hi")
             return None if lo is None or hi is None else [[max(v - lo * s, 0)], [max(hi * s - v, 0)]]
 
