@@ -87,7 +87,7 @@ def _p(lines: list[str], cls: str = "note") -> str:
 def build(rows: list[dict[str, Any]], workdir: Path, registry, columns: list[Column] | None = None,
           baseline: str = "none", classes: int = 6, title: str = "reinv-bench report") -> str:
     """The report of ``rows`` (as the store holds them, failed ones included) as one HTML string."""
-    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.artifacts import ArtifactError, Artifacts
     from reinv_bench.plots import (
         PlotError,
         group_title,
@@ -130,7 +130,7 @@ def build(rows: list[dict[str, Any]], workdir: Path, registry, columns: list[Col
             part.append(f"<figure>{png(fig)}<figcaption>Reconstructions: {nr} attacked classes; first column a "
                         "private training image of the class, then per defense the reconstruction the target is "
                         "most confident in.</figcaption></figure>" + _p(notes))
-        except (PlotError, OSError, ValueError) as exc:
+        except (PlotError, ArtifactError, OSError, ValueError, KeyError) as exc:  # e.g. data or plugin absent here
             part.append(_p([f"No reconstruction grid: {exc}"]))
         sections.append("".join(part))
     if toc:
