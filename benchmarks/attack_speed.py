@@ -19,7 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from reinv_attacks._gan import Critic, Generator, latent_init
+from reinv_attacks._gan import Critic, Generator
+from reinv_attacks._latent import latent_init
 from reinv_attacks.brepmi import brep_optimize
 from reinv_attacks.gmi import gmi_optimize
 from reinv_attacks.kedmi import KDiscriminator, kedmi_optimize, prior_loss

@@ -406,6 +406,7 @@ class Attack(Configurable):
     prior_kind: ClassVar[str | None] = None  # default: the attack's name
     prior_params: ClassVar[tuple[str, ...]] = ()
     prior_uses_target: ClassVar[bool] = False
+    accepts_identity: ClassVar[bool] = False  # invert honours ``identity``: a WrapperAttack may wrap it
 
     def priors(self) -> list[PriorSpec]:
         return [PriorSpec(self.prior_kind or self.name, {k: self.config[k] for k in self.prior_params},
@@ -415,8 +416,48 @@ class Attack(Configurable):
         """Build prior ``kind``; returns tensors/state dicts (saved for weights_only loading)."""
         return {}
 
-    def invert(self, ctx: AttackContext, priors: dict[str, dict[str, Any]], classes: list[int]) -> Inversion:
+    def invert(self, ctx: AttackContext, priors: dict[str, dict[str, Any]], classes: list[int],
+               identity: IdentityLoss | None = None) -> Inversion:
+        """Reconstruct every class of ``classes``. ``identity`` is given only by a wrapper attack
+        (``lomma+gmi``), and only to an attack that declares ``accepts_identity``: it replaces the
+        attack's identity term (CE(T(x), y) under the attack's weight lambda) and, when its
+        ``iters`` is set, the attack's number of iterations."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class IdentityLoss:
+    """What a wrapper attack hands the attack it wraps (``invert(..., identity=...)``):
+    ``loss(x, y)`` gives one loss per image, in place of the base's CE(T(x), y); ``iters``, when
+    set, replaces the base's number of iterations."""
+
+    loss: Callable[[Tensor, Tensor], Tensor]
+    iters: int | None = None
+
+
+class WrapperAttack(Attack):
+    """An attack that modifies the attack to its right: ``WRAPPER+BASE`` on the command line
+    (``lomma+gmi``). The harness builds the base from its own spec and passes it as ``base``;
+    the wrapper's params are its own. Only a base that declares ``accepts_identity`` may be
+    wrapped. The wrapper attacks under the base's threat model, needs the base's priors plus its
+    own (``priors()``; ``prepare`` hands the base's kinds to the base: an override calls
+    ``super().prepare(ctx, kind)`` for those), and its ``invert`` usually calls
+    ``self.base.invert(ctx, priors, classes, identity)`` with an ``IdentityLoss``."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None, budget: str = "paper",
+                 base: Attack | None = None) -> None:
+        super().__init__(config, budget)
+        if base is None or not base.accepts_identity:
+            raise ConfigError(f"{self.name} wraps a white-box attack that accepts an identity loss; got "
+                              f"{getattr(base, 'name', None)!r}: write e.g. -a {self.name}+gmi")
+        self.base = base
+        self.threat_model = base.threat_model
+
+    def priors(self) -> list[PriorSpec]:
+        return [*self.base.priors(), *super().priors()]
+
+    def prepare(self, ctx: AttackContext, kind: str) -> dict[str, Any]:
+        return self.base.prepare(ctx, kind)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 from reinv_bench import recipes
 from reinv_bench import spec as specs
-from reinv_bench.api import Attack, ConfigError, Defense, Scenario
+from reinv_bench.api import Attack, ConfigError, Defense, Scenario, WrapperAttack
 from reinv_bench.registry import Registry
 
 ARTIFACT_VERSION = 2  # 2: data digest and every plugin's version in the keys; verified artifacts
@@ -124,13 +124,13 @@ def resolve_defense(registry: Registry, text: str, budget: str,
 def resolve_attack(registry: Registry, text: str, budget: str,
                    keep: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any], Attack]:
     """Parse ``NAME[...]`` or ``WRAPPER[...]+NAME[...]`` (e.g. ``lomma+gmi``): a wrapper attack
-    (``wraps = True``) modifies the attack to its right."""
+    (a ``WrapperAttack``) modifies the attack to its right, which it receives as ``base``."""
     comps = specs.parse(text)
     desc: dict[str, Any] | None = None
     labels = []
     for i, comp in enumerate(reversed(comps)):
         cls: type[Attack] = registry.get("attack", comp.name)
-        wraps = getattr(cls, "wraps", False)
+        wraps = issubclass(cls, WrapperAttack)
         if i == 0 and wraps:
             raise specs.SpecError(f"attack {comp.name!r} wraps a base attack: write e.g. {comp.name}+gmi")
         if i > 0 and not wraps:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from reinv_attacks._gan import Generator, latent_init
+from reinv_attacks._gan import Generator
+from reinv_attacks._latent import latent_init
 from reinv_attacks.brepmi import brep_optimize
 from reinv_attacks.gmi import gmi_optimize
 from reinv_attacks.kedmi import kedmi_optimize, prior_loss, soft_xent

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 import torch.nn.init as init
 from torch import nn
 
-from reinv_attacks._gan import Critic, Generator, batch_stream, class_generator, latent_init
-from reinv_attacks.gmi import GMI, train_wgan_gp
+from reinv_attacks._gan import Critic, Generator, batch_stream, train_wgan_gp
+from reinv_attacks._latent import class_generator, latent_init
+from reinv_attacks.gmi import GMI
 from reinv_attacks.kedmi import (
     KEDMI,
     NOISE_STREAM,
@@ -431,10 +432,10 @@ def test_lomma_runs_the_official_iterations_on_either_base():
     seen = []
 
     class Base:
-        name, threat_model = "base", "white-box"
+        name, threat_model, accepts_identity = "base", "white-box", True
 
-        def invert(self, ctx, priors, classes, identity=None, iters=None):
-            seen.append(iters)
+        def invert(self, ctx, priors, classes, identity=None):
+            seen.append(identity.iters)
 
     for base in (GMI({}), KEDMI({}), Base()):
         lomma = LOMMA({}, "paper", base=base)

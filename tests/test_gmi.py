@@ -1,7 +1,8 @@
 import torch
 from torch import nn
 
-from reinv_attacks._gan import Critic, Generator, latent_init
+from reinv_attacks._gan import Critic, Generator
+from reinv_attacks._latent import latent_init
 from reinv_attacks.gmi import GMI, gmi_loss, gmi_optimize
 from reinv_bench.api import AttackContext
 from reinv_bench.registry import load

@@ -1,6 +1,7 @@
-"""Building blocks shared by the attack plugins: GMI's GAN nets (GMI, BREP-MI, KEDMI's
-generator), per-class random streams and identity batches, the GAN training batches, and
-loading a cached network frozen for inversion.
+"""The GANs of the attack plugins, shared: GMI's generator and critic (GMI, BREP-MI, LOMMA+GMI;
+KEDMI's generator), the alternating training loop every GAN prior runs (``train_gan``), GMI's
+WGAN-GP prior (``train_wgan_gp``, ``GMIPrior``), the official loaders' batch stream, and loading
+a cached network frozen for inversion. The search in latent space is ``_latent.py``.
 
 The shapes follow GMI's official code (sunblaze-ucb/GMI-attack, ``GeneratorMNIST``/``Generator``
 and ``DGWGAN32``/``DGWGAN``): a linear layer to a 4x4 map, stride-2 5x5 transposed convolutions
@@ -13,9 +14,14 @@ three, 64 px: four), which reproduces both official variants.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from reinv_bench.api import Attack, AttackContext, Param, PriorSpec, Progress, _no_progress
 
 # The official GAN budget of GMI's and KEDMI's 64-px GANs, in critic (discriminator) steps: 120
 # epochs (KEDMI ``config/celeba.json``; LOMMA ``config/celeba/training_GAN/{general,specific}_gan/
@@ -90,25 +96,6 @@ def frozen(net: nn.Module, state: dict, device) -> nn.Module:
     return net.to(device).eval().requires_grad_(False)
 
 
-def class_generator(seed: int, c: int, stream: int = 0) -> torch.Generator:
-    """The random stream of class ``c`` (``stream`` tells a restart or a use apart): a class draws
-    the same numbers whether it is attacked alone, in a batch or in another identity batch."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + stream * 10_007 + c) % 2**62)
-
-
-def latent_init(seed: int, classes: list[int], restarts: int, z_dim: int) -> tuple[Tensor, Tensor]:
-    """Initial latents, one per (restart, class), each from its class's generator. Row order:
-    restart major, class minor. Returns (z, labels)."""
-    zs = [torch.randn(z_dim, generator=class_generator(seed, c, r)) for r in range(restarts) for c in classes]
-    return torch.stack(zs), torch.tensor(classes * restarts, dtype=torch.long)
-
-
-def identity_batches(classes: list[int], size: int) -> list[list[int]]:
-    """The attacked classes in identity batches of ``size`` (the official scripts attack 60 at a
-    time and average the loss over them: KEDMI/LOMMA ``recovery.py``, PLG-MI ``reconstruct.py``)."""
-    return [classes[i : i + size] for i in range(0, len(classes), size)]
-
-
 def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, streams: int = 1):
     """Index batches for ``steps`` training steps as the official loaders give them: every stream
     reshuffled at each pass over the ``n`` images, incomplete last batch dropped (``drop_last``);
@@ -120,3 +107,108 @@ def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, stre
         if i == 0:
             perms = [torch.randperm(n, generator=gen) for _ in range(streams)]
         yield [p[i * size : (i + 1) * size] for p in perms]
+
+
+def train_gan(G: nn.Module, D: nn.Module, batches: Iterator, d_loss: Callable, g_loss: Callable, *, steps: int,
+              n_critic: int, lr: float, betas: tuple[float, float], g_first: bool = False,
+              progress: Progress = _no_progress) -> int:
+    """The alternating loop of every GAN prior: ``steps`` discriminator (critic) steps on
+    ``d_loss(batch)``, one per batch of ``batches`` (drawn when its step comes), and a generator
+    step on ``g_loss(batch)`` every ``n_critic``, each with its Adam(``lr``, ``betas``) while the
+    other network has no gradients. The generator step follows every n_critic-th D step, with its
+    batch (GMI ``train_gan.py``, KEDMI ``k+1_gan.py``), or, ``g_first``, precedes each group of
+    n_critic D steps, with None (PLG-MI ``train_cgan.py``). G and D end frozen in eval mode.
+    Returns the number of generator steps."""
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+
+    def update(opt: torch.optim.Optimizer, train: nn.Module, hold: nn.Module, loss: Callable, batch) -> None:
+        train.requires_grad_(True)
+        hold.requires_grad_(False)
+        value = loss(batch)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+
+    g_steps = 0
+    for step in range(steps):
+        if g_first and step % n_critic == 0:
+            update(opt_g, G, D, g_loss, None)
+            g_steps += 1
+        batch = next(batches)
+        update(opt_d, D, G, d_loss, batch)
+        if not g_first and (step + 1) % n_critic == 0:
+            update(opt_g, G, D, g_loss, batch)
+            g_steps += 1
+        progress(step + 1, steps)
+    G.eval().requires_grad_(False)
+    D.eval().requires_grad_(False)
+    return g_steps
+
+
+def train_wgan_gp(
+    public: Tensor, image_shape, *, dim: int, z_dim: int, steps: int, batch_size: int, lr: float,
+    n_critic: int, gp: float, device: torch.device, seed: int, progress: Progress = _no_progress,
+) -> tuple[Generator, Critic, dict]:
+    """GMI's WGAN-GP (``train_gan.py``): critic loss -W + gp * gradient penalty, generator loss
+    -D(G(z)), Adam betas (0.5, 0.999), ``steps`` critic steps and a generator step every
+    ``n_critic``."""
+    torch.manual_seed(seed)
+    G, D = Generator(image_shape, z_dim, dim).to(device), Critic(image_shape, dim).to(device)
+    x = public.to(device)
+    batches = (x[idx.to(device)] for (idx,) in batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed)))
+    wd_hist = []
+
+    def d_loss(real: Tensor) -> Tensor:
+        fake = G(torch.randn(len(real), z_dim, device=device))
+        wd = D(real).mean() - D(fake).mean()
+        wd_hist.append(wd.item())
+        return -wd + gp * gradient_penalty(D, real, fake)
+
+    def g_loss(real: Tensor) -> Tensor:
+        return -D(G(torch.randn(len(real), z_dim, device=device))).mean()
+
+    g_steps = train_gan(G, D, batches, d_loss, g_loss, steps=steps, n_critic=n_critic, lr=lr, betas=(0.5, 0.999),
+                        progress=progress)
+    return G, D, {"critic_steps": steps, "generator_steps": g_steps,
+                  "final_wasserstein": sum(wd_hist[-50:]) / max(1, len(wd_hist[-50:]))}
+
+
+GAN_PARAMS = {
+    "gan_dim": Param(64, "GAN base width (official: 64)", low=4),
+    "gan_steps": Param(OFFICIAL_GAN_STEPS, "GAN critic steps, a generator step every n_critic (official: 120 "
+                       "epochs over the 30,000-image ganset in batches of 64 = 56,160)", low=1),
+    "gan_batch": Param(64, "GAN batch size (official: 64)", low=1),
+    "gan_lr": Param(2e-4, "Adam lr of generator and critic (official: 2e-4)", low=0.0),
+    "n_critic": Param(5, "critic steps per generator step (official: 5)", low=1),
+    "gp": Param(10.0, "gradient-penalty weight (official: 10)", low=0.0),
+}
+# the digits' public half is ~2,500 images (39 batches of 64): smoke ~1 pass, quick ~60 passes
+GAN_BUDGETS = {"smoke": {"gan_dim": 8, "gan_steps": 40}, "quick": {"gan_dim": 16, "gan_steps": 2400}}
+
+
+class GMIPrior(Attack):
+    """The public WGAN-GP prior of GMI, shared (one cached artifact per scenario and GAN
+    config) by every attack that uses it: gmi, brepmi, lomma+gmi. Subclasses add ``params``
+    (with ``GAN_PARAMS``) and ``invert``."""
+
+    prior_kind = "gmi-gan"
+    prior_params = tuple(GAN_PARAMS)
+    gan_version: ClassVar[int] = 2  # the prior's own version (gmi 2's GAN): bump when train_wgan_gp changes
+    z_dim = 100
+
+    def priors(self) -> list[PriorSpec]:
+        return [replace(p, version=self.gan_version) for p in super().priors()]
+
+    def prepare(self, ctx: AttackContext, kind: str) -> dict:
+        c = self.config
+        G, D, info = train_wgan_gp(
+            ctx.data.public.x, ctx.scenario.image_shape, dim=c.gan_dim, z_dim=self.z_dim, steps=c.gan_steps,
+            batch_size=c.gan_batch, lr=c.gan_lr, n_critic=c.n_critic, gp=c.gp, device=ctx.device,
+            seed=ctx.seed, progress=ctx.progress,
+        )
+        return {"G": G.state_dict(), "D": D.state_dict(), "info": info}
+
+    def load_prior(self, prior: dict, image_shape, device) -> tuple[Generator, Critic]:
+        G, D = Generator(image_shape, self.z_dim, self.config.gan_dim), Critic(image_shape, self.config.gan_dim)
+        return frozen(G, prior["G"], device), frozen(D, prior["D"], device)

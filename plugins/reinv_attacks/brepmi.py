@@ -43,15 +43,13 @@ its next latents of the search.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor
 
 from reinv_bench import hookimpl
 from reinv_bench.api import AttackContext, Inversion, Param, Progress, _no_progress
 
-from .gmi import GAN_BUDGETS, GAN_PARAMS, GMI, GMIPrior
+from ._gan import GAN_BUDGETS, GAN_PARAMS, GMIPrior
 
 
 def initial_points(G, label_of, classes: list[int] | None, n_ids: int, restarts: int, z_dim: int, batch: int,
@@ -149,10 +147,6 @@ class BREPMI(GMIPrior):
         "smoke": {**GAN_BUDGETS["smoke"], "patience": 5, "max_iters": 10, "init_tries": 3},
         "quick": {**GAN_BUDGETS["quick"], "patience": 60, "max_iters": 300, "restarts": 2},
     }
-
-    def priors(self):
-        # the GAN is GMI's artifact: keyed by gmi's version so that gmi, brepmi and lomma+gmi share it
-        return [replace(p, version=GMI.version) for p in super().priors()]
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
         c = self.config

@@ -37,17 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, _no_progress
+from reinv_bench.api import Attack, AttackContext, IdentityLoss, Inversion, Param, Progress, _no_progress
 
-from ._gan import (
-    OFFICIAL_GAN_STEPS,
-    Generator,
-    _stages,
-    batch_stream,
-    class_generator,
-    frozen,
-    identity_batches,
-)
+from ._gan import OFFICIAL_GAN_STEPS, Generator, _stages, batch_stream, frozen, train_gan
+from ._latent import class_generator, descend, in_identity_batches
 
 NOISE_STREAM = 7919  # the classes' recovery noise, apart from the restart streams of latent_init
 
@@ -135,27 +128,19 @@ def train_kedmi_gan(public: Tensor, T, image_shape, num_classes: int, *, dim: in
     and the unlabelled batch of the generator step), as the official three loaders."""
     torch.manual_seed(seed)
     G, D = Generator(image_shape, z_dim, dim).to(device), KDiscriminator(image_shape, dim, num_classes).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
     x = public.to(device)
     stream = batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed), streams=3)
-    for step, idx in enumerate(stream, 1):
-        lab, unl, unl2 = (x[i.to(device)] for i in idx)
-        G.requires_grad_(False)
-        D.requires_grad_(True)
-        loss_d = kedmi_d_loss(D, T, lab, unl, G(torch.randn(len(lab), z_dim, device=device)))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        if step % n_critic == 0:
-            G.requires_grad_(True)
-            D.requires_grad_(False)
-            loss_g = kedmi_g_loss(D, G(torch.randn(len(lab), z_dim, device=device)), unl2)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-        progress(step, steps)
-    return G.eval().requires_grad_(False), D.eval().requires_grad_(False)
+    batches = ([x[i.to(device)] for i in idx] for idx in stream)  # (labelled, unlabelled, unlabelled for G)
+
+    def d_loss(b: list[Tensor]) -> Tensor:
+        return kedmi_d_loss(D, T, b[0], b[1], G(torch.randn(len(b[0]), z_dim, device=device)))
+
+    def g_loss(b: list[Tensor]) -> Tensor:
+        return kedmi_g_loss(D, G(torch.randn(len(b[0]), z_dim, device=device)), b[2])
+
+    train_gan(G, D, batches, d_loss, g_loss, steps=steps, n_critic=n_critic, lr=lr, betas=(0.5, 0.999),
+              progress=progress)
+    return G, D
 
 
 def kedmi_optimize(G, D, T, mu: Tensor, logvar: Tensor, y: Tensor, *, iters: int, lr: float, lam: float,
@@ -165,20 +150,15 @@ def kedmi_optimize(G, D, T, mu: Tensor, logvar: Tensor, y: Tensor, *, iters: int
     ``clip`` > 0 clamps z to [-clip, clip] before G (LOMMA's variant; 0: none, as KEDMI);
     ``identity(x, y) -> per-image loss`` replaces CE (LOMMA)."""
     mu, logvar = mu.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
-    opt = torch.optim.Adam([mu, logvar], lr=lr)
-    hist = []
-    for it in range(iters):
-        eps = noise(it) if noise is not None else torch.randn_like(mu)
-        x = G(sample(mu, logvar, eps, clip))
+
+    def loss(it: int) -> Tensor:
+        x = G(sample(mu, logvar, noise(it) if noise is not None else torch.randn_like(mu), clip))
         _, d_logits = D(x)
         iden = F.cross_entropy(T(x), y, reduction="none") if identity is None else identity(x, y)
-        per = prior_loss(d_logits) + lam * iden
-        opt.zero_grad(set_to_none=True)
-        (per.sum() * scale).backward()
-        opt.step()
-        hist.append(per.detach().mean())
-        progress(it + 1, iters)
-    return mu.detach(), logvar.detach(), [h.item() for h in hist]
+        return prior_loss(d_logits) + lam * iden
+
+    hist = descend(torch.optim.Adam([mu, logvar], lr=lr), loss, iters=iters, scale=scale, progress=progress)
+    return mu.detach(), logvar.detach(), hist
 
 
 def sample(mu: Tensor, logvar: Tensor, eps: Tensor, clip: float = 0.0) -> Tensor:
@@ -194,6 +174,7 @@ class KEDMI(Attack):
     prior_kind = "kedmi-gan"
     prior_params = ("gan_dim", "gan_steps", "gan_batch", "gan_lr", "n_critic")
     prior_uses_target = True
+    accepts_identity = True
     z_dim = 100
     params = {
         "gan_dim": Param(64, "GAN base width (official: 64)", low=4),
@@ -229,15 +210,13 @@ class KEDMI(Attack):
         D = KDiscriminator(scenario.image_shape, self.config.gan_dim, scenario.num_classes)
         return frozen(G, prior["G"], device), frozen(D, prior["D"], device)
 
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None, iters=None) -> Inversion:
-        """``identity(x, y) -> per-image loss`` replaces lambda * CE and ``iters`` the number of
-        iterations (LOMMA passes its own)."""
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int],
+               identity: IdentityLoss | None = None) -> Inversion:
         c, dev = self.config, ctx.device
-        iters = iters or c.iters
+        iters, loss = (identity.iters or c.iters, identity.loss) if identity else (c.iters, None)
         G, D = self.load_prior(priors[self.prior_kind], ctx.scenario, dev)
-        batches = identity_batches(classes, c.batch_ids)
-        images, first, last = [], [], []
-        for b, ids in enumerate(batches):
+
+        def attack(ids: list[int], progress: Progress) -> tuple[Tensor, list[float]]:
             k = len(ids)
             # each class's own noise stream: the recovery draws, then the samples
             gens = [class_generator(ctx.seed, cls, NOISE_STREAM) for cls in ids]
@@ -245,17 +224,13 @@ class KEDMI(Attack):
             mu, logvar, hist = kedmi_optimize(
                 G, D, ctx.target, torch.zeros(k, self.z_dim, device=dev), torch.ones(k, self.z_dim, device=dev),
                 torch.tensor(ids, device=dev), iters=iters, lr=c.lr, lam=c.lam, clip=c.clamp, scale=1.0 / k,
-                noise=eps.__getitem__, identity=identity,
-                progress=lambda i, n, b=b: ctx.progress(b * n + i, len(batches) * n),
+                noise=eps.__getitem__, identity=loss, progress=progress,
             )
             with torch.no_grad():
                 z = sample(mu, logvar, eps[iters:], c.clamp)  # (samples, k, z_dim)
-                images.append(G(z.flatten(0, 1)).cpu().unflatten(0, z.shape[:2]))
-            first.append(hist[0])
-            last.append(hist[-1])
-        labels = torch.tensor(classes * c.samples, dtype=torch.long)  # sample major, class minor
-        return Inversion(torch.cat(images, 1).flatten(0, 1), labels,
-                         {"loss_first": sum(first) / len(first), "loss_last": sum(last) / len(last)})
+                return G(z.flatten(0, 1)).cpu().unflatten(0, z.shape[:2]), hist
+
+        return in_identity_batches(ctx, classes, c.batch_ids, c.samples, attack)  # sample major, class minor
 
 
 @hookimpl

@@ -36,14 +36,12 @@ setting.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param, PriorSpec
+from reinv_bench.api import AttackContext, ConfigError, IdentityLoss, Inversion, Param, WrapperAttack
 
 from ._gan import batch_stream, frozen
 
@@ -110,9 +108,8 @@ def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float
     return identity
 
 
-class LOMMA(Attack):
+class LOMMA(WrapperAttack):
     name = "lomma"
-    wraps = True
     version = 2  # 2: own iterations (2400), distillation weight decay, mu_pub over 5,050 images
     params = {
         "reg": Param(1.0, "weight of the feature regulariser ||f_T(x) - mu_pub||^2 (paper: 1)", low=0.0),
@@ -129,23 +126,14 @@ class LOMMA(Attack):
         "smoke": {"students": "cnn", "distill_epochs": 1, "iters": 20},
         "quick": {"students": "cnn", "distill_epochs": 5, "iters": 400},
     }
-    _prior_params = ("students", "distill_epochs", "distill_lr", "distill_wd", "distill_batch", "reg_samples")
-
-    def __init__(self, config=None, budget: str = "paper", base: Attack | None = None) -> None:
-        super().__init__(config, budget)
-        if base is None or "identity" not in inspect.signature(base.invert).parameters:
-            raise ConfigError(f"lomma wraps a white-box attack with an identity loss (gmi, kedmi); got "
-                              f"{getattr(base, 'name', None)!r}: write -a lomma+gmi or -a lomma+kedmi")
-        self.base = base
-        self.threat_model = base.threat_model
-
-    def priors(self) -> list[PriorSpec]:
-        own = {k: self.config[k] for k in self._prior_params}
-        return [*self.base.priors(), PriorSpec(STUDENTS, own, uses_target=True, version=self.version)]
+    # the wrapper's own prior, beside the base's
+    prior_kind = STUDENTS
+    prior_params = ("students", "distill_epochs", "distill_lr", "distill_wd", "distill_batch", "reg_samples")
+    prior_uses_target = True
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         if kind != STUDENTS:
-            return self.base.prepare(ctx, kind)
+            return super().prepare(ctx, kind)
         c, T = self.config, ctx.target
         mu_pub = public_feature_mean(T, ctx.data.public.x, c.reg_samples, ctx.seed, ctx.device)
         states = {}
@@ -163,7 +151,7 @@ class LOMMA(Attack):
             s = build_student(key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape)
             students.append(frozen(s, state, ctx.device))
         identity = logit_identity(ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg)
-        return self.base.invert(ctx, priors, classes, identity=identity, iters=self.config.iters)
+        return self.base.invert(ctx, priors, classes, IdentityLoss(identity, iters=self.config.iters))
 
 
 @hookimpl

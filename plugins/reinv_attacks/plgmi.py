@@ -62,7 +62,8 @@ from torch.nn.utils import spectral_norm as SN
 from reinv_bench import hookimpl
 from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, _no_progress
 
-from ._gan import _stages, frozen, latent_init
+from ._gan import _stages, frozen, train_gan
+from ._latent import descend, latent_init
 
 
 def max_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -203,38 +204,36 @@ def top_n(T, public: Tensor, num_classes: int, n: int, device) -> tuple[Tensor, 
 def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: int, z_dim: int, iters: int,
                batch_size: int, lr: float, n_dis: int, alpha: float, device, seed: int,
                progress: Progress = _no_progress):
+    """``iters`` generator steps, each before ``n_dis`` discriminator steps, Adam betas (0, 0.9):
+    hinge loss; the generator adds ``alpha`` times the target's max-margin loss on augmented fakes."""
     torch.manual_seed(seed)
     G, D = CGenerator(image_shape, num_classes, ch, z_dim).to(device), ProjectionDiscriminator(image_shape, num_classes, ch).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.9))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.0, 0.9))
     x, y = x.to(device), y.to(device)
-    order = torch.empty(0, dtype=torch.long, device=device)
-    for it in range(iters):
-        for i in range(n_dis):
-            if i == 0:  # generator step: hinge + alpha * max-margin of the target on augmented fakes
-                G.requires_grad_(True)
-                D.requires_grad_(False)
-                yf = torch.randint(0, num_classes, (batch_size,), device=device)
-                fake = G(torch.randn(batch_size, z_dim, device=device), yf)
-                loss_g = -D(fake, yf).mean() + alpha * max_margin(T(augment(fake, jitter_p=0.5)), yf).mean()
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-            G.requires_grad_(False)
-            D.requires_grad_(True)
-            while len(order) < batch_size:  # a shuffled stream over the selected images
+
+    def reals():  # a shuffled stream over the selected images, dequantised
+        order = torch.empty(0, dtype=torch.long, device=device)
+        while True:
+            while len(order) < batch_size:
                 order = torch.cat([order, torch.randperm(len(x), device=device)])
             idx, order = order[:batch_size], order[batch_size:]
-            real = dequantise(x[idx])
-            yf = torch.randint(0, num_classes, (batch_size,), device=device)
-            with torch.no_grad():
-                fake = G(torch.randn(batch_size, z_dim, device=device), yf)
-            loss_d = F.relu(1 - D(real, y[idx])).mean() + F.relu(1 + D(fake, yf)).mean()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        progress(it + 1, iters)
-    return G.eval().requires_grad_(False)
+            yield dequantise(x[idx]), y[idx]
+
+    def fakes(grad: bool = True) -> tuple[Tensor, Tensor]:
+        yf = torch.randint(0, num_classes, (batch_size,), device=device)
+        with torch.set_grad_enabled(grad):
+            return G(torch.randn(batch_size, z_dim, device=device), yf), yf
+
+    def d_loss(batch: tuple[Tensor, Tensor]) -> Tensor:
+        fake, yf = fakes(grad=False)
+        return F.relu(1 - D(*batch)).mean() + F.relu(1 + D(fake, yf)).mean()
+
+    def g_loss(_) -> Tensor:
+        fake, yf = fakes()
+        return -D(fake, yf).mean() + alpha * max_margin(T(augment(fake, jitter_p=0.5)), yf).mean()
+
+    train_gan(G, D, reals(), d_loss, g_loss, steps=iters * n_dis, n_critic=n_dis, lr=lr, betas=(0.0, 0.9),
+              g_first=True, progress=progress)
+    return G
 
 
 def plg_optimize(G, T, z: Tensor, y: Tensor, *, iters: int, lr: float, n_aug: int, scale: float, aug=augment,
@@ -242,17 +241,13 @@ def plg_optimize(G, T, z: Tensor, y: Tensor, *, iters: int, lr: float, n_aug: in
     """Adam on every row at once: the loss is ``scale`` times the sum over rows of the max-margin
     losses summed over ``n_aug`` augmentations. Returns (z, mean max-margin per iteration)."""
     z = z.clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
-    hist = []
-    for it in range(iters):
+
+    def loss(it: int) -> Tensor:
         x = G(z, y)
-        per = sum(max_margin(T(aug(x)), y) for _ in range(n_aug))  # summed over augmentations, as official
-        opt.zero_grad(set_to_none=True)
-        (per.sum() * scale).backward()
-        opt.step()
-        hist.append(per.detach().mean() / n_aug)
-        progress(it + 1, iters)
-    return z.detach(), [h.item() for h in hist]
+        return sum(max_margin(T(aug(x)), y) for _ in range(n_aug))  # summed over augmentations, as official
+
+    hist = descend(torch.optim.Adam([z], lr=lr), loss, iters=iters, scale=scale, progress=progress)
+    return z.detach(), [h / n_aug for h in hist]
 
 
 class PLGMI(Attack):
