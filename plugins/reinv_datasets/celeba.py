@@ -3,11 +3,18 @@ CelebA identities, chosen and split exactly as the seed paper's code (MIDRE_TMLR
 ``datasets/celeba.py::CelebA1000``): identities ordered by image count (ties: first appearance in
 ``identity_CelebA.txt``), class i = the i-th most frequent, the images of those identities shuffled
 with ``np.random.seed(42)`` and split 90/10 into train/test. Images: centre crop 108 of the
-178x218 aligned image, resized to 64 (KEDMI/LOMMA ``dataloader.py``). Public data = every image
-of the other identities (unlabelled); the official 64-px code uses a fixed 30,000-image list
-(``ganset.txt``) of them instead. Attacked classes: the first 300 private identities (the
-protocol's 300 target identities). Evaluation model ``ir50_112`` ("FaceNet", trained on the
-private training split).
+178x218 aligned image, resized to 64 (KEDMI/LOMMA ``dataloader.py``). Public data (unlabelled,
+for every attack's priors: the GANs, PLG-MI's top-n, LOMMA's students): every image of the other
+identities, or the official 64-px code's fixed 30,000-image list when the user gives it (PLG-MI
+``data_files/celeba_ganset.txt``; KEDMI/LOMMA ``ganset.txt``): ``$REINV_BENCH_CELEBA_GANSET``
+names the file, else ``DATA_ROOT/celeba/celeba_ganset.txt`` is used if it exists. One image name
+of ``img_align_celeba/`` per line (a second column, a label, is ignored; ``.jpg`` names also find
+``.png`` files), in the list's order; a listed image of a private identity (the official code's
+private identities are chosen differently) is left out and counted in the data source line; an
+unknown name is a ``DataError``. The list's images enter the data digest, so results with and
+without it are never mixed. Attacked classes: the first 300 private identities (the protocol's
+300 target identities). Evaluation model ``ir50_112`` ("FaceNet", trained on the private
+training split).
 
 ``celeba64-ffhq``: the same private data; public data = FFHQ thumbnails, centre crop 88 of 128,
 resized to 64 (KEDMI ``dataloader.py``'s FFHQ setting).
@@ -18,6 +25,7 @@ Layout: see ``_faces.py``.
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -67,6 +75,46 @@ def celeba1000(root: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray,
     paths = [str(imgs / f) for f in files]
     labels = np.array([mapping[i] for i in ids_arr[indices]])
     return [paths[i] for i in indices], labels, [paths[i] for i in pub], np.arange(cut), np.arange(cut, len(indices))
+
+
+GANSET_ENV = "REINV_BENCH_CELEBA_GANSET"
+
+
+def ganset_file(root: Path) -> Path | None:
+    """The official GAN-set list to use: ``$REINV_BENCH_CELEBA_GANSET``, else
+    ``ROOT/celeba/celeba_ganset.txt`` if it exists, else None (all other identities)."""
+    if os.environ.get(GANSET_ENV):
+        path = Path(os.environ[GANSET_ENV]).expanduser()
+        if not path.is_file():
+            raise DataError(f"${GANSET_ENV} names {path}, which is not a file (a list of CelebA image names, one "
+                            "per line, e.g. PLG-MI's data_files/celeba_ganset.txt)")
+        return path
+    path = root / "celeba" / "celeba_ganset.txt"
+    return path if path.is_file() else None
+
+
+def read_ganset(path: Path, public: list[str], private: list[str]) -> tuple[list[str], int]:
+    """The public image files ``path`` lists, in its order, and how many listed images are of
+    private identities (left out). A name matches its file with either extension."""
+    by_stem = {Path(f).stem: f for f in public}
+    private_stems = {Path(f).stem for f in private}
+    files, left_out, unknown = [], 0, []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        stem = Path(line.split()[0]).stem
+        if stem in by_stem:
+            files.append(by_stem[stem])
+        elif stem in private_stems:
+            left_out += 1
+        else:
+            unknown.append(line.split()[0])
+    if unknown:
+        raise DataError(f"{path} lists {len(unknown):,} image(s) that identity_CelebA.txt and img_align_celeba/ do "
+                        f"not have (first: {', '.join(unknown[:3])})")
+    if not files:
+        raise DataError(f"{path} lists no public CelebA image (one image name per line, e.g. 000001.jpg)")
+    return files, left_out
 
 
 # KEDMI/PLG-MI ``config/classify.json`` and ``train_classifier.py``: SGD momentum 0.9, weight decay
@@ -154,8 +202,9 @@ class CelebA64(FaceScenario):
               f"= the i-th most frequent; their images shuffled with np.random.RandomState({SPLIT_SEED}) and split "
               "90/10 into train/test (PPA/MIDRE CelebA1000); centre crop 108 of the 178x218 aligned image, resized "
               "to 64 (KEDMI/LOMMA dataloader.py)")
-    public_data = ("every image of the other CelebA identities, unlabelled (the official 64-px code uses a fixed "
-                   "30,000-image list of them, ganset.txt)")
+    public_data = ("every image of the other CelebA identities, unlabelled; or the official 64-px code's fixed "
+                   "30,000-image list (PLG-MI data_files/celeba_ganset.txt) when given as $REINV_BENCH_CELEBA_GANSET "
+                   "or DATA_ROOT/celeba/celeba_ganset.txt, less any image of a private identity")
     eval_model = ("'FaceNet' = face.evoLVe IR-50 at 112 px, trained on the private training split and tested on "
                   "the private test split; the official one starts from MS-Celeb-1M weights and reaches 95.88% "
                   "(FaceNet_95.88.tar)")
@@ -182,8 +231,15 @@ class CelebA64(FaceScenario):
 
     def public(self, root: Path, other_ids: list[str]) -> tuple[ImageFiles, str]:
         crop = functools.partial(center_crop_resize, crop=108, size=64)
-        return ImageFiles(other_ids, crop, self.image_shape), (
-            f"CelebA at {root}: 1,000 private identities; public = {len(other_ids):,} images of the other identities")
+        listed = ganset_file(root)
+        if listed is None:
+            return ImageFiles(other_ids, crop, self.image_shape), (
+                f"CelebA at {root}: 1,000 private identities; public = {len(other_ids):,} images of the other "
+                "identities")
+        files, private = read_ganset(listed, other_ids, celeba1000(str(root))[0])
+        return ImageFiles(files, crop, self.image_shape), (
+            f"CelebA at {root}: 1,000 private identities; public = the {len(files):,} images of {listed}"
+            + (f" ({private:,} listed images of private identities left out)" if private else ""))
 
 
 class CelebA64FFHQ(CelebA64):
