@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from reinv_bench import spec as specs
-from reinv_bench.api import BUDGETS, ConfigError, Param, Reported, Scenario, TrainRecipe
+from reinv_bench.api import BUDGETS, ConfigError, Param, Reported, Scenario, TrainRecipe, WrapperAttack
 from reinv_bench.registry import KINDS, Registry, UnknownNameError
 
 ROLES = ("target", "eval", "pretrain")
@@ -284,7 +284,7 @@ def describe(registry: Registry, name: str, kind: str | None = None) -> str:
         if k == "attack":
             out.append(f"threat model: {getattr(cls, 'threat_model', '?')} (what the attack sees of the target: "
                        "white-box = the module, black-box = softmax scores, label-only = the top-1 label)")
-            if getattr(cls, "wraps", False):
+            if isinstance(cls, type) and issubclass(cls, WrapperAttack):
                 out.append(f"a wrapper: write it left of the attack it wraps (e.g. {name}+gmi); it uses the base "
                            "attack's priors and its own")
             else:
