@@ -1,6 +1,8 @@
-"""PPA against transcriptions of its official code (written here, in the official structure, with
-the source named on each): the Poincaré loss, the candidate search, the optimisation step, the
-transforms, the final selection, and the whole pipeline; the named configurations; a smoke run.
+"""PPA and IF-GMI against transcriptions of their official code (written here, in the official
+structure, with the source named on each): the Poincaré loss, the candidate search, the
+optimisation step, the transforms, the final selection and the whole PPA pipeline; IF-GMI's L1
+projection and layer-wise search; the named configurations; smoke runs (directly and through the
+CLI on the fake FaceScrub tree).
 
 Official repository: LukasStruppek/Plug-and-Play-Attacks (commit 3087a4f); the seed paper's
 config: ngoc-nguyen-0/MIDRE_TMLR ``configs/attacking/FaceScrub_FFHQ_resnet18_midre.yml``.
@@ -479,13 +481,18 @@ def test_smoke_with_the_native_generator(tmp_path, monkeypatch):
     assert inv.labels.tolist() == [0, 2, 5] and -1 <= inv.images.min() and inv.images.max() <= 1
     inv2 = attack.invert(ctx, {"stylegan2": prior}, [0, 2, 5])  # deterministic
     torch.testing.assert_close(inv.images, inv2.images)
+    from reinv_attacks.ifgmi import IFGMI
+
+    inv = IFGMI({"candidates": "2"}, "smoke").invert(ctx, {"stylegan2": prior}, [0, 2, 5])
+    assert inv.images.shape == (6, 3, 32, 32) and inv.labels.tolist() == [0, 0, 2, 2, 5, 5]
+    assert inv.info["phases"] == 2 and -1 <= inv.images.min() and inv.images.max() <= 1  # 16 px: 3 blocks
 
 
 @pytest.mark.filterwarnings("ignore::reinv_bench.weights.UnverifiedWeightsWarning")
 def test_cli_smoke_on_the_fake_facescrub_tree(tmp_path, monkeypatch, registry):
-    """``reinv-bench run -a ppa`` on facescrub224-ffhq: without the generator the cell fails naming
-    the command that adds it; with a tiny random generator registered it runs and the
-    leaderboard shows the row."""
+    """``reinv-bench run -a ppa[config=midre] -a ifgmi`` on facescrub224-ffhq: without the
+    generator the cells fail naming the command that adds it; with a tiny random generator
+    registered they run and the leaderboard shows the rows."""
     from click.testing import CliRunner
 
     from reinv_attacks import stylegan2
@@ -501,19 +508,164 @@ def test_cli_smoke_on_the_fake_facescrub_tree(tmp_path, monkeypatch, registry):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     state = State(())
     state._registry = registry
-    args = ["run", "-a", "ppa[config=midre]", "-d", "none", "--scenario", "facescrub224-ffhq", "--arch", "tiny",
+    args = ["run", "-a", "ppa[config=midre]", "-a", "ifgmi", "-d", "none", "--scenario", "facescrub224-ffhq", "--arch", "tiny",
             "--eval-arch", "tiny", "--budget", "smoke", "--data-root", str(root), "--workdir", str(tmp_path / "w"),
             "--metric", "attack_acc", "--quiet"]
     CliRunner().invoke(cli, args, obj=state)
-    (row,) = Store(tmp_path / "w" / "results.db").rows()
-    assert row["status"] == "failed" and "reinv-bench weights add stylegan2-ffhq FILE" in row["error"]
+    rows = Store(tmp_path / "w" / "results.db").rows()
+    assert len(rows) == 2 and all(r["status"] == "failed" for r in rows)
+    assert all("reinv-bench weights add stylegan2-ffhq FILE" in r["error"] for r in rows)
 
     weights.mkdir()
     stylegan2.save_generator(tiny_generator(res=8), weights / "stylegan2-ffhq.pt")
     result = CliRunner().invoke(cli, args, obj=state)
     assert result.exit_code == 0, result.output
     rows = [r for r in Store(tmp_path / "w" / "results.db").rows() if r["status"] == "ok"]
-    assert len(rows) == 1 and rows[0]["attack"] == "ppa[config=midre]"
-    assert rows[0]["metrics"]["attack_acc"] is not None
+    assert sorted(r["attack"] for r in rows) == ["ifgmi", "ppa[config=midre]"]
+    assert all(r["metrics"]["attack_acc"] is not None for r in rows)
     board = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(tmp_path / "w"), "--format", "md"])
-    assert "ppa[config=midre]" in board.output
+    assert "ppa[config=midre]" in board.output and "ifgmi" in board.output
+
+
+# ---- IF-GMI (final-solution/IF-GMI, commit e792ef1) ---------------------------------------------
+
+
+def official_project_onto_l1_ball(x, eps):
+    """utils/stylegan.py::project_onto_l1_ball."""
+    original_shape = x.shape
+    x = x.view(x.shape[0], -1)
+    mask = (torch.norm(x, p=1, dim=1) < eps).float().unsqueeze(1)
+    mu, _ = torch.sort(torch.abs(x), dim=1, descending=True)
+    cumsum = torch.cumsum(mu, dim=1)
+    arange = torch.arange(1, x.shape[1] + 1, device=x.device)
+    rho, _ = torch.max((mu * arange > (cumsum - eps)) * arange, dim=1)
+    theta = (cumsum[torch.arange(x.shape[0]), rho.cpu() - 1] - eps) / rho
+    proj = (torch.abs(x) - theta.unsqueeze(1)).clamp(min=0)
+    x = mask * x + (1 - mask) * proj * torch.sign(x)
+    return x.view(original_shape)
+
+
+class OfficialIntermediateSynthesis:
+    """stylegan2_intermediate/training/networks.py::SynthesisNetwork.forward(ws, layer_in) and
+    set_layer, over the blocks of a native generator's synthesis network."""
+
+    def __init__(self, synthesis):
+        self.s, self.start_layer, self.end_layer = synthesis, 0, 8
+
+    def set_layer(self, start, end):
+        self.start_layer, self.end_layer = start, end
+
+    def __call__(self, ws, layer_in=None, **block_kwargs):
+        block_ws = []
+        ws = ws.to(torch.float32)
+        w_idx = 0
+        for res in self.s.block_resolutions:
+            block = getattr(self.s, f"b{res}")
+            block_ws.append(ws.narrow(1, w_idx, block.num_conv + block.num_torgb))
+            w_idx += block.num_conv
+        img = None
+        current_layer = 0
+        for res, cur_ws in zip(self.s.block_resolutions, block_ws):
+            if current_layer < self.start_layer:
+                current_layer += 1
+                continue
+            elif current_layer == self.start_layer:
+                x = layer_in
+            elif current_layer > self.end_layer:
+                return x, img
+            block = getattr(self.s, f"b{res}")
+            x, img = block(x, img, cur_ws, **block_kwargs)
+            current_layer += 1
+        return img
+
+
+def official_if_optimize(synthesis, target, transformations, num_ws, w, targets_batch, steps, radius_mid, radius_w,
+                         end, lr, betas):
+    """attacks/optimize.py::Optimization.optimize/intermediate (start 0, clip false, Adam(lr,
+    weight_decay 0, betas) per phase, logging left out). Returns (w, images of each phase)."""
+    mid_vector = [None]
+    out_imgs = []
+    for index, n in enumerate(steps):
+        start_layer = index
+        with torch.no_grad():
+            if start_layer == 0:
+                var_list = [w.requires_grad_()]
+            else:
+                mid_vector[-1].requires_grad = True
+                var_list = [w.requires_grad_()] + [mid_vector[-1]]
+                prev_mid_vector = torch.ones(mid_vector[-1].shape) * mid_vector[-1]
+            prev_w = torch.ones(w.shape) * w
+            synthesis.set_layer(start_layer, end)
+        optimizer = torch.optim.Adam(params=var_list, lr=lr, weight_decay=0, betas=betas)
+        origin_imgs = None
+        for _ in range(n):
+            w_expanded = torch.repeat_interleave(w, repeats=num_ws, dim=1)
+            imgs = synthesis(w_expanded, layer_in=mid_vector[-1], noise_mode="const", force_fp32=True)
+            origin_imgs = imgs.detach().cpu()
+            imgs = transformations(imgs)
+            outputs = target(imgs)
+            loss = official_poincare_loss(outputs, targets_batch).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if start_layer != 0 and radius_mid[index] > 0:
+                deviation = official_project_onto_l1_ball(mid_vector[-1] - prev_mid_vector, radius_mid[index])
+                var_list[-1].data = (prev_mid_vector + deviation).data
+            if radius_w[index] > 0:
+                deviation = official_project_onto_l1_ball(w - prev_w, radius_w[index])
+                var_list[0].data = (prev_w + deviation).data
+        with torch.no_grad():
+            synthesis.set_layer(start_layer, start_layer)
+            w_expanded = torch.repeat_interleave(w, repeats=num_ws, dim=1)
+            mid, _ = synthesis(w_expanded, layer_in=mid_vector[-1], noise_mode="const", force_fp32=True)
+            mid_vector.append(mid)
+            synthesis.set_layer(start_layer, end)
+        out_imgs.append(origin_imgs)
+    return w.detach(), out_imgs
+
+
+def test_l1_projection_is_the_official_one():
+    from reinv_attacks.ifgmi import project_l1
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 5, 5) * torch.tensor([0.01, 1, 3, 10, 0.1, 5])[:, None, None, None]
+    for eps in (0.5, 10.0, 100.0):
+        ours = project_l1(x, eps)
+        torch.testing.assert_close(ours, official_project_onto_l1_ball(x, eps))
+        assert (ours.flatten(1).abs().sum(1) <= eps * (1 + 1e-5)).all()
+
+
+def test_ifgmi_layer_search_is_the_official_one():
+    """Phases of w, then w and the feature entering blocks 1, 2 (a 16-px generator has blocks at
+    4, 8, 16 px), fresh Adam per phase, L1 projections small enough to act, the skip image started
+    afresh, the last iteration's forward images kept."""
+    from reinv_attacks.ifgmi import layer_search
+
+    G, target = tiny_generator(), toy_target()
+    torch.manual_seed(0)
+    w0 = torch.randn(3, 1, G.w_dim)
+    y = torch.tensor([0, 2, 2])
+    transform = attack_transforms(16, 32, 800, (0.9, 1.0))
+    steps, radii = (3, 2), (0.05, 0.05)
+    torch.manual_seed(4)
+    w_ours, imgs_ours, _ = layer_search(G, target, w0, y, steps=steps, radius_w=radii, radius_mid=radii, lr=0.005,
+                                        betas=(0.1, 0.1), transform=transform)
+    torch.manual_seed(4)
+    w_off, imgs_off = official_if_optimize(OfficialIntermediateSynthesis(G.synthesis), target, transform, G.num_ws,
+                                           w0.clone(), y, steps, radii, radii, 2, 0.005, [0.1, 0.1])
+    torch.testing.assert_close(w_ours, w_off)
+    torch.testing.assert_close(imgs_ours, imgs_off[-1])
+    assert (w_ours - w0).abs().sum((1, 2)).max() <= 0.05 * 2 * (1 + 1e-5)  # two phases, each within its ball
+
+
+def test_ifgmi_configuration_is_the_official_file():
+    from reinv_attacks.ifgmi import IFGMI
+
+    c = IFGMI().config  # configs/ffhq_facescrub/main-resnet.yaml
+    assert (c.search, c.candidates, c.batch, c.lr, c.betas, c.psi, c.cutoff, c.crop) == \
+        (2000, 50, 5, 0.005, (0.1, 0.1), 0.5, 8, 800)
+    assert c.steps == (50, 10, 10, 10, 10, 10, 10, 10) and c.rrc_scale == (0.9, 1.0)
+    assert c.radius_w == c.radius_mid == (1000, 2000, 3000, 4000, 5000, 6000, 8000, 8000)
+    with pytest.raises(ConfigError, match="a value for each"):
+        IFGMI({"steps": "5/5/5", "radius_w": "1/2"})
+    assert IFGMI().priors() == PPA().priors()  # one cached generator prior for both
