@@ -44,8 +44,7 @@ def test_shipped_grids_load_and_name_valid_specs(registry):
             for d, keep in specs.sweep(text):
                 resolve_defense(registry, d, grid.get("budget", "quick"), keep)
         for text in grid.get("attacks", []):
-            if text != "ppa":  # arrives with the PPA issue
-                resolve_attack(registry, text, grid.get("budget", "quick"))
+            resolve_attack(registry, text, grid.get("budget", "quick"))
         for scenario in grid.get("scenarios", []):
             registry.get("scenario", scenario)
 
@@ -65,11 +64,11 @@ def test_a_bad_grid_is_a_one_line_error(tmp_path):
 
 def test_grid_file_with_command_line_overrides_and_a_dry_run(registry, tmp_path):
     grid = tmp_path / "g.toml"
-    grid.write_text('attacks = ["meanimg", "ppa"]\ndefenses = ["re[p=0.5|1]"]\nseeds = 2\nbudget = "quick"\n')
+    grid.write_text('attacks = ["meanimg", "ppb"]\ndefenses = ["re[p=0.5|1]"]\nseeds = 2\nbudget = "quick"\n')
     wd = str(tmp_path / "wd")
     dry = _invoke(registry, "run", "--grid", str(grid), *SMOKE, "--workdir", wd, "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "ppa, not installed here" in dry.output
+    assert "ppb, not installed here" in dry.output
     assert "6 of 6 cell(s) to evaluate" in dry.output  # 2 seeds x (none, re[p=0.5], re[p=1])
     assert "estimated time: unknown" in dry.output
     done = _invoke(registry, "run", "--grid", str(grid), *SMOKE, "--workdir", wd, "--seeds", "1")

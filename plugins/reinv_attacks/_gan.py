@@ -35,7 +35,7 @@ def _stages(size: int) -> int:
     n = int(math.log2(size // 4))
     if 4 * 2**n != size:
         raise ValueError(f"GAN prior needs a square power-of-two resolution >= 8, got {size} (224-px protocols "
-                         "are attacked with a pretrained StyleGAN, as PPA does; no such attack is registered yet)")
+                         "are attacked with a pretrained StyleGAN: ppa or ifgmi)")
     return n
 
 
