@@ -16,6 +16,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import traceback
@@ -68,7 +69,14 @@ def build_executor(registry: Registry, text: str) -> Executor:
 
 class Runner:
     def __init__(self, registry: Registry, workdir: Path, device: torch.device, executor: str | Executor = "inline",
-                 reporter: Reporter | None = None, deterministic: bool = False) -> None:
+                 reporter: Reporter | None = None, deterministic: bool = False, precision: str = "fp32") -> None:
+        from reinv_bench.api import ConfigError
+        from reinv_bench.plan import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+        if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use tf32 or fp32")
         self.registry = registry
         self.workdir = Path(workdir)
         self.artifacts = Artifacts(self.workdir)
@@ -77,7 +85,7 @@ class Runner:
         from reinv_bench.plugins import ENV_LOAD
 
         self.env = Env(str(self.workdir.resolve()), registry.selection, os.environ.get(ENV_LOAD), str(device),
-                       deterministic)
+                       deterministic, precision)
         self.worker = Worker(self.env, registry)  # this process's: inline steps, data digests, tests
         self.executor = build_executor(registry, executor) if isinstance(executor, str) else executor
         self.reporter = reporter or Reporter()
@@ -250,12 +258,9 @@ class Runner:
     def _cell_done(self, cell: Cell, fut: Future, err: BaseException | None, store: Store, summary: Summary,
                    on_result) -> None:
         if err is None:
-            values, notes, seconds = fut.result()
-            from reinv_bench.api import OUTCOMES
-
-            values = dict(values)
-            outcomes = values.pop(OUTCOMES, None)  # per-reconstruction outcomes: their own column
-            row = self._row(cell, status="ok", metrics=values, notes=notes, outcomes=outcomes)
+            out = fut.result()
+            seconds = out.pop("seconds")
+            row = self._row(cell, status="ok", **out)  # metrics, notes, outcomes, the worker's device
         else:  # the cell fails, the grid goes on
             row = self._row(cell, status="failed", error=f"evaluation failed: {type(err).__name__}: {err}")
             seconds = 0.0
@@ -331,7 +336,8 @@ class Result:
 
 def run(request: Request | None = None, *, registry: Registry | None = None, workdir: str | Path = "~/.reinv-bench",
         device: str | torch.device = "auto", executor: str | Executor = "inline", reporter: Reporter | None = None,
-        deterministic: bool = False, on_result=None, dry_run: bool = False, **fields: Any) -> Result:
+        deterministic: bool = False, on_result=None, dry_run: bool = False, precision: str | None = None,
+        **fields: Any) -> Result:
     """Run a grid from Python, as ``reinv-bench run`` does (the CLI only calls this)::
 
         import reinv_bench
@@ -339,21 +345,26 @@ def run(request: Request | None = None, *, registry: Registry | None = None, wor
         res.rows  # one dict per cell: labels, config, metrics, timings
 
     ``request`` or its fields as keywords (``reinv_bench.plan.Request``); ``registry``: the
-    plugins (default: the installed ones, as the CLI loads them).
+    plugins (default: the installed ones, as the CLI loads them). ``precision`` (fp32, bf16,
+    tf32; default the request's, fp32) is the request's ``precision``: it enters the keys of
+    the targets, priors and inversions it changes and every row's config.
     """
     from reinv_bench.registry import load
 
     req = request or Request(**fields)
+    if precision is not None:
+        req = dataclasses.replace(req, precision=precision)
     registry = registry or load()
     dev = resolve_device(device) if isinstance(device, str) else device
     workdir = Path(workdir).expanduser()
-    runner = Runner(registry, workdir, dev, executor, reporter, deterministic)
+    runner = Runner(registry, workdir, dev, executor, reporter, deterministic, req.precision)
     # a missing dataset fails now, before any training; the data's digest enters every step key
     plan = expand(req, registry, data_digest=lambda s: runner.data(s, req.data_root).digest)
     store = Store(workdir / "results.db")
     if dry_run:
         return Result(plan, None, [], runner.preview(plan, store), workdir)
     runner.reporter.message(f"{len(plan.cells)} cell(s), budget {req.budget}, device {describe_device(dev)}, "
+                            + (f"precision {req.precision}, " if req.precision != "fp32" else "") +
                             f"workdir {workdir}")
     summary = runner.run(plan, store, on_result)
     ids = {c.cell_id for c in plan.cells}

@@ -15,6 +15,7 @@ computing the same step: the second waits and reuses the first one's artifact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -54,6 +55,26 @@ class Env:
     load_plugins: str | None = None  # REINV_BENCH_LOAD_PLUGINS as the driver saw it
     device: str = "cpu"
     deterministic: bool = False
+    precision: str = "fp32"  # fp32 | bf16 | tf32 (--precision, plan.PRECISIONS); each step computes at its spec's own
+
+
+def step_precision(spec: dict[str, Any]) -> str:
+    """The precision a step computes at: the ``precision`` entry of its spec (absent: fp32, so
+    fp32 keys are those of the runs before ``--precision`` existed)."""
+    return spec.get("precision", "fp32")
+
+
+def set_tf32(precision: str) -> None:
+    """TF32 matmuls and convolutions on Ampere+ GPUs for ``tf32``; off otherwise (true fp32)."""
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on ``device`` for ``bf16`` (CPU too: slower, but the same code path); a no-op otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def describe_device(dev: torch.device) -> str:
@@ -106,13 +127,20 @@ def run_step(env: Env, step: Step, steps: dict[str, Step]) -> dict[str, Any]:
         return w.execute(step)
 
 
-def run_cell(env: Env, cell: Cell, steps: dict[str, Step]) -> tuple[dict[str, Any], dict[str, str], float]:
-    """Evaluate a cell: (metric values, notes on values that could not be computed, seconds)."""
+def run_cell(env: Env, cell: Cell, steps: dict[str, Step]) -> dict[str, Any]:
+    """Evaluate a cell: its metric values, notes on values that could not be computed, the
+    per-reconstruction outcomes, the seconds it took and the device it ran on (as this worker
+    sees it: its GPU, its CPU threads)."""
+    from reinv_bench.api import OUTCOMES
+
     w = worker(env)
     w.steps.update(steps)
     t0 = time.perf_counter()
     values, notes = w.evaluate(cell)
-    return values, notes, time.perf_counter() - t0
+    values = dict(values)
+    outcomes = values.pop(OUTCOMES, None)
+    return {"metrics": values, "notes": notes, "outcomes": outcomes, "seconds": time.perf_counter() - t0,
+            "device": describe_device(w.device)}
 
 
 class Worker:
@@ -233,6 +261,7 @@ class Worker:
             tspec = self.steps[self._target_of(step)].spec
             data = self.data(tspec["scenario"], tspec["data_root"])
         seed_everything(spec["seed"])
+        set_tf32(step_precision(spec))
         obj, meta = {"eval": self.train, "pretrain": self.train, "target": self.train, "prior": self.prior,
                      "invert": self.invert, "merge": self.merge}[step.kind](step, data)
         scenario = spec.get("scenario") or self.steps[self._target_of(step)].spec["scenario"]
@@ -250,7 +279,7 @@ class Worker:
         if spec.get("init"):
             meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
         history = train_classifier(model, train, TrainRecipe(**spec["recipe"]), defense, device=self.device,
-                                   seed=spec["seed"], progress=self.progress)
+                                   seed=spec["seed"], progress=self.progress, precision=step_precision(spec))
         meta.update(test_acc=accuracy(model, test, self.device), history=history)
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, meta
 
@@ -261,7 +290,9 @@ class Worker:
         target = self.target_view(attack, spec["target"]) if spec["target"] else None
         ctx = AttackContext(self.registry.get("scenario", spec["scenario"]), data, target, self.device,
                             spec["seed"], self.progress)
-        return {"prior": attack.prepare(ctx, spec["kind"])}, {}
+        with autocast(self.device, step_precision(spec)):
+            prior = attack.prepare(ctx, spec["kind"])
+        return {"prior": prior}, {}
 
     def _target_of(self, step: Step) -> str:
         return step.spec["target"] if "target" in step.spec else self.steps[step.spec["chunks"][0]].spec["target"]
@@ -286,7 +317,8 @@ class Worker:
         priors = {kind: self.artifacts.load(key)["prior"] for kind, key in spec["priors"].items()}
         target = self.target_view(attack, spec["target"])
         ctx = AttackContext(scenario, data, target, self.device, spec["seed"], self.progress)
-        inv = attack.invert(ctx, priors, spec["classes"])
+        with autocast(self.device, step_precision(spec)):
+            inv = attack.invert(ctx, priors, spec["classes"])
         if isinstance(target, BlackBox):
             inv.info["queries"] = target.queries
         lo, hi = inv.images.min().item(), inv.images.max().item()
@@ -308,6 +340,7 @@ class Worker:
 
         values: dict[str, Any] = {}
         notes: dict[str, str] = {}
+        set_tf32("fp32")  # the judge (evaluation model, metrics) computes at fp32 whatever the steps did
         # per-reconstruction outcomes (class, the target's confidence in it, each metric's item values)
         # travel to the driver under the reserved key OUTCOMES; the driver stores them in the row
         with torch.no_grad():
