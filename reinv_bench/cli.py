@@ -180,6 +180,24 @@ def _device(name: str):
     return dev
 
 
+def _select_loggers(state: State, names: tuple[str, ...]) -> None:
+    """--log: each name a plugin implementing on_result whose package is installed (its ``ready()``);
+    the selection goes to REINV_BENCH_LOG, where logger plugins read it (unselected, they log nothing)."""
+    names = tuple(dict.fromkeys(n for text in names for n in re.split(r"[,\s]+", text) if n))
+    if not names:
+        return
+    loggers = {impl.plugin_name: impl.plugin for impl in state.pm.hook.on_result.get_hookimpls()}
+    for name in names:
+        if name not in loggers:
+            raise click.BadParameter(f"no logger plugin {name!r} (installed: {', '.join(sorted(loggers)) or 'none'})",
+                                     param_hint="--log")
+        try:
+            getattr(loggers[name], "ready", lambda: None)()
+        except Exception as exc:  # noqa: BLE001 - a missing extra: its one line, before any work
+            raise click.BadParameter(str(exc), param_hint="--log") from None
+    os.environ["REINV_BENCH_LOG"] = ",".join(names)
+
+
 @cli.command()
 @click.option("-a", "--attack", "attacks", multiple=True, default=("gmi",), show_default=True,
               help='Attack spec, repeatable: NAME or NAME[key=value,...], e.g. "gmi[iters=300]".')
@@ -201,6 +219,11 @@ def _device(name: str):
               help="Root of local datasets (env REINV_BENCH_DATA); the embedded scenario needs none.")
 @click.option("--metric", "metrics", multiple=True,
               help="Metrics to compute, repeatable (default: those of each scenario's protocol).")
+@click.option("--log", "loggers", multiple=True, metavar="NAME", envvar="REINV_BENCH_LOG", expose_value=False,
+              callback=lambda ctx, _, names: _select_loggers(ctx.obj, names),
+              help="Log each stored cell as a run of an experiment tracker, repeatable: mlflow or wandb (extras "
+                   "[mlflow], [wandb]; wandb offline unless WANDB_MODE says otherwise). Env REINV_BENCH_LOG "
+                   "(comma list).")
 @click.option("--recipe", "recipe_texts", multiple=True, metavar="ROLE:KEY=VALUE,...",
               help='Override a training recipe, repeatable: ROLE is target, eval or pretrain, KEY a TrainRecipe '
                    'field, e.g. "target:epochs=100,lr=0.01" (defaults: `reinv-bench protocol SCENARIO`).')

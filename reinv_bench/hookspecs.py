@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import click
 
     from reinv_bench.api import Architecture, Attack, Defense, Executor, Metric, Scenario
+    from reinv_bench.plan import Cell
     from reinv_bench.weights import WeightsFile
 
 hookspec = pluggy.HookspecMarker("reinv_bench")
@@ -61,5 +62,14 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def on_result(cell: dict[str, Any], result: dict[str, Any]) -> None:
-    """Observe a finished cell (its spec and its stored row): loggers, notifiers."""
+def on_result(cell: Cell, result: dict[str, Any]) -> None:
+    """Observe a cell just stored: loggers, notifiers (in the process that runs the grid).
+
+    ``cell``: the ``reinv_bench.plan.Cell`` (``cell_id``, ``labels``, resolved ``config``, artifact
+    keys, ``metrics`` names). ``result``: the row as stored (``reinv_bench.store.COLUMNS``):
+    ``cell_id``, the labels, ``status`` ("ok" or "failed") and ``error``, ``config``, ``metrics``
+    (key -> value or None) and ``notes``, ``timings`` (seconds), ``outcomes``, ``artifacts``
+    ({"eval", "target", "priors", "invert"}: artifact-cache keys), provenance (``device``,
+    ``data_digest``, versions, ``created_at``). Cells already stored are not reported again; an
+    implementation that raises is named in a warning and the run goes on.
+    """
