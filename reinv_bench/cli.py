@@ -13,6 +13,7 @@ import click
 from reinv_bench import __version__
 from reinv_bench.api import BUDGETS, ConfigError
 from reinv_bench.artifacts import ArtifactError
+from reinv_bench.plan import PRECISIONS
 from reinv_bench.plugins import PluginError, call_each
 from reinv_bench.registry import Registry, UnknownNameError
 from reinv_bench.spec import SpecError
@@ -120,7 +121,7 @@ def _from_grid(state: State, path: Path) -> tuple:
             pick("scenarios", "scenarios", tuple), pick("seeds", "seeds"), pick("budget", "budget"),
             pick("device", "device"), data_root, pick("metrics", "metrics", tuple), pick("recipe_texts", "recipes", tuple),
             pick("executor", "executor"), pick("no_baseline", "baseline", lambda v: not v),
-            pick("deterministic", "deterministic"))
+            pick("deterministic", "deterministic"), pick("precision", "precision"))
 
 
 def _class_chunk(text: str) -> int | str:
@@ -246,11 +247,15 @@ def _select_loggers(state: State, names: tuple[str, ...]) -> None:
                                               "without running it.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic CUDA kernels (slower): bit-identical GPU runs. CPU runs are deterministic anyway.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Targets, priors and inversions at fp32, bf16 (autocast) or tf32 (TF32 matmuls on Ampere+); "
+                   "the evaluation model stays fp32. Rows of another precision are ranked apart.")
 @workdir_option
 @click.pass_obj
 @_resumable
 def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts,
-        executor, workers, class_chunk, gpus, no_baseline, baseline_name, quiet, grid_file, dry_run, deterministic, workdir):
+        executor, workers, class_chunk, gpus, no_baseline, baseline_name, quiet, grid_file, dry_run, deterministic, precision,
+        workdir):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
@@ -266,14 +271,14 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
 
     if grid_file is not None:
         attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts, \
-            executor, no_baseline, deterministic = _from_grid(state, grid_file)
+            executor, no_baseline, deterministic, precision = _from_grid(state, grid_file)
     dev = _device(device)
     budget = budget or ("paper" if dev.type == "cuda" else "quick")
     workdir = _expand_home(workdir)
     root = str(data_root.resolve()) if data_root else None
     req = Request(list(attacks), list(defenses), list(archs), list(scenarios), seeds, budget, not no_baseline,
                   root, list(metrics) or None, eval_arch, recipes=parse_recipes(recipe_texts),
-                  class_chunk=_class_chunk(class_chunk))
+                  class_chunk=_class_chunk(class_chunk), precision=precision)
     if not metrics:  # a scenario of a protocol no metric names gets few metrics: say so, not silently
         from reinv_bench.protocol import unclaimed_protocol
 

@@ -30,6 +30,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "metrics": (list, "metric names"), "eval_arch": (str, "evaluation model"), "data_root": (str, "data folder"),
     "recipes": (list, "ROLE:key=value texts"), "executor": (str, "executor spec"), "device": (str, "device"),
     "baseline": (bool, "add the none baseline"), "deterministic": (bool, "deterministic CUDA kernels"),
+    "precision": (str, "fp32|bf16|tf32"),
 }
 
 

@@ -6,7 +6,9 @@ defense, so numbers of different evaluation protocols (64 px vs 224 px) are neve
 together. Rows of other data (``data_digest``: embedded vs full MNIST) or another reinv-bench
 version are never averaged or compared together either: they form their own groups, shown with
 ``data <digest>`` / ``v<version>`` after the scenario where a label alone would not tell them
-apart. An entry averages one value per seed: rows of the same seed and resolved config computed
+apart. Rows of another ``--precision`` (bf16, tf32) form their own groups as well, always shown
+with the precision after the scenario. An entry averages one value per seed: rows of the same
+seed and resolved config computed
 with other ``--metric`` sets are merged (per metric, the most recent row that has a value), and
 rows of the same labels but another resolved config are separate entries (``config <digest>``
 after the defense).
@@ -90,6 +92,8 @@ def _config_key(r: dict[str, Any]) -> str:
     data folder's path where the data digest identifies the data."""
     cfg = dict(r.get("config") or {})
     cfg.pop("metrics", None)
+    if cfg.get("precision") == "fp32":  # rows from before --precision say nothing, and were fp32
+        cfg.pop("precision")
     if r.get("data_digest") and isinstance(cfg.get("scenario"), dict):
         cfg["scenario"] = {k: v for k, v in cfg["scenario"].items() if k != "data_root"}
     return json.dumps(cfg, sort_keys=True, default=str)
@@ -131,10 +135,15 @@ def _short(value: Any, n: int = 6) -> str:
     return str(value)[:n]
 
 
+def precision(r: dict[str, Any]) -> str:
+    """The precision a row (or entry) was computed at (``--precision``; rows without one: fp32)."""
+    return r.get("precision") or (r.get("_config") or r.get("config") or {}).get("precision") or "fp32"
+
+
 def comparison_key(e: dict[str, Any]) -> tuple:
     """Entries ranked and compared with each other (baseline, Pareto front): same protocol,
-    scenario, budget, arch, attack, data and reinv-bench version."""
-    return tuple(str(e.get(k)) for k in (*GROUP, *SEPARATE))
+    scenario, budget, arch, attack, data, reinv-bench version and precision."""
+    return (*(str(e.get(k)) for k in (*GROUP, *SEPARATE)), precision(e))
 
 
 def _metric_keys(rows: list[dict[str, Any]], columns: list[Column]) -> list[str]:
@@ -169,6 +178,7 @@ def aggregate(rows: list[dict[str, Any]], baseline: str = "none",
         e["reconstructions"] = counts.pop() if len(counts) == 1 and all(stats.reconstructions(r) for r in rs) else None
         e["_rows"] = {r["seed"]: r for r in rs}
         e["_config"] = rs[0].get("config") or {}
+        e["precision"] = precision(rs[0])
         keys = _metric_keys(rs, columns)
         e["_metrics"] = keys
         for m in keys:
@@ -267,6 +277,8 @@ def _variants(entries: list[dict[str, Any]]) -> None:
                 tags.append(f"data {_short(e.get('data_digest'))}")
             if len(versions) > 1:
                 tags.append(f"v{e.get('reinv_version')}")
+            if precision(e) != "fp32":  # ranked apart from fp32 rows: say why
+                tags.append(precision(e))
             e["variant"] = ", ".join(tags)
     same_labels: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for e in entries:
@@ -501,7 +513,7 @@ def render(entries: list[dict[str, Any]], fmt: str = "md", unmatched: list[dict[
         return json.dumps([*map(_public, entries), *({**r, "matched": False} for r in unmatched)], indent=2,
                           default=str)
     if fmt == "csv":
-        fields = [*GROUP, "threat_model", "defense", "n", "reconstructions", *SEPARATE, "config_digest"]
+        fields = [*GROUP, "threat_model", "defense", "n", "reconstructions", *SEPARATE, "precision", "config_digest"]
         for c in present(entries, columns):
             m = c.key
             fields += [m, m + "_std", m + "_lo", m + "_hi"]
@@ -610,7 +622,7 @@ def attach_reported(entries: list[dict[str, Any]], reported: list[dict[str, Any]
         if not hits:
             unmatched.append(r)
         for e in hits.values():
-            row = {k: e.get(k) for k in (*GROUP, *SEPARATE, "threat_model", "variant")}
+            row = {k: e.get(k) for k in (*GROUP, *SEPARATE, "threat_model", "variant", "precision")}
             row.update(defense=e["defense"], reported=True, n=0, seeds=[], pareto=False, config_variant="",
                        _metrics=list(r["metrics"]),
                        **{k: r[k] for k in ("paper", "table", "setting", "source")})

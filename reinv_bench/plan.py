@@ -30,6 +30,7 @@ from reinv_bench import spec as specs
 from reinv_bench.api import Attack, ConfigError, Defense, Scenario, WrapperAttack
 from reinv_bench.registry import Registry
 
+PRECISIONS = ("fp32", "bf16", "tf32")  # --precision
 ARTIFACT_VERSION = 2  # 2: data digest and every plugin's version in the keys; verified artifacts
 
 
@@ -76,6 +77,7 @@ class Request:
     eval_arch: str | None = None  # None: each scenario's evaluation model
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> TrainRecipe overrides
     class_chunk: int | str = 0  # classes per inversion step (0: all in one; "auto": the attack's identity batch)
+    precision: str = "fp32"  # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
 
 
 @dataclass
@@ -195,6 +197,10 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
     it will be read (default: load it); it enters every step key that reads data."""
     steps: dict[str, Step] = {}
     cells: list[Cell] = []
+    if req.precision not in PRECISIONS:
+        raise ConfigError(f"precision {req.precision!r}: give one of {', '.join(PRECISIONS)}")
+    # the steps it changes carry it in their spec (so in their key) unless fp32: fp32 keys stay as they were
+    prec = {} if req.precision == "fp32" else {"precision": req.precision}
     if data_digest is None:
         def data_digest(name: str) -> str:
             root = None if req.data_root is None else Path(req.data_root)
@@ -244,7 +250,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                     init, deps = _init(add, registry, data, scenario, arch, arch_init, insts, req.budget)
                     target_key = add(Step("target", {**data, "arch": arch, "arch_version": arch_version,
                                                      "defense": ddesc, "recipe": recipe,
-                                                     "seed": seed, "init": init}, deps=deps,
+                                                     "seed": seed, "init": init, **prec}, deps=deps,
                                           label=f"target {arch_label} / {dlabel} / seed {seed}"))
                     for alabel, adesc, attack in resolved_attacks:
                         priors = {}
@@ -253,7 +259,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                                 "prior",
                                 {**data, "kind": ps.kind, "version": ps.version, "params": ps.params,
                                  "target": target_key if ps.uses_target else None,
-                                 "seed": seed if ps.uses_target else 0},
+                                 "seed": seed if ps.uses_target else 0, **prec},
                                 deps=(target_key,) if ps.uses_target else (),
                                 label=f"prior {ps.kind} on {sname}"
                                 + (f" for {dlabel} seed {seed}" if ps.uses_target else ""),
@@ -261,7 +267,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                             ))
                         prior_keys = list(priors.values())
                         invert_key = _invert(add, {"attack": adesc, "target": target_key, "priors": priors,
-                                                   "seed": seed}, scenario.target_classes(),
+                                                   "seed": seed, **prec}, scenario.target_classes(),
                                              _chunk(req.class_chunk, attack), (target_key, *prior_keys),
                                              f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}")
                         classes = scenario.target_classes()
@@ -270,7 +276,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                         config = {"scenario": {**data, "classes": classes}, "arch": {"name": arch, "init": init},
                                   "target_recipe": recipe,
                                   "eval": {"arch": eval_label, "init": eval_init, "recipe": eval_recipe},
-                                  "defense": ddesc, "attack": adesc}
+                                  "defense": ddesc, "attack": adesc, "precision": req.precision}
                         cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": metric_versions})
                         cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_keys, invert_key,
                                           list(metric_names)))

@@ -98,8 +98,13 @@ def train_classifier(
     device: torch.device,
     seed: int,
     progress: Progress = _no_progress,
+    precision: str = "fp32",
 ) -> list[float]:
-    """Train ``model`` in place (already wrapped by ``defense``); returns the mean loss per epoch."""
+    """Train ``model`` in place (already wrapped by ``defense``); returns the mean loss per epoch.
+    ``precision`` bf16: the forward pass and the loss under bf16 autocast (weights, gradients and
+    the optimizer stay fp32)."""
+    from reinv_bench.steps import autocast
+
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -126,8 +131,9 @@ def train_classifier(
         for i in range(per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
             xb = defense.train_transform(augment(x[idx].to(device), recipe.augment, gen))
-            out = model.forward_all(xb, hidden=defense.needs_hidden)
-            loss = defense.loss(out, xb, y[idx])
+            with autocast(torch.device(device), precision):
+                out = model.forward_all(xb, hidden=defense.needs_hidden)
+                loss = defense.loss(out, xb, y[idx])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, batch {i}")
             opt.zero_grad(set_to_none=True)
