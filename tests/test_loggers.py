@@ -39,7 +39,9 @@ class Raising:
 
 @pytest.fixture(autouse=True)
 def _no_selection(monkeypatch):
-    monkeypatch.delenv("REINV_BENCH_LOG", raising=False)  # run --log sets it; restored after each test
+    # run --log sets it: setenv (not delenv, which records nothing when it is absent) so that it is
+    # removed again after each test and no later test finds a logger selected
+    monkeypatch.setenv("REINV_BENCH_LOG", "")
 
 
 def _invoke(*plugins, args=()):
