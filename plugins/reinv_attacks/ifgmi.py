@@ -46,9 +46,16 @@ import torch
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param
+from reinv_bench.api import AttackContext, ConfigError, Inversion, Param
 
-from .ppa import _amp, attack_transforms, candidate_search, generator, load_prior, poincare_loss, view
+from .ppa import (
+    StyleGANAttack,
+    _amp,
+    attack_transforms,
+    candidate_search,
+    poincare_loss,
+    view,
+)
 
 STEPS = (50.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0)  # main-resnet.yaml: intermediate.steps
 RADII = (1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0, 8000.0)  # max_radius_mid_vecor, max_radius_w
@@ -125,7 +132,7 @@ def layer_search(G, target, w: Tensor, y: Tensor, *, steps, radius_w, radius_mid
     return w, imgs, hist
 
 
-class IFGMI(Attack):
+class IFGMI(StyleGANAttack):
     name = "ifgmi"
     threat_model = "white-box"
     prior_kind = "stylegan2"  # PPA's prior: one cached generator for both
@@ -171,15 +178,6 @@ class IFGMI(Attack):
         if len(config.betas) != 2 or len(config.rrc_scale) != 2:
             raise ConfigError(f"{cls.name}: betas and rrc_scale take two values (e.g. 0.1/0.1, 0.9-1)")
         return config
-
-    def prepare(self, ctx: AttackContext, kind: str) -> dict:
-        return load_prior(self.config.weights)
-
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
-        dev, t0 = ctx.device, time.perf_counter()
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        return self.attack(ctx, generator(priors[self.prior_kind], dev), classes, t0)
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
         c, dev, T_ = self.config, ctx.device, ctx.target

@@ -260,7 +260,21 @@ def generator(prior: dict[str, Any], device: torch.device):
 # ---- the attack -------------------------------------------------------------------------------
 
 
-class PPA(Attack):
+class StyleGANAttack(Attack):
+    """An attack whose prior is the pretrained StyleGAN2 generator (``ppa``, ``ifgmi``): ``prepare``
+    loads it, ``invert`` hands it to the attack's own ``attack(ctx, G, classes, t0)``."""
+
+    def prepare(self, ctx: AttackContext, kind: str) -> dict:
+        return load_prior(self.config.weights)
+
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
+        dev, t0 = ctx.device, time.perf_counter()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        return self.attack(ctx, generator(priors[self.prior_kind], dev), classes, t0)
+
+
+class PPA(StyleGANAttack):
     name = "ppa"
     threat_model = "white-box"
     prior_kind = "stylegan2"
@@ -311,16 +325,6 @@ class PPA(Attack):
         if len(config.betas) != 2 or len(config.rrc_scale) != 2:
             raise ConfigError(f"{cls.name}: betas and rrc_scale take two values (e.g. 0.1/0.1, 0.9-1)")
         return config
-
-    def prepare(self, ctx: AttackContext, kind: str) -> dict:
-        return load_prior(self.config.weights)
-
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
-        dev, t0 = ctx.device, time.perf_counter()
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        G = generator(priors[self.prior_kind], dev)
-        return self.attack(ctx, G, classes, t0)
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
         """The whole attack with generator ``G`` (NVlabs API: ``mapping``, ``synthesis``, ``num_ws``, ``z_dim``)."""
