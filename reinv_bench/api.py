@@ -7,20 +7,21 @@ produce this space directly, and Random Erasing fills in it as the seed paper's 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# the facade: plugins import everything from here (as ``pytest`` re-exports ``_pytest``)
+from reinv_bench.config import BUDGETS, ConfigError, Configurable, HParams, Param, did_you_mean  # noqa: F401
+from reinv_bench.data import Scenario, ScenarioData, Split, TrainRecipe  # noqa: F401
 from reinv_bench.images import DataError, ImageFiles  # noqa: F401 - part of the plugin API
+from reinv_bench.models import Architecture, Classifier, Output  # noqa: F401
 
-BUDGETS = ("smoke", "quick", "paper")
 THREAT_MODELS = ("white-box", "black-box", "label-only")
 VALUE_RANGE = (-1.0, 1.0)
 
@@ -28,271 +29,9 @@ Progress = Callable[[int, int], None]
 """progress(done, total): a step reports how far it is."""
 
 
-def _no_progress(done: int, total: int) -> None:
-    pass
+def no_progress(done: int, total: int) -> None:
+    """The progress callback that reports nothing."""
 
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} Known: {', '.join(known) or '(none)'}"
-
-
-# --------------------------------------------------------------------------------------------
-# Hyperparameters
-
-
-class ConfigError(ValueError):
-    """A plugin parameter is unknown, malformed or out of range."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """A declared hyperparameter: default (from the paper), doc, validation.
-
-    The type is the default's: bool, int, float, str, or a tuple of floats (written ``lo-hi`` or
-    ``a/b/c`` on the command line; a single number means a 1-tuple).
-    """
-
-    default: Any
-    doc: str = ""
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-
-    def parse(self, name: str, raw: Any) -> Any:
-        d = self.default
-        try:
-            if isinstance(raw, str):
-                if isinstance(d, bool):
-                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                        raise ValueError("expected true/false")
-                    value: Any = raw.lower() in ("1", "true", "yes")
-                elif isinstance(d, int):
-                    value = int(raw)
-                elif isinstance(d, float):
-                    value = float(raw)
-                elif isinstance(d, tuple):
-                    value = _parse_floats(raw)
-                else:
-                    value = raw
-            else:
-                value = tuple(float(v) for v in raw) if isinstance(d, tuple) else type(d)(raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{name}={raw!r}: {exc}") from None
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(map(str, self.choices))}")
-        for v in value if isinstance(value, tuple) else (value,):
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                if v != v or v in (float("inf"), float("-inf")):  # NaN fails every comparison below
-                    raise ConfigError(f"{name}={raw!r}: must be a finite number")
-                if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
-                    raise ConfigError(f"{name}={raw!r}: out of range [{self.low}, {self.high}]")
-        return value
-
-
-def _parse_floats(text: str) -> tuple[float, ...]:
-    if "/" in text:
-        return tuple(float(t) for t in text.split("/"))
-    # "lo-hi" (a range); a leading '-' or an exponent's '-' is part of a number
-    import re
-
-    m = re.fullmatch(r"\s*(-?[\d.]+(?:[eE]-?\d+)?)\s*-\s*(-?[\d.]+(?:[eE]-?\d+)?)\s*", text)
-    if m:
-        return (float(m.group(1)), float(m.group(2)))
-    return (float(text),)
-
-
-class HParams(dict):
-    """A resolved configuration: a dict whose keys also read as attributes."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-
-class Configurable:
-    """Base of attacks and defenses: declared Params, budgets, resolution from CLI text.
-
-    ``params`` holds the paper defaults; ``budgets`` maps a budget name to the values that
-    differ from them in that budget (``paper`` should differ in nothing).
-    """
-
-    name: ClassVar[str]
-    version: ClassVar[int] = 1  # bump when a change makes old cached artifacts invalid
-    params: ClassVar[dict[str, Param]] = {}
-    budgets: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def __init__(self, config: Mapping[str, Any] | None = None, budget: str = "paper") -> None:
-        self.config = self.resolve(config or {}, budget)
-
-    @classmethod
-    def resolve(cls, overrides: Mapping[str, Any], budget: str = "paper") -> HParams:
-        if budget not in BUDGETS:
-            raise ConfigError(f"unknown budget {budget!r}{did_you_mean(budget, BUDGETS)}")
-        config = HParams({k: p.default for k, p in cls.params.items()})
-        config.update(cls.budgets.get(budget, {}))
-        for key, raw in overrides.items():
-            if key not in cls.params:
-                valid = ", ".join(f"{k} (default {p.default!r})" for k, p in cls.params.items())
-                close = difflib.get_close_matches(key, cls.params, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"{cls.name}: unknown parameter {key!r}.{hint} Valid: {valid or '(none)'}"
-                )
-            try:
-                config[key] = cls.params[key].parse(key, raw)
-            except ConfigError as exc:
-                raise ConfigError(f"{cls.name}: {exc}; {key}: {cls.params[key].doc}") from None
-        return config
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-
-
-@dataclass
-class Output:
-    """What a classifier computes: logits, penultimate features, optionally block outputs."""
-
-    logits: Tensor
-    features: Tensor
-    hidden: list[Tensor] = field(default_factory=list)
-    extras: dict[str, Tensor] = field(default_factory=dict)
-
-
-class Classifier(nn.Module):
-    """Every architecture builds one: ``blocks`` in sequence (the last ends in the flattened
-    penultimate feature vector), then ``head`` to logits. Block outputs are what BiDO
-    regularises and where transfer learning freezes; the penultimate features feed KNN
-    distance, MID and LOMMA. ``freeze_point`` is the architecture's declared transfer-learning
-    freeze point (TL-DMI's default for the architecture), in blocks.
-    """
-
-    def __init__(self, blocks: Iterable[nn.Module], head: nn.Module, feature_dim: int, num_classes: int,
-                 freeze_point: int = 0, upstream: nn.Module | None = None, fresh: tuple[str, ...] = ()):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.head = head
-        self.feature_dim = feature_dim
-        self.num_classes = num_classes
-        self.freeze_point = freeze_point  # leading blocks transfer learning freezes by default
-        # Built from the modules of an upstream model (torchvision, face.evoLVe, facenet-pytorch)?
-        # Then its checkpoints load by name: upstream tensor name -> our name, found by identity.
-        ours = {id(t): k for k, t in self.state_dict(keep_vars=True).items()}
-        self.upstream_names = {} if upstream is None else {
-            k: ours[id(t)] for k, t in upstream.state_dict(keep_vars=True).items() if id(t) in ours}
-        # prefixes a pretrained checkpoint need not provide: the head, and layers the paper adds
-        self.fresh = ("head.", *fresh)
-
-    def forward_all(self, x: Tensor, hidden: bool = False) -> Output:
-        hs = []
-        for block in self.blocks:
-            x = block(x)
-            if hidden:
-                hs.append(x)
-        out = self.head(x)
-        if isinstance(out, Output):  # a head that wraps (MID's bottleneck) returns extras itself
-            out.features, out.hidden = x, hs
-            return out
-        return Output(out, x, hs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_all(x).logits
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.forward_all(x).features
-
-
-class Architecture:
-    """Builds classifiers. ``name`` is what ``--arch`` selects; ``pretrained`` maps the short
-    names ``--arch "NAME[weights=SHORT]"`` accepts to registered ``WeightsFile`` names (a path to
-    a local state dict works too)."""
-
-    name: ClassVar[str]
-    version: ClassVar[int] = 1  # bump when a change alters what is built: enters every step key
-    pretrained: ClassVar[dict[str, str]] = {}
-
-    def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> Classifier:
-        raise NotImplementedError
-
-    def adapt_checkpoint(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Rename an upstream checkpoint's legacy keys before it is loaded (default: as is)."""
-        return state
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-
-
-@dataclass
-class Split:
-    x: Tensor | ImageFiles  # (N, C, H, W) in [-1, 1]; ImageFiles: decoded from files on demand
-    y: Tensor | None  # (N,) int64, or None where the attacker gets no labels
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-@dataclass
-class ScenarioData:
-    private_train: Split
-    private_test: Split
-    public: Split  # unlabelled
-    eval_train: Split  # what the evaluation model learns from
-    eval_test: Split
-    digest: str  # identifies the exact split; stored with every result
-    source: str  # where the images came from, in words
-    pretrain: Split | None = None  # labelled public-domain data a defense may pretrain on (TL)
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How a classifier is trained in one budget (the paper budget cites its source)."""
-
-    epochs: int
-    batch_size: int = 64
-    optimizer: str = "adam"  # adam | sgd
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    milestones: tuple[float, ...] = ()  # fractions of the epochs where lr *= gamma
-    gamma: float = 0.1
-    augment: str = ""  # "" | "flip" (KEDMI/GMI 64 px) | "ppa" (PPA/MIDRE 224 px); see train.augment
-
-
-class Scenario:
-    """A privacy setting: private identities, public data, image shape, evaluation protocol."""
-
-    name: ClassVar[str]
-    version: ClassVar[int] = 1  # bump when load() or a recipe changes: enters every step key
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    default_arch: str
-    eval_arch: str
-    eval_num_classes: int
-    description: str = ""
-    protocol: str = ""  # evaluation protocol ("64px", "224px", ...): decides the default metrics,
-    # and rows of different protocols are never ranked together
-    public_labels: bool = False  # load() fills ScenarioData.pretrain: a defense may pretrain there
-    # the protocol's own attack hyperparameters where they differ from the attack's paper defaults
-    # (attack name -> {param: value}); a value the user gives wins; they show in the label
-    attack_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def load(self, data_root: Path | None) -> ScenarioData:
-        raise NotImplementedError
-
-    def target_classes(self) -> list[int]:
-        """The classes an attack reconstructs (all, unless the protocol fixes a subset)."""
-        return list(range(self.num_classes))
-
-    def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:
-        """Training recipe of the target ("target", of architecture ``arch``), evaluation model
-        ("eval") or a defense's pretraining on public data ("pretrain")."""
-        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +88,7 @@ class AttackContext:
     target: Any
     device: torch.device
     seed: int
-    progress: Progress = _no_progress
+    progress: Progress = no_progress
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reinv_bench.api import Classifier, Defense, Progress, Split, TrainRecipe, _no_progress
+from reinv_bench.api import Classifier, Defense, Progress, Split, TrainRecipe, no_progress
 
 
 def make_optimizer(params: list[nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
@@ -97,7 +97,7 @@ def train_classifier(
     *,
     device: torch.device,
     seed: int,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     precision: str = "fp32",
 ) -> list[float]:
     """Train ``model`` in place (already wrapped by ``defense``); returns the mean loss per epoch.

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from reinv_bench.api import EvalContext, Inversion, NotComputed, ScenarioData, Split
-from reinv_bench.cli import State, cli
 from reinv_bench.artifacts import file_sha256
+from reinv_bench.cli import State, cli
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from reinv_bench import weights
-from reinv_bench.cli import State, cli
 from reinv_bench.artifacts import file_sha256
+from reinv_bench.cli import State, cli
 from reinv_bench.weights import UnverifiedWeightsWarning, WeightsFile, WeightsUnavailable
 
 NOHASH = WeightsFile("toy-nohash", "toy_backbone.pth", "", "a file without a published hash", torch_dir="checkpoints")

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from reinv_bench.api import Attack, AttackContext, Param, PriorSpec, Progress, _no_progress
+from reinv_bench.api import Attack, AttackContext, Param, PriorSpec, Progress, no_progress
 
 # The official GAN budget of GMI's and KEDMI's 64-px GANs, in critic (discriminator) steps: 120
 # epochs (KEDMI ``config/celeba.json``; LOMMA ``config/celeba/training_GAN/{general,specific}_gan/
@@ -111,7 +111,7 @@ def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, stre
 
 def train_gan(G: nn.Module, D: nn.Module, batches: Iterator, d_loss: Callable, g_loss: Callable, *, steps: int,
               n_critic: int, lr: float, betas: tuple[float, float], g_first: bool = False,
-              progress: Progress = _no_progress) -> int:
+              progress: Progress = no_progress) -> int:
     """The alternating loop of every GAN prior: ``steps`` discriminator (critic) steps on
     ``d_loss(batch)``, one per batch of ``batches`` (drawn when its step comes), and a generator
     step on ``g_loss(batch)`` every ``n_critic``, each with its Adam(``lr``, ``betas``) while the
@@ -148,7 +148,7 @@ def train_gan(G: nn.Module, D: nn.Module, batches: Iterator, d_loss: Callable, g
 
 def train_wgan_gp(
     public: Tensor, image_shape, *, dim: int, z_dim: int, steps: int, batch_size: int, lr: float,
-    n_critic: int, gp: float, device: torch.device, seed: int, progress: Progress = _no_progress,
+    n_critic: int, gp: float, device: torch.device, seed: int, progress: Progress = no_progress,
 ) -> tuple[Generator, Critic, dict]:
     """GMI's WGAN-GP (``train_gan.py``): critic loss -W + gp * gradient penalty, generator loss
     -D(G(z)), Adam betas (0.5, 0.999), ``steps`` critic steps and a generator step every

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from reinv_bench.api import AttackContext, Inversion, Progress, _no_progress
+from reinv_bench.api import AttackContext, Inversion, Progress, no_progress
 
 
 def class_generator(seed: int, c: int, stream: int = 0) -> torch.Generator:
@@ -33,7 +33,7 @@ def identity_batches(classes: list[int], size: int) -> list[list[int]]:
 
 
 def descend(opt: torch.optim.Optimizer, loss: Callable[[int], Tensor], *, iters: int, scale: float,
-            after_step: Callable[[], object] | None = None, progress: Progress = _no_progress) -> list[float]:
+            after_step: Callable[[], object] | None = None, progress: Progress = no_progress) -> list[float]:
     """The latent attacks' loop: ``iters`` steps of ``opt`` on ``scale`` times the sum of the
     per-row losses ``loss(it)`` (``scale`` = 1 / the classes of the identity batch: the official
     batch mean, so each row's step is ``scale`` times its own gradient); ``after_step()`` runs

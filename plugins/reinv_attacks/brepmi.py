@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import AttackContext, Inversion, Param, Progress, _no_progress
+from reinv_bench.api import AttackContext, Inversion, Param, Progress, no_progress
 
 from ._gan import GAN_BUDGETS, GAN_PARAMS, GMIPrior
 
@@ -87,7 +87,7 @@ def sphere(it: int, labels: Tensor, k: int, dim: int, radius: Tensor) -> Tensor:
 
 def brep_optimize(
     G, label_of, z: Tensor, y: Tensor, *, points: int, r0: float, grow: float, threshold: float,
-    patience: int, max_iters: int, clamp: float, directions=sphere, progress: Progress = _no_progress,
+    patience: int, max_iters: int, clamp: float, directions=sphere, progress: Progress = no_progress,
 ) -> tuple[Tensor, Tensor, dict]:
     """Boundary repulsion for every row of ``z`` at once. ``directions(it, labels, k, dim, R)``
     draws the sphere offsets of the active rows (tests inject a deterministic source). Returns

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import AttackContext, IdentityLoss, Inversion, Param, Progress, _no_progress
+from reinv_bench.api import AttackContext, IdentityLoss, Inversion, Param, Progress, no_progress
 
 from ._gan import GAN_BUDGETS, GAN_PARAMS, GMIPrior
 from ._latent import descend, in_identity_batches, latent_init
@@ -56,7 +56,7 @@ def gmi_loss(G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, lam
 
 def gmi_optimize(
     G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, *, iters: int, lr: float,
-    momentum: float, lam: float, clip: float, scale: float, progress: Progress = _no_progress, identity=None,
+    momentum: float, lam: float, clip: float, scale: float, progress: Progress = no_progress, identity=None,
 ) -> tuple[Tensor, list[float]]:
     """Optimise all latents at once with Nesterov SGD, z clamped to [-clip, clip] after each
     step. ``scale`` multiplies the summed per-latent loss (1 / the classes of the identity

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, IdentityLoss, Inversion, Param, Progress, _no_progress
+from reinv_bench.api import Attack, AttackContext, IdentityLoss, Inversion, Param, Progress, no_progress
 
 from ._gan import OFFICIAL_GAN_STEPS, Generator, _stages, batch_stream, frozen, train_gan
 from ._latent import class_generator, descend, in_identity_batches
@@ -123,7 +123,7 @@ def kedmi_g_loss(D, fake: Tensor, x_unl: Tensor) -> Tensor:
 
 def train_kedmi_gan(public: Tensor, T, image_shape, num_classes: int, *, dim: int, z_dim: int, steps: int,
                     batch_size: int, lr: float, n_critic: int, device, seed: int,
-                    progress: Progress = _no_progress) -> tuple[Generator, KDiscriminator]:
+                    progress: Progress = no_progress) -> tuple[Generator, KDiscriminator]:
     """``steps`` D steps; each reads three independently shuffled batches (labelled, unlabelled,
     and the unlabelled batch of the generator step), as the official three loaders."""
     torch.manual_seed(seed)
@@ -145,7 +145,7 @@ def train_kedmi_gan(public: Tensor, T, image_shape, num_classes: int, *, dim: in
 
 def kedmi_optimize(G, D, T, mu: Tensor, logvar: Tensor, y: Tensor, *, iters: int, lr: float, lam: float,
                    clip: float, scale: float, noise=None, identity=None,
-                   progress: Progress = _no_progress) -> tuple[Tensor, Tensor, list[float]]:
+                   progress: Progress = no_progress) -> tuple[Tensor, Tensor, list[float]]:
     """Learn one Gaussian per row. ``noise(it) -> eps`` (default: standard normal draws);
     ``clip`` > 0 clamps z to [-clip, clip] before G (LOMMA's variant; 0: none, as KEDMI);
     ``identity(x, y) -> per-image loss`` replaces CE (LOMMA)."""

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from torch.nn.utils import spectral_norm as SN
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, _no_progress
+from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, no_progress
 
 from ._gan import _stages, frozen, train_gan
 from ._latent import descend, latent_init
@@ -203,7 +203,7 @@ def top_n(T, public: Tensor, num_classes: int, n: int, device) -> tuple[Tensor, 
 
 def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: int, z_dim: int, iters: int,
                batch_size: int, lr: float, n_dis: int, alpha: float, device, seed: int,
-               progress: Progress = _no_progress):
+               progress: Progress = no_progress):
     """``iters`` generator steps, each before ``n_dis`` discriminator steps, Adam betas (0, 0.9):
     hinge loss; the generator adds ``alpha`` times the target's max-margin loss on augmented fakes."""
     torch.manual_seed(seed)
@@ -237,7 +237,7 @@ def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: in
 
 
 def plg_optimize(G, T, z: Tensor, y: Tensor, *, iters: int, lr: float, n_aug: int, scale: float, aug=augment,
-                 progress: Progress = _no_progress) -> tuple[Tensor, list[float]]:
+                 progress: Progress = no_progress) -> tuple[Tensor, list[float]]:
     """Adam on every row at once: the loss is ``scale`` times the sum over rows of the max-margin
     losses summed over ``n_aug`` augmentations. Returns (z, mean max-margin per iteration)."""
     z = z.clone().requires_grad_(True)

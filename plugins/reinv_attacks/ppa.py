@@ -68,7 +68,7 @@ import torchvision.transforms.functional as TF
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param, Progress, _no_progress
+from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param, Progress, no_progress
 
 REFERENCE_SIDE = 1024  # the official crop sizes are pixels of the 1024-px FFHQ generator
 
@@ -148,7 +148,7 @@ def select_candidates(conf: Tensor, k: int) -> Tensor:
 @torch.no_grad()
 def candidate_search(G, target, classes: list[int], *, search: int, k: int, psi: float, cutoff: int, crop: int,
                      size: int, flip: bool, batch: int, seed: int, device: torch.device, precision: str = "fp32",
-                     progress: Progress = _no_progress) -> tuple[Tensor, Tensor]:
+                     progress: Progress = no_progress) -> tuple[Tensor, Tensor]:
     """Returns (ws, conf): the full truncated ws of the candidates, (classes, k, num_ws, w_dim) on
     CPU, and their search confidences (classes, k)."""
     z = search_latents(G.z_dim, search, seed).to(device)
