@@ -170,14 +170,10 @@ class IFGMI(StyleGANAttack):
     @classmethod
     def resolve(cls, overrides, budget="paper"):
         config = super().resolve(overrides, budget)
-        if config.candidates > config.search:
-            raise ConfigError(f"{cls.name}: candidates={config.candidates} exceeds search={config.search}")
         if min(len(config.radius_w), len(config.radius_mid)) < len(config.steps):
             raise ConfigError(f"{cls.name}: radius_w and radius_mid need a value for each of the "
                               f"{len(config.steps)} phases of steps")
-        if len(config.betas) != 2 or len(config.rrc_scale) != 2:
-            raise ConfigError(f"{cls.name}: betas and rrc_scale take two values (e.g. 0.1/0.1, 0.9-1)")
-        return config
+        return cls.checked(config)
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
         c, dev, T_ = self.config, ctx.device, ctx.target

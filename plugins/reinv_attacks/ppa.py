@@ -264,6 +264,15 @@ class StyleGANAttack(Attack):
     """An attack whose prior is the pretrained StyleGAN2 generator (``ppa``, ``ifgmi``): ``prepare``
     loads it, ``invert`` hands it to the attack's own ``attack(ctx, G, classes, t0)``."""
 
+    @classmethod
+    def checked(cls, config):
+        """The checks both attacks' configurations need."""
+        if config.candidates > config.search:
+            raise ConfigError(f"{cls.name}: candidates={config.candidates} exceeds search={config.search}")
+        if len(config.betas) != 2 or len(config.rrc_scale) != 2:
+            raise ConfigError(f"{cls.name}: betas and rrc_scale take two values (e.g. 0.1/0.1, 0.9-1)")
+        return config
+
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         return load_prior(self.config.weights)
 
@@ -318,12 +327,9 @@ class PPA(StyleGANAttack):
         config = super().resolve(overrides, budget)
         given = set(overrides) | set(cls.budgets.get(budget, {}))
         config.update({k: v for k, v in CONFIGS[config.config].items() if k not in given})
-        if config.candidates > config.search:
-            raise ConfigError(f"{cls.name}: candidates={config.candidates} exceeds search={config.search}")
+        cls.checked(config)
         if config.final > config.candidates:
             raise ConfigError(f"{cls.name}: final={config.final} exceeds candidates={config.candidates}")
-        if len(config.betas) != 2 or len(config.rrc_scale) != 2:
-            raise ConfigError(f"{cls.name}: betas and rrc_scale take two values (e.g. 0.1/0.1, 0.9-1)")
         return config
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
