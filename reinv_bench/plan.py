@@ -51,6 +51,14 @@ class Step:
         self.key = digest({"kind": self.kind, "v": ARTIFACT_VERSION, **self.spec})
 
 
+def data_spec(steps: dict[str, Step], step: Step) -> dict[str, Any]:
+    """The spec naming the scenario and data ``step`` reads: its own, else its target's (an
+    inversion), else its first chunk's target's (a merge)."""
+    while "scenario" not in step.spec:
+        step = steps[step.spec["target"] if "target" in step.spec else step.spec["chunks"][0]]
+    return step.spec
+
+
 @dataclass
 class Cell:
     cell_id: str

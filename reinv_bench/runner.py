@@ -31,7 +31,7 @@ import reinv_bench
 from reinv_bench import spec as specs
 from reinv_bench.api import Classifier, Executor, ScenarioData
 from reinv_bench.artifacts import ArtifactError, Artifacts
-from reinv_bench.plan import Cell, Plan, Request, Step, expand
+from reinv_bench.plan import Cell, Plan, Request, Step, data_spec, expand
 from reinv_bench.progress import Reporter
 from reinv_bench.registry import Registry
 from reinv_bench.steps import Env, Worker, describe_device, fresh, run_cell, run_step, seed_everything
@@ -116,9 +116,7 @@ class Runner:
                 k["cached"] += 1
                 continue
             k["run"] += 1
-            while "scenario" not in step.spec:  # invert -> its target, merge -> its first chunk
-                step = plan.steps[step.spec["target"] if "target" in step.spec else step.spec["chunks"][0]]
-            scenario = step.spec["scenario"]
+            scenario = data_spec(plan.steps, step)["scenario"]
             times = sorted(past.get((step.kind, scenario), []))
             k["seconds"] = None if k["seconds"] is None or not times else k["seconds"] + times[len(times) // 2]
         return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo)}

@@ -41,7 +41,7 @@ from reinv_bench.api import (
     TrainRecipe,
 )
 from reinv_bench.artifacts import ArtifactError, Artifacts
-from reinv_bench.plan import Cell, Step
+from reinv_bench.plan import Cell, Step, data_spec
 from reinv_bench.registry import Registry
 from reinv_bench.train import accuracy, compose, train_classifier
 
@@ -252,20 +252,16 @@ class Worker:
             if sha is None:
                 raise ArtifactError(f"step '{self.steps[key].label}' has no valid artifact; rerun to rebuild it")
             deps[key] = sha
-        if "scenario" in spec:
-            data = self.data(spec["scenario"], spec["data_root"])
-            if spec.get("data") not in (None, data.digest):
-                raise ValueError(f"the data of scenario {spec['scenario']} changed since the run was planned "
-                                 f"(digest {data.digest}, planned {spec['data']}); rerun the command")
-        else:
-            tspec = self.steps[self._target_of(step)].spec
-            data = self.data(tspec["scenario"], tspec["data_root"])
+        dspec = data_spec(self.steps, step)
+        data = self.data(dspec["scenario"], dspec["data_root"])
+        if dspec.get("data") not in (None, data.digest):
+            raise ValueError(f"the data of scenario {dspec['scenario']} changed since the run was planned "
+                             f"(digest {data.digest}, planned {dspec['data']}); rerun the command")
         seed_everything(spec["seed"])
         set_tf32(step_precision(spec))
         obj, meta = {"eval": self.train, "pretrain": self.train, "target": self.train, "prior": self.prior,
                      "invert": self.invert, "merge": self.merge}[step.kind](step, data)
-        scenario = spec.get("scenario") or self.steps[self._target_of(step)].spec["scenario"]
-        meta.update(kind=step.kind, scenario=scenario, seconds=time.perf_counter() - t0,
+        meta.update(kind=step.kind, scenario=dspec["scenario"], seconds=time.perf_counter() - t0,
                     device=describe_device(self.device))
         self.artifacts.save(step.key, obj, deps=deps, meta=meta)
         return meta
@@ -293,9 +289,6 @@ class Worker:
         with autocast(self.device, step_precision(spec)):
             prior = attack.prepare(ctx, spec["kind"])
         return {"prior": prior}, {}
-
-    def _target_of(self, step: Step) -> str:
-        return step.spec["target"] if "target" in step.spec else self.steps[step.spec["chunks"][0]].spec["target"]
 
     def merge(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
         """The chunks of one inversion, joined in class order for evaluation."""
