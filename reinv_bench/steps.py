@@ -259,10 +259,14 @@ class Worker:
                              f"(digest {data.digest}, planned {dspec['data']}); rerun the command")
         seed_everything(spec["seed"])
         set_tf32(step_precision(spec))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         obj, meta = {"eval": self.train, "pretrain": self.train, "target": self.train, "prior": self.prior,
                      "invert": self.invert, "merge": self.merge}[step.kind](step, data)
         meta.update(kind=step.kind, scenario=dspec["scenario"], seconds=time.perf_counter() - t0,
                     device=describe_device(self.device))
+        if self.device.type == "cuda":  # what the step needed, for sizing GPUs (in its record)
+            meta["peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.artifacts.save(step.key, obj, deps=deps, meta=meta)
         return meta
 

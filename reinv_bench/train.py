@@ -99,15 +99,23 @@ def train_classifier(
     seed: int,
     progress: Progress = no_progress,
     precision: str = "fp32",
+    channels_last: bool | None = None,
 ) -> list[float]:
     """Train ``model`` in place (already wrapped by ``defense``); returns the mean loss per epoch.
     ``precision`` bf16: the forward pass and the loss under bf16 autocast (weights, gradients and
-    the optimizer stay fp32)."""
+    the optimizer stay fp32). ``channels_last`` (default: with bf16 on CUDA, where cuDNN's
+    tensor-core convolutions want NHWC; ``benchmarks/precision.py`` measures both) stores the
+    weights and batches in that memory format; the state dict loads into any model."""
     from reinv_bench.steps import autocast
+
+    device = torch.device(device)
+    if channels_last is None:
+        channels_last = precision == "bf16" and device.type == "cuda"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(device)
+    model.to(device, memory_format=fmt)
     params = [p for p in defense.trainable(model) if p.requires_grad]
     opt = make_optimizer(params, recipe)
     milestones = sorted({max(1, round(f * recipe.epochs)) for f in recipe.milestones})
@@ -131,19 +139,22 @@ def train_classifier(
         for i in range(per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
             xb = defense.train_transform(augment(x[idx].to(device), recipe.augment, gen))
-            with autocast(torch.device(device), precision):
+            if xb.dim() == 4:
+                xb = xb.contiguous(memory_format=fmt)
+            with autocast(device, precision):
                 out = model.forward_all(xb, hidden=defense.needs_hidden)
                 loss = defense.loss(out, xb, y[idx])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, batch {i}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item()
+            total = total + loss.detach().float()  # no host sync per batch: checked once per epoch
             progress(epoch * per_epoch + i + 1, recipe.epochs * per_epoch)
+        total = float(total)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"training loss became {total} in epoch {epoch}")
         sched.step()
         history.append(total / per_epoch)
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()
     return history
 
 

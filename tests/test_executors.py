@@ -131,9 +131,10 @@ def test_cells_are_stored_target_by_target(registry, tmp_path):
     assert stored[0] < stored[1] < stored[2]  # not all targets first, then all cells
 
 
-def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconstructions(registry, tmp_path):
+@pytest.mark.parametrize("attack", ["gmi", "plgmi"])
+def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconstructions(attack, registry, tmp_path):
     def inversion(chunk):
-        req = Request(["gmi[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
+        req = Request([f"{attack}[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
                       metrics=["attack_acc"], class_chunk=chunk)
         plan = expand(req, registry)
         runner = Runner(registry, tmp_path, CPU)
@@ -148,6 +149,6 @@ def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconst
     a, b = chunked["labels"].argsort(stable=True), whole["labels"].argsort(stable=True)  # class by class
     assert torch.equal(chunked["labels"][a], whole["labels"][b])
     assert torch.equal(chunked["images"][a], whole["images"][b])  # restarts in order within a class
-    auto = expand(Request(["gmi[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
+    auto = expand(Request([f"{attack}[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
                           metrics=["attack_acc"], class_chunk="auto"), registry)
     assert set(auto.steps) == set(chunked_plan.steps)

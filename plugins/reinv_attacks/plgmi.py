@@ -36,11 +36,16 @@ tests/test_fidelity_plgmi_brepmi.py compares the networks (parameter counts, out
 weights, initialisation), the augmentation parameters, the top-n selection and the
 reconstruction step with transcriptions of the official code.
 
-Deliberate differences: all classes and seeds are optimised in one batch, the loss summed over
-the 2 augmentations and averaged over the attacked classes (the official averages over an
-identity batch of 60, one seed at a time): with 60 classes or fewer each latent's update is
-exactly the official one; with more, the constant factor changes Adam's update only through its
-eps. Crop, flip and rotation are one affine warp with continuous crop offsets, so a rotated
+Classes are attacked in identity batches of ``batch_ids`` = 60, the loss summed over the 2
+augmentations and averaged over the batch's classes, as the official loop does; the 5 seeds of a
+batch are optimised together rather than one after another, which leaves each latent's update
+exactly the official one (Adam is elementwise and the frozen generator's BatchNorm uses its
+running statistics). At paper width one batch of 60 x 5 latents peaks at about 11 GiB on a GPU
+(``benchmarks/paper_memory.sh``); all 300 classes in one batch needed 54 GiB.
+
+Deliberate differences: the seeds of a batch share one optimisation (above); the augmentations
+draw from a stream seeded by the batch's first class (so a class chunk aligned with the identity
+batch reproduces the unchunked inversion), not from the global stream. Crop, flip and rotation are one affine warp with continuous crop offsets, so a rotated
 corner shows image content beyond the crop where there is some (kornia pads the rotated crop
 black). Real batches come from a shuffled stream over the selected images (the official
 ``InfiniteSampler``) without its quirk of starting at the permutation's last index. Real and
@@ -63,7 +68,9 @@ from reinv_bench import hookimpl
 from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, no_progress
 
 from ._gan import _stages, frozen, train_gan
-from ._latent import descend, latent_init
+from ._latent import class_generator, descend, in_identity_batches, latent_init
+
+AUG_STREAM = 1_000  # class_generator stream of a batch's augmentations (latents use streams 0..seeds-1)
 
 
 def max_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -252,7 +259,7 @@ def plg_optimize(G, T, z: Tensor, y: Tensor, *, iters: int, lr: float, n_aug: in
 
 class PLGMI(Attack):
     name = "plgmi"
-    version = 2  # 2: official cGAN widths, augmentation, dequantisation noise and real-batch stream
+    version = 3  # 2: official cGAN widths, augmentation, dequantisation noise and real-batch stream; 3: identity batches
     threat_model = "white-box"
     prior_kind = "plgmi-cgan"
     prior_params = ("top_n", "gan_ch", "gan_iters", "gan_batch", "gan_lr", "n_dis", "alpha")
@@ -270,6 +277,7 @@ class PLGMI(Attack):
         "lr": Param(0.1, "reconstruction Adam lr (official: 0.1)", low=0.0),
         "n_aug": Param(2, "augmentations per step (official: 2)", low=1),
         "seeds": Param(5, "latents per class (official: 5)", low=1),
+        "batch_ids": Param(60, "classes per identity batch; the loss is their mean (official: 60)", low=1),
     }
     budgets = {
         "smoke": {"gan_ch": 8, "gan_iters": 3, "n_dis": 2, "iters": 10, "seeds": 2},
@@ -288,14 +296,19 @@ class PLGMI(Attack):
         c = self.config
         G = frozen(CGenerator(ctx.scenario.image_shape, ctx.scenario.num_classes, c.gan_ch, self.z_dim),
                    priors[self.prior_kind]["G"], ctx.device)
-        T = ctx.target
-        z0, y = latent_init(ctx.seed, classes, c.seeds, self.z_dim)
-        torch.manual_seed(ctx.seed)
-        z, hist = plg_optimize(G, T, z0.to(ctx.device), y.to(ctx.device), iters=c.iters, lr=c.lr, n_aug=c.n_aug,
-                               scale=1.0 / len(classes), progress=ctx.progress)
-        with torch.no_grad():
-            images = G(z, y.to(ctx.device)).cpu()
-        return Inversion(images, y, {"loss_first": hist[0], "loss_last": hist[-1]})
+
+        def attack(ids: list[int], progress: Progress) -> tuple[Tensor, list[float]]:
+            z0, y = latent_init(ctx.seed, ids, c.seeds, self.z_dim)
+            y = y.to(ctx.device)
+            # the augmentations draw from a stream of the batch's first class: a class chunk
+            # aligned with the identity batch draws what the unchunked inversion draws
+            torch.manual_seed(class_generator(ctx.seed, ids[0], AUG_STREAM).initial_seed())
+            z, hist = plg_optimize(G, ctx.target, z0.to(ctx.device), y, iters=c.iters, lr=c.lr, n_aug=c.n_aug,
+                                   scale=1.0 / len(ids), progress=progress)
+            with torch.no_grad():
+                return G(z, y).cpu().view(c.seeds, len(ids), *ctx.scenario.image_shape), hist
+
+        return in_identity_batches(ctx, classes, c.batch_ids, c.seeds, attack)
 
 
 @hookimpl
