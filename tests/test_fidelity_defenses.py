@@ -371,3 +371,59 @@ def test_fid_without_two_successes_is_null_with_the_reason(monkeypatch):
     monkeypatch.setattr(fid, "locate", lambda w: "inception.pth")
     out = fid.FID().compute(ctx)["fid"]
     assert isinstance(out, NotComputed) and "2 successful reconstructions, got" in out.reason
+
+
+# ---- TL-DMI: frozen BatchNorm layers in training -------------------------------------------
+
+def official_train_reg_epoch(model, criterion, optimizer, batches):
+    """TL-DMI engine.py::train_reg, one epoch: ``model.train()`` on the whole model (frozen layers
+    only have requires_grad False, so their BatchNorm layers are in training mode and update
+    running_mean/var), then cross-entropy steps. (The official model returns (feat, logits).)"""
+    model.train()
+    for img, iden in batches:
+        out_prob = model(img)
+        loss = criterion(out_prob, iden.view(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def test_tl_frozen_batchnorm_running_stats_update_as_the_official_train_reg(registry):
+    import copy
+
+    from reinv_bench.train import train_classifier
+
+    cfg = TL_CLASSIFY_JSON["FaceNet64"]
+    torch.manual_seed(0)
+    ours = registry.get("architecture", "facenet64").build(4, (3, 64, 64))
+    official = copy.deepcopy(ours)
+    before = copy.deepcopy(ours.state_dict())
+    x, y = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 4
+
+    # official: train_classifier.py builds FaceNet64(n_classes, freeze_layers) (classify.py), SGD over
+    # all of net.parameters(), then train_reg; the body as face.evoLVe's (input_layer, body units)
+    units = [*official.blocks[0][1], *official.blocks[1], *official.blocks[2], *official.blocks[3]]
+    official_ir_freeze(SimpleNamespace(input_layer=official.blocks[0][0], body=nn.Sequential(*units)),
+                       cfg["freeze_layers"])
+    opt = torch.optim.SGD(official.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                          weight_decay=cfg["weight_decay"])
+    official_train_reg_epoch(official, nn.CrossEntropyLoss(), opt, [(x, y)])
+
+    # ours: one epoch of one official-size batch (8) under tl
+    tl = registry.get("defense", "tl")({})
+    recipe = TrainRecipe(epochs=1, batch_size=cfg["batch_size"], optimizer="sgd", lr=cfg["lr"],
+                         momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    train_classifier(ours, Split(x, y), recipe, tl, device=torch.device("cpu"), seed=0)
+
+    frozen = {id(s) for f in tl.frozen_modules(ours) for s in f.modules()}
+    frozen_bns = [n for n, m in ours.named_modules() if isinstance(m, nn.BatchNorm2d) and id(m) in frozen]
+    assert len(frozen_bns) == 1 + 3 * 2 + 3 * 2 + 1  # input layer; 3 stage-1 units; 3 stage-2 units + shortcut BN
+    mine, theirs = ours.state_dict(), official.state_dict()
+    for name in frozen_bns:
+        w = f"{name}.weight"
+        assert torch.equal(mine[w], before[w])  # frozen: the affine parameters do not move
+        for buf in ("running_mean", "running_var", "num_batches_tracked"):
+            k = f"{name}.{buf}"
+            # as the official: updated from the batch (a frozen BN kept in eval mode would fail here)
+            assert not torch.equal(mine[k], before[k]), k
+            torch.testing.assert_close(mine[k], theirs[k], rtol=1e-4, atol=1e-5)

@@ -11,7 +11,13 @@ scenario's 64-px crops upsampled the same way).
 
 An IR unit: shortcut (MaxPool(1, stride), or 1x1 conv + BN when the depth changes) plus the
 residual BN, 3x3 conv, PReLU, 3x3 conv (stride), BN; the first unit of each stage has stride 2.
-Weights initialised as the official ``_initialize_weights`` (Xavier-uniform convs and linears).
+Weights initialised as the official ``Backbone64``/``Backbone112._initialize_weights`` (the MI
+repos' ``evolve.py``; face.evoLVe ``backbone/model_irse.py`` ``Backbone._initialize_weights``;
+tests/test_fidelity_architectures.py): Xavier-uniform convs and linears with zero biases, BatchNorm weight 1 and bias 0, over the backbone's own modules,
+in the official construction order (so a seed gives the official tensors). The 64-px targets'
+output layer is not part of ``Backbone64`` (``models/classify.py`` adds it after), so it keeps
+PyTorch's default init, as officially; ``Backbone112`` builds its output layer before the body
+and initialises it with the rest.
 Module names follow face.evoLVe (``input_layer``, ``body.N``, ``output_layer``), so the official
 MS-Celeb-1M backbones load: ``--arch "ir152[weights=ms1m]"`` (the 64-px targets keep their own
 output layer, as the official code does, since the 112-px backbone's does not fit 4x4 maps).
@@ -60,6 +66,8 @@ class IRBackbone(nn.Module):
     def __init__(self, layers: int, size: int) -> None:
         super().__init__()
         self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        if size != 64:  # Backbone112 builds (and registers) its output layer before the body
+            self.output_layer = self._output_layer(size)
         units, cin = [], 64
         self.stages = []
         for depth, n in zip((64, 128, 256, 512), UNITS[layers]):
@@ -69,14 +77,26 @@ class IRBackbone(nn.Module):
                 cin = depth
             self.stages.append(range(first, len(units)))
         self.body = nn.Sequential(*units)
+        self._init_weights()
+        if size == 64:  # classify.py's IR152/FaceNet64 add it after Backbone64: default init
+            self.output_layer = self._output_layer(size)
+
+    @staticmethod
+    def _output_layer(size: int) -> nn.Sequential:
         side = size // 16
-        self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(), nn.Flatten(),
-                                          nn.Linear(512 * side * side, 512), nn.BatchNorm1d(512))
+        return nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(), nn.Flatten(),
+                             nn.Linear(512 * side * side, 512), nn.BatchNorm1d(512))
+
+    def _init_weights(self) -> None:
+        """The official scheme, module by module in registration order (the RNG order)."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def blocks(self) -> list[nn.Module]:
         s = [nn.Sequential(*(self.body[i] for i in r)) for r in self.stages]
@@ -84,6 +104,10 @@ class IRBackbone(nn.Module):
 
 
 class IRNet(Architecture):
+    # 2: the 64-px output layer keeps PyTorch's default init (was Xavier), and the modules are
+    # initialised in the official order (Backbone112 registers its output layer before the body)
+    version = 2
+
     def __init__(self, name: str, layers: int, size: int, weights: str) -> None:
         self.name, self.layers, self.size = name, layers, size
         self.pretrained = {"ms1m": weights}

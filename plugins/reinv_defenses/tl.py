@@ -38,7 +38,11 @@ Deliberate differences:
 - Official ``get_classifier`` loads the MS1M backbone for ``IR152`` but not for ``FaceNet64``
   (its list says ``'FaceNet_64'``); the harness starts both from the weights given.
 As in the official code, frozen BatchNorm layers keep updating their running statistics in
-training mode.
+training mode: ``engine.py::train_reg`` calls ``model.train()`` on the whole model each epoch and
+freezing only sets ``requires_grad`` (``models/classify.py``), so no layer is put in eval mode; the
+harness likewise trains the whole model in training mode (``reinv_bench.train.train_classifier``)
+and ``tl`` only chooses the parameters (tests/test_fidelity_defenses.py
+``test_tl_frozen_batchnorm_running_stats_update_as_the_official_train_reg``).
 """
 
 from __future__ import annotations
