@@ -4,12 +4,13 @@
 # batches of 60) run, and prints each step's seconds and peak GPU memory (the `peak_gib` of its
 # artifact record). Prints figures; asserts nothing.
 #
-#     DEV=cuda bash benchmarks/paper_memory.sh          # GI/GS/IT: cGAN iterations, GAN steps, attack iterations
+#     DEV=cuda bash benchmarks/paper_memory.sh   # GI/GS/IT: cGAN iterations, GAN steps, attack iterations;
+#                                               # EXTRA: more run options (EXTRA="--gpus 0": a worker process)
 FACES=${FACES:-/tmp/reinv-faces}; WD=${WD:-/tmp/reinv-paper-memory}; DEV=${DEV:-cuda}
 python3 -c "from pathlib import Path; from reinv_bench.testing import make_celeba; make_celeba(Path('$FACES'))"
 reinv-bench run --workdir "$WD" --data-root "$FACES" --scenario celeba64 --budget paper --device "$DEV" --no-baseline \
   -d none -a "plgmi[gan_iters=${GI:-20},iters=${IT:-20}]" -a "kedmi[gan_steps=${GS:-100},iters=${IT:-20}]" \
-  -a "gmi[gan_steps=${GS:-100},iters=${IT:-20}]" --recipe "target:epochs=1" --recipe "eval:epochs=1" --metric attack_acc
+  -a "gmi[gan_steps=${GS:-100},iters=${IT:-20}]" --recipe "target:epochs=1" --recipe "eval:epochs=1" --metric attack_acc $EXTRA
 python3 - "$WD" <<'PY'
 import json, pathlib, sys
 for f in sorted(pathlib.Path(sys.argv[1], "artifacts").rglob("*.json"), key=lambda p: p.stat().st_mtime):

@@ -51,9 +51,31 @@ def _threads() -> ThreadPoolExecutor:
 @lru_cache(maxsize=1)
 def _processes() -> ProcessPoolExecutor:
     import multiprocessing
+    from multiprocessing.util import Finalize
 
     # spawn: safe beside CUDA and threads; workers import only what the decode function needs
-    return ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with, initargs=(os.getpid(),))
+    # stopped when this process exits, also when it is itself a worker process (a local executor's):
+    # multiprocessing's exit joins non-daemonic children, and these would wait for work forever.
+    # Priority above 10, that of the call queue's own finalizer, which stops the thread that
+    # would carry the pool's stop messages to its workers
+    Finalize(pool, pool.shutdown, kwargs={"cancel_futures": True}, exitpriority=100)
+    return pool
+
+
+def _exit_with(parent: int) -> None:
+    """A decode worker ends when the process that started it is gone (killed, say), instead of
+    waiting forever on a queue nobody writes to."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="reinv-parent-watch").start()
 
 
 def _decode_many(decode: Callable[[str], np.ndarray], paths: list[str]) -> list[np.ndarray]:

@@ -99,18 +99,16 @@ def train_classifier(
     seed: int,
     progress: Progress = no_progress,
     precision: str = "fp32",
-    channels_last: bool | None = None,
+    channels_last: bool = False,
 ) -> list[float]:
     """Train ``model`` in place (already wrapped by ``defense``); returns the mean loss per epoch.
     ``precision`` bf16: the forward pass and the loss under bf16 autocast (weights, gradients and
-    the optimizer stay fp32). ``channels_last`` (default: with bf16 on CUDA, where cuDNN's
-    tensor-core convolutions want NHWC; ``benchmarks/precision.py`` measures both) stores the
-    weights and batches in that memory format; the state dict loads into any model."""
+    the optimizer stay fp32). ``channels_last`` stores the weights and batches in that memory
+    format; off by default: on an H200 it gained nothing for VGG16 and cost IR152 15% under bf16
+    (``benchmarks/precision.py``)."""
     from reinv_bench.steps import autocast
 
     device = torch.device(device)
-    if channels_last is None:
-        channels_last = precision == "bf16" and device.type == "cuda"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)

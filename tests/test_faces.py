@@ -3,6 +3,8 @@ real loaders, their layout checks and a smoke run through the CLI."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -166,3 +168,34 @@ def test_bulk_decoding_by_processes_equals_threads_and_warms_the_cache(face_root
     x.cache.clear()
     x[:50].warm()
     assert set(x.cache) == set(x.index[:50].tolist())
+
+
+def _decode_in_a_worker(root: str) -> int:
+    """A step in a local-executor worker: reads a face split, decoded by worker processes."""
+    from pathlib import Path
+
+    os.environ["REINV_BENCH_DECODE_PROCESS_MIN"] = "1"
+    return len(load().get("scenario", "celeba64").load(Path(root)).private_test.x.to("cpu"))
+
+
+def test_a_worker_that_decoded_by_processes_exits(face_root):
+    """A worker process (spawned, as the local executor's) whose step decoded images by the
+    decode pool must still exit when its pool shuts down: the decode pool's processes are not
+    daemonic, so a worker exiting without stopping them waited for them forever (the driver
+    hung after the last step of a face grid with --gpus)."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    root, _ = face_root
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    assert pool.submit(_decode_in_a_worker, str(root)).result(timeout=300) > 0
+    procs = list(pool._processes.values())
+    closer = threading.Thread(target=pool.shutdown, daemon=True)
+    closer.start()
+    closer.join(timeout=60)
+    hung = closer.is_alive()
+    for p in procs:  # never leave a hung worker behind
+        if p.is_alive():
+            p.kill()
+    assert not hung, "the worker did not exit after its step decoded by processes"
