@@ -7,7 +7,7 @@ documented with its exact signature in docs/plugins.md (a test keeps the two in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from reinv_bench.api import Architecture, Attack, Defense, Executor, Metric, Scenario
     from reinv_bench.plan import Cell
+    from reinv_bench.store import Row
     from reinv_bench.weights import WeightsFile
 
 hookspec = pluggy.HookspecMarker("reinv_bench")
@@ -62,11 +63,12 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def on_result(cell: Cell, result: dict[str, Any]) -> None:
+def on_result(cell: Cell, result: Row) -> None:
     """Observe a cell just stored: loggers, notifiers (in the process that runs the grid).
 
     ``cell``: the ``reinv_bench.plan.Cell`` (``cell_id``, ``labels``, resolved ``config``, artifact
-    keys, ``metrics`` names). ``result``: the row as stored (``reinv_bench.store.COLUMNS``):
+    keys, ``metrics`` names). ``result``: the row as stored (``reinv_bench.store.Row``; its
+    fields read as attributes or as a mapping, ``result["metrics"]``):
     ``cell_id``, the labels, ``status`` ("ok" or "failed") and ``error``, ``config``, ``metrics``
     (key -> value or None) and ``notes``, ``timings`` (seconds), ``outcomes``, ``artifacts``
     ({"eval", "target", "priors", "invert"}: artifact-cache keys), provenance (``device``,

@@ -35,7 +35,7 @@ from reinv_bench.plan import Cell, Plan, Request, Step, data_spec, expand
 from reinv_bench.progress import Reporter
 from reinv_bench.registry import Registry
 from reinv_bench.steps import Env, Worker, describe_device, fresh, run_cell, run_step, seed_everything
-from reinv_bench.store import Store
+from reinv_bench.store import Row, Store
 
 __all__ = ["Result", "Runner", "Summary", "describe_device", "resolve_device", "run", "seed_everything"]
 
@@ -53,12 +53,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 class Summary:
     ran: list[Step] = field(default_factory=list)  # steps computed in this run
     cached: list[Step] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)  # cells stored in this run
+    rows: list[Row] = field(default_factory=list)  # cells stored in this run
     skipped_cells: int = 0  # already stored as ok
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["status"] != "ok"]
+        return [r for r in self.rows if r.status != "ok"]
 
 
 def build_executor(registry: Registry, text: str) -> Executor:
@@ -262,15 +262,15 @@ class Runner:
         else:  # the cell fails, the grid goes on
             row = self._row(cell, status="failed", error=f"evaluation failed: {type(err).__name__}: {err}")
             seconds = 0.0
-        row["timings"] = self._timings(cell, seconds)
+        row.timings = self._timings(cell, seconds)
         self._store(row, cell, store, summary, on_result, seconds)
 
-    def _store(self, row: dict[str, Any], cell: Cell, store: Store, summary: Summary, on_result,
+    def _store(self, row: Row, cell: Cell, store: Store, summary: Summary, on_result,
                seconds: float = 0.0) -> None:
         store.put(row)
         summary.rows.append(row)
-        self.reporter.step_end(self._label("cell", cell), "failed" if row["status"] == "failed" else "done",
-                               seconds, row.get("error"))
+        self.reporter.step_end(self._label("cell", cell), "failed" if row.status == "failed" else "done",
+                               seconds, row.error)
         if on_result is not None:
             on_result(cell=cell, result=row)
 
@@ -306,18 +306,17 @@ class Runner:
         t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
         return t
 
-    def _row(self, cell: Cell, **values: Any) -> dict[str, Any]:
-        return {
-            "cell_id": cell.cell_id, **cell.labels, "status": None, "error": None, "config": cell.config,
-            "metrics": None, "notes": None, "timings": None, "device": describe_device(self.device),
+    def _row(self, cell: Cell, **values: Any) -> Row:
+        return Row(**{
+            "cell_id": cell.cell_id, **cell.labels, "config": cell.config, "device": describe_device(self.device),
             "data_digest": self.steps[cell.target_key].spec.get("data"), "torch_version": torch.__version__,
             "reinv_version": reinv_bench.__version__,
-            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "outcomes": None,
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             # where the cell's artifacts are (reinv-bench show reads the reconstructions)
             "artifacts": {"eval": cell.eval_key, "target": cell.target_key, "priors": list(cell.prior_keys),
                           "invert": cell.invert_key},
-            **values,
-        }
+            **values,  # status, error; an evaluation's metrics, notes, outcomes and the worker's device
+        })
 
 
 @dataclass
@@ -327,7 +326,7 @@ class Result:
 
     plan: Plan
     summary: Summary | None
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     preview: dict[str, Any] | None
     workdir: Path
 
@@ -340,7 +339,7 @@ def run(request: Request | None = None, *, registry: Registry | None = None, wor
 
         import reinv_bench
         res = reinv_bench.run(attacks=["gmi"], defenses=["re"], budget="smoke", workdir="/tmp/rb")
-        res.rows  # one dict per cell: labels, config, metrics, timings
+        res.rows  # one store.Row per cell: labels, config, metrics, timings (reads as a dict too)
 
     ``request`` or its fields as keywords (``reinv_bench.plan.Request``); ``registry``: the
     plugins (default: the installed ones, as the CLI loads them). ``precision`` (fp32, bf16,
@@ -366,4 +365,4 @@ def run(request: Request | None = None, *, registry: Registry | None = None, wor
                             f"workdir {workdir}")
     summary = runner.run(plan, store, on_result)
     ids = {c.cell_id for c in plan.cells}
-    return Result(plan, summary, [r for r in store.rows() if r["cell_id"] in ids], None, workdir)
+    return Result(plan, summary, [r for r in store.rows() if r.cell_id in ids], None, workdir)

@@ -15,7 +15,8 @@ import errno
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,14 +24,58 @@ from typing import Any, TypeVar
 # 3: the outcomes and artifacts columns (rows of versions 1-2 are migrated with both null: they show
 #    means and seed-level intervals only, and no reconstruction grid)
 SCHEMA_VERSION = 3
-COLUMNS = (
-    "cell_id", "scenario", "protocol", "arch", "defense", "attack", "threat_model", "seed", "budget", "status", "error",
-    "config", "metrics", "notes", "timings", "device", "data_digest", "torch_version", "reinv_version", "created_at",
-    "outcomes", "artifacts",
-)
-# outcomes: per-reconstruction outcomes of the cell, {"class": [...], "target_conf": [...],
-#   "per_reconstruction": {metric key: [...]}, "per_item": {metric key: {"class": [...], "value": [...]}}}
-#   (api.PerItem); artifacts: the cell's artifact keys {"eval", "target", "priors", "invert"}
+
+
+@dataclass(eq=False)
+class Row(Mapping[str, Any]):
+    """One stored cell: what the runner writes, the store keeps and the leaderboard reads. Set
+    fields as attributes; a row also reads as the mapping of its columns (``row["metrics"]``,
+    ``row.get("error")``, ``dict(row)``), so code written against the dict rows of earlier
+    versions (``on_result`` plugins, scripts) keeps working."""
+
+    cell_id: str
+    scenario: str
+    protocol: str | None  # null for rows of schema 1
+    arch: str
+    defense: str
+    attack: str
+    threat_model: str | None
+    seed: int
+    budget: str
+    status: str | None = None  # "ok" | "failed"
+    error: str | None = None  # why a failed cell failed
+    config: dict[str, Any] | None = None  # the resolved config of every component
+    metrics: dict[str, Any] | None = None  # key -> value, None where a metric could not be computed
+    notes: dict[str, Any] | None = None  # key -> why a metric is None, or a remark
+    timings: dict[str, float] | None = None  # seconds per step kind (Runner._timings)
+    device: str | None = None
+    data_digest: str | None = None
+    torch_version: str | None = None
+    reinv_version: str | None = None
+    created_at: str | None = None  # ISO 8601, UTC
+    # per-reconstruction outcomes: {"class": [...], "target_conf": [...], "per_reconstruction":
+    # {metric key: [...]}, "per_item": {metric key: {"class": [...], "value": [...]}}} (api.PerItem)
+    outcomes: dict[str, Any] | None = None
+    artifacts: dict[str, Any] | None = None  # the cell's artifact keys {"eval", "target", "priors", "invert"}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in COLUMNS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COLUMNS)
+
+    def __len__(self) -> int:
+        return len(COLUMNS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+COLUMNS = tuple(f.name for f in fields(Row))
 JSON_COLUMNS = ("config", "metrics", "notes", "timings", "outcomes", "artifacts")
 MIGRATIONS = {1: ("protocol",), 2: ("outcomes", "artifacts")}  # from version: the columns the next one adds
 T = TypeVar("T")
@@ -117,7 +162,8 @@ class Store:
             time.sleep(delay)
             delay = min(2 * delay, 2.0)
 
-    def put(self, row: dict[str, Any]) -> None:
+    def put(self, row: Mapping[str, Any]) -> None:
+        """Store a ``Row`` (or a mapping of some of its columns; the others null), replacing the cell's row."""
         values = [json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS]
         sql = f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -127,15 +173,15 @@ class Store:
 
         self._retry(write)
 
-    def get(self, cell_id: str) -> dict[str, Any] | None:
+    def get(self, cell_id: str) -> Row | None:
         row = self._retry(lambda: self.db.execute("SELECT * FROM results WHERE cell_id=?", (cell_id,)).fetchone())
         return None if row is None else self._decode(row)
 
     def done(self, cell_id: str) -> bool:
         row = self.get(cell_id)
-        return row is not None and row["status"] == "ok"
+        return row is not None and row.status == "ok"
 
-    def rows(self, status: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, status: str | None = None) -> list[Row]:
         q, args = "SELECT * FROM results", ()
         if status:
             q, args = q + " WHERE status=?", (status,)
@@ -143,11 +189,11 @@ class Store:
         return [self._decode(r) for r in rows]
 
     @staticmethod
-    def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    def _decode(row: sqlite3.Row) -> Row:
         d = dict(row)
         for c in JSON_COLUMNS:
             d[c] = json.loads(d[c]) if d[c] is not None else None
-        return d
+        return Row(**d)
 
     def close(self) -> None:
         self.db.close()

@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 import torch
 
-from reinv_bench.store import Store, StoreError
+from reinv_bench.store import COLUMNS, Row, Store, StoreError
 from reinv_metrics.knn import knn_distance
 
 
@@ -47,6 +47,20 @@ def test_store_round_trip_and_replace(tmp_path):
     assert not store.done("c1")
     store.close()
     assert Store(tmp_path / "r.db").get("c1")["config"]["defense"][0]["config"]["scale"] == [0.1, 0.4]
+
+
+def test_rows_are_typed_and_read_as_their_columns(tmp_path):
+    """One Row type from runner to store to leaderboard: attributes, and the mapping of its columns
+    that on_result plugins written against dict rows read."""
+    store = Store(tmp_path / "r.db")
+    store.put(Row(**_row()))
+    row = store.get("c1")
+    assert isinstance(row, Row) and row.metrics == {"attack_acc": 0.5, "attack_acc5": None}
+    assert tuple(row) == COLUMNS and dict(row) == _row() and row == _row()
+    assert row["seed"] == row.seed == 0 and row.get("nope", "x") == "x"
+    with pytest.raises(KeyError):
+        row["nope"]
+    assert {**row, "status": "failed"}["status"] == "failed" and row.status == "ok"
 
 
 def test_schema_version_mismatch_is_refused(tmp_path):

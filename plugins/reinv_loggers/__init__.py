@@ -74,4 +74,4 @@ def numbers(row: dict[str, Any]) -> dict[str, float]:
 
 def row_json(row: dict[str, Any]) -> str:
     """The stored row as JSON (non-JSON values as strings)."""
-    return json.dumps(row, indent=1, sort_keys=True, default=str)
+    return json.dumps(dict(row), indent=1, sort_keys=True, default=str)
