@@ -104,8 +104,8 @@ def train_classifier(
     """Train ``model`` in place (already wrapped by ``defense``); returns the mean loss per epoch.
     ``precision`` bf16: the forward pass and the loss under bf16 autocast (weights, gradients and
     the optimizer stay fp32). ``channels_last`` stores the weights and batches in that memory
-    format; off by default: on an H200 it gained nothing for VGG16 and cost IR152 15% under bf16
-    (``benchmarks/precision.py``)."""
+    format. Off by default: on an H200 under bf16 it gained nothing for VGG16 and cost IR152 15% at
+    the official batch of 64, though it gained 40% and 25% at batch 256 (``benchmarks/precision.py``)."""
     from reinv_bench.steps import autocast
 
     device = torch.device(device)
