@@ -129,7 +129,8 @@ class Store:
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
-                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                # OR IGNORE: another process may create the database between the SELECT and here
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) in MIGRATIONS:
                 version = int(row[0])
                 have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}  # empty: no table yet

@@ -248,3 +248,27 @@ def test_ctrl_c_anywhere_in_run_gives_resume_message_and_130(tmp_path, monkeypat
     result = _invoke("run", "-a", "gmi", "-d", "none", "--budget", "smoke", "--quiet", "--workdir", str(tmp_path))
     assert result.exit_code == 130, result.output
     assert "rerun the same command to resume" in result.output and "Aborted" not in result.output
+
+
+def test_stores_opening_one_new_database_at_once_all_succeed(tmp_path):
+    """Drivers starting on a fresh workdir (here 8 connections at once): each saw no schema version
+    and inserted it; all but the first failed
+    (UNIQUE constraint failed: meta.key), which made test_two_drivers_on_one_workdir flaky."""
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_store(path):
+        barrier.wait()
+        try:
+            Store(path).close()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    for trial in range(20):
+        path = tmp_path / f"{trial}" / "results.db"
+        threads = [threading.Thread(target=open_store, args=(path,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]

@@ -20,6 +20,7 @@ from reinv_loggers import flatten, numbers, require, row_json, run_name, selecte
 
 if TYPE_CHECKING:
     from reinv_bench.plan import Cell
+    from reinv_bench.store import Row
 
 NAME = "mlflow"
 MAX_PARAM = 500  # the shortest value limit of MLflow servers in use
@@ -41,7 +42,7 @@ def _value(v: Any) -> str:
 
 
 @hookimpl
-def on_result(cell: Cell, result: dict[str, Any]) -> None:
+def on_result(cell: Cell, result: Row) -> None:
     if not selected(NAME):
         return
     mlflow = require("mlflow", NAME)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reinv_bench import hookimpl
 from reinv_loggers import numbers, require, row_json, run_name, selected
 
 if TYPE_CHECKING:
     from reinv_bench.plan import Cell
+    from reinv_bench.store import Row
 
 NAME = "wandb"
 
@@ -29,7 +30,7 @@ def ready() -> None:
 
 
 @hookimpl
-def on_result(cell: Cell, result: dict[str, Any]) -> None:
+def on_result(cell: Cell, result: Row) -> None:
     if not selected(NAME):
         return
     wandb = require("wandb", NAME)
