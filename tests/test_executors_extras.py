@@ -138,7 +138,19 @@ def test_submitit_local_stores_exactly_what_inline_stores(registry, tmp_path, in
 
 
 def test_submitit_job_killed_is_lost_and_a_step_error_is_the_steps_own(tmp_path):
+    """Also when the driver was started in the background (`cmd &` in a script), which ignores
+    SIGINT: the local jobs inherited that, and submitit's cancel (SIGINT) left them running."""
+    import signal
+
     pytest.importorskip("submitit", reason='the slurm extra is not installed: pip install "reinv-bench[slurm]"')
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _killed_and_cancelled_jobs(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _killed_and_cancelled_jobs(tmp_path):
     ex = build_executor(_registry(), "submitit[cluster=local]")
     ex.start(Env(str(tmp_path), ("conftest",)))
     killed, bad = ex.submit(_die), ex.submit(int, "x")

@@ -26,6 +26,7 @@ import functools
 import os
 import pickle
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -99,6 +100,11 @@ class Submitit(Executor):
         if cuda and env.device not in ("cuda", "cuda:0"):
             raise ConfigError("submitit: use --device cuda (each job sees its GPUs from cuda:0)")
         cluster = self.config.cluster
+        if cluster == "local" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN \
+                and threading.current_thread() is threading.main_thread():
+            # submitit cancels a local job with SIGINT; a driver started in the background by a
+            # shell ignores SIGINT, and its jobs would inherit that and outlive the cancel
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         run = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"  # local job ids (pids) recur
         self.folder = Path(env.workdir) / "slurm-logs" / run
         python = shlex.quote(sys.executable)
