@@ -5,8 +5,8 @@ asserts nothing.
 
     python benchmarks/precision.py [--device cuda] [--archs vgg16,ir152] [--batches 40] [--iters 30]
 
-Training: ``--batches`` batches of ``--batch`` (64, official) random 3x64x64 images over 1,000 classes (one epoch, after
-a warm-up epoch), with the celeba64 paper recipe of the architecture and no defense; bf16 with
+Training: ``--batches`` batches of ``--batch`` (64, official) random 3x64x64 images over 1,000
+classes (one epoch, after a warm-up epoch), with the celeba64 paper recipe of the architecture and no defense; bf16 with
 and without channels_last (off by default in the harness). Attacks: one official identity
 batch, 60 classes x 5 latents, paper widths (GAN dim 64), a 1,000-class VGG16 target; the same
 ``autocast`` the runner wraps an inversion in. Goal (issue 11): bf16 >= 1.5x fp32 training
@@ -16,6 +16,7 @@ throughput for VGG16 and IR152 on an H100/H200.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -52,8 +53,6 @@ def peak(dev) -> float:
 
 def train_rate(reg, arch: str, precision: str, channels_last: bool, dev, batches: int,
                batch: int) -> tuple[float, float]:
-    import dataclasses
-
     scenario = reg.get("scenario", "celeba64")
     recipe = dataclasses.replace(scenario.recipe("target", "paper", arch), epochs=1, batch_size=batch)
     n = batches * recipe.batch_size

@@ -57,7 +57,7 @@ class Summary:
     skipped_cells: int = 0  # already stored as ok
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
+    def failed(self) -> list[Row]:
         return [r for r in self.rows if r.status != "ok"]
 
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 SCHEMA_VERSION = 3
 
 
-@dataclass(eq=False)
+@dataclass(eq=False)  # equality (with any mapping of the same columns) and no hash: Mapping's
 class Row(Mapping[str, Any]):
     """One stored cell: what the runner writes, the store keeps and the leaderboard reads. Set
     fields as attributes; a row also reads as the mapping of its columns (``row["metrics"]``,
@@ -68,11 +68,6 @@ class Row(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(COLUMNS)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self) == dict(other)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 COLUMNS = tuple(f.name for f in fields(Row))

@@ -109,11 +109,11 @@ def train_classifier(
     from reinv_bench.steps import autocast
 
     device = torch.device(device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(device, memory_format=fmt)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     params = [p for p in defense.trainable(model) if p.requires_grad]
     opt = make_optimizer(params, recipe)
     milestones = sorted({max(1, round(f * recipe.epochs)) for f in recipe.milestones})
@@ -137,8 +137,8 @@ def train_classifier(
         for i in range(per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
             xb = defense.train_transform(augment(x[idx].to(device), recipe.augment, gen))
-            if xb.dim() == 4:
-                xb = xb.contiguous(memory_format=fmt)
+            if channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
                 out = model.forward_all(xb, hidden=defense.needs_hidden)
                 loss = defense.loss(out, xb, y[idx])
@@ -152,7 +152,9 @@ def train_classifier(
             raise FloatingPointError(f"training loss became {total} in epoch {epoch}")
         sched.step()
         history.append(total / per_epoch)
-    model.to(memory_format=torch.contiguous_format).eval()
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    model.eval()
     return history
 
 

@@ -13,11 +13,12 @@ An IR unit: shortcut (MaxPool(1, stride), or 1x1 conv + BN when the depth change
 residual BN, 3x3 conv, PReLU, 3x3 conv (stride), BN; the first unit of each stage has stride 2.
 Weights initialised as the official ``Backbone64``/``Backbone112._initialize_weights`` (the MI
 repos' ``evolve.py``; face.evoLVe ``backbone/model_irse.py`` ``Backbone._initialize_weights``;
-tests/test_fidelity_architectures.py): Xavier-uniform convs and linears with zero biases, BatchNorm weight 1 and bias 0, over the backbone's own modules,
-in the official construction order (so a seed gives the official tensors). The 64-px targets'
-output layer is not part of ``Backbone64`` (``models/classify.py`` adds it after), so it keeps
-PyTorch's default init, as officially; ``Backbone112`` builds its output layer before the body
-and initialises it with the rest.
+tests/test_fidelity_architectures.py): Xavier-uniform convs and linears with zero biases,
+BatchNorm weight 1 and bias 0, over the backbone's own modules, in the official construction
+order (so a seed gives the official tensors). The 64-px targets' output layer is not part of
+``Backbone64`` (``models/classify.py`` adds it after), so it keeps PyTorch's default init, as
+officially; ``Backbone112`` builds its output layer before the body and initialises it with the
+rest.
 Module names follow face.evoLVe (``input_layer``, ``body.N``, ``output_layer``), so the official
 MS-Celeb-1M backbones load: ``--arch "ir152[weights=ms1m]"`` (the 64-px targets keep their own
 output layer, as the official code does, since the 112-px backbone's does not fit 4x4 maps).

@@ -45,14 +45,14 @@ running statistics). At paper width one batch of 60 x 5 latents peaks at about 1
 
 Deliberate differences: the seeds of a batch share one optimisation (above); the augmentations
 draw from a stream seeded by the batch's first class (so a class chunk aligned with the identity
-batch reproduces the unchunked inversion), not from the global stream. Crop, flip and rotation are one affine warp with continuous crop offsets, so a rotated
-corner shows image content beyond the crop where there is some (kornia pads the rotated crop
-black). Real batches come from a shuffled stream over the selected images (the official
-``InfiniteSampler``) without its quirk of starting at the permutation's last index. Real and
-generated images share the scenario's [-1, 1] range (the official reals are in [0, 1] beside a
-tanh generator); the colour jitter works on pixels in [0, 1] as kornia 0.6.6 (the official
-requirement) does. On one-channel images the contrast mean is the pixel mean (kornia's
-ColorJitter needs RGB).
+batch reproduces the unchunked inversion), not from the global stream. Crop, flip and rotation
+are one affine warp with continuous crop offsets, so a rotated corner shows image content beyond
+the crop where there is some (kornia pads the rotated crop black). Real batches come from a
+shuffled stream over the selected images (the official ``InfiniteSampler``) without its quirk of
+starting at the permutation's last index. Real and generated images share the scenario's [-1, 1]
+range (the official reals are in [0, 1] beside a tanh generator); the colour jitter works on
+pixels in [0, 1] as kornia 0.6.6 (the official requirement) does. On one-channel images the
+contrast mean is the pixel mean (kornia's ColorJitter needs RGB).
 """
 
 from __future__ import annotations
