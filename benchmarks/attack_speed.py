@@ -72,7 +72,9 @@ def main() -> None:
             x = G(z)
             if identity:
                 out = T.forward_all(x)
-                iden = (-out.logits.gather(1, y[:, None]).squeeze(1) - student(x).gather(1, y[:, None]).squeeze(1)) / 2
+                iden = (
+                    -out.logits.gather(1, y[:, None]).squeeze(1) - student(x).gather(1, y[:, None]).squeeze(1)
+                ) / 2
                 iden = iden + (out.features - mu_pub).pow(2).mean(1)
             else:
                 iden = F.cross_entropy(T(x), y, reduction="none")
@@ -119,23 +121,63 @@ def main() -> None:
             v = (label_of(G((z[:, None] + d).reshape(-1, 100))).view(K, 32) == yb[:, None]).float() * 2 - 1
             grown = v.sum(1) > 0.75 * 32
             r = torch.where(grown, r * 1.3, r)
-            z_new = (z + torch.clamp(r / 3, max=3)[:, None] * (((v - 1) / 2)[..., None] * d).mean(1) / r[:, None]).clamp(-1.5, 1.5)
+            z_new = (
+                z + torch.clamp(r / 3, max=3)[:, None] * (((v - 1) / 2)[..., None] * d).mean(1) / r[:, None]
+            ).clamp(-1.5, 1.5)
             keep = label_of(G(z_new)) == yb
             z = torch.where(keep[:, None], z_new, z)
 
     cases = {
-        "gmi": (lambda n: gmi_optimize(G, D, T, z0, y, iters=n, lr=0.02, momentum=0.9, lam=100, clip=1, scale=1 / K),
-                hand_gmi),
-        "lomma+gmi": (lambda n: gmi_optimize(G, D, T, z0, y, iters=n, lr=0.02, momentum=0.9, lam=100, clip=1,
-                                             scale=1 / K, identity=ident), lambda n: hand_gmi(n, identity=True)),
-        "kedmi": (lambda n: kedmi_optimize(G, KD, T, torch.zeros(K, 100, device=dev), torch.ones(K, 100, device=dev),
-                                           y[:K], iters=n, lr=0.02, lam=100, clip=1, scale=1 / K), hand_kedmi),
+        "gmi": (
+            lambda n: gmi_optimize(
+                G, D, T, z0, y, iters=n, lr=0.02, momentum=0.9, lam=100, clip=1, scale=1 / K
+            ),
+            hand_gmi,
+        ),
+        "lomma+gmi": (
+            lambda n: gmi_optimize(
+                G, D, T, z0, y, iters=n, lr=0.02, momentum=0.9, lam=100, clip=1, scale=1 / K, identity=ident
+            ),
+            lambda n: hand_gmi(n, identity=True),
+        ),
+        "kedmi": (
+            lambda n: kedmi_optimize(
+                G,
+                KD,
+                T,
+                torch.zeros(K, 100, device=dev),
+                torch.ones(K, 100, device=dev),
+                y[:K],
+                iters=n,
+                lr=0.02,
+                lam=100,
+                clip=1,
+                scale=1 / K,
+            ),
+            hand_kedmi,
+        ),
         "plgmi": (lambda n: plg_optimize(CG, T, zp, yp, iters=n, lr=0.1, n_aug=2, scale=1 / K), hand_plg),
-        "brepmi": (lambda n: brep_optimize(G, label_of, zb.clone(), yb, points=32, r0=2.0, grow=1.3, threshold=0.75,
-                                           patience=10**9, max_iters=n, clamp=1.5), hand_brep),
+        "brepmi": (
+            lambda n: brep_optimize(
+                G,
+                label_of,
+                zb.clone(),
+                yb,
+                points=32,
+                r0=2.0,
+                grow=1.3,
+                threshold=0.75,
+                patience=10**9,
+                max_iters=n,
+                clamp=1.5,
+            ),
+            hand_brep,
+        ),
     }
-    print(f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
-          f"{args.iters} iterations, 10 classes, median of {args.repeats}")
+    print(
+        f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
+        f"{args.iters} iterations, 10 classes, median of {args.repeats}"
+    )
     print(f"{'attack':<10} {'harness it/s':>13} {'hand it/s':>10} {'ratio':>6}")
     for name, (harness, hand) in cases.items():
         runs = [(timed(harness, args.iters, dev), timed(hand, args.iters, dev)) for _ in range(args.repeats)]

@@ -33,8 +33,21 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="reinv-bench-bench-"))
-    job = ["reinv-bench", "run", "--attack", "gmi", "--defense", "re", "--quiet", "--workdir", str(work),
-           "--budget", args.budget, "--device", args.device]
+    job = [
+        "reinv-bench",
+        "run",
+        "--attack",
+        "gmi",
+        "--defense",
+        "re",
+        "--quiet",
+        "--workdir",
+        str(work),
+        "--budget",
+        args.budget,
+        "--device",
+        args.device,
+    ]
     try:
         cold = run(job)
         from reinv_bench.plan import Request, expand
@@ -47,16 +60,23 @@ def main() -> None:
                 f.unlink()
         (work / "results.db").unlink()
         warm = run(job)
-        out = subprocess.run(["reinv-bench", "leaderboard", "--workdir", str(work), "--format", "json"],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["reinv-bench", "leaderboard", "--workdir", str(work), "--format", "json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         entries = {e["defense"]: e for e in json.loads(out)}
-        print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != 'cpu' else 'cpu'}"
-              f", torch threads {torch.get_num_threads()}, budget {args.budget}")
+        on_cuda = torch.cuda.is_available() and args.device != "cpu"
+        device = "cuda " + torch.cuda.get_device_name() if on_cuda else "cpu"
+        print(f"device: {device}, torch threads {torch.get_num_threads()}, budget {args.budget}")
         print(f"cold: {cold:7.1f} s   (target <= 300 s on 2 CPU cores)")
         print(f"warm: {warm:7.1f} s   (target <=  60 s on 2 CPU cores)")
         for d, e in entries.items():
-            print(f"{d:>5}: natural acc {e['natural_acc']:.3f}  attack acc {e['attack_acc']:.3f} "
-                  f"(chance 0.100)  top-5 {e['attack_acc5']:.3f}  KNN {e['knn_dist']:.2f}")
+            print(
+                f"{d:>5}: natural acc {e['natural_acc']:.3f}  attack acc {e['attack_acc']:.3f} "
+                f"(chance 0.100)  top-5 {e['attack_acc5']:.3f}  KNN {e['knn_dist']:.2f}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

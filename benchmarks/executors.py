@@ -35,7 +35,9 @@ def timed_run(registry, req: Request, executor: str) -> tuple[float, float, int]
         t0 = time.perf_counter()
         summary = runner.run(plan, Store(Path(wd) / "results.db"))
         wall = time.perf_counter() - t0
-        own = sum((runner.artifacts.record(s.key) or {}).get("meta", {}).get("seconds", 0.0) for s in summary.ran)
+        own = sum(
+            (runner.artifacts.record(s.key) or {}).get("meta", {}).get("seconds", 0.0) for s in summary.ran
+        )
         own += sum(r["timings"]["evaluate_s"] for r in summary.rows if r.get("timings"))
         assert not summary.failed, summary.failed[0]["error"]
         return wall, own, len(summary.ran) + len(summary.rows)
@@ -50,17 +52,27 @@ def main() -> None:
     import noop_plugin
 
     registry = load(extra=(noop_plugin,))
-    noop = Request(["noop"], [f"re[p={0.01 * i:.2f}]" for i in range(1, args.cells)], scenarios=["noop"],
-                   budget="smoke", metrics=["natural_acc", "attack_acc"])
+    noop = Request(
+        ["noop"],
+        [f"re[p={0.01 * i:.2f}]" for i in range(1, args.cells)],
+        scenarios=["noop"],
+        budget="smoke",
+        metrics=["natural_acc", "attack_acc"],
+    )
     wall, own, n = timed_run(registry, noop, "inline")
-    print(f"scheduling overhead (inline, {n} no-op steps and cells): {1000 * (wall - own) / n:.1f} ms per step "
-          f"(goal < 50 ms)")
+    print(
+        f"scheduling overhead (inline, {n} no-op steps and cells): {1000 * (wall - own) / n:.1f} ms per step "
+        f"(goal < 50 ms)"
+    )
 
     real = Request(["gmi"], ["none", "re", "mid", "bido"], seeds=2, budget=args.budget)
     inline, _, n = timed_run(registry, real, "inline")
     local, _, _ = timed_run(registry, real, "local[workers=2]")
-    print(f"grid gmi x none/re/mid/bido x 2 seeds, budget {args.budget}, {n} steps and cells: inline {inline:.1f}s "
-          f"({torch.get_num_threads()} threads), local[workers=2] {local:.1f}s: {inline / local:.2f}x (goal >= 1.3x)")
+    print(
+        f"grid gmi x none/re/mid/bido x 2 seeds, budget {args.budget}, {n} steps and cells: "
+        f"inline {inline:.1f}s ({torch.get_num_threads()} threads), local[workers=2] {local:.1f}s: "
+        f"{inline / local:.2f}x (goal >= 1.3x)"
+    )
 
 
 if __name__ == "__main__":

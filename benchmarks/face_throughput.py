@@ -22,8 +22,18 @@ import torch
 from reinv_bench.registry import load
 from reinv_bench.runner import describe_device, resolve_device
 
-PROTOCOL = {"vgg16": 64, "ir152": 64, "facenet64": 64, "ir50_112": 64, "resnet18": 224, "resnet50": 224,
-            "resnet152": 224, "densenet121": 224, "inception_v3": 224, "inception_resnet_v1": 224}
+PROTOCOL = {
+    "vgg16": 64,
+    "ir152": 64,
+    "facenet64": 64,
+    "ir50_112": 64,
+    "resnet18": 224,
+    "resnet50": 224,
+    "resnet152": 224,
+    "densenet121": 224,
+    "inception_v3": 224,
+    "inception_resnet_v1": 224,
+}
 
 
 def sync(dev):
@@ -75,14 +85,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         make_celeba(Path(tmp))
         x = reg.get("scenario", "celeba64").load(Path(tmp)).private_train.x
-        for label, process_min in (("threads", "1000000000"), ("processes, pool start included", "1"),
-                                   ("processes", "1"), ("cached", "1")):
+        for label, process_min in (
+            ("threads", "1000000000"),
+            ("processes, pool start included", "1"),
+            ("processes", "1"),
+            ("cached", "1"),
+        ):
             os.environ["REINV_BENCH_DECODE_PROCESS_MIN"] = process_min
             if label != "cached":
                 x.cache.clear()
             t0 = time.perf_counter()
             x.to("cpu")
-            print(f"decode celeba64, {label}: {len(x) / (time.perf_counter() - t0):.0f} images/s ({len(x)} images)")
+            print(
+                f"decode celeba64, {label}: {len(x) / (time.perf_counter() - t0):.0f} images/s "
+                f"({len(x)} images)"
+            )
 
 
 if __name__ == "__main__":

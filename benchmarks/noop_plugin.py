@@ -50,7 +50,9 @@ class NoopAttack(Attack):
         return {"mean": ctx.data.public.x.mean(0)}
 
     def invert(self, ctx, priors, classes):
-        return Inversion(priors["noop"]["mean"].expand(len(classes), 1, 8, 8).clone(), torch.tensor(classes), {})
+        return Inversion(
+            priors["noop"]["mean"].expand(len(classes), 1, 8, 8).clone(), torch.tensor(classes), {}
+        )
 
 
 @hookimpl

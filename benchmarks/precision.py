@@ -6,10 +6,10 @@ asserts nothing.
     python benchmarks/precision.py [--device cuda] [--archs vgg16,ir152] [--batches 40] [--iters 30]
 
 Training: ``--batches`` batches of ``--batch`` (64, official) random 3x64x64 images over 1,000
-classes (one epoch, after a warm-up epoch), with the celeba64 paper recipe of the architecture and no defense; bf16 with
-and without channels_last (off by default in the harness). Attacks: one official identity
-batch, 60 classes x 5 latents, paper widths (GAN dim 64), a 1,000-class VGG16 target; the same
-``autocast`` the runner wraps an inversion in. Goal (issue 11): bf16 >= 1.5x fp32 training
+classes (one epoch, after a warm-up epoch), with the celeba64 paper recipe of the architecture and
+no defense; bf16 with and without channels_last (off by default in the harness). Attacks: one
+official identity batch, 60 classes x 5 latents, paper widths (GAN dim 64), a 1,000-class VGG16
+target; the same ``autocast`` the runner wraps an inversion in. Goal (issue 11): bf16 >= 1.5x fp32 training
 throughput for VGG16 and IR152 on an H100/H200.
 """
 
@@ -27,9 +27,9 @@ from reinv_attacks.gmi import gmi_optimize
 from reinv_attacks.kedmi import KDiscriminator, kedmi_optimize
 from reinv_bench.api import Defense
 from reinv_bench.data import Split
+from reinv_bench.precision import autocast, set_tf32
 from reinv_bench.registry import load
 from reinv_bench.runner import describe_device, resolve_device
-from reinv_bench.steps import autocast, set_tf32
 from reinv_bench.train import train_classifier
 
 SHAPE, K, IDS, PER = (3, 64, 64), 1000, 60, 5
@@ -51,8 +51,9 @@ def peak(dev) -> float:
     return torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
 
 
-def train_rate(reg, arch: str, precision: str, channels_last: bool, dev, batches: int,
-               batch: int) -> tuple[float, float]:
+def train_rate(
+    reg, arch: str, precision: str, channels_last: bool, dev, batches: int, batch: int
+) -> tuple[float, float]:
     scenario = reg.get("scenario", "celeba64")
     recipe = dataclasses.replace(scenario.recipe("target", "paper", arch), epochs=1, batch_size=batch)
     n = batches * recipe.batch_size
@@ -61,12 +62,14 @@ def train_rate(reg, arch: str, precision: str, channels_last: bool, dev, batches
     defense = Defense()  # the undefended target
     model = defense.wrap_model(reg.get("architecture", arch).build(K, SHAPE))
     set_tf32(precision)
-    train_classifier(model, data, recipe, defense, device=dev, seed=0, precision=precision,
-                     channels_last=channels_last)  # warm-up: cuDNN autotuning, allocator
+    train_classifier(
+        model, data, recipe, defense, device=dev, seed=0, precision=precision, channels_last=channels_last
+    )  # warm-up: cuDNN autotuning, allocator
     reset(dev)
     t0 = time.perf_counter()
-    train_classifier(model, data, recipe, defense, device=dev, seed=0, precision=precision,
-                     channels_last=channels_last)
+    train_classifier(
+        model, data, recipe, defense, device=dev, seed=0, precision=precision, channels_last=channels_last
+    )
     sync(dev)
     return n / (time.perf_counter() - t0), peak(dev)
 
@@ -86,7 +89,8 @@ def attack_rate(name: str, reg, precision: str, dev, iters: int) -> tuple[float,
         mu, lv = torch.zeros(IDS, 100, device=dev), torch.ones(IDS, 100, device=dev)
 
         def run(n):
-            kedmi_optimize(G, D, T, mu, lv, y[:: PER], iters=n, lr=0.02, lam=100, clip=0, scale=1 / IDS)
+            kedmi_optimize(G, D, T, mu, lv, y[::PER], iters=n, lr=0.02, lam=100, clip=0, scale=1 / IDS)
+
     set_tf32(precision)
     with autocast(dev, precision):
         run(3)

@@ -7,7 +7,7 @@ licence is non-commercial). On CPU the reference's custom CUDA ops fall back to 
 implementations (``impl='ref'`` paths of upfirdn2d/bias_act, plain conv2d), which is what is
 compared. For each configuration a reference ``Generator`` is built with random weights (its own
 initialisation, plus random ``w_avg`` and noise strengths so that truncation and noise matter),
-its state dict is loaded by name into ``reinv_attacks.stylegan2.Generator``, and both render the
+its state dict is loaded by name into ``reinv_attacks._stylegan2_net.Generator``, and both render the
 same z with truncation (psi 0.5, cutoff 8: PPA's setting) in float32; the largest absolute pixel
 difference is printed (images are in about [-1, 1]). The last rows read the reference generator
 back from a real ``torch_utils.persistence`` pickle (pickle protocols 2 to 5) with the restricted
@@ -25,30 +25,86 @@ from pathlib import Path
 
 import torch
 
-from reinv_attacks.stylegan2 import Generator, generator_from_pickle
+from reinv_attacks._stylegan2_load import generator_from_pickle
+from reinv_attacks._stylegan2_net import Generator
 
 PSI, CUTOFF = 0.5, 8
 
 CONFIGS = {  # name: (Generator kwargs, synthesis call kwargs)
     "skip 64px, clamp 256, fp16 blocks forced to fp32": (
-        dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=64, img_channels=3, mapping_kwargs=dict(num_layers=8),
-             synthesis_kwargs=dict(channel_base=2048, channel_max=64, num_fp16_res=4, conv_clamp=256)), {}),
+        dict(
+            z_dim=64,
+            c_dim=0,
+            w_dim=64,
+            img_resolution=64,
+            img_channels=3,
+            mapping_kwargs=dict(num_layers=8),
+            synthesis_kwargs=dict(channel_base=2048, channel_max=64, num_fp16_res=4, conv_clamp=256),
+        ),
+        {},
+    ),
     "skip 64px, not fused (per-sample scaling)": (
-        dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=64, img_channels=3, mapping_kwargs=dict(num_layers=8),
-             synthesis_kwargs=dict(channel_base=2048, channel_max=64, conv_clamp=256)), dict(fused_modconv=False)),
+        dict(
+            z_dim=64,
+            c_dim=0,
+            w_dim=64,
+            img_resolution=64,
+            img_channels=3,
+            mapping_kwargs=dict(num_layers=8),
+            synthesis_kwargs=dict(channel_base=2048, channel_max=64, conv_clamp=256),
+        ),
+        dict(fused_modconv=False),
+    ),
     "skip 64px, noise_mode random (same seed)": (
-        dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=64, img_channels=3, mapping_kwargs=dict(num_layers=8),
-             synthesis_kwargs=dict(channel_base=2048, channel_max=64)), dict(noise_mode="random")),
+        dict(
+            z_dim=64,
+            c_dim=0,
+            w_dim=64,
+            img_resolution=64,
+            img_channels=3,
+            mapping_kwargs=dict(num_layers=8),
+            synthesis_kwargs=dict(channel_base=2048, channel_max=64),
+        ),
+        dict(noise_mode="random"),
+    ),
     "resnet 32px, conditional (c_dim 5)": (
-        dict(z_dim=32, c_dim=5, w_dim=48, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=4),
-             synthesis_kwargs=dict(channel_base=1024, channel_max=64, architecture="resnet")), {}),
+        dict(
+            z_dim=32,
+            c_dim=5,
+            w_dim=48,
+            img_resolution=32,
+            img_channels=3,
+            mapping_kwargs=dict(num_layers=4),
+            synthesis_kwargs=dict(channel_base=1024, channel_max=64, architecture="resnet"),
+        ),
+        {},
+    ),
     "orig 32px, 1 channel": (
-        dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=1, mapping_kwargs=dict(num_layers=2),
-             synthesis_kwargs=dict(channel_base=1024, channel_max=64, architecture="orig")), {}),
+        dict(
+            z_dim=32,
+            c_dim=0,
+            w_dim=32,
+            img_resolution=32,
+            img_channels=1,
+            mapping_kwargs=dict(num_layers=2),
+            synthesis_kwargs=dict(channel_base=1024, channel_max=64, architecture="orig"),
+        ),
+        {},
+    ),
 }
-FULL = ("FFHQ 1024px architecture (ffhq.pkl's kwargs)",
-        dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3, mapping_kwargs=dict(num_layers=8),
-             synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256)), {})
+FULL = (
+    "FFHQ 1024px architecture (ffhq.pkl's kwargs)",
+    dict(
+        z_dim=512,
+        c_dim=0,
+        w_dim=512,
+        img_resolution=1024,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=8),
+        synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256),
+    ),
+    {},
+)
 
 
 def reference_generator(kwargs: dict, seed: int):
@@ -87,8 +143,11 @@ def compare(name: str, kwargs: dict, call: dict, batch: int, seed: int) -> float
     b = render(native, z, c, call, seed)
     t2 = time.perf_counter()
     diff = (a - b).abs().max().item()
-    print(f"{name:<52} {tuple(a.shape)!s:<20} range [{a.min():+.2f}, {a.max():+.2f}]  max |diff| {diff:.3e}"
-          f"  (reference {t1 - t0:.1f}s, native {t2 - t1:.1f}s)", flush=True)
+    print(
+        f"{name:<52} {tuple(a.shape)!s:<20} range [{a.min():+.2f}, {a.max():+.2f}]  max |diff| {diff:.3e}"
+        f"  (reference {t1 - t0:.1f}s, native {t2 - t1:.1f}s)",
+        flush=True,
+    )
     return diff
 
 
@@ -99,13 +158,17 @@ def compare_pickle(kwargs: dict, batch: int, seed: int) -> float:
     a = render(ref, z, None, {}, seed)
     worst = 0.0
     for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
-        data = pickle.dumps(dict(G=ref, D=None, G_ema=ref, augment_pipe=None, training_set_kwargs=None),
-                            protocol=protocol)
+        data = pickle.dumps(
+            dict(G=ref, D=None, G_ema=ref, augment_pipe=None, training_set_kwargs=None), protocol=protocol
+        )
         b = render(generator_from_pickle(data), z, None, {}, seed)
         diff = (a - b).abs().max().item()
         worst = max(worst, diff)
-        print(f"{'persistence pickle, protocol ' + str(protocol) + ', restricted unpickler':<52} "
-              f"{tuple(b.shape)!s:<20} {len(data) / 1e6:.1f} MB  max |diff| {diff:.3e}", flush=True)
+        print(
+            f"{'persistence pickle, protocol ' + str(protocol) + ', restricted unpickler':<52} "
+            f"{tuple(b.shape)!s:<20} {len(data) / 1e6:.1f} MB  max |diff| {diff:.3e}",
+            flush=True,
+        )
     return worst
 
 

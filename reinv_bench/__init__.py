@@ -13,7 +13,6 @@ hookimpl = pluggy.HookimplMarker("reinv_bench")
 """Decorate a plugin's hook implementations with this marker."""
 
 
-
 def run(request=None, **kwargs):
     """Run a grid from Python, as ``reinv-bench run`` does: see ``reinv_bench.runner.run``."""
     from reinv_bench.runner import run as _run

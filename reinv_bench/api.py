@@ -10,17 +10,111 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 # the facade: plugins import everything from here (as ``pytest`` re-exports ``_pytest``)
-from reinv_bench.config import BUDGETS, ConfigError, Configurable, HParams, Param, did_you_mean  # noqa: F401
-from reinv_bench.data import Scenario, ScenarioData, Split, TrainRecipe  # noqa: F401
-from reinv_bench.images import DataError, ImageFiles  # noqa: F401 - part of the plugin API
-from reinv_bench.models import Architecture, Classifier, Output  # noqa: F401
+from reinv_bench import hookimpl
+from reinv_bench.config import BUDGETS, ConfigError, Configurable, HParams, Param, did_you_mean
+from reinv_bench.data import Problem, Scenario, ScenarioData, Split, TrainRecipe
+from reinv_bench.images import DataError, ImageFiles
+from reinv_bench.models import Architecture, Classifier, Output
+from reinv_bench.precision import autocast, full_precision
+from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
+
+if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
+    from reinv_bench.doctor import undecodable
+    from reinv_bench.plan import Cell
+    from reinv_bench.steps import Env
+    from reinv_bench.store import Row
+    from reinv_bench.train import features, predict
+
+# names re-exported from modules that import this one: resolved on first use (PEP 562), so that
+# importing the facade starts no import cycle
+_LAZY = {
+    "predict": "reinv_bench.train",  # predict(model, x, device): logits in batches, no grad
+    "features": "reinv_bench.train",  # features(model, x, device): penultimate features in batches
+    "Cell": "reinv_bench.plan",  # a cell of a grid (what on_result observers receive)
+    "Row": "reinv_bench.store",  # a stored result row
+    "Env": "reinv_bench.steps",  # what a worker needs to rebuild the driver's world (executors)
+    "undecodable": "reinv_bench.doctor",  # undecodable(paths, sample): image files that do not decode
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    # configuration and errors
+    "BUDGETS",
+    "ConfigError",
+    "Configurable",
+    "HParams",
+    "Param",
+    "did_you_mean",
+    "DataError",
+    # plugin marker
+    "hookimpl",
+    # data and models
+    "Scenario",
+    "ScenarioData",
+    "Split",
+    "TrainRecipe",
+    "Problem",
+    "undecodable",
+    "ImageFiles",
+    "Architecture",
+    "Classifier",
+    "Output",
+    "THREAT_MODELS",
+    "VALUE_RANGE",
+    "Progress",
+    "no_progress",
+    # defenses and attacks
+    "Defense",
+    "residual_stages",
+    "AttackContext",
+    "Inversion",
+    "PriorSpec",
+    "BlackBox",
+    "LabelOnly",
+    "Attack",
+    "IdentityLoss",
+    "WrapperAttack",
+    # metrics
+    "NotComputed",
+    "PerItem",
+    "Column",
+    "EvalContext",
+    "Metric",
+    "Reported",
+    # executors
+    "Executor",
+    # precision, pretrained weights, feature extraction
+    "autocast",
+    "full_precision",
+    "WeightsFile",
+    "WeightsUnavailable",
+    "load_state",
+    "locate",
+    "sha256_of",
+    "predict",
+    "features",
+    # the harness's records
+    "Cell",
+    "Row",
+    "Env",
+]
 
 THREAT_MODELS = ("white-box", "black-box", "label-only")
 VALUE_RANGE = (-1.0, 1.0)
@@ -33,7 +127,6 @@ def no_progress(done: int, total: int) -> None:
     """The progress callback that reports nothing."""
 
 
-
 # --------------------------------------------------------------------------------------------
 # Defenses
 
@@ -41,10 +134,14 @@ def no_progress(done: int, total: int) -> None:
 class Defense(Configurable):
     """Changes how a target is trained through optional hooks of the one training loop
     (reinv_bench.train). Override only what the defense changes; two defenses that override the
-    same exclusive hook (``wrap_model``, ``loss``, ``trainable``) cannot be composed.
+    same exclusive hook (``wrap_model``, ``loss``, ``trainable``, ``batch_loss``, ``phases``) cannot
+    be composed, nor two where one ``excludes`` a hook the other overrides.
     """
 
-    EXCLUSIVE: ClassVar[tuple[str, ...]] = ("wrap_model", "loss", "trainable")
+    EXCLUSIVE: ClassVar[tuple[str, ...]] = ("wrap_model", "loss", "trainable", "batch_loss", "phases")
+    # hooks no other part of a composition may override (DP-SGD: ``batch_loss``, whose extra passes
+    # through the model would escape its per-example clipping)
+    excludes: ClassVar[tuple[str, ...]] = ()
     needs_hidden: ClassVar[bool] = False  # loss() wants block outputs in out.hidden
     pretrained: ClassVar[bool] = False  # the target starts from pretrained weights: config["weights"]
     # (a local state-dict file) or, when that is empty, a model the harness pretrains on the
@@ -71,12 +168,66 @@ class Defense(Configurable):
         """The target's training recipe under this defense (default: the scenario's). A defense
         whose paper trains with its own schedule (TL-DMI, BiDO) returns it at the paper budget."""
         return recipe
+
+    def phases(self, recipe: TrainRecipe) -> list[TrainRecipe]:
+        """Training phases after the main one (trained with ``recipe``), each run by the same loop
+        on the same model with a fresh optimizer and schedule (a fine-tune: CALoR's confidence
+        adaptation); ``on_phase(i)`` is called before phase i = 1, 2, ... Default: none."""
+        return []
+
+    def on_phase(self, phase: int) -> None:
+        """Called before each extra training phase from ``phases`` (numbered from 1)."""
+
+    def begin_training(
+        self, model: Classifier, optimizer: torch.optim.Optimizer, recipe: TrainRecipe, n: int
+    ) -> torch.optim.Optimizer:
+        """Called once before the first epoch with the model (wrapped, with any pretrained weights,
+        on its device), its optimizer, the recipe and the number of training examples; returns the
+        optimizer to step (DP-SGD wraps it). A defense with trainable state of its own (Trap-MID's
+        triggers and discriminator) builds it here."""
+        return optimizer
+
+    def batch_loss(
+        self,
+        model: Classifier,
+        x: Tensor,
+        y: Tensor,
+        loss: Callable[[Output, Tensor, Tensor], Tensor],
+        hidden: bool = False,
+    ) -> Tensor:
+        """The loss of one training batch, computed with the model being trained (adversarial or
+        trapdoor inputs); ``loss`` is the (composed) defense's ``loss`` hook, ``hidden`` whether it
+        wants block outputs. Default: one forward pass of ``x``."""
+        return loss(model.forward_all(x, hidden=hidden), x, y)
+
+    def end_training(self, model: Classifier) -> dict[str, float]:
+        """Called once after the last epoch; returns numbers stored with the target and shown as
+        columns of its rows (DP-SGD's epsilon and delta). Raise if one cannot be computed."""
+        return {}
+
     def overridden(self) -> set[str]:
         return {h for h in self.EXCLUSIVE if getattr(type(self), h) is not getattr(Defense, h)}
 
 
+def residual_stages(model: Classifier) -> list[list[nn.Module]]:
+    """The residual blocks of ``model`` grouped by stage: one list per entry of ``model.blocks``
+    that holds any, in order. A residual block declares a float ``skip_scale`` (1.0 by default)
+    and computes ``F(x) + skip_scale * shortcut(x)``, leaving the shortcut out when it is 0 (the
+    architecture plugins' resnet8, resnet18/50/152 and IR units do); the skip-connection defenses
+    (rolss, ssf) set it per stage."""
+    stages = [
+        [m for m in block.modules() if isinstance(getattr(m, "skip_scale", None), float)]
+        for block in model.blocks
+    ]
+    return [s for s in stages if s]
+
+
 # --------------------------------------------------------------------------------------------
 # Attacks
+
+
+def _no_architectures(name: str) -> Architecture:
+    raise ConfigError(f"no architecture registry in this context (asked for {name!r})")
 
 
 @dataclass
@@ -89,6 +240,20 @@ class AttackContext:
     device: torch.device
     seed: int
     progress: Progress = no_progress
+    # the run's precision (--precision: fp32 | bf16 | tf32): the harness runs prepare/invert under
+    # its autocast; an attack that opens its own regions uses autocast() and fp32()
+    precision: str = "fp32"
+    # architecture(name): a registered Architecture (e.g. a surrogate student built like a target)
+    architecture: Callable[[str], Architecture] = _no_architectures
+
+    def autocast(self):
+        """The run's autocast on ``device``: bf16 under ``--precision bf16``, a no-op otherwise."""
+        return autocast(self.device, self.precision)
+
+    def fp32(self):
+        """A region kept in float32 whatever the run's precision (autocast off under bf16), e.g. a
+        loss; cast its inputs with ``.float()``."""
+        return full_precision(self.device, self.precision)
 
 
 @dataclass
@@ -148,15 +313,26 @@ class Attack(Configurable):
     accepts_identity: ClassVar[bool] = False  # invert honours ``identity``: a WrapperAttack may wrap it
 
     def priors(self) -> list[PriorSpec]:
-        return [PriorSpec(self.prior_kind or self.name, {k: self.config[k] for k in self.prior_params},
-                          self.prior_uses_target, self.version)]
+        return [
+            PriorSpec(
+                self.prior_kind or self.name,
+                {k: self.config[k] for k in self.prior_params},
+                self.prior_uses_target,
+                self.version,
+            )
+        ]
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict[str, Any]:
         """Build prior ``kind``; returns tensors/state dicts (saved for weights_only loading)."""
         return {}
 
-    def invert(self, ctx: AttackContext, priors: dict[str, dict[str, Any]], classes: list[int],
-               identity: IdentityLoss | None = None) -> Inversion:
+    def invert(
+        self,
+        ctx: AttackContext,
+        priors: dict[str, dict[str, Any]],
+        classes: list[int],
+        identity: IdentityLoss | None = None,
+    ) -> Inversion:
         """Reconstruct every class of ``classes``. ``identity`` is given only by a wrapper attack
         (``lomma+gmi``), and only to an attack that declares ``accepts_identity``: it replaces the
         attack's identity term (CE(T(x), y) under the attack's weight lambda) and, when its
@@ -183,12 +359,15 @@ class WrapperAttack(Attack):
     ``super().prepare(ctx, kind)`` for those), and its ``invert`` usually calls
     ``self.base.invert(ctx, priors, classes, identity)`` with an ``IdentityLoss``."""
 
-    def __init__(self, config: Mapping[str, Any] | None = None, budget: str = "paper",
-                 base: Attack | None = None) -> None:
+    def __init__(
+        self, config: Mapping[str, Any] | None = None, budget: str = "paper", base: Attack | None = None
+    ) -> None:
         super().__init__(config, budget)
         if base is None or not base.accepts_identity:
-            raise ConfigError(f"{self.name} wraps a white-box attack that accepts an identity loss; got "
-                              f"{getattr(base, 'name', None)!r}: write e.g. -a {self.name}+gmi")
+            raise ConfigError(
+                f"{self.name} wraps a white-box attack that accepts an identity loss; got "
+                f"{getattr(base, 'name', None)!r}: write e.g. -a {self.name}+gmi"
+            )
         self.base = base
         self.threat_model = base.threat_model
 
@@ -246,14 +425,15 @@ class Column:
 
     def __post_init__(self) -> None:
         if self.better not in (None, "higher", "lower"):
-            raise ConfigError(f"Column {self.key!r}: better must be 'higher', 'lower' or None, got {self.better!r}")
+            raise ConfigError(
+                f"Column {self.key!r}: better must be 'higher', 'lower' or None, got {self.better!r}"
+            )
         if self.axis not in (None, "utility", "privacy"):
-            raise ConfigError(f"Column {self.key!r}: axis must be 'utility', 'privacy' or None, got {self.axis!r}")
+            raise ConfigError(
+                f"Column {self.key!r}: axis must be 'utility', 'privacy' or None, got {self.axis!r}"
+            )
         if not self.header:
             object.__setattr__(self, "header", self.key)
-
-
-OUTCOMES = "_outcomes"  # reserved key: Worker.evaluate passes a cell's per-item outcomes to the driver with it
 
 
 @dataclass
@@ -266,7 +446,10 @@ class EvalContext:
     device: torch.device
     # cache(name, key, compute): compute() once per (name, key) and keep its dict of tensors in the
     # workdir (e.g. FID statistics of the private images); the default computes every time
-    cache: Callable[[str, Any, Callable[[], dict[str, Any]]], dict[str, Any]] = lambda name, key, compute: compute()
+    cache: Callable[[str, Any, Callable[[], dict[str, Any]]], dict[str, Any]] = lambda name, key, compute: (
+        compute()
+    )
+    budget: str = "paper"  # the run's budget (a metric whose protocol depends on it: robust_acc)
 
     def attacked_classes(self) -> list[int]:
         return sorted(self.inversion.labels.unique().tolist())
@@ -325,12 +508,20 @@ class Reported:
     def __post_init__(self) -> None:
         what = f"reported number of {self.paper or '?'} ({self.setting or '?'})"
         if not isinstance(self.source, str) or not self.source.strip():
-            raise ConfigError(f"{what}: no source; a published number is listed only with where it comes from")
+            raise ConfigError(
+                f"{what}: no source; a published number is listed only with where it comes from"
+            )
         if not self.metrics:
             raise ConfigError(f"{what}: no metric values")
         for key, v in self.metrics.items():
-            if not isinstance(key, str) or not key or isinstance(v, bool) or not isinstance(v, (int, float)) \
-                    or v != v or v in (float("inf"), float("-inf")):
+            if (
+                not isinstance(key, str)
+                or not key
+                or isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or v != v
+                or v in (float("inf"), float("-inf"))
+            ):
                 raise ConfigError(f"{what}: {key!r}={v!r} is not a finite number")
         object.__setattr__(self, "metrics", dict(self.metrics))
 

@@ -25,7 +25,10 @@ import io
 import json
 import os
 import re
+import secrets
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,6 +103,166 @@ def _alive(pid: int) -> bool:
     return True
 
 
+LOCK_STALE_S = 60.0  # a step lock not refreshed for this long is stale, whatever its host and process
+ENV_LOCK_STALE = "REINV_BENCH_LOCK_STALE"  # seconds, overrides LOCK_STALE_S (workers inherit it)
+
+
+def lock_stale_seconds() -> float:
+    """How long a step lock may go unrefreshed before another process takes it over."""
+    text = os.environ.get(ENV_LOCK_STALE, "").strip()
+    if not text:
+        return LOCK_STALE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ArtifactError(f"{ENV_LOCK_STALE}={text!r}: give a number of seconds above 0")
+    return value
+
+
+def _stderr(text: str) -> None:
+    print(f"[reinv-bench] {text}", file=sys.stderr, flush=True)
+
+
+class StepLock:
+    """A lock file that says who holds it and proves they still do.
+
+    Created atomically (``O_EXCL``); it holds one JSON line: host, pid, since (UTC) and a random
+    token. The holder refreshes its mtime every ``stale / 6`` seconds from a background thread (the
+    *heartbeat*). A waiter takes the lock over when it is *stale*: not refreshed for ``stale``
+    seconds (by the file's mtime, or unchanged for that long while this process watched it), on
+    any host and whatever its process id, so a lock left by a driver killed in another container
+    or on a lost node is recovered without a human; a lock of this host whose process is gone is
+    taken over at once. While waiting it prints, once, who holds the lock. The holder removes the
+    file on release only if it is still its own."""
+
+    def __init__(
+        self,
+        path: Path,
+        poll: float = 0.2,
+        stale: float | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.poll = poll
+        self.stale = lock_stale_seconds() if stale is None else stale
+        self.notify = notify or _stderr
+        self.text = ""
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> StepLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.text = json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "since": since, "token": secrets.token_hex(8)}
+        )
+        seen: tuple[str, int, float] | None = None  # (holder text, mtime_ns, when first seen unchanged)
+        told = ""
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    holder, mtime_ns = self.path.read_text(), self.path.stat().st_mtime_ns
+                except OSError:
+                    continue  # released meanwhile
+                now = time.monotonic()
+                if seen is None or seen[:2] != (holder, mtime_ns):
+                    seen = (holder, mtime_ns, now)
+                age = max(time.time() - mtime_ns / 1e9, now - seen[2])
+                why = self._stale(holder, age)
+                if why:
+                    if self._take_over(holder):
+                        self.notify(
+                            f"took over the lock {self.path.name} from {describe_holder(holder)}: {why}"
+                        )
+                    seen = None
+                    continue
+                if told != holder:
+                    told = holder
+                    self.notify(
+                        f"waiting for the lock {self.path.name}, held by {describe_holder(holder)}, "
+                        f"refreshed {age:.0f} s ago; it is taken over when not refreshed for "
+                        f"{self.stale:g} s (or stop that run, or rerun with --break-locks)"
+                    )
+                time.sleep(self.poll)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.text)
+            break
+        self._beat = threading.Thread(target=self._heartbeat, name="reinv-lock-heartbeat", daemon=True)
+        self._beat.start()
+        return self
+
+    def _stale(self, holder: str, age: float) -> str:
+        """Why the lock held by ``holder``, last refreshed ``age`` seconds ago, is stale ('' if not)."""
+        host, pid = parse_holder(holder)
+        if host == socket.gethostname() and pid is not None and not _alive(pid):
+            return f"process {pid} is gone"
+        if age >= self.stale:
+            return f"not refreshed for {age:.0f} s (stale after {self.stale:g} s)"
+        return ""
+
+    def _take_over(self, holder: str) -> bool:
+        """Remove the lock if it still holds ``holder`` (renamed aside first, so that a lock created
+        meanwhile by a live process is put back, not deleted)."""
+        aside = self.path.with_name(f"{self.path.name}.stale{os.getpid()}")
+        try:
+            os.replace(self.path, aside)
+            if aside.read_text() != holder:
+                os.replace(aside, self.path)  # a live one arrived meanwhile: give it back
+                return False
+            return True
+        except OSError:
+            return False
+        finally:
+            aside.unlink(missing_ok=True)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(max(self.stale / 6, 0.01)):
+            try:
+                if self.path.read_text() != self.text:
+                    return  # taken over (this process stalled past the stale time): not ours any more
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        try:
+            if self.path.read_text() == self.text:
+                self.path.unlink()
+        except OSError:
+            pass
+
+
+def parse_holder(text: str) -> tuple[str, int | None]:
+    """(host, pid) of a lock file's text: JSON, or "host pid" as written before heartbeats."""
+    try:
+        d = json.loads(text)
+    except ValueError:
+        d = None
+    if isinstance(d, dict):
+        pid = d.get("pid")
+        return str(d.get("host", "?")), pid if isinstance(pid, int) else None
+    host, _, pid = text.strip().partition(" ")
+    return host, int(pid) if pid.isdigit() else None
+
+
+def describe_holder(text: str) -> str:
+    """'host H pid P since T' for a lock file's text."""
+    host, pid = parse_holder(text)
+    try:
+        since = json.loads(text).get("since")
+    except (ValueError, AttributeError):
+        since = None
+    return f"host {host} pid {pid if pid is not None else '?'}" + (f" since {since}" if since else "")
+
+
 class Artifacts:
     def __init__(self, root: Path) -> None:
         self.root = Path(root) / "artifacts"
@@ -131,40 +294,34 @@ class Artifacts:
         write_atomic(self.root / f".probe{os.getpid()}", _write_bytes(b"ok")).unlink()
 
     @contextmanager
-    def lock(self, key: str, poll: float = 0.2) -> Iterator[None]:
-        """Hold the per-step lock ``KEY.lock`` (created atomically; holds "host pid"). A lock whose
-        process is gone (killed, on this host) is taken over; another live holder is waited for."""
-        path = self.root / key[:2] / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
-        while True:
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    holder = path.read_text()
-                except OSError:
-                    continue  # released meanwhile
-                host, _, pid = holder.partition(" ")
-                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                    stale = path.with_name(f"{path.name}.stale{os.getpid()}")
-                    try:  # take it over only if it is still the dead holder's
-                        os.replace(path, stale)
-                        if stale.read_text() != holder:
-                            os.replace(stale, path)  # a live one arrived meanwhile: give it back
-                    except OSError:
-                        pass
-                    stale.unlink(missing_ok=True)
-                    continue
-                time.sleep(poll)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            break
-        try:
+    def lock(
+        self,
+        key: str,
+        poll: float = 0.2,
+        stale: float | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
+        """Hold the per-step lock ``KEY.lock`` while computing the step (see ``StepLock``)."""
+        with StepLock(self.root / key[:2] / f"{key}.lock", poll, stale, notify):
             yield
-        finally:
-            path.unlink(missing_ok=True)
+
+    def locks(self) -> list[Path]:
+        """The step lock files in the cache (held, or left by a killed process)."""
+        return sorted(self.root.glob("*/*.lock")) if self.root.is_dir() else []
+
+    def break_locks(self) -> list[Path]:
+        """Remove every step lock (``run --break-locks``: no other run may be using this workdir).
+        Returns the files removed."""
+        removed = []
+        for path in self.locks():
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _disk_error(path, exc) from None
+        return removed
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The artifact's record (sha256, deps, meta), or None when it is absent or unreadable."""
@@ -179,8 +336,13 @@ class Artifacts:
     def exists(self, key: str) -> bool:
         return self.record(key) is not None
 
-    def save(self, key: str, obj: dict[str, Any], deps: dict[str, str] | None = None,
-             meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    def save(
+        self,
+        key: str,
+        obj: dict[str, Any],
+        deps: dict[str, str] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Write ``obj`` under ``key``; ``deps`` maps each artifact it was built from to that
         artifact's sha256. Returns the record."""
         import torch  # here, not at import: the CLI maps ArtifactError without loading torch
@@ -206,8 +368,9 @@ class Artifacts:
             moved = "could not move it aside"
         self._record_path(key).unlink(missing_ok=True)
         self._verified.pop(key, None)
-        return ArtifactError(f"artifact {path} {why}; {moved}. It is recomputed on the next run; "
-                             "stored results are untouched.")
+        return ArtifactError(
+            f"artifact {path} {why}; {moved}. It is recomputed on the next run; stored results are untouched."
+        )
 
     def _read_verified(self, key: str) -> tuple[bytes, dict[str, Any]]:
         rec = self.record(key)
@@ -251,6 +414,8 @@ class Artifacts:
             first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
             raise self._reject(key, f"could not be loaded ({type(exc).__name__}: {first})") from None
         if not isinstance(obj, dict) or obj.get("key") != key:
-            raise self._reject(key, f"holds another artifact ({obj.get('key') if isinstance(obj, dict) else '?'})")
+            raise self._reject(
+                key, f"holds another artifact ({obj.get('key') if isinstance(obj, dict) else '?'})"
+            )
         del obj["key"]
         return obj

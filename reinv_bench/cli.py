@@ -13,6 +13,7 @@ import click
 from reinv_bench import __version__
 from reinv_bench.api import BUDGETS, ConfigError
 from reinv_bench.artifacts import ArtifactError
+from reinv_bench.grid import MAX_SEEDS
 from reinv_bench.plan import PRECISIONS
 from reinv_bench.plugins import PluginError, call_each
 from reinv_bench.registry import Registry, UnknownNameError
@@ -20,7 +21,15 @@ from reinv_bench.spec import SpecError
 from reinv_bench.store import StoreError
 
 DEFAULT_HOME = "~/.reinv-bench"
-USER_ERRORS = (ConfigError, SpecError, UnknownNameError, PluginError, StoreError, ArtifactError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    SpecError,
+    UnknownNameError,
+    PluginError,
+    StoreError,
+    ArtifactError,
+    FileNotFoundError,
+)
 INTERRUPTED = "interrupted: finished steps and results are kept; rerun the same command to resume."
 
 
@@ -30,8 +39,11 @@ def warn(text: str) -> None:
 
 def workdir_option(f):
     return click.option(
-        "--workdir", type=click.Path(file_okay=False, path_type=Path), envvar="REINV_BENCH_HOME",
-        default=DEFAULT_HOME, show_default=True,
+        "--workdir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="REINV_BENCH_HOME",
+        default=DEFAULT_HOME,
+        show_default=True,
         help="Where results.db and the artifact cache live (env REINV_BENCH_HOME).",
     )(f)
 
@@ -68,13 +80,20 @@ class Cli(click.Group):
         except USER_ERRORS as exc:
             failed = getattr(getattr(ctx.obj, "_pm", None), "failed", None)
             if isinstance(exc, UnknownNameError) and failed:
-                raise click.ClickException(f"{exc} (plugins that failed to import: {', '.join(failed)})") from None
+                raise click.ClickException(
+                    f"{exc} (plugins that failed to import: {', '.join(failed)})"
+                ) from None
             raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-p", "plugin_args", multiple=True, metavar="NAME",
-              help="-p no:NAME blocks plugin NAME; -p module.path loads a module as a plugin.")
+@click.option(
+    "-p",
+    "plugin_args",
+    multiple=True,
+    metavar="NAME",
+    help="-p no:NAME blocks plugin NAME; -p module.path loads a module as a plugin.",
+)
 @click.version_option(__version__, prog_name="reinv-bench")
 @click.pass_context
 def cli(ctx: click.Context, plugin_args: tuple[str, ...]) -> None:
@@ -83,13 +102,32 @@ def cli(ctx: click.Context, plugin_args: tuple[str, ...]) -> None:
         ctx.obj = State(plugin_args)
 
 
+class ExecutorOption(click.Option):
+    """``--executor``: its help ends with every executor registered (builtins and plugins)."""
+
+    def get_help_record(self, ctx: click.Context):
+        record = super().get_help_record(ctx)
+        state = ctx.find_object(State)
+        if record is None or state is None:
+            return record
+        try:
+            names = state.registry.names("executor")
+        except Exception:  # noqa: BLE001 - help must show even when a plugin is broken
+            return record
+        return record[0], f"{record[1]} Registered: {', '.join(names)}."
+
+
 def _executor(spec: str | None, workers: int | None, gpus: str | None, dev) -> str:
     """The executor spec from --executor and its shorthands --workers / --gpus."""
     if workers is not None or gpus is not None:
         if spec not in (None, "local"):
-            raise click.UsageError("--workers/--gpus are options of the local executor; drop --executor or "
-                                   "write its options in the spec, e.g. \"local[workers=2]\"")
-        opts = ([f"workers={workers}"] if workers else []) + ([f"gpus={gpus.replace(',', '/')}"] if gpus else [])
+            raise click.UsageError(
+                "--workers/--gpus are options of the local executor; drop --executor or "
+                'write its options in the spec, e.g. "local[workers=2]"'
+            )
+        opts = ([f"workers={workers}"] if workers else []) + (
+            [f"gpus={gpus.replace(',', '/')}"] if gpus else []
+        )
         return f"local[{','.join(opts)}]"
     if spec is not None:
         return spec
@@ -117,15 +155,27 @@ def _from_grid(state: State, path: Path) -> tuple:
     if not attacks or not defenses:
         raise click.ClickException(f"grid {path}: no attack or no defense of it is installed here")
     data_root = pick("data_root", "data_root", lambda v: Path(v).expanduser())
-    return (attacks, defenses, pick("archs", "archs", tuple), pick("eval_arch", "eval_arch"),
-            pick("scenarios", "scenarios", tuple), pick("seeds", "seeds"), pick("budget", "budget"),
-            pick("device", "device"), data_root, pick("metrics", "metrics", tuple), pick("recipe_texts", "recipes", tuple),
-            pick("executor", "executor"), pick("no_baseline", "baseline", lambda v: not v),
-            pick("deterministic", "deterministic"), pick("precision", "precision"))
+    return (
+        attacks,
+        defenses,
+        pick("archs", "archs", tuple),
+        pick("eval_arch", "eval_arch"),
+        pick("scenarios", "scenarios", tuple),
+        pick("seeds", "seeds"),
+        pick("budget", "budget"),
+        pick("device", "device"),
+        data_root,
+        pick("metrics", "metrics", tuple),
+        pick("recipe_texts", "recipes", tuple),
+        pick("executor", "executor"),
+        pick("no_baseline", "baseline", lambda v: not v),
+        pick("deterministic", "deterministic"),
+        pick("precision", "precision"),
+    )
 
 
 def _class_chunk(text: str) -> int | str:
-    if text == "auto" or (text.isdigit()):
+    if text == "auto" or re.fullmatch(r"[0-9]+", text):  # not str.isdigit: "²" is a digit to it
         return text if text == "auto" else int(text)
     raise click.UsageError(f"--class-chunk {text!r}: give a number of classes, 0 (off) or auto")
 
@@ -139,10 +189,16 @@ def _preview(p: dict, cells: int) -> str:
         est = "unknown" if k["seconds"] is None else f"{k['seconds'] / 60:.1f} min"
         total = None if total is None or k["seconds"] is None else total + k["seconds"]
         rows.append([kind, k["run"], k["cached"], est if k["run"] else ""])
-    lines = [tabulate(rows, ["step", "to run", "reused", "estimate"], tablefmt="simple"),
-             f"{p['cells']} of {cells} cell(s) to evaluate ({p['stored']} already stored); estimated time: "
-             + ("unknown (no timing of such steps in this workdir yet)" if total is None else f"{total / 60:.1f} min"
-                " (medians of the timings of steps of the same kind and scenario in this workdir)")]
+    lines = [
+        tabulate(rows, ["step", "to run", "reused", "estimate"], tablefmt="simple"),
+        f"{p['cells']} of {cells} cell(s) to evaluate ({p['stored']} already stored); estimated time: "
+        + (
+            "unknown (no timing of such steps in this workdir yet)"
+            if total is None
+            else f"{total / 60:.1f} min"
+            " (medians of the timings of steps of the same kind and scenario in this workdir)"
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -177,7 +233,9 @@ def _device(name: str):
     except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise click.ClickException(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise click.ClickException(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return dev
 
 
@@ -190,8 +248,10 @@ def _select_loggers(state: State, names: tuple[str, ...]) -> None:
     loggers = {impl.plugin_name: impl.plugin for impl in state.pm.hook.on_result.get_hookimpls()}
     for name in names:
         if name not in loggers:
-            raise click.BadParameter(f"no logger plugin {name!r} (installed: {', '.join(sorted(loggers)) or 'none'})",
-                                     param_hint="--log")
+            raise click.BadParameter(
+                f"no logger plugin {name!r} (installed: {', '.join(sorted(loggers)) or 'none'})",
+                param_hint="--log",
+            )
         try:
             getattr(loggers[name], "ready", lambda: None)()
         except Exception as exc:  # noqa: BLE001 - a missing extra: its one line, before any work
@@ -200,62 +260,191 @@ def _select_loggers(state: State, names: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("-a", "--attack", "attacks", multiple=True, default=("gmi",), show_default=True,
-              help='Attack spec, repeatable: NAME or NAME[key=value,...], e.g. "gmi[iters=300]".')
-@click.option("-d", "--defense", "defenses", multiple=True, default=("re",), show_default=True,
-              help='Defense spec, repeatable: "re", "re[scale=0.1-0.8,p=0.5]", "re+bido".')
-@click.option("--arch", "archs", multiple=True,
-              help='Target architecture, repeatable (default: the scenario\'s): NAME or "NAME[weights=imagenet|PATH]".')
-@click.option("--eval-arch", default=None,
-              help='Evaluation model instead of the scenario\'s, e.g. "ir50_112[weights=ms1m]" (the official '
-                   "evaluation models start from pretrained weights); its rows are ranked as another protocol.")
-@click.option("--scenario", "scenarios", multiple=True, default=("mnist",), show_default=True,
-              help="Scenario (dataset protocol), repeatable.")
-@click.option("--seeds", type=click.IntRange(1), default=1, show_default=True, help="Seeds 0..N-1 per cell.")
-@click.option("--budget", type=click.Choice(BUDGETS), default=None,
-              help="smoke (seconds), quick (minutes on CPU), paper (published hyperparameters). "
-                   "Default: quick on CPU, paper on CUDA.")
+@click.option(
+    "-a",
+    "--attack",
+    "attacks",
+    multiple=True,
+    default=("gmi",),
+    show_default=True,
+    help='Attack spec, repeatable: NAME or NAME[key=value,...], e.g. "gmi[iters=300]".',
+)
+@click.option(
+    "-d",
+    "--defense",
+    "defenses",
+    multiple=True,
+    default=("re",),
+    show_default=True,
+    help='Defense spec, repeatable: "re", "re[scale=0.1-0.8,p=0.5]", "re+bido".',
+)
+@click.option(
+    "--arch",
+    "archs",
+    multiple=True,
+    help='Target architecture, repeatable (default: the scenario\'s): NAME or "NAME[weights=imagenet|PATH]".',
+)
+@click.option(
+    "--eval-arch",
+    default=None,
+    help='Evaluation model instead of the scenario\'s, e.g. "ir50_112[weights=ms1m]" (the official '
+    "evaluation models start from pretrained weights); its rows are ranked as another protocol.",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    default=("mnist",),
+    show_default=True,
+    help="Scenario (dataset protocol), repeatable.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, MAX_SEEDS),
+    default=1,
+    show_default=True,
+    help=f"Seeds 0..N-1 per cell (at most {MAX_SEEDS}).",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(BUDGETS),
+    default=None,
+    help="smoke (seconds), quick (minutes on CPU), paper (published hyperparameters). "
+    "Default: quick on CPU, paper on CUDA.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--data-root", type=click.Path(path_type=Path), envvar="REINV_BENCH_DATA", default=None,
-              help="Root of local datasets (env REINV_BENCH_DATA); the embedded scenario needs none.")
-@click.option("--metric", "metrics", multiple=True,
-              help="Metrics to compute, repeatable (default: those of each scenario's protocol).")
-@click.option("--log", "loggers", multiple=True, metavar="NAME", envvar="REINV_BENCH_LOG", expose_value=False,
-              callback=lambda ctx, _, names: _select_loggers(ctx.obj, names),
-              help="Log each stored cell as a run of an experiment tracker, repeatable: mlflow or wandb (extras "
-                   "[mlflow], [wandb]; wandb offline unless WANDB_MODE says otherwise). Env REINV_BENCH_LOG "
-                   "(comma list).")
-@click.option("--recipe", "recipe_texts", multiple=True, metavar="ROLE:KEY=VALUE,...",
-              help='Override a training recipe, repeatable: ROLE is target, eval or pretrain, KEY a TrainRecipe '
-                   'field, e.g. "target:epochs=100,lr=0.01" (defaults: `reinv-bench protocol SCENARIO`).')
-@click.option("--executor", default=None,
-              help='How steps run: "inline" (this process), "local[workers=N]" or "local[gpus=0/1]" (worker '
-                   "processes). Default: local with one worker per GPU when there are several, else inline.")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Shorthand for --executor local[workers=N].")
-@click.option("--class-chunk", default="0", show_default=True, metavar="N|auto",
-              help="Classes per inversion step: a many-class attack becomes cached chunks that spread over "
-                   "workers and resume chunk by chunk (0: one step; auto: the attack's identity batch).")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    envvar="REINV_BENCH_DATA",
+    default=None,
+    help="Root of local datasets (env REINV_BENCH_DATA); the embedded scenario needs none.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Metrics to compute, repeatable (default: those of each scenario's protocol).",
+)
+@click.option(
+    "--log",
+    "loggers",
+    multiple=True,
+    metavar="NAME",
+    envvar="REINV_BENCH_LOG",
+    expose_value=False,
+    callback=lambda ctx, _, names: _select_loggers(ctx.obj, names),
+    help="Log each stored cell as a run of an experiment tracker, repeatable: mlflow or wandb (extras "
+    "[mlflow], [wandb]; wandb offline unless WANDB_MODE says otherwise). Env REINV_BENCH_LOG "
+    "(comma list).",
+)
+@click.option(
+    "--recipe",
+    "recipe_texts",
+    multiple=True,
+    metavar="ROLE:KEY=VALUE,...",
+    help="Override a training recipe, repeatable: ROLE is target, eval or pretrain, KEY a TrainRecipe "
+    'field, e.g. "target:epochs=100,lr=0.01" (defaults: `reinv-bench protocol SCENARIO`).',
+)
+@click.option(
+    "--executor",
+    default=None,
+    cls=ExecutorOption,
+    help='How steps run: "inline" (this process), "local[workers=N]" or "local[gpus=0/1]" (worker '
+    "processes). Default: local with one worker per GPU when there are several, else inline.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1), default=None, help="Shorthand for --executor local[workers=N]."
+)
+@click.option(
+    "--class-chunk",
+    default="0",
+    show_default=True,
+    metavar="N|auto",
+    help="Classes per inversion step: a many-class attack becomes cached chunks that spread over "
+    "workers and resume chunk by chunk (0: one step; auto: the attack's identity batch).",
+)
 @click.option("--gpus", default=None, help="Shorthand for --executor local[gpus=...], e.g. --gpus 0,1,2,3.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
-@click.option("--baseline", "baseline_name", default="none", show_default=True, metavar="DEFENSE",
-              help="The defense every other is compared with (differences with 95% intervals, the closing sentences).")
+@click.option(
+    "--baseline",
+    "baseline_name",
+    default="none",
+    show_default=True,
+    metavar="DEFENSE",
+    help="The defense every other is compared with (differences with 95% intervals, the closing sentences).",
+)
 @click.option("--quiet", is_flag=True, help="Log lines instead of the live display.")
-@click.option("--grid", "grid_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A grid file (TOML: attacks, defenses, archs, scenarios, seeds, budget, ...); options given "
-                   "here override it. Examples in benchmarks/grids/.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (steps to run and reused, cells, time estimate) "
-                                              "without running it.")
-@click.option("--deterministic", is_flag=True,
-              help="Deterministic CUDA kernels (slower): bit-identical GPU runs. CPU runs are deterministic anyway.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Targets, priors and inversions at fp32, bf16 (autocast) or tf32 (TF32 matmuls on Ampere+); "
-                   "the evaluation model stays fp32. Rows of another precision are ranked apart.")
+@click.option(
+    "--grid",
+    "grid_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A grid file (TOML: attacks, defenses, archs, scenarios, seeds, budget, ...); options given "
+    "here override it. Examples in benchmarks/grids/.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (steps to run and reused, cells, time estimate) without running it.",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Deterministic CUDA kernels (slower): bit-identical GPU runs. CPU runs are deterministic anyway.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="Targets, priors and inversions at fp32, bf16 (autocast) or tf32 (TF32 matmuls on Ampere+); "
+    "the evaluation model stays fp32. Rows of another precision are ranked apart.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="Torch threads every step computes with, here and in every local worker (default: torch's "
+    "default, the machine's cores). CPU numbers depend on it: README, Reproducibility.",
+)
+@click.option(
+    "--break-locks",
+    is_flag=True,
+    help="First remove every step lock in the workdir (locks left by a killed run; one not refreshed "
+    "for 60 s is taken over anyway). Only when no other run uses the workdir.",
+)
 @workdir_option
 @click.pass_obj
 @_resumable
-def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts,
-        executor, workers, class_chunk, gpus, no_baseline, baseline_name, quiet, grid_file, dry_run, deterministic, precision,
-        workdir):
+def run(
+    state: State,
+    attacks,
+    defenses,
+    archs,
+    eval_arch,
+    scenarios,
+    seeds,
+    budget,
+    device,
+    data_root,
+    metrics,
+    recipe_texts,
+    executor,
+    workers,
+    class_chunk,
+    gpus,
+    no_baseline,
+    baseline_name,
+    quiet,
+    grid_file,
+    dry_run,
+    deterministic,
+    precision,
+    threads,
+    break_locks,
+    workdir,
+):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
@@ -263,104 +452,225 @@ def run(state: State, attacks, defenses, archs, eval_arch, scenarios, seeds, bud
     step is seeded from its spec: the same command gives the same numbers (same torch, device and
     thread count).
     """
-    from reinv_bench.leaderboard import aggregate, rich_table, sort_entries
+    from reinv_bench.doctor import metric_names
     from reinv_bench.plan import Request
     from reinv_bench.progress import LogReporter, RichReporter
     from reinv_bench.recipes import parse as parse_recipes
     from reinv_bench.runner import run as run_grid
 
     if grid_file is not None:
-        attacks, defenses, archs, eval_arch, scenarios, seeds, budget, device, data_root, metrics, recipe_texts, \
-            executor, no_baseline, deterministic, precision = _from_grid(state, grid_file)
+        (
+            attacks,
+            defenses,
+            archs,
+            eval_arch,
+            scenarios,
+            seeds,
+            budget,
+            device,
+            data_root,
+            metrics,
+            recipe_texts,
+            executor,
+            no_baseline,
+            deterministic,
+            precision,
+        ) = _from_grid(state, grid_file)
     dev = _device(device)
     budget = budget or ("paper" if dev.type == "cuda" else "quick")
     workdir = _expand_home(workdir)
+    if threads is not None:  # before any step: inline steps and local workers all compute with it
+        import torch
+
+        torch.set_num_threads(threads)
+    if break_locks and not dry_run:
+        from reinv_bench.artifacts import Artifacts
+
+        removed = Artifacts(workdir).break_locks()
+        click.echo(f"removed {len(removed)} step lock(s) from {workdir / 'artifacts'}", err=True)
     root = str(data_root.resolve()) if data_root else None
-    req = Request(list(attacks), list(defenses), list(archs), list(scenarios), seeds, budget, not no_baseline,
-                  root, list(metrics) or None, eval_arch, recipes=parse_recipes(recipe_texts),
-                  class_chunk=_class_chunk(class_chunk), precision=precision)
+    req = Request(
+        list(attacks),
+        list(defenses),
+        list(archs),
+        list(scenarios),
+        seeds,
+        budget,
+        not no_baseline,
+        root,
+        metric_names(state.registry, metrics) or None,
+        eval_arch,
+        recipes=parse_recipes(recipe_texts),
+        class_chunk=_class_chunk(class_chunk),
+        precision=precision,
+    )
     if not metrics:  # a scenario of a protocol no metric names gets few metrics: say so, not silently
         from reinv_bench.protocol import unclaimed_protocol
 
-        for note in filter(None, (unclaimed_protocol(state.registry, state.registry.get("scenario", s))
-                                  for s in dict.fromkeys(scenarios))):
+        for note in filter(
+            None,
+            (
+                unclaimed_protocol(state.registry, state.registry.get("scenario", s))
+                for s in dict.fromkeys(scenarios)
+            ),
+        ):
             warn(note)
+    from reinv_bench.doctor import checklist, missing_prerequisites
+
+    # every missing weights file, data folder and extra of the whole plan in one list, before any step
+    missing = missing_prerequisites(req, state.registry, executor, optional=dry_run)
+    if missing:
+        click.echo(checklist(missing), err=not dry_run)
+        if any(m.required for m in missing):
+            sys.exit(1)
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter() if interactive else LogReporter()
     try:
-        result = run_grid(req, registry=state.registry, workdir=workdir, device=dev,
-                          executor=_executor(executor, workers, gpus, dev), reporter=reporter,
-                          deterministic=deterministic, dry_run=dry_run,
-                          # each observer on its own: one that raises is named in a warning and the run goes on
-                          on_result=functools.partial(call_each, state.pm, "on_result", warn))
+        result = run_grid(
+            req,
+            registry=state.registry,
+            workdir=workdir,
+            device=dev,
+            executor=_executor(executor, workers, gpus, dev),
+            reporter=reporter,
+            deterministic=deterministic,
+            dry_run=dry_run,
+            # each observer on its own: one that raises is named in a warning and the run goes on
+            on_result=functools.partial(call_each, state.pm, "on_result", warn),
+        )
     except KeyboardInterrupt:
         reporter.close()
         raise
     if dry_run:
         click.echo(_preview(result.preview, len(result.plan.cells)))
         return
-    summary, rows = result.summary, result.rows
-    from reinv_bench.leaderboard import declared_columns, verdicts
+    _show_run(state, result, baseline_name, reporter.console if interactive else None)
 
+
+def _show_run(state: State, result, baseline_name: str, console) -> None:
+    """After ``run``: the leaderboard of the plan's rows (rich on ``console``, else markdown), the
+    verdict sentences, what ran, and the failed cells (exit 1 if any)."""
+    from reinv_bench.aggregate import aggregate, declared_columns, sort_entries, verdicts
+
+    summary = result.summary
     columns = declared_columns(state.registry)
-    entries = sort_entries(aggregate(rows, baseline_name, columns), columns=columns)
+    entries = sort_entries(aggregate(result.rows, baseline=baseline_name, columns=columns), columns=columns)
     if entries:
-        if interactive:
-            reporter.console.print(rich_table(entries, columns))
-        else:
-            from reinv_bench.leaderboard import render
+        if console is not None:
+            from reinv_bench.tables import rich_table
 
-            click.echo(render(entries, "md", columns=columns))
+            console.print(rich_table(entries, columns))
+        else:
+            from reinv_bench.tables import render
+
+            click.echo(render(entries, "md", columns))
         for line in verdicts(entries, columns):  # one plain sentence per defense: effect or noise
             click.echo(line)
-    click.echo(f"ran {len(summary.ran)} step(s), reused {len(summary.cached)} cached, "
-               f"{summary.skipped_cells} cell(s) already stored; results in {workdir / 'results.db'}", err=True)
+    click.echo(
+        f"ran {len(summary.ran)} step(s), reused {len(summary.cached)} cached, "
+        f"{summary.skipped_cells} cell(s) already stored; results in {result.workdir / 'results.db'}",
+        err=True,
+    )
     if summary.failed:
         for r in summary.failed:
             click.echo(f"FAILED {r['attack']} vs {r['defense']} seed {r['seed']}: {r['error']}", err=True)
         sys.exit(1)
 
 
+def _filter_options(f):
+    """-a/-d/--arch/--scenario/--budget/--protocol filters and --baseline, as the leaderboard's."""
+    for opt in reversed(
+        [
+            click.option(
+                "-a", "--attack", "attacks", multiple=True, help="Only these attacks (label as shown)."
+            ),
+            click.option("-d", "--defense", "defenses", multiple=True, help="Only these defenses."),
+            click.option("--arch", "archs", multiple=True, help="Only these architectures."),
+            click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios."),
+            click.option("--budget", "budgets", multiple=True, help="Only these budgets."),
+            click.option(
+                "--protocol",
+                "protocols",
+                multiple=True,
+                help="Only these evaluation protocols (64px, 224px, ...).",
+            ),
+            click.option(
+                "--baseline",
+                "baseline_name",
+                default="none",
+                show_default=True,
+                metavar="DEFENSE",
+                help="The defense every other is compared with (Δ columns with 95% intervals).",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "latex"]), default=None,
-              help="table (rich, default on a terminal) | md | csv | json | latex")
-@click.option("--sort", "sort_by", default="attack_acc", show_default=True, help="Metric to rank defenses by.")
-@click.option("-a", "--attack", "attacks", multiple=True, help="Only these attacks (label as shown).")
-@click.option("-d", "--defense", "defenses", multiple=True, help="Only these defenses.")
-@click.option("--arch", "archs", multiple=True, help="Only these architectures.")
-@click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios.")
-@click.option("--budget", "budgets", multiple=True, help="Only these budgets.")
-@click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols (64px, 224px, ...).")
-@click.option("--reported", is_flag=True,
-              help="Show the published numbers the plugins declare beside the measured ones of the same setting "
-                   "(paper budget), and the others in a table of their own; each with its source.")
-@click.option("--baseline", "baseline_name", default="none", show_default=True, metavar="DEFENSE",
-              help="The defense every other is compared with (Δ columns with 95% intervals).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "csv", "json", "latex"]),
+    default=None,
+    help="table (rich, default on a terminal) | md | csv | json | latex",
+)
+@click.option(
+    "--sort",
+    "sort_by",
+    default=None,
+    help="Column to rank defenses by (default: the privacy axis the metrics declare, attack accuracy).",
+)
+@_filter_options
+@click.option(
+    "--reported",
+    is_flag=True,
+    help="Show the published numbers the plugins declare beside the measured ones of the same setting "
+    "(paper budget), and the others in a table of their own; each with its source.",
+)
 @workdir_option
 @click.pass_obj
-def leaderboard(state: State, fmt, sort_by, attacks, defenses, archs, scenarios, budgets, protocols, reported,
-                baseline_name, workdir):
+def leaderboard(
+    state: State,
+    fmt,
+    sort_by,
+    attacks,
+    defenses,
+    archs,
+    scenarios,
+    budgets,
+    protocols,
+    reported,
+    baseline_name,
+    workdir,
+):
     """Rank defenses by the privacy-utility trade-off (seeds aggregated: mean ± std)."""
-    from reinv_bench.leaderboard import aggregate, filter_rows, render, rich_table, sort_entries
+    from reinv_bench.aggregate import aggregate, filter_rows, sort_entries
     from reinv_bench.store import Store
+    from reinv_bench.tables import render, rich_table
 
     db = _expand_home(workdir) / "results.db"
     if not db.is_file() and not reported:
         raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
-    filters = dict(attack=attacks, defense=defenses, arch=archs, scenario=scenarios, budget=budgets,
-                   protocol=protocols)
+    filters = dict(
+        attack=attacks, defense=defenses, arch=archs, scenario=scenarios, budget=budgets, protocol=protocols
+    )
     rows = filter_rows(Store(db).rows(), **filters) if db.is_file() else []
-    from reinv_bench.leaderboard import declared_columns
+    from reinv_bench.aggregate import declared_columns
 
     columns = declared_columns(state.registry)
+    _check_baseline(rows, baseline_name)
     try:
-        entries = sort_entries(aggregate(rows, baseline_name, columns), sort_by, columns)
+        entries = sort_entries(
+            aggregate(rows, baseline=baseline_name, columns=columns), sort_by, columns=columns
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     unmatched: list = []
     if reported:
-        from reinv_bench.leaderboard import attach_reported
         from reinv_bench.protocol import reported_rows
+        from reinv_bench.reported import attach_reported
 
         entries, unmatched = attach_reported(entries, filter_rows(reported_rows(state.registry), **filters))
     if not entries and not unmatched:
@@ -369,20 +679,24 @@ def leaderboard(state: State, fmt, sort_by, attacks, defenses, archs, scenarios,
     if fmt == "table":
         from rich.console import Console
 
-        from reinv_bench.leaderboard import rich_unmatched
+        from reinv_bench.reported import rich_unmatched
 
         if entries:
             Console().print(rich_table(entries, columns))
         if unmatched:
             Console().print(rich_unmatched(unmatched, columns))
     else:
-        click.echo(render(entries, fmt, unmatched, columns))
+        click.echo(render(entries, fmt, columns, unmatched))
 
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--kind", type=click.Choice(["attack", "defense", "architecture", "scenario", "metric", "executor",
-                                           "weights"]), default=None, help="Only this kind (where NAME is several).")
+@click.option(
+    "--kind",
+    type=click.Choice(["attack", "defense", "architecture", "scenario", "metric", "executor", "weights"]),
+    default=None,
+    help="Only this kind (where NAME is several).",
+)
 @click.pass_obj
 def plugins(state: State, name: str | None, kind: str | None):
     """List every registered plugin item with the package it comes from; with NAME, describe one:
@@ -408,14 +722,21 @@ def plugins(state: State, name: str | None, kind: str | None):
                 detail = getattr(obj, "description", "")
             rows.append([kind, e.name, e.plugin, e.source, detail])
     for name in state.pm.failed:
-        rows.append(["FAILED", name, name, state.pm.sources[name], f"failed to import; -p no:{name} hides it"])
+        rows.append(
+            ["FAILED", name, name, state.pm.sources[name], f"failed to import; -p no:{name} hides it"]
+        )
     click.echo(tabulate(rows, ["kind", "name", "plugin", "from", "details"], tablefmt="simple"))
 
 
 @cli.command()
 @click.argument("scenario", required=False, default="mnist")
-@click.option("--data-root", type=click.Path(path_type=Path), envvar="REINV_BENCH_DATA", default=None,
-              help="Root of local datasets: with it, the card shows the split sizes and the data digest.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    envvar="REINV_BENCH_DATA",
+    default=None,
+    help="Root of local datasets: with it, the card shows the split sizes and the data digest.",
+)
 @click.pass_obj
 def protocol(state: State, scenario: str, data_root: Path | None):
     """Print SCENARIO's protocol card (default: mnist): splits and their seed, identities attacked,
@@ -451,8 +772,9 @@ def weights(ctx: click.Context):
     rows = []
     for e in ctx.obj.registry.entries("weights"):
         w = e.obj
-        rows.append([w.name, w.filename, hash_label(w), best_state(w), "\n".join(map(str, candidates(w))),
-                     e.plugin])
+        rows.append(
+            [w.name, w.filename, hash_label(w), best_state(w), "\n".join(map(str, candidates(w))), e.plugin]
+        )
     click.echo(tabulate(rows, ["name", "file", "sha256", "state", "looked in", "plugin"], tablefmt="simple"))
 
 
@@ -468,6 +790,52 @@ def weights_add(state: State, name: str, file: Path):
     click.echo(f"installed {name}: {dest}")
 
 
+@cli.group()
+def data():
+    """Check a scenario's data before a run (`data check SCENARIO`)."""
+
+
+@data.command("check")
+@click.argument("scenario")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    envvar="REINV_BENCH_DATA",
+    default=None,
+    help="Root of local datasets (env REINV_BENCH_DATA).",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    help="Image files decoded per image set, drawn with a fixed seed (0: every file).",
+)
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the label order, one 'INDEX<TAB>NAME' line per class "
+    "(default: SCENARIO-labels.txt here).",
+)
+@click.pass_obj
+def data_check(state: State, scenario: str, data_root: Path | None, sample: int, labels_file: Path | None):
+    """Read what SCENARIO would read and report every problem at once, each with what to do; write
+    the label order and print the data digest that keys the cache. Exit 0 when ready, 1 otherwise."""
+    from reinv_bench.doctor import check_data, render
+
+    report = check_data(
+        state.registry.get("scenario", scenario), data_root.resolve() if data_root else None, sample
+    )
+    if report.ready:
+        labels_file = labels_file or Path(f"{scenario}-labels.txt")
+        labels_file.write_text(report.label_text())
+    click.echo(render(report, labels_file if report.ready else None))
+    if not report.ready:
+        sys.exit(1)
+
+
 def _plugin_args(args: list[str]) -> tuple[str, ...]:
     """The -p values, parsed by click itself (``-p X``, ``-pX``, ``-p=X``), before the plugins'
     commands exist: the group's options only, the rest of the line left alone."""
@@ -478,43 +846,65 @@ def _plugin_args(args: list[str]) -> tuple[str, ...]:
     return tuple(ctx.params.get("plugin_args") or ())
 
 
-def _filter_options(f):
-    """-a/-d/--arch/--scenario/--budget/--protocol filters and --baseline, as the leaderboard's."""
-    for opt in reversed([
-        click.option("-a", "--attack", "attacks", multiple=True, help="Only these attacks (label as shown)."),
-        click.option("-d", "--defense", "defenses", multiple=True, help="Only these defenses."),
-        click.option("--arch", "archs", multiple=True, help="Only these architectures."),
-        click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios."),
-        click.option("--budget", "budgets", multiple=True, help="Only these budgets."),
-        click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols."),
-        click.option("--baseline", "baseline_name", default="none", show_default=True, metavar="DEFENSE",
-                     help="The defense every other is compared with."),
-    ]):
-        f = opt(f)
-    return f
-
-
-def _stored(state: State, workdir: Path, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name,
-            failed: bool = False):
+def _stored(
+    state: State,
+    workdir: Path,
+    attacks,
+    defenses,
+    archs,
+    scenarios,
+    budgets,
+    protocols,
+    baseline_name,
+    failed: bool = False,
+):
     """(rows, entries, columns) of the stored results that match the filters."""
-    from reinv_bench.leaderboard import aggregate, declared_columns, filter_rows, sort_entries
+    from reinv_bench.aggregate import aggregate, declared_columns, filter_rows, sort_entries
     from reinv_bench.store import Store
 
     db = workdir / "results.db"
     if not db.is_file():
         raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
-    rows = filter_rows(Store(db).rows(), attack=attacks, defense=defenses, arch=archs, scenario=scenarios,
-                       budget=budgets, protocol=protocols)
+    rows = filter_rows(
+        Store(db).rows(),
+        attack=attacks,
+        defense=defenses,
+        arch=archs,
+        scenario=scenarios,
+        budget=budgets,
+        protocol=protocols,
+    )
     columns = declared_columns(state.registry)
-    entries = sort_entries(aggregate(rows, baseline_name, columns), columns=columns)
+    _check_baseline(rows, baseline_name)
+    entries = sort_entries(aggregate(rows, baseline=baseline_name, columns=columns), columns=columns)
     if not entries and not (failed and rows):
         raise click.ClickException("no successful results match the filters")
     return rows, entries, columns
 
 
+def _check_baseline(rows, baseline_name: str) -> None:
+    """A --baseline given on the command line must name a defense of the selected results."""
+    from reinv_bench.aggregate import check_baseline
+
+    if (
+        click.get_current_context().get_parameter_source("baseline_name")
+        == click.core.ParameterSource.DEFAULT
+    ):
+        return
+    try:
+        check_baseline(rows, baseline_name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _output_option(f):
-    return click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                        help="The file to write (.png, .svg or .pdf).")(f)
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="The file to write (.png, .svg or .pdf).",
+    )(f)
 
 
 @cli.command()
@@ -524,14 +914,27 @@ def _output_option(f):
 @click.option("--y", "y_key", default=None, help="Column on y (default: the privacy axis, attack accuracy).")
 @workdir_option
 @click.pass_obj
-def plot(state: State, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, output, x_key, y_key,
-         workdir):
+def plot(
+    state: State,
+    attacks,
+    defenses,
+    archs,
+    scenarios,
+    budgets,
+    protocols,
+    baseline_name,
+    output,
+    x_key,
+    y_key,
+    workdir,
+):
     """Privacy-utility scatter per comparison group: 95% interval error bars, the baseline marked,
     the Pareto front drawn, a defense swept over one parameter drawn as a curve."""
     from reinv_bench.plots import PlotError, privacy_utility
 
-    _, entries, columns = _stored(state, _expand_home(workdir), attacks, defenses, archs, scenarios, budgets,
-                                  protocols, baseline_name)
+    _, entries, columns = _stored(
+        state, _expand_home(workdir), attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
+    )
     try:
         privacy_utility(entries, output, columns, x_key, y_key)
     except PlotError as exc:
@@ -542,14 +945,36 @@ def plot(state: State, attacks, defenses, archs, scenarios, budgets, protocols, 
 @cli.command()
 @_filter_options
 @_output_option
-@click.option("--classes", type=click.IntRange(1), default=8, show_default=True, help="The first K attacked classes.")
-@click.option("--seed", type=int, default=None, help="Which seed's reconstructions (default: the lowest common one).")
-@click.option("--restarts", "restarts", default=None, metavar="DEFENSE",
-              help="Every reconstruction (restart) of this defense's cell instead of one per defense.")
+@click.option(
+    "--classes", type=click.IntRange(1), default=8, show_default=True, help="The first K attacked classes."
+)
+@click.option(
+    "--seed", type=int, default=None, help="Which seed's reconstructions (default: the lowest common one)."
+)
+@click.option(
+    "--restarts",
+    "restarts",
+    default=None,
+    metavar="DEFENSE",
+    help="Every reconstruction (restart) of this defense's cell instead of one per defense.",
+)
 @workdir_option
 @click.pass_obj
-def show(state: State, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, output, classes, seed,
-         restarts, workdir):
+def show(
+    state: State,
+    attacks,
+    defenses,
+    archs,
+    scenarios,
+    budgets,
+    protocols,
+    baseline_name,
+    output,
+    classes,
+    seed,
+    restarts,
+    workdir,
+):
     """Reconstruction grid of one comparison group: rows = attacked classes, first column a private
     training image of the class, then per defense the reconstruction the target is most confident
     in (or, with --restarts, every reconstruction of one cell)."""
@@ -557,15 +982,20 @@ def show(state: State, attacks, defenses, archs, scenarios, budgets, protocols, 
     from reinv_bench.plots import PlotError, group_title, groups, private_loader, reconstruction_grid
 
     workdir = _expand_home(workdir)
-    _, entries, _ = _stored(state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name)
+    _, entries, _ = _stored(
+        state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
+    )
     gs = groups(entries)
     if len(gs) > 1:
         names = "; ".join(group_title(g[0]) for g in gs)
-        raise click.ClickException(f"{len(gs)} comparison groups match ({names}); pick one with -a/--arch/"
-                                   "--scenario/--budget/--protocol")
+        raise click.ClickException(
+            f"{len(gs)} comparison groups match ({names}); pick one with -a/--arch/"
+            "--scenario/--budget/--protocol"
+        )
     try:
-        _, (nrows, ncols), notes = reconstruction_grid(gs[0], Artifacts(workdir), private_loader(state.registry),
-                                                       output, classes, seed, restarts)
+        _, (nrows, ncols), notes = reconstruction_grid(
+            gs[0], Artifacts(workdir), private_loader(state.registry), output, classes, seed, restarts
+        )
     except PlotError as exc:
         raise click.ClickException(str(exc)) from None
     for note in notes:
@@ -575,24 +1005,52 @@ def show(state: State, attacks, defenses, archs, scenarios, budgets, protocols, 
 
 @cli.command()
 @_filter_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
-              show_default=True, help="The HTML file to write.")
-@click.option("--classes", type=click.IntRange(1), default=6, show_default=True,
-              help="Attacked classes in each reconstruction grid.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+@click.option(
+    "--classes",
+    type=click.IntRange(1),
+    default=6,
+    show_default=True,
+    help="Attacked classes in each reconstruction grid.",
+)
 @workdir_option
 @click.pass_obj
-def report(state: State, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, output, classes,
-           workdir):
+def report(
+    state: State,
+    attacks,
+    defenses,
+    archs,
+    scenarios,
+    budgets,
+    protocols,
+    baseline_name,
+    output,
+    classes,
+    workdir,
+):
     """One self-contained HTML file (images embedded, no network, no script): leaderboards with
     intervals per group, privacy-utility plots, reconstruction grids, each cell's config and
     timings, failed cells, metric gaps and the environment."""
     from reinv_bench.report import build
 
     workdir = _expand_home(workdir)
-    rows, _, columns = _stored(state, workdir, attacks, defenses, archs, scenarios, budgets, protocols,
-                               baseline_name, failed=True)
+    rows, _, columns = _stored(
+        state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, failed=True
+    )
     text = build(rows, workdir, state.registry, columns, baseline_name, classes)
-    output.write_text(text, encoding="utf-8")
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:  # read-only disk, no permission, full disk, missing folder
+        raise click.ClickException(
+            f"cannot write {output}: {exc.strerror or exc}; pass -o a path that can be written"
+        ) from None
     click.echo(f"wrote {output} ({len(text.encode()) / 1024:.0f} KiB)")
 
 

@@ -115,9 +115,7 @@ class Configurable:
                 valid = ", ".join(f"{k} (default {p.default!r})" for k, p in cls.params.items())
                 close = difflib.get_close_matches(key, cls.params, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"{cls.name}: unknown parameter {key!r}.{hint} Valid: {valid or '(none)'}"
-                )
+                raise ConfigError(f"{cls.name}: unknown parameter {key!r}.{hint} Valid: {valid or '(none)'}")
             try:
                 config[key] = cls.params[key].parse(key, raw)
             except ConfigError as exc:

@@ -34,6 +34,16 @@ class ScenarioData:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario's data (``reinv-bench data check``): what, and what to do.
+    ``error``: the scenario is not ready (False: a warning; the run would go on)."""
+
+    what: str
+    fix: str
+    error: bool = True
+
+
+@dataclass(frozen=True)
 class TrainRecipe:
     """How a classifier is trained in one budget (the paper budget cites its source)."""
 
@@ -77,3 +87,18 @@ class Scenario:
         """Training recipe of the target ("target", of architecture ``arch``), evaluation model
         ("eval") or a defense's pretraining on public data ("pretrain")."""
         raise NotImplementedError
+
+    def check(self, data_root: Path | None, sample: int = 1000, decode: bool = True) -> list[Problem]:
+        """Every problem of the data ``load(data_root)`` would read, at once (``reinv-bench data
+        check``). The default runs the generic checks of ``reinv_bench.doctor.generic_checks``
+        (the data loads, every class has training images, labels in range, splits disjoint, a
+        sample of ``sample`` image files decodes, 0: all; ``decode=False``: none); a scenario
+        adds its own (layout, list files, identity counts) and calls ``super().check`` once its
+        layout is sound."""
+        from reinv_bench.doctor import generic_checks
+
+        return generic_checks(self, data_root, sample, decode)
+
+    def class_names(self, data_root: Path | None) -> list[str] | None:
+        """The name of each class, in label order (a digit, an identity), or None: "class i"."""
+        return None

@@ -23,13 +23,23 @@ from typing import Any
 
 from reinv_bench.api import ConfigError, did_you_mean
 
+MAX_SEEDS = 1000  # seeds per cell (--seeds and a grid's seeds): a typo of a few zeros is an error, not a hang
 # key -> (type, what it holds)
 KEYS: dict[str, tuple[type, str]] = {
-    "attacks": (list, "attack specs"), "defenses": (list, "defense specs"), "archs": (list, "architectures"),
-    "scenarios": (list, "scenarios"), "seeds": (int, "seeds per cell"), "budget": (str, "smoke|quick|paper"),
-    "metrics": (list, "metric names"), "eval_arch": (str, "evaluation model"), "data_root": (str, "data folder"),
-    "recipes": (list, "ROLE:key=value texts"), "executor": (str, "executor spec"), "device": (str, "device"),
-    "baseline": (bool, "add the none baseline"), "deterministic": (bool, "deterministic CUDA kernels"),
+    "attacks": (list, "attack specs"),
+    "defenses": (list, "defense specs"),
+    "archs": (list, "architectures"),
+    "scenarios": (list, "scenarios"),
+    "seeds": (int, "seeds per cell"),
+    "budget": (str, "smoke|quick|paper"),
+    "metrics": (list, "metric names"),
+    "eval_arch": (str, "evaluation model"),
+    "data_root": (str, "data folder"),
+    "recipes": (list, "ROLE:key=value texts"),
+    "executor": (str, "executor spec"),
+    "device": (str, "device"),
+    "baseline": (bool, "add the none baseline"),
+    "deterministic": (bool, "deterministic CUDA kernels"),
     "precision": (str, "fp32|bf16|tf32"),
 }
 
@@ -37,22 +47,34 @@ KEYS: dict[str, tuple[type, str]] = {
 def load(path: Path) -> dict[str, Any]:
     """The grid file's settings, checked: unknown keys and wrong types are one-line errors."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"grid {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"grid {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"grid {path} is not valid TOML: {exc}") from None
     for key, value in data.items():
         if key not in KEYS:
-            raise ConfigError(f"grid {path}: unknown key {key!r}{did_you_mean(key, KEYS)}; "
-                              f"keys: {', '.join(KEYS)}")
+            raise ConfigError(
+                f"grid {path}: unknown key {key!r}{did_you_mean(key, KEYS)}; keys: {', '.join(KEYS)}"
+            )
         kind, what = KEYS[key]
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is list:
             ok = ok and all(isinstance(v, str) for v in value)
         if not ok:
-            raise ConfigError(f"grid {path}: {key} must be {'a list of strings' if kind is list else kind.__name__} "
-                              f"({what}), got {value!r}")
+            raise ConfigError(
+                f"grid {path}: {key} must be {'a list of strings' if kind is list else kind.__name__} "
+                f"({what}), got {value!r}"
+            )
+    if "seeds" in data and not 1 <= data["seeds"] <= MAX_SEEDS:
+        raise ConfigError(
+            f"grid {path}: seeds must be between 1 and {MAX_SEEDS} (seeds per cell), got {data['seeds']}"
+        )
     return data
 
 

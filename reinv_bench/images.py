@@ -54,8 +54,12 @@ def _processes() -> ProcessPoolExecutor:
     from multiprocessing.util import Finalize
 
     # spawn: safe beside CUDA and threads; workers import only what the decode function needs
-    pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_exit_with, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=WORKERS,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with,
+        initargs=(os.getpid(),),
+    )
     # stopped when this process exits, also when it is itself a worker process (a local executor's):
     # multiprocessing's exit joins non-daemonic children, and these would wait for work forever.
     # Priority above 10, that of the call queue's own finalizer, which stops the thread that
@@ -87,8 +91,14 @@ class ImageFiles:
     """Lazily decoded images. ``decode(path) -> uint8 array (H, W, C)`` at the final size; the
     images come back as float32 in [-1, 1], like every image in the harness."""
 
-    def __init__(self, paths: Sequence[str], decode: Callable[[str], np.ndarray], shape: tuple[int, int, int],
-                 _index: np.ndarray | None = None, _cache: dict[int, Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        decode: Callable[[str], np.ndarray],
+        shape: tuple[int, int, int],
+        _index: np.ndarray | None = None,
+        _cache: dict[int, Tensor] | None = None,
+    ) -> None:
         self.paths = list(paths) if _index is None else paths
         self.decode = decode
         self.image_shape = tuple(shape)
@@ -117,19 +127,29 @@ class ImageFiles:
         got = {i: self.cache[i] for i in idx if i in self.cache}
         missing = [i for i in dict.fromkeys(idx) if i not in got]
         decoded = None
-        if WORKERS > 1 and not _BROKEN and len(missing) >= int(os.environ.get("REINV_BENCH_DECODE_PROCESS_MIN", "1024")):
+        if (
+            WORKERS > 1
+            and not _BROKEN
+            and len(missing) >= int(os.environ.get("REINV_BENCH_DECODE_PROCESS_MIN", "1024"))
+        ):
             chunks = [[self.paths[i] for i in missing[k : k + CHUNK]] for k in range(0, len(missing), CHUNK)]
             try:
-                decoded = [a for part in _processes().map(_decode_many, repeat(self.decode), chunks) for a in part]
+                decoded = [
+                    a for part in _processes().map(_decode_many, repeat(self.decode), chunks) for a in part
+                ]
             except BrokenProcessPool as exc:  # e.g. a __main__ that spawned workers cannot import
                 _BROKEN.append(exc)
-                warnings.warn(f"image decoding falls back to threads: worker processes failed ({exc})", stacklevel=2)
+                warnings.warn(
+                    f"image decoding falls back to threads: worker processes failed ({exc})", stacklevel=2
+                )
         if decoded is None:
             decoded = _threads().map(lambda i: self.decode(self.paths[i]), missing)
         for i, arr in zip(missing, decoded):
             img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
             if tuple(img.shape) != self.image_shape:
-                raise ValueError(f"{self.paths[i]} decoded to {tuple(img.shape)}, expected {self.image_shape}")
+                raise ValueError(
+                    f"{self.paths[i]} decoded to {tuple(img.shape)}, expected {self.image_shape}"
+                )
             if _CACHED["bytes"] + img.numel() <= self.cache_limit:
                 self.cache[i] = img
                 _CACHED["bytes"] += img.numel()

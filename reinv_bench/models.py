@@ -28,8 +28,16 @@ class Classifier(nn.Module):
     freeze point (TL-DMI's default for the architecture), in blocks.
     """
 
-    def __init__(self, blocks: Iterable[nn.Module], head: nn.Module, feature_dim: int, num_classes: int,
-                 freeze_point: int = 0, upstream: nn.Module | None = None, fresh: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        blocks: Iterable[nn.Module],
+        head: nn.Module,
+        feature_dim: int,
+        num_classes: int,
+        freeze_point: int = 0,
+        upstream: nn.Module | None = None,
+        fresh: tuple[str, ...] = (),
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.head = head
@@ -39,10 +47,45 @@ class Classifier(nn.Module):
         # Built from the modules of an upstream model (torchvision, face.evoLVe, facenet-pytorch)?
         # Then its checkpoints load by name: upstream tensor name -> our name, found by identity.
         ours = {id(t): k for k, t in self.state_dict(keep_vars=True).items()}
-        self.upstream_names = {} if upstream is None else {
-            k: ours[id(t)] for k, t in upstream.state_dict(keep_vars=True).items() if id(t) in ours}
+        self.upstream_names = (
+            {}
+            if upstream is None
+            else {k: ours[id(t)] for k, t in upstream.state_dict(keep_vars=True).items() if id(t) in ours}
+        )
         # prefixes a pretrained checkpoint need not provide: the head, and layers the paper adds
         self.fresh = ("head.", *fresh)
+
+    def load_checkpoint(self, state: dict[str, Tensor], what: str = "pretrained weights") -> None:
+        """Load pretrained weights: all but the layers the architecture adds (``self.fresh``: the
+        head, ...), which keep their initialisation. An upstream checkpoint (torchvision,
+        face.evoLVe, facenet-pytorch names) is renamed to the Classifier's first. Anything else
+        missing, unexpected or of another shape is a ValueError naming ``what`` (\"pretrained
+        weights from X do not fit ...\")."""
+        if not any(k.startswith("blocks.") for k in state):
+            state = {self.upstream_names[k]: v for k, v in state.items() if k in self.upstream_names}
+        own = self.state_dict()
+        state = {
+            k: v
+            for k, v in state.items()
+            if not (k.startswith(self.fresh) and (k not in own or own[k].shape != v.shape))
+        }
+        wrong = [
+            f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and own[k].shape != v.shape
+        ]
+        missing = [
+            k
+            for k in own
+            if k not in state and not k.startswith(self.fresh) and not k.endswith("num_batches_tracked")
+        ]  # absent from older checkpoints
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"pretrained weights from {what}: missing {missing[:4]}, unexpected {unexpected[:4]}, "
+                f"shapes differ {wrong[:4]} ({len(missing)}/{len(unexpected)}/{len(wrong)} in all)"
+            )
+        self.load_state_dict(state, strict=False)
 
     def forward_all(self, x: Tensor, hidden: bool = False) -> Output:
         hs = []

@@ -29,9 +29,23 @@ from reinv_bench import recipes
 from reinv_bench import spec as specs
 from reinv_bench.api import Attack, ConfigError, Defense, Scenario, WrapperAttack
 from reinv_bench.registry import Registry
+from reinv_bench.store import Labels
 
 PRECISIONS = ("fp32", "bf16", "tf32")  # --precision
 ARTIFACT_VERSION = 2  # 2: data digest and every plugin's version in the keys; verified artifacts
+
+
+def check_precision(precision: str, device: Any = None) -> None:
+    """The one check of ``--precision``: a known name, and bf16 only on a device that has it."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device is not None and device.type == "cuda":
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                f"precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use tf32 or fp32"
+            )
 
 
 def digest(obj: Any) -> str:
@@ -62,7 +76,7 @@ def data_spec(steps: dict[str, Step], step: Step) -> dict[str, Any]:
 @dataclass
 class Cell:
     cell_id: str
-    labels: dict[str, Any]  # scenario, arch, defense, attack, seed, budget: what the leaderboard shows
+    labels: Labels  # scenario, protocol, arch, defense, attack, threat model, seed, budget
     config: dict[str, Any]  # every resolved hyperparameter
     eval_key: str
     target_key: str
@@ -84,8 +98,12 @@ class Request:
     metrics: list[str] | None = None  # None: the metrics of each scenario's protocol
     eval_arch: str | None = None  # None: each scenario's evaluation model
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> TrainRecipe overrides
-    class_chunk: int | str = 0  # classes per inversion step (0: all in one; "auto": the attack's identity batch)
-    precision: str = "fp32"  # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
+    class_chunk: int | str = (
+        0  # classes per inversion step (0: all in one; "auto": the attack's identity batch)
+    )
+    precision: str = (
+        "fp32"  # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
+    )
 
 
 @dataclass
@@ -94,8 +112,14 @@ class Plan:
     cells: list[Cell]
 
 
-def _label(name: str, cls: type, overrides: dict[str, str], config: dict, budget: str,
-           keep: frozenset[str] = frozenset()) -> str:
+def _component_label(
+    name: str,
+    cls: type,
+    overrides: dict[str, str],
+    config: dict,
+    budget: str,
+    keep: frozenset[str] = frozenset(),
+) -> str:
     """The component as the leaderboard shows it: the parameters that differ from the budget's
     defaults, written from their parsed values (``p=.5`` and ``p=0.50`` both read ``p=0.5``)."""
     base = cls.resolve({}, budget)
@@ -109,8 +133,9 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-def resolve_defense(registry: Registry, text: str, budget: str,
-                    keep: frozenset[str] = frozenset()) -> tuple[str, list[dict[str, Any]], list[Defense]]:
+def resolve_defense(
+    registry: Registry, text: str, budget: str, keep: frozenset[str] = frozenset()
+) -> tuple[str, list[dict[str, Any]], list[Defense]]:
     """Parse and validate a defense spec; returns (label, normalised spec, instances)."""
     from reinv_bench.train import compose
 
@@ -125,14 +150,15 @@ def resolve_defense(registry: Registry, text: str, budget: str,
         cls: type[Defense] = registry.get("defense", comp.name)
         inst = cls(comp.params, budget)
         insts.append(inst)
-        labels.append(_label(comp.name, cls, comp.params, inst.config, budget, keep))
+        labels.append(_component_label(comp.name, cls, comp.params, inst.config, budget, keep))
         desc.append({"name": comp.name, "version": cls.version, "config": dict(inst.config)})
     compose(insts)  # refuses conflicting compositions
     return "+".join(labels), desc, insts
 
 
-def resolve_attack(registry: Registry, text: str, budget: str,
-                   keep: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any], Attack]:
+def resolve_attack(
+    registry: Registry, text: str, budget: str, keep: frozenset[str] = frozenset()
+) -> tuple[str, dict[str, Any], Attack]:
     """Parse ``NAME[...]`` or ``WRAPPER[...]+NAME[...]`` (e.g. ``lomma+gmi``): a wrapper attack
     (a ``WrapperAttack``) modifies the attack to its right, which it receives as ``base``."""
     comps = specs.parse(text)
@@ -144,12 +170,22 @@ def resolve_attack(registry: Registry, text: str, budget: str,
         if i == 0 and wraps:
             raise specs.SpecError(f"attack {comp.name!r} wraps a base attack: write e.g. {comp.name}+gmi")
         if i > 0 and not wraps:
-            raise specs.SpecError(f"{text!r}: {comp.name!r} is not a wrapper attack; only wrappers (like lomma) "
-                                  "may stand left of '+'")
-        inst = cls(comp.params, budget) if desc is None else cls(comp.params, budget, base=build_attack(registry, desc))
-        labels.insert(0, _label(comp.name, cls, comp.params, inst.config, budget, keep))
-        desc = {"name": comp.name, "version": cls.version, "config": dict(inst.config),
-                **({"base": desc} if desc is not None else {})}
+            raise specs.SpecError(
+                f"{text!r}: {comp.name!r} is not a wrapper attack; only wrappers (like lomma) "
+                "may stand left of '+'"
+            )
+        inst = (
+            cls(comp.params, budget)
+            if desc is None
+            else cls(comp.params, budget, base=build_attack(registry, desc))
+        )
+        labels.insert(0, _component_label(comp.name, cls, comp.params, inst.config, budget, keep))
+        desc = {
+            "name": comp.name,
+            "version": cls.version,
+            "config": dict(inst.config),
+            **({"base": desc} if desc is not None else {}),
+        }
     return "+".join(labels), desc, inst
 
 
@@ -171,17 +207,6 @@ def _chunk(class_chunk: int | str, attack: Attack) -> int:
     return int(class_chunk)
 
 
-def _invert(add, spec: dict, classes: list[int], chunk: int, deps: tuple[str, ...], label: str) -> str:
-    """The inversion of ``classes``: one step, or one cached step per chunk of ``chunk`` classes
-    (they spread over workers and resume chunk by chunk) and a ``merge`` step joining them."""
-    if not chunk or len(classes) <= chunk:
-        return add(Step("invert", {**spec, "classes": classes}, deps=deps, label=label))
-    parts = [add(Step("invert", {**spec, "classes": classes[i:i + chunk]}, deps=deps,
-                      label=f"{label} / classes {classes[i]}-{classes[min(i + chunk, len(classes)) - 1]}"))
-             for i in range(0, len(classes), chunk)]
-    return add(Step("merge", {"chunks": parts, "seed": spec["seed"]}, deps=tuple(parts), label=f"merge {label}"))
-
-
 def _with_defaults(text: str, scenario: Scenario) -> str:
     """The attack spec with the scenario's protocol values for parameters the user left unset
     (``Scenario.attack_defaults``, e.g. GMI's lr 0.01 on its MNIST protocol); they show in the label."""
@@ -200,98 +225,299 @@ def _unique(resolved: list[tuple]) -> list[tuple]:
     return list(seen.values())
 
 
+# ---- where a network's weights start ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RandomInit:
+    """Random initialisation (the architecture's own)."""
+
+    def record(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class FileInit:
+    """Weights from a local file, identified by its SHA-256 (``--arch NAME[weights=...]``, a
+    pretrained defense's ``weights=``)."""
+
+    path: str
+    sha256: str
+
+    def record(self) -> dict[str, str]:
+        return {"weights": self.path, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class PretrainedInit:
+    """Weights of a pretrain step of this plan (on the scenario's public data), by its key."""
+
+    key: str
+
+    def record(self) -> dict[str, str]:
+        return {"pretrained": self.key}
+
+
+Init = RandomInit | FileInit | PretrainedInit  # ``record()``: what the step specs (so the keys) hold
+
+
+# ---- the builders: one per step kind ------------------------------------------------------------
+
+
+@dataclass
+class _Scope:
+    """What the builders of one scenario share: the request, the registry, the plan's steps so far,
+    the scenario (with the user's recipes), its data spec, its evaluation step and its metrics."""
+
+    req: Request
+    registry: Registry
+    steps: dict[str, Step]
+    scenario: Scenario
+    data: dict[str, Any]  # scenario, version, data root and digest: in every key that reads data
+    prec: dict[str, str]  # {"precision": ...} unless fp32 (fp32 keys stay as they were)
+    protocol: str = ""
+    eval_key: str = ""
+    eval_desc: dict[str, Any] = field(default_factory=dict)  # the cell config's "eval" entry
+    metrics: list[str] = field(default_factory=list)
+    metric_versions: list[str] = field(default_factory=list)
+
+    def add(self, step: Step) -> str:
+        self.steps.setdefault(step.key, step)
+        return step.key
+
+
+def _eval_step(sc: _Scope) -> None:
+    """The scenario's evaluation model (another one is another protocol: its rows rank apart)."""
+    req, scenario = sc.req, sc.scenario
+    label, arch, init = resolve_arch(sc.registry, req.eval_arch or scenario.eval_arch)
+    sc.protocol = scenario.protocol if label == scenario.eval_arch else f"{scenario.protocol}, eval {label}"
+    recipe = asdict(scenario.recipe("eval", req.budget, arch))
+    sc.eval_key = sc.add(
+        Step(
+            "eval",
+            {
+                **sc.data,
+                "arch": arch,
+                "arch_version": sc.registry.get("architecture", arch).version,
+                "recipe": recipe,
+                "seed": 0,
+                "init": init.record(),
+            },
+            label=f"eval model {label} on {scenario.name}",
+        )
+    )
+    sc.eval_desc = {"arch": label, "init": init.record(), "recipe": recipe}
+
+
+def _metric_names(req: Request, registry: Registry, scenario: Scenario) -> tuple[list[str], list[str]]:
+    """The request's metrics, else those of the scenario's protocol; and ``name@version`` of each."""
+    names = (
+        list(dict.fromkeys(req.metrics))
+        if req.metrics is not None
+        else [
+            m.name
+            for m in (e.obj for e in registry.entries("metric"))
+            if not m.protocols or scenario.protocol in m.protocols
+        ]
+    )
+    return names, sorted(f"{m}@{registry.get('metric', m).version}" for m in names)
+
+
+def _target_recipe(sc: _Scope, arch: str, insts: list[Defense]) -> dict[str, Any]:
+    """The scenario's target recipe, as each defense changes it (a paper's own schedule: tl,
+    bido), with the user's values last."""
+    recipe = sc.scenario.recipe("target", sc.req.budget, arch)
+    for d in insts:
+        recipe = d.recipe(recipe, sc.req.budget, arch)
+    return asdict(recipes.apply(recipe, sc.req.recipes, "target"))
+
+
+def _target_step(
+    sc: _Scope, arch: tuple[str, str, Init], defense: tuple, seed: int
+) -> tuple[str, Init, dict]:
+    """The target arch x defense x seed (after its pretrain step, if it starts from one); returns
+    (key, where its weights start, its recipe)."""
+    arch_label, name, arch_init = arch
+    dlabel, ddesc, insts = defense
+    recipe = _target_recipe(sc, name, insts)
+    init = _init(sc, name, arch_init, insts)
+    deps = (init.key,) if isinstance(init, PretrainedInit) else ()
+    key = sc.add(
+        Step(
+            "target",
+            {
+                **sc.data,
+                "arch": name,
+                "arch_version": sc.registry.get("architecture", name).version,
+                "defense": ddesc,
+                "recipe": recipe,
+                "seed": seed,
+                "init": init.record(),
+                **sc.prec,
+            },
+            deps=deps,
+            label=f"target {arch_label} / {dlabel} / seed {seed}",
+        )
+    )
+    return key, init, recipe
+
+
+def _prior_steps(sc: _Scope, attack: tuple, target_key: str, dlabel: str, seed: int) -> dict[str, str]:
+    """The attack's priors, by kind: once per scenario, or per target for those that use it."""
+    _, adesc, inst = attack
+    priors = {}
+    for ps in inst.priors():
+        spec = {
+            **sc.data,
+            "kind": ps.kind,
+            "version": ps.version,
+            "params": ps.params,
+            "target": target_key if ps.uses_target else None,
+            "seed": seed if ps.uses_target else 0,
+            **sc.prec,
+        }
+        label = f"prior {ps.kind} on {sc.scenario.name}" + (
+            f" for {dlabel} seed {seed}" if ps.uses_target else ""
+        )
+        priors[ps.kind] = sc.add(
+            Step(
+                "prior",
+                spec,
+                deps=(target_key,) if ps.uses_target else (),
+                label=label,
+                extra={"attack": adesc},
+            )
+        )
+    return priors
+
+
+def _invert_step(
+    sc: _Scope, attack: tuple, target_key: str, priors: dict[str, str], label: str, seed: int
+) -> str:
+    """The inversion of the attacked classes: one step, or one cached step per chunk of classes
+    (they spread over workers and resume chunk by chunk) and a ``merge`` step joining them."""
+    spec = {"attack": attack[1], "target": target_key, "priors": priors, "seed": seed, **sc.prec}
+    classes, chunk = sc.scenario.target_classes(), _chunk(sc.req.class_chunk, attack[2])
+    deps = (target_key, *priors.values())
+    if not chunk or len(classes) <= chunk:
+        return sc.add(Step("invert", {**spec, "classes": classes}, deps=deps, label=label))
+    parts = [
+        sc.add(
+            Step(
+                "invert",
+                {**spec, "classes": classes[i : i + chunk]},
+                deps=deps,
+                label=f"{label} / classes {classes[i]}-{classes[min(i + chunk, len(classes)) - 1]}",
+            )
+        )
+        for i in range(0, len(classes), chunk)
+    ]
+    return sc.add(Step("merge", {"chunks": parts, "seed": seed}, deps=tuple(parts), label=f"merge {label}"))
+
+
+def _cell(
+    sc: _Scope,
+    arch: tuple[str, str, Init],
+    defense: tuple,
+    target: tuple[str, Init, dict],
+    attack: tuple,
+    seed: int,
+) -> Cell:
+    """One results row to be: the attack's priors and inversion of ``target`` (``_target_step``)
+    and its evaluation."""
+    arch_label, name, _ = arch
+    dlabel, ddesc, _ = defense
+    alabel, adesc, inst = attack
+    target_key, init, recipe = target
+    priors = _prior_steps(sc, attack, target_key, dlabel, seed)
+    invert_key = _invert_step(
+        sc, attack, target_key, priors, f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}", seed
+    )
+    labels = Labels(
+        sc.scenario.name, sc.protocol, arch_label, dlabel, alabel, inst.threat_model, seed, sc.req.budget
+    )
+    config = {
+        "scenario": {**sc.data, "classes": sc.scenario.target_classes()},
+        "arch": {"name": name, "init": init.record()},
+        "target_recipe": recipe,
+        "eval": sc.eval_desc,
+        "defense": ddesc,
+        "attack": adesc,
+        "precision": sc.req.precision,
+        # the user's --recipe overrides: what the comparisons hold equal (a defense's own schedule,
+        # TL's or BiDO's at the paper budget, is in target_recipe and not part of the setting)
+        "recipes": sc.req.recipes,
+    }
+    cell_id = digest({"invert": invert_key, "eval": sc.eval_key, "metrics": sc.metric_versions})
+    return Cell(
+        cell_id, labels, config, sc.eval_key, target_key, list(priors.values()), invert_key, list(sc.metrics)
+    )
+
+
+def _defenses(req: Request, registry: Registry) -> list[tuple[str, list[dict[str, Any]], list[Defense]]]:
+    """The request's defenses resolved (sweeps expanded, the baseline added, duplicates dropped)."""
+    defenses = list(dict.fromkeys(req.defenses))
+    if req.baseline and any(d != "none" for d in defenses) and "none" not in defenses:
+        defenses.insert(0, "none")
+    return _unique(
+        [resolve_defense(registry, d, req.budget, keep) for text in defenses for d, keep in specs.sweep(text)]
+    )
+
+
 def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] | None = None) -> Plan:
     """The plan of ``req``. ``data_digest(scenario)`` gives the digest of a scenario's data as
     it will be read (default: load it); it enters every step key that reads data."""
-    steps: dict[str, Step] = {}
-    cells: list[Cell] = []
-    if req.precision not in PRECISIONS:
-        raise ConfigError(f"precision {req.precision!r}: give one of {', '.join(PRECISIONS)}")
-    # the steps it changes carry it in their spec (so in their key) unless fp32: fp32 keys stay as they were
-    prec = {} if req.precision == "fp32" else {"precision": req.precision}
+    check_precision(req.precision)
     if data_digest is None:
+
         def data_digest(name: str) -> str:
             root = None if req.data_root is None else Path(req.data_root)
             return registry.get("scenario", name).load(root).digest
 
-    def add(step: Step) -> str:
-        steps.setdefault(step.key, step)
-        return step.key
-
-    defenses = list(dict.fromkeys(req.defenses))
-    if req.baseline and any(d != "none" for d in defenses) and "none" not in defenses:
-        defenses.insert(0, "none")
+    steps: dict[str, Step] = {}
+    cells: list[Cell] = []
     for m in req.metrics or ():
         registry.get("metric", m)
-    resolved_defenses = _unique([resolve_defense(registry, d, req.budget, keep)
-                                 for text in defenses for d, keep in specs.sweep(text)])
+    defenses = _defenses(req, registry)
     attack_texts = [(a, keep) for text in dict.fromkeys(req.attacks) for a, keep in specs.sweep(text)]
     for sname in dict.fromkeys(req.scenarios):
         scenario: Scenario = recipes.with_recipes(registry.get("scenario", sname), req.recipes)
-        resolved_attacks = _unique([resolve_attack(registry, _with_defaults(a, scenario), req.budget, keep)
-                                    for a, keep in attack_texts])
-        metric_names = list(dict.fromkeys(req.metrics)) if req.metrics is not None else [
-            m.name for m in (e.obj for e in registry.entries("metric"))
-            if not m.protocols or scenario.protocol in m.protocols]
-        metric_versions = sorted(f"{m}@{registry.get('metric', m).version}" for m in metric_names)
+        attacks = _unique(
+            [
+                resolve_attack(registry, _with_defaults(a, scenario), req.budget, keep)
+                for a, keep in attack_texts
+            ]
+        )
+        metrics, metric_versions = _metric_names(req, registry, scenario)
         archs = [resolve_arch(registry, t) for t in dict.fromkeys(req.archs or [scenario.default_arch])]
         for _, arch, arch_init in archs:  # plan-time errors before any data is read
-            for *_, insts in resolved_defenses:
+            for *_, insts in defenses:
                 _start(registry, scenario, arch, arch_init, insts)
-        data = {"scenario": sname, "scenario_version": scenario.version, "data_root": req.data_root,
-                "data": data_digest(sname)}
-        eval_label, eval_arch, eval_init = resolve_arch(registry, req.eval_arch or scenario.eval_arch)
-        # another evaluation model is another evaluation protocol: its rows are ranked apart
-        protocol = scenario.protocol if eval_label == scenario.eval_arch else f"{scenario.protocol}, eval {eval_label}"
-        eval_recipe = asdict(scenario.recipe("eval", req.budget, eval_arch))
-        eval_key = add(Step("eval", {**data, "arch": eval_arch, "arch_version": registry.get("architecture", eval_arch).version,
-                                     "recipe": eval_recipe, "seed": 0, "init": eval_init},
-                            label=f"eval model {eval_label} on {sname}"))
-        for arch_label, arch, arch_init in archs:
-            arch_version = registry.get("architecture", arch).version
+        sc = _Scope(
+            req,
+            registry,
+            steps,
+            scenario,
+            {
+                "scenario": sname,
+                "scenario_version": scenario.version,
+                "data_root": req.data_root,
+                "data": data_digest(sname),
+            },
+            {} if req.precision == "fp32" else {"precision": req.precision},
+            metrics=metrics,
+            metric_versions=metric_versions,
+        )
+        _eval_step(sc)
+        for arch in archs:
             for seed in range(req.seeds):
-                for dlabel, ddesc, insts in resolved_defenses:
-                    recipe = scenario.recipe("target", req.budget, arch)
-                    for d in insts:  # a defense may train with its paper's own schedule (tl, bido)
-                        recipe = d.recipe(recipe, req.budget, arch)
-                    recipe = asdict(recipes.apply(recipe, req.recipes, "target"))  # the user's values win
-                    init, deps = _init(add, registry, data, scenario, arch, arch_init, insts, req.budget)
-                    target_key = add(Step("target", {**data, "arch": arch, "arch_version": arch_version,
-                                                     "defense": ddesc, "recipe": recipe,
-                                                     "seed": seed, "init": init, **prec}, deps=deps,
-                                          label=f"target {arch_label} / {dlabel} / seed {seed}"))
-                    for alabel, adesc, attack in resolved_attacks:
-                        priors = {}
-                        for ps in attack.priors():
-                            priors[ps.kind] = add(Step(
-                                "prior",
-                                {**data, "kind": ps.kind, "version": ps.version, "params": ps.params,
-                                 "target": target_key if ps.uses_target else None,
-                                 "seed": seed if ps.uses_target else 0, **prec},
-                                deps=(target_key,) if ps.uses_target else (),
-                                label=f"prior {ps.kind} on {sname}"
-                                + (f" for {dlabel} seed {seed}" if ps.uses_target else ""),
-                                extra={"attack": adesc},
-                            ))
-                        prior_keys = list(priors.values())
-                        invert_key = _invert(add, {"attack": adesc, "target": target_key, "priors": priors,
-                                                   "seed": seed, **prec}, scenario.target_classes(),
-                                             _chunk(req.class_chunk, attack), (target_key, *prior_keys),
-                                             f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}")
-                        classes = scenario.target_classes()
-                        labels = {"scenario": sname, "protocol": protocol, "arch": arch_label, "defense": dlabel, "attack": alabel,
-                                  "threat_model": attack.threat_model, "seed": seed, "budget": req.budget}
-                        config = {"scenario": {**data, "classes": classes}, "arch": {"name": arch, "init": init},
-                                  "target_recipe": recipe,
-                                  "eval": {"arch": eval_label, "init": eval_init, "recipe": eval_recipe},
-                                  "defense": ddesc, "attack": adesc, "precision": req.precision}
-                        cell_id = digest({"invert": invert_key, "eval": eval_key, "metrics": metric_versions})
-                        cells.append(Cell(cell_id, labels, config, eval_key, target_key, prior_keys, invert_key,
-                                          list(metric_names)))
+                for defense in defenses:
+                    target = _target_step(sc, arch, defense, seed)
+                    cells += [_cell(sc, arch, defense, target, attack, seed) for attack in attacks]
     return Plan(steps, cells)
 
 
-def resolve_arch(registry: Registry, text: str) -> tuple[str, str, dict[str, str] | None]:
+def resolve_arch(registry: Registry, text: str) -> tuple[str, str, Init]:
     """Parse ``NAME`` or ``NAME[weights=W]``; returns (label, name, init). ``W`` is one of the
     architecture's pretrained short names (``imagenet``), a registered weights name, or a path."""
     comps = specs.parse(text)
@@ -301,15 +527,18 @@ def resolve_arch(registry: Registry, text: str) -> tuple[str, str, dict[str, str
     arch = registry.get("architecture", comp.name)
     unknown = sorted(set(comp.params) - {"weights"})
     if unknown:
-        raise ConfigError(f"architecture {comp.name}: unknown parameter(s) {', '.join(unknown)}; the only one is "
-                          f"weights=NAME|PATH (NAME: {', '.join(arch.pretrained) or 'none registered'})")
+        raise ConfigError(
+            f"architecture {comp.name}: unknown parameter(s) {', '.join(unknown)}; the only one is "
+            f"weights=NAME|PATH (NAME: {', '.join(arch.pretrained) or 'none registered'})"
+        )
     if not comp.params.get("weights"):
-        return str(comp), comp.name, None
-    return str(comp), comp.name, weights_init(registry, arch, comp.params["weights"], f"--arch {text}")
+        return str(comp), comp.name, RandomInit()
+    return str(comp), comp.name, file_init(registry, arch, comp.params["weights"], f"--arch {text}")
 
 
-def weights_init(registry: Registry, arch, value: str, where: str) -> dict[str, str]:
-    """Where a network's pretrained weights come from: {"weights": path, "sha256": digest}."""
+def file_init(registry: Registry, arch, value: str, where: str) -> FileInit:
+    """Where a network's pretrained weights come from: a file (found by weights name or path)
+    and its SHA-256."""
     from reinv_bench.weights import WeightsUnavailable, locate, sha256_of
 
     name = arch.pretrained.get(value, value)
@@ -321,36 +550,57 @@ def weights_init(registry: Registry, arch, value: str, where: str) -> dict[str, 
     else:
         path = Path(value).expanduser()
         if not path.is_file():
-            raise ConfigError(f"{where}: {value!r} is neither a file nor a weights name (for {arch.name}: "
-                              f"{', '.join(arch.pretrained) or 'none'}; all of them: `reinv-bench weights`)")
+            raise ConfigError(
+                f"{where}: {value!r} is neither a file nor a weights name (for {arch.name}: "
+                f"{', '.join(arch.pretrained) or 'none'}; all of them: `reinv-bench weights`)"
+            )
     path = path.resolve()
-    return {"weights": str(path), "sha256": sha256_of(path)}
+    return FileInit(str(path), sha256_of(path))
 
 
-def _init(add, registry: Registry, data: dict, scenario: Scenario, arch: str, arch_init: dict | None,
-          insts: list[Defense], budget: str):
-    """Where a target's weights start: random (None), a local file (the architecture's
-    ``weights=``, or a pretrained defense's), or a pretrain step on the public data."""
-    source = _start(registry, scenario, arch, arch_init, insts)
-    if source != "pretrain":
-        return source, ()
-    key = add(Step("pretrain", {**data, "arch": arch, "arch_version": registry.get("architecture", arch).version,
-                                "recipe": asdict(scenario.recipe("pretrain", budget, arch)), "seed": 0},
-                   label=f"pretrain {arch} on public {data['scenario']}"))
-    return {"pretrained": key}, (key,)
+def weights_init(registry: Registry, arch, value: str, where: str) -> dict[str, str]:
+    """``file_init``'s record: {"weights": path, "sha256": digest}."""
+    return file_init(registry, arch, value, where).record()
 
 
-def _start(registry: Registry, scenario: Scenario, arch: str, arch_init: dict | None, insts: list[Defense]):
-    """``_init``'s decision without the data: None, a weights file, or "pretrain"."""
+def _init(sc: _Scope, arch: str, arch_init: Init, insts: list[Defense]) -> Init:
+    """Where a target's weights start: random, a local file (the architecture's ``weights=``, or
+    a pretrained defense's), or a pretrain step on the public data (added to the plan)."""
+    start = _start(sc.registry, sc.scenario, arch, arch_init, insts)
+    if start != "pretrain":
+        return start
+    return PretrainedInit(
+        sc.add(
+            Step(
+                "pretrain",
+                {
+                    **sc.data,
+                    "arch": arch,
+                    "arch_version": sc.registry.get("architecture", arch).version,
+                    "recipe": asdict(sc.scenario.recipe("pretrain", sc.req.budget, arch)),
+                    "seed": 0,
+                },
+                label=f"pretrain {arch} on public {sc.data['scenario']}",
+            )
+        )
+    )
+
+
+def _start(
+    registry: Registry, scenario: Scenario, arch: str, arch_init: Init, insts: list[Defense]
+) -> Init | str:
+    """``_init``'s decision without the data: an ``Init``, or "pretrain"."""
     pre = next((d for d in insts if d.pretrained), None)
     if pre is None:
         return arch_init
     if pre.config.get("weights"):
-        return weights_init(registry, registry.get("architecture", arch), pre.config["weights"], pre.name)
-    if arch_init:
+        return file_init(registry, registry.get("architecture", arch), pre.config["weights"], pre.name)
+    if not isinstance(arch_init, RandomInit):
         return arch_init
     if not scenario.public_labels:
-        raise ConfigError(f"{pre.name} starts from pretrained weights, and scenario {scenario.name} has no labelled "
-                          f"public data to pretrain on: give {pre.name}[weights=PATH|NAME] or "
-                          f"--arch \"{arch}[weights=...]\" (`reinv-bench weights` lists the files)")
+        raise ConfigError(
+            f"{pre.name} starts from pretrained weights, and scenario {scenario.name} has no labelled "
+            f"public data to pretrain on: give {pre.name}[weights=PATH|NAME] or "
+            f'--arch "{arch}[weights=...]" (`reinv-bench weights` lists the files)'
+        )
     return "pretrain"

@@ -7,6 +7,7 @@
   when another defense is as good on both axes within the intervals), and a defense swept over
   one hyperparameter (``mid[beta=0.001]``, ``mid[beta=0.01]``, ...) a connected curve in the
   order of the parameter.
+  Labels are text, never math: a ``$`` in a defense label is drawn as itself.
 - ``reconstruction_grid``: rows = attacked classes; the first column a private training image of
   the class, then per defense the reconstruction the target is most confident in (what an
   attacker would pick), or every reconstruction (restart) of one cell.
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from reinv_bench import stats
+from reinv_bench.aggregate import Entry, axis, column_of, comparison_key, present
 from reinv_bench.api import Column
-from reinv_bench.leaderboard import axis, column_of, comparison_key, pareto_mark, present
+from reinv_bench.tables import STAR, pareto_mark
 
 FORMATS = (".png", ".svg", ".pdf")
 CELL_INCHES = 1.1  # one image of a reconstruction grid
@@ -47,17 +49,22 @@ def check_output(path: Path) -> None:
         raise PlotError(f"{path}: the output must end in {', '.join(FORMATS)}")
 
 
-def group_title(e: dict[str, Any]) -> str:
-    budget = f" ({e['budget']})" if e.get("budget") != "paper" else ""
-    variant = f" {e['variant']}" if e.get("variant") else ""
-    return f"{e['attack']} vs {e['arch']}, {e['scenario']}{budget}{variant}"
+def text(label: Any) -> str:
+    """``label`` as matplotlib text, not mathtext (``$`` escaped)."""
+    return str(label).replace("$", r"\$")
 
 
-def groups(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def group_title(e: Entry) -> str:
+    budget = f" ({e.budget})" if e.budget != "paper" else ""
+    variant = f" {e.variant}" if e.variant else ""
+    return f"{e.attack} vs {e.arch}, {e.scenario}{budget}{variant}"
+
+
+def groups(entries: list[Entry]) -> list[list[Entry]]:
     """The entries by comparison group, measured ones only, in their order."""
-    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    by: dict[tuple, list[Entry]] = defaultdict(list)
     for e in entries:
-        if not e.get("reported"):
+        if e.reported is None:
             by[comparison_key(e)].append(e)
     return list(by.values())
 
@@ -67,23 +74,31 @@ def _scale(c: Column) -> float:
 
 
 def _label(c: Column) -> str:
-    better = {"higher": "higher is better for the defense", "lower": "lower is better for the defense"}.get(c.better, "")
+    better = {"higher": "higher is better for the defense", "lower": "lower is better for the defense"}.get(
+        c.better, ""
+    )
     return f"{c.header}" + (f"  ({better})" if better else "")
 
 
-def sweeps(es: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def sweeps(es: list[Entry]) -> list[tuple[str, list[Entry]]]:
     """Defenses swept over one hyperparameter: (label, entries in the order of its value). Entries
     of the same defense components whose resolved configs differ in exactly one value."""
-    families: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    families: dict[str, list[Entry]] = defaultdict(list)
     for e in es:
-        comps = (e.get("_config") or {}).get("defense") or []
-        families["+".join(c.get("name", "?") for c in comps) or e["defense"].split("[")[0]].append(e)
+        comps = e.config.get("defense") or []
+        families["+".join(c.get("name", "?") for c in comps) or e.defense.split("[")[0]].append(e)
     out = []
     for name, members in families.items():
         if len(members) < 2:
             continue
-        flat = [{f"{c.get('name')}.{k}": v for c in (e.get("_config") or {}).get("defense") or []
-                 for k, v in (c.get("config") or {}).items()} for e in members]
+        flat = [
+            {
+                f"{c.get('name')}.{k}": v
+                for c in e.config.get("defense") or []
+                for k, v in (c.get("config") or {}).items()
+            }
+            for e in members
+        ]
         keys = sorted({k for f in flat for k in f})
         varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
         if len(varying) != 1:
@@ -98,11 +113,18 @@ def sweeps(es: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     return out
 
 
-def privacy_utility(entries: list[dict[str, Any]], path: Path | None = None, columns: list[Column] | None = None,
-                    x: str | None = None, y: str | None = None, dpi: int = DPI):
+def privacy_utility(
+    entries: list[Entry],
+    path: Path | None = None,
+    columns: list[Column] | None = None,
+    x: str | None = None,
+    y: str | None = None,
+    dpi: int = DPI,
+):
     """Draw the privacy-utility scatter of every group (one panel each); save it to ``path``
     when given. Returns the figure."""
     plt = _pyplot()
+    columns = columns or []
     gs = groups(entries)
     if not gs:
         raise PlotError("no measured entries to plot")
@@ -112,9 +134,11 @@ def privacy_utility(entries: list[dict[str, Any]], path: Path | None = None, col
         held = ", ".join(c.key for c in present(entries, columns))
         raise PlotError(f"no utility/privacy axis among the columns ({held}); choose them with --x and --y")
     for c in (xc, yc):
-        if not any(e.get(c.key) is not None for g in gs for e in g):
-            raise PlotError(f"no entry has a value of {c.key!r}; columns held: "
-                            f"{', '.join(k.key for k in present(entries, columns))}")
+        if not any(e.mean(c.key) is not None for g in gs for e in g):
+            raise PlotError(
+                f"no entry has a value of {c.key!r}; columns held: "
+                f"{', '.join(k.key for k in present(entries, columns))}"
+            )
     n = len(gs)
     ncols = min(n, 2)
     nrows = math.ceil(n / ncols)
@@ -133,55 +157,108 @@ def privacy_utility(entries: list[dict[str, Any]], path: Path | None = None, col
     return fig
 
 
-def _panel(ax, es: list[dict[str, Any]], xc: Column, yc: Column, cmap) -> None:
-    sx, sy = _scale(xc), _scale(yc)
-    pts = [e for e in es if e.get(xc.key) is not None and e.get(yc.key) is not None]
+def _err(e: Entry, c: Column, s: float, v: float):
+    """The error bar of ``e`` on column ``c`` (its bootstrap interval), scaled by ``s``."""
+    st = e.stats[c.key]
+    if not st.has_interval and e.rows:  # aggregate computes the axes' intervals only
+        iv = stats.interval(e.rows, c.key)
+        st.lo, st.hi, st.has_interval = iv.lo, iv.hi, True
+    return None if st.lo is None or st.hi is None else [[max(v - st.lo * s, 0)], [max(st.hi * s - v, 0)]]
+
+
+def _panel(ax, es: list[Entry], xc: Column, yc: Column, cmap) -> None:
+    pts = [e for e in es if e.mean(xc.key) is not None and e.mean(yc.key) is not None]
     colors: dict[str, Any] = {}
     for e in pts:
-        colors.setdefault(e["defense"].split("[")[0], cmap(len(colors) % 10))
-    labels = []
-    for e in pts:
-        xv, yv = e[xc.key] * sx, e[yc.key] * sy
+        colors.setdefault(e.defense.split("[")[0], cmap(len(colors) % 10))
+    labels = [_point(ax, e, xc, yc, colors) for e in pts]
+    _annotate(ax, labels)
+    _lines(ax, pts, xc, yc, colors)
+    ax.set_xlabel(text(_label(xc)), fontsize=9)
+    ax.set_ylabel(text(_label(yc)), fontsize=9)
+    ax.set_title(text(group_title(es[0])), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=7, loc="best")
+    ax.text(
+        0.99,
+        0.01,
+        "error bars: 95% bootstrap CI; ★ Pareto, ☆ not separable",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=6,
+        color="dimgray",
+    )
 
-        def err(c, s, v, e=e):
-            if c.key + "_lo" not in e and e.get("_rows"):  # aggregate computes the axes' intervals only
-                iv = stats.interval(e["_rows"], c.key)
-                e[c.key + "_lo"], e[c.key + "_hi"] = iv.lo, iv.hi
-            lo, hi = e.get(c.key + "_lo"), e.get(c.key + "_hi")
-            return None if lo is None or hi is None else [[max(v - lo * s, 0)], [max(hi * s - v, 0)]]
 
-        is_base = e.get("baseline") == e["defense"]
-        color = "black" if is_base else colors[e["defense"].split("[")[0]]
-        ax.errorbar(xv, yv, xerr=err(xc, sx, xv), yerr=err(yc, sy, yv), fmt="s" if is_base else "o",
-                    color=color, ms=8 if is_base else 6, capsize=3, lw=1, zorder=3)
-        mark = pareto_mark(e)
-        if mark:
-            ax.scatter([xv], [yv], marker="*", s=260, zorder=4, edgecolors="goldenrod", linewidths=1.5,
-                       facecolors="gold" if mark == "★" else "none")
-        label = e["defense"] + (" (baseline)" if is_base else "")
-        labels.append((label, xv, yv))
+def _point(ax, e: Entry, xc: Column, yc: Column, colors: dict[str, Any]) -> tuple[str, float, float]:
+    """Draw one entry (error bars, Pareto star); returns its label and position."""
+    sx, sy = _scale(xc), _scale(yc)
+    xv, yv = e.mean(xc.key) * sx, e.mean(yc.key) * sy
+    is_base = e.baseline == e.defense
+    color = "black" if is_base else colors[e.defense.split("[")[0]]
+    ax.errorbar(
+        xv,
+        yv,
+        xerr=_err(e, xc, sx, xv),
+        yerr=_err(e, yc, sy, yv),
+        fmt="s" if is_base else "o",
+        color=color,
+        ms=8 if is_base else 6,
+        capsize=3,
+        lw=1,
+        zorder=3,
+    )
+    mark = pareto_mark(e)
+    if mark:
+        ax.scatter(
+            [xv],
+            [yv],
+            marker="*",
+            s=260,
+            zorder=4,
+            edgecolors="goldenrod",
+            linewidths=1.5,
+            facecolors="gold" if mark == STAR else "none",
+        )
+    return text(e.defense) + (" (baseline)" if is_base else ""), xv, yv
+
+
+def _annotate(ax, labels: list[tuple[str, float, float]]) -> None:
+    """Label the points; labels of points that (nearly) coincide are stacked downwards."""
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    placed: list[tuple[float, float]] = []  # labels of points that (nearly) coincide are stacked downwards
+    placed: list[tuple[float, float]] = []
     for label, xv, yv in labels:
         stack = sum(abs(xv - px) < (x1 - x0) / 12 and abs(yv - py) < (y1 - y0) / 25 for px, py in placed)
         placed.append((xv, yv))
         ax.annotate(label, (xv, yv), textcoords="offset points", xytext=(6, 6 - 11 * stack), fontsize=8)
-    front = sorted((e for e in pts if e.get("pareto")), key=lambda e: e[xc.key])
+
+
+def _lines(ax, pts: list[Entry], xc: Column, yc: Column, colors: dict[str, Any]) -> None:
+    """The Pareto front (by the means) and one curve per swept defense."""
+    sx, sy = _scale(xc), _scale(yc)
+
+    def xs(es):
+        return [e.mean(xc.key) * sx for e in es]
+
+    def ys(es):
+        return [e.mean(yc.key) * sy for e in es]
+
+    front = sorted((e for e in pts if e.pareto), key=lambda e: e.mean(xc.key))
     if len(front) > 1:
-        ax.plot([e[xc.key] * sx for e in front], [e[yc.key] * sy for e in front], "--", color="goldenrod", lw=1,
-                zorder=2, label="Pareto front (means)")
+        ax.plot(xs(front), ys(front), "--", color="goldenrod", lw=1, zorder=2, label="Pareto front (means)")
     for label, line in sweeps(pts):
-        ax.plot([e[xc.key] * sx for e in line], [e[yc.key] * sy for e in line], "-", lw=1.5, zorder=2,
-                color=colors.get(line[0]["defense"].split("[")[0], "gray"), label=f"sweep: {label}")
-    ax.set_xlabel(_label(xc), fontsize=9)
-    ax.set_ylabel(_label(yc), fontsize=9)
-    ax.set_title(group_title(es[0]), fontsize=10)
-    ax.grid(True, alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(fontsize=7, loc="best")
-    ax.text(0.99, 0.01, "error bars: 95% bootstrap CI; ★ Pareto, ☆ not separable", transform=ax.transAxes,
-            ha="right", va="bottom", fontsize=6, color="dimgray")
+        ax.plot(
+            xs(line),
+            ys(line),
+            "-",
+            lw=1.5,
+            zorder=2,
+            color=colors.get(line[0].defense.split("[")[0], "gray"),
+            label=text(f"sweep: {label}"),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,98 +271,72 @@ def _to_image(x):
     return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
 
 
-def _pick_seed(es: list[dict[str, Any]], seed: int | None) -> int:
-    common = set.intersection(*(set(e.get("_rows", {})) for e in es))
+def _pick_seed(es: list[Entry], seed: int | None) -> int:
+    common = set.intersection(*(set(e.rows) for e in es))
     if seed is not None:
         if not common or seed not in common:
-            raise PlotError(f"seed {seed} is not stored for every defense here (common seeds: "
-                            f"{', '.join(map(str, sorted(common))) or 'none'})")
+            raise PlotError(
+                f"seed {seed} is not stored for every defense here (common seeds: "
+                f"{', '.join(map(str, sorted(common))) or 'none'})"
+            )
         return seed
     if not common:
         raise PlotError("the defenses here share no seed; pick one defense with -d or a seed with --seed")
     return min(common)
 
 
-def reconstruction_grid(es: list[dict[str, Any]], artifacts, load_private, path: Path | None = None,
-                        classes: int = 8, seed: int | None = None, restarts: str | None = None, dpi: int = DPI):
+def reconstruction_grid(
+    es: list[Entry],
+    artifacts,
+    load_private,
+    path: Path | None = None,
+    classes: int = 8,
+    seed: int | None = None,
+    restarts: str | None = None,
+    dpi: int = DPI,
+):
     """Draw one group's grid and save it to ``path``. ``artifacts``: ``reinv_bench.artifacts.
     Artifacts`` of the workdir; ``load_private(entry) -> Split``: the private training data of
     an entry's scenario. ``restarts``: a defense label: every reconstruction of its cell instead
     of one per defense. Returns (figure, (rows, columns), notes)."""
-    import torch
-
     plt = _pyplot()
     if restarts is not None:
-        es = [e for e in es if e["defense"] == restarts]
+        es = [e for e in es if e.defense == restarts]
         if not es:
             raise PlotError(f"no defense {restarts!r} here")
     seed = _pick_seed(es, seed)
-    notes: list[str] = []
-    cells = []  # (entry, images, labels, confidence or None)
-    for e in es:
-        row = e["_rows"][seed]
-        key = (row.get("artifacts") or {}).get("invert")
-        if not key:
-            notes.append(f"{e['defense']}: stored before reconstructions were linked to rows; rerun to show it")
-            continue
-        if not artifacts.exists(key):
-            notes.append(f"{e['defense']}: reconstructions {key[:12]} are not in this workdir's artifact cache")
-            continue
-        inv = artifacts.load(key)
-        conf = (row.get("outcomes") or {}).get("target_conf")
-        if conf is not None and len(conf) != len(inv["labels"]):
-            conf = None
-        if conf is None:
-            notes.append(f"{e['defense']}: no stored target confidences: the first reconstruction of each class")
-        cells.append((e, inv["images"], inv["labels"], None if conf is None else torch.tensor(conf)))
-    if not cells:
-        raise PlotError("no reconstructions to show: " + "; ".join(notes))
+    cells, notes = _load_cells(es, seed, artifacts)
     attacked = sorted(set.intersection(*(set(c[2].tolist()) for c in cells)))[:classes]
     if not attacked:
         raise PlotError("the defenses here attacked no class in common")
     priv = load_private(cells[0][0])
+    names = getattr(load_private, "class_names", lambda e: None)(
+        cells[0][0]
+    )  # the scenario's, if it names them
     if restarts is not None:
-        _, images, labels, conf = cells[0]
-        per_class = max(int((labels == c).sum()) for c in attacked)
+        per_class = max(int((cells[0][2] == c).sum()) for c in attacked)
         titles = ["private"] + [f"#{i + 1}" for i in range(per_class)]
     else:
-        titles = ["private"] + [c[0]["defense"] for c in cells]
+        titles = ["private"] + [c[0].defense for c in cells]
     nrows, ncols = len(attacked), len(titles)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(max(ncols, 3) * CELL_INCHES, nrows * CELL_INCHES + 0.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(max(ncols, 3) * CELL_INCHES, nrows * CELL_INCHES + 0.8), squeeze=False
+    )
     for r, c in enumerate(attacked):
         idx = (priv.y == c).nonzero().flatten()
-        row_imgs = [priv.x[idx[:1]].to("cpu")[0] if len(idx) else None]
-        row_text = ["" if len(idx) else "no private image"]
-        if restarts is not None:
-            sel = (labels == c).nonzero().flatten()
-            if conf is not None:
-                sel = sel[conf[sel].argsort(descending=True)]
-            for j in range(ncols - 1):
-                row_imgs.append(images[sel[j]] if j < len(sel) else None)
-                row_text.append(f"{conf[sel[j]]:.2f}" if conf is not None and j < len(sel) else "")
-        else:
-            for _, images_d, labels_d, conf_d in cells:
-                sel = (labels_d == c).nonzero().flatten()
-                best = sel[conf_d[sel].argmax()] if conf_d is not None else sel[0]
-                row_imgs.append(images_d[best])
-                row_text.append(f"{conf_d[best]:.2f}" if conf_d is not None else "")
-        for j, (img, text) in enumerate(zip(row_imgs, row_text)):
-            ax = axes[r][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if img is not None:
-                ax.imshow(_to_image(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
-            if text:
-                ax.set_xlabel(text, fontsize=6, labelpad=1)
-            if r == 0:
-                ax.set_title(titles[j], fontsize=7)
-            if j == 0:
-                ax.set_ylabel(f"class {c}", fontsize=7)
-    what = (f"every reconstruction of {restarts}, most confident first" if restarts is not None
-            else "per defense, the reconstruction the target is most confident in")
+        private = (priv.x[idx[:1]].to("cpu")[0] if len(idx) else None, "" if len(idx) else "no private image")
+        picked = (
+            _restarts(cells[0], c, ncols - 1) if restarts is not None else [_best(cell, c) for cell in cells]
+        )
+        label = names[c] if names and 0 <= c < len(names) else f"class {c}"
+        _draw_row(axes[r], label, [private, *picked], titles if r == 0 else None)
+    what = (
+        f"every reconstruction of {restarts}, most confident first"
+        if restarts is not None
+        else "per defense, the reconstruction the target is most confident in"
+    )
     title = f"{group_title(cells[0][0])}, seed {seed}: {what} (number: the target's confidence in the class)"
-    fig.suptitle(textwrap.fill(title, max(30, int(ncols * CELL_INCHES * 13))), fontsize=7)
+    fig.suptitle(text(textwrap.fill(title, max(30, int(ncols * CELL_INCHES * 13)))), fontsize=7)
     fig.tight_layout()
     if path is not None:
         check_output(Path(path))
@@ -294,16 +345,91 @@ def reconstruction_grid(es: list[dict[str, Any]], artifacts, load_private, path:
     return fig, (nrows, ncols), notes
 
 
+def _load_cells(es: list[Entry], seed: int, artifacts) -> tuple[list[tuple], list[str]]:
+    """Per entry (entry, images, labels, the target's confidences or None) of ``seed``, and notes
+    on the entries that cannot be shown."""
+    import torch
+
+    notes: list[str] = []
+    cells = []
+    for e in es:
+        row = e.rows[seed]
+        key = (row.artifacts or {}).get("invert")
+        if not key:
+            notes.append(f"{e.defense}: stored before reconstructions were linked to rows; rerun to show it")
+            continue
+        if not artifacts.exists(key):
+            notes.append(f"{e.defense}: reconstructions {key[:12]} are not in this workdir's artifact cache")
+            continue
+        inv = artifacts.load(key)
+        conf = row.outcomes.target_conf if row.outcomes is not None else None
+        if conf is not None and len(conf) != len(inv["labels"]):
+            conf = None
+        if conf is None:
+            notes.append(f"{e.defense}: no stored target confidences: the first reconstruction of each class")
+        cells.append((e, inv["images"], inv["labels"], None if conf is None else torch.tensor(conf)))
+    if not cells:
+        raise PlotError("no reconstructions to show: " + "; ".join(notes))
+    return cells, notes
+
+
+def _best(cell: tuple, c: int) -> tuple[Any, str]:
+    """(image, caption) of the reconstruction of class ``c`` the target is most confident in."""
+    _, images, labels, conf = cell
+    sel = (labels == c).nonzero().flatten()
+    best = sel[conf[sel].argmax()] if conf is not None else sel[0]
+    return images[best], (f"{conf[best]:.2f}" if conf is not None else "")
+
+
+def _restarts(cell: tuple, c: int, n: int) -> list[tuple[Any, str]]:
+    """(image, caption) of every reconstruction of class ``c``, most confident first, ``n`` slots."""
+    _, images, labels, conf = cell
+    sel = (labels == c).nonzero().flatten()
+    if conf is not None:
+        sel = sel[conf[sel].argsort(descending=True)]
+    return [
+        (
+            images[sel[j]] if j < len(sel) else None,
+            f"{conf[sel[j]]:.2f}" if conf is not None and j < len(sel) else "",
+        )
+        for j in range(n)
+    ]
+
+
+def _draw_row(axes_row, label: str, pictures: list[tuple[Any, str]], titles: list[str] | None) -> None:
+    for j, (img, caption) in enumerate(pictures):
+        ax = axes_row[j]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if img is not None:
+            ax.imshow(_to_image(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+        if caption:
+            ax.set_xlabel(caption, fontsize=6, labelpad=1)
+        if titles is not None:
+            ax.set_title(text(titles[j]), fontsize=7)
+        if j == 0:
+            ax.set_ylabel(text(label), fontsize=7)
+
+
 def private_loader(registry):
     """``load_private(entry)``: the private training split of the entry's scenario, from the data
     folder stored with its config (one load per scenario and folder)."""
     cache: dict[tuple, Any] = {}
 
-    def load(e: dict[str, Any]):
-        root = ((e.get("_config") or {}).get("scenario") or {}).get("data_root")
-        key = (e["scenario"], root)
+    def load(e: Entry):
+        root = (e.config.get("scenario") or {}).get("data_root")
+        key = (e.scenario, root)
         if key not in cache:
-            cache[key] = registry.get("scenario", e["scenario"]).load(None if root is None else Path(root))
+            cache[key] = registry.get("scenario", e.scenario).load(None if root is None else Path(root))
         return cache[key].private_train
 
+    def class_names(e: Entry) -> list[str] | None:
+        """The scenario's names of its classes (``Scenario.class_names``), or None."""
+        root = (e.config.get("scenario") or {}).get("data_root")
+        try:
+            return registry.get("scenario", e.scenario).class_names(None if root is None else Path(root))
+        except Exception:  # noqa: BLE001 - a label, never worth failing a figure for
+            return None
+
+    load.class_names = class_names
     return load

@@ -65,7 +65,8 @@ class PluginManager(pluggy.PluginManager):
                 self.sources[ep.name] = dist
                 self.failed[ep.name] = (
                     f"plugin {ep.name!r} ({dist}) failed to import: {exc!r}; skipped it. "
-                    f"Fix or uninstall it, block it with -p no:{ep.name}, or list the plugins to load in {ENV_LOAD}"
+                    f"Fix or uninstall it, block it with -p no:{ep.name}, "
+                    f"or list the plugins to load in {ENV_LOAD}"
                 )
                 continue
             self.register(module, name=ep.name, source=dist)
@@ -92,7 +93,10 @@ def call_each(pm: PluginManager, hook: str, warn: Callable[[str], None], **kwarg
         try:
             impl.function(**{a: kwargs[a] for a in impl.argnames})
         except Exception as exc:  # noqa: BLE001 - contained: the plugin is named, the command goes on
-            warn(f"plugin {impl.plugin_name!r} ({pm.source(impl.plugin)}) failed in {hook}: {exc!r}; skipped it")
+            warn(
+                f"plugin {impl.plugin_name!r} ({pm.source(impl.plugin)}) "
+                f"failed in {hook}: {exc!r}; skipped it"
+            )
 
 
 def _hook_names() -> list[str]:
@@ -110,8 +114,10 @@ def get_plugin_manager(plugin_args: Iterable[str] = (), extra: Iterable[object] 
     for arg in plugin_args:
         if arg.startswith("no:"):
             if arg[3:] in ESSENTIAL:
-                raise PluginError(f"-p {arg}: plugin {arg[3:]!r} is essential (the baseline defense and the serial "
-                                  f"executor: {', '.join(ESSENTIAL)}) and cannot be blocked")
+                raise PluginError(
+                    f"-p {arg}: plugin {arg[3:]!r} is essential (the baseline defense and the serial "
+                    f"executor: {', '.join(ESSENTIAL)}) and cannot be blocked"
+                )
             pm.set_blocked(arg[3:])
         else:
             modules.append(arg)

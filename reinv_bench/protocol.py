@@ -15,12 +15,26 @@ import sys
 from typing import Any
 
 from reinv_bench import spec as specs
-from reinv_bench.api import BUDGETS, ConfigError, Param, Reported, Scenario, TrainRecipe, WrapperAttack
+from reinv_bench.aggregate import declared_columns
+from reinv_bench.api import (
+    BUDGETS,
+    Column,
+    ConfigError,
+    Param,
+    Reported,
+    Scenario,
+    TrainRecipe,
+    WrapperAttack,
+)
 from reinv_bench.registry import KINDS, Registry, UnknownNameError
 
 ROLES = ("target", "eval", "pretrain")
-CARD_TEXT = (("splits", "splits"), ("public_data", "public data"), ("eval_model", "evaluation model"),
-             ("samples", "samples per class"))
+CARD_TEXT = (
+    ("splits", "splits"),
+    ("public_data", "public data"),
+    ("eval_model", "evaluation model"),
+    ("samples", "samples per class"),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,9 +84,11 @@ def unclaimed_protocol(registry: Registry, scenario: Scenario) -> str | None:
     others = [m for m in metrics if m.protocols]
     if not others:
         return None
-    return (f"scenario {scenario.name}: no metric names its protocol {scenario.protocol!r}, so by default only "
-            f"{', '.join(m.name for m in metrics if not m.protocols) or 'no metric'} run; add the others with "
-            f"--metric: {', '.join(f'{m.name} ({_join(m.protocols)})' for m in others)}")
+    return (
+        f"scenario {scenario.name}: no metric names its protocol {scenario.protocol!r}, so by default only "
+        f"{', '.join(m.name for m in metrics if not m.protocols) or 'no metric'} run; add the others with "
+        f"--metric: {', '.join(f'{m.name} ({_join(m.protocols)})' for m in others)}"
+    )
 
 
 def _join(items) -> str:
@@ -98,13 +114,33 @@ def _recipe_row(r: TrainRecipe) -> list[str]:
     ms = "/".join(f"{m:.3g}" for m in r.milestones)
     if ms:  # the epochs as the training loop rounds them
         ms += " (epoch " + ", ".join(str(max(1, round(m * r.epochs))) for m in r.milestones) + ")"
-    return [str(r.epochs), str(r.batch_size), r.optimizer, f"{r.lr:g}",
-            f"{r.momentum:g}" if r.optimizer == "sgd" else "", f"{r.weight_decay:g}", ms or "-",
-            f"{r.gamma:g}" if r.milestones else "", r.augment or "-"]
+    return [
+        str(r.epochs),
+        str(r.batch_size),
+        r.optimizer,
+        f"{r.lr:g}",
+        f"{r.momentum:g}" if r.optimizer == "sgd" else "",
+        f"{r.weight_decay:g}",
+        ms or "-",
+        f"{r.gamma:g}" if r.milestones else "",
+        r.augment or "-",
+    ]
 
 
-RECIPE_HEADERS = ["role", "architecture", "budget", "epochs", "batch", "optim", "lr", "momentum", "wd",
-                  "lr steps", "gamma", "augment"]
+RECIPE_HEADERS = [
+    "role",
+    "architecture",
+    "budget",
+    "epochs",
+    "batch",
+    "optim",
+    "lr",
+    "momentum",
+    "wd",
+    "lr steps",
+    "gamma",
+    "augment",
+]
 
 
 def recipe_rows(registry: Registry, scenario: Scenario) -> list[list[str]]:
@@ -125,8 +161,11 @@ def recipe_rows(registry: Registry, scenario: Scenario) -> list[list[str]]:
         main = scenario.eval_arch if role == "eval" else scenario.default_arch
         main = specs.parse(main)[0].name
         base = {b: get(role, b, main) for b in BUDGETS}
-        shown = [main] + [a for a in archs if a != main and role != "eval"
-                          and any(get(role, b, a) != base[b] for b in BUDGETS)]
+        shown = [main] + [
+            a
+            for a in archs
+            if a != main and role != "eval" and any(get(role, b, a) != base[b] for b in BUDGETS)
+        ]
         if role == "target":
             targets = shown
         for arch in shown:
@@ -156,8 +195,9 @@ def recipe_rows(registry: Registry, scenario: Scenario) -> list[list[str]]:
 def _wrap(text: str, indent: int, width: int = 100) -> str:
     import textwrap
 
-    return textwrap.fill(" ".join(text.split()), width=width, initial_indent=" " * indent,
-                         subsequent_indent=" " * indent)
+    return textwrap.fill(
+        " ".join(text.split()), width=width, initial_indent=" " * indent, subsequent_indent=" " * indent
+    )
 
 
 def _field(label: str, text: str, width: int = 22) -> str:
@@ -174,21 +214,36 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
 
     scenario: Scenario = registry.get("scenario", name)
     entry = registry.entry("scenario", name)
-    out = [f"Protocol card: {name}  (protocol {scenario.protocol or '-'}; scenario version {scenario.version}; "
-           f"plugin {entry.plugin}, {entry.source})"]
+    out = [
+        f"Protocol card: {name}  (protocol {scenario.protocol or '-'}; scenario version {scenario.version}; "
+        f"plugin {entry.plugin}, {entry.source})"
+    ]
     if scenario.description:
         out.append(_wrap(scenario.description, 2))
     classes = scenario.target_classes()
     c, h, w = scenario.image_shape
-    out += ["", "Data",
-            _field("private identities", f"{scenario.num_classes} (the target's classes)"),
-            _field("identities attacked", f"{len(classes)} of {scenario.num_classes}: classes {_ranges(classes)}"),
-            _field("resolution", f"{h} x {w} px, {c} channel{'s' if c > 1 else ''}; tensors in [-1, 1] "
-                                 "(pixel - 0.5) / 0.5")]
+    out += [
+        "",
+        "Data",
+        _field("private identities", f"{scenario.num_classes} (the target's classes)"),
+        _field(
+            "identities attacked", f"{len(classes)} of {scenario.num_classes}: classes {_ranges(classes)}"
+        ),
+        _field(
+            "resolution",
+            f"{h} x {w} px, {c} channel{'s' if c > 1 else ''}; tensors in [-1, 1] (pixel - 0.5) / 0.5",
+        ),
+    ]
     for attr, label in CARD_TEXT[:2]:
         out.append(_field(label, getattr(scenario, attr, "") or "(not declared by the scenario)"))
-    out.append(_field("labelled public data", "yes: a defense that pretrains (tl) gets the public labels; attacks "
-                      "never do" if scenario.public_labels else "no"))
+    out.append(
+        _field(
+            "labelled public data",
+            "yes: a defense that pretrains (tl) gets the public labels; attacks never do"
+            if scenario.public_labels
+            else "no",
+        )
+    )
     if load_data:
         from reinv_bench.api import DataError
 
@@ -196,9 +251,14 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
             from pathlib import Path
 
             data = scenario.load(Path(data_root) if data_root else None)
-            out.append(_field("loaded", f"{data.source}; private train {len(data.private_train):,}, private test "
-                              f"{len(data.private_test):,}, public {len(data.public):,}, evaluation model train "
-                              f"{len(data.eval_train):,} / test {len(data.eval_test):,}; data digest {data.digest}"))
+            out.append(
+                _field(
+                    "loaded",
+                    f"{data.source}; private train {len(data.private_train):,}, private test "
+                    f"{len(data.private_test):,}, public {len(data.public):,}, evaluation model train "
+                    f"{len(data.eval_train):,} / test {len(data.eval_test):,}; data digest {data.digest}",
+                )
+            )
         except (DataError, OSError) as exc:
             out.append(_field("loaded", f"not loaded ({str(exc).split(';')[0]})"))
     eval_comp = specs.parse(scenario.eval_arch)[0]
@@ -207,21 +267,37 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
         pretrained = dict(getattr(eval_arch, "pretrained", {}))
     except UnknownNameError:
         pretrained = {}
-    init = (f"from weights {eval_comp.params['weights']}" if eval_comp.params.get("weights")
-            else "random initialisation (the scenario names no weights)")
-    out += ["", "Evaluation model",
-            _field("architecture", f"{scenario.eval_arch}, {scenario.eval_num_classes} classes, trained on the "
-                                   "scenario's evaluation split with the 'eval' recipe below"),
-            _field("initialisation", init)]
+    init = (
+        f"from weights {eval_comp.params['weights']}"
+        if eval_comp.params.get("weights")
+        else "random initialisation (the scenario names no weights)"
+    )
+    out += [
+        "",
+        "Evaluation model",
+        _field(
+            "architecture",
+            f"{scenario.eval_arch}, {scenario.eval_num_classes} classes, trained on the "
+            "scenario's evaluation split with the 'eval' recipe below",
+        ),
+        _field("initialisation", init),
+    ]
     if pretrained:
-        out.append(_field("pretrained options", "; ".join(
-            f'--eval-arch "{eval_comp.name}[weights={k}]" ({v})' for k, v in pretrained.items())
-            + " - rows with another evaluation model are ranked as another protocol"))
+        out.append(
+            _field(
+                "pretrained options",
+                "; ".join(f'--eval-arch "{eval_comp.name}[weights={k}]" ({v})' for k, v in pretrained.items())
+                + " - rows with another evaluation model are ranked as another protocol",
+            )
+        )
     if getattr(scenario, "eval_model", ""):
         out.append(_field("about", scenario.eval_model))
-    out += ["", "Reconstructions",
-            _field("samples per class", getattr(scenario, "samples", "") or "(not declared by the scenario)"),
-            _field("per attack", "each attack's Params set its count per class: `reinv-bench plugins ATTACK`")]
+    out += [
+        "",
+        "Reconstructions",
+        _field("samples per class", getattr(scenario, "samples", "") or "(not declared by the scenario)"),
+        _field("per attack", "each attack's Params set its count per class: `reinv-bench plugins ATTACK`"),
+    ]
     run, other = default_metrics(registry, scenario)
     out += ["", f"Metrics run by default on protocol {scenario.protocol or '-'} (others: run --metric NAME)"]
     for m in run:
@@ -233,18 +309,34 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
     note = unclaimed_protocol(registry, scenario)
     if note:
         out += ["", _wrap("NOTE: " + note, 2)]
-    out += ["", 'Training recipes (override: run --recipe "ROLE:key=value,...", roles target, eval, pretrain; '
-                "lr steps: lr *= gamma at these fractions of the epochs)"]
-    out.append("\n".join("  " + ln for ln in tabulate(recipe_rows(registry, scenario), RECIPE_HEADERS,
-                                                        tablefmt="simple").splitlines()))
+    out += [
+        "",
+        'Training recipes (override: run --recipe "ROLE:key=value,...", roles target, eval, pretrain; '
+        "lr steps: lr *= gamma at these fractions of the epochs)",
+    ]
+    out.append(
+        "\n".join(
+            "  " + ln
+            for ln in tabulate(
+                recipe_rows(registry, scenario), RECIPE_HEADERS, tablefmt="simple"
+            ).splitlines()
+        )
+    )
     published = [r for r in collect_reported(registry) if r.scenario == name]
     if published:
-        out += ["", "Published numbers for this scenario (leaderboard --reported shows them beside measured rows)"]
-        out += [_wrap(line, 2) for line in map(reported_line, published)]
+        out += [
+            "",
+            "Published numbers for this scenario (leaderboard --reported shows them beside measured rows)",
+        ]
+        columns = declared_columns(registry)
+        out += [_wrap(reported_line(r, columns), 2) for r in published]
     doc = docstring(scenario)
     if doc:
-        out += ["", f"Scenario documentation ({_cls(scenario).__module__})", *("  " + ln if ln else "" for ln in
-                                                                                 doc.splitlines())]
+        out += [
+            "",
+            f"Scenario documentation ({_cls(scenario).__module__})",
+            *("  " + ln if ln else "" for ln in doc.splitlines()),
+        ]
     return "\n".join(out)
 
 
@@ -282,42 +374,75 @@ def describe(registry: Registry, name: str, kind: str | None = None) -> str:
         obj, cls = e.obj, _cls(e.obj)
         out = [f"{k} {name}  (plugin {e.plugin}, {e.source}; version {getattr(obj, 'version', 1)})"]
         if k == "attack":
-            out.append(f"threat model: {getattr(cls, 'threat_model', '?')} (what the attack sees of the target: "
-                       "white-box = the module, black-box = softmax scores, label-only = the top-1 label)")
+            out.append(
+                f"threat model: {getattr(cls, 'threat_model', '?')} (what the attack sees of the target: "
+                "white-box = the module, black-box = softmax scores, label-only = the top-1 label)"
+            )
             if isinstance(cls, type) and issubclass(cls, WrapperAttack):
-                out.append(f"a wrapper: write it left of the attack it wraps (e.g. {name}+gmi); it uses the base "
-                           "attack's priors and its own")
+                out.append(
+                    f"a wrapper: write it left of the attack it wraps (e.g. {name}+gmi); it uses the base "
+                    "attack's priors and its own"
+                )
             else:
                 try:
                     priors = cls({}, "paper").priors()
                 except Exception:  # described from the class attributes instead
                     priors = []
                 for ps in priors:
-                    out.append(f"prior {ps.kind!r}: keyed by {', '.join(ps.params) or 'nothing'}; "
-                               f"{'trained per target' if ps.uses_target else 'target-independent'} (cached)")
+                    out.append(
+                        f"prior {ps.kind!r}: keyed by {', '.join(ps.params) or 'nothing'}; "
+                        f"{'trained per target' if ps.uses_target else 'target-independent'} (cached)"
+                    )
         elif k == "defense":
             from reinv_bench.api import Defense
 
-            hooks = [h for h in ("train_transform", "wrap_model", "loss", "trainable", "on_epoch", "recipe")
-                     if h in {a for c in cls.__mro__ if c is not Defense and issubclass(c, Defense) for a in vars(c)}]
-            out.append(f"training-loop hooks: {', '.join(hooks) or 'none (the identity)'}"
-                       + (f"; exclusive ones (cannot compose with another defense overriding them): "
-                          f"{', '.join(h for h in hooks if h in Defense.EXCLUSIVE)}"
-                          if any(h in Defense.EXCLUSIVE for h in hooks) else ""))
+            hooks = [
+                h
+                for h in (
+                    "train_transform",
+                    "wrap_model",
+                    "loss",
+                    "trainable",
+                    "on_epoch",
+                    "recipe",
+                    "phases",
+                )
+                if h
+                in {a for c in cls.__mro__ if c is not Defense and issubclass(c, Defense) for a in vars(c)}
+            ]
+            out.append(
+                f"training-loop hooks: {', '.join(hooks) or 'none (the identity)'}"
+                + (
+                    f"; exclusive ones (cannot compose with another defense overriding them): "
+                    f"{', '.join(h for h in hooks if h in Defense.EXCLUSIVE)}"
+                    if any(h in Defense.EXCLUSIVE for h in hooks)
+                    else ""
+                )
+            )
             if getattr(cls, "pretrained", False):
-                out.append("starts from pretrained weights (its weights= Param, else a model pretrained on the "
-                           "scenario's labelled public data)")
+                out.append(
+                    "starts from pretrained weights (its weights= Param, else a model pretrained on the "
+                    "scenario's labelled public data)"
+                )
         elif k == "scenario":
-            out.append(f"protocol {obj.protocol}; {obj.num_classes} classes; image {obj.image_shape}; default target "
-                       f"{obj.default_arch}; evaluation model {obj.eval_arch}. Full protocol: "
-                       f"`reinv-bench protocol {name}`")
+            out.append(
+                f"protocol {obj.protocol}; {obj.num_classes} classes; image {obj.image_shape}; "
+                "default target "
+                f"{obj.default_arch}; evaluation model {obj.eval_arch}. Full protocol: "
+                f"`reinv-bench protocol {name}`"
+            )
         elif k == "metric":
             out.append(f"runs by default on: {_join(obj.protocols) if obj.protocols else 'every protocol'}")
             out += ["definition:", *(_wrap(p, 2) for p in definition(obj).split("\n\n"))]
         elif k == "architecture":
             pre = getattr(obj, "pretrained", {})
-            out.append("pretrained weights: " + ("; ".join(f'"{name}[weights={s}]" -> {w}' for s, w in pre.items())
-                                                 or "none registered (a local state-dict path works: weights=PATH)"))
+            out.append(
+                "pretrained weights: "
+                + (
+                    "; ".join(f'"{name}[weights={s}]" -> {w}' for s, w in pre.items())
+                    or "none registered (a local state-dict path works: weights=PATH)"
+                )
+            )
         elif k == "weights" and dataclasses.is_dataclass(obj):
             out += [f"{f.name}: {getattr(obj, f.name)}" for f in dataclasses.fields(obj)]
         doc = docstring(obj)
@@ -326,17 +451,31 @@ def describe(registry: Registry, name: str, kind: str | None = None) -> str:
         params: dict[str, Param] = getattr(cls, "params", {}) or {}
         if params:
             rows = [[p, _show(v.default), _param_range(v), v.doc] for p, v in params.items()]
-            out += ["", f"Parameters (paper defaults; set as {name}[key=value,...]):",
-                    tabulate(rows, ["name", "default", "range / choices", "help"], tablefmt="simple",
-                             disable_numparse=True)]
+            out += [
+                "",
+                f"Parameters (paper defaults; set as {name}[key=value,...]):",
+                tabulate(
+                    rows,
+                    ["name", "default", "range / choices", "help"],
+                    tablefmt="simple",
+                    disable_numparse=True,
+                ),
+            ]
             budgets = getattr(cls, "budgets", {}) or {}
             out += ["", "Budget overrides (values that differ from the paper defaults):"]
             for b in BUDGETS:
                 diff = budgets.get(b, {})
-                out.append(f"  {b}: " + (", ".join(f"{p}={_show(v)}" for p, v in diff.items()) or "(paper defaults)"))
+                out.append(
+                    f"  {b}: " + (", ".join(f"{p}={_show(v)}" for p, v in diff.items()) or "(paper defaults)")
+                )
         mine = [r for r in collect_reported(registry) if any(r is x for x in _reported_of(obj))]
         if mine:
-            out += ["", "Published numbers (leaderboard --reported):", *(_wrap(reported_line(r), 2) for r in mine)]
+            columns = declared_columns(registry)
+            out += [
+                "",
+                "Published numbers (leaderboard --reported):",
+                *(_wrap(reported_line(r, columns), 2) for r in mine),
+            ]
         parts.append("\n".join(out))
     return "\n\n".join(parts)
 
@@ -357,24 +496,29 @@ def collect_reported(registry: Registry) -> list[Reported]:
         for e in registry.entries(kind):
             for r in _reported_of(e.obj):
                 if not isinstance(r, Reported):
-                    raise ConfigError(f"{kind} {e.name} (plugin {e.plugin}): its `reported` items must be "
-                                      f"reinv_bench.api.Reported, got {type(r).__name__}")
+                    raise ConfigError(
+                        f"{kind} {e.name} (plugin {e.plugin}): its `reported` items must be "
+                        f"reinv_bench.api.Reported, got {type(r).__name__}"
+                    )
                 seen.setdefault(id(r), r)
     return list(seen.values())
 
 
-def reported_line(r: Reported) -> str:
-    values = ", ".join(f"{k} {fmt_value(k, v)}" for k, v in r.metrics.items())
-    where = " / ".join(x for x in (r.scenario, r.arch, r.attack, r.defense if r.defense != "none" else "") if x)
-    return (f"{values} - {r.setting} [{where or 'no scenario here'}] "
-            f"({r.paper}{', ' + r.table if r.table else ''}; source: {r.source})")
+def reported_line(r: Reported, columns: list[Column]) -> str:
+    """One published number as text; percent where the metrics declare the column percent."""
+    values = ", ".join(f"{k} {fmt_value(k, v, columns)}" for k, v in r.metrics.items())
+    where = " / ".join(
+        x for x in (r.scenario, r.arch, r.attack, r.defense if r.defense != "none" else "") if x
+    )
+    return (
+        f"{values} - {r.setting} [{where or 'no scenario here'}] "
+        f"({r.paper}{', ' + r.table if r.table else ''}; source: {r.source})"
+    )
 
 
-PERCENT = {"natural_acc", "attack_acc", "attack_acc5", "train_acc"}
-
-
-def fmt_value(key: str, v: float) -> str:
-    return f"{v * 100:.2f}%" if key in PERCENT else f"{v:g}"
+def fmt_value(key: str, v: float, columns: list[Column]) -> str:
+    percent = any(c.key == key and c.percent for c in columns)
+    return f"{v * 100:.2f}%" if percent else f"{v:g}"
 
 
 def _label(registry: Registry, kind: str, text: str | None) -> str | None:
@@ -398,8 +542,20 @@ def reported_rows(registry: Registry) -> list[dict[str, Any]]:
         protocol = None
         if r.scenario in registry.names("scenario"):
             protocol = registry.get("scenario", r.scenario).protocol
-        rows.append({"reported": True, "paper": r.paper, "table": r.table, "setting": r.setting, "source": r.source,
-                     "scenario": r.scenario, "protocol": protocol, "budget": "paper", "arch": r.arch,
-                     "attack": _label(registry, "attack", r.attack), "defense": _label(registry, "defense", r.defense),
-                     "metrics": dict(r.metrics)})
+        rows.append(
+            {
+                "reported": True,
+                "paper": r.paper,
+                "table": r.table,
+                "setting": r.setting,
+                "source": r.source,
+                "scenario": r.scenario,
+                "protocol": protocol,
+                "budget": "paper",
+                "arch": r.arch,
+                "attack": _label(registry, "attack", r.attack),
+                "defense": _label(registry, "defense", r.defense),
+                "metrics": dict(r.metrics),
+            }
+        )
     return rows

@@ -22,8 +22,13 @@ ROLES = ("target", "eval", "pretrain")
 
 # bounds per field (inclusive); a field without an entry is checked by its type only
 _BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "epochs": (1, None), "batch_size": (1, None), "lr": (0.0, None), "momentum": (0.0, 1.0),
-    "weight_decay": (0.0, None), "milestones": (0.0, 1.0), "gamma": (0.0, None),
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "lr": (0.0, None),
+    "momentum": (0.0, 1.0),
+    "weight_decay": (0.0, None),
+    "milestones": (0.0, 1.0),
+    "gamma": (0.0, None),
 }
 
 
@@ -33,7 +38,9 @@ def _fields() -> dict[str, Param]:
     params = {}
     for f in dataclasses.fields(TrainRecipe):
         hint = hints[f.name]
-        sample: Any = {int: 1, float: 1.0, str: ""}.get(hint, (0.0,) if typing.get_origin(hint) is tuple else "")
+        sample: Any = {int: 1, float: 1.0, str: ""}.get(
+            hint, (0.0,) if typing.get_origin(hint) is tuple else ""
+        )
         low, high = _BOUNDS.get(f.name, (None, None))
         params[f.name] = Param(sample, low=low, high=high)
     return params
@@ -95,12 +102,16 @@ def parse(texts: Iterable[str]) -> dict[str, dict[str, Any]]:
     for text in texts:
         role, sep, body = text.partition(":")
         if not sep or not role.strip():
-            raise ConfigError(f"--recipe {text!r}: write ROLE:key=value,... with ROLE one of {', '.join(ROLES)}, "
-                              'e.g. "target:epochs=100,lr=0.01"')
+            raise ConfigError(
+                f"--recipe {text!r}: write ROLE:key=value,... with ROLE one of {', '.join(ROLES)}, "
+                'e.g. "target:epochs=100,lr=0.01"'
+            )
         try:
             (comp,) = specs.parse(f"recipe[{body}]")
         except specs.SpecError:
-            raise ConfigError(f"--recipe {text!r}: cannot parse; write ROLE:key=value,... (no key twice)") from None
+            raise ConfigError(
+                f"--recipe {text!r}: cannot parse; write ROLE:key=value,... (no key twice)"
+            ) from None
         mine = raw.setdefault(role.strip(), {})
         for k, v in comp.params.items():
             if k in mine:

@@ -79,6 +79,10 @@ class Registry:
     def entries(self, kind: str) -> list[Entry]:
         return [self._entries[kind][n] for n in self.names(kind)]
 
+    def registered(self, kind: str) -> list[Entry]:
+        """The entries of ``kind`` in registration order (plugin load order, then each hook's list)."""
+        return list(self._entries[kind].values())
+
 
 def load(plugin_args: tuple[str, ...] = (), extra: tuple[object, ...] = ()) -> Registry:
     from reinv_bench.plugins import get_plugin_manager

@@ -9,17 +9,20 @@ work ahead on the next cells. Steps run through ``reinv_bench.steps`` (``run_ste
 
 Resume is a consequence of content addressing: an artifact that exists, verifies and was built
 from the current dependencies is not recomputed, and a cell stored as ``ok`` is not
-re-evaluated, so rerunning an interrupted command continues where it stopped. A failing step
-fails only the cells that depend on it; a step whose worker died (``Executor.lost``) is retried
-once.
+re-evaluated, so rerunning an interrupted command continues where it stopped. A cell is
+evaluated under a lock, as a step is computed, so a second driver on the same workdir waits and
+reuses the first one's stored row. A failing step fails only the cells that depend on it; a step
+whose worker died (``Executor.lost``) is retried once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +34,32 @@ import reinv_bench
 from reinv_bench import spec as specs
 from reinv_bench.api import Classifier, Executor, ScenarioData
 from reinv_bench.artifacts import ArtifactError, Artifacts
-from reinv_bench.plan import Cell, Plan, Request, Step, data_spec, expand
+from reinv_bench.plan import Cell, Plan, Request, Step, check_precision, data_spec, expand
 from reinv_bench.progress import Reporter
 from reinv_bench.registry import Registry
-from reinv_bench.steps import Env, Worker, describe_device, fresh, run_cell, run_step, seed_everything
+from reinv_bench.steps import (
+    Env,
+    Evaluation,
+    Worker,
+    attach,
+    describe_device,
+    reusable,
+    run_cell,
+    run_step,
+    seed_everything,  # noqa: F401 - re-exported (__all__)
+)
 from reinv_bench.store import Row, Store
 
-__all__ = ["Result", "Runner", "Summary", "describe_device", "resolve_device", "run", "seed_everything"]
+__all__ = [
+    "Result",
+    "Runner",
+    "Summary",
+    "describe_device",
+    "preview",
+    "resolve_device",
+    "run",
+    "seed_everything",
+]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -45,7 +67,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+        raise RuntimeError(
+            f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto"
+        )
     return dev
 
 
@@ -54,7 +78,7 @@ class Summary:
     ran: list[Step] = field(default_factory=list)  # steps computed in this run
     cached: list[Step] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)  # cells stored in this run
-    skipped_cells: int = 0  # already stored as ok
+    skipped_cells: int = 0  # already stored as ok (before the run, or by another driver during it)
 
     @property
     def failed(self) -> list[Row]:
@@ -63,20 +87,116 @@ class Summary:
 
 def build_executor(registry: Registry, text: str) -> Executor:
     """An executor from its spec, e.g. ``inline`` or ``local[workers=2]``."""
-    (comp,) = specs.parse(text)
-    return registry.get("executor", comp.name)(comp.params)
+    comps = specs.parse(text)
+    if len(comps) != 1:
+        raise specs.SpecError(
+            f"--executor {text!r}: give one executor ({', '.join(registry.names('executor'))}), "
+            "not a composition"
+        )
+    return registry.get("executor", comps[0].name)(comps[0].params)
+
+
+def closure(plan: Plan, keys: list[str]) -> set[str]:
+    """These steps and every step they depend on."""
+    needed: set[str] = set()
+    stack = list(keys)
+    while stack:
+        key = stack.pop()
+        if key not in needed:
+            needed.add(key)
+            stack.extend(plan.steps[key].deps)
+    return needed
+
+
+def cell_keys(cell: Cell) -> tuple[str, ...]:
+    """The steps whose artifacts a cell's evaluation reads."""
+    return (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key)
+
+
+def _cells_closure(plan: Plan, cells: list[Cell]) -> set[str]:
+    return closure(plan, [k for c in cells for k in (c.invert_key, c.eval_key)])
+
+
+def preview(plan: Plan, store: Store, artifacts: Artifacts) -> dict[str, Any]:
+    """What ``run`` would do (``--dry-run``): per step kind, how many steps run and how many
+    are reused, with an estimate from the timings of steps of the same kind and scenario
+    already in the cache (None: no timing to go by)."""
+    todo = [c for c in plan.cells if not store.done(c.cell_id)]
+    past: dict[tuple[str, str], list[float]] = {}
+    for rec_path in artifacts.root.glob("*/*.json"):
+        meta = (artifacts.record(rec_path.stem) or {}).get("meta", {})
+        if "kind" in meta:
+            past.setdefault((meta["kind"], meta["scenario"]), []).append(float(meta["seconds"]))
+    kinds: dict[str, dict[str, Any]] = {}
+    for key in sorted(_cells_closure(plan, todo), key=list(plan.steps).index):
+        step = plan.steps[key]
+        k = kinds.setdefault(step.kind, {"run": 0, "cached": 0, "seconds": 0.0})
+        if artifacts.exists(key):  # (verified when the run reaches it)
+            k["cached"] += 1
+            continue
+        k["run"] += 1
+        scenario = data_spec(plan.steps, step)["scenario"]
+        times = sorted(past.get((step.kind, scenario), []))
+        k["seconds"] = None if k["seconds"] is None or not times else k["seconds"] + times[len(times) // 2]
+    return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo)}
+
+
+@dataclass
+class Walk:
+    """The state of one run's walk over the DAG: what waits for dependencies, what is ready, what
+    runs, what is settled (done, cached or failed) and which cells this driver holds locked."""
+
+    plan: Plan
+    store: Store
+    summary: Summary
+    on_result: Callable[..., Any] | None
+    rank: dict[str, tuple[int, int]]  # priority: the first cell that needs it, then plan order
+    waiting: list[str]  # steps whose dependencies are not all settled
+    cells: list[Cell]  # cells whose steps are not all settled
+    counted: set[str]  # steps the progress total counts (absent when the run started)
+    ready: list[tuple[tuple[int, int], str, Any]] = field(
+        default_factory=list
+    )  # (priority, "step"|"cell", what)
+    settled: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)  # step key -> why
+    running: dict[Future, tuple[str, Any, int]] = field(default_factory=dict)  # -> (what, obj, tries)
+    held: dict[str, contextlib.ExitStack] = field(default_factory=dict)  # cell id -> its lock
+
+    @classmethod
+    def of(cls, plan: Plan, store: Store, on_result, summary: Summary, artifacts: Artifacts) -> Walk:
+        todo = []
+        for cell in plan.cells:
+            if store.done(cell.cell_id):
+                summary.skipped_cells += 1
+            else:
+                todo.append(cell)
+        rank: dict[str, tuple[int, int]] = {}
+        order = {key: i for i, key in enumerate(plan.steps)}
+        for ci, cell in enumerate(todo):
+            for key in sorted(_cells_closure(plan, [cell]), key=order.__getitem__):
+                rank.setdefault(key, (ci, order[key]))
+        for ci, cell in enumerate(todo):
+            rank[cell.cell_id] = (ci, len(order))  # a cell after its own steps
+        waiting = sorted((k for k in rank if k in plan.steps), key=rank.__getitem__)
+        counted = {k for k in waiting if not artifacts.exists(k)}
+        return cls(plan, store, summary, on_result, rank, waiting, list(todo), counted)
+
+    def busy(self) -> bool:
+        return bool(self.waiting or self.cells or self.ready or self.running)
 
 
 class Runner:
-    def __init__(self, registry: Registry, workdir: Path, device: torch.device, executor: str | Executor = "inline",
-                 reporter: Reporter | None = None, deterministic: bool = False, precision: str = "fp32") -> None:
-        from reinv_bench.api import ConfigError
-        from reinv_bench.plan import PRECISIONS
-
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision {precision!r}: give one of {', '.join(PRECISIONS)}")
-        if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use tf32 or fp32")
+    def __init__(
+        self,
+        registry: Registry,
+        workdir: Path,
+        device: torch.device,
+        executor: str | Executor = "inline",
+        reporter: Reporter | None = None,
+        deterministic: bool = False,
+        precision: str = "fp32",
+    ) -> None:
+        check_precision(precision, device)
         self.registry = registry
         self.workdir = Path(workdir)
         self.artifacts = Artifacts(self.workdir)
@@ -84,9 +204,16 @@ class Runner:
         self.device = device
         from reinv_bench.plugins import ENV_LOAD
 
-        self.env = Env(str(self.workdir.resolve()), registry.selection, os.environ.get(ENV_LOAD), str(device),
-                       deterministic, precision)
-        self.worker = Worker(self.env, registry)  # this process's: inline steps, data digests, tests
+        self.env = Env(
+            str(self.workdir.resolve()),
+            registry.selection,
+            os.environ.get(ENV_LOAD),
+            str(device),
+            deterministic,
+            precision,
+        )
+        # this process's worker (inline steps, data digests, tests), the one run_step/run_cell find here
+        self.worker = attach(Worker(self.env, registry))
         self.executor = build_executor(registry, executor) if isinstance(executor, str) else executor
         self.reporter = reporter or Reporter()
         self.worker.progress = self.reporter.step_progress
@@ -99,27 +226,7 @@ class Runner:
         return self.worker.load_model(key)
 
     def preview(self, plan: Plan, store: Store) -> dict[str, Any]:
-        """What ``run`` would do (``--dry-run``): per step kind, how many steps run and how many
-        are reused, with an estimate from the timings of steps of the same kind and scenario
-        already in the cache (None: no timing to go by)."""
-        todo = [c for c in plan.cells if not store.done(c.cell_id)]
-        past: dict[tuple[str, str], list[float]] = {}
-        for rec_path in self.artifacts.root.glob("*/*.json"):
-            meta = (self.artifacts.record(rec_path.stem) or {}).get("meta", {})
-            if "kind" in meta:
-                past.setdefault((meta["kind"], meta["scenario"]), []).append(float(meta["seconds"]))
-        kinds: dict[str, dict[str, Any]] = {}
-        for key in sorted(self._closure(plan, todo), key=list(plan.steps).index):
-            step = plan.steps[key]
-            k = kinds.setdefault(step.kind, {"run": 0, "cached": 0, "seconds": 0.0})
-            if self.artifacts.exists(key):  # (verified when the run reaches it)
-                k["cached"] += 1
-                continue
-            k["run"] += 1
-            scenario = data_spec(plan.steps, step)["scenario"]
-            times = sorted(past.get((step.kind, scenario), []))
-            k["seconds"] = None if k["seconds"] is None or not times else k["seconds"] + times[len(times) // 2]
-        return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo)}
+        return preview(plan, store, self.artifacts)
 
     # ---- the walk ---------------------------------------------------------------------------
 
@@ -127,170 +234,175 @@ class Runner:
         """Run what is missing and store every cell as soon as it is evaluated."""
         self.steps.update(plan.steps)
         summary = Summary()
-        todo = []
-        for cell in plan.cells:
-            if store.done(cell.cell_id):
-                summary.skipped_cells += 1
-            else:
-                todo.append(cell)
-        # priority: the first cell that needs it, then plan order (dependencies come first)
-        rank: dict[str, tuple[int, int]] = {}
-        order = {key: i for i, key in enumerate(plan.steps)}
-        for ci, cell in enumerate(todo):
-            for key in sorted(self._closure(plan, [cell]), key=order.__getitem__):
-                rank.setdefault(key, (ci, order[key]))
-        for ci, cell in enumerate(todo):
-            rank[cell.cell_id] = (ci, len(order))  # a cell after its own steps
-        waiting = sorted((k for k in rank if k in plan.steps), key=rank.__getitem__)  # steps whose dependencies are not all settled
-        cells = list(todo)  # cells whose steps are not all settled
-        ready: list[tuple[tuple[int, int], str, Any]] = []  # (priority, "step"|"cell", what)
-        settled: set[str] = set()
-        failed: dict[str, str] = {}
-        running: dict[Future, tuple[str, Any, int]] = {}
-        self.reporter.start(sum(not self.artifacts.exists(k) for k in waiting) + len(todo))
+        walk = Walk.of(plan, store, on_result, summary, self.artifacts)
+        self.reporter.start(len(walk.counted) + len(walk.cells))
         self.executor.start(self.env)
         try:
-            while waiting or cells or ready or running:
-                waiting, cells = self._settle(plan, store, waiting, cells, settled, failed, ready, rank, summary,
-                                              on_result)
-                ready.sort(key=lambda r: r[0])
-                while ready and len(running) < self.executor.slots:
-                    _, what, obj = ready.pop(0)
-                    running[self._submit(what, obj, plan)] = (what, obj, 0)
-                if not running:
-                    continue
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    what, obj, tries = running.pop(fut)
-                    err = fut.exception()
-                    if err is not None and self.executor.lost(err) and tries == 0:
-                        self.reporter.message(f"worker lost during {self._label(what, obj)} ({err!r}); retrying once")
-                        running[self._submit(what, obj, plan)] = (what, obj, 1)
-                    elif what == "step":
-                        self._step_done(obj, fut, err, failed, summary)
-                        settled.add(obj.key)
-                    else:
-                        self._cell_done(obj, fut, err, store, summary, on_result)
+            while walk.busy():
+                self._settle(walk)
+                walk.ready.sort(key=lambda r: r[0])
+                while walk.ready and len(walk.running) < self.executor.slots:
+                    _, what, obj = walk.ready.pop(0)
+                    self._submit(walk, what, obj, 0)
+                if walk.running:
+                    self._collect(walk)
         except BaseException:
             self.executor.close(cancel=True)
             raise
         finally:
+            for hold in walk.held.values():  # cells of this driver not stored (interrupted): unlocked
+                hold.close()
             self.reporter.close()
         self.executor.close()
         return summary
 
-    def _settle(self, plan, store, waiting, cells, settled, failed, ready, rank, summary, on_result):
+    def _collect(self, walk: Walk) -> None:
+        """Wait for the first running step or cell to finish and record what it gave."""
+        done, _ = wait(list(walk.running), return_when=FIRST_COMPLETED)
+        for fut in done:
+            what, obj, tries = walk.running.pop(fut)
+            err = fut.exception()
+            if err is not None and self.executor.lost(err) and tries == 0:
+                self.reporter.message(
+                    f"worker lost during {_progress_label(what, obj)} ({err!r}); retrying once"
+                )
+                self._submit(walk, what, obj, 1)
+            elif what == "step":
+                self._step_done(walk, obj, fut, err)
+                walk.settled.add(obj.key)
+            else:
+                self._cell_done(walk, obj, fut, err)
+
+    def _settle(self, walk: Walk) -> None:
         """Move steps whose dependencies are settled to failed, cached or ready; store failed
         cells and queue cells whose steps are all done. Repeats until nothing moves."""
-        moved = True
-        while moved:
-            moved = False
-            still = []
-            for key in waiting:
-                step = plan.steps[key]
-                if not all(d in settled for d in step.deps):
-                    still.append(key)
-                    continue
-                moved = True
-                bad = next((d for d in step.deps if d in failed), None)
-                if bad:
-                    failed[key] = f"depends on failed step '{plan.steps[bad].label}'"
-                    self.reporter.step_end(step.label, "failed", error=failed[key])
-                    settled.add(key)
-                elif fresh(self.artifacts, step):
-                    summary.cached.append(step)
-                    settled.add(key)
-                else:
-                    ready.append((rank[key], "step", step))
-            waiting = still
-            pending = []
-            for cell in cells:
-                keys = (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key)
-                if not all(k in settled for k in keys):
-                    pending.append(cell)
-                    continue
-                moved = True
-                bad = next((k for k in keys if k in failed), None)
-                if bad:
-                    row = self._row(cell, status="failed",
-                                    error=f"step '{plan.steps[bad].label}' failed: {failed[bad]}")
-                    self._store(row, cell, store, summary, on_result)
-                else:
-                    ready.append((rank[cell.cell_id], "cell", cell))
-            cells = pending
-        return waiting, cells
+        while self._settle_steps(walk) | self._settle_cells(walk):
+            pass
 
-    def _submit(self, what: str, obj: Any, plan: Plan) -> Future:
-        self.reporter.step_start(self._label(what, obj))
-        if what == "step":
-            return self.executor.submit(run_step, self.env, obj, self._deps(plan, [obj.key]))
-        keys = [obj.eval_key, obj.target_key, *obj.prior_keys, obj.invert_key]
-        return self.executor.submit(run_cell, self.env, obj, self._deps(plan, keys))
+    def _settle_steps(self, walk: Walk) -> bool:
+        moved, still = False, []
+        for key in walk.waiting:
+            step = walk.plan.steps[key]
+            if not all(d in walk.settled for d in step.deps):
+                still.append(key)
+                continue
+            moved = True
+            bad = next((d for d in step.deps if d in walk.failed), None)
+            if bad:
+                walk.failed[key] = f"depends on failed step '{walk.plan.steps[bad].label}'"
+                self._count(walk, key, True)
+                self.reporter.step_end(step.label, "failed", error=walk.failed[key])
+                walk.settled.add(key)
+            elif reusable(self.artifacts, step):
+                self._count(walk, key, False)  # built meanwhile by another driver: not reported
+                walk.summary.cached.append(step)
+                walk.settled.add(key)
+            else:
+                self._count(walk, key, True)  # present but stale or corrupt: rebuilt, so reported
+                walk.ready.append((walk.rank[key], "step", step))
+        walk.waiting = still
+        return moved
 
-    @staticmethod
-    def _label(what: str, obj: Any) -> str:
+    def _count(self, walk: Walk, key: str, reported: bool) -> None:
+        """Keep the progress total equal to what is reported: a step counted at the start that
+        turns out reusable leaves it, one rebuilt though its artifact existed joins it."""
+        if reported != (key in walk.counted):
+            self.reporter.expect(1 if reported else -1)
+            (walk.counted.add if reported else walk.counted.discard)(key)
+
+    def _settle_cells(self, walk: Walk) -> bool:
+        moved, pending = False, []
+        for cell in walk.cells:
+            keys = cell_keys(cell)
+            if not all(k in walk.settled for k in keys):
+                pending.append(cell)
+                continue
+            moved = True
+            bad = next((k for k in keys if k in walk.failed), None)
+            if bad:
+                row = self._row(
+                    cell,
+                    status="failed",
+                    error=f"step '{walk.plan.steps[bad].label}' failed: {walk.failed[bad]}",
+                )
+                self._store(walk, row, cell)
+            else:
+                walk.ready.append((walk.rank[cell.cell_id], "cell", cell))
+        walk.cells = pending
+        return moved
+
+    def _submit(self, walk: Walk, what: str, obj: Any, tries: int) -> None:
+        if what == "cell" and tries == 0 and not self._lock_cell(walk, obj):
+            return
+        self.reporter.step_start(_progress_label(what, obj))
         if what == "step":
-            return obj.label
-        return f"cell {obj.labels['attack']} vs {obj.labels['defense']} seed {obj.labels['seed']}"
+            fut = self.executor.submit(run_step, self.env, obj, self._deps(walk.plan, [obj.key]))
+        else:
+            fut = self.executor.submit(run_cell, self.env, obj, self._deps(walk.plan, list(cell_keys(obj))))
+        walk.running[fut] = (what, obj, tries)
+
+    def _lock_cell(self, walk: Walk, cell: Cell) -> bool:
+        """Take the cell's lock (waiting while another driver evaluates it); False when that
+        driver has stored it meanwhile: its row is reused, nothing is evaluated twice."""
+        hold = contextlib.ExitStack()
+        hold.enter_context(self.artifacts.lock(cell.cell_id, notify=self.reporter.message))
+        if walk.store.done(cell.cell_id):
+            hold.close()
+            walk.summary.skipped_cells += 1
+            self.reporter.step_end(_progress_label("cell", cell), "cached")
+            return False
+        walk.held[cell.cell_id] = hold
+        return True
 
     def _deps(self, plan: Plan, keys: list[str]) -> dict[str, Step]:
         """The steps a worker needs to know to run these (them and their dependencies)."""
-        return {k: plan.steps[k] for k in self._closure_of(plan, keys)}
+        return {k: plan.steps[k] for k in closure(plan, keys)}
 
-    def _step_done(self, step: Step, fut: Future, err: BaseException | None, failed: dict[str, str],
-                   summary: Summary) -> None:
+    def _step_done(self, walk: Walk, step: Step, fut: Future, err: BaseException | None) -> None:
         if err is None:
             meta = fut.result()
             if meta.get("reused"):  # another process computed it meanwhile
-                summary.cached.append(step)
+                walk.summary.cached.append(step)
                 self.reporter.step_end(step.label, "cached")
             else:
-                summary.ran.append(step)
+                walk.summary.ran.append(step)
                 self.reporter.step_end(step.label, "done", meta.get("seconds", 0.0))
             return
-        failed[step.key] = f"{type(err).__name__}: {err}"
-        self.reporter.step_end(step.label, "failed", error=failed[step.key])
+        walk.failed[step.key] = f"{type(err).__name__}: {err}"
+        self.reporter.step_end(step.label, "failed", error=walk.failed[step.key])
         if not isinstance(err, ArtifactError):
             self.reporter.message("".join(traceback.format_exception(err)[-3:]).rstrip())
 
-    def _cell_done(self, cell: Cell, fut: Future, err: BaseException | None, store: Store, summary: Summary,
-                   on_result) -> None:
+    def _cell_done(self, walk: Walk, cell: Cell, fut: Future, err: BaseException | None) -> None:
         if err is None:
-            out = fut.result()
-            seconds = out.pop("seconds")
-            row = self._row(cell, status="ok", **out)  # metrics, notes, outcomes, the worker's device
+            ev: Evaluation = fut.result()
+            row = self._row(
+                cell, status="ok", metrics=ev.metrics, notes=ev.notes, outcomes=ev.outcomes, device=ev.device
+            )
+            seconds = ev.seconds
         else:  # the cell fails, the grid goes on
             row = self._row(cell, status="failed", error=f"evaluation failed: {type(err).__name__}: {err}")
             seconds = 0.0
         row.timings = self._timings(cell, seconds)
-        self._store(row, cell, store, summary, on_result, seconds)
+        self._store(walk, row, cell, seconds)
 
-    def _store(self, row: Row, cell: Cell, store: Store, summary: Summary, on_result,
-               seconds: float = 0.0) -> None:
-        store.put(row)
-        summary.rows.append(row)
-        self.reporter.step_end(self._label("cell", cell), "failed" if row.status == "failed" else "done",
-                               seconds, row.error)
-        if on_result is not None:
-            on_result(cell=cell, result=row)
-
-    @staticmethod
-    def _closure(plan: Plan, cells: list[Cell]) -> set[str]:
-        return Runner._closure_of(plan, [k for c in cells for k in (c.invert_key, c.eval_key)])
-
-    @staticmethod
-    def _closure_of(plan: Plan, keys: list[str]) -> set[str]:
-        needed: set[str] = set()
-        stack = list(keys)
-        while stack:
-            key = stack.pop()
-            if key not in needed:
-                needed.add(key)
-                stack.extend(plan.steps[key].deps)
-        return needed
+    def _store(self, walk: Walk, row: Row, cell: Cell, seconds: float = 0.0) -> None:
+        try:
+            walk.store.put(row)
+        finally:  # stored (or failed to be): another driver waiting for the cell may go on
+            hold = walk.held.pop(cell.cell_id, None)
+            if hold is not None:
+                hold.close()
+        walk.summary.rows.append(row)
+        self.reporter.step_end(
+            _progress_label("cell", cell), "failed" if row.status == "failed" else "done", seconds, row.error
+        )
+        if walk.on_result is not None:
+            walk.on_result(cell=cell, result=row)
 
     def _timings(self, cell: Cell, evaluate_s: float) -> dict[str, float]:
         """Seconds of each step, from the artifacts' records (no artifact is loaded)."""
+
         def meta(key: str) -> dict[str, Any]:
             return (self.artifacts.record(key) or {}).get("meta", {})
 
@@ -298,31 +410,61 @@ class Runner:
             return float(meta(key).get("seconds", float("nan")))
 
         invert = meta(cell.invert_key)  # a merge of class chunks: their seconds
-        t = {"target_s": seconds(cell.target_key), "prior_s": sum(seconds(k) for k in cell.prior_keys),
-             "invert_s": invert.get("chunk_seconds", 0.0) + seconds(cell.invert_key)}
-        if "queries" in meta(cell.invert_key):
-            t["queries"] = meta(cell.invert_key)["queries"]
+        t = {
+            "target_s": seconds(cell.target_key),
+            "prior_s": sum(seconds(k) for k in cell.prior_keys),
+            "invert_s": invert.get("chunk_seconds", 0.0) + seconds(cell.invert_key),
+        }
+        if "queries" in invert:
+            t["queries"] = invert["queries"]
         t["evaluate_s"] = evaluate_s
         t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
         return t
 
     def _row(self, cell: Cell, **values: Any) -> Row:
-        return Row(**{
-            "cell_id": cell.cell_id, **cell.labels, "config": cell.config, "device": describe_device(self.device),
-            "data_digest": self.steps[cell.target_key].spec.get("data"), "torch_version": torch.__version__,
-            "reinv_version": reinv_bench.__version__,
-            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            # where the cell's artifacts are (reinv-bench show reads the reconstructions)
-            "artifacts": {"eval": cell.eval_key, "target": cell.target_key, "priors": list(cell.prior_keys),
-                          "invert": cell.invert_key},
-            **values,  # status, error; an evaluation's metrics, notes, outcomes and the worker's device
-        })
+        return Row(
+            **{
+                "cell_id": cell.cell_id,
+                **cell.labels,
+                "device": describe_device(self.device),
+                # the metrics' versions: the leaderboard marks and never compares rows of other versions
+                "config": {
+                    **cell.config,
+                    "metrics": {m: self.registry.get("metric", m).version for m in cell.metrics},
+                },
+                "data_digest": self.steps[cell.target_key].spec.get("data"),
+                "torch_version": torch.__version__,
+                "reinv_version": reinv_bench.__version__,
+                "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                # where the cell's artifacts are (reinv-bench show reads the reconstructions)
+                "artifacts": {
+                    "eval": cell.eval_key,
+                    "target": cell.target_key,
+                    "priors": list(cell.prior_keys),
+                    "invert": cell.invert_key,
+                    # the bytes the cell was computed against: a row of an artifact rebuilt since is stale
+                    "sha256": {
+                        k: rec["sha256"]
+                        for k in (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key)
+                        if (rec := self.artifacts.record(k)) and rec.get("sha256")
+                    },
+                },
+                **values,  # status, error; an evaluation's metrics, notes, outcomes and the worker's device
+            }
+        )
+
+
+def _progress_label(what: str, obj: Any) -> str:
+    """A step's label, or a cell's as the progress display shows it."""
+    if what == "step":
+        return obj.label
+    return f"cell {obj.labels['attack']} vs {obj.labels['defense']} seed {obj.labels['seed']}"
 
 
 @dataclass
 class Result:
     """What ``run`` did: the plan, the summary (None for a dry run), the stored rows of the
-    plan's cells, the dry run's preview (``Runner.preview``)."""
+    plan's cells, the dry run's preview (``preview``)."""
 
     plan: Plan
     summary: Summary | None
@@ -331,10 +473,20 @@ class Result:
     workdir: Path
 
 
-def run(request: Request | None = None, *, registry: Registry | None = None, workdir: str | Path = "~/.reinv-bench",
-        device: str | torch.device = "auto", executor: str | Executor = "inline", reporter: Reporter | None = None,
-        deterministic: bool = False, on_result=None, dry_run: bool = False, precision: str | None = None,
-        **fields: Any) -> Result:
+def run(
+    request: Request | None = None,
+    *,
+    registry: Registry | None = None,
+    workdir: str | Path = "~/.reinv-bench",
+    device: str | torch.device = "auto",
+    executor: str | Executor = "inline",
+    reporter: Reporter | None = None,
+    deterministic: bool = False,
+    on_result=None,
+    dry_run: bool = False,
+    precision: str | None = None,
+    **fields: Any,
+) -> Result:
     """Run a grid from Python, as ``reinv-bench run`` does (the CLI only calls this)::
 
         import reinv_bench
@@ -359,10 +511,12 @@ def run(request: Request | None = None, *, registry: Registry | None = None, wor
     plan = expand(req, registry, data_digest=lambda s: runner.data(s, req.data_root).digest)
     store = Store(workdir / "results.db")
     if dry_run:
-        return Result(plan, None, [], runner.preview(plan, store), workdir)
-    runner.reporter.message(f"{len(plan.cells)} cell(s), budget {req.budget}, device {describe_device(dev)}, "
-                            + (f"precision {req.precision}, " if req.precision != "fp32" else "") +
-                            f"workdir {workdir}")
+        return Result(plan, None, [], preview(plan, store, runner.artifacts), workdir)
+    runner.reporter.message(
+        f"{len(plan.cells)} cell(s), budget {req.budget}, device {describe_device(dev)}, "
+        + (f"precision {req.precision}, " if req.precision != "fp32" else "")
+        + f"workdir {workdir}"
+    )
     summary = runner.run(plan, store, on_result)
     ids = {c.cell_id for c in plan.cells}
     return Result(plan, summary, [r for r in store.rows() if r.cell_id in ids], None, workdir)

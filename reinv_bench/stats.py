@@ -30,32 +30,39 @@ from typing import Any
 
 import numpy as np
 
+from reinv_bench.outcomes import Outcomes
+from reinv_bench.store import Row
+
 LEVEL = 0.95
 N_BOOT = 2000
 SEED = 0
 
 
-def items(row: dict[str, Any] | None, key: str) -> dict[int, np.ndarray] | None:
+def outcomes(row: Any) -> Outcomes | None:
+    """A stored row's outcomes (a ``Row``, or the mapping of its columns)."""
+    if row is None:
+        return None
+    out = row.outcomes if isinstance(row, Row) else row.get("outcomes")
+    return Outcomes.from_json(out)
+
+
+def items(row: Any, key: str) -> dict[int, np.ndarray] | None:
     """class -> the item values of metric ``key`` in a stored row's outcomes; None without them."""
-    out = (row or {}).get("outcomes") or {}
-    per_rec = (out.get("per_reconstruction") or {}).get(key)
-    if per_rec is not None and out.get("class") is not None and len(out["class"]) == len(per_rec):
-        classes, values = out["class"], per_rec
-    elif (out.get("per_item") or {}).get(key) is not None:
-        classes, values = out["per_item"][key]["class"], out["per_item"][key]["value"]
-    else:
+    out = outcomes(row)
+    its = None if out is None else out.items(key)
+    if its is None:
         return None
     by: dict[int, list[float]] = {}
-    for c, v in zip(classes, values):
+    for c, v in zip(its.classes, its.values):
         if v is not None:
             by.setdefault(int(c), []).append(float(v))
     return {c: np.asarray(v, dtype=float) for c, v in sorted(by.items())} or None
 
 
-def reconstructions(row: dict[str, Any] | None) -> int | None:
+def reconstructions(row: Any) -> int | None:
     """How many reconstructions a stored row's outcomes hold (None without outcomes)."""
-    out = (row or {}).get("outcomes") or {}
-    return len(out["class"]) if out.get("class") is not None else None
+    out = outcomes(row)
+    return None if out is None else len(out)
 
 
 @dataclass
@@ -91,13 +98,18 @@ def _percentiles(boot: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _value(row: dict[str, Any], key: str) -> float | None:
-    v = (row.get("metrics") or {}).get(key)
+def _value(row: Any, key: str) -> float | None:
+    v = (row.metrics if isinstance(row, Row) else row.get("metrics") or {}) or {}
+    v = v.get(key)
     return None if v is None else float(v)
 
 
-def _replicates(sides: list[list[tuple[np.ndarray, np.ndarray]]], signs: list[float], n_boot: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _replicates(
+    sides: list[list[tuple[np.ndarray, np.ndarray]]],
+    signs: list[float],
+    n_boot: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Bootstrap replicates of sum_k sign_k * (mean over seeds of the class-resampled mean of side k).
 
     ``sides[k][j]``: (per-class sums, per-class counts) of side k at seed j, classes aligned
@@ -115,7 +127,9 @@ def _replicates(sides: list[list[tuple[np.ndarray, np.ndarray]]], signs: list[fl
             draw = rng.integers(n_classes, size=(len(rows), n_classes))
             # how often each class was drawn, per replicate (a bincount is faster than gathering)
             flat = (np.arange(len(rows))[:, None] * n_classes + draw).ravel()
-            weights = np.bincount(flat, minlength=len(rows) * n_classes).reshape(len(rows), n_classes).astype(float)
+            weights = (
+                np.bincount(flat, minlength=len(rows) * n_classes).reshape(len(rows), n_classes).astype(float)
+            )
             for sign, side in zip(signs, sides):
                 sums, counts = side[j]
                 boot[rows] += sign * (weights @ sums) / (weights @ counts)
@@ -126,12 +140,20 @@ def _by_class(table: dict[int, np.ndarray], classes: list[int]) -> tuple[np.ndar
     return (np.array([table[c].sum() for c in classes]), np.array([float(len(table[c])) for c in classes]))
 
 
-def paired(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str, level: float = LEVEL,
-           n_boot: int = N_BOOT, seed: int = SEED) -> Interval:
+def paired(
+    a: dict[int, dict[str, Any]],
+    b: dict[int, dict[str, Any]],
+    key: str,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> Interval:
     """Difference a - b in metric ``key`` (a: a defense's rows by seed, b: the baseline's), with
     its paired bootstrap interval (see the module docstring)."""
     seeds_a, seeds_b = sorted(a), sorted(b)
-    common = [s for s in seeds_a if s in b and _value(a[s], key) is not None and _value(b[s], key) is not None]
+    common = [
+        s for s in seeds_a if s in b and _value(a[s], key) is not None and _value(b[s], key) is not None
+    ]
     res = Interval(None, seeds=common, seeds_a=seeds_a, seeds_b=seeds_b)
     if not common:
         res.note = "no common seed with a value on both sides"
@@ -160,8 +182,9 @@ def paired(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str,
     return _over_seeds(res, np.asarray(diffs), level, n_boot, seed, key)
 
 
-def interval(rows: dict[int, dict[str, Any]], key: str, level: float = LEVEL, n_boot: int = N_BOOT,
-             seed: int = SEED) -> Interval:
+def interval(
+    rows: dict[int, dict[str, Any]], key: str, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = SEED
+) -> Interval:
     """One entry's mean of ``key`` over its seeds with a bootstrap interval (plots' error bars)."""
     seeds = [s for s in sorted(rows) if _value(rows[s], key) is not None]
     res = Interval(None, seeds=seeds)
@@ -184,7 +207,9 @@ def interval(rows: dict[int, dict[str, Any]], key: str, level: float = LEVEL, n_
     return _over_seeds(res, values, level, n_boot, seed, key)
 
 
-def _over_seeds(res: Interval, values: np.ndarray, level: float, n_boot: int, seed: int, key: str) -> Interval:
+def _over_seeds(
+    res: Interval, values: np.ndarray, level: float, n_boot: int, seed: int, key: str
+) -> Interval:
     if len(values) < 2:
         res.note = f"{key} has no per-reconstruction outcomes stored and there is one seed"
         return res

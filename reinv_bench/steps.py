@@ -15,7 +15,6 @@ computing the same step: the second waits and reuses the first one's artifact.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import time
@@ -36,12 +35,15 @@ from reinv_bench.api import (
     Inversion,
     LabelOnly,
     NotComputed,
+    PerItem,
     ScenarioData,
     Split,
     TrainRecipe,
 )
 from reinv_bench.artifacts import ArtifactError, Artifacts
+from reinv_bench.outcomes import Items, Outcomes
 from reinv_bench.plan import Cell, Step, data_spec
+from reinv_bench.precision import set_tf32, step_precision
 from reinv_bench.registry import Registry
 from reinv_bench.train import accuracy, compose, train_classifier
 
@@ -55,26 +57,9 @@ class Env:
     load_plugins: str | None = None  # REINV_BENCH_LOAD_PLUGINS as the driver saw it
     device: str = "cpu"
     deterministic: bool = False
-    precision: str = "fp32"  # fp32 | bf16 | tf32 (--precision, plan.PRECISIONS); each step computes at its spec's own
-
-
-def step_precision(spec: dict[str, Any]) -> str:
-    """The precision a step computes at: the ``precision`` entry of its spec (absent: fp32, so
-    fp32 keys are those of the runs before ``--precision`` existed)."""
-    return spec.get("precision", "fp32")
-
-
-def set_tf32(precision: str) -> None:
-    """TF32 matmuls and convolutions on Ampere+ GPUs for ``tf32``; off otherwise (true fp32)."""
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = precision == "tf32"
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on ``device`` for ``bf16`` (CPU too: slower, but the same code path); a no-op otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    precision: str = (
+        "fp32"  # fp32 | bf16 | tf32 (--precision, plan.PRECISIONS); each step computes at its spec's own
+    )
 
 
 def describe_device(dev: torch.device) -> str:
@@ -90,7 +75,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fresh(artifacts: Artifacts, step: Step) -> bool:
+def reusable(artifacts: Artifacts, step: Step) -> bool:
     """Whether the step's artifact can be reused: present, intact (its SHA-256 verified; a
     corrupt or swapped file is moved aside) and built from the dependencies as they are now."""
     rec = artifacts.record(step.key)
@@ -100,6 +85,13 @@ def fresh(artifacts: Artifacts, step: Step) -> bool:
 
 
 _WORKERS: dict[Env, Worker] = {}
+
+
+def attach(w: Worker) -> Worker:
+    """Make ``w`` this process's worker for its env (the driver's, with its registry and
+    progress display: what ``run_step``/``run_cell`` use for inline steps). Returns it."""
+    _WORKERS[w.env] = w
+    return w
 
 
 def worker(env: Env) -> Worker:
@@ -112,7 +104,7 @@ def worker(env: Env) -> Worker:
             os.environ.pop(ENV_LOAD, None)
         else:
             os.environ[ENV_LOAD] = env.load_plugins
-        Worker(env, load(env.plugins))
+        attach(Worker(env, load(env.plugins)))
     return _WORKERS[env]
 
 
@@ -122,25 +114,32 @@ def run_step(env: Env, step: Step, steps: dict[str, Step]) -> dict[str, Any]:
     w = worker(env)
     w.steps.update(steps)
     with w.artifacts.lock(step.key):
-        if fresh(w.artifacts, step):  # computed meanwhile by another driver or worker
+        if reusable(w.artifacts, step):  # computed meanwhile by another driver or worker
             return {**w.artifacts.record(step.key)["meta"], "reused": True}
         return w.execute(step)
 
 
-def run_cell(env: Env, cell: Cell, steps: dict[str, Step]) -> dict[str, Any]:
-    """Evaluate a cell: its metric values, notes on values that could not be computed, the
-    per-reconstruction outcomes, the seconds it took and the device it ran on (as this worker
-    sees it: its GPU, its CPU threads)."""
-    from reinv_bench.api import OUTCOMES
+@dataclass
+class Evaluation:
+    """What evaluating a cell gives the driver: the metric values (None where one could not be
+    computed), notes on those (why), the per-reconstruction outcomes, the seconds it took and the
+    device it ran on (as the worker sees it: its GPU, its CPU threads)."""
 
+    metrics: dict[str, float | None]
+    notes: dict[str, str]
+    outcomes: Outcomes | None
+    seconds: float = 0.0
+    device: str | None = None
+
+
+def run_cell(env: Env, cell: Cell, steps: dict[str, Step]) -> Evaluation:
+    """Evaluate a cell (``steps``: the steps whose artifacts it reads)."""
     w = worker(env)
     w.steps.update(steps)
     t0 = time.perf_counter()
-    values, notes = w.evaluate(cell)
-    values = dict(values)
-    outcomes = values.pop(OUTCOMES, None)
-    return {"metrics": values, "notes": notes, "outcomes": outcomes, "seconds": time.perf_counter() - t0,
-            "device": describe_device(w.device)}
+    ev = w.evaluate(cell)
+    ev.seconds, ev.device = time.perf_counter() - t0, describe_device(w.device)
+    return ev
 
 
 class Worker:
@@ -162,8 +161,6 @@ class Worker:
             torch.set_flush_denormal(True)
         self._data: dict[tuple[str, str | None], ScenarioData] = {}
         self.steps: dict[str, Step] = {}
-        _WORKERS[env] = self
-
 
     def data(self, scenario: str, data_root: str | None) -> ScenarioData:
         if (scenario, data_root) not in self._data:
@@ -193,37 +190,28 @@ class Worker:
         if step.kind == "target":
             return data.private_train, data.private_test
         if data.pretrain is None:
-            raise ValueError(f"scenario {step.spec['scenario']} declares labelled public data but loaded none")
+            raise ValueError(
+                f"scenario {step.spec['scenario']} declares labelled public data but loaded none"
+            )
         return data.pretrain, data.pretrain
 
     def _init_weights(self, model: Classifier, arch: str, init: dict[str, str]) -> str:
-        """Load pretrained weights into ``model``: all but the layers the architecture adds
-        (``model.fresh``: the head, ...). An upstream checkpoint (torchvision, face.evoLVe,
-        facenet-pytorch names) is renamed to the Classifier's. Returns where they came from."""
+        """Load the weights ``init`` names (a pretrain step's, or a file's) into ``model``
+        (``Classifier.load_checkpoint``). Returns where they came from."""
         from reinv_bench.weights import load_state
 
         if "pretrained" in init:
             state, origin = self.artifacts.load(init["pretrained"])["state_dict"], "pretrained on public data"
         else:
-            state = self.registry.get("architecture", arch).adapt_checkpoint(load_state(Path(init["weights"])))
+            state = self.registry.get("architecture", arch).adapt_checkpoint(
+                load_state(Path(init["weights"]))
+            )
             origin = f"{init['weights']} (sha256 {init['sha256'][:12]})"
-            if not any(k.startswith("blocks.") for k in state):
-                state = {model.upstream_names[k]: v for k, v in state.items() if k in model.upstream_names}
-        own = model.state_dict()
-        fresh = model.fresh
-        state = {k: v for k, v in state.items()
-                 if not (k.startswith(fresh) and (k not in own or own[k].shape != v.shape))}
-        wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-                 if k in own and own[k].shape != v.shape]
-        missing = [k for k in own if k not in state and not k.startswith(fresh)
-                   and not k.endswith("num_batches_tracked")]  # absent from older checkpoints
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected or wrong:
-            raise ValueError(f"pretrained weights from {origin} do not fit architecture {arch}: "
-                             f"missing {missing[:4]}, unexpected {unexpected[:4]}, shapes differ {wrong[:4]}"
-                             f" ({len(missing)}/{len(unexpected)}/{len(wrong)} in all)")
-        model.load_state_dict(state, strict=False)
+        model.load_checkpoint(state, f"{origin} do not fit architecture {arch}")
         return origin
+
+    def _architecture(self, name: str):
+        return self.registry.get("architecture", name)
 
     def attack(self, desc: dict[str, Any]) -> Attack:
         from reinv_bench.plan import build_attack
@@ -233,7 +221,9 @@ class Worker:
     def target_view(self, attack: Attack, key: str):
         """The target as the attack's threat model allows it to be seen."""
         model = self.load_model(key).requires_grad_(False)
-        return {"white-box": model, "black-box": BlackBox(model), "label-only": LabelOnly(model)}[attack.threat_model]
+        return {"white-box": model, "black-box": BlackBox(model), "label-only": LabelOnly(model)}[
+            attack.threat_model
+        ]
 
     def load_model(self, key: str) -> Classifier:
         model, _ = self._build(self.steps[key])
@@ -250,21 +240,35 @@ class Worker:
         for key in step.deps:  # what this step reads, bound by content: a rebuilt dependency invalidates it
             sha = self.artifacts.digest(key)
             if sha is None:
-                raise ArtifactError(f"step '{self.steps[key].label}' has no valid artifact; rerun to rebuild it")
+                raise ArtifactError(
+                    f"step '{self.steps[key].label}' has no valid artifact; rerun to rebuild it"
+                )
             deps[key] = sha
         dspec = data_spec(self.steps, step)
         data = self.data(dspec["scenario"], dspec["data_root"])
         if dspec.get("data") not in (None, data.digest):
-            raise ValueError(f"the data of scenario {dspec['scenario']} changed since the run was planned "
-                             f"(digest {data.digest}, planned {dspec['data']}); rerun the command")
+            raise ValueError(
+                f"the data of scenario {dspec['scenario']} changed since the run was planned "
+                f"(digest {data.digest}, planned {dspec['data']}); rerun the command"
+            )
         seed_everything(spec["seed"])
         set_tf32(step_precision(spec))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        obj, meta = {"eval": self.train, "pretrain": self.train, "target": self.train, "prior": self.prior,
-                     "invert": self.invert, "merge": self.merge}[step.kind](step, data)
-        meta.update(kind=step.kind, scenario=dspec["scenario"], seconds=time.perf_counter() - t0,
-                    device=describe_device(self.device))
+        obj, meta = {
+            "eval": self.train,
+            "pretrain": self.train,
+            "target": self.train,
+            "prior": self.prior,
+            "invert": self.invert,
+            "merge": self.merge,
+        }[step.kind](step, data)
+        meta.update(
+            kind=step.kind,
+            scenario=dspec["scenario"],
+            seconds=time.perf_counter() - t0,
+            device=describe_device(self.device),
+        )
         if self.device.type == "cuda":  # what the step needed, for sizing GPUs (in its record)
             meta["peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.artifacts.save(step.key, obj, deps=deps, meta=meta)
@@ -278,8 +282,32 @@ class Worker:
         meta = {}
         if spec.get("init"):
             meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
-        history = train_classifier(model, train, TrainRecipe(**spec["recipe"]), defense, device=self.device,
-                                   seed=spec["seed"], progress=self.progress, precision=step_precision(spec))
+        recipe = TrainRecipe(**spec["recipe"])
+        history = train_classifier(
+            model,
+            train,
+            recipe,
+            defense,
+            device=self.device,
+            seed=spec["seed"],
+            progress=self.progress,
+            precision=step_precision(spec),
+        )
+        for i, phase in enumerate(defense.phases(recipe), 1):  # a defense's fine-tune (calor): same loop
+            defense.on_phase(i)
+            history += train_classifier(
+                model,
+                train,
+                phase,
+                defense,
+                device=self.device,
+                seed=spec["seed"] + i,
+                progress=self.progress,
+                precision=step_precision(spec),
+            )
+        stats = defense.end_training(model)  # numbers a defense reports (DP-SGD's epsilon): in the rows
+        if stats:
+            meta["stats"] = {k: float(v) for k, v in stats.items()}
         meta.update(test_acc=accuracy(model, test, self.device), history=history)
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, meta
 
@@ -288,9 +316,17 @@ class Worker:
         spec = step.spec
         attack = self.attack(step.extra["attack"])
         target = self.target_view(attack, spec["target"]) if spec["target"] else None
-        ctx = AttackContext(self.registry.get("scenario", spec["scenario"]), data, target, self.device,
-                            spec["seed"], self.progress)
-        with autocast(self.device, step_precision(spec)):
+        ctx = AttackContext(
+            self.registry.get("scenario", spec["scenario"]),
+            data,
+            target,
+            self.device,
+            spec["seed"],
+            self.progress,
+            step_precision(spec),
+            self._architecture,
+        )
+        with ctx.autocast():
             prior = attack.prepare(ctx, spec["kind"])
         return {"prior": prior}, {}
 
@@ -302,8 +338,11 @@ class Worker:
         meta = {"chunk_seconds": sum(m.get("seconds", 0.0) for m in records)}
         if any("queries" in p["info"] for p in parts):
             info["queries"] = meta["queries"] = sum(p["info"].get("queries", 0) for p in parts)
-        obj = {"images": torch.cat([p["images"] for p in parts]), "labels": torch.cat([p["labels"] for p in parts]),
-               "info": info}
+        obj = {
+            "images": torch.cat([p["images"] for p in parts]),
+            "labels": torch.cat([p["labels"] for p in parts]),
+            "info": info,
+        }
         return obj, meta
 
     def invert(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -313,8 +352,17 @@ class Worker:
         scenario = self.registry.get("scenario", self.steps[spec["target"]].spec["scenario"])
         priors = {kind: self.artifacts.load(key)["prior"] for kind, key in spec["priors"].items()}
         target = self.target_view(attack, spec["target"])
-        ctx = AttackContext(scenario, data, target, self.device, spec["seed"], self.progress)
-        with autocast(self.device, step_precision(spec)):
+        ctx = AttackContext(
+            scenario,
+            data,
+            target,
+            self.device,
+            spec["seed"],
+            self.progress,
+            step_precision(spec),
+            self._architecture,
+        )
+        with ctx.autocast():
             inv = attack.invert(ctx, priors, spec["classes"])
         if isinstance(target, BlackBox):
             inv.info["queries"] = target.queries
@@ -324,49 +372,48 @@ class Worker:
         obj = {"images": inv.images.cpu().float(), "labels": inv.labels.cpu(), "info": inv.info}
         return obj, ({"queries": inv.info["queries"]} if "queries" in inv.info else {})
 
-    def evaluate(self, cell: Cell) -> tuple[dict[str, Any], dict[str, str]]:
+    def evaluate(self, cell: Cell) -> Evaluation:
+        """The cell's metric values, notes and per-reconstruction outcomes (class, the target's
+        confidence in it, each metric's item values), computed at fp32 whatever the steps did."""
+        from reinv_bench.train import predict
+
         spec = self.steps[cell.target_key].spec
         scenario = self.registry.get("scenario", spec["scenario"])
         data = self.data(spec["scenario"], spec["data_root"])
         inv = self.artifacts.load(cell.invert_key)
-        ctx = EvalContext(scenario, data, Inversion(inv["images"], inv["labels"], inv["info"]),
-                          self.load_model(cell.target_key), self.load_model(cell.eval_key), self.device,
-                          self._cache)
-        from reinv_bench.api import OUTCOMES, PerItem
-        from reinv_bench.train import predict
-
-        values: dict[str, Any] = {}
-        notes: dict[str, str] = {}
+        ctx = EvalContext(
+            scenario,
+            data,
+            Inversion(inv["images"], inv["labels"], inv["info"]),
+            self.load_model(cell.target_key),
+            self.load_model(cell.eval_key),
+            self.device,
+            self._cache,
+            budget=cell.labels.get("budget", "paper"),
+        )
         set_tf32("fp32")  # the judge (evaluation model, metrics) computes at fp32 whatever the steps did
-        # per-reconstruction outcomes (class, the target's confidence in it, each metric's item values)
-        # travel to the driver under the reserved key OUTCOMES; the driver stores them in the row
         with torch.no_grad():
             conf = predict(ctx.target, ctx.inversion.images, self.device).softmax(1)
         labels = ctx.inversion.labels.long()
-        outcomes: dict[str, Any] = {"class": labels.tolist(), "per_reconstruction": {}, "per_item": {},
-                                    "target_conf": [round(v, 6) for v in conf[torch.arange(len(labels)), labels].tolist()]}
+        ev = Evaluation(
+            {},
+            {},
+            Outcomes(
+                labels.tolist(), [round(v, 6) for v in conf[torch.arange(len(labels)), labels].tolist()]
+            ),
+        )
         for name in cell.metrics:
-            metric = self.registry.get("metric", name)
             seed_everything(cell.labels["seed"])  # each metric alike, whatever ran (or was cached) before it
             try:
-                result = metric.compute(ctx)
+                result = self.registry.get("metric", name).compute(ctx)
             except Exception as exc:  # noqa: BLE001 - stored as null with the reason
-                values[name], notes[name] = None, f"metric {name} failed: {type(exc).__name__}: {exc}"
+                ev.metrics[name], ev.notes[name] = None, f"metric {name} failed: {type(exc).__name__}: {exc}"
                 continue
             for k, v in result.items():
-                if isinstance(v, NotComputed):
-                    values[k], notes[k] = None, v.reason
-                elif isinstance(v, PerItem):
-                    values[k] = float(v.value)
-                    items = [float(x) for x in v.items]
-                    if v.classes is None and len(items) == len(labels):
-                        outcomes["per_reconstruction"][k] = items
-                    elif v.classes is not None:
-                        outcomes["per_item"][k] = {"class": [int(c) for c in v.classes], "value": items}
-                else:
-                    values[k] = float(v)
-        values[OUTCOMES] = outcomes
-        return values, notes
+                _record(ev, k, v)
+        # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row
+        ev.metrics.update(((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats", {}))
+        return ev
 
     def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:
         """Metric-side cache in the artifact store (e.g. FID statistics of the private images)."""
@@ -381,3 +428,19 @@ class Worker:
         obj = compute()
         self.artifacts.save(akey, obj)
         return obj
+
+
+def _record(ev: Evaluation, key: str, value: Any) -> None:
+    """One value a metric returned: a number, ``NotComputed`` (null and why) or ``PerItem`` (the
+    mean, and its items in the outcomes: per reconstruction, or per item of its own with classes)."""
+    if isinstance(value, NotComputed):
+        ev.metrics[key], ev.notes[key] = None, value.reason
+    elif isinstance(value, PerItem):
+        ev.metrics[key] = float(value.value)
+        items = [float(x) for x in value.items]
+        if value.classes is None and len(items) == len(ev.outcomes):
+            ev.outcomes.per_reconstruction[key] = items
+        elif value.classes is not None:
+            ev.outcomes.per_item[key] = Items([int(c) for c in value.classes], items)
+    else:
+        ev.metrics[key] = float(value)

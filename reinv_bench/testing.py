@@ -2,7 +2,8 @@
 for tests, for benchmarks, and for checking a loader without the real data.
 
     from reinv_bench.testing import make_face_tree
-    make_face_tree(Path("/tmp/faces"))   # then: reinv-bench run --data-root /tmp/faces --scenario celeba64 ...
+    make_face_tree(Path("/tmp/faces"))
+    # then: reinv-bench run --data-root /tmp/faces --scenario celeba64 ...
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def make_facescrub(root, per_group=265, per_person=3):
     for group in ("actors", "actresses"):
         for p in range(per_group):
             for k in range(per_person):
-                _img(root / "facescrub" / group / "faces" / f"Person_{p:03d}" / f"{k}.jpg", (60, 60), p * 7 + k)
+                _img(
+                    root / "facescrub" / group / "faces" / f"Person_{p:03d}" / f"{k}.jpg", (60, 60), p * 7 + k
+                )
 
 
 def make_face_tree(root: Path, facescrub_per_person: int = 3) -> list[int]:

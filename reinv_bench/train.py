@@ -1,6 +1,8 @@
 """The one classifier training loop. Defenses hook into it (see reinv_bench.api.Defense):
 ``train_transform`` on each training batch, ``wrap_model`` before training, ``loss`` in place of
-cross-entropy, ``trainable`` to choose the parameters that train, ``on_epoch`` for schedules.
+cross-entropy, ``trainable`` to choose the parameters that train, ``on_epoch`` for schedules,
+``begin_training`` before the first epoch (own state, a wrapped optimizer), ``batch_loss`` for a
+loss computed with the model itself.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench.api import Classifier, Defense, Progress, Split, TrainRecipe, no_progress
+from reinv_bench.precision import autocast
 
 
 def make_optimizer(params: list[nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use adam or sgd")
 
 
@@ -53,10 +58,12 @@ def augment(x: Tensor, kind: str, gen: torch.Generator) -> Tensor:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         p = (x * 0.5 + 0.5).clamp(0, 1)  # jitter acts on pixels in [0, 1]
-        ops = [lambda p: (p * u(0.8, 1.2)).clamp(0, 1),
-               lambda p: _blend(p, _gray(p).mean((1, 2, 3), keepdim=True), u(0.8, 1.2)),  # contrast
-               lambda p: _blend(p, _gray(p), u(0.9, 1.1)),  # saturation
-               lambda p: _shift_hue(p, u(-0.1, 0.1))]
+        ops = [
+            lambda p: (p * u(0.8, 1.2)).clamp(0, 1),
+            lambda p: _blend(p, _gray(p).mean((1, 2, 3), keepdim=True), u(0.8, 1.2)),  # contrast
+            lambda p: _blend(p, _gray(p), u(0.9, 1.1)),  # saturation
+            lambda p: _shift_hue(p, u(-0.1, 0.1)),
+        ]
         for i in torch.randperm(4, generator=gen).tolist():
             p = ops[i](p) if (p.shape[1] == 3 or i < 2) else p
         x = p * 2 - 1
@@ -81,7 +88,9 @@ def _shift_hue(p: Tensor, h: Tensor) -> Tensor:
     mx, mn = p.max(1).values, p.min(1).values
     delta = mx - mn
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    hue = torch.where(mx == r, ((g - b) / safe) % 6, torch.where(mx == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(
+        mx == r, ((g - b) / safe) % 6, torch.where(mx == g, (b - r) / safe + 2, (r - g) / safe + 4)
+    )
     hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue))
     hue = (hue + h.view(-1, 1, 1)) % 1.0
     sat = torch.where(mx > 0, delta / torch.where(mx > 0, mx, torch.ones_like(mx)), torch.zeros_like(mx))
@@ -106,8 +115,6 @@ def train_classifier(
     the optimizer stay fp32). ``channels_last`` stores the weights and batches in that memory
     format. Off by default: on an H200 under bf16 it gained nothing for VGG16 and cost IR152 15% at
     the official batch of 64, though it gained 40% and 25% at batch 256 (``benchmarks/precision.py``)."""
-    from reinv_bench.steps import autocast
-
     device = torch.device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -128,6 +135,7 @@ def train_classifier(
     y = train.y.to(device)
     n, bs = len(x), recipe.batch_size
     per_epoch = math.ceil(n / bs)
+    opt = defense.begin_training(model, opt, recipe, n)  # the scheduler keeps the base optimizer
     history = []
     for epoch in range(recipe.epochs):
         defense.on_epoch(epoch, recipe.epochs)
@@ -140,8 +148,7 @@ def train_classifier(
             if channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
-                out = model.forward_all(xb, hidden=defense.needs_hidden)
-                loss = defense.loss(out, xb, y[idx])
+                loss = defense.batch_loss(model, xb, y[idx], defense.loss, defense.needs_hidden)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -210,6 +217,30 @@ class Composed(Defense):
         for p in self.parts:
             p.on_epoch(epoch, epochs)
 
+    def begin_training(self, model, optimizer, recipe, n):
+        for p in self.parts:
+            optimizer = p.begin_training(model, optimizer, recipe, n)
+        return optimizer
+
+    def batch_loss(self, model, x, y, loss, hidden=False):
+        owner = self._owner["batch_loss"]
+        return (
+            owner.batch_loss(model, x, y, loss, hidden)
+            if owner
+            else super().batch_loss(model, x, y, loss, hidden)
+        )
+
+    def end_training(self, model):
+        return {k: v for p in self.parts for k, v in p.end_training(model).items()}
+
+    def phases(self, recipe):
+        owner = self._owner["phases"]
+        return owner.phases(recipe) if owner else []
+
+    def on_phase(self, phase: int) -> None:
+        for p in self.parts:
+            p.on_phase(phase)
+
 
 def compose(defenses: list[Defense]) -> Defense:
     """One defense from several; refuses two that both own an exclusive hook."""
@@ -224,4 +255,16 @@ def compose(defenses: list[Defense]) -> Defense:
                 f"cannot compose {' + '.join(owners)}: both change the training loop's {hook}(); "
                 "compose defenses that touch different parts of training (e.g. re+bido)"
             )
+    for d in defenses:
+        for hook in d.excludes:
+            others = [
+                o.name
+                for o in defenses
+                if o is not d and getattr(type(o), hook) is not getattr(Defense, hook)
+            ]
+            if others:
+                raise ConfigError(
+                    f"cannot compose {d.name} with {' + '.join(others)}: {d.name} cannot share a "
+                    f"training run with a defense that changes {hook}()"
+                )
     return Composed(defenses)

@@ -64,7 +64,9 @@ def weights_home() -> Path:
 
 
 def torch_home() -> Path:
-    return Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch")).expanduser()
+    return Path(
+        os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch")
+    ).expanduser()
 
 
 def candidates(w: WeightsFile) -> list[Path]:
@@ -107,8 +109,9 @@ def recorded(w: WeightsFile) -> str | None:
         return None
     text = path.read_text(errors="replace").split()
     if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0].lower()):
-        raise WeightsUnavailable(f"{path} is not a sha256 record (delete it and run `reinv-bench weights add "
-                                 f"{w.name} FILE` again)")
+        raise WeightsUnavailable(
+            f"{path} is not a sha256 record (delete it and run `reinv-bench weights add {w.name} FILE` again)"
+        )
     return text[0].lower()
 
 
@@ -128,7 +131,11 @@ def state_of(w: WeightsFile, path: Path) -> str:
     digest = sha256_of(path)
     kind = check(w)
     if kind == "full":
-        return "present" if digest == w.sha256.lower() else f"bad (sha256 {digest[:16]}..., expected {w.sha256[:16]}...)"
+        return (
+            "present"
+            if digest == w.sha256.lower()
+            else f"bad (sha256 {digest[:16]}..., expected {w.sha256[:16]}...)"
+        )
     if kind == "prefix":
         if digest.startswith(w.sha256.lower()):
             return f"present (sha256 prefix {w.sha256} checked, no full hash published)"
@@ -161,7 +168,9 @@ def hash_label(w: WeightsFile) -> str:
 def best_state(w: WeightsFile) -> str:
     """The state of the file a lookup uses, else of the first file found, else ``absent``."""
     states = [state_of(w, p) for p in candidates(w)]
-    return next((s for s in states if usable(s)), None) or next((s for s in states if s != "absent"), "absent")
+    return next((s for s in states if usable(s)), None) or next(
+        (s for s in states if s != "absent"), "absent"
+    )
 
 
 def locate(w: WeightsFile) -> Path:
@@ -172,8 +181,14 @@ def locate(w: WeightsFile) -> Path:
         state = state_of(w, path)
         if usable(state):
             if state.startswith("unverified"):
-                hint = "" if "recorded sha256" in state else f"; `reinv-bench weights add {w.name} {path}` records it"
-                warnings.warn(f"weights {w.name!r} at {path}: {state}{hint}", UnverifiedWeightsWarning, stacklevel=2)
+                hint = (
+                    ""
+                    if "recorded sha256" in state
+                    else f"; `reinv-bench weights add {w.name} {path}` records it"
+                )
+                warnings.warn(
+                    f"weights {w.name!r} at {path}: {state}{hint}", UnverifiedWeightsWarning, stacklevel=2
+                )
             return path
         seen.append(f"{path}: {state}")
     how = f"get {w.url} and " if w.url else "get the file and "
@@ -250,7 +265,10 @@ def _load_failure(exc: Exception) -> str:
     text = str(exc)
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
-        return f"it holds Python objects ({found.group(1)}), not only tensors: refused, loading them could run code"
+        return (
+            f"it holds Python objects ({found.group(1)}), not only tensors: "
+            "refused, loading them could run code"
+        )
     if isinstance(exc, EOFError):
         return "file is truncated"
     if "zip archive" in text or "PytorchStreamReader" in text:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny in-test attack plugin, and hermetic registries and workdirs."""
+"""Shared fixtures: a tiny in-test attack plugin, hermetic registries and workdirs, and the one
+way tests invoke the CLI in-process (``invoke``)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,13 @@ class MeanAttack(Attack):
     def invert(self, ctx, priors, classes):
         _maybe_die(self.config.steps)
         prior = priors["meanimg"]
-        x = prior["mean"].expand(len(classes), *prior["mean"].shape).clone().to(ctx.device).requires_grad_(True)
+        x = (
+            prior["mean"]
+            .expand(len(classes), *prior["mean"].shape)
+            .clone()
+            .to(ctx.device)
+            .requires_grad_(True)
+        )
         y = torch.tensor(classes, device=ctx.device)
         for _ in range(self.config.steps):
             loss = torch.nn.functional.cross_entropy(ctx.target(x), y)
@@ -53,8 +60,10 @@ class TinyNet(Architecture):
     name = "tiny"
 
     def build(self, num_classes, image_shape):
-        blocks = [torch.nn.Sequential(torch.nn.Conv2d(image_shape[0], 8, 3, stride=4, padding=1), torch.nn.ReLU()),
-                  torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 32))]
+        blocks = [
+            torch.nn.Sequential(torch.nn.Conv2d(image_shape[0], 8, 3, stride=4, padding=1), torch.nn.ReLU()),
+            torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 32)),
+        ]
         return Classifier(blocks, torch.nn.Linear(32, num_classes), 32, num_classes, freeze_point=1)
 
 
@@ -82,3 +91,32 @@ def registry():
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path / "work"
+
+
+def cli_invoke(*args, plugins=(), extra=(), registry=None, ok: bool = False):
+    """Run ``reinv-bench ARGS`` in this process through click's CliRunner and return its result.
+
+    ``plugins``: -p values; ``extra``: plugin modules loaded in-process (this conftest module is
+    ``sys.modules["conftest"]``); ``registry``: a ready registry instead (its plugin manager too);
+    ``ok``: assert the exit code is 0 (the output and exception in the message otherwise)."""
+    from click.testing import CliRunner
+
+    from reinv_bench.cli import State, cli
+
+    state = State(tuple(plugins))
+    if extra:
+        from reinv_bench.registry import load
+
+        registry = load(extra=tuple(extra))
+    if registry is not None:
+        state._pm, state._registry = registry.pm, registry
+    result = CliRunner().invoke(cli, [str(a) for a in args], obj=state)
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="session")
+def invoke():
+    """``invoke(*args, plugins=(), extra=(), registry=None, ok=False)``: see ``cli_invoke``."""
+    return cli_invoke

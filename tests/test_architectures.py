@@ -13,11 +13,20 @@ from reinv_bench.plan import Request, expand
 from reinv_bench.runner import Runner
 
 
-@pytest.mark.parametrize("name, side, dim", [
-    ("vgg16", 64, 2048), ("ir152", 64, 512), ("facenet64", 64, 512), ("ir50_112", 64, 512),
-    ("resnet18", 224, 512), ("resnet50", 224, 2048), ("densenet121", 224, 1024), ("inception_v3", 224, 2048),
-    ("inception_resnet_v1", 224, 512),
-])
+@pytest.mark.parametrize(
+    "name, side, dim",
+    [
+        ("vgg16", 64, 2048),
+        ("ir152", 64, 512),
+        ("facenet64", 64, 512),
+        ("ir50_112", 64, 512),
+        ("resnet18", 224, 512),
+        ("resnet50", 224, 2048),
+        ("densenet121", 224, 1024),
+        ("inception_v3", 224, 2048),
+        ("inception_resnet_v1", 224, 512),
+    ],
+)
 def test_builds_logits_features_and_blocks(registry, name, side, dim):
     model = registry.get("architecture", name).build(7, (3, side, side)).eval()
     with torch.no_grad():
@@ -35,8 +44,14 @@ def test_vgg16_feature_batchnorm_has_no_shift_as_the_official_code(registry, tmp
     bn = model.blocks[-1][1]
     assert not bn.bias.requires_grad and bn.weight.requires_grad
     data = Split(torch.rand(8, 3, 64, 64) * 2 - 1, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
-    train_classifier(model, data, TrainRecipe(epochs=1, batch_size=4, optimizer="sgd", lr=0.1), Defense(),
-                     device=torch.device("cpu"), seed=0)
+    train_classifier(
+        model,
+        data,
+        TrainRecipe(epochs=1, batch_size=4, optimizer="sgd", lr=0.1),
+        Defense(),
+        device=torch.device("cpu"),
+        seed=0,
+    )
     assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
 
 
@@ -70,14 +85,19 @@ def test_torchvision_checkpoints_load_by_name(registry, tmp_path):
 
 def test_densenet_legacy_checkpoint_keys_are_renamed(registry, tmp_path):
     tv = torchvision.models.densenet121()
-    legacy = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v
-              for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}  # as the real file
+    legacy = {
+        re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v
+        for k, v in tv.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }  # as the real file
     assert any(".norm.1." in k for k in legacy)
     path = tmp_path / "densenet121-a639ec97.pth"
     torch.save(legacy, path)
     model = registry.get("architecture", "densenet121").build(5, (3, 224, 224))
     _runner(registry, tmp_path)._init_weights(model, "densenet121", _init(path))
-    assert torch.equal(model.blocks[1][0].denselayer1.norm1.weight, tv.features.denseblock1.denselayer1.norm1.weight)
+    assert torch.equal(
+        model.blocks[1][0].denselayer1.norm1.weight, tv.features.denseblock1.denselayer1.norm1.weight
+    )
 
 
 def test_ms1m_backbone_loads_into_the_64px_ir152_except_its_own_output_layer(registry, tmp_path):
@@ -97,18 +117,26 @@ def test_ms1m_backbone_loads_into_the_64px_ir152_except_its_own_output_layer(reg
     torch.save(IRBackbone(50, 112).state_dict(), path)
     _runner(registry, tmp_path)._init_weights(evaluator, "ir50_112", _init(path))
     # a checkpoint of another network is refused, naming what does not fit
-    with pytest.raises(ValueError, match=r"do not fit architecture ir152: missing \[.*shapes differ \['blocks"):
+    with pytest.raises(
+        ValueError, match=r"do not fit architecture ir152: missing \[.*shapes differ \['blocks"
+    ):
         _runner(registry, tmp_path)._init_weights(model, "ir152", _init(path))
 
 
 def test_arch_weights_in_specs(registry, tmp_path, monkeypatch):
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "w"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
-    with pytest.raises(ConfigError, match=r"--arch resnet18\[weights=imagenet\]: weights 'resnet18-imagenet'.*absent.*"
-                                          r"weights add resnet18-imagenet FILE"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--arch resnet18\[weights=imagenet\]: weights 'resnet18-imagenet'.*absent.*"
+        r"weights add resnet18-imagenet FILE",
+    ):
         expand(Request(["gmi"], ["none"], ["resnet18[weights=imagenet]"]), registry)
-    with pytest.raises(ConfigError, match=r"architecture resnet18: unknown parameter\(s\) weigths; the only one is "
-                                          r"weights=NAME\|PATH \(NAME: imagenet\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"architecture resnet18: unknown parameter\(s\) weigths; the only one is "
+        r"weights=NAME\|PATH \(NAME: imagenet\)",
+    ):
         expand(Request(["gmi"], ["none"], ["resnet18[weigths=imagenet]"]), registry)
     path = tmp_path / "mine.pt"
     torch.save(registry.get("architecture", "cnn").build(10, (1, 32, 32)).state_dict(), path)
@@ -130,6 +158,9 @@ def test_another_evaluation_model_is_another_protocol(registry):
 
 
 def test_tl_on_a_scenario_without_public_labels_asks_for_weights_before_training(registry):
-    with pytest.raises(ConfigError, match=r"tl starts from pretrained weights, and scenario celeba64 has no labelled "
-                                          r"public data.*tl\[weights=PATH\|NAME\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tl starts from pretrained weights, and scenario celeba64 has no labelled "
+        r"public data.*tl\[weights=PATH\|NAME\]",
+    ):
         expand(Request(["gmi"], ["tl"], scenarios=["celeba64"]), registry)

@@ -34,6 +34,7 @@ def _linear_T():
 
 # ---- the papers' losses on hand-built models ------------------------------------------------
 
+
 def test_kedmi_losses_by_hand():
     d = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
     lse = torch.log(torch.tensor([2.0, torch.e + 1 / torch.e]))
@@ -50,8 +51,20 @@ def test_kedmi_objective_is_prior_plus_lambda_ce():
     def D(x):
         return x, x[:, :2]
 
-    _, _, hist = kedmi_optimize(nn.Identity(), D, T, mu, torch.zeros_like(mu), y, iters=1, lr=0.0, lam=100.0,
-                                clip=1.0, scale=0.5, noise=lambda it: torch.zeros_like(mu))
+    _, _, hist = kedmi_optimize(
+        nn.Identity(),
+        D,
+        T,
+        mu,
+        torch.zeros_like(mu),
+        y,
+        iters=1,
+        lr=0.0,
+        lam=100.0,
+        clip=1.0,
+        scale=0.5,
+        noise=lambda it: torch.zeros_like(mu),
+    )
     want = (prior_loss(mu[:, :2]) + 100 * F.cross_entropy(T(mu), y, reduction="none")).mean()
     assert hist[0] == pytest.approx(want.item(), rel=1e-5)
 
@@ -87,6 +100,7 @@ def test_lomma_identity_by_hand():
 def test_brepmi_moves_away_from_points_outside_the_class():
     """2-d latent, G = identity, class 1 where x0 > 0; the sphere points are fixed at
     (+-R, 0) and (0, +-R): the one at -R is outside, so z moves right by step/4."""
+
     def label_of(x):
         return (x[:, 0] > 0).long()
 
@@ -95,8 +109,20 @@ def test_brepmi_moves_away_from_points_outside_the_class():
         return base[None].repeat(len(labels), 1, 1) * r[:, None, None]
 
     z0 = torch.tensor([[1.5, 0.0]])
-    z, _, info = brep_optimize(nn.Identity(), label_of, z0.clone(), torch.tensor([1]), points=4, r0=2.0, grow=1.3,
-                               threshold=0.75, patience=100, max_iters=1, clamp=10.0, directions=dirs)
+    z, _, info = brep_optimize(
+        nn.Identity(),
+        label_of,
+        z0.clone(),
+        torch.tensor([1]),
+        points=4,
+        r0=2.0,
+        grow=1.3,
+        threshold=0.75,
+        patience=100,
+        max_iters=1,
+        clamp=10.0,
+        directions=dirs,
+    )
     # v = [+1, -1, +1, -1]: (v - 1)/2 = [0, -1, 0, -1] (x at 1.5 +- 2: the left one and... the
     # point (0, -R) has x0 = 1.5 > 0, inside). Recompute with the real labels:
     pts = z0 + dirs(0, torch.tensor([1]), 4, 2, torch.tensor([2.0]))[0]
@@ -107,6 +133,7 @@ def test_brepmi_moves_away_from_points_outside_the_class():
 
 
 # ---- batched equals per-class -----------------------------------------------------------------
+
 
 def _nets():
     torch.manual_seed(0)
@@ -126,11 +153,20 @@ def test_kedmi_batch_equals_loop():
     table = torch.randn(iters, 10, 100)
     kw = {"iters": iters, "lr": 0.02, "lam": 100.0, "clip": 1.0, "scale": 1 / 3}
     y = torch.tensor(classes)
-    mu, lv, _ = kedmi_optimize(G, D, T, torch.zeros(3, 100), torch.ones(3, 100), y,
-                               noise=lambda it: table[it, classes], **kw)
+    mu, lv, _ = kedmi_optimize(
+        G, D, T, torch.zeros(3, 100), torch.ones(3, 100), y, noise=lambda it: table[it, classes], **kw
+    )
     for i, c in enumerate(classes):
-        m, v, _ = kedmi_optimize(G, D, T, torch.zeros(1, 100), torch.ones(1, 100), torch.tensor([c]),
-                                 noise=lambda it, c=c: table[it, [c]], **kw)
+        m, v, _ = kedmi_optimize(
+            G,
+            D,
+            T,
+            torch.zeros(1, 100),
+            torch.ones(1, 100),
+            torch.tensor([c]),
+            noise=lambda it, c=c: table[it, [c]],
+            **kw,
+        )
         assert torch.allclose(m[0], mu[i], atol=1e-5) and torch.allclose(v[0], lv[i], atol=1e-5)
 
 
@@ -165,8 +201,16 @@ def test_brepmi_batch_equals_loop():
         d = table[it, lab]
         return d / d.norm(dim=2, keepdim=True) * r[:, None, None]
 
-    kw = {"points": 6, "r0": 2.0, "grow": 1.3, "threshold": 0.75, "patience": 3,
-          "max_iters": 8, "clamp": 1.5, "directions": dirs}
+    kw = {
+        "points": 6,
+        "r0": 2.0,
+        "grow": 1.3,
+        "threshold": 0.75,
+        "patience": 3,
+        "max_iters": 8,
+        "clamp": 1.5,
+        "directions": dirs,
+    }
     z, p, _ = brep_optimize(G, label_of, z0.clone(), torch.tensor(classes), **kw)
     for i, c in enumerate(classes):
         zc, pc, _ = brep_optimize(G, label_of, z0[i : i + 1].clone(), torch.tensor([c]), **kw)
@@ -189,6 +233,7 @@ def test_lomma_identity_batch_equals_loop():
 
 
 # ---- augmentation, selection, threat model ---------------------------------------------------
+
 
 def test_augment_keeps_shape_range_and_gradients():
     x = (torch.rand(8, 1, 32, 32) * 2 - 1).requires_grad_(True)
@@ -216,11 +261,14 @@ def test_label_only_view_exposes_labels_and_counts_queries():
 
 # ---- through the harness -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     reg = load()
     wd = tmp_path_factory.mktemp("attacks")
-    plan = expand(Request(["kedmi", "plgmi", "lomma+gmi", "brepmi", "gmi"], ["none", "re"], budget="smoke"), reg)
+    plan = expand(
+        Request(["kedmi", "plgmi", "lomma+gmi", "brepmi", "gmi"], ["none", "re"], budget="smoke"), reg
+    )
     summary = Runner(reg, wd, CPU).run(plan, Store(wd / "results.db"))
     return plan, summary, wd
 
@@ -308,8 +356,10 @@ def test_runner_hands_each_threat_model_its_view_of_the_target(tmp_path):
             return [make("label-only"), make("black-box")]
 
     reg = load(extra=(Plugin(),))
-    plan = expand(Request(["probe-label-only", "probe-black-box"], ["none"], budget="smoke",
-                          metrics=["attack_acc"]), reg)
+    plan = expand(
+        Request(["probe-label-only", "probe-black-box"], ["none"], budget="smoke", metrics=["attack_acc"]),
+        reg,
+    )
     Runner(reg, tmp_path, CPU).run(plan, Store(tmp_path / "results.db"))
     assert seen == {"label-only": LabelOnly, "black-box": BlackBox}
     rows = Store(tmp_path / "results.db").rows()

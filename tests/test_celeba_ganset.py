@@ -43,7 +43,9 @@ def test_celeba64_uses_the_official_list_when_given(celeba_root, tmp_path, monke
         ganset.unlink()
     assert _names(data.public.x) == listed  # the list's images, in its order
     assert data.public.y is None and len(data.public) == 3
-    assert "celeba_ganset.txt" in data.source and "1 listed images of private identities left out" in data.source
+    assert (
+        "celeba_ganset.txt" in data.source and "1 listed images of private identities left out" in data.source
+    )
     assert data.digest != everything.digest  # results with and without the list are never mixed
     assert data.private_train.x.paths == everything.private_train.x.paths  # the private data do not change
     assert _load(root).digest == everything.digest  # without the file: every other identity again

@@ -5,22 +5,33 @@ import io
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from reinv_bench.cli import State, cli
+from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 
 @pytest.fixture(scope="module")
 def smoke_workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("cli")
-    args = ["run", "-a", "gmi", "-d", "re", "--budget", "smoke", "--seeds", "2", "--quiet", "--workdir", str(wd)]
-    result = CliRunner().invoke(cli, args, obj=State(()))
+    args = [
+        "run",
+        "-a",
+        "gmi",
+        "-d",
+        "re",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "2",
+        "--quiet",
+        "--workdir",
+        str(wd),
+    ]
+    result = cli_invoke(*args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return wd, result
 
 
 def _lb(wd, *args):
-    result = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(wd), *args], obj=State(()))
+    result = cli_invoke("leaderboard", "--workdir", str(wd), *args)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -33,8 +44,21 @@ def test_run_trains_attacks_stores_and_prints(smoke_workdir):
 
 def test_identical_second_run_does_no_work(smoke_workdir):
     wd, _ = smoke_workdir
-    args = ["run", "-a", "gmi", "-d", "re", "--budget", "smoke", "--seeds", "2", "--quiet", "--workdir", str(wd)]
-    result = CliRunner().invoke(cli, args, obj=State(()))
+    args = [
+        "run",
+        "-a",
+        "gmi",
+        "-d",
+        "re",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "2",
+        "--quiet",
+        "--workdir",
+        str(wd),
+    ]
+    result = cli_invoke(*args)
     assert result.exit_code == 0
     assert "ran 0 step(s)" in result.output and "4 cell(s) already stored" in result.output
 
@@ -70,14 +94,26 @@ def test_leaderboard_filters_and_sort(smoke_workdir):
     wd = smoke_workdir[0]
     only = json.loads(_lb(wd, "--format", "json", "-d", "re"))
     assert [e["defense"] for e in only] == ["re"]
-    result = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(wd), "--sort", "bogus"], obj=State(()))
+    result = cli_invoke("leaderboard", "--workdir", str(wd), "--sort", "bogus")
     assert result.exit_code != 0 and "cannot sort by 'bogus'" in result.output
 
 
 def test_mnist_gmi_top5_is_null_with_reason(tmp_path):
-    args = ["run", "-a", "gmi", "-d", "none", "--scenario", "mnist-gmi", "--budget", "smoke", "--quiet",
-            "--workdir", str(tmp_path)]
-    result = CliRunner().invoke(cli, args, obj=State(()))
+    args = [
+        "run",
+        "-a",
+        "gmi",
+        "-d",
+        "none",
+        "--scenario",
+        "mnist-gmi",
+        "--budget",
+        "smoke",
+        "--quiet",
+        "--workdir",
+        str(tmp_path),
+    ]
+    result = cli_invoke(*args)
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(_lb(tmp_path, "--format", "json"))
     assert entry["attack_acc5"] is None and "5 classes" in entry["attack_acc5_note"]
@@ -94,11 +130,11 @@ def test_mnist_gmi_top5_is_null_with_reason(tmp_path):
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path, args, message):
-    result = CliRunner().invoke(cli, ["run", "--budget", "smoke", "--workdir", str(tmp_path), *args], obj=State(()))
+    result = cli_invoke("run", "--budget", "smoke", "--workdir", str(tmp_path), *args)
     assert result.exit_code != 0
     assert message in result.output
 
 
 def test_leaderboard_without_results_says_what_to_do(tmp_path):
-    result = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(tmp_path)], obj=State(()))
+    result = cli_invoke("leaderboard", "--workdir", str(tmp_path))
     assert result.exit_code != 0 and "reinv-bench run" in result.output

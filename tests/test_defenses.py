@@ -31,6 +31,7 @@ def _model(reg, arch="cnn", classes=10):
 
 # ---- MID ------------------------------------------------------------------------------------
 
+
 def test_mid_kl_matches_the_closed_form():
     mu = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
     std = torch.tensor([[1.0, 0.5], [2.0, 1.0]])
@@ -63,6 +64,7 @@ def test_mid_loss_is_ce_plus_beta_kl(reg):
 
 # ---- BiDO -----------------------------------------------------------------------------------
 
+
 def test_hsic_matches_a_hand_computation():
     torch.manual_seed(0)
     x, y = torch.randn(6, 3).double(), torch.randn(6, 2).double()
@@ -87,7 +89,9 @@ def test_hsic_is_larger_for_dependent_than_for_independent_inputs():
         indep = hsic_normalized_cca(x, torch.randn(64, 10) * scale, 5.0)
         assert hsic_normalized_cca(x, x, 5.0) > 1.5 * indep
         assert hsic_normalized_cca(x, 2 * x + 0.01 * torch.randn_like(x), 5.0) > 1.5 * indep
-        assert hsic_normalized_cca(x, torch.ones(64, 3), 5.0) == pytest.approx(0.0, abs=1e-6)  # no information
+        assert hsic_normalized_cca(x, torch.ones(64, 3), 5.0) == pytest.approx(
+            0.0, abs=1e-6
+        )  # no information
         assert coco_normalized_cca(x, x) > coco_normalized_cca(x, torch.randn(64, 10) * scale)
 
 
@@ -116,6 +120,7 @@ def test_bido_loss_sign_and_hidden_blocks(reg):
 
 # ---- NegLS ----------------------------------------------------------------------------------
 
+
 def test_negls_loss_by_hand():
     logits = torch.tensor([[2.0, 0.0, -1.0]])
     y = torch.tensor([0])
@@ -135,6 +140,7 @@ def test_negls_schedule_matches_the_official_at_100_epochs():
 
 
 # ---- TL -------------------------------------------------------------------------------------
+
 
 def test_tl_freezes_exactly_the_declared_blocks(reg):
     tl = reg.get("defense", "tl")({})
@@ -165,6 +171,7 @@ def test_tl_pretrains_once_per_arch_and_loads_local_weights(reg, tmp_path):
 
 # ---- RE ablation and composition ------------------------------------------------------------
 
+
 def test_re_fixed_location_always_erases_the_same_pixels(reg):
     re = reg.get("defense", "re")({"location": "fixed"})
     x = torch.full((50, 1, 32, 32), -1.0)
@@ -191,7 +198,17 @@ def test_composition_applies_both_and_rejects_conflicts(reg):
 
 
 def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
-    defenses = ["none", "re", "mid", "bido", "negls", "tl", "re+bido", "re[location=fixed]", "bido[measure=coco]"]
+    defenses = [
+        "none",
+        "re",
+        "mid",
+        "bido",
+        "negls",
+        "tl",
+        "re+bido",
+        "re[location=fixed]",
+        "bido[measure=coco]",
+    ]
     plan = expand(Request(["gmi"], defenses, budget="smoke", metrics=["natural_acc", "attack_acc"]), reg)
     store = Store(tmp_path / "results.db")
     Runner(reg, tmp_path, CPU).run(plan, store)
@@ -201,9 +218,9 @@ def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
         assert r["status"] == "ok", (name, r["error"])
         assert 0 <= r["metrics"]["natural_acc"] <= 1
     assert [d["name"] for d in rows["re+bido"]["config"]["defense"]] == ["re", "bido"]
-    from reinv_bench.leaderboard import aggregate
+    from reinv_bench.aggregate import aggregate, declared_columns
 
-    board = {e["defense"]: e for e in aggregate(store.rows())}
+    board = {e["defense"]: e for e in aggregate(store.rows(), columns=declared_columns(load()))}
     assert set(board) == set(defenses)
     for e in board.values():  # every defense is compared with the undefended baseline
         assert e["d_natural_acc"] == pytest.approx(e["natural_acc"] - board["none"]["natural_acc"])
@@ -230,6 +247,8 @@ def test_recipe_augmentations_act_per_image_and_stay_in_range():
     rot = _shift_hue(p, h)
     for n in range(2):
         hh, ss, vv = colorsys.rgb_to_hsv(*p[n, :, 1, 0].tolist())
-        assert rot[n, :, 1, 0].tolist() == pytest.approx(colorsys.hsv_to_rgb((hh + h[n].item()) % 1, ss, vv), abs=1e-5)
+        assert rot[n, :, 1, 0].tolist() == pytest.approx(
+            colorsys.hsv_to_rgb((hh + h[n].item()) % 1, ss, vv), abs=1e-5
+        )
     with pytest.raises(ValueError, match="unknown augmentation 'jitter'"):
         augment(x, "jitter", g)

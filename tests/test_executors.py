@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench.artifacts import Artifacts
+from reinv_bench.artifacts import Artifacts, parse_holder
 from reinv_bench.plan import Request, expand
 from reinv_bench.runner import Runner
 from reinv_bench.store import Store
@@ -24,8 +24,17 @@ CPU = torch.device("cpu")
 
 
 def _plan(registry, attacks=("meanimg",), defenses=("none", "re", "re[scale=0.1-0.8]")):
-    return expand(Request(list(attacks), list(defenses), archs=["tiny"], eval_arch="tiny", budget="smoke",
-                          metrics=["natural_acc", "attack_acc", "knn_dist"]), registry)
+    return expand(
+        Request(
+            list(attacks),
+            list(defenses),
+            archs=["tiny"],
+            eval_arch="tiny",
+            budget="smoke",
+            metrics=["natural_acc", "attack_acc", "knn_dist"],
+        ),
+        registry,
+    )
 
 
 @pytest.fixture
@@ -45,7 +54,9 @@ def test_local_workers_store_exactly_what_inline_stores(registry, tmp_path, one_
     inline = Store(tmp_path / "inline" / "results.db")
     Runner(registry, tmp_path / "inline", CPU).run(plan, inline)
     local = Store(tmp_path / "local" / "results.db")
-    summary = Runner(registry, tmp_path / "local", CPU, executor="local[workers=2,threads=1]").run(plan, local)
+    summary = Runner(registry, tmp_path / "local", CPU, executor="local[workers=2,threads=1]").run(
+        plan, local
+    )
     assert len(summary.rows) == 3 and not summary.failed
     assert _numbers(local) == _numbers(inline)
     assert all(r["status"] == "ok" for r in local.rows())
@@ -79,15 +90,43 @@ def test_a_step_failing_twice_by_worker_loss_fails_only_its_cells(registry, tmp_
 
 def test_two_drivers_on_one_workdir_compute_each_step_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    args = [sys.executable, "-c", "from reinv_bench.cli import main; main()", "-p", "conftest", "run", "--budget", "smoke", "-a", "meanimg",
-            "--arch", "tiny", "--eval-arch", "tiny", "-d", "re", "--metric", "natural_acc", "--metric",
-            "attack_acc", "--quiet", "--workdir", str(tmp_path)]
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
+    args = [
+        sys.executable,
+        "-c",
+        "from reinv_bench.cli import main; main()",
+        "-p",
+        "conftest",
+        "run",
+        "--budget",
+        "smoke",
+        "-a",
+        "meanimg",
+        "--arch",
+        "tiny",
+        "--eval-arch",
+        "tiny",
+        "-d",
+        "re",
+        "--metric",
+        "natural_acc",
+        "--metric",
+        "attack_acc",
+        "--quiet",
+        "--workdir",
+        str(tmp_path),
+    ]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
-    done = [line.split("done", 1)[1].split("(")[0].strip() for _, err in outs for line in err.splitlines()
-            if " done " in line and not line.split("done", 1)[1].strip().startswith("cell")]
+    done = [
+        line.split("done", 1)[1].split("(")[0].strip()
+        for _, err in outs
+        for line in err.splitlines()
+        if " done " in line and not line.split("done", 1)[1].strip().startswith("cell")
+    ]
     assert len(done) == len(set(done)) == 6  # eval, 2 targets, prior, 2 inversions: each by one driver
     rows = Store(tmp_path / "results.db").rows()
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
@@ -96,14 +135,16 @@ def test_two_drivers_on_one_workdir_compute_each_step_once(tmp_path):
 def test_a_lock_left_by_a_killed_process_is_taken_over_a_live_one_waited_for(tmp_path):
     art = Artifacts(tmp_path)
     key = "ef" * 10
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     lock = art.root / key[:2] / f"{key}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     import socket
 
     lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}")
     with art.lock(key):
-        assert lock.read_text().endswith(f" {os.getpid()}")
+        assert parse_holder(lock.read_text()) == (socket.gethostname(), os.getpid())
     assert not lock.exists()
 
     order = []
@@ -125,17 +166,28 @@ def test_cells_are_stored_target_by_target(registry, tmp_path):
     """Dependency-driven, cell-major order: each cell is evaluated as soon as its steps are done."""
     plan = _plan(registry)
     stored = []
-    Runner(registry, tmp_path, CPU).run(plan, Store(tmp_path / "results.db"),
-                                        on_result=lambda cell, result: stored.append(
-                                            len(list((tmp_path / "artifacts").glob("*/*.json")))))
+    Runner(registry, tmp_path, CPU).run(
+        plan,
+        Store(tmp_path / "results.db"),
+        on_result=lambda cell, result: stored.append(len(list((tmp_path / "artifacts").glob("*/*.json")))),
+    )
     assert stored[0] < stored[1] < stored[2]  # not all targets first, then all cells
 
 
 @pytest.mark.parametrize("attack", ["gmi", "plgmi"])
-def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconstructions(attack, registry, tmp_path):
+def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconstructions(
+    attack, registry, tmp_path
+):
     def inversion(chunk):
-        req = Request([f"{attack}[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
-                      metrics=["attack_acc"], class_chunk=chunk)
+        req = Request(
+            [f"{attack}[batch_ids=5]"],
+            ["none"],
+            archs=["tiny"],
+            eval_arch="tiny",
+            budget="smoke",
+            metrics=["attack_acc"],
+            class_chunk=chunk,
+        )
         plan = expand(req, registry)
         runner = Runner(registry, tmp_path, CPU)
         summary = runner.run(plan, Store(tmp_path / f"{chunk}.db"))
@@ -149,6 +201,16 @@ def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconst
     a, b = chunked["labels"].argsort(stable=True), whole["labels"].argsort(stable=True)  # class by class
     assert torch.equal(chunked["labels"][a], whole["labels"][b])
     assert torch.equal(chunked["images"][a], whole["images"][b])  # restarts in order within a class
-    auto = expand(Request([f"{attack}[batch_ids=5]"], ["none"], archs=["tiny"], eval_arch="tiny", budget="smoke",
-                          metrics=["attack_acc"], class_chunk="auto"), registry)
+    auto = expand(
+        Request(
+            [f"{attack}[batch_ids=5]"],
+            ["none"],
+            archs=["tiny"],
+            eval_arch="tiny",
+            budget="smoke",
+            metrics=["attack_acc"],
+            class_chunk="auto",
+        ),
+        registry,
+    )
     assert set(auto.steps) == set(chunked_plan.steps)

@@ -25,8 +25,17 @@ CPU = torch.device("cpu")
 
 
 def _plan(registry, defenses=("none", "re", "re[scale=0.1-0.8]")):
-    return expand(Request(["meanimg"], list(defenses), archs=["tiny"], eval_arch="tiny", budget="smoke",
-                          metrics=["natural_acc", "attack_acc", "knn_dist"]), registry)
+    return expand(
+        Request(
+            ["meanimg"],
+            list(defenses),
+            archs=["tiny"],
+            eval_arch="tiny",
+            budget="smoke",
+            metrics=["natural_acc", "attack_acc", "knn_dist"],
+        ),
+        registry,
+    )
 
 
 def _numbers(store: Store) -> dict[str, tuple]:
@@ -84,7 +93,9 @@ def _registry():
 
 def test_ray_stores_exactly_what_inline_stores(registry, tmp_path, ray_cluster, inline_numbers):
     store = Store(tmp_path / "results.db")
-    summary = Runner(registry, tmp_path, CPU, executor="ray[address=local,cpus=2]").run(_plan(registry), store)
+    summary = Runner(registry, tmp_path, CPU, executor="ray[address=local,cpus=2]").run(
+        _plan(registry), store
+    )
     assert len(summary.rows) == 3 and not summary.failed, summary.failed
     assert _numbers(store) == inline_numbers
     import ray
@@ -125,10 +136,13 @@ def test_ray_refuses_a_workdir_the_nodes_do_not_share(ray_cluster, tmp_path, mon
 
 
 def test_submitit_local_stores_exactly_what_inline_stores(registry, tmp_path, inline_numbers):
-    pytest.importorskip("submitit", reason='the slurm extra is not installed: pip install "reinv-bench[slurm]"')
+    pytest.importorskip(
+        "submitit", reason='the slurm extra is not installed: pip install "reinv-bench[slurm]"'
+    )
     store = Store(tmp_path / "results.db")
     runner = Runner(registry, tmp_path, CPU, executor="submitit[cluster=local,slots=2]")
-    # one cell: each job is a fresh process (imports torch and the plugins: seconds on a shared 2-core machine)
+    # one cell: each job is a fresh process (imports torch and the plugins: seconds on a shared
+    # 2-core machine)
     summary = runner.run(_plan(registry, defenses=("none",)), store)
     assert len(summary.rows) == 1 and not summary.failed, summary.failed
     numbers = _numbers(store)
@@ -142,7 +156,9 @@ def test_submitit_job_killed_is_lost_and_a_step_error_is_the_steps_own(tmp_path)
     SIGINT: the local jobs inherited that, and submitit's cancel (SIGINT) left them running."""
     import signal
 
-    pytest.importorskip("submitit", reason='the slurm extra is not installed: pip install "reinv-bench[slurm]"')
+    pytest.importorskip(
+        "submitit", reason='the slurm extra is not installed: pip install "reinv-bench[slurm]"'
+    )
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _killed_and_cancelled_jobs(tmp_path)

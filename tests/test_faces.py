@@ -27,7 +27,9 @@ def test_celeba64_private_split_follows_the_seed_papers_code(face_root):
     root, ids = face_root
     data = load().get("scenario", "celeba64").load(root)
     n_private = 300 * 3 + 700
-    assert len(data.private_train) == int(0.9 * n_private) and len(data.private_test) == n_private - int(0.9 * n_private)
+    assert len(data.private_train) == int(0.9 * n_private) and len(data.private_test) == n_private - int(
+        0.9 * n_private
+    )
     assert len(data.public) == 12  # every image of the other identities
     # class c is the c-th most frequent identity, ties broken by first appearance in the file
     first = {}
@@ -40,7 +42,7 @@ def test_celeba64_private_split_follows_the_seed_papers_code(face_root):
         for k in range(0, len(split), 97):
             name = split.x.paths[split.x.index[k]].rsplit("/", 1)[1]
             assert expected[split.y[k].item()] == id_of[name]
-    assert set(data.private_train.x.index) .isdisjoint(data.private_test.x.index)
+    assert set(data.private_train.x.index).isdisjoint(data.private_test.x.index)
     assert load().get("scenario", "celeba64").target_classes() == list(range(300))
     assert data.digest == load().get("scenario", "celeba64").load(root).digest  # deterministic
 
@@ -72,16 +74,32 @@ def test_facescrub224_split_and_public_data(face_root):
     assert "/actors/faces/Person_000/0.jpg" in files[0] and "/actresses/" in files[-1]
 
 
-@pytest.mark.parametrize("scenario, breaks, message", [
-    ("celeba64", lambda r: (r / "celeba" / "identity_CelebA.txt").unlink(),
-     r"CelebA expected at .*celeba/ with identity_CelebA.txt and img_align_celeba/.*found 1 entry"),
-    ("celeba64", lambda r: (r / "celeba" / "img_align_celeba" / "000007.jpg").unlink(),
-     r"lacks 1 of the 1612 images identity_CelebA.txt lists \(found 1611 files; first missing: 000007.jpg\)"),
-    ("celeba64-ffhq", lambda r: __import__("shutil").rmtree(r / "ffhq"),
-     r"FFHQ expected at .*ffhq/thumbnails128x128/ \(70,000 .png files.*found no such folder"),
-    ("facescrub224-ffhq", lambda r: __import__("shutil").rmtree(r / "facescrub" / "actresses" / "faces" / "Person_003"),
-     r"has 529 identities; the protocol has 530"),
-])
+@pytest.mark.parametrize(
+    "scenario, breaks, message",
+    [
+        (
+            "celeba64",
+            lambda r: (r / "celeba" / "identity_CelebA.txt").unlink(),
+            r"CelebA expected at .*celeba/ with identity_CelebA.txt and img_align_celeba/.*found 1 entry",
+        ),
+        (
+            "celeba64",
+            lambda r: (r / "celeba" / "img_align_celeba" / "000007.jpg").unlink(),
+            r"lacks 1 of the 1612 images identity_CelebA.txt lists "
+            r"\(found 1611 files; first missing: 000007.jpg\)",
+        ),
+        (
+            "celeba64-ffhq",
+            lambda r: __import__("shutil").rmtree(r / "ffhq"),
+            r"FFHQ expected at .*ffhq/thumbnails128x128/ \(70,000 .png files.*found no such folder",
+        ),
+        (
+            "facescrub224-ffhq",
+            lambda r: __import__("shutil").rmtree(r / "facescrub" / "actresses" / "faces" / "Person_003"),
+            r"has 529 identities; the protocol has 530",
+        ),
+    ],
+)
 def test_incomplete_trees_are_clear_errors(tmp_path, scenario, breaks, message):
     make_celeba(tmp_path)
     make_ffhq(tmp_path, "thumbnails128x128", 2, 128)
@@ -103,8 +121,10 @@ def test_missing_data_root_says_how_to_give_one(tmp_path):
     assert result.exit_code != 0 and "pass --data-root DIR" in result.output
 
 
-@pytest.mark.parametrize("scenario, protocol, dist", [("celeba64", "64px", "knn_dist"),
-                                                     ("facescrub224-ffhq", "224px", "eval_dist")])
+@pytest.mark.parametrize(
+    "scenario, protocol, dist",
+    [("celeba64", "64px", "knn_dist"), ("facescrub224-ffhq", "224px", "eval_dist")],
+)
 def test_smoke_run_on_the_fake_trees(face_root, tmp_path, monkeypatch, registry, scenario, protocol, dist):
     """The real loaders through the whole pipeline; the metrics whose weights are absent are
     stored as null with the reason and the leaderboard shows the gap."""
@@ -116,9 +136,30 @@ def test_smoke_run_on_the_fake_trees(face_root, tmp_path, monkeypatch, registry,
     state = State(())
     state._registry = registry
     # the protocols' evaluation models (IR-50 at 112 px, Inception-v3 at 299 px) take minutes on two cores
-    result = CliRunner().invoke(cli, ["run", "-a", "meanimg", "-d", "none", "--scenario", scenario, "--arch", "tiny",
-                                      "--eval-arch", "tiny", "--budget", "smoke", "--data-root", str(root), "--workdir", str(tmp_path / "w"),
-                                      "--quiet"], obj=state)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "-a",
+            "meanimg",
+            "-d",
+            "none",
+            "--scenario",
+            scenario,
+            "--arch",
+            "tiny",
+            "--eval-arch",
+            "tiny",
+            "--budget",
+            "smoke",
+            "--data-root",
+            str(root),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--quiet",
+        ],
+        obj=state,
+    )
     assert result.exit_code == 0, result.output
     from reinv_bench.store import Store
 
@@ -127,7 +168,10 @@ def test_smoke_run_on_the_fake_trees(face_root, tmp_path, monkeypatch, registry,
     assert row["config"]["eval"]["arch"] == "tiny"
     assert set(row["metrics"]) == {"natural_acc", "attack_acc", "attack_acc5", dist, "fid", "facenet_dist"}
     assert row["metrics"]["fid"] is None and "fid-inception" in row["notes"]["fid"]
-    assert row["metrics"]["facenet_dist"] is None and "weights add facenet-vggface2" in row["notes"]["facenet_dist"]
+    assert (
+        row["metrics"]["facenet_dist"] is None
+        and "weights add facenet-vggface2" in row["notes"]["facenet_dist"]
+    )
     assert row["metrics"][dist] > 0
     board = CliRunner().invoke(cli, ["leaderboard", "--workdir", str(tmp_path / "w"), "--format", "md"])
     assert "FID" in board.output and "δ_face" in board.output and f"[{protocol}, eval tiny]" in board.output
@@ -138,8 +182,15 @@ def test_paper_recipes_are_the_published_ones():
     reg = load()
     celeba, scrub = reg.get("scenario", "celeba64"), reg.get("scenario", "facescrub224-ffhq")
     vgg = celeba.recipe("target", "paper", "vgg16")
-    assert (vgg.optimizer, vgg.lr, vgg.momentum, vgg.weight_decay, vgg.epochs, vgg.batch_size, vgg.gamma) == \
-        ("sgd", 1e-2, 0.9, 1e-4, 50, 64, 0.2)
+    assert (vgg.optimizer, vgg.lr, vgg.momentum, vgg.weight_decay, vgg.epochs, vgg.batch_size, vgg.gamma) == (
+        "sgd",
+        1e-2,
+        0.9,
+        1e-4,
+        50,
+        64,
+        0.2,
+    )
     assert [round(f * vgg.epochs) for f in vgg.milestones] == [20, 35] and vgg.augment == "flip"
     ir = celeba.recipe("target", "paper", "ir152")
     assert ir.epochs == 40 and [round(f * 40) for f in ir.milestones] == [10, 20, 30]

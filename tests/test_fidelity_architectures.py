@@ -35,27 +35,41 @@ class official_bottleneck_IR(nn.Module):
             self.shortcut_layer = nn.MaxPool2d(1, stride)
         else:
             self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_channel, depth, (1, 1), stride, bias=False), nn.BatchNorm2d(depth))
+                nn.Conv2d(in_channel, depth, (1, 1), stride, bias=False), nn.BatchNorm2d(depth)
+            )
         self.res_layer = nn.Sequential(
             nn.BatchNorm2d(in_channel),
-            nn.Conv2d(in_channel, depth, (3, 3), (1, 1), 1, bias=False), nn.PReLU(depth),
-            nn.Conv2d(depth, depth, (3, 3), stride, 1, bias=False), nn.BatchNorm2d(depth))
+            nn.Conv2d(in_channel, depth, (3, 3), (1, 1), 1, bias=False),
+            nn.PReLU(depth),
+            nn.Conv2d(depth, depth, (3, 3), stride, 1, bias=False),
+            nn.BatchNorm2d(depth),
+        )
 
 
 Bottleneck = namedtuple("Block", ["in_channel", "depth", "stride"])
 
 
 def official_get_block(in_channel, depth, num_units, stride=2):
-    return [Bottleneck(in_channel, depth, stride)] + [Bottleneck(depth, depth, 1) for i in range(num_units - 1)]
+    return [Bottleneck(in_channel, depth, stride)] + [
+        Bottleneck(depth, depth, 1) for i in range(num_units - 1)
+    ]
 
 
 def official_get_blocks(num_layers):
     if num_layers == 50:
-        return [official_get_block(64, 64, 3), official_get_block(64, 128, 4),
-                official_get_block(128, 256, 14), official_get_block(256, 512, 3)]
+        return [
+            official_get_block(64, 64, 3),
+            official_get_block(64, 128, 4),
+            official_get_block(128, 256, 14),
+            official_get_block(256, 512, 3),
+        ]
     if num_layers == 152:
-        return [official_get_block(64, 64, 3), official_get_block(64, 128, 8),
-                official_get_block(128, 256, 36), official_get_block(256, 512, 3)]
+        return [
+            official_get_block(64, 64, 3),
+            official_get_block(64, 128, 8),
+            official_get_block(128, 256, 36),
+            official_get_block(256, 512, 3),
+        ]
     raise ValueError(num_layers)
 
 
@@ -92,7 +106,9 @@ class OfficialBackbone64(nn.Module):
 
     def __init__(self, input_size, num_layers):
         super().__init__()
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        self.input_layer = nn.Sequential(
+            nn.Conv2d(3, 64, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
+        )
         self.body = _official_body(num_layers)
         official_initialize_weights(self)
 
@@ -102,9 +118,16 @@ class OfficialBackbone112(nn.Module):
 
     def __init__(self, input_size, num_layers):
         super().__init__()
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(), OfficialFlatten(),
-                                          nn.Linear(512 * 7 * 7, 512), nn.BatchNorm1d(512))
+        self.input_layer = nn.Sequential(
+            nn.Conv2d(3, 64, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
+        )
+        self.output_layer = nn.Sequential(
+            nn.BatchNorm2d(512),
+            nn.Dropout(),
+            OfficialFlatten(),
+            nn.Linear(512 * 7 * 7, 512),
+            nn.BatchNorm1d(512),
+        )
         self.body = _official_body(num_layers)
         official_initialize_weights(self)
 
@@ -116,8 +139,13 @@ class OfficialIR64(nn.Module):
     def __init__(self, num_layers, num_classes):
         super().__init__()
         self.feature = OfficialBackbone64((64, 64), num_layers)
-        self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(), OfficialFlatten(),
-                                          nn.Linear(512 * 4 * 4, 512), nn.BatchNorm1d(512))
+        self.output_layer = nn.Sequential(
+            nn.BatchNorm2d(512),
+            nn.Dropout(),
+            OfficialFlatten(),
+            nn.Linear(512 * 4 * 4, 512),
+            nn.BatchNorm1d(512),
+        )
         self.fc_layer = nn.Linear(512, num_classes)
 
 
@@ -131,8 +159,11 @@ class OfficialFaceNet(nn.Module):
 
 
 # ---- tests --------------------------------------------------------------------------------
-NETS = {"ir152": lambda n: OfficialIR64(152, n), "facenet64": lambda n: OfficialIR64(50, n),
-        "ir50_112": OfficialFaceNet}
+NETS = {
+    "ir152": lambda n: OfficialIR64(152, n),
+    "facenet64": lambda n: OfficialIR64(50, n),
+    "ir50_112": OfficialFaceNet,
+}
 
 
 def _official_state(official: nn.Module) -> dict[str, torch.Tensor]:
@@ -140,7 +171,7 @@ def _official_state(official: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in official.state_dict().items():
         if k.startswith("feature."):
-            out[k[len("feature."):]] = v
+            out[k[len("feature.") :]] = v
         elif k.startswith("output_layer."):
             out[k] = v
     return out
@@ -180,7 +211,9 @@ def test_ir_init_scheme_per_module_type(registry, arch):
     for name, m in model.named_modules():
         if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             # weight 1, bias 0 (a BN initialised otherwise, e.g. weight 0 for zero-init residuals, fails)
-            assert torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias))
+            assert torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(
+                m.bias, torch.zeros_like(m.bias)
+            )
         elif isinstance(m, nn.Conv2d):
             assert m.bias is None  # the official convs have no bias
             b = _xavier_bound(m.weight)

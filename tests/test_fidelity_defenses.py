@@ -18,12 +18,30 @@ from reinv_bench.train import make_optimizer
 # ---- TL-DMI (item 6) -----------------------------------------------------------------------
 # hosytuyen/TL-DMI config/celeba/training_classifiers/classify.json, transcribed
 TL_CLASSIFY_JSON = {
-    "VGG16": {"epochs": 200, "batch_size": 64, "lr": 8e-2, "momentum": 0.9, "weight_decay": 1e-4,
-              "freeze_layers": 26},
-    "IR152": {"epochs": 100, "batch_size": 64, "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-4,
-              "freeze_layers": 46},
-    "FaceNet64": {"epochs": 200, "batch_size": 8, "lr": 8e-3, "momentum": 0.9, "weight_decay": 1e-4,
-                  "freeze_layers": 5},
+    "VGG16": {
+        "epochs": 200,
+        "batch_size": 64,
+        "lr": 8e-2,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "freeze_layers": 26,
+    },
+    "IR152": {
+        "epochs": 100,
+        "batch_size": 64,
+        "lr": 1e-2,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "freeze_layers": 46,
+    },
+    "FaceNet64": {
+        "epochs": 200,
+        "batch_size": 8,
+        "lr": 8e-3,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "freeze_layers": 5,
+    },
 }
 ARCH = {"vgg16": "VGG16", "ir152": "IR152", "facenet64": "FaceNet64"}
 
@@ -105,14 +123,30 @@ def test_tl_freeze_param_still_counts_whole_blocks(registry):
 @pytest.mark.parametrize("arch", ["vgg16", "ir152", "facenet64"])
 def test_tl_trains_with_the_official_schedule_at_the_paper_budget(registry, arch):
     tl = registry.get("defense", "tl")({})
-    base = TrainRecipe(epochs=50, batch_size=64, optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=1e-4,
-                       milestones=(0.4, 0.7), gamma=0.2, augment="flip")
+    base = TrainRecipe(
+        epochs=50,
+        batch_size=64,
+        optimizer="sgd",
+        lr=1e-2,
+        momentum=0.9,
+        weight_decay=1e-4,
+        milestones=(0.4, 0.7),
+        gamma=0.2,
+        augment="flip",
+    )
     cfg = TL_CLASSIFY_JSON[ARCH[arch]]
     got = tl.recipe(base, "paper", arch)
     # train_classifier.py: SGD(lr, momentum, weight_decay); engine.py::train_reg builds its
     # MultiStepLR only when model_name == "Test": a constant rate
-    assert (got.epochs, got.batch_size, got.optimizer, got.lr, got.momentum, got.weight_decay, got.milestones) == \
-        (cfg["epochs"], cfg["batch_size"], "sgd", cfg["lr"], cfg["momentum"], cfg["weight_decay"], ())
+    assert (
+        got.epochs,
+        got.batch_size,
+        got.optimizer,
+        got.lr,
+        got.momentum,
+        got.weight_decay,
+        got.milestones,
+    ) == (cfg["epochs"], cfg["batch_size"], "sgd", cfg["lr"], cfg["momentum"], cfg["weight_decay"], ())
     assert got.augment == "flip"  # the official loader's RandomHorizontalFlip
     assert tl.recipe(base, "quick", arch) == base and tl.recipe(base, "paper", "cnn") == base
 
@@ -120,15 +154,31 @@ def test_tl_trains_with_the_official_schedule_at_the_paper_budget(registry, arch
 def test_defense_schedules_reach_the_target_step(registry, tmp_path):
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"any file: only hashed when planning")
-    plan = expand(Request(["gmi"], [f"tl[weights={weights}]", "bido", "mid"], archs=["vgg16"],
-                          scenarios=["celeba64"], budget="paper"), registry, data_digest=lambda s: "d")
-    recipes = {s.spec["defense"][0]["name"]: s.spec["recipe"] for s in plan.steps.values() if s.kind == "target"}
+    plan = expand(
+        Request(
+            ["gmi"],
+            [f"tl[weights={weights}]", "bido", "mid"],
+            archs=["vgg16"],
+            scenarios=["celeba64"],
+            budget="paper",
+        ),
+        registry,
+        data_digest=lambda s: "d",
+    )
+    recipes = {
+        s.spec["defense"][0]["name"]: s.spec["recipe"] for s in plan.steps.values() if s.kind == "target"
+    }
     assert (recipes["tl"]["epochs"], recipes["tl"]["lr"]) == (200, 8e-2)
-    assert (recipes["bido"]["optimizer"], recipes["bido"]["lr"], recipes["bido"]["epochs"]) == ("adam", 1e-4, 50)
+    assert (recipes["bido"]["optimizer"], recipes["bido"]["lr"], recipes["bido"]["epochs"]) == (
+        "adam",
+        1e-4,
+        50,
+    )
     assert recipes["mid"] == recipes["none"]  # MID trains with the scenario's recipe
 
 
 # ---- BiDO (item 7) -------------------------------------------------------------------------
+
 
 def official_make_layers(cfg, batch_norm=False):
     """Defend_MI BiDO/model.py::make_layers."""
@@ -140,7 +190,11 @@ def official_make_layers(cfg, batch_norm=False):
             layers = []
         else:
             conv2d = nn.Conv2d(in_channels, v, kernel_size=3, padding=1)
-            layers += [conv2d, nn.BatchNorm2d(v), nn.ReLU(inplace=True)] if batch_norm else [conv2d, nn.ReLU(inplace=True)]
+            layers += (
+                [conv2d, nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                if batch_norm
+                else [conv2d, nn.ReLU(inplace=True)]
+            )
             in_channels = v
     return blocks
 
@@ -150,8 +204,10 @@ class OfficialVGG16HSIC(nn.Module):
 
     def __init__(self, n_classes):
         super().__init__()
-        blocks = official_make_layers([64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-                                       512, 512, 512, "M"], batch_norm=True)
+        blocks = official_make_layers(
+            [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+            batch_norm=True,
+        )
         self.layer1, self.layer2, self.layer3, self.layer4, self.layer5 = blocks
         self.feat_dim = 512 * 2 * 2
         self.bn = nn.BatchNorm1d(self.feat_dim)
@@ -235,18 +291,35 @@ def test_bido_loss_equals_the_official_multilayer_hsic_on_vgg16(registry):
     assert abs(wrong_range.item() - want.item()) > 1e-2 * abs(want.item())
     out = ours.forward_all(x, hidden=True)
     assert len(bido.layers(out.hidden)) == 5 and bido.layers(out.hidden)[3] is out.hidden[3]
-    assert bido.layers(out.hidden)[4] is out.hidden[5] and all(h is not out.hidden[4] for h in bido.layers(out.hidden))
+    assert bido.layers(out.hidden)[4] is out.hidden[5] and all(
+        h is not out.hidden[4] for h in bido.layers(out.hidden)
+    )
 
 
 def test_bido_trains_with_the_official_optimiser_at_the_paper_budget(registry):
     bido = registry.get("defense", "bido")({})
-    base = TrainRecipe(epochs=50, batch_size=64, optimizer="sgd", lr=1e-2, weight_decay=1e-4,
-                       milestones=(0.4, 0.7), gamma=0.2, augment="flip")
+    base = TrainRecipe(
+        epochs=50,
+        batch_size=64,
+        optimizer="sgd",
+        lr=1e-2,
+        weight_decay=1e-4,
+        milestones=(0.4, 0.7),
+        gamma=0.2,
+        augment="flip",
+    )
     got = bido.recipe(base, "paper", "vgg16")
     # config/celeba.json "VGG16": epochs 50, batch_size 64, lr 1e-4; train_HSIC.py: Adam(params, lr)
     # and MultiStepLR(milestones=[60], gamma=0.5), which never fires in 50 epochs
-    assert (got.optimizer, got.epochs, got.batch_size, got.lr, got.weight_decay, got.milestones, got.augment) == \
-        ("adam", 50, 64, 1e-4, 0.0, (), "flip")
+    assert (
+        got.optimizer,
+        got.epochs,
+        got.batch_size,
+        got.lr,
+        got.weight_decay,
+        got.milestones,
+        got.augment,
+    ) == ("adam", 50, 64, 1e-4, 0.0, (), "flip")
     assert bido.recipe(base, "quick", "vgg16") == base and bido.recipe(base, "paper", "ir152") == base
     torch.manual_seed(0)
     a, b = nn.Linear(4, 3), nn.Linear(4, 3)
@@ -264,6 +337,7 @@ def test_bido_trains_with_the_official_optimiser_at_the_paper_budget(registry):
 
 # ---- MID (item 8) --------------------------------------------------------------------------
 
+
 def official_vib_forward(feature, st_layer, fc_layer, k):
     """mi-defense gmi/target/model.py::VGG16_vib.forward (= predict) after the features
     (Defend_MI BiDO/model.py::VGG16_vib is the same); on the CPU instead of ``.cuda()``."""
@@ -277,7 +351,9 @@ def official_vib_forward(feature, st_layer, fc_layer, k):
 
 def test_mid_samples_the_bottleneck_at_test_time_as_the_official_model(registry):
     torch.manual_seed(0)
-    model = registry.get("defense", "mid")({}).wrap_model(registry.get("architecture", "vgg16").build(5, (3, 64, 64)))
+    model = registry.get("defense", "mid")({}).wrap_model(
+        registry.get("architecture", "vgg16").build(5, (3, 64, 64))
+    )
     model.eval()
     x = torch.rand(3, 3, 64, 64) * 2 - 1
     with torch.no_grad():
@@ -295,20 +371,28 @@ def test_mid_samples_the_bottleneck_at_test_time_as_the_official_model(registry)
         want = official_vib_forward(h, model.head.st_layer, model.head.fc, model.head.k)
         assert torch.allclose(got, want, atol=1e-6)
         assert not torch.equal(model(x), model(x))  # two test-time passes differ
-    det = registry.get("defense", "mid")({"sample": "false"}).wrap_model(
-        registry.get("architecture", "cnn").build(10, (1, 32, 32))).eval()
+    det = (
+        registry.get("defense", "mid")({"sample": "false"})
+        .wrap_model(registry.get("architecture", "cnn").build(10, (1, 32, 32)))
+        .eval()
+    )
     xs = torch.randn(2, 1, 32, 32)
     assert torch.equal(det(xs), det(xs))
 
 
 def test_mid_keeps_the_ir_output_layers_batchnorm(registry):
     with torch.device("meta"):
-        model = registry.get("defense", "mid")({}).wrap_model(registry.get("architecture", "ir152").build(5, (3, 64, 64)))
-    assert isinstance(model.blocks[-1][-1], nn.BatchNorm1d)  # IR152_vib's output_layer ends in BatchNorm1d(512)
+        model = registry.get("defense", "mid")({}).wrap_model(
+            registry.get("architecture", "ir152").build(5, (3, 64, 64))
+        )
+    assert isinstance(
+        model.blocks[-1][-1], nn.BatchNorm1d
+    )  # IR152_vib's output_layer ends in BatchNorm1d(512)
     assert model.head.k == 256
 
 
 # ---- FID (item 9) --------------------------------------------------------------------------
+
 
 def official_success_filter(fake, eval_prob, iden):
     """Re-thinking_MI (LOMMA) metrics/fid.py::gen_samples: the successfully attacked samples."""
@@ -337,7 +421,9 @@ def _fid_ctx(protocol, n=12, classes=4):
     priv = Split(torch.rand(16, 3, 8, 8) * 2 - 1, torch.arange(16) % classes)
     data = ScenarioData(priv, priv, Split(priv.x, None), priv, priv, "digest", "test")
     scenario = SimpleNamespace(protocol=protocol)
-    return EvalContext(scenario, data, Inversion(images, labels), None, evaluator, torch.device("cpu")), evaluator
+    return EvalContext(
+        scenario, data, Inversion(images, labels), None, evaluator, torch.device("cpu")
+    ), evaluator
 
 
 @pytest.mark.parametrize("protocol", ["64px", "224px"])
@@ -375,6 +461,7 @@ def test_fid_without_two_successes_is_null_with_the_reason(monkeypatch):
 
 # ---- TL-DMI: frozen BatchNorm layers in training -------------------------------------------
 
+
 def official_train_reg_epoch(model, criterion, optimizer, batches):
     """TL-DMI engine.py::train_reg, one epoch: ``model.train()`` on the whole model (frozen layers
     only have requires_grad False, so their BatchNorm layers are in training mode and update
@@ -403,21 +490,31 @@ def test_tl_frozen_batchnorm_running_stats_update_as_the_official_train_reg(regi
     # official: train_classifier.py builds FaceNet64(n_classes, freeze_layers) (classify.py), SGD over
     # all of net.parameters(), then train_reg; the body as face.evoLVe's (input_layer, body units)
     units = [*official.blocks[0][1], *official.blocks[1], *official.blocks[2], *official.blocks[3]]
-    official_ir_freeze(SimpleNamespace(input_layer=official.blocks[0][0], body=nn.Sequential(*units)),
-                       cfg["freeze_layers"])
-    opt = torch.optim.SGD(official.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                          weight_decay=cfg["weight_decay"])
+    official_ir_freeze(
+        SimpleNamespace(input_layer=official.blocks[0][0], body=nn.Sequential(*units)), cfg["freeze_layers"]
+    )
+    opt = torch.optim.SGD(
+        official.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
+    )
     official_train_reg_epoch(official, nn.CrossEntropyLoss(), opt, [(x, y)])
 
     # ours: one epoch of one official-size batch (8) under tl
     tl = registry.get("defense", "tl")({})
-    recipe = TrainRecipe(epochs=1, batch_size=cfg["batch_size"], optimizer="sgd", lr=cfg["lr"],
-                         momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    recipe = TrainRecipe(
+        epochs=1,
+        batch_size=cfg["batch_size"],
+        optimizer="sgd",
+        lr=cfg["lr"],
+        momentum=cfg["momentum"],
+        weight_decay=cfg["weight_decay"],
+    )
     train_classifier(ours, Split(x, y), recipe, tl, device=torch.device("cpu"), seed=0)
 
     frozen = {id(s) for f in tl.frozen_modules(ours) for s in f.modules()}
     frozen_bns = [n for n, m in ours.named_modules() if isinstance(m, nn.BatchNorm2d) and id(m) in frozen]
-    assert len(frozen_bns) == 1 + 3 * 2 + 3 * 2 + 1  # input layer; 3 stage-1 units; 3 stage-2 units + shortcut BN
+    assert (
+        len(frozen_bns) == 1 + 3 * 2 + 3 * 2 + 1
+    )  # input layer; 3 stage-1 units; 3 stage-2 units + shortcut BN
     mine, theirs = ours.state_dict(), official.state_dict()
     for name in frozen_bns:
         w = f"{name}.weight"

@@ -45,6 +45,7 @@ CPU = torch.device("cpu")
 
 # ---- transcriptions of the official code ------------------------------------------------------
 
+
 def official_log_sum_exp(x, axis=1):  # KEDMI utils.py / k+1_gan.py::log_sum_exp
     m = torch.max(x, dim=1)[0]
     return m + torch.log(torch.sum(torch.exp(x - m.unsqueeze(1)), dim=axis))
@@ -64,7 +65,12 @@ def official_HLoss(x):  # KEDMI utils.py::HLoss.forward
 class OfficialMinibatchDiscrimination(nn.Module):  # KEDMI discri.py::MinibatchDiscrimination
     def __init__(self, in_features, out_features, kernel_dims, mean=False):
         super().__init__()
-        self.in_features, self.out_features, self.kernel_dims, self.mean = in_features, out_features, kernel_dims, mean
+        self.in_features, self.out_features, self.kernel_dims, self.mean = (
+            in_features,
+            out_features,
+            kernel_dims,
+            mean,
+        )
         self.T = nn.Parameter(torch.Tensor(in_features, out_features, kernel_dims))
         init.normal_(self.T, 0, 1)
 
@@ -89,8 +95,11 @@ class OfficialMinibatchDiscriminator(nn.Module):
         super().__init__()
 
         def conv_ln_lrelu(in_dim, out_dim, k, s, p):
-            return nn.Sequential(nn.Conv2d(in_dim, out_dim, k, s, p), nn.InstanceNorm2d(out_dim, affine=True),
-                                 nn.LeakyReLU(0.2))
+            return nn.Sequential(
+                nn.Conv2d(in_dim, out_dim, k, s, p),
+                nn.InstanceNorm2d(out_dim, affine=True),
+                nn.LeakyReLU(0.2),
+            )
 
         self.layer1 = conv_ln_lrelu(in_dim, dim, 5, 2, 2)
         self.layer2 = conv_ln_lrelu(dim, dim * 2, 5, 2, 2)
@@ -114,9 +123,11 @@ def official_d_loss(DG, T, imgs, x_unlabel, f_imgs):  # KEDMI k+1_gan.py, D step
     _, output_unlabel = DG(x_unlabel)
     _, output_fake = DG(f_imgs)
     loss_lab = official_softXEnt(output_label, y_prob)
-    loss_unlab = 0.5 * (torch.mean(F.softplus(official_log_sum_exp(output_unlabel)))
-                        - torch.mean(official_log_sum_exp(output_unlabel))
-                        + torch.mean(F.softplus(official_log_sum_exp(output_fake))))
+    loss_unlab = 0.5 * (
+        torch.mean(F.softplus(official_log_sum_exp(output_unlabel)))
+        - torch.mean(official_log_sum_exp(output_unlabel))
+        + torch.mean(F.softplus(official_log_sum_exp(output_fake)))
+    )
     return loss_lab + loss_unlab
 
 
@@ -155,7 +166,9 @@ def official_gmi_inversion(G, D, T, iden, z, lr=2e-2, momentum=0.9, lamda=100, i
     return z.detach()
 
 
-def official_dist_inversion(G, D, T, iden, eps, lr=2e-2, lamda=100, iter_times=1500, clipz=False, clip_range=1.0):
+def official_dist_inversion(
+    G, D, T, iden, eps, lr=2e-2, lamda=100, iter_times=1500, clipz=False, clip_range=1.0
+):
     """KEDMI attack.py::dist_inversion (clipz=False) and LOMMA attack.py::dist_inversion (clipz),
     with ``reparameterize``'s randn_like replaced by the given eps[i]."""
     criterion = nn.CrossEntropyLoss()
@@ -174,7 +187,9 @@ def official_dist_inversion(G, D, T, iden, eps, lr=2e-2, lamda=100, iter_times=1
         for p in params:
             if p.grad is not None:
                 p.grad.data.zero_()
-        Prior_Loss = torch.mean(F.softplus(official_log_sum_exp(label))) - torch.mean(official_log_sum_exp(label))
+        Prior_Loss = torch.mean(F.softplus(official_log_sum_exp(label))) - torch.mean(
+            official_log_sum_exp(label)
+        )
         Iden_Loss = criterion(out, iden)
         Total_Loss = Prior_Loss + lamda * Iden_Loss
         Total_Loss.backward()
@@ -243,6 +258,7 @@ def _ctx(T, seed=0):
 
 # ---- item 1: GMI identity batches ---------------------------------------------------------------
 
+
 def _recording_gmi_optimize(monkeypatch):
     """Record the latents each identity batch ends with (the images of these tiny untrained
     generators hardly depend on z, so the comparison is made on z)."""
@@ -274,7 +290,9 @@ def test_gmi_identity_batches_reproduce_the_official_update(monkeypatch):
         ids = classes[b : b + k]
         z0, _ = latent_init(4, ids, 2, 100)
         for r in range(2):
-            want = official_gmi_inversion(G, D, T, torch.tensor(ids), z0.view(2, len(ids), 100)[r], iter_times=iters)
+            want = official_gmi_inversion(
+                G, D, T, torch.tensor(ids), z0.view(2, len(ids), 100)[r], iter_times=iters
+            )
             assert torch.allclose(z.view(2, len(ids), 100)[r], want, atol=1e-5)
             assert torch.allclose(G(want), inv.images.view(2, len(classes), *SHAPE)[r, b : b + k], atol=1e-5)
 
@@ -305,10 +323,13 @@ def test_gmi_chunking_does_not_change_a_class():
     chunked = GMI({**cfg, "batch_ids": 3}).invert(_ctx(T), priors, list(range(6)))
     alone = GMI(cfg).invert(_ctx(T), priors, [3, 4, 5])  # one batch of its own
     for r in range(2):
-        assert torch.allclose(chunked.images[r * 6 + 3 : r * 6 + 6], alone.images[r * 3 : r * 3 + 3], atol=1e-6)
+        assert torch.allclose(
+            chunked.images[r * 6 + 3 : r * 6 + 6], alone.images[r * 3 : r * 3 + 3], atol=1e-6
+        )
 
 
 # ---- item 10 (part): GAN budgets in steps ------------------------------------------------------
+
 
 def test_paper_gan_budget_is_the_official_step_count():
     # KEDMI config/celeba.json, LOMMA config/celeba/training_GAN/*/celeba.json: 120 epochs, batch 64,
@@ -334,30 +355,62 @@ def test_batch_stream_is_a_reshuffled_drop_last_loader():
 def test_gan_trainers_run_the_step_budget():
     x = torch.rand(10, *SHAPE) * 2 - 1
     calls = []
-    _, _, info = train_wgan_gp(x, SHAPE, dim=4, z_dim=100, steps=7, batch_size=4, lr=2e-4, n_critic=5, gp=10.0,
-                               device=CPU, seed=0, progress=lambda i, n: calls.append((i, n)))
+    _, _, info = train_wgan_gp(
+        x,
+        SHAPE,
+        dim=4,
+        z_dim=100,
+        steps=7,
+        batch_size=4,
+        lr=2e-4,
+        n_critic=5,
+        gp=10.0,
+        device=CPU,
+        seed=0,
+        progress=lambda i, n: calls.append((i, n)),
+    )
     assert (info["critic_steps"], info["generator_steps"]) == (7, 1) and calls[-1] == (7, 7)
     T = _tiny()[2]
     calls.clear()
-    train_kedmi_gan(x, T, SHAPE, 10, dim=4, z_dim=100, steps=6, batch_size=4, lr=2e-4, n_critic=5, device=CPU,
-                    seed=0, progress=lambda i, n: calls.append((i, n)))
+    train_kedmi_gan(
+        x,
+        T,
+        SHAPE,
+        10,
+        dim=4,
+        z_dim=100,
+        steps=6,
+        batch_size=4,
+        lr=2e-4,
+        n_critic=5,
+        device=CPU,
+        seed=0,
+        progress=lambda i, n: calls.append((i, n)),
+    )
     assert len(calls) == 6 and calls[-1] == (6, 6)
 
 
 # ---- item 3: KEDMI ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape,spatial", [((3, 64, 64), 4), ((1, 32, 32), 2)])
 def test_kedmi_discriminator_is_the_official_one(shape, spatial):
     torch.manual_seed(1)
     off = OfficialMinibatchDiscriminator(shape[0], 4, 5, spatial)
     ours = KDiscriminator(shape, 4, 5)
+
     def leaves(net):
-        return [(type(m).__name__.removeprefix("Official"), [p.shape for p in m.parameters(recurse=False)])
-                for m in net.modules() if not list(m.children()) and not isinstance(m, nn.Flatten)]
+        return [
+            (type(m).__name__.removeprefix("Official"), [p.shape for p in m.parameters(recurse=False)])
+            for m in net.modules()
+            if not list(m.children()) and not isinstance(m, nn.Flatten)
+        ]
 
     assert leaves(ours) == leaves(off)
     convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
-    assert [(c.kernel_size, c.stride, c.padding) for c in convs] == [((5, 5), (2, 2), (2, 2))] * 3 + [((3, 3), (2, 2), (1, 1))]
+    assert [(c.kernel_size, c.stride, c.padding) for c in convs] == [((5, 5), (2, 2), (2, 2))] * 3 + [
+        ((3, 3), (2, 2), (1, 1))
+    ]
     assert sum(isinstance(m, nn.InstanceNorm2d) and m.affine for m in ours.modules()) == 4
     with torch.no_grad():
         for p, q in zip(ours.parameters(), off.parameters(), strict=True):
@@ -380,7 +433,9 @@ def test_kedmi_gan_losses_are_the_official_ones():
     D.load_state_dict({k: v for k, v in zip(D.state_dict(), off.state_dict().values())})
     T = _tiny()[2]
     lab, unl, fake, unl2 = (torch.rand(4, *SHAPE) * 2 - 1 for _ in range(4))
-    assert torch.allclose(kedmi_d_loss(D, T, lab, unl, fake), official_d_loss(off, T, lab, unl, fake), rtol=1e-5)
+    assert torch.allclose(
+        kedmi_d_loss(D, T, lab, unl, fake), official_d_loss(off, T, lab, unl, fake), rtol=1e-5
+    )
     # feature matching on the conv features before minibatch discrimination
     assert torch.allclose(kedmi_g_loss(D, fake, unl2), official_g_loss(off, fake, unl2), rtol=1e-5)
 
@@ -390,8 +445,20 @@ def test_kedmi_recovery_is_the_official_one_unclamped_and_lommas_clamped(clamp):
     G, _, T, KD = _tiny()
     y, iters = torch.tensor([1, 4, 8]), 3
     eps = torch.randn(iters, 3, 100, generator=torch.Generator().manual_seed(3)) * 3  # |z| well beyond 1
-    mu, lv, _ = kedmi_optimize(G, KD, T, torch.zeros(3, 100), torch.ones(3, 100), y, iters=iters, lr=0.02, lam=100.0,
-                               clip=clamp, scale=1 / 3, noise=eps.__getitem__)
+    mu, lv, _ = kedmi_optimize(
+        G,
+        KD,
+        T,
+        torch.zeros(3, 100),
+        torch.ones(3, 100),
+        y,
+        iters=iters,
+        lr=0.02,
+        lam=100.0,
+        clip=clamp,
+        scale=1 / 3,
+        noise=eps.__getitem__,
+    )
     m, v = official_dist_inversion(G, KD, T, y, eps, iter_times=iters, clipz=clamp > 0)
     assert torch.allclose(mu, m, atol=1e-5) and torch.allclose(lv, v, atol=1e-5)
     other, _ = official_dist_inversion(G, KD, T, y, eps, iter_times=iters, clipz=clamp == 0)
@@ -409,9 +476,13 @@ def test_kedmi_default_is_no_clamp_and_invert_follows_the_official_batches():
     got = inv.images.view(2, 5, *SHAPE)
     for b in range(0, 5, 2):  # official dist_inversion on each identity batch, each class's noise stream
         ids = classes[b : b + 2]
-        eps = torch.stack([torch.randn(4, 100, generator=class_generator(5, c, NOISE_STREAM)) for c in ids], 1)
+        eps = torch.stack(
+            [torch.randn(4, 100, generator=class_generator(5, c, NOISE_STREAM)) for c in ids], 1
+        )
         m, v = official_dist_inversion(G, KD, T, torch.tensor(ids), eps, iter_times=2)
-        want = G((eps[2:] * torch.exp(0.5 * v) + m).flatten(0, 1)).view(2, len(ids), *SHAPE)  # unclamped samples
+        want = G((eps[2:] * torch.exp(0.5 * v) + m).flatten(0, 1)).view(
+            2, len(ids), *SHAPE
+        )  # unclamped samples
         assert torch.allclose(got[:, b : b + 2], want, atol=1e-5)
     alone = KEDMI(cfg).invert(_ctx(T, seed=5), priors, [2, 3])
     assert torch.allclose(alone.images.view(2, 2, *SHAPE), got[:, 2:4], atol=1e-6)
@@ -426,6 +497,7 @@ def test_kedmi_sample_clamps_only_when_asked():
 
 
 # ---- item 2: LOMMA ------------------------------------------------------------------------------
+
 
 def test_lomma_runs_the_official_iterations_on_either_base():
     iters_mi = {"celeba.json": 2400, "ffhq.json": 2400}  # LOMMA config/celeba/attacking/*.json
@@ -475,25 +547,42 @@ def test_lomma_distillation_step_is_the_official_one():
         torch.manual_seed(8)
         return nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
 
-    ours = distill(student(), teacher, x, epochs=2, lr=c["distill_lr"].default, weight_decay=c["distill_wd"].default,
-                   batch_size=8, device=CPU, seed=0)
+    ours = distill(
+        student(),
+        teacher,
+        x,
+        epochs=2,
+        lr=c["distill_lr"].default,
+        weight_decay=c["distill_wd"].default,
+        batch_size=8,
+        device=CPU,
+        seed=0,
+    )
     off, temperature = student(), 1.0
     optimizer = torch.optim.SGD(off.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     loss_function = nn.KLDivLoss(reduction="sum")
     for _ in range(2):
         optimizer.zero_grad()
         output_t, output = teacher(x), off(x)
-        loss = loss_function(F.log_softmax(output / temperature, dim=-1),
-                             F.softmax(output_t / temperature, dim=-1)) / (temperature * temperature) / len(x)
+        loss = (
+            loss_function(
+                F.log_softmax(output / temperature, dim=-1), F.softmax(output_t / temperature, dim=-1)
+            )
+            / (temperature * temperature)
+            / len(x)
+        )
         loss.backward()
         optimizer.step()
-    no_wd = distill(student(), teacher, x, epochs=2, lr=0.01, weight_decay=0.0, batch_size=8, device=CPU, seed=0)
+    no_wd = distill(
+        student(), teacher, x, epochs=2, lr=0.01, weight_decay=0.0, batch_size=8, device=CPU, seed=0
+    )
     for p, q, r in zip(ours.parameters(), off.parameters(), no_wd.parameters()):
         assert torch.allclose(p, q, atol=1e-12, rtol=0)
         assert not torch.allclose(r, q, atol=1e-9, rtol=0)
 
 
 # ---- smoke: the attacks end to end on the digits ------------------------------------------------
+
 
 def test_kedmi_and_lomma_kedmi_smoke():
     reg = load()

@@ -49,8 +49,16 @@ class OfficialCondBN(nn.BatchNorm2d):
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
             exponential_average_factor = self.momentum
-        output = F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                              self.training or not self.track_running_stats, exponential_average_factor, self.eps)
+        output = F.batch_norm(
+            input,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training or not self.track_running_stats,
+            exponential_average_factor,
+            self.eps,
+        )
         size = output.size()
         weight = weight.unsqueeze(-1).unsqueeze(-1).expand(size)
         bias = bias.unsqueeze(-1).unsqueeze(-1).expand(size)
@@ -217,15 +225,22 @@ OFFICIAL_RECONSTRUCT_AUG = {
     "RandomHorizontalFlip": {"p": 0.5},
     "RandomRotation": {"degrees": 5.0, "p": 0.5},
 }
-OFFICIAL_TRAIN_AUG = {**OFFICIAL_RECONSTRUCT_AUG,
-                      "ColorJitter": {**OFFICIAL_RECONSTRUCT_AUG["ColorJitter"], "p": 0.5}}
+OFFICIAL_TRAIN_AUG = {
+    **OFFICIAL_RECONSTRUCT_AUG,
+    "ColorJitter": {**OFFICIAL_RECONSTRUCT_AUG["ColorJitter"], "p": 0.5},
+}
 
 
 def _as_augment_kwargs(official):
-    return {"scale": official["RandomResizedCrop"]["scale"], "brightness": official["ColorJitter"]["brightness"],
-            "contrast": official["ColorJitter"]["contrast"], "jitter_p": official["ColorJitter"]["p"],
-            "flip_p": official["RandomHorizontalFlip"]["p"], "degrees": official["RandomRotation"]["degrees"],
-            "rot_p": official["RandomRotation"]["p"]}
+    return {
+        "scale": official["RandomResizedCrop"]["scale"],
+        "brightness": official["ColorJitter"]["brightness"],
+        "contrast": official["ColorJitter"]["contrast"],
+        "jitter_p": official["ColorJitter"]["p"],
+        "flip_p": official["RandomHorizontalFlip"]["p"],
+        "degrees": official["RandomRotation"]["degrees"],
+        "rot_p": official["RandomRotation"]["p"],
+    }
 
 
 def _copy_by_order(dst: nn.Module, src: nn.Module) -> None:
@@ -309,9 +324,22 @@ def test_plgmi_augmentation_parameters_are_the_official(monkeypatch):
     monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
     T = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)).eval().requires_grad_(False)
     c = PLGMI().config
-    plgmi.train_cgan(torch.rand(8, 3, 8, 8) * 2 - 1, torch.arange(8) % 3, T, (3, 8, 8), 3, ch=4, z_dim=c_z(),
-                     iters=1, batch_size=4, lr=c.gan_lr, n_dis=c.n_dis, alpha=c.alpha, device=torch.device("cpu"),
-                     seed=0)
+    plgmi.train_cgan(
+        torch.rand(8, 3, 8, 8) * 2 - 1,
+        torch.arange(8) % 3,
+        T,
+        (3, 8, 8),
+        3,
+        ch=4,
+        z_dim=c_z(),
+        iters=1,
+        batch_size=4,
+        lr=c.gan_lr,
+        n_dis=c.n_dis,
+        alpha=c.alpha,
+        device=torch.device("cpu"),
+        seed=0,
+    )
     assert calls == [_as_augment_kwargs(OFFICIAL_TRAIN_AUG)]  # one generator step, jitter p = 0.5
     assert [a["betas"] for a in adams] == [(0.0, 0.9), (0.0, 0.9)] and {a["lr"] for a in adams} == {2e-4}
     assert [a["steps"] for a in adams] == [1, 5]  # G once, D n_dis = 5 times per iteration
@@ -355,8 +383,9 @@ def test_plgmi_augmentation_geometry():
     assert (dx < 0).float().mean().item() == pytest.approx(0.5, abs=0.05)  # flip p = 0.5
     assert (angle > 0.01).float().mean().item() == pytest.approx(0.5, abs=0.05)  # rotation p = 0.5
     assert 4.8 < angle.max().item() < 5.0 + 1e-2  # +-5 degrees
-    white = augment(torch.ones(64, 3, size, size), scale=(1.0, 1.0), flip_p=0.0, degrees=45.0, rot_p=1.0,
-                    jitter_p=0.0)
+    white = augment(
+        torch.ones(64, 3, size, size), scale=(1.0, 1.0), flip_p=0.0, degrees=45.0, rot_p=1.0, jitter_p=0.0
+    )
     assert (white[:, :, 0, 0] == -1).float().mean() > 0.5  # black outside, as kornia's zero padding in [0, 1]
     assert torch.allclose(white[:, :, size // 2, size // 2], torch.ones(64, 3))
 
@@ -415,7 +444,9 @@ def test_plgmi_top_n_is_the_official_selection():
 def test_plgmi_max_margin_is_the_official_loss():
     torch.manual_seed(0)
     out, iden = torch.randn(16, 9), torch.randint(0, 9, (16,))
-    assert max_margin(out, iden).mean().item() == pytest.approx(official_max_margin_loss(out, iden).item(), abs=1e-6)
+    assert max_margin(out, iden).mean().item() == pytest.approx(
+        official_max_margin_loss(out, iden).item(), abs=1e-6
+    )
 
 
 def test_plgmi_reconstruction_follows_the_official_per_seed_loop():
@@ -438,21 +469,51 @@ def test_plgmi_paper_budget_is_the_official():
     # train_cgan.py::get_args defaults and the README's command (--max_iteration=30000 --alpha=0.2);
     # reconstruct.py: --lr 0.1, --iter_times 600, inversion(num_seeds=5), out1 and out2;
     # README: top_n_selection.py --top_n=30; z in R^128 (--gen_dim_z)
-    official = {"batch_size": 64, "gen_num_features": 64, "gen_dim_z": 128, "lr": 2e-4, "max_iteration": 30000,
-                "n_dis": 5, "alpha": 0.2, "rec_lr": 0.1, "iter_times": 600, "num_seeds": 5, "n_aug": 2, "top_n": 30}
+    official = {
+        "batch_size": 64,
+        "gen_num_features": 64,
+        "gen_dim_z": 128,
+        "lr": 2e-4,
+        "max_iteration": 30000,
+        "n_dis": 5,
+        "alpha": 0.2,
+        "rec_lr": 0.1,
+        "iter_times": 600,
+        "num_seeds": 5,
+        "n_aug": 2,
+        "top_n": 30,
+    }
     c = PLGMI().config
-    assert {"batch_size": c.gan_batch, "gen_num_features": c.gan_ch, "gen_dim_z": PLGMI.z_dim, "lr": c.gan_lr,
-            "max_iteration": c.gan_iters, "n_dis": c.n_dis, "alpha": c.alpha, "rec_lr": c.lr,
-            "iter_times": c.iters, "num_seeds": c.seeds, "n_aug": c.n_aug, "top_n": c.top_n} == official
+    assert {
+        "batch_size": c.gan_batch,
+        "gen_num_features": c.gan_ch,
+        "gen_dim_z": PLGMI.z_dim,
+        "lr": c.gan_lr,
+        "max_iteration": c.gan_iters,
+        "n_dis": c.n_dis,
+        "alpha": c.alpha,
+        "rec_lr": c.lr,
+        "iter_times": c.iters,
+        "num_seeds": c.seeds,
+        "n_aug": c.n_aug,
+        "top_n": c.top_n,
+    } == official
 
 
 # ---- BREP-MI: transcriptions -----------------------------------------------------------------
 
 
 CONFIG2 = {  # config2.yaml
-    "sphere_points_count": 32, "current_sphere_radius": 2, "sphere_expansion_coeff": 1.3,
-    "point_clamp_min": -1.5, "point_clamp_max": 1.5, "max_iters_at_radius_before_terminate": 1000,
-    "z_dim": 100, "num_targets": 300, "batch_dim_for_initial_points": 256, "repulsion_only": True,
+    "sphere_points_count": 32,
+    "current_sphere_radius": 2,
+    "sphere_expansion_coeff": 1.3,
+    "point_clamp_min": -1.5,
+    "point_clamp_max": 1.5,
+    "max_iters_at_radius_before_terminate": 1000,
+    "z_dim": 100,
+    "num_targets": 300,
+    "batch_dim_for_initial_points": 256,
+    "repulsion_only": True,
     "targeted_attack": False,
 }
 
@@ -477,8 +538,9 @@ def official_gen_points_on_sphere(current_point, points_count, sphere_radius):
     points_shape = (points_count,) + current_point.shape
     perturbation_direction = torch.randn(*points_shape)
     dims = tuple([i for i in range(1, len(points_shape))])
-    perturbation_direction = (sphere_radius / torch.sqrt(
-        torch.sum(perturbation_direction**2, axis=dims, keepdims=True))) * perturbation_direction
+    perturbation_direction = (
+        sphere_radius / torch.sqrt(torch.sum(perturbation_direction**2, axis=dims, keepdims=True))
+    ) * perturbation_direction
     return current_point + perturbation_direction, perturbation_direction
 
 
@@ -489,12 +551,18 @@ def official_attack_single_target(current_point, target_class, G, target_model, 
     last_iter_when_radius_changed = 0
     current_sphere_radius = attack_params["current_sphere_radius"]
     point_before_inc_radius = None
-    while current_iter - last_iter_when_radius_changed < attack_params["max_iters_at_radius_before_terminate"]:
-        while current_iter - last_iter_when_radius_changed < attack_params["max_iters_at_radius_before_terminate"]:
+    while (
+        current_iter - last_iter_when_radius_changed < attack_params["max_iters_at_radius_before_terminate"]
+    ):
+        while (
+            current_iter - last_iter_when_radius_changed
+            < attack_params["max_iters_at_radius_before_terminate"]
+        ):
             new_radius = False
             step_size = min(current_sphere_radius / 3, 3)
             new_points, perturbation_directions = official_gen_points_on_sphere(
-                current_point, attack_params["sphere_points_count"], current_sphere_radius)
+                current_point, attack_params["sphere_points_count"], current_sphere_radius
+            )
             new_points_classification = official_is_target_class(G(new_points), target_class, target_model)
             if new_points_classification.sum() > 0.75 * attack_params["sphere_points_count"]:
                 current_sphere_radius = current_sphere_radius * attack_params["sphere_expansion_coeff"]
@@ -502,11 +570,14 @@ def official_attack_single_target(current_point, target_class, G, target_model, 
                 last_iter_when_radius_changed = current_iter
             if attack_params["repulsion_only"]:
                 new_points_classification = (new_points_classification - 1) / 2
-            grad_direction = torch.mean(new_points_classification.unsqueeze(1) * perturbation_directions,
-                                        axis=0) / current_sphere_radius
+            grad_direction = (
+                torch.mean(new_points_classification.unsqueeze(1) * perturbation_directions, axis=0)
+                / current_sphere_radius
+            )
             current_point_new = current_point + step_size * grad_direction
-            current_point_new = current_point_new.clamp(min=attack_params["point_clamp_min"],
-                                                        max=attack_params["point_clamp_max"])
+            current_point_new = current_point_new.clamp(
+                min=attack_params["point_clamp_min"], max=attack_params["point_clamp_max"]
+            )
             current_img = G(current_point_new.unsqueeze(0))
             if official_is_target_class(current_img, target_class, target_model)[0] == -1:
                 break
@@ -531,7 +602,8 @@ def official_gen_initial_points(num_idens, batch_size, G, model, min_clip, max_c
             for i in range(target_classes.shape[0]):
                 current_label = target_classes[i].item()
                 if current_label in initial_points or (
-                        iden_range is not None and not iden_range[0] <= current_label <= iden_range[1]):
+                    iden_range is not None and not iden_range[0] <= current_label <= iden_range[1]
+                ):
                     continue
                 initial_points[current_label] = z[i]
                 if len(initial_points) == num_idens:
@@ -570,18 +642,34 @@ class _Scripted:
 
 
 def test_brepmi_evaluates_the_point_at_the_last_radius_increase():
-    params = {**CONFIG2, "sphere_points_count": 8, "current_sphere_radius": 1.0,
-              "max_iters_at_radius_before_terminate": 4}
+    params = {
+        **CONFIG2,
+        "sphere_points_count": 8,
+        "current_sphere_radius": 1.0,
+        "max_iters_at_radius_before_terminate": 4,
+    }
     differed = 0
     for seed, start, reject in itertools.product(range(4), (0.0, -0.4), ((), (1, 4), (2, 3, 6, 9, 10))):
         z0 = torch.tensor([start, 0.0, 0.0])  # -0.4: near the boundary, moves when the radius grows
         torch.manual_seed(seed)
-        want_point, want_final = official_attack_single_target(z0, 0, nn.Identity(), _Scripted(reject), params)
+        want_point, want_final = official_attack_single_target(
+            z0, 0, nn.Identity(), _Scripted(reject), params
+        )
         torch.manual_seed(seed)
         target = _Scripted(reject)
         final, point, info = brep_optimize(
-            nn.Identity(), lambda x, target=target: target(x)[-1].argmax(1), z0[None], torch.tensor([0]), points=8, r0=1.0,
-            grow=1.3, threshold=0.75, patience=4, max_iters=10_000, clamp=1.5)
+            nn.Identity(),
+            lambda x, target=target: target(x)[-1].argmax(1),
+            z0[None],
+            torch.tensor([0]),
+            points=8,
+            r0=1.0,
+            grow=1.3,
+            threshold=0.75,
+            patience=4,
+            max_iters=10_000,
+            clamp=1.5,
+        )
         assert torch.allclose(final[0], want_final, atol=1e-5)
         assert torch.allclose(point[0], want_point if want_point is not None else z0, atol=1e-5)
         differed += not torch.allclose(want_point, want_final) if want_point is not None else 0
@@ -591,9 +679,19 @@ def test_brepmi_evaluates_the_point_at_the_last_radius_increase():
 def test_brepmi_returns_the_evaluated_point_and_never_stops_on_the_radius(monkeypatch):
     """Every sphere point inside: the radius grows every step, past any bound (no R > 16.3 stop);
     the image returned is G of the evaluated point, not of the final z."""
-    final, point, info = brep_optimize(nn.Identity(), lambda x: torch.zeros(len(x), dtype=torch.long),
-                                       torch.zeros(1, 3), torch.tensor([0]), points=4, r0=2.0, grow=1.3,
-                                       threshold=0.75, patience=2, max_iters=30, clamp=1.5)
+    final, point, info = brep_optimize(
+        nn.Identity(),
+        lambda x: torch.zeros(len(x), dtype=torch.long),
+        torch.zeros(1, 3),
+        torch.tensor([0]),
+        points=4,
+        r0=2.0,
+        grow=1.3,
+        threshold=0.75,
+        patience=2,
+        max_iters=30,
+        clamp=1.5,
+    )
     assert info["iterations"] == 30 and info["final_radius_mean"] == pytest.approx(2 * 1.3**30, rel=1e-4)
     assert "max_radius" not in BREPMI.params
     seen = {}
@@ -607,8 +705,12 @@ def test_brepmi_returns_the_evaluated_point_and_never_stops_on_the_radius(monkey
 
     class Ctx:
         scenario = type("S", (), {"image_shape": (1, 8, 8)})
-        target, device, seed, progress = staticmethod(lambda x: torch.zeros(len(x), dtype=torch.long)), \
-            torch.device("cpu"), 0, staticmethod(lambda i, n: None)
+        target, device, seed, progress = (
+            staticmethod(lambda x: torch.zeros(len(x), dtype=torch.long)),
+            torch.device("cpu"),
+            0,
+            staticmethod(lambda i, n: None),
+        )
 
     inv = BREPMI({"restarts": 1}, budget="smoke").invert(Ctx, {"gmi-gan": {}}, [0])
     assert torch.equal(inv.images, seen["z"] + 0.5) and inv.labels.tolist() == [0]
@@ -624,8 +726,18 @@ def test_brepmi_identities_are_the_official_choice():
         rng = (2, 5) if classes else None
         want = official_gen_initial_points(6, batch, nn.Identity(), model, -1.5, 1.5, z_dim, iden_range=rng)
         torch.manual_seed(0)
-        z, y, found = initial_points(nn.Identity(), lambda x: model(x)[-1].argmax(1), classes, 6, 1, z_dim, batch,
-                                     100, 1.5, torch.device("cpu"))
+        z, y, found = initial_points(
+            nn.Identity(),
+            lambda x: model(x)[-1].argmax(1),
+            classes,
+            6,
+            1,
+            z_dim,
+            batch,
+            100,
+            1.5,
+            torch.device("cpu"),
+        )
         assert found.all()
         if classes is None:  # the first 6 distinct labels, in the order reached
             assert y.tolist() == list(want)
@@ -634,9 +746,15 @@ def test_brepmi_identities_are_the_official_choice():
 
 def test_brepmi_paper_budget_is_config2():
     c = BREPMI().config
-    assert {"sphere_points_count": c.points, "current_sphere_radius": c.r0, "sphere_expansion_coeff": c.grow,
-            "point_clamp_min": -c.clamp, "point_clamp_max": c.clamp,
-            "max_iters_at_radius_before_terminate": c.patience, "z_dim": BREPMI.z_dim,
-            "batch_dim_for_initial_points": c.init_batch, "targeted_attack": c.targeted} == {
-        k: v for k, v in CONFIG2.items() if k not in ("num_targets", "repulsion_only")}
+    assert {
+        "sphere_points_count": c.points,
+        "current_sphere_radius": c.r0,
+        "sphere_expansion_coeff": c.grow,
+        "point_clamp_min": -c.clamp,
+        "point_clamp_max": c.clamp,
+        "max_iters_at_radius_before_terminate": c.patience,
+        "z_dim": BREPMI.z_dim,
+        "batch_dim_for_initial_points": c.init_batch,
+        "targeted_attack": c.targeted,
+    } == {k: v for k, v in CONFIG2.items() if k not in ("num_targets", "repulsion_only")}
     assert c.threshold == 0.75  # brep_mi.py: new_points_classification.sum() > 0.75 * count

@@ -20,7 +20,11 @@ def test_splits_share_no_image_and_public_has_no_labels():
         # no public image equals any private one (compare by exact bytes)
         priv_set = {bytes(r.numpy().tobytes()) for r in priv}
         assert not any(bytes(r.numpy().tobytes()) in priv_set for r in pub)
-        assert d.private_train.x.shape[1:] == (1, 32, 32) and d.private_train.x.min() >= -1 and d.private_train.x.max() <= 1
+        assert (
+            d.private_train.x.shape[1:] == (1, 32, 32)
+            and d.private_train.x.min() >= -1
+            and d.private_train.x.max() <= 1
+        )
     gmi = reg.get("scenario", "mnist-gmi").load(None)
     assert set(gmi.private_train.y.unique().tolist()) == {0, 1, 2, 3, 4}
     assert set(gmi.eval_train.y.unique().tolist()) == set(range(10))  # the judge knows all ten digits
@@ -90,5 +94,13 @@ def test_smoke_attack_produces_scenario_shaped_images():
 
 def test_budgets_keep_the_paper_hyperparameters():
     c = GMI({}, "paper").config
-    assert (c.iters, c.lr, c.momentum, c.lam, c.restarts, c.clip, c.batch_ids) == (1500, 0.02, 0.9, 100.0, 5, 1.0, 60)
+    assert (c.iters, c.lr, c.momentum, c.lam, c.restarts, c.clip, c.batch_ids) == (
+        1500,
+        0.02,
+        0.9,
+        100.0,
+        5,
+        1.0,
+        60,
+    )
     assert (c.gan_lr, c.n_critic, c.gp, c.gan_batch) == (2e-4, 5, 10.0, 64)

@@ -5,30 +5,41 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench import spec as specs
 from reinv_bench.api import ConfigError
-from reinv_bench.cli import State, cli
 from reinv_bench.grid import load
 from reinv_bench.plan import Request, expand, resolve_attack, resolve_defense
 
 GRIDS = Path(__file__).parent.parent / "benchmarks" / "grids"
-SMOKE = ["--budget", "smoke", "--arch", "tiny", "--eval-arch", "tiny", "--metric", "natural_acc",
-         "--metric", "attack_acc", "--quiet"]
+SMOKE = [
+    "--budget",
+    "smoke",
+    "--arch",
+    "tiny",
+    "--eval-arch",
+    "tiny",
+    "--metric",
+    "natural_acc",
+    "--metric",
+    "attack_acc",
+    "--quiet",
+]
 
 
 def _invoke(registry, *args):
-    state = State(())
-    state._registry = registry  # the in-process test plugin
-    return CliRunner().invoke(cli, list(args), obj=state)
+    return cli_invoke(*args, registry=registry)  # the in-process test plugin
 
 
 def test_a_sweep_expands_to_one_defense_per_value_and_keeps_the_value_in_the_label(registry):
     assert [t for t, _ in specs.sweep("mid[beta=0.001|0.01]")] == ["mid[beta=0.001]", "mid[beta=0.01]"]
     assert len(specs.sweep("re[p=0.5|1,scale=0.1-0.4|0.1-0.8]+bido")) == 4  # the product
-    plan = expand(Request(["meanimg"], ["mid[beta=0.001|0.01]"], budget="smoke", metrics=["attack_acc"]), registry,
-                  data_digest=lambda s: "d")
+    plan = expand(
+        Request(["meanimg"], ["mid[beta=0.001|0.01]"], budget="smoke", metrics=["attack_acc"]),
+        registry,
+        data_digest=lambda s: "d",
+    )
     # 0.01 is MID's default, still shown: it is the swept value
     assert sorted(c.labels["defense"] for c in plan.cells) == ["mid[beta=0.001]", "mid[beta=0.01]", "none"]
     with pytest.raises(specs.SpecError, match="empty value"):
@@ -82,17 +93,49 @@ def test_grid_file_with_command_line_overrides_and_a_dry_run(registry, tmp_path)
 def test_python_entry_point_runs_a_grid_without_click(registry, tmp_path):
     import reinv_bench
 
-    res = reinv_bench.run(attacks=["meanimg"], defenses=["re"], archs=["tiny"], eval_arch="tiny", budget="smoke",
-                          metrics=["attack_acc"], registry=registry, workdir=tmp_path, device="cpu")
+    res = reinv_bench.run(
+        attacks=["meanimg"],
+        defenses=["re"],
+        archs=["tiny"],
+        eval_arch="tiny",
+        budget="smoke",
+        metrics=["attack_acc"],
+        registry=registry,
+        workdir=tmp_path,
+        device="cpu",
+    )
     assert sorted(r["defense"] for r in res.rows) == ["none", "re"] and not res.summary.failed
-    again = reinv_bench.run(attacks=["meanimg"], defenses=["re"], archs=["tiny"], eval_arch="tiny", budget="smoke",
-                            metrics=["attack_acc"], registry=registry, workdir=tmp_path, device="cpu", dry_run=True)
+    again = reinv_bench.run(
+        attacks=["meanimg"],
+        defenses=["re"],
+        archs=["tiny"],
+        eval_arch="tiny",
+        budget="smoke",
+        metrics=["attack_acc"],
+        registry=registry,
+        workdir=tmp_path,
+        device="cpu",
+        dry_run=True,
+    )
     assert again.preview["cells"] == 0 and again.preview["stored"] == 2
 
 
 def test_a_scenario_sets_its_protocols_attack_values_unless_the_user_does(registry):
-    plan = expand(Request(["gmi", "gmi[lr=0.05]"], ["none"], scenarios=["mnist-gmi", "mnist"], budget="smoke",
-                          metrics=["attack_acc"]), registry, data_digest=lambda s: "d")
+    plan = expand(
+        Request(
+            ["gmi", "gmi[lr=0.05]"],
+            ["none"],
+            scenarios=["mnist-gmi", "mnist"],
+            budget="smoke",
+            metrics=["attack_acc"],
+        ),
+        registry,
+        data_digest=lambda s: "d",
+    )
     lrs = {(c.labels["scenario"], c.labels["attack"]): c.config["attack"]["config"]["lr"] for c in plan.cells}
-    assert lrs == {("mnist-gmi", "gmi[lr=0.01]"): 0.01, ("mnist-gmi", "gmi[lr=0.05]"): 0.05,  # GMI's MNIST/attack.py
-                   ("mnist", "gmi"): 0.02, ("mnist", "gmi[lr=0.05]"): 0.05}
+    assert lrs == {
+        ("mnist-gmi", "gmi[lr=0.01]"): 0.01,
+        ("mnist-gmi", "gmi[lr=0.05]"): 0.05,  # GMI's MNIST/attack.py
+        ("mnist", "gmi"): 0.02,
+        ("mnist", "gmi[lr=0.05]"): 0.05,
+    }

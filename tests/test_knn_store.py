@@ -27,13 +27,35 @@ def test_knn_without_same_class_images_fails_loudly():
 
 
 def _row(cell_id="c1", **kw):
-    row = {"cell_id": cell_id, "scenario": "mnist", "protocol": "digits32", "arch": "cnn", "defense": "re", "attack": "gmi",
-           "threat_model": "white-box", "seed": 0, "budget": "smoke", "status": "ok", "error": None,
-           "config": {"defense": [{"name": "re", "config": {"scale": [0.1, 0.4]}}]},
-           "metrics": {"attack_acc": 0.5, "attack_acc5": None}, "notes": {"attack_acc5": "why"},
-           "timings": {"invert_s": 1.5}, "device": "cpu", "data_digest": "abc", "torch_version": "2",
-           "reinv_version": "0.1", "created_at": "2026-01-01T00:00:00",
-           "outcomes": {"class": [0, 1], "per_reconstruction": {"attack_acc": [1, 0]}}, "artifacts": {"invert": "k"}}
+    row = {
+        "cell_id": cell_id,
+        "scenario": "mnist",
+        "protocol": "digits32",
+        "arch": "cnn",
+        "defense": "re",
+        "attack": "gmi",
+        "threat_model": "white-box",
+        "seed": 0,
+        "budget": "smoke",
+        "status": "ok",
+        "error": None,
+        "config": {"defense": [{"name": "re", "config": {"scale": [0.1, 0.4]}}]},
+        "metrics": {"attack_acc": 0.5, "attack_acc5": None},
+        "notes": {"attack_acc5": "why"},
+        "timings": {"invert_s": 1.5},
+        "device": "cpu",
+        "data_digest": "abc",
+        "torch_version": "2",
+        "reinv_version": "0.1",
+        "created_at": "2026-01-01T00:00:00",
+        "outcomes": {
+            "class": [0, 1],
+            "per_reconstruction": {"attack_acc": [1, 0]},
+            "per_item": {},
+            "target_conf": None,
+        },
+        "artifacts": {"invert": "k"},
+    }
     row.update(kw)
     return row
 
@@ -79,7 +101,9 @@ def test_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
     with db:
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-        db.execute(f"CREATE TABLE results (cell_id TEXT PRIMARY KEY, {', '.join(c + ' TEXT' for c in cols[1:])})")
+        db.execute(
+            f"CREATE TABLE results (cell_id TEXT PRIMARY KEY, {', '.join(c + ' TEXT' for c in cols[1:])})"
+        )
         db.execute("INSERT INTO results (cell_id, scenario, status) VALUES ('old', 'mnist', 'ok')")
     db.close()
     store = Store(tmp_path / "r.db")
@@ -89,20 +113,40 @@ def test_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
 
 
 def test_leaderboard_never_ranks_two_protocols_together():
-    from reinv_bench.leaderboard import aggregate, gaps, render
+    from reinv_bench.aggregate import aggregate, declared_columns
+    from reinv_bench.registry import load
+    from reinv_bench.tables import gaps, render
+
+    cols = declared_columns(load())
 
     def row(protocol, defense, acc, fid=None, note=None):
-        return {"status": "ok", "scenario": "s", "protocol": protocol, "budget": "paper", "arch": "a", "attack": "x",
-                "threat_model": "white-box", "defense": defense, "seed": 0,
-                "metrics": {"natural_acc": 0.9, "attack_acc": acc, "fid": fid}, "notes": {"fid": note} if note else {}}
+        return {
+            "status": "ok",
+            "scenario": "s",
+            "protocol": protocol,
+            "budget": "paper",
+            "arch": "a",
+            "attack": "x",
+            "threat_model": "white-box",
+            "defense": defense,
+            "seed": 0,
+            "metrics": {"natural_acc": 0.9, "attack_acc": acc, "fid": fid},
+            "notes": {"fid": note} if note else {},
+        }
 
-    entries = aggregate([row("64px", "none", 0.8, 10.0), row("64px", "re", 0.5, 20.0),
-                         row("224px", "none", 0.3, None, "weights 'fid-inception' absent"),
-                         row("224px", "re", 0.6, None, "weights 'fid-inception' absent")])
+    entries = aggregate(
+        [
+            row("64px", "none", 0.8, 10.0),
+            row("64px", "re", 0.5, 20.0),
+            row("224px", "none", 0.3, None, "weights 'fid-inception' absent"),
+            row("224px", "re", 0.6, None, "weights 'fid-inception' absent"),
+        ],
+        columns=cols,
+    )
     by = {(e["protocol"], e["defense"]): e for e in entries}
     assert by[("64px", "re")]["d_attack_acc"] == pytest.approx(-0.3)  # vs the 64-px baseline only
     assert by[("224px", "re")]["d_attack_acc"] == pytest.approx(0.3)
     assert by[("224px", "none")]["pareto"] and by[("64px", "re")]["pareto"]
-    assert gaps(entries) == ["FID n/a: weights 'fid-inception' absent"]
-    md = render(entries, "md")
+    assert gaps(entries, cols) == ["FID n/a: weights 'fid-inception' absent"]
+    md = render(entries, "md", cols)
     assert "FID" in md and "KNN" not in md  # columns for the metrics the rows hold

@@ -10,16 +10,32 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench import hookimpl
-from reinv_bench.cli import State, cli
 from reinv_bench.plan import Cell
 from reinv_bench.plugins import call_each
 from reinv_bench.registry import load
 from reinv_bench.store import Store
 
-SMOKE = ["run", "-a", "meanimg", "-d", "re", "--budget", "smoke", "--arch", "tiny", "--eval-arch", "tiny",
-         "--metric", "natural_acc", "--metric", "attack_acc", "--quiet"]  # two cells: re and the none baseline
+SMOKE = [
+    "run",
+    "-a",
+    "meanimg",
+    "-d",
+    "re",
+    "--budget",
+    "smoke",
+    "--arch",
+    "tiny",
+    "--eval-arch",
+    "tiny",
+    "--metric",
+    "natural_acc",
+    "--metric",
+    "attack_acc",
+    "--quiet",
+]  # two cells: re and the none baseline
 
 
 class Recorder:
@@ -45,10 +61,7 @@ def _no_selection(monkeypatch):
 
 
 def _invoke(*plugins, args=()):
-    registry = load(extra=(sys.modules["conftest"], *plugins))
-    state = State(())
-    state._pm, state._registry = registry.pm, registry  # the in-process test plugins
-    return CliRunner().invoke(cli, [*SMOKE, *args], obj=state)
+    return cli_invoke(*SMOKE, *args, extra=(sys.modules["conftest"], *plugins))  # the in-process test plugins
 
 
 def _stored(workdir: Path) -> list[dict]:
@@ -67,7 +80,9 @@ def test_on_result_gets_each_stored_cell_and_a_raising_observer_does_not_stop_th
     assert {c.cell_id for c, _ in rec.calls} == {r["cell_id"] for r in rows}
     for cell, row in rec.calls:
         assert isinstance(cell, Cell) and row["cell_id"] == cell.cell_id and row["status"] == "ok"
-        assert {"natural_acc", "attack_acc"} <= set(row["metrics"]) and row["artifacts"]["invert"] == cell.invert_key
+        assert {"natural_acc", "attack_acc"} <= set(row["metrics"]) and row["artifacts"][
+            "invert"
+        ] == cell.invert_key
     # the logger plugins are installed but not selected: they logged nothing
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "wandb").exists()
 

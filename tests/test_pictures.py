@@ -10,10 +10,9 @@ import shutil
 import subprocess
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench.api import Column
-from reinv_bench.cli import State, cli
 from reinv_bench.store import COLUMNS, Store
 
 DEFENSES = ("re[p=0.2]", "re[p=0.8]")
@@ -22,15 +21,32 @@ DEFENSES = ("re[p=0.2]", "re[p=0.8]")
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     wd = tmp_path_factory.mktemp("pictures")
-    args = ["-p", "conftest", "run", "-a", "meanimg", "--arch", "tiny", *(a for d in DEFENSES for a in ("-d", d)),
-            "--budget", "smoke", "--metric", "natural_acc", "--metric", "attack_acc", "--quiet", "--workdir", str(wd)]
-    result = CliRunner().invoke(cli, args, obj=State(("conftest",)))
+    args = [
+        "-p",
+        "conftest",
+        "run",
+        "-a",
+        "meanimg",
+        "--arch",
+        "tiny",
+        *(a for d in DEFENSES for a in ("-d", d)),
+        "--budget",
+        "smoke",
+        "--metric",
+        "natural_acc",
+        "--metric",
+        "attack_acc",
+        "--quiet",
+        "--workdir",
+        str(wd),
+    ]
+    result = cli_invoke(*args, plugins=("conftest",))
     assert result.exit_code == 0, result.output + repr(result.exception)
     return wd, result.output
 
 
 def _cli(wd, *args):
-    result = CliRunner().invoke(cli, [*args, "--workdir", str(wd)], obj=State(()))
+    result = cli_invoke(*args, "--workdir", wd)
     return result
 
 
@@ -45,7 +61,9 @@ def test_run_ends_with_one_sentence_per_defense(grid):
     lines = output.splitlines()
     for d in DEFENSES:
         (line,) = [x for x in lines if x.startswith(f"{d} vs none: attack accuracy ")]
-        assert re.search(r"points \(95% CI [+-]\d+\.\d to [+-]\d+\.\d, 1 seed x \d+ reconstructions\): ", line)
+        assert re.search(
+            r"points \(95% CI [+-]\d+\.\d to [+-]\d+\.\d, 1 seed x \d+ reconstructions\): ", line
+        )
     assert any("With one seed the intervals cover only the sampling of reconstructions" in x for x in lines)
 
 
@@ -83,10 +101,11 @@ def test_plot_refuses_an_unknown_format(grid, tmp_path):
 
 
 def test_a_swept_defense_is_one_curve_in_parameter_order(grid):
-    from reinv_bench.leaderboard import aggregate
+    from reinv_bench.aggregate import aggregate, declared_columns
     from reinv_bench.plots import sweeps
+    from reinv_bench.registry import load
 
-    entries = aggregate(Store(grid[0] / "results.db").rows())
+    entries = aggregate(Store(grid[0] / "results.db").rows(), columns=declared_columns(load()))
     ((label, line),) = sweeps(entries)
     assert label == "re (p)" and [e["defense"] for e in line] == list(DEFENSES)
 
@@ -106,19 +125,32 @@ def test_show_draws_one_row_per_class_and_one_column_per_defense(grid, tmp_path)
 
 
 def test_a_third_party_metric_plots(tmp_path):
-    from reinv_bench.leaderboard import aggregate
+    from reinv_bench.aggregate import aggregate
     from reinv_bench.plots import privacy_utility
 
     def row(defense, leak, acc):
         r = dict.fromkeys(COLUMNS)
-        r.update(cell_id=defense, scenario="s", protocol="p", arch="a", defense=defense, attack="x",
-                 threat_model="white-box", seed=0, budget="paper", status="ok", notes={},
-                 metrics={"natural_acc": acc, "attack_acc": 0.5, "leak": leak})
+        r.update(
+            cell_id=defense,
+            scenario="s",
+            protocol="p",
+            arch="a",
+            defense=defense,
+            attack="x",
+            threat_model="white-box",
+            seed=0,
+            budget="paper",
+            status="ok",
+            notes={},
+            metrics={"natural_acc": acc, "attack_acc": 0.5, "leak": leak},
+        )
         return r
 
-    columns = [Column("natural_acc", percent=True, better="higher", axis="utility"),
-               Column("attack_acc", percent=True, better="lower", axis="privacy"),
-               Column("leak", "Leak score", better="lower")]
+    columns = [
+        Column("natural_acc", percent=True, better="higher", axis="utility"),
+        Column("attack_acc", percent=True, better="lower", axis="privacy"),
+        Column("leak", "Leak score", better="lower"),
+    ]
     entries = aggregate([row("none", 3.0, 0.9), row("re", 1.0, 0.85)], columns=columns)
     fig = privacy_utility(entries, tmp_path / "leak.png", columns, y="leak")
     assert fig.axes[0].get_ylabel().startswith("Leak score") and (tmp_path / "leak.png").stat().st_size > 5000
@@ -144,7 +176,12 @@ def test_report_is_self_contained(report):
     for s in sources:
         img = plt.imread(io.BytesIO(base64.b64decode(s.split(",", 1)[1])), format="png")
         assert img[..., :3].std() > 0.05  # not blank
-    for words in ("re[p=0.2] vs none: attack accuracy", "Cells: config and timings", "Environment", "Metric gaps"):
+    for words in (
+        "re[p=0.2] vs none: attack accuracy",
+        "Cells: config and timings",
+        "Environment",
+        "Metric gaps",
+    ):
         assert words in text
 
 
@@ -153,11 +190,17 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     if browser is None:
         pytest.skip("headless Chromium is not installed (Debian package `chromium`, which .ci/run installs)")
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert "<title>reinv-bench report</title>" in dom and dom.count("<table") >= 2 and dom.count("<img") == 2
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [*flags, "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     img = _image(shot)[..., :3]
     assert img.shape[:2] == (2400, 1280)
     assert (img.mean(2) < 0.9).mean() > 0.02  # text, tables and figures drawn, not a blank page

@@ -129,8 +129,13 @@ def test_rows_carry_config_versions_and_timings(registry, workdir):
     store = Store(workdir / "results.db")
     Runner(registry, workdir, CPU).run(plan, store)
     (row,) = store.rows()
-    assert row["config"]["defense"][0]["config"] == {"p": 1.0, "scale": [0.2, 0.3], "ratio": [1.0, 1.0],
-                                                     "value": [0.485, 0.456, 0.406], "location": "random"}
+    assert row["config"]["defense"][0]["config"] == {
+        "p": 1.0,
+        "scale": [0.2, 0.3],
+        "ratio": [1.0, 1.0],
+        "value": [0.485, 0.456, 0.406],
+        "location": "random",
+    }
     assert row["config"]["target_recipe"]["epochs"] == 1
     assert row["torch_version"] == torch.__version__ and row["reinv_version"]
     assert row["device"].startswith("cpu (") and row["data_digest"]

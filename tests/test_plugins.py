@@ -1,21 +1,12 @@
-import inspect
-import re
-from pathlib import Path
+"""The plugin manager: entry points, blocking and selecting, failures named, duplicates refused
+(the docs of the hooks are tested in test_docs.py)."""
 
 import pytest
-from click.testing import CliRunner
 
-from reinv_bench import hookimpl, hookspecs
+from reinv_bench import hookimpl
 from reinv_bench.api import Defense
-from reinv_bench.cli import State, cli
 from reinv_bench.plugins import PluginError, get_plugin_manager
 from reinv_bench.registry import Registry, UnknownNameError, load
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
-
-
-def _hooks():
-    return {n: f for n, f in vars(hookspecs).items() if hasattr(f, "reinv_bench_spec")}
 
 
 def test_builtins_come_from_the_entry_point_group():
@@ -26,7 +17,7 @@ def test_builtins_come_from_the_entry_point_group():
     assert reg.entry("attack", "gmi").source.startswith("reinv-bench ")
 
 
-def test_plugin_registered_in_a_test_appears_in_plugins_command():
+def test_plugin_registered_in_a_test_appears_in_plugins_command(invoke):
     class Shield(Defense):
         name = "shield"
 
@@ -35,10 +26,7 @@ def test_plugin_registered_in_a_test_appears_in_plugins_command():
         def register_defenses(self):
             return [Shield]
 
-    state = State(())
-    state._pm = get_plugin_manager(extra=(Plugin(),))
-    result = CliRunner().invoke(cli, ["plugins"], obj=state)
-    assert result.exit_code == 0, result.output
+    result = invoke("plugins", extra=(Plugin(),), ok=True)
     line = next(ln for ln in result.output.splitlines() if " shield " in f" {ln} ")
     assert line.split()[0] == "defense"
     assert "registered in-process" in line
@@ -105,23 +93,6 @@ def test_duplicate_names_are_refused():
         load(extra=(Plugin(),))
 
 
-def _signature(fn) -> str:
-    sig = inspect.signature(fn)
-    params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
-    return f"def {fn.__name__}({params}) -> {sig.return_annotation}"
-
-
-@pytest.mark.parametrize("name", sorted(_hooks()))
-def test_every_hookspec_is_documented_with_its_exact_signature(name):
-    text = DOCS.read_text()
-    assert f"`{_signature(_hooks()[name])}`" in text, f"docs/plugins.md lacks {_signature(_hooks()[name])}"
-
-
-def test_docs_name_no_hook_that_does_not_exist():
-    documented = set(re.findall(r"^### `def (\w+)\(", DOCS.read_text(), flags=re.MULTILINE))
-    assert documented == set(_hooks())
-
-
 def test_p_is_parsed_once_by_click_in_every_form():
     import subprocess
     import sys
@@ -130,8 +101,12 @@ def test_p_is_parsed_once_by_click_in_every_form():
 
     assert _plugin_args(["-pno:gmi", "-p", "no:kedmi", "run", "-a", "gmi"]) == ("no:gmi", "no:kedmi")
     assert _plugin_args(["--help"]) == ()
-    out = subprocess.run([sys.executable, "-c", "from reinv_bench.cli import main; main()", "-pno:gmi", "plugins"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", "from reinv_bench.cli import main; main()", "-pno:gmi", "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     names = {line.split()[1] for line in out.stdout.splitlines() if line.startswith("attack")}
     assert "gmi" not in names and "kedmi" in names

@@ -24,16 +24,9 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from reinv_attacks import ppa
-from reinv_attacks.ppa import (
-    PPA,
-    attack_transforms,
-    candidate_search,
-    final_selection,
-    optimize,
-    poincare_loss,
-    selection_transforms,
-)
+from reinv_attacks import _stylegan
+from reinv_attacks._stylegan import attack_transforms, candidate_search, poincare_loss
+from reinv_attacks.ppa import PPA, final_selection, optimize, selection_transforms
 from reinv_bench.api import AttackContext, ConfigError
 
 # ---- a generator with NVlabs' interface, and a toy target ---------------------------------------
@@ -113,9 +106,20 @@ def official_poincare_loss(outputs, targets, xi=1e-4):
     return torch.arccosh(1 + delta)
 
 
-def official_find_initial_w(generator, target_model, targets, search_space_size, clip=True, center_crop=768,
-                            resize=224, horizontal_flip=True, truncation_psi=0.7, truncation_cutoff=18,
-                            batch_size=25, seed=0):
+def official_find_initial_w(
+    generator,
+    target_model,
+    targets,
+    search_space_size,
+    clip=True,
+    center_crop=768,
+    resize=224,
+    horizontal_flip=True,
+    truncation_psi=0.7,
+    truncation_cutoff=18,
+    batch_size=25,
+    seed=0,
+):
     """attacks/initial_selection.py::find_initial_w (tqdm, printing and saving left out; ``loader``
     for the DataLoader)."""
     z = torch.from_numpy(np.random.RandomState(seed).randn(search_space_size, generator.z_dim))
@@ -124,7 +128,9 @@ def official_find_initial_w(generator, target_model, targets, search_space_size,
     with torch.no_grad():
         confidences = []
         final_candidates = []
-        candidates = generator.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        candidates = generator.mapping(
+            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff
+        )
         for w in loader(candidates, batch_size=batch_size):
             imgs = generator.synthesis(w[0], noise_mode="const", force_fp32=True)
             if clip:
@@ -166,8 +172,19 @@ OFFICIAL_TRANSFORMATIONS = {
 }
 
 
-def official_optimize(synthesis, target, transformations, num_ws, w_batch, targets_batch, num_epochs, lr, betas,
-                      milestones, gamma):
+def official_optimize(
+    synthesis,
+    target,
+    transformations,
+    num_ws,
+    w_batch,
+    targets_batch,
+    num_epochs,
+    lr,
+    betas,
+    milestones,
+    gamma,
+):
     """attacks/optimize.py::Optimization.optimize with clip false, discriminator weight 0, the
     optimizer Adam(lr, weight_decay 0, betas) and MultiStepLR (AttackConfigParser.create_optimizer /
     create_lr_scheduler), ``synthesize`` inlined."""
@@ -226,15 +243,20 @@ def official_scores_by_transform(imgs, targets, target_model, transforms, iterat
     return score
 
 
-def official_perform_final_selection(w, synthesis, num_ws, crop, resize, targets, target_model, samples_per_target,
-                                     iterations, batch_size):
+def official_perform_final_selection(
+    w, synthesis, num_ws, crop, resize, targets, target_model, samples_per_target, iterations, batch_size
+):
     """attacks/final_selection.py::perform_final_selection, approach 'transforms' (``loader`` for
     the DataLoader)."""
     target_values = set(targets.cpu().tolist())
     final_targets, final_w = [], []
     target_model.eval()
-    transforms = T.Compose([T.RandomResizedCrop(size=(224, 224), scale=(0.5, 0.9), ratio=(0.8, 1.2), antialias=True),
-                            T.RandomHorizontalFlip(0.5)])
+    transforms = T.Compose(
+        [
+            T.RandomResizedCrop(size=(224, 224), scale=(0.5, 0.9), ratio=(0.8, 1.2), antialias=True),
+            T.RandomHorizontalFlip(0.5),
+        ]
+    )
     for target in target_values:
         mask = torch.where(targets == target, True, False).cpu()
         w_masked = w[mask]
@@ -262,7 +284,9 @@ def test_poincare_loss_is_the_official_one():
     small = torch.randn(7, 3, dtype=torch.float64)  # and its gradient, in double precision
     small.requires_grad_(True)
     (g_ours,) = torch.autograd.grad(poincare_loss(small, torch.tensor([0, 1, 2, 0, 1, 2, 0])).sum(), small)
-    (g_off,) = torch.autograd.grad(official_poincare_loss(small, torch.tensor([0, 1, 2, 0, 1, 2, 0])).sum(), small)
+    (g_off,) = torch.autograd.grad(
+        official_poincare_loss(small, torch.tensor([0, 1, 2, 0, 1, 2, 0])).sum(), small
+    )
     torch.testing.assert_close(g_ours, g_off)
 
 
@@ -271,16 +295,39 @@ def test_candidate_search_is_find_initial_w():
     greedy per-class pick; on a 1024-px stand-in so that the official 800-px crop applies as is."""
     G, target = StandInG(res=1024), toy_target()
     classes, k = [3, 0, 4], 4
-    ws, conf = candidate_search(G, target, classes, search=10, k=k, psi=0.5, cutoff=8, crop=800, size=224, flip=True,
-                                batch=4, seed=42, device=torch.device("cpu"))
+    ws, conf = candidate_search(
+        G,
+        target,
+        classes,
+        search=10,
+        k=k,
+        psi=0.5,
+        cutoff=8,
+        crop=800,
+        size=224,
+        flip=True,
+        batch=4,
+        seed=42,
+        device=torch.device("cpu"),
+    )
     targets = torch.tensor(classes).repeat_interleave(k)
-    official = official_find_initial_w(G, target, targets, 10, center_crop=800, resize=224, truncation_psi=0.5,
-                                       truncation_cutoff=8, batch_size=25, seed=42)
+    official = official_find_initial_w(
+        G,
+        target,
+        targets,
+        10,
+        center_crop=800,
+        resize=224,
+        truncation_psi=0.5,
+        truncation_cutoff=8,
+        batch_size=25,
+        seed=42,
+    )
     torch.testing.assert_close(ws.flatten(0, 1), official)
     assert ws.shape == (3, k, G.num_ws, G.w_dim)
     assert (conf[:, :-1] >= conf[:, 1:]).all()  # best first
     # truncation: rows below the cutoff are pulled towards w_avg by psi, the others are not
-    z = ppa.search_latents(G.z_dim, 10, 42)
+    z = _stylegan.search_latents(G.z_dim, 10, 42)
     raw = G.mapping(z, None)
     trunc = G.mapping(z, None, truncation_psi=0.5, truncation_cutoff=8)
     torch.testing.assert_close(trunc[:, :8], G.mapping.w_avg + 0.5 * (raw[:, :8] - G.mapping.w_avg))
@@ -291,8 +338,8 @@ def test_candidate_selection_rule_on_a_scripted_target():
     """A target whose confidences are scripted: the top-k per class, best first, a latent may
     serve several classes, as the official pick-and-mask loop."""
     conf = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.7], [0.6, 0.05]])
-    assert ppa.select_candidates(conf, 2).tolist() == [[0, 3], [1, 2]]
-    assert ppa.select_candidates(conf, 3).tolist() == [[0, 3, 2], [1, 2, 0]]
+    assert _stylegan.select_candidates(conf, 2).tolist() == [[0, 3], [1, 2]]
+    assert _stylegan.select_candidates(conf, 3).tolist() == [[0, 3, 2], [1, 2, 0]]
     # the official loop on the same confidences
     picks = []
     c = conf.clone()
@@ -308,9 +355,17 @@ def test_transforms_are_the_official_ones():
     official = official_attack_transformations(OFFICIAL_TRANSFORMATIONS)
 
     def params(t):
-        return [(type(s).__name__, {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
-                                    for k, v in vars(s).items() if not k.startswith("_") and k != "training"})
-                for s in t.transforms]
+        return [
+            (
+                type(s).__name__,
+                {
+                    k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+                    for k, v in vars(s).items()
+                    if not k.startswith("_") and k != "training"
+                },
+            )
+            for s in t.transforms
+        ]
 
     assert params(ours) == params(official)
     x = torch.rand(2, 3, 1024, 1024)
@@ -319,8 +374,12 @@ def test_transforms_are_the_official_ones():
     torch.manual_seed(5)
     torch.testing.assert_close(a, official(x))
     sel = selection_transforms(224)
-    official_sel = T.Compose([T.RandomResizedCrop(size=(224, 224), scale=(0.5, 0.9), ratio=(0.8, 1.2), antialias=True),
-                              T.RandomHorizontalFlip(0.5)])
+    official_sel = T.Compose(
+        [
+            T.RandomResizedCrop(size=(224, 224), scale=(0.5, 0.9), ratio=(0.8, 1.2), antialias=True),
+            T.RandomHorizontalFlip(0.5),
+        ]
+    )
     assert params(sel) == params(official_sel)
     # another generator size: the crop keeps its fraction of the image (800 of 1024)
     assert attack_transforms(256, 224, 800, (0.9, 1.0)).transforms[0].size == (200, 200)
@@ -335,42 +394,98 @@ def test_optimisation_steps_are_the_official_update():
     w = torch.randn(3, 1, G.w_dim)
     y = torch.tensor([1, 1, 4])
     torch.manual_seed(7)
-    ours, _ = optimize(G, target, w, y, epochs=3, lr=0.005, betas=(0.1, 0.1), milestones=(1.0, 2.0), gamma=0.1,
-                       transform=attack_transforms(1024, 224, 800, (0.9, 1.0)))
+    ours, _ = optimize(
+        G,
+        target,
+        w,
+        y,
+        epochs=3,
+        lr=0.005,
+        betas=(0.1, 0.1),
+        milestones=(1.0, 2.0),
+        gamma=0.1,
+        transform=attack_transforms(1024, 224, 800, (0.9, 1.0)),
+    )
     torch.manual_seed(7)
-    official = official_optimize(G.synthesis, target, official_attack_transformations(OFFICIAL_TRANSFORMATIONS),
-                                 G.num_ws, w.clone(), y, 3, 0.005, [0.1, 0.1], [1, 2], 0.1)
+    official = official_optimize(
+        G.synthesis,
+        target,
+        official_attack_transformations(OFFICIAL_TRANSFORMATIONS),
+        G.num_ws,
+        w.clone(),
+        y,
+        3,
+        0.005,
+        [0.1, 0.1],
+        [1, 2],
+        0.1,
+    )
     torch.testing.assert_close(ours, official)
     assert not torch.equal(ours, w)
     # all style inputs optimised (single_w=false)
     wf = w.expand(-1, G.num_ws, -1).clone()
     torch.manual_seed(7)
-    ours_f, _ = optimize(G, target, wf, y, epochs=1, lr=0.005, betas=(0.1, 0.1), milestones=(0.0,), gamma=0.1,
-                         transform=attack_transforms(1024, 224, 800, (0.9, 1.0)))
+    ours_f, _ = optimize(
+        G,
+        target,
+        wf,
+        y,
+        epochs=1,
+        lr=0.005,
+        betas=(0.1, 0.1),
+        milestones=(0.0,),
+        gamma=0.1,
+        transform=attack_transforms(1024, 224, 800, (0.9, 1.0)),
+    )
     torch.manual_seed(7)
-    official_f = official_optimize(G.synthesis, target, official_attack_transformations(OFFICIAL_TRANSFORMATIONS),
-                                   G.num_ws, wf.clone(), y, 1, 0.005, [0.1, 0.1], [], 0.1)
+    official_f = official_optimize(
+        G.synthesis,
+        target,
+        official_attack_transformations(OFFICIAL_TRANSFORMATIONS),
+        G.num_ws,
+        wf.clone(),
+        y,
+        1,
+        0.005,
+        [0.1, 0.1],
+        [],
+        0.1,
+    )
     torch.testing.assert_close(ours_f, official_f)
 
 
 def test_final_selection_is_the_official_rule():
-    """Mean target confidence under random transforms (10 here; 100 in the configs), one per chunk of images (the official
-    loader batch, 10 x the attack batch: 4 here, so that a class spans two chunks), best first;
-    the images as create_image makes them."""
+    """Mean target confidence under random transforms (10 here; 100 in the configs), one per chunk
+    of images (the official loader batch, 10 x the attack batch: 4 here, so that a class spans two
+    chunks), best first; the images as create_image makes them."""
     G, target = StandInG(res=1024), toy_target()
     torch.manual_seed(0)
     w = torch.randn(12, 1, G.w_dim)
     targets = torch.tensor([2] * 7 + [0] * 5)
     torch.manual_seed(3)
-    official_w, official_t = official_perform_final_selection(w, G.synthesis, G.num_ws, 800, 224, targets, target, 3,
-                                                              10, batch_size=4)
+    official_w, official_t = official_perform_final_selection(
+        w, G.synthesis, G.num_ws, 800, 224, targets, target, 3, 10, batch_size=4
+    )
     torch.manual_seed(3)
     ours_w = []
     for c in sorted(set(targets.tolist())):  # the official iterates a set of small ints: ascending
-        sel, imgs, score = final_selection(G, target, w[targets == c], c, k=3, iters=10, crop=800, size=224,
-                                           batch=5, chunk=4, device=torch.device("cpu"))
+        sel, imgs, score = final_selection(
+            G,
+            target,
+            w[targets == c],
+            c,
+            k=3,
+            iters=10,
+            crop=800,
+            size=224,
+            batch=5,
+            chunk=4,
+            device=torch.device("cpu"),
+        )
         ours_w.append(w[targets == c][sel])
-        torch.testing.assert_close(imgs, official_create_image(w[targets == c][sel], G.synthesis, G.num_ws, 800, 224))
+        torch.testing.assert_close(
+            imgs, official_create_image(w[targets == c][sel], G.synthesis, G.num_ws, 800, 224)
+        )
         assert (score[:-1] >= score[1:]).all()
     torch.testing.assert_close(torch.cat(ours_w), official_w)
     assert official_t.tolist() == [0] * 3 + [2] * 3
@@ -388,13 +503,39 @@ def test_whole_attack_is_the_official_pipeline():
 
     torch.manual_seed(seed)
     targets = torch.tensor(classes).repeat_interleave(3)
-    w = official_find_initial_w(G, target, targets, 10, center_crop=800, resize=224, truncation_psi=0.5,
-                                truncation_cutoff=8, seed=seed)[:, 0].unsqueeze(1)  # attack.py: single_w
+    w = official_find_initial_w(
+        G,
+        target,
+        targets,
+        10,
+        center_crop=800,
+        resize=224,
+        truncation_psi=0.5,
+        truncation_cutoff=8,
+        seed=seed,
+    )[:, 0].unsqueeze(1)  # attack.py: single_w
     transformations = official_attack_transformations(OFFICIAL_TRANSFORMATIONS)
-    w_opt = torch.cat([official_optimize(G.synthesis, target, transformations, G.num_ws, w[i : i + 4].clone(),
-                                         targets[i : i + 4], 2, 0.005, [0.1, 0.1], [], 0.1) for i in range(0, 6, 4)])
-    final_w, final_t = official_perform_final_selection(w_opt, G.synthesis, G.num_ws, 800, 224, targets, target, 2, 3,
-                                                        batch_size=4 * 10)
+    w_opt = torch.cat(
+        [
+            official_optimize(
+                G.synthesis,
+                target,
+                transformations,
+                G.num_ws,
+                w[i : i + 4].clone(),
+                targets[i : i + 4],
+                2,
+                0.005,
+                [0.1, 0.1],
+                [],
+                0.1,
+            )
+            for i in range(0, 6, 4)
+        ]
+    )
+    final_w, final_t = official_perform_final_selection(
+        w_opt, G.synthesis, G.num_ws, 800, 224, targets, target, 2, 3, batch_size=4 * 10
+    )
     images = official_create_image(final_w, G.synthesis, G.num_ws, 800, 224)
     assert inv.labels.tolist() == final_t.tolist() == [1, 1, 3, 3]
     torch.testing.assert_close(inv.images, images.clamp(-1, 1))
@@ -407,18 +548,34 @@ def test_whole_attack_is_the_official_pipeline():
 
 def test_configurations_are_the_official_files():
     ppa_default = PPA().config  # configs/attacking/FaceScrub_FFHQ.yaml
-    assert (ppa_default.search, ppa_default.candidates, ppa_default.final, ppa_default.epochs, ppa_default.batch) == \
-        (2000, 200, 50, 50, 25)
-    assert (ppa_default.lr, ppa_default.betas, ppa_default.psi, ppa_default.cutoff, ppa_default.crop) == \
-        (0.005, (0.1, 0.1), 0.5, 8, 800)
+    assert (
+        ppa_default.search,
+        ppa_default.candidates,
+        ppa_default.final,
+        ppa_default.epochs,
+        ppa_default.batch,
+    ) == (2000, 200, 50, 50, 25)
+    assert (ppa_default.lr, ppa_default.betas, ppa_default.psi, ppa_default.cutoff, ppa_default.crop) == (
+        0.005,
+        (0.1, 0.1),
+        0.5,
+        8,
+        800,
+    )
     assert ppa_default.rrc_scale == (0.9, 1.0) and ppa_default.final_iters == 100 and ppa_default.single_w
     assert ppa_default.flip and ppa_default.milestones == (0.0,)  # that file has no lr_scheduler
     celeba = PPA({"config": "ppa-celeba"}).config  # CelebA_FFHQ.yaml
     assert (celeba.search, celeba.candidates, celeba.final, celeba.epochs) == (5000, 200, 50, 70)
     midre = PPA({"config": "midre"}).config  # MIDRE_TMLR FaceScrub_FFHQ_resnet18_midre.yml
     assert (midre.search, midre.candidates, midre.final, midre.epochs, midre.batch) == (2000, 16, 8, 50, 16)
-    assert (midre.milestones, midre.gamma, midre.lr, midre.betas, midre.psi, midre.cutoff) == \
-        ((30.0, 40.0), 0.1, 0.005, (0.1, 0.1), 0.5, 8)
+    assert (midre.milestones, midre.gamma, midre.lr, midre.betas, midre.psi, midre.cutoff) == (
+        (30.0, 40.0),
+        0.1,
+        0.005,
+        (0.1, 0.1),
+        0.5,
+        8,
+    )
     assert midre.final_iters == 100 and midre.rrc_scale == (0.9, 1.0)
     # a value given explicitly, or by the budget, wins over the configuration's
     assert PPA({"config": "midre", "epochs": "70"}).config.epochs == 70
@@ -438,7 +595,9 @@ def test_the_label_names_the_configuration():
 
     label, desc, attack = resolve_attack(load(), "ppa[config=midre]", "paper")
     assert label == "ppa[config=midre]" and desc["config"]["candidates"] == 16
-    assert attack.priors()[0].kind == "stylegan2" and attack.priors()[0].params == {"weights": "stylegan2-ffhq"}
+    assert attack.priors()[0].kind == "stylegan2" and attack.priors()[0].params == {
+        "weights": "stylegan2-ffhq"
+    }
     assert attack.threat_model == "white-box"
 
 
@@ -446,12 +605,18 @@ def test_the_label_names_the_configuration():
 
 
 def tiny_generator(seed=0, res=16):
-    from reinv_attacks import stylegan2
+    from reinv_attacks._stylegan2_net import Generator
 
     torch.manual_seed(seed)
-    return stylegan2.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=res, img_channels=3,
-                               mapping_kwargs={"num_layers": 2},
-                               synthesis_kwargs={"channel_base": 128, "channel_max": 16}).eval()
+    return Generator(
+        z_dim=16,
+        c_dim=0,
+        w_dim=16,
+        img_resolution=res,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 128, "channel_max": 16},
+    ).eval()
 
 
 def test_missing_generator_weights_name_the_command(tmp_path, monkeypatch):
@@ -465,7 +630,7 @@ def test_missing_generator_weights_name_the_command(tmp_path, monkeypatch):
 
 def test_smoke_with_the_native_generator(tmp_path, monkeypatch):
     """The prior from a registered tiny StyleGAN2-ADA file, and the attack at the smoke budget."""
-    from reinv_attacks import stylegan2
+    from reinv_attacks import _stylegan2_load as stylegan2
 
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path))
     G = tiny_generator()
@@ -491,11 +656,11 @@ def test_smoke_with_the_native_generator(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore::reinv_bench.weights.UnverifiedWeightsWarning")
 def test_cli_smoke_on_the_fake_facescrub_tree(tmp_path, monkeypatch, registry):
     """``reinv-bench run -a ppa[config=midre] -a ifgmi`` on facescrub224-ffhq: without the
-    generator the cells fail naming the command that adds it; with a tiny random generator
+    generator the run stops before any step, naming the command that adds it; with a tiny random generator
     registered they run and the leaderboard shows the rows."""
     from click.testing import CliRunner
 
-    from reinv_attacks import stylegan2
+    from reinv_attacks import _stylegan2_load as stylegan2
     from reinv_bench.cli import State, cli
     from reinv_bench.store import Store
     from reinv_bench.testing import make_facescrub, make_ffhq
@@ -508,13 +673,34 @@ def test_cli_smoke_on_the_fake_facescrub_tree(tmp_path, monkeypatch, registry):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     state = State(())
     state._registry = registry
-    args = ["run", "-a", "ppa[config=midre]", "-a", "ifgmi", "-d", "none", "--scenario", "facescrub224-ffhq", "--arch", "tiny",
-            "--eval-arch", "tiny", "--budget", "smoke", "--data-root", str(root), "--workdir", str(tmp_path / "w"),
-            "--metric", "attack_acc", "--quiet"]
-    CliRunner().invoke(cli, args, obj=state)
-    rows = Store(tmp_path / "w" / "results.db").rows()
-    assert len(rows) == 2 and all(r["status"] == "failed" for r in rows)
-    assert all("reinv-bench weights add stylegan2-ffhq FILE" in r["error"] for r in rows)
+    args = [
+        "run",
+        "-a",
+        "ppa[config=midre]",
+        "-a",
+        "ifgmi",
+        "-d",
+        "none",
+        "--scenario",
+        "facescrub224-ffhq",
+        "--arch",
+        "tiny",
+        "--eval-arch",
+        "tiny",
+        "--budget",
+        "smoke",
+        "--data-root",
+        str(root),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--metric",
+        "attack_acc",
+        "--quiet",
+    ]
+    missing = CliRunner().invoke(cli, args, obj=state)
+    # the missing generator is listed before any step starts, with the command that adds it
+    assert missing.exit_code != 0 and "reinv-bench weights add stylegan2-ffhq" in missing.output
+    assert not (tmp_path / "w" / "results.db").exists() or not Store(tmp_path / "w" / "results.db").rows()
 
     weights.mkdir()
     stylegan2.save_generator(tiny_generator(res=8), weights / "stylegan2-ffhq.pt")
@@ -579,8 +765,9 @@ class OfficialIntermediateSynthesis:
         return img
 
 
-def official_if_optimize(synthesis, target, transformations, num_ws, w, targets_batch, steps, radius_mid, radius_w,
-                         end, lr, betas):
+def official_if_optimize(
+    synthesis, target, transformations, num_ws, w, targets_batch, steps, radius_mid, radius_w, end, lr, betas
+):
     """attacks/optimize.py::Optimization.optimize/intermediate (start 0, clip false, Adam(lr,
     weight_decay 0, betas) per phase, logging left out). Returns (w, images of each phase)."""
     mid_vector = [None]
@@ -648,11 +835,33 @@ def test_ifgmi_layer_search_is_the_official_one():
     transform = attack_transforms(16, 32, 800, (0.9, 1.0))
     steps, radii = (3, 2), (0.05, 0.05)
     torch.manual_seed(4)
-    w_ours, imgs_ours, _ = layer_search(G, target, w0, y, steps=steps, radius_w=radii, radius_mid=radii, lr=0.005,
-                                        betas=(0.1, 0.1), transform=transform)
+    w_ours, imgs_ours, _ = layer_search(
+        G,
+        target,
+        w0,
+        y,
+        steps=steps,
+        radius_w=radii,
+        radius_mid=radii,
+        lr=0.005,
+        betas=(0.1, 0.1),
+        transform=transform,
+    )
     torch.manual_seed(4)
-    w_off, imgs_off = official_if_optimize(OfficialIntermediateSynthesis(G.synthesis), target, transform, G.num_ws,
-                                           w0.clone(), y, steps, radii, radii, 2, 0.005, [0.1, 0.1])
+    w_off, imgs_off = official_if_optimize(
+        OfficialIntermediateSynthesis(G.synthesis),
+        target,
+        transform,
+        G.num_ws,
+        w0.clone(),
+        y,
+        steps,
+        radii,
+        radii,
+        2,
+        0.005,
+        [0.1, 0.1],
+    )
     torch.testing.assert_close(w_ours, w_off)
     torch.testing.assert_close(imgs_ours, imgs_off[-1])
     assert (w_ours - w0).abs().sum((1, 2)).max() <= 0.05 * 2 * (1 + 1e-5)  # two phases, each within its ball
@@ -662,8 +871,16 @@ def test_ifgmi_configuration_is_the_official_file():
     from reinv_attacks.ifgmi import IFGMI
 
     c = IFGMI().config  # configs/ffhq_facescrub/main-resnet.yaml
-    assert (c.search, c.candidates, c.batch, c.lr, c.betas, c.psi, c.cutoff, c.crop) == \
-        (2000, 50, 5, 0.005, (0.1, 0.1), 0.5, 8, 800)
+    assert (c.search, c.candidates, c.batch, c.lr, c.betas, c.psi, c.cutoff, c.crop) == (
+        2000,
+        50,
+        5,
+        0.005,
+        (0.1, 0.1),
+        0.5,
+        8,
+        800,
+    )
     assert c.steps == (50, 10, 10, 10, 10, 10, 10, 10) and c.rrc_scale == (0.9, 1.0)
     assert c.radius_w == c.radius_mid == (1000, 2000, 3000, 4000, 5000, 6000, 8000, 8000)
     with pytest.raises(ConfigError, match="a value for each"):

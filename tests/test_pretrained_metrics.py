@@ -32,8 +32,10 @@ def fid_file(tmp_path_factory):
     from pytorch_fid import inception
 
     torch.manual_seed(0)
-    with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: None), \
-            mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None):
+    with (
+        mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: None),
+        mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None),
+    ):
         net = inception.fid_inception_v3()
     for m in net.modules():
         if isinstance(m, torch.nn.Conv2d):
@@ -49,7 +51,10 @@ def facenet_file(tmp_path_factory):
 
     torch.manual_seed(0)
     state = InceptionResnetV1(pretrained=None, classify=False).state_dict()
-    state["logits.weight"], state["logits.bias"] = torch.randn(8631, 512), torch.zeros(8631)  # as the real file
+    state["logits.weight"], state["logits.bias"] = (
+        torch.randn(8631, 512),
+        torch.zeros(8631),
+    )  # as the real file
     path = tmp_path_factory.mktemp("fnw") / "20180402-114759-vggface2.pt"
     torch.save(state, path)
     return path
@@ -63,8 +68,15 @@ def _faces(n, seed, shift=0.0):
 
 
 def _ctx(recon, labels, priv_x, priv_y):
-    data = ScenarioData(Split(priv_x, priv_y), Split(priv_x[:2], priv_y[:2]), Split(priv_x, None),
-                        Split(priv_x, priv_y), Split(priv_x, priv_y), "digest0", "test")
+    data = ScenarioData(
+        Split(priv_x, priv_y),
+        Split(priv_x[:2], priv_y[:2]),
+        Split(priv_x, None),
+        Split(priv_x, priv_y),
+        Split(priv_x, priv_y),
+        "digest0",
+        "test",
+    )
     store = {}
 
     def cache(name, key, compute):  # what the runner does, in memory; counts computations
@@ -82,9 +94,13 @@ def _ctx(recon, labels, priv_x, priv_y):
 def test_fid_is_null_with_the_reason_without_weights(weights_dir):
     from reinv_metrics.fid import FID
 
-    ctx, _ = _ctx(_faces(4, 0), torch.zeros(4, dtype=torch.long), _faces(4, 1), torch.zeros(4, dtype=torch.long))
+    ctx, _ = _ctx(
+        _faces(4, 0), torch.zeros(4, dtype=torch.long), _faces(4, 1), torch.zeros(4, dtype=torch.long)
+    )
     out = FID().compute(ctx)["fid"]
-    assert isinstance(out, NotComputed) and "absent" in out.reason and "weights add fid-inception" in out.reason
+    assert (
+        isinstance(out, NotComputed) and "absent" in out.reason and "weights add fid-inception" in out.reason
+    )
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(weights_dir, fid_file, monkeypatch):
@@ -94,7 +110,9 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(weights_dir, fi
     # a wrong file is refused by its hash, and the metric says so
     weights_dir.mkdir()
     (weights_dir / fid_file.name).write_bytes(fid_file.read_bytes())
-    ctx, store = _ctx(_faces(12, 0), torch.zeros(12, dtype=torch.long), _faces(12, 0), torch.zeros(12, dtype=torch.long))
+    ctx, store = _ctx(
+        _faces(12, 0), torch.zeros(12, dtype=torch.long), _faces(12, 0), torch.zeros(12, dtype=torch.long)
+    )
     assert "bad (sha256" in fid.FID().compute(ctx)["fid"].reason
     # the test's file, registered with its own hash: the real loading path
     monkeypatch.setattr(fid, "WEIGHTS", dataclasses.replace(fid.WEIGHTS, sha256=file_sha256(fid_file)))
@@ -104,8 +122,10 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(weights_dir, fi
     # shifted sets, through the metric's own feature and distance functions
     net = fid.fid_inception(str(weights_dir / fid_file.name), fid.WEIGHTS.sha256)
     ref = fid.statistics(fid.pool_features(net, _faces(12, 0), torch.device("cpu")))
-    values = [fid.frechet(fid.pool_features(net, _faces(12, 0, shift), torch.device("cpu")), ref)
-              for shift in (0.2, 0.6)]
+    values = [
+        fid.frechet(fid.pool_features(net, _faces(12, 0, shift), torch.device("cpu")), ref)
+        for shift in (0.2, 0.6)
+    ]
     assert 1e-3 < values[0] < values[1], values
     # the private-side statistics are computed once per (split, classes, weights)
     monkeypatch.setattr(fid, "frechet", lambda feats, stats: float(stats[0].sum()))  # skip the square root
@@ -113,13 +133,16 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(weights_dir, fi
     assert store["computed"] == 1
 
 
-def test_facenet_dist_is_zero_on_private_images_and_positive_elsewhere(weights_dir, facenet_file, monkeypatch):
+def test_facenet_dist_is_zero_on_private_images_and_positive_elsewhere(
+    weights_dir, facenet_file, monkeypatch
+):
     from reinv_metrics import facenet
 
     weights_dir.mkdir()
     (weights_dir / facenet_file.name).write_bytes(facenet_file.read_bytes())
     priv_x, priv_y = _faces(6, 3), torch.tensor([0, 0, 0, 1, 1, 1])
     ctx, _ = _ctx(priv_x[[0, 4]], torch.tensor([0, 1]), priv_x, priv_y)
+
     def dist(ctx):  # the mean, stored with one distance per reconstruction (api.PerItem)
         out = facenet.FaceNetDistance().compute(ctx)["facenet_dist"]
         assert len(out.items) == len(ctx.inversion.labels)
@@ -150,7 +173,10 @@ def test_weights_are_found_where_torch_keeps_them(tmp_path, monkeypatch, fid_fil
     (tmp_path / "rb" / w.filename).write_bytes(b"not weights")
     assert weights.locate(w) == hub / w.filename
     (hub / w.filename).unlink()
-    with pytest.raises(weights.WeightsUnavailable, match=r"rb/pt_inception.*bad \(sha256.*th/hub/checkpoints/pt_inception.*absent"):
+    with pytest.raises(
+        weights.WeightsUnavailable,
+        match=r"rb/pt_inception.*bad \(sha256.*th/hub/checkpoints/pt_inception.*absent",
+    ):
         weights.locate(w)
 
 

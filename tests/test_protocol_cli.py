@@ -5,43 +5,30 @@ signatures of every protocol class."""
 from __future__ import annotations
 
 import copy
-import inspect
 import json
-import re
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench import hookimpl
+from reinv_bench.aggregate import aggregate, declared_columns, sort_entries
 from reinv_bench.api import (
-    Architecture,
-    Attack,
     ConfigError,
     DataError,
-    Defense,
-    Executor,
-    Metric,
     Reported,
     Scenario,
     TrainRecipe,
 )
-from reinv_bench.cli import State, cli
-from reinv_bench.leaderboard import aggregate, attach_reported, declared_columns, render, sort_entries
 from reinv_bench.plan import Request, expand
-from reinv_bench.plugins import get_plugin_manager
 from reinv_bench.protocol import collect_reported, reported_rows
 from reinv_bench.registry import load
+from reinv_bench.reported import attach_reported
 from reinv_bench.store import COLUMNS
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+from reinv_bench.tables import render
 
 
 def invoke(*args, extra=()):
-    state = State(())
-    if extra:
-        state._pm = get_plugin_manager(extra=extra)
-    return CliRunner().invoke(cli, list(args), obj=state)
+    return cli_invoke(*args, extra=extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,7 +52,7 @@ def test_reported_number_without_source_is_refused():
 def test_builtin_published_numbers_are_the_sourced_ones():
     reported = collect_reported(load())
     assert all(r.source.strip() for r in reported)
-    known = {c.key for c in declared_columns()} | {"train_acc"}
+    known = {c.key for c in declared_columns(load())} | {"train_acc"}
     assert all(set(r.metrics) <= known for r in reported)
     scenarios = set(load().names("scenario"))
     assert all(r.scenario is None or r.scenario in scenarios for r in reported)
@@ -79,49 +66,87 @@ def test_builtin_published_numbers_are_the_sourced_ones():
     (negls,) = find("Table 8", defense="negls")
     assert negls.metrics["attack_acc"] == pytest.approx(0.084) and negls.arch == "resnet152"
     assert find("AlignMI", scenario=None, attack="plgmi")  # public FaceScrub at 64 px: no scenario here
-    assert len(reported) == 29  # METHODS.md section 7: 14 natural accuracies, 6 + 8 attack rows, 1 training accuracy
+    assert (
+        len(reported) == 29
+    )  # METHODS.md section 7: 14 natural accuracies, 6 + 8 attack rows, 1 training accuracy
 
 
-def _row(scenario="celeba64", arch="vgg16", defense="none", attack="lomma+kedmi", seed=0, budget="paper",
-         protocol="64px", metrics=None):
+def _row(
+    scenario="celeba64",
+    arch="vgg16",
+    defense="none",
+    attack="lomma+kedmi",
+    seed=0,
+    budget="paper",
+    protocol="64px",
+    metrics=None,
+):
     r = dict.fromkeys(COLUMNS)
-    r.update(cell_id=f"{scenario}-{arch}-{defense}-{attack}-{seed}-{budget}", scenario=scenario, protocol=protocol,
-             arch=arch, defense=defense, attack=attack, threat_model="white-box", seed=seed, budget=budget,
-             status="ok", config={"defense": defense}, metrics=copy.deepcopy(metrics or {}), notes={}, timings={},
-             device="cpu", data_digest="d" * 16, torch_version="2", reinv_version="0.1.0",
-             created_at="2025-01-01T00:00:00+00:00")
+    r.update(
+        cell_id=f"{scenario}-{arch}-{defense}-{attack}-{seed}-{budget}",
+        scenario=scenario,
+        protocol=protocol,
+        arch=arch,
+        defense=defense,
+        attack=attack,
+        threat_model="white-box",
+        seed=seed,
+        budget=budget,
+        status="ok",
+        config={"defense": defense},
+        metrics=copy.deepcopy(metrics or {}),
+        notes={},
+        timings={},
+        device="cpu",
+        data_digest="d" * 16,
+        torch_version="2",
+        reinv_version="0.1.0",
+        created_at="2025-01-01T00:00:00+00:00",
+    )
     return r
 
 
 def test_reported_rows_sit_beside_the_measured_rows_of_their_setting():
     m = {"natural_acc": 0.85, "attack_acc": 0.5, "attack_acc5": 0.8, "knn_dist": 1300.0}
-    rows = [_row(metrics=m), _row(defense="mid[beta=0.01]", metrics=m),
-            _row(arch="vgg16", budget="quick", metrics=m)]  # another budget: not the published setting
-    entries = sort_entries(aggregate(rows))
+    rows = [
+        _row(metrics=m),
+        _row(defense="mid[beta=0.01]", metrics=m),
+        _row(arch="vgg16", budget="quick", metrics=m),
+    ]  # another budget: not the published setting
+    cols = declared_columns(load())
+    entries = sort_entries(aggregate(rows, columns=cols), columns=cols)
     merged, unmatched = attach_reported(entries, reported_rows(load()))
     labels = [(e["budget"], e["defense"], bool(e.get("reported")), e.get("source")) for e in merged]
     i = labels.index(("paper", "none", False, None))
-    after = [lab for lab in labels[i + 1:] if lab[2]]
+    after = [lab for lab in labels[i + 1 :] if lab[2]]
     assert ("paper", "none", True, "VGG16_88.26.tar") in after
     assert ("paper", "none", True, "AlignMI paper, baseline rows (code: tmlr-group/AlignMI)") in after
     assert ("paper", "mid[beta=0.01]", True, "Defend_MI DMI/k+1_gan_vib.py (comments)") in labels
     assert not any(lab[2] and lab[0] == "quick" for lab in labels)
     # beta 0.003 (no measured row), the IR152 checkpoint and the 224-px numbers have no group here
     assert any(r["defense"] == "mid" for r in unmatched) and any(r["attack"] == "ppa" for r in unmatched)
-    md = render(merged, "md", unmatched)
+    md = render(merged, "md", cols, unmatched)
     assert "none - reported (VGG16_88.26.tar)" in md and " 88.26 |" in md and " 60.46 |" in md
     assert "Published numbers without a measured group" in md and "Classifier_0.9981_no_val.pth" in md
     assert "Protocol 64px: see `reinv-bench protocol celeba64`" in md
-    data = json.loads(render(merged, "json", unmatched))
+    data = json.loads(render(merged, "json", cols, unmatched))
     assert sum(1 for d in data if d.get("reported")) == len(data) - 3
-    csv_text = render(merged, "csv", unmatched)
+    csv_text = render(merged, "csv", cols, unmatched)
     header = csv_text.splitlines()[0].split(",")
     assert {"reported", "source", "setting", "train_acc"} <= set(header)
 
 
 def test_leaderboard_reported_without_results_lists_the_published_numbers(tmp_path):
-    result = invoke("leaderboard", "--reported", "--workdir", str(tmp_path), "--format", "md",
-                    "--scenario", "facescrub224-ffhq")
+    result = invoke(
+        "leaderboard",
+        "--reported",
+        "--workdir",
+        str(tmp_path),
+        "--format",
+        "md",
+        "--scenario",
+        "facescrub224-ffhq",
+    )
     assert result.exit_code == 0, result.output
     assert "AlignMI paper, Table 8" in result.output and "8.40" in result.output
     assert "celeba64" not in result.output  # the filters apply to published numbers too
@@ -130,12 +155,21 @@ def test_leaderboard_reported_without_results_lists_the_published_numbers(tmp_pa
 
 
 def test_md_and_latex_carry_a_protocol_line_under_the_table():
-    rows = [_row(scenario="mnist", protocol="digits32", arch="cnn", attack="gmi", budget="smoke",
-                 metrics={"natural_acc": 0.9, "attack_acc": 0.4})]
-    entries = sort_entries(aggregate(rows))
-    md = render(entries, "md")
+    rows = [
+        _row(
+            scenario="mnist",
+            protocol="digits32",
+            arch="cnn",
+            attack="gmi",
+            budget="smoke",
+            metrics={"natural_acc": 0.9, "attack_acc": 0.4},
+        )
+    ]
+    cols = declared_columns(load())
+    entries = sort_entries(aggregate(rows, columns=cols), columns=cols)
+    md = render(entries, "md", cols)
     assert md.splitlines()[-1] == "Protocol digits32: see `reinv-bench protocol mnist`"
-    latex = render(entries, "latex")
+    latex = render(entries, "latex", cols)
     assert latex.startswith("\\begin{tabular}")
     assert latex.splitlines()[-1] == r"Protocol digits32: see reinv-bench protocol mnist\par"
     assert r"Nat. acc \%" in latex and r"\textbackslash{}" not in latex  # headers escaped once
@@ -149,14 +183,39 @@ def test_protocol_card_of_celeba64():
     result = invoke("protocol", "celeba64")
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())  # wrapped text, compared as words
-    for text in ("protocol 64px", "300 of 1000: classes 0-299", "64 x 64 px, 3 channels", "RandomState(42)",
-                 "ganset.txt", "ir50_112", "random initialisation", 'ir50_112[weights=ms1m]', "5 reconstructions",
-                 "squared L2 distance (not L2)", "successful", "Metrics of other protocols", "eval_dist",
-                 "natural_acc 88.26%", "VGG16_88.26.tar", "target, tl"):
+    for text in (
+        "protocol 64px",
+        "300 of 1000: classes 0-299",
+        "64 x 64 px, 3 channels",
+        "RandomState(42)",
+        "ganset.txt",
+        "ir50_112",
+        "random initialisation",
+        "ir50_112[weights=ms1m]",
+        "5 reconstructions",
+        "squared L2 distance (not L2)",
+        "successful",
+        "Metrics of other protocols",
+        "eval_dist",
+        "natural_acc 88.26%",
+        "VGG16_88.26.tar",
+        "target, tl",
+    ):
         assert text in out, text
     recipes = [ln.split() for ln in result.output.splitlines() if ln.strip().startswith(("target ", "eval "))]
-    assert ["target", "vgg16", "(default);", "others", "as", "this", "paper", "50", "64", "sgd", "0.01"] == \
-        recipes[2][:11]
+    assert [
+        "target",
+        "vgg16",
+        "(default);",
+        "others",
+        "as",
+        "this",
+        "paper",
+        "50",
+        "64",
+        "sgd",
+        "0.01",
+    ] == recipes[2][:11]
     assert any(r[:4] == ["eval", "ir50_112", "paper", "30"] for r in recipes)
 
 
@@ -198,8 +257,19 @@ def test_a_new_protocol_does_not_drop_metrics_silently(tmp_path):
     assert "NOTE: scenario newproto: no metric names its protocol 'brand-new'" in result.output
     assert "knn_dist (digits32, 64px)" in result.output
     assert "(not declared by the scenario)" in result.output and "not loaded (no data" in result.output
-    result = invoke("run", "--scenario", "newproto", "-d", "none", "--budget", "smoke", "--quiet", "--workdir",
-                    str(tmp_path), extra=(NewProtocolPlugin(),))
+    result = invoke(
+        "run",
+        "--scenario",
+        "newproto",
+        "-d",
+        "none",
+        "--budget",
+        "smoke",
+        "--quiet",
+        "--workdir",
+        str(tmp_path),
+        extra=(NewProtocolPlugin(),),
+    )
     assert "warning: scenario newproto: no metric names its protocol" in result.output
 
 
@@ -207,19 +277,34 @@ def test_a_new_protocol_does_not_drop_metrics_silently(tmp_path):
 # plugins NAME
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("gmi", ["attack gmi", "threat model: white-box", "Zhang", "iters", "1500", "[1, inf]", "smoke:", "quick:",
-             "paper: (paper defaults)"]),
-    ("brepmi", ["threat model: label-only"]),
-    ("re", ["defense re", "training-loop hooks: train_transform", "scale", "0.1/0.4", "MIDRE"]),
-    ("bido", ["exclusive ones", "loss", "hsic | coco"]),
-    ("mnist", ["scenario mnist", "protocol digits32", "reinv-bench protocol mnist"]),
-    ("celeba64", ["Published numbers", "VGG16_88.26.tar"]),
-    ("knn_dist", ["metric knn_dist", "runs by default on: digits32, 64px", "squared L2"]),
-    ("vgg16", ["architecture vgg16", 'vgg16[weights=imagenet]']),
-    ("inline", ["executor inline"]),
-    ("fid-inception", ["weights fid-inception", "pt_inception-2015-12-05-6726825d.pth"]),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (
+            "gmi",
+            [
+                "attack gmi",
+                "threat model: white-box",
+                "Zhang",
+                "iters",
+                "1500",
+                "[1, inf]",
+                "smoke:",
+                "quick:",
+                "paper: (paper defaults)",
+            ],
+        ),
+        ("brepmi", ["threat model: label-only"]),
+        ("re", ["defense re", "training-loop hooks: train_transform", "scale", "0.1/0.4", "MIDRE"]),
+        ("bido", ["exclusive ones", "loss", "hsic | coco"]),
+        ("mnist", ["scenario mnist", "protocol digits32", "reinv-bench protocol mnist"]),
+        ("celeba64", ["Published numbers", "VGG16_88.26.tar"]),
+        ("knn_dist", ["metric knn_dist", "runs by default on: digits32, 64px", "squared L2"]),
+        ("vgg16", ["architecture vgg16", "vgg16[weights=imagenet]"]),
+        ("inline", ["executor inline"]),
+        ("fid-inception", ["weights fid-inception", "pt_inception-2015-12-05-6726825d.pth"]),
+    ],
+)
 def test_plugins_name_describes_the_plugin(name, expected):
     result = invoke("plugins", name)
     assert result.exit_code == 0, result.output
@@ -246,35 +331,60 @@ def test_recipe_overrides_reach_the_steps_and_the_rows():
     reg = load()
     digest = lambda s: "d"  # noqa: E731 - no data is read
     base = expand(Request(["gmi"], ["tl"], [], ["mnist"], budget="smoke"), reg, data_digest=digest)
-    req = Request(["gmi"], ["tl"], [], ["mnist"], budget="smoke",
-                  recipes={"target": {"epochs": "3", "lr": 0.01}, "eval": {"milestones": "0.5/0.75"},
-                           "pretrain": {"batch_size": 32}})
+    req = Request(
+        ["gmi"],
+        ["tl"],
+        [],
+        ["mnist"],
+        budget="smoke",
+        recipes={
+            "target": {"epochs": "3", "lr": 0.01},
+            "eval": {"milestones": "0.5/0.75"},
+            "pretrain": {"batch_size": 32},
+        },
+    )
     plan = expand(req, reg, data_digest=digest)
     got = _recipes(plan)
     assert got["target"]["epochs"] == 3 and got["target"]["lr"] == 0.01
     assert got["eval"]["milestones"] == (0.5, 0.75) and got["pretrain"]["batch_size"] == 32
-    assert set(base.steps).isdisjoint(k for k, s in plan.steps.items() if s.kind in ("target", "eval", "pretrain"))
+    assert set(base.steps).isdisjoint(
+        k for k, s in plan.steps.items() if s.kind in ("target", "eval", "pretrain")
+    )
     assert plan.cells[0].config["target_recipe"]["epochs"] == 3  # stored with the row
     assert reg.get("scenario", "mnist").recipe("target", "smoke").epochs == 1  # the plugin is unchanged
 
 
 def test_recipe_override_wins_over_a_defense_schedule():
-    plan = expand(Request(["gmi"], ["bido"], ["vgg16"], ["mnist"], budget="paper", baseline=False,
-                          recipes={"target": {"epochs": 2}}), load(), data_digest=lambda s: "d")
+    plan = expand(
+        Request(
+            ["gmi"],
+            ["bido"],
+            ["vgg16"],
+            ["mnist"],
+            budget="paper",
+            baseline=False,
+            recipes={"target": {"epochs": 2}},
+        ),
+        load(),
+        data_digest=lambda s: "d",
+    )
     (target,) = [s for s in plan.steps.values() if s.kind == "target"]
     assert target.spec["recipe"]["epochs"] == 2
 
 
-@pytest.mark.parametrize("text, message", [
-    ("target:epoch=3", "Did you mean 'epochs'?"),
-    ("targt:epochs=3", "did you mean 'target'?"),
-    ("target:lr=nan", "must be a finite number"),
-    ("target:lr=inf", "must be a finite number"),
-    ("target:epochs=0", "out of range"),
-    ("target:optimizer=rmsprop", "use adam or sgd"),
-    ("target:augment=blur", "must be one of"),
-    ("epochs=3", "write ROLE:key=value"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("target:epoch=3", "Did you mean 'epochs'?"),
+        ("targt:epochs=3", "did you mean 'target'?"),
+        ("target:lr=nan", "must be a finite number"),
+        ("target:lr=inf", "must be a finite number"),
+        ("target:epochs=0", "out of range"),
+        ("target:optimizer=rmsprop", "use adam or sgd"),
+        ("target:augment=blur", "must be one of"),
+        ("epochs=3", "write ROLE:key=value"),
+    ],
+)
 def test_bad_recipe_is_a_clear_error(tmp_path, text, message):
     result = invoke("run", "--recipe", text, "--budget", "smoke", "--workdir", str(tmp_path))
     assert result.exit_code != 0
@@ -283,43 +393,7 @@ def test_bad_recipe_is_a_clear_error(tmp_path, text, message):
 
 
 def test_recipe_given_twice_for_one_role_is_refused(tmp_path):
-    result = invoke("run", "--recipe", "target:epochs=3", "--recipe", "target:epochs=4", "--workdir", str(tmp_path))
+    result = invoke(
+        "run", "--recipe", "target:epochs=3", "--recipe", "target:epochs=4", "--workdir", str(tmp_path)
+    )
     assert result.exit_code != 0 and "given twice" in result.output
-
-
-# --------------------------------------------------------------------------------------------
-# docs: every protocol class's methods, as the code has them
-
-
-PROTOCOLS = (Attack, Defense, Architecture, Scenario, Metric, Executor)
-INTERNAL = {"overridden"}  # the harness's helpers, not for plugins to implement
-
-
-def _methods():
-    for cls in PROTOCOLS:
-        for name, fn in vars(cls).items():
-            fn = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
-            if not name.startswith("_") and inspect.isfunction(fn) and name not in INTERNAL:
-                yield cls, name, fn
-
-
-def _params(fn) -> str:
-    out = []
-    for p in inspect.signature(fn).parameters.values():
-        if p.name in ("self", "cls"):
-            continue
-        out.append({p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name)
-    return ", ".join(out)
-
-
-@pytest.mark.parametrize("cls, name, fn", list(_methods()), ids=lambda v: getattr(v, "__name__", str(v)))
-def test_docs_give_every_protocol_method_with_its_signature(cls, name, fn):
-    text = DOCS.read_text()
-    # `Cls.name(...)` documents Cls's method (two classes may share a name); `name(...)` any
-    documented = [args for owner, args in re.findall(rf"`(?:([\w.]+)\.)?{name}\(([^)`]*)\)", text)
-                  if not owner or owner.split(".")[-1] == cls.__name__]
-    expected = _params(fn)
-    assert documented, f"docs/plugins.md does not document {cls.__name__}.{name}({expected})"
-    assert all(d == expected for d in documented), (
-        f"docs/plugins.md writes {cls.__name__}.{name}({', '.join(sorted(set(documented) - {expected}))}); "
-        f"the code has {name}({expected})")

@@ -70,7 +70,9 @@ def test_never_applied_at_test_time(monkeypatch):
     re.train_transform = lambda x: calls.append(len(x)) or original(x)
     model = reg.get("architecture", "cnn").build(10, (1, 32, 32))
     data = Split(torch.randn(40, 1, 32, 32).clamp(-1, 1), torch.randint(0, 10, (40,)))
-    train_classifier(model, data, TrainRecipe(epochs=1, batch_size=20), re, device=torch.device("cpu"), seed=0)
+    train_classifier(
+        model, data, TrainRecipe(epochs=1, batch_size=20), re, device=torch.device("cpu"), seed=0
+    )
     assert calls == [20, 20]
     predict(model, data.x, torch.device("cpu"))
     assert calls == [20, 20]
@@ -84,12 +86,16 @@ def test_batched_sampling_has_torchvisions_distribution():
     torch.manual_seed(0)
     x = torch.full((4000, 1, 32, 32), -1.0)
     for scale, ratio in (((0.1, 0.4), (1.0, 1.0)), ((0.02, 0.33), (0.3, 3.3))):
-        ours = _erased(x, _re(scale=f"{scale[0]}-{scale[1]}", ratio=f"{ratio[0]}-{ratio[1]}").train_transform(x))
+        ours = _erased(
+            x, _re(scale=f"{scale[0]}-{scale[1]}", ratio=f"{ratio[0]}-{ratio[1]}").train_transform(x)
+        )
         tv = TV(p=1.0, scale=scale, ratio=ratio, value=[VALUE])
         theirs = torch.stack([_erased(img[None], tv(img)[None])[0] for img in x])
-        for stat in (lambda m: m.flatten(1).sum(1).float(),  # area
-                     lambda m: m.any(2).float().argmax(1).float(),  # top row
-                     lambda m: m.any(1).float().argmax(1).float()):  # left column
+        for stat in (
+            lambda m: m.flatten(1).sum(1).float(),  # area
+            lambda m: m.any(2).float().argmax(1).float(),  # top row
+            lambda m: m.any(1).float().argmax(1).float(),
+        ):  # left column
             a, b = stat(ours), stat(theirs)
             assert abs(a.mean() - b.mean()) < 0.05 * b.mean() + 0.3
             assert abs(a.std() - b.std()) < 0.08 * b.std() + 0.3

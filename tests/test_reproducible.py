@@ -26,8 +26,21 @@ from reinv_bench.store import Store
 TESTS = Path(__file__).parent
 CPU = torch.device("cpu")
 METRICS = ("--metric", "natural_acc", "--metric", "attack_acc", "--metric", "knn_dist")
-GRID = ("-p", "conftest", "run", "--budget", "smoke", "-a", "meanimg", "--arch", "tiny", "--eval-arch", "tiny",
-        *METRICS, "--quiet")
+GRID = (
+    "-p",
+    "conftest",
+    "run",
+    "--budget",
+    "smoke",
+    "-a",
+    "meanimg",
+    "--arch",
+    "tiny",
+    "--eval-arch",
+    "tiny",
+    *METRICS,
+    "--quiet",
+)
 
 # The CLI, optionally killed with SIGKILL in the middle of one step kind: while the artifact of
 # the first step of that kind is half written (after its work is done), or, for "evaluate", when
@@ -67,8 +80,13 @@ def cli(workdir: Path, *args: str, kill_at: str | None = None) -> subprocess.Com
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     if kill_at:
         env["KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-c", DRIVER, *GRID, "--workdir", str(workdir), *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, *GRID, "--workdir", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def numbers(workdir: Path) -> dict[str, dict]:
@@ -181,7 +199,9 @@ def test_an_artifact_copied_over_another_is_never_used(registry, workdir):
     summary = Runner(registry, workdir, CPU).run(plan, Store(workdir / "fresh.db"))
     assert none_t.key in {s.key for s in summary.ran}
     for suffix in (".pt", ".json"):
-        art.path(none_t.key).with_suffix(suffix).write_bytes(art.path(re_t.key).with_suffix(suffix).read_bytes())
+        art.path(none_t.key).with_suffix(suffix).write_bytes(
+            art.path(re_t.key).with_suffix(suffix).read_bytes()
+        )
     assert not art.exists(none_t.key)
     summary = Runner(registry, workdir, CPU).run(plan, Store(workdir / "fresh2.db"))
     assert none_t.key in {s.key for s in summary.ran}
@@ -201,8 +221,11 @@ def test_a_corrupt_inversion_fails_nothing_and_is_rebuilt_in_the_same_run(regist
 
 def test_data_and_plugin_versions_are_part_of_every_key(registry, monkeypatch):
     a = _plan(registry, defenses=["none"])
-    b = expand(Request(["meanimg"], ["none"], budget="smoke", metrics=["attack_acc", "natural_acc"]), registry,
-               data_digest=lambda s: "another subset")
+    b = expand(
+        Request(["meanimg"], ["none"], budget="smoke", metrics=["attack_acc", "natural_acc"]),
+        registry,
+        data_digest=lambda s: "another subset",
+    )
     assert not set(a.steps) & set(b.steps) and a.cells[0].cell_id != b.cells[0].cell_id
     arch = type(registry.get("architecture", "cnn"))
     monkeypatch.setattr(arch, "version", 2)
@@ -227,7 +250,9 @@ def test_one_cell_per_resolved_defense(registry):
 def test_stale_temporaries_are_removed_live_ones_kept(workdir):
     art = Artifacts(workdir)
     art.save("ab" * 10, {"x": torch.ones(2)})
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = art.path("ab" * 10).with_name(f"x.pt.tmp{dead.stdout.strip()}")
     live = art.path("ab" * 10).with_name(f"y.pt.tmp{os.getpid()}")
     stale.write_bytes(b"half")
@@ -244,6 +269,7 @@ def test_disk_errors_are_one_line_and_say_what_to_do(workdir, monkeypatch, code,
         def write(tmp):
             tmp.write_bytes(data[:10])
             raise OSError(code, os.strerror(code))
+
         return write
 
     monkeypatch.setattr(artifacts, "_write_bytes", failing)
@@ -260,8 +286,11 @@ def test_a_workdir_that_cannot_be_written_is_a_one_line_error_before_any_work(tm
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = CliRunner().invoke(cli, ["run", "-d", "none", "--budget", "smoke", "--quiet", "--workdir", str(blocker / "wd")],
-                                obj=State(()))
+    result = CliRunner().invoke(
+        cli,
+        ["run", "-d", "none", "--budget", "smoke", "--quiet", "--workdir", str(blocker / "wd")],
+        obj=State(()),
+    )
     assert result.exit_code == 1
     (line,) = result.output.strip().splitlines()
     assert line.startswith("Error: cannot write") and "--workdir" in line

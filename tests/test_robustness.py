@@ -12,18 +12,17 @@ import threading
 import time
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench import hookimpl
 from reinv_bench.api import ConfigError, Param
-from reinv_bench.cli import State, cli
 from reinv_bench.plugins import PluginError, call_each, get_plugin_manager
 from reinv_bench.spec import SpecError, parse
 from reinv_bench.store import Store, StoreError
 
 
 def _invoke(*args):
-    return CliRunner().invoke(cli, list(args), obj=State(()))
+    return cli_invoke(*args)
 
 
 def _one_line_error(result, *needles):
@@ -90,11 +89,14 @@ class _FailingDb:
         raise sqlite3.OperationalError(self.message)
 
 
-@pytest.mark.parametrize("message, advice", [
-    ("database or disk is full", "no space left on device"),
-    ("attempt to write a readonly database", "make it writable"),
-    ("disk I/O error", "move it aside"),
-])
+@pytest.mark.parametrize(
+    "message, advice",
+    [
+        ("database or disk is full", "no space left on device"),
+        ("attempt to write a readonly database", "make it writable"),
+        ("disk I/O error", "move it aside"),
+    ],
+)
 def test_write_errors_are_one_line_with_advice(tmp_path, message, advice):
     store = Store(tmp_path / "results.db")
     store.db = _FailingDb(message)
@@ -136,12 +138,28 @@ def test_raising_on_result_is_named_and_others_still_called():
 
 
 def test_run_goes_on_after_a_raising_on_result(registry, tmp_path):
-    state = State(())
-    state._pm, state._registry = registry.pm, registry
     registry.pm.register(_Observer(True), name="badobs")
-    args = ["run", "-a", "meanimg", "-d", "none", "-d", "re", "--arch", "tiny", "--eval-arch", "tiny",
-            "--budget", "smoke", "--metric", "attack_acc", "--quiet", "--workdir", str(tmp_path)]
-    result = CliRunner().invoke(cli, args, obj=state)
+    args = [
+        "run",
+        "-a",
+        "meanimg",
+        "-d",
+        "none",
+        "-d",
+        "re",
+        "--arch",
+        "tiny",
+        "--eval-arch",
+        "tiny",
+        "--budget",
+        "smoke",
+        "--metric",
+        "attack_acc",
+        "--quiet",
+        "--workdir",
+        str(tmp_path),
+    ]
+    result = cli_invoke(*args, registry=registry)
     assert result.exit_code == 0, result.output
     assert result.output.count("failed in on_result: RuntimeError('observer broke')") == 2  # both cells
     assert len(Store(tmp_path / "results.db").rows("ok")) == 2
@@ -155,24 +173,37 @@ def _write(path, text):
 def _cli(pythonpath, *args):
     env = {k: v for k, v in os.environ.items() if k != "REINV_BENCH_LOAD_PLUGINS"}
     env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", "from reinv_bench.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "from reinv_bench.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def broken_entry_point(tmp_path_factory):
     """An installed distribution 'brokenplug 1.0' whose reinv_bench entry point raises on import."""
     site = tmp_path_factory.mktemp("site")
-    _write(site / "brokenplug-1.0.dist-info" / "METADATA", "Metadata-Version: 2.1\nName: brokenplug\nVersion: 1.0\n")
-    _write(site / "brokenplug-1.0.dist-info" / "entry_points.txt", "[reinv_bench]\nbrokenplug = brokenplug_mod\n")
+    _write(
+        site / "brokenplug-1.0.dist-info" / "METADATA",
+        "Metadata-Version: 2.1\nName: brokenplug\nVersion: 1.0\n",
+    )
+    _write(
+        site / "brokenplug-1.0.dist-info" / "entry_points.txt", "[reinv_bench]\nbrokenplug = brokenplug_mod\n"
+    )
     _write(site / "brokenplug_mod.py", "raise RuntimeError('half-installed')\n")
-    _write(site / "cmdplug.py", """
+    _write(
+        site / "cmdplug.py",
+        """
         from reinv_bench import hookimpl
 
         @hookimpl
         def register_commands(cli):
             raise ValueError("no commands today")
-    """)
+    """,
+    )
     _write(site / "raiseplug.py", "raise ValueError('bad config at import')\n")
     return site
 
@@ -238,14 +269,17 @@ def test_device_is_validated_up_front(tmp_path, device):
     assert not (tmp_path / "results.db").exists()
 
 
-@pytest.mark.parametrize("where", ["reinv_bench.runner.expand", "reinv_bench.runner.Store",
-                                   "reinv_bench.runner.Runner.run"])
+@pytest.mark.parametrize(
+    "where", ["reinv_bench.runner.expand", "reinv_bench.runner.Store", "reinv_bench.runner.Runner.run"]
+)
 def test_ctrl_c_anywhere_in_run_gives_resume_message_and_130(tmp_path, monkeypatch, where):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(where, interrupt)
-    result = _invoke("run", "-a", "gmi", "-d", "none", "--budget", "smoke", "--quiet", "--workdir", str(tmp_path))
+    result = _invoke(
+        "run", "-a", "gmi", "-d", "none", "--budget", "smoke", "--quiet", "--workdir", str(tmp_path)
+    )
     assert result.exit_code == 130, result.output
     assert "rerun the same command to resume" in result.output and "Aborted" not in result.output
 

@@ -17,11 +17,23 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from reinv_attacks import stylegan2 as sg
-from reinv_attacks.stylegan2 import Generator, UnsafePickleError
+from reinv_attacks import _stylegan2_load as sg
+from reinv_attacks import _stylegan2_net as net
+from reinv_attacks._stylegan import GENERATORS
+from reinv_attacks._stylegan2_load import UnsafePickleError
+from reinv_attacks._stylegan2_net import Generator
 
-TINY = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
-            synthesis_kwargs=dict(channel_base=128, channel_max=16, conv_clamp=256))
+WEIGHTS = GENERATORS["stylegan2-ffhq"]
+
+TINY = dict(
+    z_dim=32,
+    c_dim=0,
+    w_dim=32,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=128, channel_max=16, conv_clamp=256),
+)
 
 
 def tiny(seed=0, **over) -> Generator:
@@ -52,7 +64,8 @@ def fake_nvidia(tmp_path, monkeypatch):
     (root / "dnnlib").mkdir()
     (root / "torch_utils" / "__init__.py").write_text("")
     (root / "dnnlib" / "__init__.py").write_text("from .util import EasyDict\n")
-    (root / "dnnlib" / "util.py").write_text(textwrap.dedent("""
+    (root / "dnnlib" / "util.py").write_text(
+        textwrap.dedent("""
         class EasyDict(dict):
             def __getattr__(self, name):
                 try:
@@ -61,12 +74,15 @@ def fake_nvidia(tmp_path, monkeypatch):
                     raise AttributeError(name)
             def __setattr__(self, name, value):
                 self[name] = value
-    """))
-    (root / "torch_utils" / "persistence.py").write_text(textwrap.dedent(f"""
+    """)
+    )
+    (root / "torch_utils" / "persistence.py").write_text(
+        textwrap.dedent(f"""
         def _reconstruct_persistent_obj(meta):  # the real one execs meta['module_src']
             exec(meta['module_src'], {{}})
             open({str(marker)!r}, 'w').write('reconstructed')
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(root))
     for name in ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util"):
         monkeypatch.delitem(sys.modules, name, raising=False)
@@ -96,7 +112,9 @@ def fake_nvidia(tmp_path, monkeypatch):
             "weight_gain": np.float64(0.125),  # NVIDIA's modules keep numpy scalars as attributes
             "block_resolutions": [4, 8, 16],
         }
-        meta = dict(type="class", version=6, module_src=evil_src, class_name=type(module).__name__, state=state)
+        meta = dict(
+            type="class", version=6, module_src=evil_src, class_name=type(module).__name__, state=state
+        )
         return Persistent(meta)
 
     def network_pickle(G: Generator, protocol=3, **extra_state) -> bytes:
@@ -106,12 +124,20 @@ def fake_nvidia(tmp_path, monkeypatch):
         kw["synthesis_kwargs"] = dnnlib.util.EasyDict(kw["synthesis_kwargs"])
         rec = record(G, args, kw)
         rec.meta["state"].update(extra_state)
-        data = dict(G=rec, D=record(torch.nn.Linear(2, 2)), G_ema=rec, augment_pipe=None,
-                    training_set_kwargs=dnnlib.util.EasyDict(resolution=16, use_labels=False))
+        data = dict(
+            G=rec,
+            D=record(torch.nn.Linear(2, 2)),
+            G_ema=rec,
+            augment_pipe=None,
+            training_set_kwargs=dnnlib.util.EasyDict(resolution=16, use_labels=False),
+        )
         return pickle.dumps(data, protocol=protocol)
 
-    return type("FakeNvidia", (), dict(marker=marker, record=staticmethod(record),
-                                        pickle=staticmethod(network_pickle)))
+    return type(
+        "FakeNvidia",
+        (),
+        dict(marker=marker, record=staticmethod(record), pickle=staticmethod(network_pickle)),
+    )
 
 
 class RunsSystem:
@@ -162,12 +188,24 @@ def test_a_record_that_runs_code_is_refused_and_nothing_runs(fake_nvidia, tmp_pa
     assert not target.exists()
 
 
-@pytest.mark.parametrize("payload, says", [
-    (lambda t: RunsSystem(f"touch {t}"), "system"),
-    (lambda t: type("R", (), {"__reduce__": lambda self: (eval, (f"open({str(t)!r}, 'w')",))})(), "builtins.eval"),
-    (lambda t: type("R", (), {"__reduce__": lambda self: (collections.OrderedDict, (), {"x": 1})})(), "state of"),
-    (lambda t: torch.nn.Linear(2, 2), "torch.nn.modules.linear.Linear"),  # an ordinary (non-record) module
-])
+@pytest.mark.parametrize(
+    "payload, says",
+    [
+        (lambda t: RunsSystem(f"touch {t}"), "system"),
+        (
+            lambda t: type("R", (), {"__reduce__": lambda self: (eval, (f"open({str(t)!r}, 'w')",))})(),
+            "builtins.eval",
+        ),
+        (
+            lambda t: type("R", (), {"__reduce__": lambda self: (collections.OrderedDict, (), {"x": 1})})(),
+            "state of",
+        ),
+        (
+            lambda t: torch.nn.Linear(2, 2),
+            "torch.nn.modules.linear.Linear",
+        ),  # an ordinary (non-record) module
+    ],
+)
 def test_anything_but_tensors_plain_values_and_records_is_refused(tmp_path, payload, says):
     target = tmp_path / "pwned"
     data = pickle.dumps({"x": payload(target)}, protocol=2)
@@ -192,20 +230,33 @@ def test_persistent_ids_and_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "cut.pkl").write_bytes(good[: len(good) // 2])
     (tmp_path / "empty.pkl").write_bytes(b"")
     torch.save({"w": torch.zeros(2)}, tmp_path / "zip.pt")
-    for name, says in [("cut.pkl", "truncated"), ("empty.pkl", "file is empty"), ("zip.pt", "not a readable pickle")]:
+    for name, says in [
+        ("cut.pkl", "truncated"),
+        ("empty.pkl", "file is empty"),
+        ("zip.pt", "not a readable pickle"),
+    ]:
         with pytest.raises(UnsafePickleError, match=says) as exc:
             sg.load_pickle(tmp_path / name)
         assert "\n" not in str(exc.value) and name in str(exc.value)
 
 
 def test_plain_tensors_and_values_round_trip():
-    obj = {"t": torch.arange(6.0).reshape(2, 3)[:, 1:], "p": torch.nn.Parameter(torch.ones(2), requires_grad=False),
-           "s": {1, 2}, "od": collections.OrderedDict(a=1), "f": np.float64(0.5), "a": np.arange(3, dtype=np.int16),
-           "b": b"\x00\xff", "dt": torch.float16}
+    obj = {
+        "t": torch.arange(6.0).reshape(2, 3)[:, 1:],
+        "p": torch.nn.Parameter(torch.ones(2), requires_grad=False),
+        "s": {1, 2},
+        "od": collections.OrderedDict(a=1),
+        "f": np.float64(0.5),
+        "a": np.arange(3, dtype=np.int16),
+        "b": b"\x00\xff",
+        "dt": torch.float16,
+    }
     for protocol in (2, 3, 5):
         back = sg.load_pickle(pickle.dumps(obj, protocol=protocol))
         assert torch.equal(back["t"], obj["t"]) and isinstance(back["p"], torch.nn.Parameter)
-        assert back["s"] == {1, 2} and back["od"] == {"a": 1} and back["f"] == 0.5 and back["b"] == b"\x00\xff"
+        assert (
+            back["s"] == {1, 2} and back["od"] == {"a": 1} and back["f"] == 0.5 and back["b"] == b"\x00\xff"
+        )
         assert back["a"].tolist() == [0, 1, 2] and back["a"].dtype == np.int16 and back["dt"] is torch.float16
 
 
@@ -234,11 +285,22 @@ def test_shapes_and_nvlabs_names():
     img = G.synthesis(ws, noise_mode="const")
     assert img.shape == (5, 3, 16, 16) and torch.isfinite(img).all()
     names = set(G.state_dict())
-    for name in ["mapping.fc0.weight", "mapping.fc1.bias", "mapping.w_avg", "synthesis.b4.const",
-                 "synthesis.b4.resample_filter", "synthesis.b4.conv1.weight", "synthesis.b4.conv1.noise_const",
-                 "synthesis.b4.conv1.noise_strength", "synthesis.b4.conv1.affine.weight",
-                 "synthesis.b8.conv0.resample_filter", "synthesis.b8.conv0.affine.bias", "synthesis.b8.torgb.weight",
-                 "synthesis.b16.conv1.bias", "synthesis.b16.torgb.affine.weight"]:
+    for name in [
+        "mapping.fc0.weight",
+        "mapping.fc1.bias",
+        "mapping.w_avg",
+        "synthesis.b4.const",
+        "synthesis.b4.resample_filter",
+        "synthesis.b4.conv1.weight",
+        "synthesis.b4.conv1.noise_const",
+        "synthesis.b4.conv1.noise_strength",
+        "synthesis.b4.conv1.affine.weight",
+        "synthesis.b8.conv0.resample_filter",
+        "synthesis.b8.conv0.affine.bias",
+        "synthesis.b8.torgb.weight",
+        "synthesis.b16.conv1.bias",
+        "synthesis.b16.torgb.affine.weight",
+    ]:
         assert name in names, name
     assert "synthesis.b4.conv0.weight" not in names
     assert G.state_dict()["synthesis.b8.resample_filter"].shape == (4, 4)  # [1,3,3,1] outer product / 64
@@ -269,10 +331,14 @@ def test_truncation():
         avg = G.mapping(z, None, truncation_psi=0)
         assert torch.allclose(avg, G.mapping.w_avg.expand_as(avg))
         cut = G.mapping(z, None, truncation_psi=0, truncation_cutoff=2)
-        assert torch.allclose(cut[:, :2], G.mapping.w_avg.expand(3, 2, -1)) and torch.equal(cut[:, 2:], plain[:, 2:])
+        assert torch.allclose(cut[:, :2], G.mapping.w_avg.expand(3, 2, -1)) and torch.equal(
+            cut[:, 2:], plain[:, 2:]
+        )
         half = G.mapping(z, None, truncation_psi=0.5)
         assert torch.allclose(half, G.mapping.w_avg + 0.5 * (plain - G.mapping.w_avg), atol=1e-6)
-        assert torch.equal(G(z, None, truncation_psi=0.5, noise_mode="const"), G.synthesis(half, noise_mode="const"))
+        assert torch.equal(
+            G(z, None, truncation_psi=0.5, noise_mode="const"), G.synthesis(half, noise_mode="const")
+        )
 
 
 def test_deterministic_given_seed_and_gradients_reach_ws():
@@ -302,8 +368,8 @@ def test_fused_and_unfused_modulation_agree_and_other_architectures_run():
 
 
 def test_upsampling_keeps_a_constant_image_constant_inside():
-    f = sg.setup_filter([1, 3, 3, 1])
-    up = sg.upsample2d(torch.ones(1, 2, 8, 8), f)
+    f = net.setup_filter([1, 3, 3, 1])
+    up = net.upsample2d(torch.ones(1, 2, 8, 8), f)
     assert up.shape == (1, 2, 16, 16)
     assert torch.allclose(up[:, :, 2:-2, 2:-2], torch.ones(1, 2, 12, 12))
 
@@ -329,7 +395,7 @@ def test_state_dict_round_trips_by_name_and_through_the_safe_file(tmp_path):
 
 def test_saved_activation_count_on_the_meta_device():
     G = tiny()
-    one, four = sg.saved_activation_bytes(G, 1), sg.saved_activation_bytes(G, 4)
+    one, four = net.saved_activation_bytes(G, 1), net.saved_activation_bytes(G, 4)
     assert 0 < one < four
     assert next(G.parameters()).device.type == "cpu"  # the generator itself is left alone
 
@@ -337,7 +403,9 @@ def test_saved_activation_count_on_the_meta_device():
 # --- weights add -------------------------------------------------------------------------------
 
 
-def test_weights_add_converts_the_pickle_once_and_records_the_converted_file(fake_nvidia, tmp_path, monkeypatch):
+def test_weights_add_converts_the_pickle_once_and_records_the_converted_file(
+    fake_nvidia, tmp_path, monkeypatch
+):
     from reinv_bench import weights
     from reinv_bench.cli import State, cli
 
@@ -351,17 +419,22 @@ def test_weights_add_converts_the_pickle_once_and_records_the_converted_file(fak
     assert ok.exit_code == 0, ok.output
     dest = tmp_path / "rb" / "stylegan2-ffhq.pt"
     assert dest.is_file() and not fake_nvidia.marker.exists()
-    assert sorted(p.name for p in (tmp_path / "rb").iterdir()) == ["stylegan2-ffhq.pt", "stylegan2-ffhq.pt.sha256"]
-    assert weights.recorded(sg.WEIGHTS) == weights.sha256_of(dest)
+    assert sorted(p.name for p in (tmp_path / "rb").iterdir()) == [
+        "stylegan2-ffhq.pt",
+        "stylegan2-ffhq.pt.sha256",
+    ]
+    assert weights.recorded(WEIGHTS) == weights.sha256_of(dest)
     assert torch.load(dest, weights_only=True)["source"]["sha256"] == weights.sha256_of(pkl)
     listing = CliRunner().invoke(cli, ["weights"], obj=State(()))
     assert "stylegan2-ffhq" in listing.output and "unverified (recorded sha256" in listing.output
 
     with pytest.warns(weights.UnverifiedWeightsWarning):
-        path = weights.locate(sg.WEIGHTS)
+        path = weights.locate(WEIGHTS)
     z = z_of()
     with torch.no_grad():
-        assert torch.equal(sg.load_generator(path)(z, None, noise_mode="const"), G(z, None, noise_mode="const"))
+        assert torch.equal(
+            sg.load_generator(path)(z, None, noise_mode="const"), G(z, None, noise_mode="const")
+        )
 
     again = CliRunner().invoke(cli, ["weights", "add", "stylegan2-ffhq", str(pkl)], obj=State(()))
     assert again.exit_code == 0, again.output  # the conversion is byte-for-byte reproducible
@@ -377,5 +450,8 @@ def test_weights_add_converts_the_pickle_once_and_records_the_converted_file(fak
     refused = CliRunner().invoke(cli, ["weights", "add", "stylegan2-ffhq", str(evil)], obj=State(()))
     assert refused.exit_code != 0 and "refused" in refused.output and "system" in refused.output
     assert not target.exists() and not fake_nvidia.marker.exists()
-    assert weights.recorded(sg.WEIGHTS) == weights.sha256_of(dest)  # the installed file is untouched
-    assert sorted(p.name for p in (tmp_path / "rb").iterdir()) == ["stylegan2-ffhq.pt", "stylegan2-ffhq.pt.sha256"]
+    assert weights.recorded(WEIGHTS) == weights.sha256_of(dest)  # the installed file is untouched
+    assert sorted(p.name for p in (tmp_path / "rb").iterdir()) == [
+        "stylegan2-ffhq.pt",
+        "stylegan2-ffhq.pt.sha256",
+    ]

@@ -17,7 +17,9 @@ from reinv_bench.artifacts import file_sha256
 from reinv_bench.cli import State, cli
 from reinv_bench.weights import UnverifiedWeightsWarning, WeightsFile, WeightsUnavailable
 
-NOHASH = WeightsFile("toy-nohash", "toy_backbone.pth", "", "a file without a published hash", torch_dir="checkpoints")
+NOHASH = WeightsFile(
+    "toy-nohash", "toy_backbone.pth", "", "a file without a published hash", torch_dir="checkpoints"
+)
 
 
 @pytest.fixture
@@ -61,11 +63,15 @@ def test_first_added_file_is_recorded_and_later_loads_must_match_it(homes, tmp_p
     assert record.read_text() == f"{digest}  toy_backbone.pth\n"  # `sha256sum -c` reads it
     assert weights.state_of(NOHASH, dest) == f"unverified (recorded sha256 {digest[:16]}...)"
     assert weights.hash_label(NOHASH) == f"(none published) recorded {digest[:16]}..."
-    with pytest.warns(UnverifiedWeightsWarning, match=r"toy-nohash.*unverified \(recorded sha256 " + digest[:16]):
+    with pytest.warns(
+        UnverifiedWeightsWarning, match=r"toy-nohash.*unverified \(recorded sha256 " + digest[:16]
+    ):
         assert weights.locate(NOHASH) == dest
     # adding the same file again is fine; another file is refused, with how to record another one
     weights.install(NOHASH, first)
-    with pytest.raises(WeightsUnavailable, match=r"recorded [0-9a-f]{16}\.\.\. when first added.*delete .*\.sha256"):
+    with pytest.raises(
+        WeightsUnavailable, match=r"recorded [0-9a-f]{16}\.\.\. when first added.*delete .*\.sha256"
+    ):
         weights.install(NOHASH, other)
     # a file swapped in later, in any folder, no longer matches the record
     dest.write_bytes(other.read_bytes())
@@ -87,7 +93,10 @@ def test_an_unrecorded_file_is_used_unverified_and_says_how_to_record_it(homes, 
     (th / "checkpoints").mkdir(parents=True)
     path = _state_file(th / "checkpoints" / NOHASH.filename)
     assert weights.state_of(NOHASH, path) == "unverified (no sha256 published or recorded)"
-    with pytest.warns(UnverifiedWeightsWarning, match=r"no sha256 published or recorded\); `reinv-bench weights add toy-nohash"):
+    with pytest.warns(
+        UnverifiedWeightsWarning,
+        match=r"no sha256 published or recorded\); `reinv-bench weights add toy-nohash",
+    ):
         assert weights.locate(NOHASH) == path
 
 
@@ -110,10 +119,15 @@ def test_full_prefix_and_none_are_reported_as_what_they_check(homes, tmp_path):
     full = WeightsFile("toy-full", path.name, digest, "doc")
     prefix = WeightsFile("toy-prefix", path.name, digest[:8], "doc")
     assert weights.state_of(full, path) == "present"
-    assert weights.state_of(prefix, path) == f"present (sha256 prefix {digest[:8]} checked, no full hash published)"
+    assert (
+        weights.state_of(prefix, path)
+        == f"present (sha256 prefix {digest[:8]} checked, no full hash published)"
+    )
     assert weights.hash_label(prefix) == f"{digest[:8]} (prefix)" and weights.hash_label(full) == digest
     wrong = WeightsFile("toy-wrong", path.name, "0" * 8, "doc")
-    assert weights.state_of(wrong, path).startswith("bad (sha256 ") and "expected prefix 00000000" in weights.state_of(wrong, path)
+    assert weights.state_of(wrong, path).startswith(
+        "bad (sha256 "
+    ) and "expected prefix 00000000" in weights.state_of(wrong, path)
     # the registered entries: pytorch-fid's full digest (its name carries the prefix), torchvision's prefixes,
     # and the three without a published hash
     assert weights.check(fid.WEIGHTS) == "full" and fid.WEIGHTS.sha256.startswith("6726825d")
@@ -138,7 +152,9 @@ def test_rejections_are_one_line_with_a_reason(homes, tmp_path, kind):
     if kind != "empty":  # load_state says the same to a metric or an architecture that loads the file
         with pytest.raises(WeightsUnavailable) as err:
             weights.load_state(path)
-        assert reason in str(err.value) and "\n" not in str(err.value) and "weights_only" not in str(err.value)
+        assert (
+            reason in str(err.value) and "\n" not in str(err.value) and "weights_only" not in str(err.value)
+        )
 
 
 def test_an_empty_file_has_a_reason_for_a_hashed_entry_too(homes, tmp_path):
@@ -160,7 +176,9 @@ def test_weights_add_records_and_the_listing_says_unverified(homes, tmp_path):
     digest = file_sha256(path)
     ok = CliRunner().invoke(cli, ["weights", "add", "ir152-ms1m", str(path)], obj=State(()))
     assert ok.exit_code == 0, ok.output
-    assert (rb / "Backbone_IR_152_Epoch_112_Batch_2547328_Time_2019-07-13-02-59_checkpoint.pth.sha256").is_file()
+    assert (
+        rb / "Backbone_IR_152_Epoch_112_Batch_2547328_Time_2019-07-13-02-59_checkpoint.pth.sha256"
+    ).is_file()
     listing = CliRunner().invoke(cli, ["weights"], obj=State(()))
     line = next(x for x in listing.output.splitlines() if x.startswith("ir152-ms1m"))
     assert f"unverified (recorded sha256 {digest[:16]}...)" in line
@@ -171,7 +189,9 @@ def test_weights_add_records_and_the_listing_says_unverified(homes, tmp_path):
     junk = tmp_path / "junk.pth"
     torch.save({"args": argparse.Namespace(lr=0.1)}, junk)
     bad = CliRunner().invoke(cli, ["weights", "add", "ir50-ms1m", str(junk)], obj=State(()))
-    assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1 and "weights_only" not in bad.output
+    assert (
+        bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1 and "weights_only" not in bad.output
+    )
 
 
 def test_an_architecture_using_unverified_weights_says_so(homes, tmp_path):

@@ -36,10 +36,10 @@ from __future__ import annotations
 from torch import nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Architecture, Classifier
-from reinv_bench.weights import WeightsFile
+from reinv_bench.api import Architecture, Classifier, WeightsFile
 
-from .torchvision_nets import Resize, _rgb
+from ._layers import Resize
+from ._layers import rgb as _rgb
 
 UNITS = {50: (3, 4, 14, 3), 152: (3, 8, 36, 3)}
 # TL freeze point per network: (whole blocks, leading units of the next block); see the docstring
@@ -47,18 +47,29 @@ FREEZE = {"ir152": (3, 0), "facenet64": (1, 3)}
 
 
 class IRUnit(nn.Module):
+    skip_scale = 1.0  # out = res(x) + skip_scale * shortcut(x) (api.residual_stages; rolss/ssf set it)
+
     def __init__(self, cin: int, depth: int, stride: int) -> None:
         super().__init__()
         if cin == depth:
             self.shortcut_layer = nn.MaxPool2d(1, stride)
         else:
-            self.shortcut_layer = nn.Sequential(nn.Conv2d(cin, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
+            self.shortcut_layer = nn.Sequential(
+                nn.Conv2d(cin, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)
+            )
         self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(cin), nn.Conv2d(cin, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth))
+            nn.BatchNorm2d(cin),
+            nn.Conv2d(cin, depth, 3, 1, 1, bias=False),
+            nn.PReLU(depth),
+            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(depth),
+        )
 
     def forward(self, x):
-        return self.res_layer(x) + self.shortcut_layer(x)
+        if self.skip_scale == 1.0:
+            return self.res_layer(x) + self.shortcut_layer(x)
+        out = self.res_layer(x)
+        return out + self.skip_scale * self.shortcut_layer(x) if self.skip_scale else out
 
 
 class IRBackbone(nn.Module):
@@ -66,7 +77,9 @@ class IRBackbone(nn.Module):
 
     def __init__(self, layers: int, size: int) -> None:
         super().__init__()
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        self.input_layer = nn.Sequential(
+            nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
+        )
         if size != 64:  # Backbone112 builds (and registers) its output layer before the body
             self.output_layer = self._output_layer(size)
         units, cin = [], 64
@@ -85,8 +98,13 @@ class IRBackbone(nn.Module):
     @staticmethod
     def _output_layer(size: int) -> nn.Sequential:
         side = size // 16
-        return nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(), nn.Flatten(),
-                             nn.Linear(512 * side * side, 512), nn.BatchNorm1d(512))
+        return nn.Sequential(
+            nn.BatchNorm2d(512),
+            nn.Dropout(),
+            nn.Flatten(),
+            nn.Linear(512 * side * side, 512),
+            nn.BatchNorm1d(512),
+        )
 
     def _init_weights(self) -> None:
         """The official scheme, module by module in registration order (the RNG order)."""
@@ -116,7 +134,9 @@ class IRNet(Architecture):
     def build(self, num_classes, image_shape):
         _rgb(image_shape, self.name)
         if self.size == 64 and image_shape[1:] != (64, 64):
-            raise ValueError(f"{self.name} is the 64-px protocol's network; this scenario's images are {image_shape}")
+            raise ValueError(
+                f"{self.name} is the 64-px protocol's network; this scenario's images are {image_shape}"
+            )
         net = IRBackbone(self.layers, self.size)
         blocks = net.blocks()
         if self.size != 64:
@@ -124,25 +144,41 @@ class IRNet(Architecture):
         head = nn.Linear(512, num_classes)
         fresh = ("blocks.4.",) if self.size == 64 else ()
         blocks_frozen, within = FREEZE.get(self.name, (2, 0))
-        model = Classifier(blocks, head, 512, num_classes, freeze_point=blocks_frozen, upstream=net, fresh=fresh)
+        model = Classifier(
+            blocks, head, 512, num_classes, freeze_point=blocks_frozen, upstream=net, fresh=fresh
+        )
         model.freeze_within = within
         return model
 
 
 WEIGHTS = [
-    WeightsFile("ir50-ms1m", "backbone_ir50_ms1m_epoch120.pth", "",
-                "face.evoLVe IR-50 trained on MS-Celeb-1M (112 px): the official start of FaceNet64 and of the "
-                "evaluation model 'FaceNet' (KEDMI/PLG-MI/TL-DMI)", "https://github.com/ZhaoJ9014/face.evoLVe", ""),
-    WeightsFile("ir152-ms1m", "Backbone_IR_152_Epoch_112_Batch_2547328_Time_2019-07-13-02-59_checkpoint.pth", "",
-                "face.evoLVe IR-152 trained on MS-Celeb-1M: the official start of the IR152 target",
-                "https://github.com/ZhaoJ9014/face.evoLVe", ""),
+    WeightsFile(
+        "ir50-ms1m",
+        "backbone_ir50_ms1m_epoch120.pth",
+        "",
+        "face.evoLVe IR-50 trained on MS-Celeb-1M (112 px): the official start of FaceNet64 and of the "
+        "evaluation model 'FaceNet' (KEDMI/PLG-MI/TL-DMI)",
+        "https://github.com/ZhaoJ9014/face.evoLVe",
+        "",
+    ),
+    WeightsFile(
+        "ir152-ms1m",
+        "Backbone_IR_152_Epoch_112_Batch_2547328_Time_2019-07-13-02-59_checkpoint.pth",
+        "",
+        "face.evoLVe IR-152 trained on MS-Celeb-1M: the official start of the IR152 target",
+        "https://github.com/ZhaoJ9014/face.evoLVe",
+        "",
+    ),
 ]
 
 
 @hookimpl
 def register_architectures():
-    return [IRNet("ir152", 152, 64, "ir152-ms1m"), IRNet("facenet64", 50, 64, "ir50-ms1m"),
-            IRNet("ir50_112", 50, 112, "ir50-ms1m")]
+    return [
+        IRNet("ir152", 152, 64, "ir152-ms1m"),
+        IRNet("facenet64", 50, 64, "ir50-ms1m"),
+        IRNet("ir50_112", 50, 112, "ir50-ms1m"),
+    ]
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from torch import nn
 from reinv_bench import hookimpl
 from reinv_bench.api import Architecture, Classifier
 
-from .torchvision_nets import _rgb
+from ._layers import rgb as _rgb
 
 
 class InceptionResnetV1(Architecture):
@@ -28,8 +28,15 @@ class InceptionResnetV1(Architecture):
         _rgb(image_shape, self.name)
         net = Net(pretrained=None, classify=False)
         blocks = [
-            nn.Sequential(net.conv2d_1a, net.conv2d_2a, net.conv2d_2b, net.maxpool_3a, net.conv2d_3b, net.conv2d_4a,
-                          net.conv2d_4b),
+            nn.Sequential(
+                net.conv2d_1a,
+                net.conv2d_2a,
+                net.conv2d_2b,
+                net.maxpool_3a,
+                net.conv2d_3b,
+                net.conv2d_4a,
+                net.conv2d_4b,
+            ),
             net.repeat_1,
             nn.Sequential(net.mixed_6a, net.repeat_2),
             nn.Sequential(net.mixed_7a, net.repeat_3, net.block8),

@@ -14,7 +14,10 @@ from reinv_bench.api import Architecture, Classifier
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
     )
 
 
@@ -30,13 +33,19 @@ class CNN(Architecture):
             _conv_block(32, 64),
             _conv_block(64, 128),
             nn.Sequential(
-                nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128 * 16, 256), nn.BatchNorm1d(256), nn.ReLU()
+                nn.AdaptiveAvgPool2d(4),
+                nn.Flatten(),
+                nn.Linear(128 * 16, 256),
+                nn.BatchNorm1d(256),
+                nn.ReLU(),
             ),
         ]
         return Classifier(blocks, nn.Linear(256, num_classes), 256, num_classes, freeze_point=2)
 
 
 class _Basic(nn.Module):
+    skip_scale = 1.0  # out = body(x) + skip_scale * skip(x) (api.residual_stages; rolss/ssf set it)
+
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
@@ -54,7 +63,10 @@ class _Basic(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
-        return self.act(self.body(x) + self.skip(x))
+        if self.skip_scale == 1.0:
+            return self.act(self.body(x) + self.skip(x))
+        out = self.body(x)
+        return self.act(out + self.skip_scale * self.skip(x) if self.skip_scale else out)
 
 
 class ResNet8(Architecture):

@@ -30,32 +30,20 @@ import torchvision
 from torch import nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Architecture, Classifier
-from reinv_bench.weights import WeightsFile
+from reinv_bench.api import Architecture, Classifier, WeightsFile
 
-
-class Resize(nn.Module):
-    """Bilinear resize to ``size`` x ``size`` where the input differs (e.g. 224 -> 299)."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def forward(self, x):
-        if x.shape[-1] == self.size and x.shape[-2] == self.size:
-            return x
-        return nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-
-
-def _rgb(image_shape: tuple[int, int, int], name: str) -> None:
-    if image_shape[0] != 3:
-        raise ValueError(f"{name} takes RGB images; this scenario's images are {image_shape}")
+from ._layers import Resize
+from ._layers import rgb as _rgb
 
 
 def _imagenet(arch: str, filename: str) -> WeightsFile:
-    return WeightsFile(f"{arch}-imagenet", filename, filename.rsplit("-", 1)[1].split(".")[0],
-                       f"torchvision {arch} ImageNet-1k weights (IMAGENET1K_V1)",
-                       f"https://download.pytorch.org/models/{filename}")
+    return WeightsFile(
+        f"{arch}-imagenet",
+        filename,
+        filename.rsplit("-", 1)[1].split(".")[0],
+        f"torchvision {arch} ImageNet-1k weights (IMAGENET1K_V1)",
+        f"https://download.pytorch.org/models/{filename}",
+    )
 
 
 WEIGHTS = [
@@ -85,10 +73,54 @@ class VGG16(Architecture):
         bn = nn.BatchNorm1d(dim)
         bn.bias.requires_grad_(False)  # the official "no shift": the BN bias stays 0
         blocks = [*stages, nn.Sequential(nn.Flatten(), bn)]
-        model = Classifier(blocks, nn.Linear(dim, num_classes), dim, num_classes, freeze_point=3, upstream=tv,
-                           fresh=("blocks.5.",))
+        model = Classifier(
+            blocks,
+            nn.Linear(dim, num_classes),
+            dim,
+            num_classes,
+            freeze_point=3,
+            upstream=tv,
+            fresh=("blocks.5.",),
+        )
         model.freeze_within = 3  # TL-DMI freezes features[:27]: + conv4_1, its BN and ReLU
         return model
+
+
+class _SkipBasic(torchvision.models.resnet.BasicBlock):
+    """torchvision's BasicBlock with ``skip_scale`` (api.residual_stages): ``F(x) + s * identity``;
+    s = 1 runs torchvision's own forward."""
+
+    skip_scale = 1.0
+
+    def forward(self, x):
+        if self.skip_scale == 1.0:
+            return super().forward(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(_add_skip(out, x, self.downsample, self.skip_scale))
+
+
+class _SkipBottleneck(torchvision.models.resnet.Bottleneck):
+    """torchvision's Bottleneck with ``skip_scale`` (as ``_SkipBasic``)."""
+
+    skip_scale = 1.0
+
+    def forward(self, x):
+        if self.skip_scale == 1.0:
+            return super().forward(x)
+        out = self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+        return self.relu(_add_skip(self.bn3(self.conv3(out)), x, self.downsample, self.skip_scale))
+
+
+def _add_skip(out, x, downsample, scale: float):
+    if not scale:  # no shortcut at all (the downsample's weights stay, unused)
+        return out
+    return out + scale * (x if downsample is None else downsample(x))
+
+
+_SKIP = {
+    torchvision.models.resnet.BasicBlock: _SkipBasic,
+    torchvision.models.resnet.Bottleneck: _SkipBottleneck,
+}
 
 
 class ResNet(Architecture):
@@ -99,8 +131,17 @@ class ResNet(Architecture):
     def build(self, num_classes, image_shape):
         _rgb(image_shape, self.name)
         tv = getattr(torchvision.models, self.name)(weights=None)
-        blocks = [nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool), tv.layer1, tv.layer2, tv.layer3, tv.layer4,
-                  nn.Sequential(tv.avgpool, nn.Flatten())]
+        for layer in (tv.layer1, tv.layer2, tv.layer3, tv.layer4):
+            for block in layer:  # the same modules and weights, a forward that honours skip_scale
+                block.__class__ = _SKIP[type(block)]
+        blocks = [
+            nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool),
+            tv.layer1,
+            tv.layer2,
+            tv.layer3,
+            tv.layer4,
+            nn.Sequential(tv.avgpool, nn.Flatten()),
+        ]
         dim = tv.fc.in_features
         return Classifier(blocks, nn.Linear(dim, num_classes), dim, num_classes, freeze_point=3, upstream=tv)
 
@@ -109,21 +150,28 @@ class DenseNet121(Architecture):
     name = "densenet121"
     pretrained = {"imagenet": "densenet121-imagenet"}
     # torchvision's own loader renames the checkpoint's old ``norm.1`` keys to ``norm1``
-    _OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    _OLD = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    )
 
     def build(self, num_classes, image_shape):
         _rgb(image_shape, self.name)
         tv = torchvision.models.densenet121(weights=None)
         f = tv.features
-        blocks = [nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0),
-                  nn.Sequential(f.denseblock1, f.transition1), nn.Sequential(f.denseblock2, f.transition2),
-                  nn.Sequential(f.denseblock3, f.transition3),
-                  nn.Sequential(f.denseblock4, f.norm5, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())]
+        blocks = [
+            nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0),
+            nn.Sequential(f.denseblock1, f.transition1),
+            nn.Sequential(f.denseblock2, f.transition2),
+            nn.Sequential(f.denseblock3, f.transition3),
+            nn.Sequential(f.denseblock4, f.norm5, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        ]
         dim = tv.classifier.in_features
         return Classifier(blocks, nn.Linear(dim, num_classes), dim, num_classes, freeze_point=2, upstream=tv)
 
     def adapt_checkpoint(self, state):
-        return {(lambda m: m.group(1) + m.group(2) if m else k)(self._OLD.match(k)): v for k, v in state.items()}
+        return {
+            (lambda m: m.group(1) + m.group(2) if m else k)(self._OLD.match(k)): v for k, v in state.items()
+        }
 
 
 class InceptionV3(Architecture):
@@ -133,13 +181,17 @@ class InceptionV3(Architecture):
     def build(self, num_classes, image_shape):
         _rgb(image_shape, self.name)
         tv = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
-        blocks = [nn.Sequential(Resize(299), tv.Conv2d_1a_3x3, tv.Conv2d_2a_3x3, tv.Conv2d_2b_3x3, tv.maxpool1),
-                  nn.Sequential(tv.Conv2d_3b_1x1, tv.Conv2d_4a_3x3, tv.maxpool2),
-                  nn.Sequential(tv.Mixed_5b, tv.Mixed_5c, tv.Mixed_5d),
-                  nn.Sequential(tv.Mixed_6a, tv.Mixed_6b, tv.Mixed_6c, tv.Mixed_6d, tv.Mixed_6e),
-                  nn.Sequential(tv.Mixed_7a, tv.Mixed_7b, tv.Mixed_7c),
-                  nn.Sequential(tv.avgpool, tv.dropout, nn.Flatten())]
-        return Classifier(blocks, nn.Linear(2048, num_classes), 2048, num_classes, freeze_point=3, upstream=tv)
+        blocks = [
+            nn.Sequential(Resize(299), tv.Conv2d_1a_3x3, tv.Conv2d_2a_3x3, tv.Conv2d_2b_3x3, tv.maxpool1),
+            nn.Sequential(tv.Conv2d_3b_1x1, tv.Conv2d_4a_3x3, tv.maxpool2),
+            nn.Sequential(tv.Mixed_5b, tv.Mixed_5c, tv.Mixed_5d),
+            nn.Sequential(tv.Mixed_6a, tv.Mixed_6b, tv.Mixed_6c, tv.Mixed_6d, tv.Mixed_6e),
+            nn.Sequential(tv.Mixed_7a, tv.Mixed_7b, tv.Mixed_7c),
+            nn.Sequential(tv.avgpool, tv.dropout, nn.Flatten()),
+        ]
+        return Classifier(
+            blocks, nn.Linear(2048, num_classes), 2048, num_classes, freeze_point=3, upstream=tv
+        )
 
 
 @hookimpl

@@ -34,8 +34,10 @@ OFFICIAL_GAN_STEPS = 120 * (30_000 // 64)
 def _stages(size: int) -> int:
     n = int(math.log2(size // 4))
     if 4 * 2**n != size:
-        raise ValueError(f"GAN prior needs a square power-of-two resolution >= 8, got {size} (224-px protocols "
-                         "are attacked with a pretrained StyleGAN: ppa or ifgmi)")
+        raise ValueError(
+            f"GAN prior needs a square power-of-two resolution >= 8, got {size} (224-px protocols "
+            "are attacked with a pretrained StyleGAN: ppa or ifgmi)"
+        )
     return n
 
 
@@ -46,7 +48,9 @@ class Generator(nn.Module):
         n = _stages(h)
         width = dim * 2 ** (n - 1)
         self.z_dim = z_dim
-        self.fc = nn.Sequential(nn.Linear(z_dim, width * 16, bias=False), nn.BatchNorm1d(width * 16), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim, width * 16, bias=False), nn.BatchNorm1d(width * 16), nn.ReLU()
+        )
         layers: list[nn.Module] = []
         for _ in range(n - 1):
             layers += [
@@ -73,7 +77,11 @@ class Critic(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(c, dim, 5, 2, 2), nn.LeakyReLU(0.2)]
         width = dim
         for _ in range(n - 1):
-            layers += [nn.Conv2d(width, width * 2, 5, 2, 2), nn.InstanceNorm2d(width * 2, affine=True), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(width, width * 2, 5, 2, 2),
+                nn.InstanceNorm2d(width * 2, affine=True),
+                nn.LeakyReLU(0.2),
+            ]
             width *= 2
         layers += [nn.Conv2d(width, out, 4)]
         self.net = nn.Sequential(*layers)
@@ -109,9 +117,20 @@ def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, stre
         yield [p[i * size : (i + 1) * size] for p in perms]
 
 
-def train_gan(G: nn.Module, D: nn.Module, batches: Iterator, d_loss: Callable, g_loss: Callable, *, steps: int,
-              n_critic: int, lr: float, betas: tuple[float, float], g_first: bool = False,
-              progress: Progress = no_progress) -> int:
+def train_gan(
+    G: nn.Module,
+    D: nn.Module,
+    batches: Iterator,
+    d_loss: Callable,
+    g_loss: Callable,
+    *,
+    steps: int,
+    n_critic: int,
+    lr: float,
+    betas: tuple[float, float],
+    g_first: bool = False,
+    progress: Progress = no_progress,
+) -> int:
     """The alternating loop of every GAN prior: ``steps`` discriminator (critic) steps on
     ``d_loss(batch)``, one per batch of ``batches`` (drawn when its step comes), and a generator
     step on ``g_loss(batch)`` every ``n_critic``, each with its Adam(``lr``, ``betas``) while the
@@ -147,8 +166,19 @@ def train_gan(G: nn.Module, D: nn.Module, batches: Iterator, d_loss: Callable, g
 
 
 def train_wgan_gp(
-    public: Tensor, image_shape, *, dim: int, z_dim: int, steps: int, batch_size: int, lr: float,
-    n_critic: int, gp: float, device: torch.device, seed: int, progress: Progress = no_progress,
+    public: Tensor,
+    image_shape,
+    *,
+    dim: int,
+    z_dim: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    n_critic: int,
+    gp: float,
+    device: torch.device,
+    seed: int,
+    progress: Progress = no_progress,
 ) -> tuple[Generator, Critic, dict]:
     """GMI's WGAN-GP (``train_gan.py``): critic loss -W + gp * gradient penalty, generator loss
     -D(G(z)), Adam betas (0.5, 0.999), ``steps`` critic steps and a generator step every
@@ -156,7 +186,10 @@ def train_wgan_gp(
     torch.manual_seed(seed)
     G, D = Generator(image_shape, z_dim, dim).to(device), Critic(image_shape, dim).to(device)
     x = public.to(device)
-    batches = (x[idx.to(device)] for (idx,) in batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed)))
+    batches = (
+        x[idx.to(device)]
+        for (idx,) in batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed))
+    )
     wd_hist = []
 
     def d_loss(real: Tensor) -> Tensor:
@@ -168,16 +201,37 @@ def train_wgan_gp(
     def g_loss(real: Tensor) -> Tensor:
         return -D(G(torch.randn(len(real), z_dim, device=device))).mean()
 
-    g_steps = train_gan(G, D, batches, d_loss, g_loss, steps=steps, n_critic=n_critic, lr=lr, betas=(0.5, 0.999),
-                        progress=progress)
-    return G, D, {"critic_steps": steps, "generator_steps": g_steps,
-                  "final_wasserstein": sum(wd_hist[-50:]) / max(1, len(wd_hist[-50:]))}
+    g_steps = train_gan(
+        G,
+        D,
+        batches,
+        d_loss,
+        g_loss,
+        steps=steps,
+        n_critic=n_critic,
+        lr=lr,
+        betas=(0.5, 0.999),
+        progress=progress,
+    )
+    return (
+        G,
+        D,
+        {
+            "critic_steps": steps,
+            "generator_steps": g_steps,
+            "final_wasserstein": sum(wd_hist[-50:]) / max(1, len(wd_hist[-50:])),
+        },
+    )
 
 
 GAN_PARAMS = {
     "gan_dim": Param(64, "GAN base width (official: 64)", low=4),
-    "gan_steps": Param(OFFICIAL_GAN_STEPS, "GAN critic steps, a generator step every n_critic (official: 120 "
-                       "epochs over the 30,000-image ganset in batches of 64 = 56,160)", low=1),
+    "gan_steps": Param(
+        OFFICIAL_GAN_STEPS,
+        "GAN critic steps, a generator step every n_critic (official: 120 "
+        "epochs over the 30,000-image ganset in batches of 64 = 56,160)",
+        low=1,
+    ),
     "gan_batch": Param(64, "GAN batch size (official: 64)", low=1),
     "gan_lr": Param(2e-4, "Adam lr of generator and critic (official: 2e-4)", low=0.0),
     "n_critic": Param(5, "critic steps per generator step (official: 5)", low=1),
@@ -203,12 +257,24 @@ class GMIPrior(Attack):
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         c = self.config
         G, D, info = train_wgan_gp(
-            ctx.data.public.x, ctx.scenario.image_shape, dim=c.gan_dim, z_dim=self.z_dim, steps=c.gan_steps,
-            batch_size=c.gan_batch, lr=c.gan_lr, n_critic=c.n_critic, gp=c.gp, device=ctx.device,
-            seed=ctx.seed, progress=ctx.progress,
+            ctx.data.public.x,
+            ctx.scenario.image_shape,
+            dim=c.gan_dim,
+            z_dim=self.z_dim,
+            steps=c.gan_steps,
+            batch_size=c.gan_batch,
+            lr=c.gan_lr,
+            n_critic=c.n_critic,
+            gp=c.gp,
+            device=ctx.device,
+            seed=ctx.seed,
+            progress=ctx.progress,
         )
         return {"G": G.state_dict(), "D": D.state_dict(), "info": info}
 
     def load_prior(self, prior: dict, image_shape, device) -> tuple[Generator, Critic]:
-        G, D = Generator(image_shape, self.z_dim, self.config.gan_dim), Critic(image_shape, self.config.gan_dim)
+        G, D = (
+            Generator(image_shape, self.z_dim, self.config.gan_dim),
+            Critic(image_shape, self.config.gan_dim),
+        )
         return frozen(G, prior["G"], device), frozen(D, prior["D"], device)

@@ -32,8 +32,15 @@ def identity_batches(classes: list[int], size: int) -> list[list[int]]:
     return [classes[i : i + size] for i in range(0, len(classes), size)]
 
 
-def descend(opt: torch.optim.Optimizer, loss: Callable[[int], Tensor], *, iters: int, scale: float,
-            after_step: Callable[[], object] | None = None, progress: Progress = no_progress) -> list[float]:
+def descend(
+    opt: torch.optim.Optimizer,
+    loss: Callable[[int], Tensor],
+    *,
+    iters: int,
+    scale: float,
+    after_step: Callable[[], object] | None = None,
+    progress: Progress = no_progress,
+) -> list[float]:
     """The latent attacks' loop: ``iters`` steps of ``opt`` on ``scale`` times the sum of the
     per-row losses ``loss(it)`` (``scale`` = 1 / the classes of the identity batch: the official
     batch mean, so each row's step is ``scale`` times its own gradient); ``after_step()`` runs
@@ -52,8 +59,13 @@ def descend(opt: torch.optim.Optimizer, loss: Callable[[int], Tensor], *, iters:
     return [h.item() for h in hist]
 
 
-def in_identity_batches(ctx: AttackContext, classes: list[int], size: int, per_class: int,
-                        attack: Callable[[list[int], Progress], tuple[Tensor, list[float]]]) -> Inversion:
+def in_identity_batches(
+    ctx: AttackContext,
+    classes: list[int],
+    size: int,
+    per_class: int,
+    attack: Callable[[list[int], Progress], tuple[Tensor, list[float]]],
+) -> Inversion:
     """Attack ``classes`` in identity batches of ``size``, one after another:
     ``attack(ids, progress)`` returns the batch's images, ``(per_class, len(ids), *image_shape)``
     on the CPU (restarts or samples major), and its loss per iteration. The reconstructions
@@ -67,5 +79,8 @@ def in_identity_batches(ctx: AttackContext, classes: list[int], size: int, per_c
         first.append(hist[0])
         last.append(hist[-1])
     labels = torch.tensor(classes * per_class, dtype=torch.long)
-    return Inversion(torch.cat(images, 1).flatten(0, 1), labels,
-                     {"loss_first": sum(first) / len(first), "loss_last": sum(last) / len(last)})
+    return Inversion(
+        torch.cat(images, 1).flatten(0, 1),
+        labels,
+        {"loss_first": sum(first) / len(first), "loss_last": sum(last) / len(last)},
+    )

@@ -52,14 +52,26 @@ from reinv_bench.api import AttackContext, Inversion, Param, Progress, no_progre
 from ._gan import GAN_BUDGETS, GAN_PARAMS, GMIPrior
 
 
-def initial_points(G, label_of, classes: list[int] | None, n_ids: int, restarts: int, z_dim: int, batch: int,
-                   tries: int, clamp: float, device) -> tuple[Tensor, Tensor, Tensor]:
+def initial_points(
+    G,
+    label_of,
+    classes: list[int] | None,
+    n_ids: int,
+    restarts: int,
+    z_dim: int,
+    batch: int,
+    tries: int,
+    clamp: float,
+    device,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Initial latents (see the module docstring, step 1); ``classes`` None: untargeted, the
     first ``n_ids`` distinct labels reached. Returns (z, labels, found), rows restart major."""
     points: dict[int, list[Tensor]] = {}
     wanted = None if classes is None else set(classes)
     for _ in range(tries):
-        if len(points) == (n_ids if wanted is None else len(wanted)) and all(len(v) >= restarts for v in points.values()):
+        if len(points) == (n_ids if wanted is None else len(wanted)) and all(
+            len(v) >= restarts for v in points.values()
+        ):
             break
         cand = torch.randn(batch, z_dim, device=device).clamp(-clamp, clamp)
         for z, label in zip(cand, label_of(G(cand)).tolist()):
@@ -86,8 +98,20 @@ def sphere(it: int, labels: Tensor, k: int, dim: int, radius: Tensor) -> Tensor:
 
 
 def brep_optimize(
-    G, label_of, z: Tensor, y: Tensor, *, points: int, r0: float, grow: float, threshold: float,
-    patience: int, max_iters: int, clamp: float, directions=sphere, progress: Progress = no_progress,
+    G,
+    label_of,
+    z: Tensor,
+    y: Tensor,
+    *,
+    points: int,
+    r0: float,
+    grow: float,
+    threshold: float,
+    patience: int,
+    max_iters: int,
+    clamp: float,
+    directions=sphere,
+    progress: Progress = no_progress,
 ) -> tuple[Tensor, Tensor, dict]:
     """Boundary repulsion for every row of ``z`` at once. ``directions(it, labels, k, dim, R)``
     draws the sphere offsets of the active rows (tests inject a deterministic source). Returns
@@ -96,7 +120,9 @@ def brep_optimize(
     dev = z.device
     z, point = z.clone(), z.clone()
     radius = torch.full((n,), r0, device=dev)
-    since = torch.zeros(n, dtype=torch.long, device=dev)  # official current_iter - last_iter_when_radius_changed
+    since = torch.zeros(
+        n, dtype=torch.long, device=dev
+    )  # official current_iter - last_iter_when_radius_changed
     grew = torch.zeros(n, dtype=torch.bool, device=dev)
     active = torch.ones(n, dtype=torch.bool, device=dev)
     it = 0
@@ -105,7 +131,9 @@ def brep_optimize(
         r = radius[rows]
         step = torch.clamp(r / 3, max=3.0)
         delta = directions(it, y[rows], points, dim, r)
-        inside = label_of(G((z[rows, None] + delta).reshape(-1, dim))).view(len(rows), points) == y[rows, None]
+        inside = (
+            label_of(G((z[rows, None] + delta).reshape(-1, dim))).view(len(rows), points) == y[rows, None]
+        )
         v = inside.float() * 2 - 1
         up = v.sum(1) > threshold * points
         r = torch.where(up, r * grow, r)
@@ -120,8 +148,15 @@ def brep_optimize(
         it += 1
         active &= since < patience
         progress(it, max_iters)
-    return z, point, {"iterations": it, "final_radius_mean": radius.mean().item(),
-                      "radius_never_grew": (~grew).float().mean().item()}
+    return (
+        z,
+        point,
+        {
+            "iterations": it,
+            "final_radius_mean": radius.mean().item(),
+            "radius_never_grew": (~grew).float().mean().item(),
+        },
+    )
 
 
 class BREPMI(GMIPrior):
@@ -130,13 +165,20 @@ class BREPMI(GMIPrior):
     threat_model = "label-only"
     params = {
         **GAN_PARAMS,
-        "targeted": Param(False, "attack the scenario's classes; false: the first len(classes) labels reached "
-                                 "from random latents (official: false)"),
+        "targeted": Param(
+            False,
+            "attack the scenario's classes; false: the first len(classes) labels reached "
+            "from random latents (official: false)",
+        ),
         "points": Param(32, "points sampled on the sphere per step (official: 32)", low=1),
         "r0": Param(2.0, "initial sphere radius (official: 2)", low=0.0),
         "grow": Param(1.3, "radius expansion factor (official: 1.3)", low=1.0),
-        "threshold": Param(0.75, "grow when sum of +/-1 labels > threshold * points (official: 0.75)", low=-1, high=1),
-        "patience": Param(1000, "accepted steps without radius growth before stopping (official: 1000)", low=1),
+        "threshold": Param(
+            0.75, "grow when sum of +/-1 labels > threshold * points (official: 0.75)", low=-1, high=1
+        ),
+        "patience": Param(
+            1000, "accepted steps without radius growth before stopping (official: 1000)", low=1
+        ),
         "max_iters": Param(20000, "hard cap on query rounds per identity (harness safeguard)", low=1),
         "clamp": Param(1.5, "latent clamp (official: 1.5)", low=0.0),
         "init_batch": Param(256, "latents per initial-point search batch (official: 256)", low=1),
@@ -153,11 +195,31 @@ class BREPMI(GMIPrior):
         G, _ = self.load_prior(priors[self.prior_kind], ctx.scenario.image_shape, ctx.device)
         torch.manual_seed(ctx.seed)
         with torch.no_grad():
-            z, y, found = initial_points(G, ctx.target, classes if c.targeted else None, len(classes), c.restarts,
-                                         self.z_dim, c.init_batch, c.init_tries, c.clamp, ctx.device)
+            z, y, found = initial_points(
+                G,
+                ctx.target,
+                classes if c.targeted else None,
+                len(classes),
+                c.restarts,
+                self.z_dim,
+                c.init_batch,
+                c.init_tries,
+                c.clamp,
+                ctx.device,
+            )
             _, point, info = brep_optimize(
-                G, ctx.target, z, y, points=c.points, r0=c.r0, grow=c.grow, threshold=c.threshold,
-                patience=c.patience, max_iters=c.max_iters, clamp=c.clamp, progress=ctx.progress,
+                G,
+                ctx.target,
+                z,
+                y,
+                points=c.points,
+                r0=c.r0,
+                grow=c.grow,
+                threshold=c.threshold,
+                patience=c.patience,
+                max_iters=c.max_iters,
+                clamp=c.clamp,
+                progress=ctx.progress,
             )
             images = G(point).cpu()
         info["initial_point_found"] = found.float().mean().item()

@@ -46,7 +46,9 @@ from ._gan import GAN_BUDGETS, GAN_PARAMS, GMIPrior
 from ._latent import descend, in_identity_batches, latent_init
 
 
-def gmi_loss(G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, lam: float, identity=None) -> Tensor:
+def gmi_loss(
+    G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, lam: float, identity=None
+) -> Tensor:
     """Per-latent GMI objective: prior loss -D(G(z)) plus lambda * CE(T(G(z)), y), or plus
     lambda * identity(G(z), y) when an identity loss is given."""
     x = G(z)
@@ -55,16 +57,34 @@ def gmi_loss(G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, lam
 
 
 def gmi_optimize(
-    G: nn.Module, D: nn.Module, T: nn.Module, z: Tensor, y: Tensor, *, iters: int, lr: float,
-    momentum: float, lam: float, clip: float, scale: float, progress: Progress = no_progress, identity=None,
+    G: nn.Module,
+    D: nn.Module,
+    T: nn.Module,
+    z: Tensor,
+    y: Tensor,
+    *,
+    iters: int,
+    lr: float,
+    momentum: float,
+    lam: float,
+    clip: float,
+    scale: float,
+    progress: Progress = no_progress,
+    identity=None,
 ) -> tuple[Tensor, list[float]]:
     """Optimise all latents at once with Nesterov SGD, z clamped to [-clip, clip] after each
     step. ``scale`` multiplies the summed per-latent loss (1 / the classes of the identity
     batch: the official batch mean). Returns (z, mean loss per iteration)."""
     z = z.clone().requires_grad_(True)
     opt = torch.optim.SGD([z], lr=lr, momentum=momentum, nesterov=True)
-    hist = descend(opt, lambda it: gmi_loss(G, D, T, z, y, lam, identity), iters=iters, scale=scale,
-                   after_step=lambda: z.clamp_(-clip, clip), progress=progress)
+    hist = descend(
+        opt,
+        lambda it: gmi_loss(G, D, T, z, y, lam, identity),
+        iters=iters,
+        scale=scale,
+        after_step=lambda: z.clamp_(-clip, clip),
+        progress=progress,
+    )
     return z.detach(), hist
 
 
@@ -88,8 +108,9 @@ class GMI(GMIPrior):
         "quick": {**GAN_BUDGETS["quick"], "iters": 400},
     }
 
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int],
-               identity: IdentityLoss | None = None) -> Inversion:
+    def invert(
+        self, ctx: AttackContext, priors: dict, classes: list[int], identity: IdentityLoss | None = None
+    ) -> Inversion:
         c = self.config
         iters, loss = (identity.iters or c.iters, identity.loss) if identity else (c.iters, None)
         G, D = self.load_prior(priors[self.prior_kind], ctx.scenario.image_shape, ctx.device)
@@ -97,8 +118,19 @@ class GMI(GMIPrior):
         def attack(ids: list[int], progress: Progress) -> tuple[Tensor, list[float]]:
             z0, y = latent_init(ctx.seed, ids, c.restarts, self.z_dim)
             z, hist = gmi_optimize(  # ctx.target: handed over frozen, in eval mode
-                G, D, ctx.target, z0.to(ctx.device), y.to(ctx.device), iters=iters, lr=c.lr, momentum=c.momentum,
-                lam=c.lam, clip=c.clip, scale=1.0 / len(ids), identity=loss, progress=progress,
+                G,
+                D,
+                ctx.target,
+                z0.to(ctx.device),
+                y.to(ctx.device),
+                iters=iters,
+                lr=c.lr,
+                momentum=c.momentum,
+                lam=c.lam,
+                clip=c.clip,
+                scale=1.0 / len(ids),
+                identity=loss,
+                progress=progress,
             )
             with torch.no_grad():
                 return G(z).cpu().view(c.restarts, len(ids), *ctx.scenario.image_shape), hist

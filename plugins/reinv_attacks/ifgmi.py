@@ -33,13 +33,14 @@ Deliberate differences: images clamped to [-1, 1] and stored at 224 px (the offi
 the 800-px crop to 299 px for evaluation); batches are cut from the class-major list of all
 candidates (official: per class; the same batches whenever ``candidates`` is a multiple of
 ``batch``, as in the official 50/5); a generator with fewer than ``len(steps) + 1`` synthesis
-blocks runs one phase per block but the last; z uses the harness seed; ``precision=bf16`` as in
-``ppa``. tests/test_ppa.py compares the projection and the layer-wise search with
+blocks runs one phase per block but the last; z uses the harness seed; precision is the run's,
+as in ``ppa``. tests/test_ppa.py compares the projection and the layer-wise search with
 transcriptions of the official code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -48,12 +49,11 @@ from torch import Tensor
 from reinv_bench import hookimpl
 from reinv_bench.api import AttackContext, ConfigError, Inversion, Param
 
-from .ppa import (
+from ._stylegan import (
     StyleGANAttack,
-    _amp,
     attack_transforms,
     candidate_search,
-    poincare_loss,
+    mean_loss,
     view,
 )
 
@@ -91,15 +91,29 @@ def run_from(G, ws: Tensor, start: int, x: Tensor | None, stop: int | None = Non
     ws = ws.to(torch.float32)
     img = None
     for block, i in blocks(G)[start : None if stop is None else stop + 1]:
-        x, img = block(x, img, ws.narrow(1, i, block.num_conv + block.num_torgb), noise_mode="const",
-                       force_fp32=True)
+        x, img = block(
+            x, img, ws.narrow(1, i, block.num_conv + block.num_torgb), noise_mode="const", force_fp32=True
+        )
     return x, img
 
 
-def layer_search(G, target, w: Tensor, y: Tensor, *, steps, radius_w, radius_mid, lr: float, betas, transform,
-                 precision: str = "fp32") -> tuple[Tensor, Tensor, list[float]]:
-    """One batch through every phase. Returns (w, the last phase's last forward images at the
-    generator's size, mean loss at the last iteration of each phase)."""
+def layer_search(
+    G,
+    target,
+    w: Tensor,
+    y: Tensor,
+    *,
+    steps,
+    radius_w,
+    radius_mid,
+    lr: float,
+    betas,
+    transform,
+    fp32=contextlib.nullcontext,
+) -> tuple[Tensor, Tensor, list[float]]:
+    """One batch through every phase (the loss in float32: ``fp32``, the context's ``ctx.fp32``).
+    Returns (w, the last phase's last forward images at the generator's size, mean loss at the
+    last iteration of each phase)."""
     w = w.clone()
     mid, imgs, hist = None, None, []
     for phase, n in enumerate(steps):
@@ -110,11 +124,10 @@ def layer_search(G, target, w: Tensor, y: Tensor, *, steps, radius_w, radius_mid
         opt = torch.optim.Adam(variables, lr=lr, betas=tuple(betas), weight_decay=0)
         for _ in range(int(n)):
             ws = w.expand(-1, G.num_ws, -1) if w.shape[1] == 1 else w
-            with _amp(w.device, precision):
-                _, out = run_from(G, ws, phase, mid)
-                imgs = out.detach()
-                logits = target(transform(out))
-            loss = poincare_loss(logits.float(), y).mean()
+            _, out = run_from(G, ws, phase, mid)
+            imgs = out.detach()
+            logits = target(transform(out))
+            loss = mean_loss(logits, y, fp32)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -138,41 +151,62 @@ class IFGMI(StyleGANAttack):
     prior_kind = "stylegan2"  # PPA's prior: one cached generator for both
     prior_params = ("weights",)
     params = {
-        "weights": Param("stylegan2-ffhq", "the StyleGAN2-ADA generator: a registered weights name "
-                         "(`reinv-bench weights add stylegan2-ffhq ffhq.pkl`)"),
+        "weights": Param(
+            "stylegan2-ffhq",
+            "the StyleGAN2-ADA generator: a registered weights name "
+            "(`reinv-bench weights add stylegan2-ffhq ffhq.pkl`)",
+        ),
         "search": Param(2000, "latents sampled in the candidate search (official: 2000)", low=1),
         "candidates": Param(50, "latents optimised and evaluated per class (official: 50)", low=1),
-        "batch": Param(5, "latents optimised together (loss: their mean; one random crop per batch; official: 5)",
-                       low=1),
-        "steps": Param(STEPS, "iterations of each phase: w, then w and the feature entering block 1, 2, ... "
-                       "(official: 50/10/10/10/10/10/10/10)", low=1),
-        "radius_w": Param(RADII, "L1 radius of w's deviation in each phase (official: 1000/2000/3000/4000/5000/"
-                          "6000/8000/8000; 0: none)", low=0.0),
-        "radius_mid": Param(RADII, "L1 radius of the feature's deviation in each phase (official: as radius_w; 0: "
-                            "none)", low=0.0),
+        "batch": Param(
+            5, "latents optimised together (loss: their mean; one random crop per batch; official: 5)", low=1
+        ),
+        "steps": Param(
+            STEPS,
+            "iterations of each phase: w, then w and the feature entering block 1, 2, ... "
+            "(official: 50/10/10/10/10/10/10/10)",
+            low=1,
+        ),
+        "radius_w": Param(
+            RADII,
+            "L1 radius of w's deviation in each phase (official: 1000/2000/3000/4000/5000/"
+            "6000/8000/8000; 0: none)",
+            low=0.0,
+        ),
+        "radius_mid": Param(
+            RADII,
+            "L1 radius of the feature's deviation in each phase (official: as radius_w; 0: none)",
+            low=0.0,
+        ),
         "lr": Param(0.005, "Adam learning rate of every phase (official: 0.005)", low=0.0),
         "betas": Param((0.1, 0.1), "Adam betas (official: 0.1/0.1)", low=0.0, high=1.0),
         "psi": Param(0.5, "truncation psi of the candidate search (official: 0.5)", low=0.0, high=1.0),
         "cutoff": Param(8, "truncation cutoff (official: 8)", low=0),
         "single_w": Param(True, "optimise one w broadcast to every style input (official: true)"),
-        "crop": Param(800, "center crop in px of the 1024-px generator output, scaled for others (official: 800)",
-                      low=1),
+        "crop": Param(
+            800, "center crop in px of the 1024-px generator output, scaled for others (official: 800)", low=1
+        ),
         "rrc_scale": Param((0.9, 1.0), "RandomResizedCrop area range (official: 0.9-1)", low=0.0, high=1.0),
         "flip": Param(True, "candidate search scores the image and its mirror (official: true)"),
-        "precision": Param("fp32", "fp32 (official: force_fp32) or bf16 (autocast of synthesis and target)",
-                           choices=("fp32", "bf16")),
     }
     budgets = {
         "smoke": {"search": 8, "candidates": 1, "batch": 64, "steps": (2.0, 1.0)},
-        "quick": {"search": 500, "candidates": 4, "batch": 16, "steps": (20.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)},
+        "quick": {
+            "search": 500,
+            "candidates": 4,
+            "batch": 16,
+            "steps": (20.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0),
+        },
     }
 
     @classmethod
     def resolve(cls, overrides, budget="paper"):
         config = super().resolve(overrides, budget)
         if min(len(config.radius_w), len(config.radius_mid)) < len(config.steps):
-            raise ConfigError(f"{cls.name}: radius_w and radius_mid need a value for each of the "
-                              f"{len(config.steps)} phases of steps")
+            raise ConfigError(
+                f"{cls.name}: radius_w and radius_mid need a value for each of the "
+                f"{len(config.steps)} phases of steps"
+            )
         return cls.checked(config)
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
@@ -181,9 +215,21 @@ class IFGMI(StyleGANAttack):
         size = ctx.scenario.image_shape[-1]
         steps = c.steps[: len(blocks(G)) - 1]
         torch.manual_seed(ctx.seed)  # the random crops
-        ws, conf = candidate_search(G, T_, classes, search=c.search, k=c.candidates, psi=c.psi, cutoff=c.cutoff,
-                                    crop=c.crop, size=size, flip=c.flip, batch=c.batch, seed=ctx.seed, device=dev,
-                                    precision=c.precision)
+        ws, conf = candidate_search(
+            G,
+            T_,
+            classes,
+            search=c.search,
+            k=c.candidates,
+            psi=c.psi,
+            cutoff=c.cutoff,
+            crop=c.crop,
+            size=size,
+            flip=c.flip,
+            batch=c.batch,
+            seed=ctx.seed,
+            device=dev,
+        )
         w = (ws[:, :, :1] if c.single_w else ws).flatten(0, 1)
         y = torch.tensor(classes).repeat_interleave(c.candidates)
         n_batches = -(-len(w) // c.batch)
@@ -191,17 +237,32 @@ class IFGMI(StyleGANAttack):
         images, first, last = [], [], []
         for b in range(n_batches):
             sl = slice(b * c.batch, (b + 1) * c.batch)
-            _, imgs, hist = layer_search(G, T_, w[sl].to(dev), y[sl].to(dev), steps=steps, radius_w=c.radius_w,
-                                         radius_mid=c.radius_mid, lr=c.lr, betas=c.betas, transform=transform,
-                                         precision=c.precision)
-            images.append(view(imgs.float(), c.crop, size).clamp(-1, 1).cpu())  # the 1024-px output dropped here
+            _, imgs, hist = layer_search(
+                G,
+                T_,
+                w[sl].to(dev),
+                y[sl].to(dev),
+                steps=steps,
+                radius_w=c.radius_w,
+                radius_mid=c.radius_mid,
+                lr=c.lr,
+                betas=c.betas,
+                transform=transform,
+                fp32=ctx.fp32,
+            )
+            images.append(
+                view(imgs.float(), c.crop, size).clamp(-1, 1).cpu()
+            )  # the 1024-px output dropped here
             first.append(hist[0])
             last.append(hist[-1])
             ctx.progress(b + 1, n_batches)
-        info = {"loss_phase0": sum(first) / len(first), "loss_last": sum(last) / len(last), "phases": len(steps),
-                "search_conf": conf.mean().item(), "seconds_per_class": (time.perf_counter() - t0) / len(classes)}
-        if dev.type == "cuda":
-            info["peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+        info = {
+            "loss_phase0": sum(first) / len(first),
+            "loss_last": sum(last) / len(last),
+            "phases": len(steps),
+            "search_conf": conf.mean().item(),
+            "seconds_per_class": (time.perf_counter() - t0) / len(classes),
+        }
         return Inversion(torch.cat(images), y, info)
 
 

@@ -60,7 +60,9 @@ class MinibatchDiscrimination(nn.Module):
 
 
 def _conv_in_lrelu(c_in: int, c_out: int, k: int, p: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, 2, p), nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.2))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, 2, p), nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.2)
+    )
 
 
 class KDiscriminator(nn.Module):
@@ -77,8 +79,11 @@ class KDiscriminator(nn.Module):
         if _stages(h) < 2:
             raise ValueError(f"the KEDMI discriminator needs at least 16 px, got {h}")
         self.trunk = nn.Sequential(
-            _conv_in_lrelu(c, dim, 5, 2), _conv_in_lrelu(dim, dim * 2, 5, 2), _conv_in_lrelu(dim * 2, dim * 4, 5, 2),
-            _conv_in_lrelu(dim * 4, dim * 4, 3, 1), nn.Flatten(),
+            _conv_in_lrelu(c, dim, 5, 2),
+            _conv_in_lrelu(dim, dim * 2, 5, 2),
+            _conv_in_lrelu(dim * 2, dim * 4, 5, 2),
+            _conv_in_lrelu(dim * 4, dim * 4, 3, 1),
+            nn.Flatten(),
         )
         feat = dim * 4 * (h // 16) ** 2
         self.mbd = MinibatchDiscrimination(feat, 64, 50)
@@ -121,13 +126,29 @@ def kedmi_g_loss(D, fake: Tensor, x_unl: Tensor) -> Tensor:
     return (f_fake.mean(0) - f_real.mean(0)).abs().mean() + 1e-4 * entropy(out_fake)
 
 
-def train_kedmi_gan(public: Tensor, T, image_shape, num_classes: int, *, dim: int, z_dim: int, steps: int,
-                    batch_size: int, lr: float, n_critic: int, device, seed: int,
-                    progress: Progress = no_progress) -> tuple[Generator, KDiscriminator]:
+def train_kedmi_gan(
+    public: Tensor,
+    T,
+    image_shape,
+    num_classes: int,
+    *,
+    dim: int,
+    z_dim: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    n_critic: int,
+    device,
+    seed: int,
+    progress: Progress = no_progress,
+) -> tuple[Generator, KDiscriminator]:
     """``steps`` D steps; each reads three independently shuffled batches (labelled, unlabelled,
     and the unlabelled batch of the generator step), as the official three loaders."""
     torch.manual_seed(seed)
-    G, D = Generator(image_shape, z_dim, dim).to(device), KDiscriminator(image_shape, dim, num_classes).to(device)
+    G, D = (
+        Generator(image_shape, z_dim, dim).to(device),
+        KDiscriminator(image_shape, dim, num_classes).to(device),
+    )
     x = public.to(device)
     stream = batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed), streams=3)
     batches = ([x[i.to(device)] for i in idx] for idx in stream)  # (labelled, unlabelled, unlabelled for G)
@@ -138,14 +159,38 @@ def train_kedmi_gan(public: Tensor, T, image_shape, num_classes: int, *, dim: in
     def g_loss(b: list[Tensor]) -> Tensor:
         return kedmi_g_loss(D, G(torch.randn(len(b[0]), z_dim, device=device)), b[2])
 
-    train_gan(G, D, batches, d_loss, g_loss, steps=steps, n_critic=n_critic, lr=lr, betas=(0.5, 0.999),
-              progress=progress)
+    train_gan(
+        G,
+        D,
+        batches,
+        d_loss,
+        g_loss,
+        steps=steps,
+        n_critic=n_critic,
+        lr=lr,
+        betas=(0.5, 0.999),
+        progress=progress,
+    )
     return G, D
 
 
-def kedmi_optimize(G, D, T, mu: Tensor, logvar: Tensor, y: Tensor, *, iters: int, lr: float, lam: float,
-                   clip: float, scale: float, noise=None, identity=None,
-                   progress: Progress = no_progress) -> tuple[Tensor, Tensor, list[float]]:
+def kedmi_optimize(
+    G,
+    D,
+    T,
+    mu: Tensor,
+    logvar: Tensor,
+    y: Tensor,
+    *,
+    iters: int,
+    lr: float,
+    lam: float,
+    clip: float,
+    scale: float,
+    noise=None,
+    identity=None,
+    progress: Progress = no_progress,
+) -> tuple[Tensor, Tensor, list[float]]:
     """Learn one Gaussian per row. ``noise(it) -> eps`` (default: standard normal draws);
     ``clip`` > 0 clamps z to [-clip, clip] before G (LOMMA's variant; 0: none, as KEDMI);
     ``identity(x, y) -> per-image loss`` replaces CE (LOMMA)."""
@@ -178,16 +223,24 @@ class KEDMI(Attack):
     z_dim = 100
     params = {
         "gan_dim": Param(64, "GAN base width (official: 64)", low=4),
-        "gan_steps": Param(OFFICIAL_GAN_STEPS, "GAN discriminator steps, a generator step every n_critic "
-                           "(official: 120 epochs over the 30,000-image ganset in batches of 64 = 56,160)", low=1),
+        "gan_steps": Param(
+            OFFICIAL_GAN_STEPS,
+            "GAN discriminator steps, a generator step every n_critic "
+            "(official: 120 epochs over the 30,000-image ganset in batches of 64 = 56,160)",
+            low=1,
+        ),
         "gan_batch": Param(64, "GAN batch size (official: 64)", low=1),
         "gan_lr": Param(2e-4, "Adam lr of G and D (official: 2e-4)", low=0.0),
         "n_critic": Param(5, "D steps per G step (official: 5)", low=1),
         "iters": Param(2400, "recovery iterations (official: 2400)", low=1),
         "lr": Param(0.02, "Adam lr of mu and log sigma^2 (official: 0.02)", low=0.0),
         "lam": Param(100.0, "identity-loss weight (official: 100)", low=0.0),
-        "clamp": Param(0.0, "clamp z to [-clamp, clamp] in recovery and sampling; 0: none (official KEDMI); "
-                       "1: LOMMA's re-implementation", low=0.0),
+        "clamp": Param(
+            0.0,
+            "clamp z to [-clamp, clamp] in recovery and sampling; 0: none (official KEDMI); "
+            "1: LOMMA's re-implementation",
+            low=0.0,
+        ),
         "samples": Param(5, "reconstructions drawn per learned distribution (official: 5)", low=1),
         "batch_ids": Param(60, "classes per identity batch; the loss is their mean (official: 60)", low=1),
     }
@@ -199,9 +252,19 @@ class KEDMI(Attack):
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         c = self.config
         G, D = train_kedmi_gan(
-            ctx.data.public.x, ctx.target, ctx.scenario.image_shape, ctx.scenario.num_classes, dim=c.gan_dim,
-            z_dim=self.z_dim, steps=c.gan_steps, batch_size=c.gan_batch, lr=c.gan_lr, n_critic=c.n_critic,
-            device=ctx.device, seed=ctx.seed, progress=ctx.progress,
+            ctx.data.public.x,
+            ctx.target,
+            ctx.scenario.image_shape,
+            ctx.scenario.num_classes,
+            dim=c.gan_dim,
+            z_dim=self.z_dim,
+            steps=c.gan_steps,
+            batch_size=c.gan_batch,
+            lr=c.gan_lr,
+            n_critic=c.n_critic,
+            device=ctx.device,
+            seed=ctx.seed,
+            progress=ctx.progress,
         )
         return {"G": G.state_dict(), "D": D.state_dict()}
 
@@ -210,8 +273,9 @@ class KEDMI(Attack):
         D = KDiscriminator(scenario.image_shape, self.config.gan_dim, scenario.num_classes)
         return frozen(G, prior["G"], device), frozen(D, prior["D"], device)
 
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int],
-               identity: IdentityLoss | None = None) -> Inversion:
+    def invert(
+        self, ctx: AttackContext, priors: dict, classes: list[int], identity: IdentityLoss | None = None
+    ) -> Inversion:
         c, dev = self.config, ctx.device
         iters, loss = (identity.iters or c.iters, identity.loss) if identity else (c.iters, None)
         G, D = self.load_prior(priors[self.prior_kind], ctx.scenario, dev)
@@ -220,11 +284,24 @@ class KEDMI(Attack):
             k = len(ids)
             # each class's own noise stream: the recovery draws, then the samples
             gens = [class_generator(ctx.seed, cls, NOISE_STREAM) for cls in ids]
-            eps = torch.stack([torch.randn(iters + c.samples, self.z_dim, generator=g) for g in gens], 1).to(dev)
+            eps = torch.stack([torch.randn(iters + c.samples, self.z_dim, generator=g) for g in gens], 1).to(
+                dev
+            )
             mu, logvar, hist = kedmi_optimize(
-                G, D, ctx.target, torch.zeros(k, self.z_dim, device=dev), torch.ones(k, self.z_dim, device=dev),
-                torch.tensor(ids, device=dev), iters=iters, lr=c.lr, lam=c.lam, clip=c.clamp, scale=1.0 / k,
-                noise=eps.__getitem__, identity=loss, progress=progress,
+                G,
+                D,
+                ctx.target,
+                torch.zeros(k, self.z_dim, device=dev),
+                torch.ones(k, self.z_dim, device=dev),
+                torch.tensor(ids, device=dev),
+                iters=iters,
+                lr=c.lr,
+                lam=c.lam,
+                clip=c.clamp,
+                scale=1.0 / k,
+                noise=eps.__getitem__,
+                identity=loss,
+                progress=progress,
             )
             with torch.no_grad():
                 z = sample(mu, logvar, eps[iters:], c.clamp)  # (samples, k, z_dim)

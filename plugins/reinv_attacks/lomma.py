@@ -48,25 +48,36 @@ from ._gan import batch_stream, frozen
 STUDENTS = "lomma-students"
 
 
-def build_student(name: str, num_classes: int, image_shape) -> nn.Module:
+def build_student(name: str, num_classes: int, image_shape, architecture) -> nn.Module:
+    """A surrogate student: torchvision's EfficientNet (random init), or a registered architecture
+    (``cnn``, ``resnet8``: ``architecture(name)``, the context's ``ctx.architecture``)."""
     if name.startswith("efficientnet_b"):
         import torchvision
 
         net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
         if image_shape[0] != 3:
             old = net.features[0][0]
-            net.features[0][0] = nn.Conv2d(image_shape[0], old.out_channels, old.kernel_size, old.stride,
-                                           old.padding, bias=False)
+            net.features[0][0] = nn.Conv2d(
+                image_shape[0], old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
+            )
         return net
     if name in ("cnn", "resnet8"):
-        from reinv_architectures.small_cnns import CNN, ResNet8
-
-        return {"cnn": CNN, "resnet8": ResNet8}[name]().build(num_classes, image_shape)
+        return architecture(name).build(num_classes, image_shape)
     raise ConfigError(f"lomma: unknown student {name!r}; use efficientnet_b0..b7, cnn or resnet8")
 
 
-def distill(student: nn.Module, teacher, public: Tensor, *, epochs: int, lr: float, weight_decay: float,
-            batch_size: int, device, seed: int) -> nn.Module:
+def distill(
+    student: nn.Module,
+    teacher,
+    public: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    device,
+    seed: int,
+) -> nn.Module:
     """Official ``engine.py::train_augmodel``: KL(softmax(T(x)) || softmax(S(x))) summed and
     divided by the batch size (temperature 1), SGD with momentum 0.9, shuffled batches with
     ``drop_last``."""
@@ -113,10 +124,15 @@ class LOMMA(WrapperAttack):
     version = 2  # 2: own iterations (2400), distillation weight decay, mu_pub over 5,050 images
     params = {
         "reg": Param(1.0, "weight of the feature regulariser ||f_T(x) - mu_pub||^2 (paper: 1)", low=0.0),
-        "iters": Param(2400, "inversion iterations, replacing the base's (official: 2400 for gmi and kedmi)", low=1),
-        "reg_samples": Param(5050, "public images averaged into mu_pub (official get_act_reg: 101 batches of 50)",
-                             low=1),
-        "students": Param("efficientnet_b0/efficientnet_b1/efficientnet_b2", "surrogate students, /-separated"),
+        "iters": Param(
+            2400, "inversion iterations, replacing the base's (official: 2400 for gmi and kedmi)", low=1
+        ),
+        "reg_samples": Param(
+            5050, "public images averaged into mu_pub (official get_act_reg: 101 batches of 50)", low=1
+        ),
+        "students": Param(
+            "efficientnet_b0/efficientnet_b1/efficientnet_b2", "surrogate students, /-separated"
+        ),
         "distill_epochs": Param(20, "distillation epochs on the public data (official: 20)", low=0),
         "distill_lr": Param(0.01, "distillation SGD lr (official: 0.01)", low=0.0),
         "distill_wd": Param(1e-4, "distillation SGD weight decay (official: 1e-4)", low=0.0),
@@ -138,9 +154,18 @@ class LOMMA(WrapperAttack):
         mu_pub = public_feature_mean(T, ctx.data.public.x, c.reg_samples, ctx.seed, ctx.device)
         states = {}
         for i, name in enumerate(c.students.split("/")):
-            s = build_student(name, ctx.scenario.num_classes, ctx.scenario.image_shape)
-            distill(s, T, ctx.data.public.x, epochs=c.distill_epochs, lr=c.distill_lr, weight_decay=c.distill_wd,
-                    batch_size=c.distill_batch, device=ctx.device, seed=ctx.seed + i)
+            s = build_student(name, ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture)
+            distill(
+                s,
+                T,
+                ctx.data.public.x,
+                epochs=c.distill_epochs,
+                lr=c.distill_lr,
+                weight_decay=c.distill_wd,
+                batch_size=c.distill_batch,
+                device=ctx.device,
+                seed=ctx.seed + i,
+            )
             states[f"{i}:{name}"] = {k: v.cpu() for k, v in s.state_dict().items()}
         return {"mu_pub": mu_pub.cpu(), "students": states}
 
@@ -148,7 +173,9 @@ class LOMMA(WrapperAttack):
         p = priors[STUDENTS]
         students = []
         for key, state in p["students"].items():
-            s = build_student(key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape)
+            s = build_student(
+                key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture
+            )
             students.append(frozen(s, state, ctx.device))
         identity = logit_identity(ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg)
         return self.base.invert(ctx, priors, classes, IdentityLoss(identity, iters=self.config.iters))

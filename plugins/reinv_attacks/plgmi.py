@@ -80,8 +80,16 @@ def max_margin(logits: Tensor, y: Tensor) -> Tensor:
     return -true + other
 
 
-def augment(x: Tensor, scale=(0.8, 1.0), brightness: float = 0.2, contrast: float = 0.2, jitter_p: float = 1.0,
-            flip_p: float = 0.5, degrees: float = 5.0, rot_p: float = 0.5) -> Tensor:
+def augment(
+    x: Tensor,
+    scale=(0.8, 1.0),
+    brightness: float = 0.2,
+    contrast: float = 0.2,
+    jitter_p: float = 1.0,
+    flip_p: float = 0.5,
+    degrees: float = 5.0,
+    rot_p: float = 0.5,
+) -> Tensor:
     """The official augmentation of ``reconstruct.py`` (defaults; ``train_cgan.py`` passes
     ``jitter_p=0.5``), per image and differentiable in the image; see the module docstring."""
     n, dev = len(x), x.device
@@ -95,8 +103,9 @@ def augment(x: Tensor, scale=(0.8, 1.0), brightness: float = 0.2, contrast: floa
     a = torch.where(u() < rot_p, (2 * u() - 1) * degrees, 0.0) * math.pi / 180
     cos, sin = torch.cos(a) * s, torch.sin(a) * s
     theta = torch.stack([torch.stack([cos * flip, -sin, cx], 1), torch.stack([sin * flip, cos, cy], 1)], 1)
-    p = F.grid_sample(x * 0.5 + 0.5, F.affine_grid(theta, list(x.shape), align_corners=False),
-                      align_corners=False)  # pixel space, black outside the image
+    p = F.grid_sample(
+        x * 0.5 + 0.5, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False
+    )  # pixel space, black outside the image
     on = (u() < jitter_p)[:, None, None, None]
     b = torch.where(on, 1 + brightness * (2 * u() - 1)[:, None, None, None], 1.0)
     c = torch.where(on, 1 + contrast * (2 * u() - 1)[:, None, None, None], 1.0)
@@ -106,7 +115,11 @@ def augment(x: Tensor, scale=(0.8, 1.0), brightness: float = 0.2, contrast: floa
         return (p * b).clamp(0, 1)
 
     def contr(p: Tensor) -> Tensor:
-        mean = (p * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True) if x.shape[1] == 3 else p.mean((1, 2, 3), keepdim=True)
+        mean = (
+            (p * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+            if x.shape[1] == 3
+            else p.mean((1, 2, 3), keepdim=True)
+        )
         return (p * c + mean * (1 - c)).clamp(0, 1)
 
     p = contr(bright(p)) if torch.rand(()) < 0.5 else bright(contr(p))
@@ -155,7 +168,9 @@ class CGenerator(nn.Module):
         n = _stages(h)  # 4 at 64 px
         self.top = ch * 2**n  # 16 * ch at 64 px
         self.l1 = nn.Linear(z_dim, self.top * 16)
-        self.blocks = nn.ModuleList(GBlock(ch * 2 ** (n - i), ch * 2 ** (n - 1 - i), num_classes) for i in range(n))
+        self.blocks = nn.ModuleList(
+            GBlock(ch * 2 ** (n - i), ch * 2 ** (n - 1 - i), num_classes) for i in range(n)
+        )
         self.bn = nn.BatchNorm2d(ch)
         self.out = nn.Conv2d(ch, c, 1)
 
@@ -192,7 +207,9 @@ class ProjectionDiscriminator(nn.Module):
         super().__init__()
         c, h, _ = image_shape
         n = _stages(h)  # 5 downsampling blocks at 64 px
-        self.blocks = nn.Sequential(DBlock(c, ch, first=True), *(DBlock(ch * 2**i, ch * 2 ** (i + 1)) for i in range(n)))
+        self.blocks = nn.Sequential(
+            DBlock(c, ch, first=True), *(DBlock(ch * 2**i, ch * 2 ** (i + 1)) for i in range(n))
+        )
         self.l = _sn(nn.Linear(ch * 2**n, 1))
         self.embed = _sn(nn.Embedding(num_classes, ch * 2**n))
 
@@ -203,18 +220,38 @@ class ProjectionDiscriminator(nn.Module):
 
 def top_n(T, public: Tensor, num_classes: int, n: int, device) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
-        probs = torch.cat([T(public[i : i + 512].to(device)).softmax(1).cpu() for i in range(0, len(public), 512)])
+        probs = torch.cat(
+            [T(public[i : i + 512].to(device)).softmax(1).cpu() for i in range(0, len(public), 512)]
+        )
     idx = probs.topk(min(n, len(public)), dim=0).indices  # (n, K): per class, the most confident images
     return public[idx.T.reshape(-1)], torch.arange(num_classes).repeat_interleave(idx.shape[0])
 
 
-def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: int, z_dim: int, iters: int,
-               batch_size: int, lr: float, n_dis: int, alpha: float, device, seed: int,
-               progress: Progress = no_progress):
+def train_cgan(
+    x: Tensor,
+    y: Tensor,
+    T,
+    image_shape,
+    num_classes: int,
+    *,
+    ch: int,
+    z_dim: int,
+    iters: int,
+    batch_size: int,
+    lr: float,
+    n_dis: int,
+    alpha: float,
+    device,
+    seed: int,
+    progress: Progress = no_progress,
+):
     """``iters`` generator steps, each before ``n_dis`` discriminator steps, Adam betas (0, 0.9):
     hinge loss; the generator adds ``alpha`` times the target's max-margin loss on augmented fakes."""
     torch.manual_seed(seed)
-    G, D = CGenerator(image_shape, num_classes, ch, z_dim).to(device), ProjectionDiscriminator(image_shape, num_classes, ch).to(device)
+    G, D = (
+        CGenerator(image_shape, num_classes, ch, z_dim).to(device),
+        ProjectionDiscriminator(image_shape, num_classes, ch).to(device),
+    )
     x, y = x.to(device), y.to(device)
 
     def reals():  # a shuffled stream over the selected images, dequantised
@@ -238,13 +275,35 @@ def train_cgan(x: Tensor, y: Tensor, T, image_shape, num_classes: int, *, ch: in
         fake, yf = fakes()
         return -D(fake, yf).mean() + alpha * max_margin(T(augment(fake, jitter_p=0.5)), yf).mean()
 
-    train_gan(G, D, reals(), d_loss, g_loss, steps=iters * n_dis, n_critic=n_dis, lr=lr, betas=(0.0, 0.9),
-              g_first=True, progress=progress)
+    train_gan(
+        G,
+        D,
+        reals(),
+        d_loss,
+        g_loss,
+        steps=iters * n_dis,
+        n_critic=n_dis,
+        lr=lr,
+        betas=(0.0, 0.9),
+        g_first=True,
+        progress=progress,
+    )
     return G
 
 
-def plg_optimize(G, T, z: Tensor, y: Tensor, *, iters: int, lr: float, n_aug: int, scale: float, aug=augment,
-                 progress: Progress = no_progress) -> tuple[Tensor, list[float]]:
+def plg_optimize(
+    G,
+    T,
+    z: Tensor,
+    y: Tensor,
+    *,
+    iters: int,
+    lr: float,
+    n_aug: int,
+    scale: float,
+    aug=augment,
+    progress: Progress = no_progress,
+) -> tuple[Tensor, list[float]]:
     """Adam on every row at once: the loss is ``scale`` times the sum over rows of the max-margin
     losses summed over ``n_aug`` augmentations. Returns (z, mean max-margin per iteration)."""
     z = z.clone().requires_grad_(True)
@@ -259,7 +318,8 @@ def plg_optimize(G, T, z: Tensor, y: Tensor, *, iters: int, lr: float, n_aug: in
 
 class PLGMI(Attack):
     name = "plgmi"
-    version = 3  # 2: official cGAN widths, augmentation, dequantisation noise and real-batch stream; 3: identity batches
+    # 2: official cGAN widths, augmentation, dequantisation noise and real-batch stream; 3: identity batches
+    version = 3
     threat_model = "white-box"
     prior_kind = "plgmi-cgan"
     prior_params = ("top_n", "gan_ch", "gan_iters", "gan_batch", "gan_lr", "n_dis", "alpha")
@@ -268,7 +328,9 @@ class PLGMI(Attack):
     params = {
         "top_n": Param(30, "public images selected per class (official: 30)", low=1),
         "gan_ch": Param(64, "cGAN base width ch; widths run ch..16*ch at 64 px (official: 64)", low=4),
-        "gan_iters": Param(30000, "generator iterations, n_dis discriminator steps each (official: 30,000)", low=1),
+        "gan_iters": Param(
+            30000, "generator iterations, n_dis discriminator steps each (official: 30,000)", low=1
+        ),
         "gan_batch": Param(64, "cGAN batch size (official: 64)", low=1),
         "gan_lr": Param(2e-4, "Adam lr, betas (0, 0.9) (official: 2e-4)", low=0.0),
         "n_dis": Param(5, "discriminator steps per generator step (official: 5)", low=1),
@@ -287,15 +349,32 @@ class PLGMI(Attack):
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         c, K = self.config, ctx.scenario.num_classes
         x, y = top_n(ctx.target, ctx.data.public.x, K, c.top_n, ctx.device)
-        G = train_cgan(x, y, ctx.target, ctx.scenario.image_shape, K, ch=c.gan_ch, z_dim=self.z_dim,
-                       iters=c.gan_iters, batch_size=c.gan_batch, lr=c.gan_lr, n_dis=c.n_dis, alpha=c.alpha,
-                       device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+        G = train_cgan(
+            x,
+            y,
+            ctx.target,
+            ctx.scenario.image_shape,
+            K,
+            ch=c.gan_ch,
+            z_dim=self.z_dim,
+            iters=c.gan_iters,
+            batch_size=c.gan_batch,
+            lr=c.gan_lr,
+            n_dis=c.n_dis,
+            alpha=c.alpha,
+            device=ctx.device,
+            seed=ctx.seed,
+            progress=ctx.progress,
+        )
         return {"G": G.state_dict()}
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
         c = self.config
-        G = frozen(CGenerator(ctx.scenario.image_shape, ctx.scenario.num_classes, c.gan_ch, self.z_dim),
-                   priors[self.prior_kind]["G"], ctx.device)
+        G = frozen(
+            CGenerator(ctx.scenario.image_shape, ctx.scenario.num_classes, c.gan_ch, self.z_dim),
+            priors[self.prior_kind]["G"],
+            ctx.device,
+        )
 
         def attack(ids: list[int], progress: Progress) -> tuple[Tensor, list[float]]:
             z0, y = latent_init(ctx.seed, ids, c.seeds, self.z_dim)
@@ -303,8 +382,17 @@ class PLGMI(Attack):
             # the augmentations draw from a stream of the batch's first class: a class chunk
             # aligned with the identity batch draws what the unchunked inversion draws
             torch.manual_seed(class_generator(ctx.seed, ids[0], AUG_STREAM).initial_seed())
-            z, hist = plg_optimize(G, ctx.target, z0.to(ctx.device), y, iters=c.iters, lr=c.lr, n_aug=c.n_aug,
-                                   scale=1.0 / len(ids), progress=progress)
+            z, hist = plg_optimize(
+                G,
+                ctx.target,
+                z0.to(ctx.device),
+                y,
+                iters=c.iters,
+                lr=c.lr,
+                n_aug=c.n_aug,
+                scale=1.0 / len(ids),
+                progress=progress,
+            )
             with torch.no_grad():
                 return G(z, y).cpu().view(c.seeds, len(ids), *ctx.scenario.image_shape), hist
 

@@ -51,32 +51,56 @@ the official evaluation resizes the unclamped 800-px crop to 299 px, here the me
 are attacked (official ``targets: all``, the same for the protocols here); ``candidates`` may
 not exceed ``search`` (the official loop would then repeat masked latents); the discriminator
 loss (weight 0 in every official config) is not implemented; a generator of another resolution
-gets the crop scaled (800/1024 of its side); ``precision=bf16`` (not official: it uses
-``force_fp32``) runs synthesis and target under bf16 autocast, the loss in fp32.
+gets the crop scaled (800/1024 of its side). Precision is the run's (``--precision``; official:
+``force_fp32``): under ``bf16`` the mapping, synthesis and target run under bf16 autocast, the
+loss in float32.
+
+The pieces shared with ``ifgmi`` (prior, candidate search, transforms, loss, the attack base)
+are in ``_stylegan``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
 import torchvision.transforms as T
-import torchvision.transforms.functional as TF
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, ConfigError, Inversion, Param, Progress, no_progress
+from reinv_bench.api import AttackContext, ConfigError, Inversion, Param
 
-REFERENCE_SIDE = 1024  # the official crop sizes are pixels of the 1024-px FFHQ generator
+from ._stylegan import (
+    StyleGANAttack,
+    attack_transforms,
+    candidate_search,
+    mean_loss,
+    synthesize,
+    view,
+)
 
 # the named configurations: official attack configs (see the module docstring)
 CONFIGS: dict[str, dict[str, Any]] = {
     "ppa": {"search": 2000, "candidates": 200, "final": 50, "epochs": 50, "batch": 25, "milestones": (0.0,)},
-    "ppa-celeba": {"search": 5000, "candidates": 200, "final": 50, "epochs": 70, "batch": 25, "milestones": (0.0,)},
-    "midre": {"search": 2000, "candidates": 16, "final": 8, "epochs": 50, "batch": 16, "milestones": (30.0, 40.0)},
+    "ppa-celeba": {
+        "search": 5000,
+        "candidates": 200,
+        "final": 50,
+        "epochs": 70,
+        "batch": 25,
+        "milestones": (0.0,),
+    },
+    "midre": {
+        "search": 2000,
+        "candidates": 16,
+        "final": 8,
+        "epochs": 50,
+        "batch": 16,
+        "milestones": (30.0, 40.0),
+    },
 }
 SELECTION_SCALE, SELECTION_RATIO = (0.5, 0.9), (0.8, 1.2)  # final_selection.py, approach 'transforms'
 
@@ -84,104 +108,43 @@ SELECTION_SCALE, SELECTION_RATIO = (0.5, 0.9), (0.8, 1.2)  # final_selection.py,
 # ---- the pieces of the official pipeline ------------------------------------------------------
 
 
-def poincare_loss(logits: Tensor, y: Tensor, xi: float = 1e-4) -> Tensor:
-    """Per-sample Poincaré distance between the L1-normalised logits u and the one-hot target
-    shrunk by xi, v = clip(onehot - xi, 0, 1): arccosh(1 + 2|u-v|^2 / ((1-|u|^2)(1-|v|^2)))."""
-    u = logits / logits.abs().sum(1, keepdim=True)
-    v = (torch.nn.functional.one_hot(y, logits.shape[1]).to(u.dtype) - xi).clamp(0, 1)
-    uu, vv = u.pow(2).sum(1), v.pow(2).sum(1)
-    return torch.acosh(1 + 2 * (u - v).pow(2).sum(1) / ((1 - uu) * (1 - vv)))
-
-
-def crop_side(side: int, crop: int) -> int:
-    """The center crop for a generator of ``side`` px: ``crop`` px of 1024, scaled."""
-    return max(1, min(side, round(side * crop / REFERENCE_SIDE)))
-
-
-def view(x: Tensor, crop: int, size: int) -> Tensor:
-    """Generator output -> the target's input: center crop (``crop`` of 1024 px), resize to ``size``
-    with antialiasing (``find_initial_w``, ``create_image``, the first two attack transforms)."""
-    x = TF.center_crop(x, [crop_side(x.shape[-1], crop)] * 2)
-    return TF.resize(x, [size, size], antialias=True)
-
-
-def attack_transforms(side: int, size: int, crop: int, scale: tuple[float, float]) -> T.Compose:
-    """The optimisation's transforms (the configs' ``attack.transformations``) for a generator of
-    ``side`` px and a target of ``size`` px."""
-    return T.Compose([
-        T.CenterCrop(crop_side(side, crop)),
-        T.Resize(size, antialias=True),
-        T.RandomResizedCrop([size, size], scale=tuple(scale), ratio=(1.0, 1.0), antialias=True),
-    ])
-
-
 def selection_transforms(size: int) -> T.Compose:
     """``perform_final_selection``'s random transforms (approach ``transforms``)."""
-    return T.Compose([T.RandomResizedCrop([size, size], scale=SELECTION_SCALE, ratio=SELECTION_RATIO, antialias=True),
-                      T.RandomHorizontalFlip(0.5)])
+    return T.Compose(
+        [
+            T.RandomResizedCrop([size, size], scale=SELECTION_SCALE, ratio=SELECTION_RATIO, antialias=True),
+            T.RandomHorizontalFlip(0.5),
+        ]
+    )
 
 
-def synthesize(G, w: Tensor) -> Tensor:
-    """Images of style vectors (N, 1 or num_ws, w_dim); one row is broadcast to every style input.
-    ``force_fp32`` as the official code (the float16 blocks of ``ffhq.pkl`` run in float32)."""
-    if w.shape[1] == 1:
-        w = w.expand(-1, G.num_ws, -1)
-    return G.synthesis(w, noise_mode="const", force_fp32=True)
-
-
-def _amp(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def search_latents(z_dim: int, n: int, seed: int) -> Tensor:
-    """The official search space: ``np.random.RandomState(seed).randn(n, z_dim)`` (float64; the
-    mapping network casts it to float32)."""
-    return torch.from_numpy(np.random.RandomState(seed).randn(n, z_dim)).float()
-
-
-def select_candidates(conf: Tensor, k: int) -> Tensor:
-    """(search, classes) confidences -> (classes, k) indices: per class the k most confident,
-    best first (``find_initial_w``'s loop picks the argmax and masks it, k times)."""
-    return conf.topk(k, dim=0).indices.T
-
-
-@torch.no_grad()
-def candidate_search(G, target, classes: list[int], *, search: int, k: int, psi: float, cutoff: int, crop: int,
-                     size: int, flip: bool, batch: int, seed: int, device: torch.device, precision: str = "fp32",
-                     progress: Progress = no_progress) -> tuple[Tensor, Tensor]:
-    """Returns (ws, conf): the full truncated ws of the candidates, (classes, k, num_ws, w_dim) on
-    CPU, and their search confidences (classes, k)."""
-    z = search_latents(G.z_dim, search, seed).to(device)
-    ws, confs = [], []
-    steps = math.ceil(search / batch)
-    for s, i in enumerate(range(0, search, batch)):
-        w = G.mapping(z[i : i + batch], None, truncation_psi=psi, truncation_cutoff=cutoff)
-        with _amp(device, precision):
-            x = view(G.synthesis(w, noise_mode="const", force_fp32=True).float().clamp(-1, 1), crop, size)
-            views = [x, TF.hflip(x)] if flip else [x]
-            c = sum(target(v).float().softmax(1) / len(views) for v in views)
-        ws.append(w.cpu())
-        confs.append(c[:, classes].cpu())
-        del x, views
-        progress(s + 1, steps)
-    ws_all, conf = torch.cat(ws), torch.cat(confs)
-    idx = select_candidates(conf, k)
-    return ws_all[idx], conf.gather(0, idx.T).T
-
-
-def optimize(G, target, w: Tensor, y: Tensor, *, epochs: int, lr: float, betas, milestones, gamma: float,
-             transform, precision: str = "fp32") -> tuple[Tensor, list[float]]:
+def optimize(
+    G,
+    target,
+    w: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    betas,
+    milestones,
+    gamma: float,
+    transform,
+    fp32=contextlib.nullcontext,
+) -> tuple[Tensor, list[float]]:
     """One official batch (``Optimization.optimize``): Adam on ``w`` (N, 1 or num_ws, w_dim) for
-    ``epochs`` iterations of the Poincaré loss averaged over the batch, MultiStepLR stepped every
-    iteration. Returns (w, mean loss per iteration)."""
+    ``epochs`` iterations of the Poincaré loss averaged over the batch (in float32: ``fp32``, the
+    context's ``ctx.fp32``), MultiStepLR stepped every iteration. Returns (w, mean loss per
+    iteration)."""
     w = w.clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr, betas=tuple(betas), weight_decay=0)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(m) for m in milestones if m > 0], gamma=gamma)
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=[int(m) for m in milestones if m > 0], gamma=gamma
+    )
     hist = []
     for _ in range(epochs):
-        with _amp(w.device, precision):
-            logits = target(transform(synthesize(G, w)))
-        loss = poincare_loss(logits.float(), y).mean()
+        logits = target(transform(synthesize(G, w)))
+        loss = mean_loss(logits, y, fp32)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -191,20 +154,19 @@ def optimize(G, target, w: Tensor, y: Tensor, *, epochs: int, lr: float, betas, 
 
 
 @torch.no_grad()
-def create_images(G, w: Tensor, *, crop: int, size: int, batch: int, device: torch.device,
-                  precision: str = "fp32") -> Tensor:
+def create_images(G, w: Tensor, *, crop: int, size: int, batch: int, device: torch.device) -> Tensor:
     """``create_image``: the images of ``w``, center-cropped and resized to ``size`` px, not clipped;
     synthesised ``batch`` at a time, the generator's output dropped once resized."""
     out = []
     for i in range(0, len(w), batch):
-        with _amp(device, precision):
-            out.append(view(synthesize(G, w[i : i + batch].to(device)).float(), crop, size))
+        out.append(view(synthesize(G, w[i : i + batch].to(device)).float(), crop, size))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def select_final(target, imgs: Tensor, c: int, *, k: int, iters: int, chunk: int, device: torch.device,
-                 precision: str = "fp32") -> tuple[Tensor, Tensor]:
+def select_final(
+    target, imgs: Tensor, c: int, *, k: int, iters: int, chunk: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """``perform_final_selection`` for one class: its candidates' images scored by the mean target
     confidence in class ``c`` under ``iters`` random transforms (``scores_by_transform``), one per
     ``chunk`` images (the official loader's batch, 10 times the attack's). Returns (indices of the
@@ -214,73 +176,35 @@ def select_final(target, imgs: Tensor, c: int, *, k: int, iters: int, chunk: int
         x = imgs[i : i + chunk].to(device)
         score = torch.zeros(len(x), device=device)
         for _ in range(iters):
-            with _amp(device, precision):
-                score += target(transform(x)).float().softmax(1)[:, c]
+            score += target(transform(x)).float().softmax(1)[:, c]
         scores.append(score / iters)
     score_all = torch.cat(scores)
     sel = score_all.sort(descending=True).indices[:k]
     return sel.cpu(), score_all[sel].cpu()
 
 
-def final_selection(G, target, w: Tensor, c: int, *, k: int, iters: int, crop: int, size: int, batch: int,
-                    chunk: int, device: torch.device, precision: str = "fp32") -> tuple[Tensor, Tensor, Tensor]:
+def final_selection(
+    G,
+    target,
+    w: Tensor,
+    c: int,
+    *,
+    k: int,
+    iters: int,
+    crop: int,
+    size: int,
+    batch: int,
+    chunk: int,
+    device: torch.device,
+) -> tuple[Tensor, Tensor, Tensor]:
     """One class's final selection from its optimised latents ``w``. Returns (indices of the ``k``
     best, best first; their images at ``size`` px on CPU; their scores)."""
-    imgs = create_images(G, w, crop=crop, size=size, batch=batch, device=device, precision=precision)
-    sel, score = select_final(target, imgs, c, k=k, iters=iters, chunk=chunk, device=device, precision=precision)
+    imgs = create_images(G, w, crop=crop, size=size, batch=batch, device=device)
+    sel, score = select_final(target, imgs, c, k=k, iters=iters, chunk=chunk, device=device)
     return sel, imgs[sel.to(imgs.device)].cpu(), score
 
 
-# ---- the generator prior ------------------------------------------------------------------------
-
-
-def load_prior(name: str) -> dict[str, Any]:
-    """The generator weights registered as ``name`` (``reinv_attacks.stylegan2``'s entries), verified
-    and loaded without unpickling code, as the cached prior: init kwargs and state dict."""
-    from reinv_bench.weights import locate, sha256_of
-
-    from . import stylegan2
-
-    entries = {w.name: w for w in stylegan2.register_weights()}
-    if name not in entries:
-        raise ConfigError(f"ppa: weights={name!r} is not a StyleGAN2-ADA generator entry (known: {', '.join(entries)})")
-    path = locate(entries[name])  # WeightsUnavailable names `reinv-bench weights add NAME FILE`
-    G = stylegan2.load_generator(path)
-    return {"kwargs": G.init_kwargs, "G": {k: v.detach().cpu() for k, v in G.state_dict().items()},
-            "weights": name, "sha256": sha256_of(path)}
-
-
-def generator(prior: dict[str, Any], device: torch.device):
-    """The generator of a prior, on ``device``, frozen."""
-    from . import stylegan2
-
-    return stylegan2.generator_from_state(prior["kwargs"], prior["G"]).to(device).eval().requires_grad_(False)
-
-
 # ---- the attack -------------------------------------------------------------------------------
-
-
-class StyleGANAttack(Attack):
-    """An attack whose prior is the pretrained StyleGAN2 generator (``ppa``, ``ifgmi``): ``prepare``
-    loads it, ``invert`` hands it to the attack's own ``attack(ctx, G, classes, t0)``."""
-
-    @classmethod
-    def checked(cls, config):
-        """The checks both attacks' configurations need."""
-        if config.candidates > config.search:
-            raise ConfigError(f"{cls.name}: candidates={config.candidates} exceeds search={config.search}")
-        if len(config.betas) != 2 or len(config.rrc_scale) != 2:
-            raise ConfigError(f"{cls.name}: betas and rrc_scale take two values (e.g. 0.1/0.1, 0.9-1)")
-        return config
-
-    def prepare(self, ctx: AttackContext, kind: str) -> dict:
-        return load_prior(self.config.weights)
-
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
-        dev, t0 = ctx.device, time.perf_counter()
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        return self.attack(ctx, generator(priors[self.prior_kind], dev), classes, t0)
 
 
 class PPA(StyleGANAttack):
@@ -289,33 +213,55 @@ class PPA(StyleGANAttack):
     prior_kind = "stylegan2"
     prior_params = ("weights",)
     params = {
-        "config": Param("ppa", "named configuration, sets search/candidates/final/epochs/batch/milestones unless "
-                        "given: ppa (FaceScrub_FFHQ.yaml), ppa-celeba (CelebA_FFHQ.yaml), midre (the seed paper's "
-                        "FaceScrub_FFHQ_resnet18_midre.yml)", choices=tuple(CONFIGS)),
-        "weights": Param("stylegan2-ffhq", "the StyleGAN2-ADA generator: a registered weights name "
-                         "(`reinv-bench weights add stylegan2-ffhq ffhq.pkl`)"),
-        "search": Param(2000, "latents sampled in the candidate search (official: 2000 FaceScrub, 5000 CelebA)", low=1),
+        "config": Param(
+            "ppa",
+            "named configuration, sets search/candidates/final/epochs/batch/milestones unless "
+            "given: ppa (FaceScrub_FFHQ.yaml), ppa-celeba (CelebA_FFHQ.yaml), midre (the seed paper's "
+            "FaceScrub_FFHQ_resnet18_midre.yml)",
+            choices=tuple(CONFIGS),
+        ),
+        "weights": Param(
+            "stylegan2-ffhq",
+            "the StyleGAN2-ADA generator: a registered weights name "
+            "(`reinv-bench weights add stylegan2-ffhq ffhq.pkl`)",
+        ),
+        "search": Param(
+            2000, "latents sampled in the candidate search (official: 2000 FaceScrub, 5000 CelebA)", low=1
+        ),
         "candidates": Param(200, "latents optimised per class (official: 200; midre: 16)", low=1),
-        "final": Param(50, "reconstructions kept per class by the final selection (official: 50; midre: 8)", low=1),
+        "final": Param(
+            50, "reconstructions kept per class by the final selection (official: 50; midre: 8)", low=1
+        ),
         "epochs": Param(50, "optimisation iterations per batch (official: 50 FaceScrub, 70 CelebA)", low=1),
-        "batch": Param(25, "latents optimised together (loss: their mean; one random crop per batch; official: "
-                       "25; midre: 16)", low=1),
+        "batch": Param(
+            25,
+            "latents optimised together (loss: their mean; one random crop per batch; official: "
+            "25; midre: 16)",
+            low=1,
+        ),
         "lr": Param(0.005, "Adam learning rate (official: 0.005)", low=0.0),
         "betas": Param((0.1, 0.1), "Adam betas (official: 0.1/0.1)", low=0.0, high=1.0),
-        "milestones": Param((0.0,), "iterations where lr *= gamma (MultiStepLR), e.g. 30/40; 0: constant lr "
-                            "(official FaceScrub/CelebA configs: none; midre: 30/40)", low=0.0),
+        "milestones": Param(
+            (0.0,),
+            "iterations where lr *= gamma (MultiStepLR), e.g. 30/40; 0: constant lr "
+            "(official FaceScrub/CelebA configs: none; midre: 30/40)",
+            low=0.0,
+        ),
         "gamma": Param(0.1, "MultiStepLR factor (official: 0.1)", low=0.0),
         "psi": Param(0.5, "truncation psi of the candidate search (official: 0.5)", low=0.0, high=1.0),
         "cutoff": Param(8, "truncation cutoff: style inputs truncated (official: 8)", low=0),
         "single_w": Param(True, "optimise one w broadcast to every style input (official: true)"),
-        "crop": Param(800, "center crop in px of the 1024-px generator output, scaled for others (official: 800)",
-                      low=1),
-        "rrc_scale": Param((0.9, 1.0), "RandomResizedCrop area range of the optimisation (official: 0.9-1)",
-                           low=0.0, high=1.0),
+        "crop": Param(
+            800, "center crop in px of the 1024-px generator output, scaled for others (official: 800)", low=1
+        ),
+        "rrc_scale": Param(
+            (0.9, 1.0),
+            "RandomResizedCrop area range of the optimisation (official: 0.9-1)",
+            low=0.0,
+            high=1.0,
+        ),
         "flip": Param(True, "candidate search scores the image and its mirror (official: true)"),
         "final_iters": Param(100, "random transforms of the final selection (official: 100)", low=1),
-        "precision": Param("fp32", "fp32 (official: force_fp32) or bf16 (autocast of synthesis and target)",
-                           choices=("fp32", "bf16")),
     }
     budgets = {
         "smoke": {"search": 8, "candidates": 2, "final": 1, "epochs": 2, "batch": 64, "final_iters": 1},
@@ -333,7 +279,9 @@ class PPA(StyleGANAttack):
         return config
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
-        """The whole attack with generator ``G`` (NVlabs API: ``mapping``, ``synthesis``, ``num_ws``, ``z_dim``)."""
+        """The whole attack with generator ``G``
+
+        (NVlabs API: ``mapping``, ``synthesis``, ``num_ws``, ``z_dim``)."""
         c, dev, T_ = self.config, ctx.device, ctx.target
         t0 = time.perf_counter() if t0 is None else t0
         size = ctx.scenario.image_shape[-1]
@@ -343,9 +291,22 @@ class PPA(StyleGANAttack):
         n_opt = math.ceil(n / c.batch)
         total = n_search + n_opt * c.epochs + len(classes)
 
-        ws, conf = candidate_search(G, T_, classes, search=c.search, k=c.candidates, psi=c.psi, cutoff=c.cutoff,
-                                    crop=c.crop, size=size, flip=c.flip, batch=c.batch, seed=ctx.seed, device=dev,
-                                    precision=c.precision, progress=lambda i, _: ctx.progress(i, total))
+        ws, conf = candidate_search(
+            G,
+            T_,
+            classes,
+            search=c.search,
+            k=c.candidates,
+            psi=c.psi,
+            cutoff=c.cutoff,
+            crop=c.crop,
+            size=size,
+            flip=c.flip,
+            batch=c.batch,
+            seed=ctx.seed,
+            device=dev,
+            progress=lambda i, _: ctx.progress(i, total),
+        )
         w = (ws[:, :, :1] if c.single_w else ws).flatten(0, 1)  # class-major, as the official target vector
         y = torch.tensor(classes).repeat_interleave(c.candidates)
         t_search = time.perf_counter() - t0
@@ -358,8 +319,19 @@ class PPA(StyleGANAttack):
                 with torch.no_grad():
                     side = synthesize(G, wb[:1]).shape[-1]
                 transform = attack_transforms(side, size, c.crop, c.rrc_scale)
-            wb, hist = optimize(G, T_, wb, yb, epochs=c.epochs, lr=c.lr, betas=c.betas, milestones=c.milestones,
-                                gamma=c.gamma, transform=transform, precision=c.precision)
+            wb, hist = optimize(
+                G,
+                T_,
+                wb,
+                yb,
+                epochs=c.epochs,
+                lr=c.lr,
+                betas=c.betas,
+                milestones=c.milestones,
+                gamma=c.gamma,
+                transform=transform,
+                fp32=ctx.fp32,
+            )
             out.append(wb.cpu())
             first.append(hist[0])
             last.append(hist[-1])
@@ -373,21 +345,27 @@ class PPA(StyleGANAttack):
         per_chunk = max(1, 10 * c.batch // c.candidates)
         for i in range(0, len(classes), per_chunk):
             group = w[i : i + per_chunk]
-            imgs = create_images(G, group.flatten(0, 1), crop=c.crop, size=size, batch=c.batch, device=dev,
-                                 precision=c.precision).unflatten(0, group.shape[:2])
+            imgs = create_images(
+                G, group.flatten(0, 1), crop=c.crop, size=size, batch=c.batch, device=dev
+            ).unflatten(0, group.shape[:2])
             for j, cls in enumerate(classes[i : i + per_chunk]):
-                sel, s = select_final(T_, imgs[j], cls, k=c.final, iters=c.final_iters, chunk=10 * c.batch,
-                                      device=dev, precision=c.precision)
+                sel, s = select_final(
+                    T_, imgs[j], cls, k=c.final, iters=c.final_iters, chunk=10 * c.batch, device=dev
+                )
                 images.append(imgs[j][sel.to(imgs.device)].clamp(-1, 1).cpu())
                 scores.append(s)
             del imgs
             ctx.progress(n_search + n_opt * c.epochs + min(i + per_chunk, len(classes)), total)
         seconds = time.perf_counter() - t0
-        info = {"loss_first": sum(first) / len(first), "loss_last": sum(last) / len(last),
-                "search_conf": conf.mean().item(), "final_score": torch.cat(scores).mean().item(),
-                "seconds_search": t_search, "seconds_optimize": t_opt, "seconds_per_class": seconds / len(classes)}
-        if dev.type == "cuda":
-            info["peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+        info = {
+            "loss_first": sum(first) / len(first),
+            "loss_last": sum(last) / len(last),
+            "search_conf": conf.mean().item(),
+            "final_score": torch.cat(scores).mean().item(),
+            "seconds_search": t_search,
+            "seconds_optimize": t_opt,
+            "seconds_per_class": seconds / len(classes),
+        }
         labels = torch.tensor(classes).repeat_interleave(c.final)
         return Inversion(torch.cat(images), labels, info)
 

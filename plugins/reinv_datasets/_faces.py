@@ -1,6 +1,7 @@
 """What the literature's face scenarios (``celeba.py``, ``facescrub.py``) share: they read the
-real datasets under ``--data-root`` (or ``$REINV_BENCH_DATA``). Nothing is downloaded; the layout is checked before anything trains, and
-a missing or incomplete folder is a ``DataError`` naming what was expected where and what was found.
+real datasets under ``--data-root`` (or ``$REINV_BENCH_DATA``). Nothing is downloaded; the layout
+is checked before anything trains, and a missing or incomplete folder is a ``DataError`` naming
+what was expected where and what was found.
 
 Layout under the data root (the folders torchvision, PPA and the FFHQ release use)::
 
@@ -21,19 +22,77 @@ from pathlib import Path
 
 import numpy as np
 
-from reinv_bench.api import DataError, Scenario, TrainRecipe
+from reinv_bench.api import DataError, Problem, Scenario, TrainRecipe, undecodable
 
 SPLIT_SEED = 42  # the seed paper's (PPA's) split_seed
 
 
 def need_root(data_root: Path | None, scenario: str) -> Path:
     if data_root is None:
-        raise DataError(f"scenario {scenario} reads real datasets from disk: pass --data-root DIR (or set "
-                        "REINV_BENCH_DATA); the expected layout is in the README (Scenarios) and "
-                        "plugins/reinv_datasets/_faces.py")
+        raise DataError(
+            f"scenario {scenario} reads real datasets from disk: pass --data-root DIR (or set "
+            "REINV_BENCH_DATA); the expected layout is in the README (Scenarios) and "
+            "plugins/reinv_datasets/_faces.py"
+        )
     if not Path(data_root).is_dir():
         raise DataError(f"--data-root {data_root} is not a directory")
     return Path(data_root)
+
+
+def root_problems(data_root: Path | None, scenario: str) -> list[Problem]:
+    """``need_root``'s findings as problems (``reinv-bench data check``)."""
+    try:
+        need_root(data_root, scenario)
+    except DataError as exc:
+        return [
+            Problem(
+                str(exc),
+                "give the folder that holds celeba/, ffhq/ and facescrub/ (layout: "
+                f"`reinv-bench protocol {scenario}`)",
+            )
+        ]
+    return []
+
+
+def decode_problems(files: list[str], sample: int) -> list[Problem]:
+    """The undecodable files among a sample of ``files`` (``sample`` 0: all), as one problem."""
+    checked, bad = undecodable(files, sample)
+    if not bad:
+        return []
+    first = "; ".join(f"{p}: {why}" for p, why in bad[:3])
+    return [
+        Problem(
+            f"{len(bad)} of {checked:,} image file(s) checked do not decode ({first})",
+            "replace them with the dataset's originals (extract its archive again) or remove them and "
+            "their lines in the list files; then check again with --sample 0 (every file)",
+        )
+    ]
+
+
+def ffhq_problems(
+    root: Path, folder: str, sample: int, decode: bool, expected: int = 70_000
+) -> list[Problem]:
+    """FFHQ under ``root/ffhq/folder``: there, complete, decodable."""
+    base = root / "ffhq" / folder
+    files = sorted(str(p) for p in base.rglob("*.png")) if base.is_dir() else []
+    if not files:
+        return [
+            Problem(
+                f"FFHQ expected at {base}/ ({expected:,} .png files, in the release's numbered "
+                f"subfolders); found {'no such folder' if not base.is_dir() else '0 .png files'}",
+                f"get FFHQ's {folder} (NVlabs/ffhq-dataset: download_ffhq.py) into {base}/",
+            )
+        ]
+    out = []
+    if len(files) != expected:
+        out.append(
+            Problem(
+                f"{base}/ holds {len(files):,} .png files; FFHQ has {expected:,}",
+                "the public data differs from the papers': complete the download to match them",
+                error=False,
+            )
+        )
+    return out + (decode_problems(files, sample) if decode else [])
 
 
 def center_crop_resize(path: str, crop: int, size: int) -> np.ndarray:
@@ -60,8 +119,10 @@ def ffhq_files(root: Path, folder: str, expected: int = 70_000) -> list[str]:
     base = root / "ffhq" / folder
     files = sorted(str(p) for p in base.rglob("*.png")) if base.is_dir() else []
     if not files:
-        raise DataError(f"FFHQ expected at {base}/ ({expected:,} .png files, in the release's numbered subfolders); "
-                        f"found {'no such folder' if not base.is_dir() else '0 .png files'}")
+        raise DataError(
+            f"FFHQ expected at {base}/ ({expected:,} .png files, in the release's numbered subfolders); "
+            f"found {'no such folder' if not base.is_dir() else '0 .png files'}"
+        )
     return files
 
 
@@ -83,5 +144,3 @@ class FaceScenario(Scenario):
         if budget == "smoke":  # one epoch, no augmentation: seconds, for tests
             return TrainRecipe(**{**paper.__dict__, "epochs": 1, "augment": ""})
         return TrainRecipe(**{**paper.__dict__, "epochs": max(1, paper.epochs // 10)})
-
-

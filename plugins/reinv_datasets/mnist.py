@@ -46,13 +46,19 @@ def load_digits(data_root: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     from torchvision.datasets import MNIST
 
     raw = Path(data_root) / "MNIST" / "raw"
-    expected = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    expected = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
     found = sorted(p.name for p in raw.glob("*")) if raw.is_dir() else []
     missing = [f for f in expected if f not in found and f + ".gz" not in found]
     if missing:
         raise DataError(
-            f"--data-root {data_root}: expected MNIST in torchvision's layout, {raw}/ holding {', '.join(expected)} "
-            f"(or .gz); found {len(found)} file(s) there{': ' + ', '.join(found[:8]) if found else ''}; missing {missing}"
+            f"--data-root {data_root}: expected MNIST in torchvision's layout, "
+            f"{raw}/ holding {', '.join(expected)} (or .gz); found {len(found)} file(s) there"
+            f"{': ' + ', '.join(found[:8]) if found else ''}; missing {missing}"
         )
     parts = [MNIST(data_root, train=t, download=False) for t in (True, False)]
     x = np.concatenate([p.data.numpy() for p in parts])
@@ -99,17 +105,28 @@ class MNIST(Scenario):
     public_labels = True
     description = "MNIST 32px: private = half of the digits (labelled), public = the other half (unlabelled)"
     # the protocol card's text (``reinv-bench protocol mnist``)
-    splits = (f"per digit, numpy default_rng({SPLIT_SEED}): half of each digit's images private, half public; the "
-              "private half split 80/20 into train/test (embedded: 2,000 / 500 private, 2,500 public of 5,000 "
-              "digits; with --data-root all 70,000)")
-    public_data = "the other half of every digit, unlabelled for attacks (labelled only for pretraining defenses)"
-    eval_model = ("resnet8 (another architecture than the default target cnn), trained from scratch on the "
-                  "private training split, tested on the private test split")
-    samples = ("no published protocol for these digits: each attack's own count per class; every reconstruction "
-               "of every class is evaluated, none is selected")
+    splits = (
+        f"per digit, numpy default_rng({SPLIT_SEED}): half of each digit's images private, half public; the "
+        "private half split 80/20 into train/test (embedded: 2,000 / 500 private, 2,500 public of 5,000 "
+        "digits; with --data-root all 70,000)"
+    )
+    public_data = (
+        "the other half of every digit, unlabelled for attacks (labelled only for pretraining defenses)"
+    )
+    eval_model = (
+        "resnet8 (another architecture than the default target cnn), trained from scratch on the "
+        "private training split, tested on the private test split"
+    )
+    samples = (
+        "no published protocol for these digits: each attack's own count per class; every reconstruction "
+        "of every class is evaluated, none is selected"
+    )
 
     def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:
         return _RECIPES[budget]
+
+    def class_names(self, data_root: Path | None) -> list[str]:
+        return [f"digit {c}" for c in range(self.num_classes)]  # class c is the digit c
 
     def load(self, data_root: Path | None) -> ScenarioData:
         x, y, source = load_digits(None if data_root is None else str(data_root))
@@ -145,11 +162,15 @@ class MNISTGMI(MNIST):
         "GMI's MNIST protocol: private = digits 0-4, public = digits 5-9 (unlabelled); "
         "10-way evaluation model trained on private + labelled public digits"
     )
-    splits = (f"digits 0-4 private, split 80/20 into train/test with numpy default_rng({SPLIT_SEED}); digits 5-9 "
-              "public (GMI, CVPR 2020, Sec. 4)")
+    splits = (
+        f"digits 0-4 private, split 80/20 into train/test with numpy default_rng({SPLIT_SEED}); digits 5-9 "
+        "public (GMI, CVPR 2020, Sec. 4)"
+    )
     public_data = "every image of digits 5-9, unlabelled for attacks"
-    eval_model = ("resnet8 with 10 classes, trained from scratch on the private training split plus the labelled "
-                  "public digits, tested on the private test split")
+    eval_model = (
+        "resnet8 with 10 classes, trained from scratch on the private training split plus the labelled "
+        "public digits, tested on the private test split"
+    )
     attack_defaults = {"gmi": {"lr": 0.01}}  # GMI's MNIST/attack.py (0.02 is its CelebA value)
 
     def load(self, data_root: Path | None) -> ScenarioData:

@@ -88,7 +88,11 @@ class BiDO(Defense):
         "a2": Param(0.5, "weight of d(Z_j, Y), maximised (official CelebA: 0.5)", low=0.0),
         "sigma": Param(5.0, "Gaussian kernel width (official: 5)", low=1e-6),
         "measure": Param("hsic", "dependency measure", choices=("hsic", "coco")),
-        "ktype": Param("linear", "kernel on the one-hot labels (official default: linear)", choices=("linear", "gaussian")),
+        "ktype": Param(
+            "linear",
+            "kernel on the one-hot labels (official default: linear)",
+            choices=("linear", "gaussian"),
+        ),
     }
 
     def dependency(self, a: Tensor, b: Tensor, ktype_b: str = "gaussian") -> Tensor:
@@ -98,7 +102,9 @@ class BiDO(Defense):
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
         if budget != "paper" or arch != "vgg16":
             return recipe
-        return replace(recipe, epochs=50, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=0.0, milestones=())
+        return replace(
+            recipe, epochs=50, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=0.0, milestones=()
+        )
 
     @staticmethod
     def layers(hidden: list[Tensor]) -> list[Tensor]:
@@ -110,7 +116,11 @@ class BiDO(Defense):
         pixels = x * 0.5 + 0.5  # the official loader's [0, 1] images
         reg = out.logits.new_zeros(())
         for z in self.layers(out.hidden):
-            reg = reg + self.config.a1 * self.dependency(z, pixels) - self.config.a2 * self.dependency(z, onehot, self.config.ktype)
+            reg = (
+                reg
+                + self.config.a1 * self.dependency(z, pixels)
+                - self.config.a2 * self.dependency(z, onehot, self.config.ktype)
+            )
         return F.cross_entropy(out.logits, y) + reg
 
 

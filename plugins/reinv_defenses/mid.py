@@ -65,7 +65,11 @@ class MID(Defense):
 
     def wrap_model(self, model: Classifier) -> Classifier:
         last = model.blocks[-1]
-        if isinstance(last, nn.Sequential) and isinstance(last[-1], nn.BatchNorm1d) and not last[-1].bias.requires_grad:
+        if (
+            isinstance(last, nn.Sequential)
+            and isinstance(last[-1], nn.BatchNorm1d)
+            and not last[-1].bias.requires_grad
+        ):
             last[-1] = nn.Identity()  # VGG16's "no shift" BN: absent from VGG16_vib
         k = self.config.k or max(1, model.feature_dim // 2)
         model.head = VIBHead(model.feature_dim, model.num_classes, k, self.config.sample)

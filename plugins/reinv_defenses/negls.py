@@ -40,7 +40,9 @@ def alpha_at(alpha: float, epoch: int, epochs: int) -> float:
 
 class NegLS(Defense):
     name = "negls"
-    params = {"alpha": Param(-0.05, "smoothing factor (negative = defense; official -0.05)", low=-1.0, high=1.0)}
+    params = {
+        "alpha": Param(-0.05, "smoothing factor (negative = defense; official -0.05)", low=-1.0, high=1.0)
+    }
 
     def __init__(self, config=None, budget: str = "paper") -> None:
         super().__init__(config, budget)

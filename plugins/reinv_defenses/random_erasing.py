@@ -64,19 +64,30 @@ def sample_boxes(n: int, h: int, w: int, scale, ratio, device=None, attempts: in
 def box_mask(top: Tensor, left: Tensor, eh: Tensor, ew: Tensor, h: int, w: int) -> Tensor:
     rows = torch.arange(h, device=top.device)[None, :, None]
     cols = torch.arange(w, device=top.device)[None, None, :]
-    return ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None])
-            & (cols >= left[:, None, None]) & (cols < (left + ew)[:, None, None]))
+    return (
+        (rows >= top[:, None, None])
+        & (rows < (top + eh)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + ew)[:, None, None])
+    )
 
 
 class RandomErasing(Defense):
     name = "re"
     params = {
         "p": Param(1.0, "probability that a training image is erased", low=0.0, high=1.0),
-        "scale": Param((0.1, 0.4), "range of the erased area as a fraction of the image (lo-hi)", low=0.0, high=1.0),
+        "scale": Param(
+            (0.1, 0.4), "range of the erased area as a fraction of the image (lo-hi)", low=0.0, high=1.0
+        ),
         "ratio": Param((1.0, 1.0), "range of the patch aspect ratio (1-1 = square)", low=1e-3),
-        "value": Param((0.485, 0.456, 0.406), "fill per channel, normalised space (a/b/c)", low=-1.0, high=1.0),
-        "location": Param("random", "random: uniform position per image; fixed: one centred square",
-                          choices=("random", "fixed")),
+        "value": Param(
+            (0.485, 0.456, 0.406), "fill per channel, normalised space (a/b/c)", low=-1.0, high=1.0
+        ),
+        "location": Param(
+            "random",
+            "random: uniform position per image; fixed: one centred square",
+            choices=("random", "fixed"),
+        ),
     }
 
     def __init__(self, config=None, budget: str = "paper") -> None:

@@ -63,18 +63,30 @@ class TransferLearning(Defense):
     version = 2  # 2: official freeze points (within blocks) and TL-DMI's own schedules
     pretrained = True
     params = {
-        "freeze": Param(-1, "leading blocks to freeze; -1 = the architecture's declared (official) freeze point",
-                        low=-1),
-        "weights": Param("", "pretrained state dict: a path or a registered weights name; empty = the arch's "
-                             "weights=, else pretrain on the scenario's public data"),
+        "freeze": Param(
+            -1, "leading blocks to freeze; -1 = the architecture's declared (official) freeze point", low=-1
+        ),
+        "weights": Param(
+            "",
+            "pretrained state dict: a path or a registered weights name; empty = the arch's "
+            "weights=, else pretrain on the scenario's public data",
+        ),
     }
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
         if budget != "paper" or arch not in SCHEDULES:
             return recipe
         epochs, batch, lr = SCHEDULES[arch]
-        return replace(recipe, epochs=epochs, batch_size=batch, optimizer="sgd", lr=lr, momentum=0.9,
-                       weight_decay=1e-4, milestones=())
+        return replace(
+            recipe,
+            epochs=epochs,
+            batch_size=batch,
+            optimizer="sgd",
+            lr=lr,
+            momentum=0.9,
+            weight_decay=1e-4,
+            milestones=(),
+        )
 
     def frozen_modules(self, model: Classifier) -> list[nn.Module]:
         n, within = self.config.freeze, 0

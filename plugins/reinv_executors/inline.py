@@ -1,4 +1,8 @@
-"""``inline``: run every step in the driver process, one after another (the default)."""
+"""``inline``: run every step in the driver process, one after another (the default).
+
+Steps compute with this process's torch thread count (torch's default, or ``run --threads N``);
+``local`` workers compute with the same count, so both write the same bytes under a cache key.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,16 @@
 """``local``: a pool of worker processes on this machine.
 
-    --executor "local[workers=2]"        CPU: two workers, torch threads split between them
+    --executor "local[workers=2]"        CPU: two workers
     --executor "local[gpus=0/1/2/3]"     one worker per GPU, pinned with CUDA_VISIBLE_DEVICES
     (the CLI's --workers N and --gpus 0,1,2,3 say the same)
+
+Each worker computes with the driver's torch thread count (``torch.get_num_threads()`` when the
+pool starts: torch's default, or ``run --threads N``), the count an inline run computes with, so
+every executor writes the same bytes under a cache key (CPU float reductions depend on the thread
+count). Two workers on two cores then share the cores; ``run --threads 1 --workers 2`` splits them
+(and an inline ``run --threads 1`` computes the same bytes as that). ``threads=N`` overrides the
+count for the workers alone: their CPU numbers then differ from an inline run's (the rows' device
+column records each worker's count).
 
 Workers are spawned (never forked: CUDA does not survive a fork) and rebuild the registry from
 the driver's plugin selection; each keeps its data and networks loaded between steps. A worker
@@ -22,7 +30,7 @@ from reinv_bench.api import ConfigError, Executor, Param
 
 
 def _init_worker(devices, threads: int) -> None:
-    """Pin this worker to one GPU (the first free id) and its share of the CPU threads."""
+    """Pin this worker to one GPU (the first free id) and to the run's torch thread count."""
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -31,12 +39,24 @@ def _init_worker(devices, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _driver_threads() -> int:
+    """The torch thread count this process (the driver, which runs inline steps) computes with."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 class Local(Executor):
     name = "local"
     params = {
         "workers": Param(0, "worker processes (0: one per GPU given, else 2)", low=0),
         "gpus": Param("", "GPU ids, one worker each, e.g. 0/1/2/3 (empty: CPU workers)"),
-        "threads": Param(0, "torch threads per worker (0: the CPU cores divided between the workers)", low=0),
+        "threads": Param(
+            0,
+            "torch threads per worker (0: the driver's count, so that workers compute the "
+            "same bytes as an inline run)",
+            low=0,
+        ),
     }
 
     def __init__(self, config=None, budget: str = "paper") -> None:
@@ -47,8 +67,10 @@ class Local(Executor):
         self.gpus = [int(g) for g in ids]
         self.slots = self.config.workers or len(self.gpus) or 2
         if self.gpus and self.slots != len(self.gpus):
-            raise ConfigError(f"local: {len(self.gpus)} GPU(s) given, workers={self.slots}: one worker per GPU")
-        self.threads = self.config.threads or max(1, (os.cpu_count() or 1) // self.slots)
+            raise ConfigError(
+                f"local: {len(self.gpus)} GPU(s) given, workers={self.slots}: one worker per GPU"
+            )
+        self.threads = self.config.threads  # 0: the driver's count when the pool starts
         self.pool: ProcessPoolExecutor | None = None
 
     def start(self, env) -> None:
@@ -65,8 +87,10 @@ class Local(Executor):
                 devices = ctx.Manager().Queue()
                 for g in self.gpus:
                     devices.put(g)
-            self.pool = ProcessPoolExecutor(self.slots, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(devices, self.threads))
+            threads = self.threads or _driver_threads()
+            self.pool = ProcessPoolExecutor(
+                self.slots, mp_context=ctx, initializer=_init_worker, initargs=(devices, threads)
+            )
         return self.pool
 
     def submit(self, fn, *args) -> Future:

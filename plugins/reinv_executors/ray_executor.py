@@ -21,10 +21,8 @@ started. Ctrl-C cancels the running tasks (``ray.cancel(force=True)``).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
-import sys
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
@@ -32,49 +30,14 @@ from pathlib import Path
 from reinv_bench import hookimpl
 from reinv_bench.api import ConfigError, Executor, Param
 
+from ._remote import RemoteTraceback, cuda_device, first_line, set_threads, worker_pythonpath
+
 EXTRA = 'pip install "reinv-bench[ray]"'
-
-
-def plugin_paths(plugins) -> list[str]:
-    """Directories that hold the plugin modules named in a selection (``-p`` values and
-    in-process plugin modules), outside site-packages: what a worker that did not inherit the
-    driver's ``sys.path`` needs on its PYTHONPATH to import them."""
-    out: list[str] = []
-    for name in plugins:
-        if name.startswith("no:"):
-            continue
-        top = name.split(".")[0]
-        origin = getattr(sys.modules.get(top), "__file__", None)
-        if origin is None:
-            try:
-                spec = importlib.util.find_spec(top)
-            except (ImportError, ValueError):
-                spec = None
-            origin = spec.origin if spec is not None else None
-        if not origin or not os.path.isfile(origin):
-            continue
-        path = Path(origin).resolve().parent
-        if Path(origin).name == "__init__.py":
-            path = path.parent
-        if {"site-packages", "dist-packages"} & set(path.parts) or str(path) in out:
-            continue
-        out.append(str(path))
-    return out
-
-
-def worker_pythonpath(plugins) -> str:
-    """PYTHONPATH for workers: the plugin modules' directories, then the driver's PYTHONPATH."""
-    given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return os.pathsep.join(dict.fromkeys(plugin_paths(plugins) + given))
 
 
 def call(threads: int, fn, *args):
     """Run ``fn(*args)`` with ``threads`` torch threads (0: as the process has them)."""
-    if threads:
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+    set_threads(threads)
     return fn(*args)
 
 
@@ -103,22 +66,23 @@ def read_probe(path: Path) -> str | None:
         return None
 
 
-class RemoteTraceback(Exception):
-    """The worker-side traceback of a step's exception (its ``__cause__``)."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
 class Ray(Executor):
     name = "ray"
     params = {
-        "address": Param("auto", "auto (RAY_ADDRESS, else the cluster `ray start` made on this machine), "
-                                 "HOST:PORT or ray://HOST:PORT, or local (start a cluster here for the run)"),
-        "cpus": Param(0, "CPUs of a cluster started here with address=local (0: all of this machine's)", low=0),
+        "address": Param(
+            "auto",
+            "auto (RAY_ADDRESS, else the cluster `ray start` made on this machine), "
+            "HOST:PORT or ray://HOST:PORT, or local (start a cluster here for the run)",
+        ),
+        "cpus": Param(
+            0, "CPUs of a cluster started here with address=local (0: all of this machine's)", low=0
+        ),
         "cpus_per_task": Param(1, "CPUs each task reserves, and its torch threads", low=1),
-        "slots": Param(0, "tasks kept in flight (0: the cluster's GPUs for a CUDA run, else its CPUs / "
-                          "cpus_per_task)", low=0),
+        "slots": Param(
+            0,
+            "tasks kept in flight (0: the cluster's GPUs for a CUDA run, else its CPUs / cpus_per_task)",
+            low=0,
+        ),
     }
 
     def __init__(self, config=None, budget: str = "paper") -> None:
@@ -137,9 +101,7 @@ class Ray(Executor):
 
     def start(self, env) -> None:
         ray = self.ray
-        cuda = env.device.startswith("cuda")
-        if cuda and env.device not in ("cuda", "cuda:0"):
-            raise ConfigError("ray: use --device cuda (each task sees its GPU as cuda:0)")
+        cuda = cuda_device("ray", env.device, "task")
         if not ray.is_initialized():
             address = self.config.address
             kwargs: dict[str, object] = {"log_to_driver": False, "logging_level": "WARNING"}
@@ -151,18 +113,24 @@ class Ray(Executor):
             try:
                 ray.init(address=address, **kwargs)
             except Exception as exc:  # noqa: BLE001 - one line, what to do
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                hint = "start one with `ray start --head` or use ray[address=local]" if address == "auto" else \
-                    "check the address and that this Ray version matches the cluster's"
-                raise ConfigError(f"ray: cannot connect to a Ray cluster at address={address} ({first}); "
-                                  f"{hint}") from None
+                first = first_line(exc)
+                hint = (
+                    "start one with `ray start --head` or use ray[address=local]"
+                    if address == "auto"
+                    else "check the address and that this Ray version matches the cluster's"
+                )
+                raise ConfigError(
+                    f"ray: cannot connect to a Ray cluster at address={address} ({first}); {hint}"
+                ) from None
             self.owner = True
         try:
             res = ray.cluster_resources()
             if cuda and not res.get("GPU"):
                 raise ConfigError("ray: the device is CUDA but the Ray cluster has no GPUs; use --device cpu")
             per = self.config.cpus_per_task
-            self.slots = self.config.slots or max(1, int(res.get("GPU", 0)) if cuda else int(res.get("CPU", 1) // per))
+            self.slots = self.config.slots or max(
+                1, int(res.get("GPU", 0)) if cuda else int(res.get("CPU", 1) // per)
+            )
             self.options = {"num_cpus": per, "num_gpus": 1 if cuda else 0, "max_retries": 0}
             self.remote = ray.remote(call)
             self._check_shared(env.workdir)
@@ -181,22 +149,36 @@ class Ray(Executor):
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         task = ray.remote(probe)
         try:
-            refs = [task.options(num_cpus=0, max_retries=0,
-                                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                    .remote(workdir, token) for n in nodes]
+            refs = [
+                task.options(
+                    num_cpus=0,
+                    max_retries=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                ).remote(workdir, token)
+                for n in nodes
+            ]
             try:
                 results = ray.get(refs, timeout=300)
             except ray.exceptions.GetTimeoutError:
-                raise ConfigError("ray: the workdir probe did not run on every node within 300 s; check that "
-                                  "the nodes have free workers and reinv-bench installed") from None
+                raise ConfigError(
+                    "ray: the workdir probe did not run on every node within 300 s; check that "
+                    "the nodes have free workers and reinv-bench installed"
+                ) from None
             for host, name, seen, error in results:
-                problem = ("cannot write there: " + error if error else
-                           "does not see the driver's file" if not seen else
-                           "" if read_probe(Path(workdir) / name) == token else
-                           "wrote a file the driver does not see")
+                problem = (
+                    "cannot write there: " + error
+                    if error
+                    else "does not see the driver's file"
+                    if not seen
+                    else ""
+                    if read_probe(Path(workdir) / name) == token
+                    else "wrote a file the driver does not see"
+                )
                 if problem:
-                    raise ConfigError(f"ray: the workdir {workdir} is not a filesystem all Ray nodes see (node "
-                                      f"{host} {problem}); put --workdir on a shared filesystem (NFS, ...)")
+                    raise ConfigError(
+                        f"ray: the workdir {workdir} is not a filesystem all Ray nodes see (node "
+                        f"{host} {problem}); put --workdir on a shared filesystem (NFS, ...)"
+                    )
         finally:
             for path in Path(workdir).glob(f".ray-probe-{token}-*"):
                 path.unlink(missing_ok=True)
@@ -228,8 +210,16 @@ class Ray(Executor):
     def lost(self, exc: BaseException) -> bool:
         from ray import exceptions as e
 
-        return isinstance(exc, (e.WorkerCrashedError, e.NodeDiedError, e.OutOfMemoryError, e.LocalRayletDiedError,
-                                e.ObjectLostError))
+        return isinstance(
+            exc,
+            (
+                e.WorkerCrashedError,
+                e.NodeDiedError,
+                e.OutOfMemoryError,
+                e.LocalRayletDiedError,
+                e.ObjectLostError,
+            ),
+        )
 
     def close(self, cancel: bool = False) -> None:
         if cancel:

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from reinv_bench import hookimpl
 from reinv_bench.api import ConfigError, Executor, Param
-from reinv_executors.ray_executor import RemoteTraceback, worker_pythonpath
+
+from ._remote import RemoteTraceback, cuda_device, first_line, set_threads, worker_pythonpath
 
 EXTRA = 'pip install "reinv-bench[slurm]"'
 
@@ -46,10 +47,7 @@ def call(threads: int, fn, *args):
     """In the job: ``fn(*args)`` with ``threads`` torch threads, its exception returned as a value
     (submitit keeps only a traceback's text) so the driver sees the step's own exception."""
     try:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        set_threads(threads)
         return "ok", fn(*args), ""
     except Exception as exc:  # noqa: BLE001 - re-raised in the driver
         tb = traceback.format_exc()
@@ -63,15 +61,22 @@ def call(threads: int, fn, *args):
 class Submitit(Executor):
     name = "submitit"
     params = {
-        "cluster": Param("slurm", "slurm; local (each job a process on this machine: tests) or debug (in "
-                                  "this process)", choices=("slurm", "local", "debug")),
+        "cluster": Param(
+            "slurm",
+            "slurm; local (each job a process on this machine: tests) or debug (in this process)",
+            choices=("slurm", "local", "debug"),
+        ),
         "partition": Param("", "Slurm partition (empty: the cluster's default)"),
         "gpus_per_node": Param(0, "GPUs per job (0: one when the device is CUDA, else none)", low=0),
         "cpus_per_task": Param(1, "CPUs per job, and its torch threads", low=1),
         "time": Param(720, "time limit of a job, in minutes", low=1),
         "mem_gb": Param(0.0, "memory per job in GB (0: the partition's default)", low=0),
-        "slots": Param(0, "jobs kept in flight (0: 32 on Slurm, this machine's CPUs / cpus_per_task with "
-                          "cluster=local, 1 with debug)", low=0),
+        "slots": Param(
+            0,
+            "jobs kept in flight (0: 32 on Slurm, this machine's CPUs / cpus_per_task with "
+            "cluster=local, 1 with debug)",
+            low=0,
+        ),
     }
 
     def __init__(self, config=None, budget: str = "paper") -> None:
@@ -79,13 +84,19 @@ class Submitit(Executor):
         try:
             import submitit
         except ImportError:
-            raise ConfigError(f"executor submitit needs the submitit package, not installed here: {EXTRA}") from None
+            raise ConfigError(
+                f"executor submitit needs the submitit package, not installed here: {EXTRA}"
+            ) from None
         from submitit.core.utils import UncompletedJobError
 
         self.submitit = submitit
         self.uncompleted = UncompletedJobError
         cluster, per = self.config.cluster, self.config.cpus_per_task
-        self.slots = self.config.slots or {"slurm": 32, "debug": 1}.get(cluster) or max(1, (os.cpu_count() or 1) // per)
+        self.slots = (
+            self.config.slots
+            or {"slurm": 32, "debug": 1}.get(cluster)
+            or max(1, (os.cpu_count() or 1) // per)
+        )
         self.poll = 1.0 if cluster == "slurm" else 0.1  # seconds between looks at the jobs in flight
         self.executor = None
         self.jobs: dict[Future, object] = {}  # in flight
@@ -96,12 +107,13 @@ class Submitit(Executor):
         self.thread: threading.Thread | None = None
 
     def start(self, env) -> None:
-        cuda = env.device.startswith("cuda")
-        if cuda and env.device not in ("cuda", "cuda:0"):
-            raise ConfigError("submitit: use --device cuda (each job sees its GPUs from cuda:0)")
+        cuda = cuda_device("submitit", env.device, "job")
         cluster = self.config.cluster
-        if cluster == "local" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN \
-                and threading.current_thread() is threading.main_thread():
+        if (
+            cluster == "local"
+            and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            and threading.current_thread() is threading.main_thread()
+        ):
             # submitit cancels a local job with SIGINT; a driver started in the background by a
             # shell ignores SIGINT, and its jobs would inherit that and outlive the cancel
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -112,15 +124,23 @@ class Submitit(Executor):
         if path:
             python = f"env PYTHONPATH={shlex.quote(path)} {python}"
         try:
-            ex = self.submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster, slurm_python=python,
-                                            local_python=python)
+            ex = self.submitit.AutoExecutor(
+                folder=self.folder / "%j", cluster=cluster, slurm_python=python, local_python=python
+            )
         except Exception as exc:  # noqa: BLE001 - one line, what to do
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"submitit: cannot use cluster={cluster} here ({first}); cluster=slurm needs Slurm "
-                              "(srun, sbatch) on this machine, cluster=local runs the jobs here") from None
+            first = first_line(exc)
+            raise ConfigError(
+                f"submitit: cannot use cluster={cluster} here ({first}); cluster=slurm needs Slurm "
+                "(srun, sbatch) on this machine, cluster=local runs the jobs here"
+            ) from None
         params: dict[str, object] = {
-            "name": "reinv-bench", "timeout_min": self.config.time, "nodes": 1, "tasks_per_node": 1,
-            "cpus_per_task": self.config.cpus_per_task, "gpus_per_node": self.config.gpus_per_node or int(cuda)}
+            "name": "reinv-bench",
+            "timeout_min": self.config.time,
+            "nodes": 1,
+            "tasks_per_node": 1,
+            "cpus_per_task": self.config.cpus_per_task,
+            "gpus_per_node": self.config.gpus_per_node or int(cuda),
+        }
         if self.config.mem_gb:
             params["mem_gb"] = self.config.mem_gb
         if self.config.partition:

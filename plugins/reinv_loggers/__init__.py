@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from reinv_bench.plan import Cell
+    from reinv_bench.api import Cell
 
 ENV = "REINV_BENCH_LOG"
 
@@ -41,13 +41,17 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise LoggerUnavailable(f"the {extra} logger needs the {module!r} package: "
-                                f"pip install 'reinv-bench[{extra}]'") from None
+        raise LoggerUnavailable(
+            f"the {extra} logger needs the {module!r} package: pip install 'reinv-bench[{extra}]'"
+        ) from None
 
 
 def run_name(cell: Cell) -> str:
     lab = cell.labels
-    return f"{lab.get('attack')} vs {lab.get('defense')} on {lab.get('scenario')}/{lab.get('arch')} seed {lab.get('seed')}"
+    return (
+        f"{lab.get('attack')} vs {lab.get('defense')} on {lab.get('scenario')}/{lab.get('arch')} "
+        f"seed {lab.get('seed')}"
+    )
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

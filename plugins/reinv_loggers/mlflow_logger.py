@@ -19,8 +19,7 @@ from reinv_bench import hookimpl
 from reinv_loggers import flatten, numbers, require, row_json, run_name, selected
 
 if TYPE_CHECKING:
-    from reinv_bench.plan import Cell
-    from reinv_bench.store import Row
+    from reinv_bench.api import Cell, Row
 
 NAME = "mlflow"
 MAX_PARAM = 500  # the shortest value limit of MLflow servers in use
@@ -47,12 +46,15 @@ def on_result(cell: Cell, result: Row) -> None:
         return
     mlflow = require("mlflow", NAME)
     mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "reinv-bench")
-    tags = {**{k: str(v) for k, v in cell.labels.items()}, "cell_id": cell.cell_id,
-            "status": str(result.get("status"))}
+    tags = {
+        **{k: str(v) for k, v in cell.labels.items()},
+        "cell_id": cell.cell_id,
+        "status": str(result.get("status")),
+    }
     with mlflow.start_run(run_name=run_name(cell), tags=tags, nested=mlflow.active_run() is not None):
         params = [(_key(k), _value(v)) for k, v in flatten(cell.config).items()]
         for i in range(0, len(params), BATCH):
-            mlflow.log_params(dict(params[i: i + BATCH]))
+            mlflow.log_params(dict(params[i : i + BATCH]))
         if metrics := numbers(result):
             mlflow.log_metrics(metrics)
         mlflow.log_text(row_json(result), "row.json")

@@ -18,8 +18,7 @@ from reinv_bench import hookimpl
 from reinv_loggers import numbers, require, row_json, run_name, selected
 
 if TYPE_CHECKING:
-    from reinv_bench.plan import Cell
-    from reinv_bench.store import Row
+    from reinv_bench.api import Cell, Row
 
 NAME = "wandb"
 
@@ -35,10 +34,14 @@ def on_result(cell: Cell, result: Row) -> None:
         return
     wandb = require("wandb", NAME)
     config = {**cell.config, "labels": dict(cell.labels), "cell_id": cell.cell_id}
-    run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "reinv-bench", name=run_name(cell),
-                     group=str(cell.labels.get("scenario")), config=config,
-                     mode=os.environ.get("WANDB_MODE") or "offline",
-                     settings=wandb.Settings(silent=True, console="off"))
+    run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT") or "reinv-bench",
+        name=run_name(cell),
+        group=str(cell.labels.get("scenario")),
+        config=config,
+        mode=os.environ.get("WANDB_MODE") or "offline",
+        settings=wandb.Settings(silent=True, console="off"),
+    )
     ok = False
     try:
         metrics = numbers(result)

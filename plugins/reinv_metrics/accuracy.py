@@ -10,15 +10,20 @@ otherwise it is stored as null with that reason, never as a number that means no
 from __future__ import annotations
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Column, EvalContext, Metric, NotComputed, PerItem
-from reinv_bench.train import predict
+from reinv_bench.api import Column, EvalContext, Metric, NotComputed, PerItem, predict
 
 
 class NaturalAccuracy(Metric):
     name = "natural_acc"
-    definition = ("Top-1 accuracy of the target (in eval mode) on the private test split: every test image, "
-                  "stored as a fraction, shown in %.")
-    columns = (Column("natural_acc", "Nat. acc %", percent=True, better="higher", axis="utility"),)
+    definition = (
+        "Top-1 accuracy of the target (in eval mode) on the private test split: every test image, "
+        "stored as a fraction, shown in %."
+    )
+    # train_acc: not computed here; declared so that published training accuracies read as percent
+    columns = (
+        Column("natural_acc", "Nat. acc %", percent=True, better="higher", axis="utility"),
+        Column("train_acc", "Train acc %", percent=True),
+    )
 
     def compute(self, ctx: EvalContext):
         test = ctx.data.private_test
@@ -29,12 +34,16 @@ class NaturalAccuracy(Metric):
 
 class AttackAccuracy(Metric):
     name = "attack_acc"
-    definition = ("Fraction of reconstructions whose evaluation-model top-1 prediction is the class they were "
-                  "reconstructed for; every reconstruction counts, none is selected (LOMMA attack.py::attack_acc). "
-                  "attack_acc5: the same with the top-5 predictions, null (with the reason) when the scenario "
-                  "has 5 classes or fewer.")
-    columns = (Column("attack_acc", "Attack acc %", percent=True, better="lower", axis="privacy"),
-               Column("attack_acc5", "Top-5 %", percent=True, better="lower"))
+    definition = (
+        "Fraction of reconstructions whose evaluation-model top-1 prediction is the class they were "
+        "reconstructed for; every reconstruction counts, none is selected (LOMMA attack.py::attack_acc). "
+        "attack_acc5: the same with the top-5 predictions, null (with the reason) when the scenario "
+        "has 5 classes or fewer."
+    )
+    columns = (
+        Column("attack_acc", "Attack acc %", percent=True, better="lower", axis="privacy"),
+        Column("attack_acc5", "Top-5 %", percent=True, better="lower"),
+    )
 
     def compute(self, ctx: EvalContext):
         logits = predict(ctx.eval_model, ctx.inversion.images, ctx.device)
@@ -45,7 +54,9 @@ class AttackAccuracy(Metric):
             hit5 = (logits.topk(5, dim=1).indices == y[:, None]).any(1).int()
             out["attack_acc5"] = PerItem(hit5.float().mean().item(), hit5.tolist())
         else:
-            out["attack_acc5"] = NotComputed(f"scenario {ctx.scenario.name} has {ctx.scenario.num_classes} classes (<= 5)")
+            out["attack_acc5"] = NotComputed(
+                f"scenario {ctx.scenario.name} has {ctx.scenario.num_classes} classes (<= 5)"
+            )
         return out
 
 

@@ -20,14 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Column, EvalContext, Metric, NotComputed
-from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
+from reinv_bench.api import Column, EvalContext, WeightsFile, load_state
 
-from .knn import knn_distances, per_reconstruction
+from ._pretrained import PretrainedFeatureMetric, knn_distances, per_reconstruction
 
 WEIGHTS = WeightsFile(
-    "facenet-vggface2", "20180402-114759-vggface2.pt", "",
-    "facenet-pytorch InceptionResnetV1 trained on VGGFace2, for facenet_dist (and inception_resnet_v1's start)",
+    "facenet-vggface2",
+    "20180402-114759-vggface2.pt",
+    "",
+    "facenet-pytorch InceptionResnetV1 trained on VGGFace2, "
+    "for facenet_dist (and inception_resnet_v1's start)",
     "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
     torch_dir="checkpoints",
 )
@@ -58,31 +60,32 @@ def embed(net: torch.nn.Module, x, device: torch.device, batch_size: int = 64) -
     return torch.cat(out)
 
 
-class FaceNetDistance(Metric):
+class FaceNetDistance(PretrainedFeatureMetric):
     name = "facenet_dist"
-    definition = ("PPA's delta_face: mean over reconstructions of the squared L2 distance to the nearest private "
-                  "training image of the same class in facenet-pytorch InceptionResnetV1(pretrained='vggface2') "
-                  "embeddings (512-d, L2-normalised, images resized to 160 px) (PPA "
-                  "metrics/distance_metrics.py::compute_dist). Null, with the reason, without the weights file.")
+    definition = (
+        "PPA's delta_face: mean over reconstructions of the squared L2 distance to the nearest private "
+        "training image of the same class in facenet-pytorch InceptionResnetV1(pretrained='vggface2') "
+        "embeddings (512-d, L2-normalised, images resized to 160 px) (PPA "
+        "metrics/distance_metrics.py::compute_dist). Null, with the reason, without the weights file."
+    )
     protocols = ("64px", "224px")
     columns = (Column("facenet_dist", "δ_face", better="higher"),)
+    key, cache_name = "facenet_dist", "facenet-private"
 
-    def compute(self, ctx: EvalContext):
-        try:
-            path = locate(WEIGHTS)
-        except WeightsUnavailable as exc:
-            return {"facenet_dist": NotComputed(str(exc))}
-        sha = sha256_of(path)
-        net = facenet(str(path), sha)
+    def weights_file(self) -> WeightsFile:
+        return WEIGHTS
 
+    def network(self, path: str, sha256: str) -> torch.nn.Module:
+        return facenet(path, sha256)
+
+    def measure(self, ctx: EvalContext, net: torch.nn.Module, sha256: str):
         def private_embeddings():
             priv = ctx.attacked_private()
             return {"emb": embed(net, priv.x, ctx.device), "labels": priv.y}
 
-        ref = ctx.cache("facenet-private", {"digest": ctx.data.digest, "classes": ctx.attacked_classes(),
-                                            "weights": sha}, private_embeddings)
+        ref = self.private(ctx, sha256, private_embeddings)
         emb = embed(net, ctx.inversion.images, ctx.device)
-        return {"facenet_dist": per_reconstruction(knn_distances(emb, ctx.inversion.labels, ref["emb"], ref["labels"]))}
+        return per_reconstruction(knn_distances(emb, ctx.inversion.labels, ref["emb"], ref["labels"]))
 
 
 @hookimpl

@@ -38,12 +38,13 @@ import numpy as np
 import torch
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Column, EvalContext, Metric, NotComputed
-from reinv_bench.train import predict
-from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
+from reinv_bench.api import Column, EvalContext, NotComputed, WeightsFile, load_state, predict
+
+from ._pretrained import PretrainedFeatureMetric
 
 WEIGHTS = WeightsFile(  # the release's full SHA-256 (its file name carries the first 8 hex digits)
-    "fid-inception", "pt_inception-2015-12-05-6726825d.pth",
+    "fid-inception",
+    "pt_inception-2015-12-05-6726825d.pth",
     "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     "pytorch-fid's InceptionV3 (the TF FID Inception weights), for the fid metric",
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
@@ -57,8 +58,12 @@ def fid_inception(path: str, sha256: str) -> torch.nn.Module:
 
     state = load_state(Path(path))
     with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: state):
-        net = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
-                                    normalize_input=True, use_fid_inception=True)
+        net = inception.InceptionV3(
+            [inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]],
+            resize_input=True,
+            normalize_input=True,
+            use_fid_inception=True,
+        )
     return net.eval().requires_grad_(False)
 
 
@@ -112,34 +117,34 @@ def fid_images(ctx: EvalContext):
     return inv.images[success], "successful reconstructions"
 
 
-class FID(Metric):
+class FID(PretrainedFeatureMetric):
     name = "fid"
     version = 2  # 2: successful reconstructions only, except at 224 px
     protocols = ("64px", "224px")
     columns = (Column("fid", "FID", better="higher"),)
+    key, cache_name = "fid", "fid-private"
 
-    def compute(self, ctx: EvalContext):
-        try:
-            path = locate(WEIGHTS)
-        except WeightsUnavailable as exc:
-            return {"fid": NotComputed(str(exc))}
+    def weights_file(self) -> WeightsFile:
+        return WEIGHTS
+
+    def network(self, path: str, sha256: str) -> torch.nn.Module:
+        return fid_inception(path, sha256)
+
+    def measure(self, ctx: EvalContext, net: torch.nn.Module, sha256: str):
         images, what = fid_images(ctx)
         if len(images) < 2:
-            return {"fid": NotComputed(f"FID needs at least 2 {what}, got {len(images)}")}
-        sha = sha256_of(path)
-        net = fid_inception(str(path), sha)
+            return NotComputed(f"FID needs at least 2 {what}, got {len(images)}")
 
         def private_stats():
             priv = ctx.attacked_private()
             mu, sigma = statistics(pool_features(net, priv.x, ctx.device))
             return {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": len(priv)}
 
-        stats = ctx.cache("fid-private", {"digest": ctx.data.digest, "classes": ctx.attacked_classes(),
-                                          "weights": sha}, private_stats)
+        stats = self.private(ctx, sha256, private_stats)
         if stats["n"] < 2:
-            return {"fid": NotComputed(f"only {stats['n']} private training image(s) of the attacked classes")}
+            return NotComputed(f"only {stats['n']} private training image(s) of the attacked classes")
         feats = pool_features(net, images, ctx.device)
-        return {"fid": frechet(feats, (stats["mu"].numpy(), stats["sigma"].numpy()))}
+        return frechet(feats, (stats["mu"].numpy(), stats["sigma"].numpy()))
 
 
 @hookimpl

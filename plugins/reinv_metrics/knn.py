@@ -11,42 +11,29 @@ private images.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Column, EvalContext, Metric, NotComputed, PerItem
-from reinv_bench.train import features
+from reinv_bench.api import Column, EvalContext, Metric, NotComputed, features
 
-
-def knn_distances(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, priv_labels: Tensor) -> Tensor:
-    """Per reconstruction: the squared L2 distance to the nearest private feature of its class."""
-    d = torch.cdist(recon_feats.double(), priv_feats.double()).pow(2)  # (N, M)
-    same = recon_labels[:, None] == priv_labels[None, :]
-    if not same.any(1).all():
-        missing = sorted(set(recon_labels[~same.any(1)].tolist()))
-        raise ValueError(f"no private image of class(es) {missing}")
-    return d.masked_fill(~same, float("inf")).min(1).values
+from ._pretrained import knn_distances, per_reconstruction
 
 
 def knn_distance(recon_feats: Tensor, recon_labels: Tensor, priv_feats: Tensor, priv_labels: Tensor) -> float:
     return knn_distances(recon_feats, recon_labels, priv_feats, priv_labels).mean().item()
 
 
-def per_reconstruction(dist: Tensor) -> PerItem:
-    """The mean distance with each reconstruction's (6 significant digits are stored)."""
-    return PerItem(dist.mean().item(), [float(f"{v:.6g}") for v in dist.tolist()])
-
-
 DEFINITIONS = {
-    "knn_dist": "Mean over reconstructions x_hat of min over the private training images x of the same class of "
-                "||e(x_hat) - e(x)||_2^2: the squared L2 distance (not L2) to the nearest private image, e = the "
-                "evaluation model's penultimate features (LOMMA metrics/KNN_dist.py, PLG-MI "
-                "evaluation.py::calc_knn). Every reconstruction counts.",
-    "eval_dist": "PPA's delta_eval: mean over reconstructions of the squared L2 distance to the nearest private "
-                 "training image of the same class in the evaluation model's penultimate features (PPA "
-                 "metrics/distance_metrics.py::compute_dist; Inception-v3, fc removed, at 299 px). Every "
-                 "reconstruction counts.",
+    "knn_dist": "Mean over reconstructions x_hat of min over the private training images x "
+    "of the same class of "
+    "||e(x_hat) - e(x)||_2^2: the squared L2 distance (not L2) to the nearest private image, e = the "
+    "evaluation model's penultimate features (LOMMA metrics/KNN_dist.py, PLG-MI "
+    "evaluation.py::calc_knn). Every reconstruction counts.",
+    "eval_dist": "PPA's delta_eval: mean over reconstructions of the squared L2 distance "
+    "to the nearest private "
+    "training image of the same class in the evaluation model's penultimate features (PPA "
+    "metrics/distance_metrics.py::compute_dist; Inception-v3, fc removed, at 299 px). Every "
+    "reconstruction counts.",
 }
 
 HEADERS = {"knn_dist": "KNN dist", "eval_dist": "δ_eval"}

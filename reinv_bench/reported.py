@@ -1,0 +1,151 @@
+"""Published numbers (``leaderboard --reported``) beside measured entries of the same setting.
+
+A published number belongs beside a measured entry at the paper budget of the same scenario,
+architecture (any initialisation), defense and (when it names one) attack; it is shown once in
+every comparison group that has such an entry, and the published numbers no group matches are
+listed in a table of their own. Values are shown as published: x100 with 2 decimals for a column
+the metrics declare ``percent``, else 6 significant digits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from reinv_bench.aggregate import GROUP, SEPARATE, Entry, Published, Stat, column_of, comparison_key
+from reinv_bench.api import Column
+
+UNMATCHED_TITLE = (
+    "Published numbers without a measured group of the same setting here (paper budget; same "
+    "scenario, architecture, attack and defense):"
+)
+
+
+def fmt_reported(key: str, v: float, columns: list[Column]) -> str:
+    return f"{v * 100:.2f}" if column_of(key, columns).percent else f"{v:.6g}"
+
+
+def _arch_base(label: str | None) -> str | None:
+    return None if label is None else label.split("[")[0]
+
+
+def _matches(r: dict[str, Any], e: Entry) -> bool:
+    return (
+        e.reported is None
+        and e.budget == "paper"
+        and r.get("scenario") == e.scenario
+        and _arch_base(r.get("arch")) == _arch_base(e.arch)
+        and r.get("defense") == e.defense
+        and (r.get("attack") is None or r.get("attack") == e.attack)
+    )
+
+
+def _published(r: dict[str, Any], e: Entry) -> Entry:
+    """The published number ``r`` as an entry beside the measured entry ``e``."""
+    out = Entry(
+        **{k: getattr(e, k) for k in (*GROUP, *SEPARATE, "threat_model", "defense")},
+        precision=e.precision,
+        variant=e.variant,
+        setting=e.setting,
+        reported=Published(r["paper"], r["table"], r["setting"], r["source"]),
+    )
+    out.metrics = list(r["metrics"])
+    out.stats = {m: Stat(v, None) for m, v in r["metrics"].items()}
+    return out
+
+
+def attach_reported(
+    entries: list[Entry], reported: list[dict[str, Any]]
+) -> tuple[list[Entry], list[dict[str, Any]]]:
+    """(entries with each published number right after the measured entry of its setting, in every
+    group that has one; the published numbers no group matches)."""
+    after: dict[int, list[Entry]] = defaultdict(list)
+    unmatched = []
+    for r in reported:
+        hits: dict[tuple, Entry] = {}
+        for e in entries:
+            if _matches(r, e):
+                hits.setdefault(comparison_key(e), e)
+        if not hits:
+            unmatched.append(r)
+        for e in hits.values():
+            after[id(e)].append(_published(r, e))
+    out: list[Entry] = []
+    for e in entries:
+        out += [e, *after.get(id(e), [])]
+    return out, unmatched
+
+
+def published_json(e: Entry) -> dict[str, Any]:
+    """A published entry as ``--format json`` writes it."""
+    out: dict[str, Any] = {
+        k: getattr(e, k) for k in (*GROUP, *SEPARATE, "threat_model", "variant", "precision")
+    }
+    p = e.reported
+    out.update(
+        defense=e.defense,
+        reported=True,
+        n=0,
+        seeds=[],
+        pareto=False,
+        config_variant="",
+        paper=p.paper,
+        table=p.table,
+        setting=p.setting,
+        source=p.source,
+    )
+    for m in e.metrics:
+        out[m], out[m + "_std"] = e.stats[m].mean, None
+    return out
+
+
+def reported_notes(entries: list[Entry]) -> list[str]:
+    """Under the table: what each published row is (paper, table, setting), once each."""
+    notes = dict.fromkeys(
+        f"reported ({p.source}): {p.paper}{', ' + p.table if p.table else ''} - {p.setting}"
+        for p in (e.reported for e in entries)
+        if p is not None
+    )
+    return list(notes)
+
+
+def unmatched_rows(
+    reported: list[dict[str, Any]], columns: list[Column]
+) -> tuple[list[str], list[list[str]]]:
+    keys = [c.key for c in columns if any(c.key in r["metrics"] for r in reported)]
+    keys += sorted({m for r in reported for m in r["metrics"]} - set(keys))
+    headers = [
+        "Setting",
+        "Scenario",
+        "Arch",
+        "Attack",
+        "Defense",
+        *(column_of(m, columns).header for m in keys),
+        "Source",
+    ]
+    rows = [
+        [
+            r["setting"],
+            r.get("scenario") or "(none here)",
+            r.get("arch") or "",
+            r.get("attack") or "",
+            r.get("defense") or "",
+            *(fmt_reported(m, r["metrics"][m], columns) if m in r["metrics"] else "" for m in keys),
+            f"{r['paper']}{', ' + r['table'] if r.get('table') else ''}: {r['source']}",
+        ]
+        for r in reported
+    ]
+    return headers, rows
+
+
+def rich_unmatched(reported: list[dict[str, Any]], columns: list[Column]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    headers, rows = unmatched_rows(reported, columns)
+    table = Table(title=UNMATCHED_TITLE)
+    for h in headers:
+        table.add_column(escape(h))
+    for r in rows:
+        table.add_row(*(escape(str(x)) for x in r))
+    return table
