@@ -259,6 +259,25 @@ def _select_loggers(state: State, names: tuple[str, ...]) -> None:
     os.environ["REINV_BENCH_LOG"] = ",".join(names)
 
 
+_GRID_KEYS = (
+    "attacks",
+    "defenses",
+    "archs",
+    "eval_arch",
+    "scenarios",
+    "seeds",
+    "budget",
+    "device",
+    "data_root",
+    "metrics",
+    "recipe_texts",
+    "executor",
+    "no_baseline",
+    "deterministic",
+    "precision",
+)
+
+
 @cli.command()
 @click.option(
     "-a",
@@ -417,34 +436,7 @@ def _select_loggers(state: State, names: tuple[str, ...]) -> None:
 @workdir_option
 @click.pass_obj
 @_resumable
-def run(
-    state: State,
-    attacks,
-    defenses,
-    archs,
-    eval_arch,
-    scenarios,
-    seeds,
-    budget,
-    device,
-    data_root,
-    metrics,
-    recipe_texts,
-    executor,
-    workers,
-    class_chunk,
-    gpus,
-    no_baseline,
-    baseline_name,
-    quiet,
-    grid_file,
-    dry_run,
-    deterministic,
-    precision,
-    threads,
-    break_locks,
-    workdir,
-):
+def run(state: State, **o):
     """Run the cross product of attacks x defenses x architectures x scenarios x seeds.
 
     Each step (evaluation model, target, prior, inversion) is cached by the hash of its spec, so
@@ -452,78 +444,25 @@ def run(
     step is seeded from its spec: the same command gives the same numbers (same torch, device and
     thread count).
     """
-    from reinv_bench.doctor import metric_names
-    from reinv_bench.plan import Request
     from reinv_bench.progress import LogReporter, RichReporter
-    from reinv_bench.recipes import parse as parse_recipes
     from reinv_bench.runner import run as run_grid
 
-    if grid_file is not None:
-        (
-            attacks,
-            defenses,
-            archs,
-            eval_arch,
-            scenarios,
-            seeds,
-            budget,
-            device,
-            data_root,
-            metrics,
-            recipe_texts,
-            executor,
-            no_baseline,
-            deterministic,
-            precision,
-        ) = _from_grid(state, grid_file)
-    dev = _device(device)
-    budget = budget or ("paper" if dev.type == "cuda" else "quick")
-    workdir = _expand_home(workdir)
-    if threads is not None:  # before any step: inline steps and local workers all compute with it
+    if o["grid_file"] is not None:
+        o.update(zip(_GRID_KEYS, _from_grid(state, o["grid_file"]), strict=True))
+    dev = _device(o["device"])
+    workdir = _expand_home(o["workdir"])
+    if o["threads"] is not None:  # before any step: inline steps and local workers all compute with it
         import torch
 
-        torch.set_num_threads(threads)
-    if break_locks and not dry_run:
+        torch.set_num_threads(o["threads"])
+    if o["break_locks"] and not o["dry_run"]:
         from reinv_bench.artifacts import Artifacts
 
         removed = Artifacts(workdir).break_locks()
         click.echo(f"removed {len(removed)} step lock(s) from {workdir / 'artifacts'}", err=True)
-    root = str(data_root.resolve()) if data_root else None
-    req = Request(
-        list(attacks),
-        list(defenses),
-        list(archs),
-        list(scenarios),
-        seeds,
-        budget,
-        not no_baseline,
-        root,
-        metric_names(state.registry, metrics) or None,
-        eval_arch,
-        recipes=parse_recipes(recipe_texts),
-        class_chunk=_class_chunk(class_chunk),
-        precision=precision,
-    )
-    if not metrics:  # a scenario of a protocol no metric names gets few metrics: say so, not silently
-        from reinv_bench.protocol import unclaimed_protocol
-
-        for note in filter(
-            None,
-            (
-                unclaimed_protocol(state.registry, state.registry.get("scenario", s))
-                for s in dict.fromkeys(scenarios)
-            ),
-        ):
-            warn(note)
-    from reinv_bench.doctor import checklist, missing_prerequisites
-
-    # every missing weights file, data folder and extra of the whole plan in one list, before any step
-    missing = missing_prerequisites(req, state.registry, executor, optional=dry_run)
-    if missing:
-        click.echo(checklist(missing), err=not dry_run)
-        if any(m.required for m in missing):
-            sys.exit(1)
-    interactive = not quiet and sys.stderr.isatty()
+    req = _request(state, o, budget=o["budget"] or ("paper" if dev.type == "cuda" else "quick"))
+    _check_prerequisites(state, req, o)
+    interactive = not o["quiet"] and sys.stderr.isatty()
     reporter = RichReporter() if interactive else LogReporter()
     try:
         result = run_grid(
@@ -531,20 +470,61 @@ def run(
             registry=state.registry,
             workdir=workdir,
             device=dev,
-            executor=_executor(executor, workers, gpus, dev),
+            executor=_executor(o["executor"], o["workers"], o["gpus"], dev),
             reporter=reporter,
-            deterministic=deterministic,
-            dry_run=dry_run,
+            deterministic=o["deterministic"],
+            dry_run=o["dry_run"],
             # each observer on its own: one that raises is named in a warning and the run goes on
             on_result=functools.partial(call_each, state.pm, "on_result", warn),
         )
     except KeyboardInterrupt:
         reporter.close()
         raise
-    if dry_run:
+    if o["dry_run"]:
         click.echo(_preview(result.preview, len(result.plan.cells)))
         return
-    _show_run(state, result, baseline_name, reporter.console if interactive else None)
+    _show_run(state, result, o["baseline_name"], reporter.console if interactive else None)
+
+
+def _request(state: State, o: dict, budget: str):
+    """The run's Request from its options (after a grid file's)."""
+    from reinv_bench.doctor import metric_names
+    from reinv_bench.plan import Request
+    from reinv_bench.recipes import parse as parse_recipes
+
+    data_root = o["data_root"]
+    return Request(
+        list(o["attacks"]),
+        list(o["defenses"]),
+        list(o["archs"]),
+        list(o["scenarios"]),
+        o["seeds"],
+        budget,
+        not o["no_baseline"],
+        str(data_root.resolve()) if data_root else None,
+        metric_names(state.registry, o["metrics"]) or None,
+        o["eval_arch"],
+        recipes=parse_recipes(o["recipe_texts"]),
+        class_chunk=_class_chunk(o["class_chunk"]),
+        precision=o["precision"],
+    )
+
+
+def _check_prerequisites(state: State, req, o: dict) -> None:
+    """Say what the scenarios' protocols leave out, and list every missing weights file, data
+    folder and extra of the whole plan at once, before any step (exit 1 if one is required)."""
+    from reinv_bench.doctor import checklist, missing_prerequisites
+    from reinv_bench.protocol import unclaimed_protocol
+
+    if not o["metrics"]:  # a scenario of a protocol no metric names gets few metrics: say so, not silently
+        scenarios = (state.registry.get("scenario", s) for s in dict.fromkeys(o["scenarios"]))
+        for note in filter(None, (unclaimed_protocol(state.registry, sc) for sc in scenarios)):
+            warn(note)
+    missing = missing_prerequisites(req, state.registry, o["executor"], optional=o["dry_run"])
+    if missing:
+        click.echo(checklist(missing), err=not o["dry_run"])
+        if any(m.required for m in missing):
+            sys.exit(1)
 
 
 def _show_run(state: State, result, baseline_name: str, console) -> None:
@@ -567,8 +547,9 @@ def _show_run(state: State, result, baseline_name: str, console) -> None:
         for line in verdicts(entries, columns):  # one plain sentence per defense: effect or noise
             click.echo(line)
     click.echo(
-        f"ran {len(summary.ran)} step(s), reused {len(summary.cached)} cached, "
-        f"{summary.skipped_cells} cell(s) already stored; results in {result.workdir / 'results.db'}",
+        f"ran {len(summary.ran)} step(s) and evaluated {len(summary.rows)} cell(s), reused "
+        f"{len(summary.cached)} cached step(s), {summary.skipped_cells} cell(s) already stored; "
+        f"results in {result.workdir / 'results.db'}",
         err=True,
     )
     if summary.failed:

@@ -77,7 +77,7 @@ class LogReporter(Reporter):
 
     def start(self, total: int) -> None:
         self.total = total
-        self._w(f"[reinv-bench] {total} step(s) to run")
+        self._w(f"[reinv-bench] {total} step(s) to run (cells evaluated included)")
         if self.heartbeat > 0 and self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._beat, daemon=True, name="reinv-heartbeat")

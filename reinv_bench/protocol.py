@@ -209,9 +209,7 @@ def _field(label: str, text: str, width: int = 22) -> str:
 
 
 def card(registry: Registry, name: str, data_root: str | None = None, load_data: bool = True) -> str:
-    """The protocol card of scenario ``name``, as text."""
-    from tabulate import tabulate
-
+    """The protocol card of scenario ``name``, as text: one section per part of the protocol."""
     scenario: Scenario = registry.get("scenario", name)
     entry = registry.entry("scenario", name)
     out = [
@@ -220,9 +218,39 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
     ]
     if scenario.description:
         out.append(_wrap(scenario.description, 2))
+    out += _card_data(scenario, data_root if load_data else False)
+    out += _card_eval(registry, scenario)
+    out += [
+        "",
+        "Reconstructions",
+        _field("samples per class", getattr(scenario, "samples", "") or "(not declared by the scenario)"),
+        _field("per attack", "each attack's Params set its count per class: `reinv-bench plugins ATTACK`"),
+    ]
+    out += _card_metrics(registry, scenario)
+    out += _card_recipes(registry, scenario)
+    published = [r for r in collect_reported(registry) if r.scenario == name]
+    if published:
+        out += [
+            "",
+            "Published numbers for this scenario (leaderboard --reported shows them beside measured rows)",
+        ]
+        columns = declared_columns(registry)
+        out += [_wrap(reported_line(r, columns), 2) for r in published]
+    doc = docstring(scenario)
+    if doc:
+        out += [
+            "",
+            f"Scenario documentation ({_cls(scenario).__module__})",
+            *("  " + ln if ln else "" for ln in doc.splitlines()),
+        ]
+    return "\n".join(out)
+
+
+def _card_data(scenario: Scenario, data_root: str | None | bool) -> list[str]:
+    """The card's Data section; ``data_root`` False: the data are not loaded."""
     classes = scenario.target_classes()
     c, h, w = scenario.image_shape
-    out += [
+    out = [
         "",
         "Data",
         _field("private identities", f"{scenario.num_classes} (the target's classes)"),
@@ -244,23 +272,29 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
             else "no",
         )
     )
-    if load_data:
-        from reinv_bench.api import DataError
+    if data_root is not False:
+        out.append(_field("loaded", _loaded(scenario, data_root)))
+    return out
 
-        try:
-            from pathlib import Path
 
-            data = scenario.load(Path(data_root) if data_root else None)
-            out.append(
-                _field(
-                    "loaded",
-                    f"{data.source}; private train {len(data.private_train):,}, private test "
-                    f"{len(data.private_test):,}, public {len(data.public):,}, evaluation model train "
-                    f"{len(data.eval_train):,} / test {len(data.eval_test):,}; data digest {data.digest}",
-                )
-            )
-        except (DataError, OSError) as exc:
-            out.append(_field("loaded", f"not loaded ({str(exc).split(';')[0]})"))
+def _loaded(scenario: Scenario, data_root: str | None) -> str:
+    from pathlib import Path
+
+    from reinv_bench.api import DataError
+
+    try:
+        data = scenario.load(Path(data_root) if data_root else None)
+    except (DataError, OSError) as exc:
+        return f"not loaded ({str(exc).split(';')[0]})"
+    return (
+        f"{data.source}; private train {len(data.private_train):,}, private test "
+        f"{len(data.private_test):,}, public {len(data.public):,}, evaluation model train "
+        f"{len(data.eval_train):,} / test {len(data.eval_test):,}; data digest {data.digest}"
+    )
+
+
+def _card_eval(registry: Registry, scenario: Scenario) -> list[str]:
+    """The card's Evaluation model section."""
     eval_comp = specs.parse(scenario.eval_arch)[0]
     try:
         eval_arch = registry.get("architecture", eval_comp.name)
@@ -272,7 +306,7 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
         if eval_comp.params.get("weights")
         else "random initialisation (the scenario names no weights)"
     )
-    out += [
+    out = [
         "",
         "Evaluation model",
         _field(
@@ -292,14 +326,13 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
         )
     if getattr(scenario, "eval_model", ""):
         out.append(_field("about", scenario.eval_model))
-    out += [
-        "",
-        "Reconstructions",
-        _field("samples per class", getattr(scenario, "samples", "") or "(not declared by the scenario)"),
-        _field("per attack", "each attack's Params set its count per class: `reinv-bench plugins ATTACK`"),
-    ]
+    return out
+
+
+def _card_metrics(registry: Registry, scenario: Scenario) -> list[str]:
+    """The card's metrics: those run by default on its protocol, then the others."""
     run, other = default_metrics(registry, scenario)
-    out += ["", f"Metrics run by default on protocol {scenario.protocol or '-'} (others: run --metric NAME)"]
+    out = ["", f"Metrics run by default on protocol {scenario.protocol or '-'} (others: run --metric NAME)"]
     for m in run:
         where = "every protocol" if not m.protocols else _join(m.protocols)
         out += [f"  {m.name}  [{where}]", *(_wrap(p, 4) for p in definition(m).split("\n\n"))]
@@ -309,35 +342,20 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
     note = unclaimed_protocol(registry, scenario)
     if note:
         out += ["", _wrap("NOTE: " + note, 2)]
-    out += [
+    return out
+
+
+def _card_recipes(registry: Registry, scenario: Scenario) -> list[str]:
+    """The card's training recipes, as a table."""
+    from tabulate import tabulate
+
+    table = tabulate(recipe_rows(registry, scenario), RECIPE_HEADERS, tablefmt="simple")
+    return [
         "",
         'Training recipes (override: run --recipe "ROLE:key=value,...", roles target, eval, pretrain; '
         "lr steps: lr *= gamma at these fractions of the epochs)",
+        "\n".join("  " + ln for ln in table.splitlines()),
     ]
-    out.append(
-        "\n".join(
-            "  " + ln
-            for ln in tabulate(
-                recipe_rows(registry, scenario), RECIPE_HEADERS, tablefmt="simple"
-            ).splitlines()
-        )
-    )
-    published = [r for r in collect_reported(registry) if r.scenario == name]
-    if published:
-        out += [
-            "",
-            "Published numbers for this scenario (leaderboard --reported shows them beside measured rows)",
-        ]
-        columns = declared_columns(registry)
-        out += [_wrap(reported_line(r, columns), 2) for r in published]
-    doc = docstring(scenario)
-    if doc:
-        out += [
-            "",
-            f"Scenario documentation ({_cls(scenario).__module__})",
-            *("  " + ln if ln else "" for ln in doc.splitlines()),
-        ]
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,8 +378,6 @@ def _show(v: Any) -> str:
 
 def describe(registry: Registry, name: str, kind: str | None = None) -> str:
     """Everything ``reinv-bench plugins NAME`` prints, for each kind that has ``name``."""
-    from tabulate import tabulate
-
     kinds = [kind] if kind else [k for k in KINDS if name in registry.names(k)]
     if not kinds:
         known = {n for k in KINDS for n in registry.names(k)}
@@ -373,101 +389,11 @@ def describe(registry: Registry, name: str, kind: str | None = None) -> str:
         e = registry.entry(k, name)
         obj, cls = e.obj, _cls(e.obj)
         out = [f"{k} {name}  (plugin {e.plugin}, {e.source}; version {getattr(obj, 'version', 1)})"]
-        if k == "attack":
-            out.append(
-                f"threat model: {getattr(cls, 'threat_model', '?')} (what the attack sees of the target: "
-                "white-box = the module, black-box = softmax scores, label-only = the top-1 label)"
-            )
-            if isinstance(cls, type) and issubclass(cls, WrapperAttack):
-                out.append(
-                    f"a wrapper: write it left of the attack it wraps (e.g. {name}+gmi); it uses the base "
-                    "attack's priors and its own"
-                )
-            else:
-                try:
-                    priors = cls({}, "paper").priors()
-                except Exception:  # described from the class attributes instead
-                    priors = []
-                for ps in priors:
-                    out.append(
-                        f"prior {ps.kind!r}: keyed by {', '.join(ps.params) or 'nothing'}; "
-                        f"{'trained per target' if ps.uses_target else 'target-independent'} (cached)"
-                    )
-        elif k == "defense":
-            from reinv_bench.api import Defense
-
-            hooks = [
-                h
-                for h in (
-                    "train_transform",
-                    "wrap_model",
-                    "loss",
-                    "trainable",
-                    "on_epoch",
-                    "recipe",
-                    "phases",
-                )
-                if h
-                in {a for c in cls.__mro__ if c is not Defense and issubclass(c, Defense) for a in vars(c)}
-            ]
-            out.append(
-                f"training-loop hooks: {', '.join(hooks) or 'none (the identity)'}"
-                + (
-                    f"; exclusive ones (cannot compose with another defense overriding them): "
-                    f"{', '.join(h for h in hooks if h in Defense.EXCLUSIVE)}"
-                    if any(h in Defense.EXCLUSIVE for h in hooks)
-                    else ""
-                )
-            )
-            if getattr(cls, "pretrained", False):
-                out.append(
-                    "starts from pretrained weights (its weights= Param, else a model pretrained on the "
-                    "scenario's labelled public data)"
-                )
-        elif k == "scenario":
-            out.append(
-                f"protocol {obj.protocol}; {obj.num_classes} classes; image {obj.image_shape}; "
-                "default target "
-                f"{obj.default_arch}; evaluation model {obj.eval_arch}. Full protocol: "
-                f"`reinv-bench protocol {name}`"
-            )
-        elif k == "metric":
-            out.append(f"runs by default on: {_join(obj.protocols) if obj.protocols else 'every protocol'}")
-            out += ["definition:", *(_wrap(p, 2) for p in definition(obj).split("\n\n"))]
-        elif k == "architecture":
-            pre = getattr(obj, "pretrained", {})
-            out.append(
-                "pretrained weights: "
-                + (
-                    "; ".join(f'"{name}[weights={s}]" -> {w}' for s, w in pre.items())
-                    or "none registered (a local state-dict path works: weights=PATH)"
-                )
-            )
-        elif k == "weights" and dataclasses.is_dataclass(obj):
-            out += [f"{f.name}: {getattr(obj, f.name)}" for f in dataclasses.fields(obj)]
+        out += _ABOUT.get(k, lambda obj, cls, name: [])(obj, cls, name)
         doc = docstring(obj)
         if doc:
             out += ["", *doc.splitlines()]
-        params: dict[str, Param] = getattr(cls, "params", {}) or {}
-        if params:
-            rows = [[p, _show(v.default), _param_range(v), v.doc] for p, v in params.items()]
-            out += [
-                "",
-                f"Parameters (paper defaults; set as {name}[key=value,...]):",
-                tabulate(
-                    rows,
-                    ["name", "default", "range / choices", "help"],
-                    tablefmt="simple",
-                    disable_numparse=True,
-                ),
-            ]
-            budgets = getattr(cls, "budgets", {}) or {}
-            out += ["", "Budget overrides (values that differ from the paper defaults):"]
-            for b in BUDGETS:
-                diff = budgets.get(b, {})
-                out.append(
-                    f"  {b}: " + (", ".join(f"{p}={_show(v)}" for p, v in diff.items()) or "(paper defaults)")
-                )
+        out += _param_lines(cls, name)
         mine = [r for r in collect_reported(registry) if any(r is x for x in _reported_of(obj))]
         if mine:
             columns = declared_columns(registry)
@@ -478,6 +404,130 @@ def describe(registry: Registry, name: str, kind: str | None = None) -> str:
             ]
         parts.append("\n".join(out))
     return "\n\n".join(parts)
+
+
+def _about_attack(obj, cls, name: str) -> list[str]:
+    out = [
+        f"threat model: {getattr(cls, 'threat_model', '?')} (what the attack sees of the target: "
+        "white-box = the module, black-box = softmax scores, label-only = the top-1 label)"
+    ]
+    if isinstance(cls, type) and issubclass(cls, WrapperAttack):
+        return out + [
+            f"a wrapper: write it left of the attack it wraps (e.g. {name}+gmi); it uses the base "
+            "attack's priors and its own"
+        ]
+    try:
+        priors = cls({}, "paper").priors()
+    except Exception:  # described from the class attributes instead
+        priors = []
+    return out + [
+        f"prior {ps.kind!r}: keyed by {', '.join(ps.params) or 'nothing'}; "
+        f"{'trained per target' if ps.uses_target else 'target-independent'} (cached)"
+        for ps in priors
+    ]
+
+
+DEFENSE_HOOKS = (
+    "train_transform",
+    "wrap_model",
+    "loss",
+    "trainable",
+    "on_epoch",
+    "recipe",
+    "phases",
+    "begin_training",
+    "batch_loss",
+    "end_training",
+)
+
+
+def _about_defense(obj, cls, name: str) -> list[str]:
+    from reinv_bench.api import Defense
+
+    mine = {a for c in cls.__mro__ if c is not Defense and issubclass(c, Defense) for a in vars(c)}
+    hooks = [h for h in DEFENSE_HOOKS if h in mine]
+    exclusive = [h for h in hooks if h in Defense.EXCLUSIVE]
+    out = [
+        f"training-loop hooks: {', '.join(hooks) or 'none (the identity)'}"
+        + (
+            f"; exclusive ones (cannot compose with another defense overriding them): {', '.join(exclusive)}"
+            if exclusive
+            else ""
+        )
+    ]
+    if getattr(cls, "pretrained", False):
+        out.append(
+            "starts from pretrained weights (its weights= Param, else a model pretrained on the "
+            "scenario's labelled public data)"
+        )
+    return out
+
+
+def _about_scenario(obj, cls, name: str) -> list[str]:
+    return [
+        f"protocol {obj.protocol}; {obj.num_classes} classes; image {obj.image_shape}; "
+        "default target "
+        f"{obj.default_arch}; evaluation model {obj.eval_arch}. Full protocol: "
+        f"`reinv-bench protocol {name}`"
+    ]
+
+
+def _about_metric(obj, cls, name: str) -> list[str]:
+    return [
+        f"runs by default on: {_join(obj.protocols) if obj.protocols else 'every protocol'}",
+        "definition:",
+        *(_wrap(p, 2) for p in definition(obj).split("\n\n")),
+    ]
+
+
+def _about_architecture(obj, cls, name: str) -> list[str]:
+    pre = getattr(obj, "pretrained", {})
+    return [
+        "pretrained weights: "
+        + (
+            "; ".join(f'"{name}[weights={s}]" -> {w}' for s, w in pre.items())
+            or "none registered (a local state-dict path works: weights=PATH)"
+        )
+    ]
+
+
+def _about_weights(obj, cls, name: str) -> list[str]:
+    if not dataclasses.is_dataclass(obj):
+        return []
+    return [f"{f.name}: {getattr(obj, f.name)}" for f in dataclasses.fields(obj)]
+
+
+_ABOUT = {
+    "attack": _about_attack,
+    "defense": _about_defense,
+    "scenario": _about_scenario,
+    "metric": _about_metric,
+    "architecture": _about_architecture,
+    "weights": _about_weights,
+}
+
+
+def _param_lines(cls, name: str) -> list[str]:
+    """The Params table and the budget overrides of a configurable plugin item."""
+    from tabulate import tabulate
+
+    params: dict[str, Param] = getattr(cls, "params", {}) or {}
+    if not params:
+        return []
+    rows = [[p, _show(v.default), _param_range(v), v.doc] for p, v in params.items()]
+    out = [
+        "",
+        f"Parameters (paper defaults; set as {name}[key=value,...]):",
+        tabulate(
+            rows, ["name", "default", "range / choices", "help"], tablefmt="simple", disable_numparse=True
+        ),
+    ]
+    budgets = getattr(cls, "budgets", {}) or {}
+    out += ["", "Budget overrides (values that differ from the paper defaults):"]
+    for b in BUDGETS:
+        diff = budgets.get(b, {})
+        out.append(f"  {b}: " + (", ".join(f"{p}={_show(v)}" for p, v in diff.items()) or "(paper defaults)"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 
 import pytest
 from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
@@ -40,6 +41,10 @@ def test_run_trains_attacks_stores_and_prints(smoke_workdir):
     wd, result = smoke_workdir
     assert "| none" in result.output and "| re" in result.output
     assert (wd / "results.db").is_file()
+    # the count at the start includes the cells; so does the closing line (issue 17 §2)
+    start = int(re.search(r"(\d+) step\(s\) to run", result.output).group(1))
+    end = re.search(r"ran (\d+) step\(s\) and evaluated (\d+) cell\(s\)", result.output)
+    assert start == int(end.group(1)) + int(end.group(2)) and int(end.group(2)) == 4
 
 
 def test_identical_second_run_does_no_work(smoke_workdir):
