@@ -28,6 +28,7 @@ from typing import Any
 from reinv_bench import recipes
 from reinv_bench import spec as specs
 from reinv_bench.api import Attack, ConfigError, Defense, Scenario, WrapperAttack
+from reinv_bench.grid import MAX_SEEDS
 from reinv_bench.registry import Registry
 from reinv_bench.store import Labels
 
@@ -468,6 +469,8 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
     """The plan of ``req``. ``data_digest(scenario)`` gives the digest of a scenario's data as
     it will be read (default: load it); it enters every step key that reads data."""
     check_precision(req.precision)
+    if not 1 <= req.seeds <= MAX_SEEDS:  # from Python too: a typo of a few zeros is an error, not a hang
+        raise ConfigError(f"seeds must be between 1 and {MAX_SEEDS} (seeds per cell), got {req.seeds}")
     if data_digest is None:
 
         def data_digest(name: str) -> str:

@@ -191,6 +191,15 @@ def test_run_with_an_absurd_seed_count_is_refused_at_once():
     assert f"1<=x<={MAX_SEEDS}" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_an_absurd_seed_count_from_python_is_refused_at_plan_time(registry):
+    from reinv_bench.api import ConfigError
+    from reinv_bench.plan import Request, expand
+
+    req = Request(["gmi"], ["re"], [], ["mnist"], 10**8, "smoke", True, None, None, None)
+    with pytest.raises(ConfigError, match="seeds must be between 1 and"):
+        expand(req, registry, data_digest=lambda name: "d")
+
+
 @pytest.mark.parametrize("seeds", [0, -1, MAX_SEEDS + 1])
 def test_grid_seeds_out_of_bounds_is_an_error(tmp_path, seeds, invoke):
     grid = tmp_path / "g.toml"
