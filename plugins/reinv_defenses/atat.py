@@ -45,14 +45,13 @@ run with another defense that computes its own batch loss (``trapmid``) or with 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from reinv_bench import hookimpl
 from reinv_bench.api import VALUE_RANGE, Defense, Param, TrainRecipe
+from reinv_defenses._schedules import adam_100_epochs
 
 
 def attack_targets(y: Tensor, num_classes: int) -> Tensor:
@@ -130,18 +129,7 @@ class AdversarialTraining(Defense):
     }
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
-        if budget != "paper":
-            return recipe
-        return replace(
-            recipe,
-            epochs=100,
-            batch_size=128,
-            optimizer="adam",
-            lr=1e-3,
-            weight_decay=0.0,
-            milestones=(0.75, 0.9),
-            gamma=0.1,
-        )
+        return adam_100_epochs(recipe, budget, batch_size=128)
 
     def adversarial(self, model, x: Tensor, t: Tensor) -> Tensor:
         c = self.config

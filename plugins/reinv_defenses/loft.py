@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from reinv_bench import hookimpl
 from reinv_bench.api import Classifier, Defense, Output, Param, TrainRecipe
+from reinv_defenses._schedules import adam_100_epochs
 
 # the toolbox's ``_activation`` table (wrappers.py)
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -93,18 +94,7 @@ class LoFt(Defense):
         return model
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
-        if budget != "paper":
-            return recipe
-        return replace(
-            recipe,
-            epochs=100,
-            batch_size=96,
-            optimizer="adam",
-            lr=1e-3,
-            weight_decay=0.0,
-            milestones=(0.75, 0.9),
-            gamma=0.1,
-        )
+        return adam_100_epochs(recipe, budget, batch_size=96)
 
 
 class CALoR(LoFt):

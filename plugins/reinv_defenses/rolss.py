@@ -36,10 +36,9 @@ Deliberate differences:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from reinv_bench import hookimpl
 from reinv_bench.api import Classifier, ConfigError, Defense, Param, TrainRecipe, residual_stages
+from reinv_defenses._schedules import adam_100_epochs
 
 WORKS_ON = "resnet8, resnet18, resnet50, resnet152, ir152, facenet64"
 FORK_SPLIT_STAGE = 2  # the fork hard-codes the split for layer3: the third stage
@@ -97,18 +96,7 @@ class RoLSS(Defense):
         return model
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
-        if budget != "paper":
-            return recipe
-        return replace(
-            recipe,
-            epochs=100,
-            batch_size=128,
-            optimizer="adam",
-            lr=1e-3,
-            weight_decay=0.0,
-            milestones=(0.75, 0.9),
-            gamma=0.1,
-        )
+        return adam_100_epochs(recipe, budget, batch_size=128)
 
 
 class SSF(RoLSS):
