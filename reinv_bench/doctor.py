@@ -394,40 +394,45 @@ def missing_prerequisites(
     ``optional``, also the weights of metrics that would record null without them."""
     from reinv_bench import spec as specs
 
+    scenarios = [registry.get("scenario", s) for s in dict.fromkeys(req.scenarios)]
     found: dict[str, Missing] = {}
-
-    def add(m: Missing | None) -> None:
+    candidates = [
+        *(m for scenario in scenarios for m in _missing_of_scenario(registry, req, scenario, optional)),
+        *_missing_of_components(registry, req, scenarios),
+        _extra("executor", specs.parse(executor)[0].name) if executor else None,
+        *(_missing_metric_weights(registry, req, scenarios) if optional else ()),
+    ]
+    for m in candidates:
         if m is not None:
             found.setdefault(m.what.split(" for ")[0] if m.kind == "weights" else m.what, m)
+    return list(found.values())
 
-    scenarios = [registry.get("scenario", s) for s in dict.fromkeys(req.scenarios)]
-    for scenario in scenarios:
-        root = None if req.data_root is None else Path(req.data_root)
-        cmd = f"reinv-bench data check {scenario.name}" + (
-            f" --data-root {root}" if root else " --data-root DIR"
+
+def _missing_of_scenario(registry: Any, req: Any, scenario: Scenario, optional: bool):
+    """The scenario's data (and, with ``optional``, what its data check warns of), and the weights of
+    its target and evaluation architectures."""
+    root = None if req.data_root is None else Path(req.data_root)
+    cmd = f"reinv-bench data check {scenario.name}" + (f" --data-root {root}" if root else " --data-root DIR")
+    try:
+        scenario.load(root)
+    except DataError as exc:
+        yield Missing(
+            "data", f"{scenario.name}: {exc}", f"put the data in place, then `{cmd}` lists what is left"
         )
-        try:
-            scenario.load(root)
-        except DataError as exc:
-            add(
-                Missing(
-                    "data",
-                    f"{scenario.name}: {exc}",
-                    f"put the data in place, then `{cmd}` lists what is left",
-                )
-            )
-        else:
-            if optional:  # what the data check finds beyond what stops a run (the CelebA ganset list, ...)
-                for p in check_data_quick(scenario, root):
-                    add(
-                        Missing(
-                            "data", f"{scenario.name}: {p.what}", f"{p.fix} (`{cmd}` checks it all)", False
-                        )
-                    )
-        for text in req.archs or [scenario.default_arch]:
-            add(_arch_weights(registry, text, f"--arch {text}"))
-        text = req.eval_arch or scenario.eval_arch
-        add(_arch_weights(registry, text, f"the evaluation model {text} of {scenario.name}"))
+    else:
+        if optional:  # what the data check finds beyond what stops a run (the CelebA ganset list, ...)
+            for p in check_data_quick(scenario, root):
+                yield Missing("data", f"{scenario.name}: {p.what}", f"{p.fix} (`{cmd}` checks it all)", False)
+    for text in req.archs or [scenario.default_arch]:
+        yield _arch_weights(registry, text, f"--arch {text}")
+    text = req.eval_arch or scenario.eval_arch
+    yield _arch_weights(registry, text, f"the evaluation model {text} of {scenario.name}")
+
+
+def _missing_of_components(registry: Any, req: Any, scenarios: list[Scenario]):
+    """The extras of the defenses and attacks, and the weights files their settings name."""
+    from reinv_bench import spec as specs
+
     weights = set(registry.names("weights"))
     # a pretrained defense's weights=: a weights name, a path, or a target architecture's short name
     targets = [
@@ -437,30 +442,26 @@ def missing_prerequisites(
     ]
     for kind, texts in (("defense", req.defenses), ("attack", req.attacks)):
         for name, config in _components(registry, kind, texts, req.budget):
-            add(_extra(kind, name))
+            yield _extra(kind, name)
             for key, value in config.items():
                 if not isinstance(value, str) or not value:
                     continue
                 if key == "weights" and kind == "defense":
                     for w in dict.fromkeys(a.pretrained.get(value, value) for a in targets):
-                        add(_weights(registry, w, f"{kind} {name} ({key}={value})"))
+                        yield _weights(registry, w, f"{kind} {name} ({key}={value})")
                 elif value in weights:
-                    add(_weights(registry, value, f"{kind} {name} ({key}={value})"))
-    if executor:
-        add(_extra("executor", specs.parse(executor)[0].name))
-    if optional:
-        for metric in _metrics(req, registry, scenarios):
-            plugin = registry.entry("metric", metric).plugin
-            for entry in registry.entries("weights"):
-                if entry.plugin == plugin:
-                    m = _weights(registry, entry.name, f"metric {metric}", required=False)
-                    if m is not None:
-                        add(
-                            Missing(
-                                m.kind, f"{m.what} (without it the metric is stored as null)", m.fix, False
-                            )
-                        )
-    return list(found.values())
+                    yield _weights(registry, value, f"{kind} {name} ({key}={value})")
+
+
+def _missing_metric_weights(registry: Any, req: Any, scenarios: list[Scenario]):
+    """Weights of the metrics that run: without them the metric is stored as null (not required)."""
+    for metric in _metrics(req, registry, scenarios):
+        plugin = registry.entry("metric", metric).plugin
+        for entry in registry.entries("weights"):
+            if entry.plugin == plugin:
+                m = _weights(registry, entry.name, f"metric {metric}", required=False)
+                if m is not None:
+                    yield Missing(m.kind, f"{m.what} (without it the metric is stored as null)", m.fix, False)
 
 
 def _metrics(req: Any, registry: Any, scenarios: list[Scenario]) -> list[str]:
