@@ -428,7 +428,7 @@ def _fid_ctx(protocol, n=12, classes=4):
 
 @pytest.mark.parametrize("protocol", ["64px", "224px"])
 def test_fid_compares_successful_reconstructions_at_64px_and_all_at_224px(protocol, monkeypatch):
-    from reinv_metrics import fid
+    from reinv_metrics import _pretrained, fid
 
     ctx, evaluator = _fid_ctx(protocol)
     inv = ctx.inversion
@@ -439,8 +439,8 @@ def test_fid_compares_successful_reconstructions_at_64px_and_all_at_224px(protoc
     images, _ = fid.fid_images(ctx)
     assert torch.equal(images, want_images)
     # the metric itself, with a stand-in Inception (mean colour as the feature)
-    monkeypatch.setattr(fid, "locate", lambda w: "inception.pth")
-    monkeypatch.setattr(fid, "sha256_of", lambda p: "sha")
+    monkeypatch.setattr(_pretrained, "locate", lambda w: "inception.pth")  # the metrics' shared base
+    monkeypatch.setattr(_pretrained, "sha256_of", lambda p: "sha")
     net = MeanColour()
     monkeypatch.setattr(fid, "fid_inception", lambda path, sha: net)
     ref = fid.statistics(fid.pool_features(net, ctx.attacked_private().x, ctx.device))
@@ -449,12 +449,14 @@ def test_fid_compares_successful_reconstructions_at_64px_and_all_at_224px(protoc
 
 
 def test_fid_without_two_successes_is_null_with_the_reason(monkeypatch):
-    from reinv_metrics import fid
+    from reinv_metrics import _pretrained, fid
 
     ctx, _ = _fid_ctx("64px")
     ctx.inversion.labels[:] = (ctx.inversion.labels + 1) % 4
     ctx.inversion.labels[0] = fid.predict(ctx.eval_model, ctx.inversion.images[:1], ctx.device).argmax(1)
-    monkeypatch.setattr(fid, "locate", lambda w: "inception.pth")
+    monkeypatch.setattr(_pretrained, "locate", lambda w: "inception.pth")
+    monkeypatch.setattr(_pretrained, "sha256_of", lambda p: "sha")
+    monkeypatch.setattr(fid, "fid_inception", lambda path, sha: MeanColour())
     out = fid.FID().compute(ctx)["fid"]
     assert isinstance(out, NotComputed) and "2 successful reconstructions, got" in out.reason
 

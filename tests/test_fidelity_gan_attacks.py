@@ -590,7 +590,8 @@ def test_kedmi_and_lomma_kedmi_smoke():
     data = scenario.load(None)
     data = dataclasses.replace(data, public=Split(data.public.x[:256], None))  # seconds, not minutes
     T = reg.get("architecture", "cnn").build(10, scenario.image_shape).eval().requires_grad_(False)
-    ctx = AttackContext(scenario, data, T, CPU, 0)
+    # lomma builds its surrogate students through the context's architecture lookup
+    ctx = AttackContext(scenario, data, T, CPU, 0, architecture=lambda n: reg.get("architecture", n))
     attack = LOMMA({}, "smoke", base=KEDMI({"gan_steps": 5, "gan_batch": 16}, "smoke"))
     priors = {spec.kind: attack.prepare(ctx, spec.kind) for spec in attack.priors()}
     for a in (attack.base, attack):
