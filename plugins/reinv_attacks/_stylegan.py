@@ -217,6 +217,30 @@ class StyleGANAttack(Attack):
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         return load_prior(self.config.weights, self.name)
 
+    def search(self, ctx: AttackContext, G, classes: list[int], progress=None):
+        """The candidate search both attacks start from, with this attack's configuration:
+        (w per class and candidate, their confidences), the candidates' w flattened class-major and
+        their labels."""
+        c = self.config
+        kwargs = {} if progress is None else {"progress": progress}
+        ws, conf = candidate_search(
+            G,
+            ctx.target,
+            classes,
+            search=c.search,
+            k=c.candidates,
+            psi=c.psi,
+            cutoff=c.cutoff,
+            crop=c.crop,
+            size=ctx.scenario.image_shape[-1],
+            flip=c.flip,
+            batch=c.batch,
+            seed=ctx.seed,
+            device=ctx.device,
+            **kwargs,
+        )
+        return ws, conf
+
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         t0 = time.perf_counter()
         G = generator(priors[self.prior_kind], ctx.device)

@@ -52,7 +52,6 @@ from reinv_bench.api import AttackContext, ConfigError, Inversion, Param
 from ._stylegan import (
     StyleGANAttack,
     attack_transforms,
-    candidate_search,
     mean_loss,
     view,
 )
@@ -215,21 +214,7 @@ class IFGMI(StyleGANAttack):
         size = ctx.scenario.image_shape[-1]
         steps = c.steps[: len(blocks(G)) - 1]
         torch.manual_seed(ctx.seed)  # the random crops
-        ws, conf = candidate_search(
-            G,
-            T_,
-            classes,
-            search=c.search,
-            k=c.candidates,
-            psi=c.psi,
-            cutoff=c.cutoff,
-            crop=c.crop,
-            size=size,
-            flip=c.flip,
-            batch=c.batch,
-            seed=ctx.seed,
-            device=dev,
-        )
+        ws, conf = self.search(ctx, G, classes)
         w = (ws[:, :, :1] if c.single_w else ws).flatten(0, 1)
         y = torch.tensor(classes).repeat_interleave(c.candidates)
         n_batches = -(-len(w) // c.batch)

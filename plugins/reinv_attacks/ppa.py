@@ -76,7 +76,6 @@ from reinv_bench.api import AttackContext, ConfigError, Inversion, Param
 from ._stylegan import (
     StyleGANAttack,
     attack_transforms,
-    candidate_search,
     mean_loss,
     synthesize,
     view,
@@ -291,22 +290,7 @@ class PPA(StyleGANAttack):
         n_opt = math.ceil(n / c.batch)
         total = n_search + n_opt * c.epochs + len(classes)
 
-        ws, conf = candidate_search(
-            G,
-            T_,
-            classes,
-            search=c.search,
-            k=c.candidates,
-            psi=c.psi,
-            cutoff=c.cutoff,
-            crop=c.crop,
-            size=size,
-            flip=c.flip,
-            batch=c.batch,
-            seed=ctx.seed,
-            device=dev,
-            progress=lambda i, _: ctx.progress(i, total),
-        )
+        ws, conf = self.search(ctx, G, classes, progress=lambda i, _: ctx.progress(i, total))
         w = (ws[:, :, :1] if c.single_w else ws).flatten(0, 1)  # class-major, as the official target vector
         y = torch.tensor(classes).repeat_interleave(c.candidates)
         t_search = time.perf_counter() - t0
