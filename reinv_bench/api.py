@@ -26,7 +26,7 @@ from reinv_bench.precision import autocast, full_precision
 from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
 
 if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
-    from reinv_bench.doctor import undecodable
+    from reinv_bench.doctor import decode_problem, undecodable
     from reinv_bench.plan import Cell
     from reinv_bench.steps import Env
     from reinv_bench.store import Row
@@ -41,6 +41,7 @@ _LAZY = {
     "Row": "reinv_bench.store",  # a stored result row
     "Env": "reinv_bench.steps",  # what a worker needs to rebuild the driver's world (executors)
     "undecodable": "reinv_bench.doctor",  # undecodable(paths, sample): image files that do not decode
+    "decode_problem": "reinv_bench.doctor",  # decode_problem(*undecodable(...)): the one Problem they make
 }
 
 
@@ -72,6 +73,7 @@ __all__ = [
     "TrainRecipe",
     "Problem",
     "undecodable",
+    "decode_problem",
     "ImageFiles",
     "Architecture",
     "Classifier",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reinv_bench.api import DataError, Problem, Scenario, TrainRecipe, undecodable
+from reinv_bench.api import DataError, Problem, Scenario, TrainRecipe, decode_problem, undecodable
 
 SPLIT_SEED = 42  # the seed paper's (PPA's) split_seed
 
@@ -56,17 +56,7 @@ def root_problems(data_root: Path | None, scenario: str) -> list[Problem]:
 
 def decode_problems(files: list[str], sample: int) -> list[Problem]:
     """The undecodable files among a sample of ``files`` (``sample`` 0: all), as one problem."""
-    checked, bad = undecodable(files, sample)
-    if not bad:
-        return []
-    first = "; ".join(f"{p}: {why}" for p, why in bad[:3])
-    return [
-        Problem(
-            f"{len(bad)} of {checked:,} image file(s) checked do not decode ({first})",
-            "replace them with the dataset's originals (extract its archive again) or remove them and "
-            "their lines in the list files; then check again with --sample 0 (every file)",
-        )
-    ]
+    return decode_problem(*undecodable(files, sample))
 
 
 def ffhq_problems(
