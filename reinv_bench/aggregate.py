@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reinv_bench import stats
+from reinv_bench import judging, stats
 from reinv_bench.api import Column
 from reinv_bench.outcomes import Outcomes
 from reinv_bench.store import COLUMNS, Row, finite_metrics
@@ -176,15 +176,16 @@ def declared_columns(registry) -> list[Column]:
 
 
 def column_of(key: str, columns: list[Column]) -> Column:
-    """The declared column of ``key``, or an undeclared one (its name, no unit, no direction)."""
-    return next((c for c in columns if c.key == key), None) or Column(key)
+    """The declared column of ``key``, a judge's or a further evaluation model's
+    (``reinv_bench.judging.column``), or an undeclared one (its name, no unit, no direction)."""
+    return next((c for c in columns if c.key == key), None) or judging.column(key, columns) or Column(key)
 
 
 def present(entries: Iterable[Entry], columns: list[Column]) -> list[Column]:
     """The columns of the metrics the entries hold, declared ones first in declaration order."""
     held = {m for e in entries for m in e.metrics}
     out = [c for c in columns if c.key in held]
-    return out + [Column(k) for k in sorted(held - {c.key for c in out})]
+    return out + [column_of(k, columns) for k in sorted(held - {c.key for c in out}, key=judging.sort_key)]
 
 
 def axis(entries: Iterable[Entry], which: str, columns: list[Column]) -> Column | None:
@@ -203,6 +204,7 @@ def _config(r: Row, *, with_defense: bool = True) -> str:
     setting every comparison shares."""
     cfg = dict(r.config or {})
     cfg.pop("metrics", None)
+    cfg.pop("attacked", None)  # what was attacked, recorded from the outcomes: follows from the rest
     overrides = cfg.pop("recipes", None)  # the user's --recipe: already in the resolved recipes
     if cfg.get("precision") == "fp32":  # rows from before --precision say nothing, and were fp32
         cfg.pop("precision")
@@ -273,10 +275,12 @@ def merge_seed(rs: list[Row]) -> Row:
             if out is not None and m in out.per_item:
                 outcomes.per_item[m] = out.per_item[m]
     artifacts = next((r.artifacts for r in rs if r.artifacts), None)
+    # a judge's remark (its threshold, rates, model) stays with its answers
+    remarks = {m: r.notes[m] for m, r in source.items() if judging.split_key(m) and m in (r.notes or {})}
     return replace(
         rs[0],
         metrics=metrics,
-        notes={m: n for m, n in notes.items() if metrics.get(m) is None},
+        notes={**{m: n for m, n in notes.items() if metrics.get(m) is None}, **remarks},
         outcomes=outcomes,
         artifacts=artifacts,
     )
@@ -302,7 +306,7 @@ def _metric_keys(rows: list[Row], columns: list[Column]) -> list[str]:
     """The metric keys the rows hold: declared ones in declaration order, then the others."""
     held = {m for r in rows for m in (r.metrics or {})}
     declared = [c.key for c in columns if c.key in held]
-    return declared + sorted(held - set(declared))
+    return declared + sorted(held - set(declared), key=judging.sort_key)
 
 
 def _stat(m: str, rs: list[Row], by_seed: dict[int, Row], col: Column) -> Stat:
@@ -315,7 +319,7 @@ def _stat(m: str, rs: list[Row], by_seed: dict[int, Row], col: Column) -> Stat:
     if not vals:
         reasons = {(r.notes or {}).get(m) for r in rs} - {None}
         st.note = "; ".join(sorted(reasons)) or "not computed"
-    elif col.axis:  # the plots' error bars (plots compute the others')
+    elif col.axis or col.interval:  # the plots' error bars (plots compute the others'), the table's
         iv = stats.interval(by_seed, m)
         st.lo, st.hi, st.has_interval = iv.lo, iv.hi, True
     return st
@@ -338,7 +342,8 @@ def _entry(rows: list[Row], columns: list[Column]) -> Entry:
     by: dict[int, list[Row]] = defaultdict(list)
     for r in rows:
         by[r.seed].append(r)
-    merged = {s: merge_seed(v) for s, v in by.items()}
+    success = next((c.key for c in columns if c.axis == "privacy"), None)
+    merged = {s: judging.derive(merge_seed(v), success) for s, v in by.items()}
     rs = list(merged.values())
     counts = [stats.reconstructions(r) for r in rs]
     e = Entry(
@@ -592,7 +597,8 @@ def signed(c: Column, v: float) -> str:
 
 
 def verdicts(entries: list[Entry], columns: list[Column]) -> list[str]:
-    """One plain sentence per defense on the privacy axis against its setting's baseline, e.g.
+    """One plain sentence per defense on the privacy axis (and on each judge's confirmed accuracy)
+    against its setting's baseline, e.g.
     "re vs none: attack accuracy -4.0 points (95% CI -11.2 to +3.1, 1 seed x 50 reconstructions):
     not distinguishable from noise; --seeds 3 narrows it."; a defense whose setting has no
     baseline says so."""
@@ -612,6 +618,9 @@ def verdicts(entries: list[Entry], columns: list[Column]) -> list[str]:
         if d is None or d.estimate is None:
             continue
         lines.append(_verdict(e, p, d, where))
+        for m in e.metrics:  # the same reading of each judge's confirmed accuracy
+            if judging.confirmed(m) and (jd := e.deltas.get(m)) and jd.estimate is not None:
+                lines.append(_verdict(e, column_of(m, columns), jd, where))
     return lines
 
 

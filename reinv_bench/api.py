@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 # the facade: plugins import everything from here (as ``pytest`` re-exports ``_pytest``)
 from reinv_bench import hookimpl
+from reinv_bench.checkpoint import NO_CHECKPOINT, Checkpoint
 from reinv_bench.config import BUDGETS, ConfigError, Configurable, HParams, Param, did_you_mean
 from reinv_bench.data import Problem, Scenario, ScenarioData, Split, TrainRecipe
 from reinv_bench.images import DataError, ImageFiles
@@ -26,10 +27,15 @@ from reinv_bench.precision import autocast, full_precision
 from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
 
 if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
+    from reinv_bench.aggregate import filter_rows
+    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.cli import workdir_option
     from reinv_bench.doctor import decode_problem, undecodable
+    from reinv_bench.judging import store_verdicts, verdict_key
     from reinv_bench.plan import Cell
-    from reinv_bench.steps import Env
-    from reinv_bench.store import Row
+    from reinv_bench.plots import private_loader
+    from reinv_bench.steps import Env, reconstructions
+    from reinv_bench.store import Row, Store
     from reinv_bench.train import features, predict
 
 # names re-exported from modules that import this one: resolved on first use (PEP 562), so that
@@ -42,6 +48,15 @@ _LAZY = {
     "Env": "reinv_bench.steps",  # what a worker needs to rebuild the driver's world (executors)
     "undecodable": "reinv_bench.doctor",  # undecodable(paths, sample): image files that do not decode
     "decode_problem": "reinv_bench.doctor",  # decode_problem(*undecodable(...)): the one Problem they make
+    # stored results, for a plugin's commands over them (reinv-bench judge export / import)
+    "Store": "reinv_bench.store",  # Store(workdir / "results.db"): rows(), get(cell_id), put(row)
+    "Artifacts": "reinv_bench.artifacts",  # Artifacts(workdir): the artifact cache of a workdir
+    "reconstructions": "reinv_bench.steps",  # reconstructions(artifacts, row.artifacts["invert"])
+    "filter_rows": "reinv_bench.aggregate",  # filter_rows(rows, attack=(...), ...): the leaderboard's filters
+    "private_loader": "reinv_bench.plots",  # private_loader(registry)(row): the private training split
+    "store_verdicts": "reinv_bench.judging",  # answers from outside a run into a stored row
+    "verdict_key": "reinv_bench.judging",  # the outcomes key of a judge's answers
+    "workdir_option": "reinv_bench.cli",  # the --workdir option of every command over stored results
 }
 
 
@@ -82,11 +97,14 @@ __all__ = [
     "VALUE_RANGE",
     "Progress",
     "no_progress",
+    "Checkpoint",
+    "NO_CHECKPOINT",
     # defenses and attacks
     "Defense",
     "residual_stages",
     "AttackContext",
     "Inversion",
+    "Reconstructions",
     "PriorSpec",
     "BlackBox",
     "LabelOnly",
@@ -100,6 +118,9 @@ __all__ = [
     "EvalContext",
     "Metric",
     "Reported",
+    # judges
+    "Verdicts",
+    "Judge",
     # executors
     "Executor",
     # precision, pretrained weights, feature extraction
@@ -116,6 +137,14 @@ __all__ = [
     "Cell",
     "Row",
     "Env",
+    "Store",
+    "Artifacts",
+    "reconstructions",
+    "filter_rows",
+    "private_loader",
+    "store_verdicts",
+    "verdict_key",
+    "workdir_option",
 ]
 
 THREAT_MODELS = ("white-box", "black-box", "label-only")
@@ -152,6 +181,10 @@ class Defense(Configurable):
     def train_transform(self, x: Tensor) -> Tensor:
         """Transform a training batch (normalised space). Never applied at test or attack time."""
         return x
+
+    def transforms_images(self) -> bool:
+        """Whether ``train_transform`` changes training images (Random Erasing's does)."""
+        return type(self).train_transform is not Defense.train_transform
 
     def wrap_model(self, model: Classifier) -> Classifier:
         """Change the model's structure before training (and when it is rebuilt for loading)."""
@@ -207,6 +240,15 @@ class Defense(Configurable):
         columns of its rows (DP-SGD's epsilon and delta). Raise if one cannot be computed."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the defense carries from one epoch to the next, beyond what ``begin_training``
+        and ``on_epoch`` rebuild (Trap-MID's triggers and discriminator, DP-SGD's accountant):
+        saved in the training step's checkpoint. Default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` when a training step resumes (after ``begin_training``)."""
+
     def overridden(self) -> set[str]:
         return {h for h in self.EXCLUSIVE if getattr(type(self), h) is not getattr(Defense, h)}
 
@@ -247,6 +289,13 @@ class AttackContext:
     precision: str = "fp32"
     # architecture(name): a registered Architecture (e.g. a surrogate student built like a target)
     architecture: Callable[[str], Architecture] = _no_architectures
+    # while a prior is prepared: the priors it is built from (its PriorSpec.needs), by kind
+    priors: dict[str, Any] = field(default_factory=dict)
+    # the step's checkpoint: a long training loop resumes from it (reinv_bench.checkpoint)
+    checkpoint: Checkpoint = NO_CHECKPOINT
+    # the frozen evaluation model, only for an attack whose ``uses_eval_model()`` is true (IF-GMI's
+    # report=best: the official reports the layer the evaluation model scores best); else None
+    eval_model: Any = None
 
     def autocast(self):
         """The run's autocast on ``device``: bf16 under ``--precision bf16``, a no-op otherwise."""
@@ -265,15 +314,52 @@ class Inversion:
     info: dict[str, Any] = field(default_factory=dict)  # e.g. final losses, target queries
 
 
+class Reconstructions:
+    """A cell's reconstructions as metrics read them (``EvalContext.inversion``): every label at
+    once (``labels``, small) and the images one chunk at a time (``chunks()``: ``Inversion``s in
+    order, each loaded from the artifact store when reached and dropped after), so that no metric
+    holds every reconstruction of a many-class run at once. ``images`` joins them all, for a
+    metric that needs them together (it costs their memory)."""
+
+    def __init__(
+        self, labels: Tensor, chunks: Callable[[], Iterable[Inversion]], info: dict[str, Any] | None = None
+    ) -> None:
+        self.labels, self._chunks, self.info = labels, chunks, info or {}
+
+    @classmethod
+    def of(cls, inv: Inversion) -> Reconstructions:
+        """One chunk: an inversion already in memory (its tensors, not copies)."""
+        return cls(inv.labels, lambda: (inv,), inv.info)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def chunks(self) -> Iterator[Inversion]:
+        yield from self._chunks()
+
+    def map(self, fn: Callable[[Inversion], Tensor]) -> Tensor:
+        """``fn`` of each chunk, concatenated in order (e.g. per-reconstruction predictions)."""
+        return torch.cat([fn(chunk) for chunk in self.chunks()])
+
+    @property
+    def images(self) -> Tensor:
+        parts = [chunk.images for chunk in self.chunks()]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 @dataclass(frozen=True)
 class PriorSpec:
     """A prior an attack needs: ``kind`` names what is built (attacks that share a kind and
-    params share the cached artifact, e.g. GMI's GAN for gmi, brepmi and lomma+gmi)."""
+    params share the cached artifact, e.g. GMI's GAN for gmi, brepmi and lomma+gmi). ``needs``:
+    kinds of the attack's earlier priors this one is built from (PPDG-MI fine-tunes the base's
+    GAN): their steps run first, their keys enter this prior's key, and ``prepare`` finds them
+    in ``ctx.priors``."""
 
     kind: str
     params: dict[str, Any]
     uses_target: bool = False
     version: int = 1  # the version of the attack that builds it: enters the prior's key
+    needs: tuple[str, ...] = ()
 
 
 class BlackBox:
@@ -341,6 +427,27 @@ class Attack(Configurable):
         ``iters`` is set, the attack's number of iterations."""
         raise NotImplementedError
 
+    def memory_per_class(self, image_shape: tuple[int, ...]) -> int | None:
+        """Host bytes one attacked class holds during ``invert`` (its reconstructions and what the
+        attack keeps per class, e.g. candidate latents), estimated from the config at plan time:
+        ``--class-chunk auto`` sizes the chunks by it. None: not estimated."""
+        return None
+
+    def uses_eval_model(self) -> bool:
+        """Whether ``invert`` chooses among its reconstructions with the evaluation model
+        (``ctx.eval_model``), as an official script that reports its best-scoring variant does.
+        Such an inversion runs as one step over every attacked class (no ``--class-chunk``: the
+        choice is over all of them) and depends on the evaluation model."""
+        return False
+
+    def selection(self) -> str | None:
+        """What the attack keeps of what it optimised before the reconstructions are evaluated, in
+        words (PPA's final selection: "final selection: 50 of 200 candidates per class, ...");
+        None: every reconstruction it optimised is evaluated. Stored with each row
+        (``config["attacked"]``), stated on the protocol card, and matched against a published
+        number's ``selection`` (``leaderboard --reported``)."""
+        return None
+
 
 @dataclass(frozen=True)
 class IdentityLoss:
@@ -378,6 +485,12 @@ class WrapperAttack(Attack):
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict[str, Any]:
         return self.base.prepare(ctx, kind)
+
+    def selection(self) -> str | None:
+        return self.base.selection()
+
+    def uses_eval_model(self) -> bool:
+        return self.base.uses_eval_model()
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,13 +530,15 @@ class Column:
     ``"lower"``: lower attack accuracy); None when neither (sorted ascending, no Pareto role).
     ``axis``: ``"utility"`` or ``"privacy"`` for the column that is that axis of the
     privacy-utility trade-off (Pareto front, Δ columns, the scatter plot); the first present
-    column declaring an axis is it."""
+    column declaring an axis is it. ``interval``: the table shows ``mean [lo, hi]`` (the class
+    bootstrap of ``reinv_bench.stats``; axis columns have theirs in the Δ column)."""
 
     key: str
     header: str = ""
     percent: bool = False
     better: str | None = None
     axis: str | None = None
+    interval: bool = False  # the table shows the entry's 95% interval beside its mean
 
     def __post_init__(self) -> None:
         if self.better not in (None, "higher", "lower"):
@@ -442,7 +557,7 @@ class Column:
 class EvalContext:
     scenario: Scenario
     data: ScenarioData
-    inversion: Inversion
+    inversion: Reconstructions  # an Inversion given here is wrapped (Reconstructions.of)
     target: Classifier
     eval_model: Classifier
     device: torch.device
@@ -452,15 +567,23 @@ class EvalContext:
         compute()
     )
     budget: str = "paper"  # the run's budget (a metric whose protocol depends on it: robust_acc)
+    defense: Defense | None = None  # the target's defense (its training transform: feature_space)
+    # a judge's classifier trained on the scenario's labelled public data (Judge.public_arch)
+    public_model: Classifier | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inversion, Inversion):
+            self.inversion = Reconstructions.of(self.inversion)
 
     def attacked_classes(self) -> list[int]:
         return sorted(self.inversion.labels.unique().tolist())
 
-    def attacked_private(self) -> Split:
+    def attacked_private(self, labels: Tensor | None = None) -> Split:
         """The private training images of the classes the reconstructions were made for (what
-        KNN, FID and the FaceNet distance compare them with)."""
+        KNN, FID and the FaceNet distance compare them with); of the classes of ``labels`` when
+        given (one chunk's: ``Reconstructions.chunks()``)."""
         priv = self.data.private_train
-        wanted = torch.isin(priv.y, self.inversion.labels.unique())
+        wanted = torch.isin(priv.y, (self.inversion.labels if labels is None else labels).unique())
         return Split(priv.x[wanted], priv.y[wanted])
 
 
@@ -475,9 +598,57 @@ class Metric:
     # the columns of the keys compute() returns; a key without one is shown under its own name,
     # with no unit and no direction
     columns: tuple[Column, ...] = ()
+    # compute() reads ctx.eval_model: with several evaluation models (--eval-arch A --eval-arch B)
+    # it is computed again with each further one, its keys suffixed "[B]" (attack_acc[B])
+    uses_eval_model: ClassVar[bool] = False
 
     def compute(self, ctx: EvalContext) -> dict[str, float | PerItem | NotComputed]:
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Judges
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """A judge's answers for one cell: ``answers[i]`` for reconstruction i of ``ctx.inversion``
+    (True: yes, False: no, None: no answer); ``note``: how it decided, in one line (threshold and
+    measured rates, model name), stored with the row."""
+
+    answers: list[bool | None]
+    note: str = ""
+
+
+class Judge(Configurable):
+    """Answers, per reconstruction, "does it show the same identity (digit, object) as the private
+    images of its class?" without the target or the evaluation model (``reinv_bench.judging``
+    stores the answers and derives the leaderboard's confirmed accuracy and the evaluation model's
+    false-positive rate). Options are declared ``Param``s: ``--judge "NAME[key=value]"``.
+    ``external``: the answers come from outside the run (people: ``reinv-bench judge import``)
+    and ``judge`` is never called."""
+
+    external: ClassVar[bool] = False
+
+    def public_arch(self, scenario: Scenario) -> str | None:
+        """The architecture of a classifier the judge wants trained on ``scenario``'s labelled
+        public data (``ScenarioData.pretrain``, disjoint from the private data: a cached
+        ``pretrain`` step, the one TL-DMI starts from), handed to ``judge`` as
+        ``ctx.public_model``; None (default): none."""
+        return None
+
+    def judge(self, ctx: EvalContext) -> Verdicts:
+        """One answer per reconstruction of ``ctx.inversion`` (``ctx.inversion.map(fn)``: ``fn`` of
+        each chunk of reconstructions, concatenated). Never reads ``ctx.target`` or
+        ``ctx.eval_model``. Raise when it cannot answer at all: the cell stores null with the reason."""
+        raise NotImplementedError
+
+    def protocol_note(self, scenario: Scenario) -> str:
+        """What the judge does on ``scenario``, for its protocol card (default: the docstring's
+        first paragraph)."""
+        from reinv_bench.protocol import docstring
+
+        return " ".join(docstring(self).split("\n\n")[0].split())
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,7 +665,12 @@ class Reported:
     name the setting here that the number belongs to; ``scenario=None`` when no scenario here has
     it (it is still listed, with ``setting``). ``attack=None``: a number without an attack
     (natural accuracy); ``defense=""``: not stated. A number without a ``source`` (the file, table
-    or line it comes from) is refused.
+    or line it comes from) is refused. The attack's setting, where the paper states it:
+    ``classes`` (identities attacked), ``per_class`` (reconstructions evaluated per identity),
+    ``selection`` (``"none"``: every optimised reconstruction is evaluated; ``"final"``: a final
+    selection such as PPA's keeps some) and ``eval_arch`` (the evaluation model, an architecture
+    name here); ``leaderboard --reported`` places the number only beside measured rows whose
+    recorded setting (``config["attacked"]``, ``config["eval"]``) matches every stated one.
     """
 
     paper: str
@@ -506,9 +682,15 @@ class Reported:
     arch: str | None = None
     attack: str | None = None
     defense: str = "none"
+    classes: int | None = None
+    per_class: int | None = None
+    selection: str | None = None
+    eval_arch: str | None = None
 
     def __post_init__(self) -> None:
         what = f"reported number of {self.paper or '?'} ({self.setting or '?'})"
+        if self.selection not in (None, "none", "final"):
+            raise ConfigError(f"{what}: selection {self.selection!r} is not 'none', 'final' or None")
         if not isinstance(self.source, str) or not self.source.strip():
             raise ConfigError(
                 f"{what}: no source; a published number is listed only with where it comes from"

@@ -8,7 +8,10 @@ beside a small JSON *record* written last (the commit marker):
 
 - **Verified on load.** The payload's SHA-256 must equal the record's and the key stored inside it
   must be its own, so a flipped byte or an artifact copied over another is detected, never used.
-  A file that fails is moved aside (``.corrupt``) and the step is recomputed.
+  A file that fails is moved aside (``.corrupt``) and the step is recomputed. A file is hashed
+  once per process unless it changes (size, mtime).
+- **Streamed.** ``torch.save`` writes to the file and the SHA-256 is read back from it; loads are
+  memory-mapped. No payload is ever held as a byte string beside the objects it holds.
 - **Bound to what it was built from.** ``deps`` records the SHA-256 of every artifact the step
   read; when a dependency is rebuilt (other bytes), its dependents no longer match and are
   rebuilt too (``Runner`` checks before reusing anything).
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import os
 import re
@@ -76,10 +78,6 @@ def _write_bytes(data: bytes) -> Callable[[Path], None]:
             os.fsync(f.fileno())
 
     return write
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -347,15 +345,22 @@ class Artifacts:
         artifact's sha256. Returns the record."""
         import torch  # here, not at import: the CLI maps ArtifactError without loading torch
 
-        buf = io.BytesIO()
-        torch.save({**obj, "key": key}, buf)
-        data = buf.getvalue()
-        rec = {"key": key, "sha256": sha256_bytes(data), "deps": dict(deps or {}), "meta": meta or {}}
+        sha = ""
+
+        def write(tmp: Path) -> None:  # streamed to the file: no copy of the payload in memory
+            nonlocal sha
+            with open(tmp, "wb") as f:  # a file object, not a path: the same bytes as torch.save to a buffer
+                torch.save({**obj, "key": key}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            sha = file_sha256(tmp)
+
         self._record_path(key).unlink(missing_ok=True)  # the payload changes: no record until it is whole
-        path = write_atomic(self.path(key), _write_bytes(data))
+        path = write_atomic(self.path(key), write)
         st = path.stat()
+        rec = {"key": key, "sha256": sha, "deps": dict(deps or {}), "meta": meta or {}}
         write_atomic(self._record_path(key), _write_bytes(json.dumps(rec, default=str).encode()))
-        self._verified[key] = (st.st_size, st.st_mtime_ns, rec["sha256"])
+        self._verified[key] = (st.st_size, st.st_mtime_ns, sha)
         return rec
 
     def _reject(self, key: str, why: str) -> ArtifactError:
@@ -372,44 +377,41 @@ class Artifacts:
             f"artifact {path} {why}; {moved}. It is recomputed on the next run; stored results are untouched."
         )
 
-    def _read_verified(self, key: str) -> tuple[bytes, dict[str, Any]]:
+    def _verify(self, key: str) -> dict[str, Any]:
+        """The artifact's record once its payload's SHA-256 is checked (streamed from the file; once
+        per process unless the file changes); a payload that fails is moved aside."""
         rec = self.record(key)
         path = self.path(key)
         if rec is None:
             raise ArtifactError(f"artifact {key} is missing ({path}); rerun to recompute it")
         try:
-            data = path.read_bytes()
+            st = path.stat()
+            if self._verified.get(key) == (st.st_size, st.st_mtime_ns, rec["sha256"]):
+                return rec
+            sha = file_sha256(path)
         except OSError as exc:
             raise ArtifactError(f"artifact {path} cannot be read: {exc.strerror or exc}") from None
-        if sha256_bytes(data) != rec["sha256"]:
+        if sha != rec["sha256"]:
             raise self._reject(key, "does not match its recorded SHA-256 (corrupted or replaced)")
-        return data, rec
+        self._verified[key] = (st.st_size, st.st_mtime_ns, sha)
+        return rec
 
     def digest(self, key: str) -> str | None:
         """The artifact's verified sha256, or None when it is absent or fails verification (then
         it is moved aside). Each file is hashed once per process unless it changes."""
-        rec = self.record(key)
-        if rec is None:
+        if self.record(key) is None:
             return None
         try:
-            st = self.path(key).stat()
-        except OSError:
-            return None
-        if self._verified.get(key) == (st.st_size, st.st_mtime_ns, rec["sha256"]):
-            return rec["sha256"]
-        try:
-            self._read_verified(key)
+            return self._verify(key)["sha256"]
         except ArtifactError:
             return None
-        self._verified[key] = (st.st_size, st.st_mtime_ns, rec["sha256"])
-        return rec["sha256"]
 
     def load(self, key: str) -> dict[str, Any]:
         import torch
 
-        data, _ = self._read_verified(key)
-        try:
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        self._verify(key)
+        try:  # memory-mapped: tensors are read from the file as they are used, not copied up front
+            obj = torch.load(self.path(key), map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
             raise self._reject(key, f"could not be loaded ({type(exc).__name__}: {first})") from None

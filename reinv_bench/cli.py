@@ -159,7 +159,7 @@ def _from_grid(state: State, path: Path) -> tuple:
         attacks,
         defenses,
         pick("archs", "archs", tuple),
-        pick("eval_arch", "eval_arch"),
+        pick("eval_arch", "eval_arch", lambda v: (v,) if isinstance(v, str) else tuple(v or ())),
         pick("scenarios", "scenarios", tuple),
         pick("seeds", "seeds"),
         pick("budget", "budget"),
@@ -184,20 +184,31 @@ def _preview(p: dict, cells: int) -> str:
     """The --dry-run table."""
     from tabulate import tabulate
 
-    rows, total = [], 0.0
+    from reinv_bench.estimates import SOURCES
+
+    rows, total, sources = [], 0.0, set()
     for kind, k in p["kinds"].items():
         est = "unknown" if k["seconds"] is None else f"{k['seconds'] / 60:.1f} min"
         total = None if total is None or k["seconds"] is None else total + k["seconds"]
-        rows.append([kind, k["run"], k["cached"], est if k["run"] else ""])
+        known = k["run"] and k["seconds"] is not None
+        rows.append([kind, k["run"], k["cached"], est if k["run"] else "", k["source"] if known else ""])
+        sources |= set(k["source"].split("; ")) - {""} if known else set()
+    device = p.get("device") or "-"
+    how = []
+    if "workdir" in sources:
+        how.append("medians of the timings of steps of the same kind and scenario in this workdir")
+    if sources - {"workdir"}:
+        how.append(f"estimate from the shipped table (device {device}: {SOURCES.get(device, '')})")
+    if any("scaled from budget" in s for s in sources):
+        how.append("a figure of another budget is rough: widths and fixed costs differ")
+    unknown = [kind for kind, k in p["kinds"].items() if k["run"] and k["seconds"] is None]
+    if unknown:
+        how.append(f"{', '.join(unknown)}: no timing in this workdir yet nor a table figure for {device}")
     lines = [
-        tabulate(rows, ["step", "to run", "reused", "estimate"], tablefmt="simple"),
+        tabulate(rows, ["step", "to run", "reused", "estimate", "from"], tablefmt="simple"),
         f"{p['cells']} of {cells} cell(s) to evaluate ({p['stored']} already stored); estimated time: "
-        + (
-            "unknown (no timing of such steps in this workdir yet)"
-            if total is None
-            else f"{total / 60:.1f} min"
-            " (medians of the timings of steps of the same kind and scenario in this workdir)"
-        ),
+        + ("unknown" if total is None else f"{total / 60:.1f} min")
+        + f" ({'; '.join(how)})",
     ]
     return "\n".join(lines)
 
@@ -305,9 +316,20 @@ _GRID_KEYS = (
 )
 @click.option(
     "--eval-arch",
-    default=None,
+    multiple=True,
     help='Evaluation model instead of the scenario\'s, e.g. "ir50_112[weights=ms1m]" (the official '
-    "evaluation models start from pretrained weights); its rows are ranked as another protocol.",
+    "evaluation models start from pretrained weights); its rows are ranked as another protocol. "
+    "Repeatable: each further one judges the same reconstructions too (attack_acc[NAME], and the "
+    "leaderboard's eval_agree[NAME]: how often it agrees with the first).",
+)
+@click.option(
+    "--judge",
+    "judges",
+    multiple=True,
+    metavar="SPEC",
+    help="Judge, repeatable: confirms each reconstruction without the target or the evaluation model, "
+    'e.g. "verification" or "verification[far=0.001]" (see `reinv-bench plugins --kind judge`); the '
+    "leaderboard adds its confirmed accuracy and the evaluation model's false-positive rate.",
 )
 @click.option(
     "--scenario",
@@ -381,7 +403,8 @@ _GRID_KEYS = (
     show_default=True,
     metavar="N|auto",
     help="Classes per inversion step: a many-class attack becomes cached chunks that spread over "
-    "workers and resume chunk by chunk (0: one step; auto: the attack's identity batch).",
+    "workers and resume chunk by chunk (0: one step; auto: the attack's identity batch, else as many "
+    "classes as fit in 2 GiB by the attack's memory estimate, else 60).",
 )
 @click.option("--gpus", default=None, help="Shorthand for --executor local[gpus=...], e.g. --gpus 0,1,2,3.")
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
@@ -474,6 +497,7 @@ def run(state: State, **o):
             reporter=reporter,
             deterministic=o["deterministic"],
             dry_run=o["dry_run"],
+            check=False,  # _check_prerequisites printed the checklist
             # each observer on its own: one that raises is named in a warning and the run goes on
             on_result=functools.partial(call_each, state.pm, "on_result", warn),
         )
@@ -503,7 +527,9 @@ def _request(state: State, o: dict, budget: str):
         not o["no_baseline"],
         str(data_root.resolve()) if data_root else None,
         metric_names(state.registry, o["metrics"]) or None,
-        o["eval_arch"],
+        o["eval_arch"][0] if o["eval_arch"] else None,
+        extra_eval_archs=list(o["eval_arch"][1:]),
+        judges=list(o["judges"]),
         recipes=parse_recipes(o["recipe_texts"]),
         class_chunk=_class_chunk(o["class_chunk"]),
         precision=o["precision"],
@@ -514,11 +540,12 @@ def _check_prerequisites(state: State, req, o: dict) -> None:
     """Say what the scenarios' protocols leave out, and list every missing weights file, data
     folder and extra of the whole plan at once, before any step (exit 1 if one is required)."""
     from reinv_bench.doctor import checklist, missing_prerequisites
-    from reinv_bench.protocol import unclaimed_protocol
+    from reinv_bench.protocol import claimed, left_out
 
-    if not o["metrics"]:  # a scenario of a protocol no metric names gets few metrics: say so, not silently
+    if not o["metrics"]:  # a scenario of its own protocol: what its defaults leave out, and why
         scenarios = (state.registry.get("scenario", s) for s in dict.fromkeys(o["scenarios"]))
-        for note in filter(None, (unclaimed_protocol(state.registry, sc) for sc in scenarios)):
+        notes = (left_out(state.registry, sc) for sc in scenarios if not claimed(state.registry, sc))
+        for note in filter(None, notes):
             warn(note)
     missing = missing_prerequisites(req, state.registry, o["executor"], optional=o["dry_run"])
     if missing:
@@ -560,6 +587,11 @@ def _show_run(state: State, result, baseline_name: str, console) -> None:
 
 def _filter_options(f):
     """-a/-d/--arch/--scenario/--budget/--protocol filters and --baseline, as the leaderboard's."""
+    return _cell_filters(f, baseline=True)
+
+
+def _cell_filters(f, baseline: bool = False):
+    """-a/-d/--arch/--scenario/--budget/--protocol filters (and --baseline)."""
     for opt in reversed(
         [
             click.option(
@@ -575,13 +607,19 @@ def _filter_options(f):
                 multiple=True,
                 help="Only these evaluation protocols (64px, 224px, ...).",
             ),
-            click.option(
-                "--baseline",
-                "baseline_name",
-                default="none",
-                show_default=True,
-                metavar="DEFENSE",
-                help="The defense every other is compared with (Δ columns with 95% intervals).",
+            *(
+                [
+                    click.option(
+                        "--baseline",
+                        "baseline_name",
+                        default="none",
+                        show_default=True,
+                        metavar="DEFENSE",
+                        help="The defense every other is compared with (Δ columns with 95% intervals).",
+                    )
+                ]
+                if baseline
+                else []
             ),
         ]
     ):
@@ -670,11 +708,55 @@ def leaderboard(
         click.echo(render(entries, fmt, columns, unmatched))
 
 
+@cli.command("export")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--private-per-class",
+    type=click.IntRange(1),
+    default=None,
+    help="Private training images written per attacked class (default: all of them).",
+)
+@_cell_filters
+@workdir_option
+@click.pass_obj
+def export_cmd(state: State, out: Path, private_per_class, workdir, **filters):
+    """Write the stored cells' reconstructions, the private images they are judged against and every
+    verdict (evaluation models, judges) in the MI-Reconstruction-Collection layout (MI-Eval-MLLM)."""
+    from reinv_bench.aggregate import declared_columns, default_sort, filter_rows
+    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.export import export
+    from reinv_bench.plots import private_loader
+    from reinv_bench.store import Store
+
+    db = _expand_home(workdir) / "results.db"
+    if not db.is_file():
+        raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
+    rows = filter_rows(Store(db).rows(status="ok"), **{k.removesuffix("s"): v for k, v in filters.items()})
+    if not rows:
+        raise click.ClickException("no successful results match the filters")
+    success = default_sort(declared_columns(state.registry))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest, notes = export(
+            rows, Artifacts(db.parent), private_loader(state.registry), out, success, private_per_class
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}; pass another DIR") from None
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
+    click.echo(
+        f"wrote {len(manifest['cells'])} cell(s) and "
+        f"{sum(manifest['private_images'].values())} private image(s) to {out} (manifest.json)"
+    )
+
+
 @cli.command()
 @click.argument("name", required=False)
 @click.option(
     "--kind",
-    type=click.Choice(["attack", "defense", "architecture", "scenario", "metric", "executor", "weights"]),
+    type=click.Choice(
+        ["attack", "defense", "architecture", "scenario", "metric", "judge", "executor", "weights"]
+    ),
     default=None,
     help="Only this kind (where NAME is several).",
 )
@@ -718,15 +800,21 @@ def plugins(state: State, name: str | None, kind: str | None):
     default=None,
     help="Root of local datasets: with it, the card shows the split sizes and the data digest.",
 )
+@workdir_option
 @click.pass_obj
-def protocol(state: State, scenario: str, data_root: Path | None):
+def protocol(state: State, scenario: str, data_root: Path | None, workdir: Path):
     """Print SCENARIO's protocol card (default: mnist): splits and their seed, identities attacked,
     resolution, public data, evaluation model and its initialisation, samples per class, each
     metric's definition and which run by default, training recipes per role and budget, and the
-    published numbers of the setting. Everything is read from the plugins."""
+    published numbers of the setting. Everything is read from the plugins; the judges' measured
+    rates on real pairs from the results in --workdir, where there are some."""
+    from reinv_bench.judging import remarks
     from reinv_bench.protocol import card
+    from reinv_bench.store import Store
 
-    click.echo(card(state.registry, scenario, str(data_root) if data_root else None))
+    db = _expand_home(workdir) / "results.db"
+    judged = remarks([r for r in Store(db).rows("ok") if r.scenario == scenario]) if db.is_file() else []
+    click.echo(card(state.registry, scenario, str(data_root) if data_root else None, judged=judged))
     others = [n for n in state.registry.names("scenario") if n != scenario]
     if others:
         click.echo(f"\nOther scenarios: {', '.join(others)} (reinv-bench protocol NAME)")
@@ -893,6 +981,18 @@ def _output_option(f):
 @_output_option
 @click.option("--x", "x_key", default=None, help="Column on x (default: the utility axis, natural accuracy).")
 @click.option("--y", "y_key", default=None, help="Column on y (default: the privacy axis, attack accuracy).")
+@click.option(
+    "--features",
+    is_flag=True,
+    help="Instead: the seed paper's feature-space figure for one comparison group (per class and "
+    "defense, the target's features of private, defense-transformed private and reconstructed images).",
+)
+@click.option(
+    "--classes", type=click.IntRange(1), default=4, show_default=True, help="--features: the first K classes."
+)
+@click.option(
+    "--seed", type=int, default=None, help="--features: which seed (default: the lowest common one)."
+)
 @workdir_option
 @click.pass_obj
 def plot(
@@ -907,20 +1007,49 @@ def plot(
     output,
     x_key,
     y_key,
+    features,
+    classes,
+    seed,
     workdir,
 ):
     """Privacy-utility scatter per comparison group: 95% interval error bars, the baseline marked,
-    the Pareto front drawn, a defense swept over one parameter drawn as a curve."""
-    from reinv_bench.plots import PlotError, privacy_utility
+    the Pareto front drawn, a defense swept over one parameter drawn as a curve. With --features:
+    the feature-space projection of one group."""
+    from reinv_bench import plots
 
+    workdir = _expand_home(workdir)
     _, entries, columns = _stored(
-        state, _expand_home(workdir), attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
+        state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
     )
     try:
-        privacy_utility(entries, output, columns, x_key, y_key)
-    except PlotError as exc:
+        if not features:
+            plots.privacy_utility(entries, output, columns, x_key, y_key)
+            click.echo(f"wrote {output}")
+            return
+        group = _one_group(entries)
+        load_target = plots.target_loader(state.registry, workdir)
+        _, (nrows, ncols), notes = plots.feature_projection(
+            group, plots.private_loader(state.registry), load_target, output, classes, seed
+        )
+    except plots.PlotError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {output}")
+    for note in notes:
+        warn(note)
+    click.echo(f"wrote {output} ({nrows} classes x {ncols} defenses)")
+
+
+def _one_group(entries):
+    """The one comparison group ``entries`` make, or a usage error naming them."""
+    from reinv_bench.plots import group_title, groups
+
+    gs = groups(entries)
+    if len(gs) > 1:
+        names = "; ".join(group_title(g[0]) for g in gs)
+        raise click.ClickException(
+            f"{len(gs)} comparison groups match ({names}); pick one with -a/--arch/"
+            "--scenario/--budget/--protocol"
+        )
+    return gs[0]
 
 
 @cli.command()
@@ -960,22 +1089,16 @@ def show(
     training image of the class, then per defense the reconstruction the target is most confident
     in (or, with --restarts, every reconstruction of one cell)."""
     from reinv_bench.artifacts import Artifacts
-    from reinv_bench.plots import PlotError, group_title, groups, private_loader, reconstruction_grid
+    from reinv_bench.plots import PlotError, private_loader, reconstruction_grid
 
     workdir = _expand_home(workdir)
     _, entries, _ = _stored(
         state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
     )
-    gs = groups(entries)
-    if len(gs) > 1:
-        names = "; ".join(group_title(g[0]) for g in gs)
-        raise click.ClickException(
-            f"{len(gs)} comparison groups match ({names}); pick one with -a/--arch/"
-            "--scenario/--budget/--protocol"
-        )
+    group = _one_group(entries)
     try:
         _, (nrows, ncols), notes = reconstruction_grid(
-            gs[0], Artifacts(workdir), private_loader(state.registry), output, classes, seed, restarts
+            group, Artifacts(workdir), private_loader(state.registry), output, classes, seed, restarts
         )
     except PlotError as exc:
         raise click.ClickException(str(exc)) from None

@@ -3,7 +3,7 @@ Re-exported by ``reinv_bench.api``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +56,17 @@ class TrainRecipe:
     milestones: tuple[float, ...] = ()  # fractions of the epochs where lr *= gamma
     gamma: float = 0.1
     augment: str = ""  # "" | "flip" (KEDMI/GMI 64 px) | "ppa" (PPA/MIDRE 224 px); see train.augment
+    # the weights kept: "last" (the last epoch's; no choice made on test data) | "best_test" (the
+    # epoch with the best accuracy on the private test split, as the official training scripts)
+    select: str = "last"
+
+    def spec(self) -> dict[str, Any]:
+        """The recipe as step specs and rows hold it; ``select`` only when not the default, so
+        that the steps keyed before it existed keep their keys."""
+        out = asdict(self)
+        if out["select"] == "last":
+            del out["select"]
+        return out
 
 
 class Scenario:
@@ -71,6 +82,9 @@ class Scenario:
     description: str = ""
     protocol: str = ""  # evaluation protocol ("64px", "224px", ...): decides the default metrics,
     # and rows of different protocols are never ranked together
+    # metrics run by default besides those of the protocol (a scenario of its own protocol asking
+    # for builtin ones, e.g. ("knn_dist",)); --metric still picks exactly the metrics named
+    default_metrics: ClassVar[tuple[str, ...]] = ()
     public_labels: bool = False  # load() fills ScenarioData.pretrain: a defense may pretrain there
     # the protocol's own attack hyperparameters where they differ from the attack's paper defaults
     # (attack name -> {param: value}); a value the user gives wins; they show in the label

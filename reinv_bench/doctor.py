@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from reinv_bench.config import ConfigError
 from reinv_bench.data import Problem, Scenario, ScenarioData
 from reinv_bench.images import DataError, ImageFiles
 
@@ -465,12 +466,20 @@ def _missing_metric_weights(registry: Any, req: Any, scenarios: list[Scenario]):
 
 
 def _metrics(req: Any, registry: Any, scenarios: list[Scenario]) -> list[str]:
+    from reinv_bench.protocol import default_metrics
+
     if req.metrics:
         return [m for m in dict.fromkeys(req.metrics) if m in registry.names("metric")]
-    protocols = {s.protocol for s in scenarios}
-    return [
-        e.name for e in registry.entries("metric") if not e.obj.protocols or protocols & set(e.obj.protocols)
-    ]
+    return list(dict.fromkeys(m.name for s in scenarios for m in default_metrics(registry, s)[0]))
+
+
+class MissingPrerequisites(ConfigError):
+    """``reinv_bench.run`` before any step: the required prerequisites this machine lacks, all of
+    them (``missing``), the message their checklist."""
+
+    def __init__(self, missing: list[Missing]) -> None:
+        super().__init__(checklist(missing))
+        self.missing = missing
 
 
 def checklist(missing: list[Missing]) -> str:

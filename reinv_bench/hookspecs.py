@@ -14,7 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from reinv_bench.api import Architecture, Attack, Defense, Executor, Metric, Scenario
+    from reinv_bench.api import Architecture, Attack, Defense, Executor, Judge, Metric, Scenario
     from reinv_bench.plan import Cell
     from reinv_bench.store import Row
     from reinv_bench.weights import WeightsFile
@@ -45,6 +45,11 @@ def register_datasets() -> list[Scenario]:
 @hookspec
 def register_metrics() -> list[Metric]:
     """Return Metric instances computed on every attack cell."""
+
+
+@hookspec
+def register_judges() -> list[type[Judge]]:
+    """Return Judge subclasses (each with a unique ``name``): per-reconstruction yes/no answers."""
 
 
 @hookspec

@@ -12,7 +12,7 @@ same request finds every artifact already there.
     target    arch x defense x scenario x seed          shared by all attacks
     prior     an attack's prior (GAN, ...), by kind      once per scenario, or per target
     invert    attack x target x seed -> reconstructions (or one step per class chunk, --class-chunk)
-    merge     the chunks of one inversion, joined for evaluation
+    merge     the chunks of one inversion: a manifest of their artifacts, read chunk by chunk
 and a *cell* (one results row) = invert + evaluation by the metrics.
 """
 
@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from reinv_bench import recipes
 from reinv_bench import spec as specs
@@ -84,6 +86,10 @@ class Cell:
     prior_keys: list[str]
     invert_key: str
     metrics: list[str]
+    # the judges run on the cell (--judge): {"label", "name", "version", "config"} each
+    judges: list[dict[str, Any]] = field(default_factory=list)
+    # further evaluation models (--eval-arch given again): label -> their eval step's key
+    extra_evals: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +104,10 @@ class Request:
     data_root: str | None = None
     metrics: list[str] | None = None  # None: the metrics of each scenario's protocol
     eval_arch: str | None = None  # None: each scenario's evaluation model
+    # further evaluation models: each judges the same reconstructions (attack_acc[LABEL]); the
+    # first, eval_arch, stays the one the protocol and the comparisons use
+    extra_eval_archs: list[str] = field(default_factory=list)
+    judges: list[str] = field(default_factory=list)  # judge specs (--judge), e.g. "verification"
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> TrainRecipe overrides
     class_chunk: int | str = (
         0  # classes per inversion step (0: all in one; "auto": the attack's identity batch)
@@ -111,6 +121,7 @@ class Request:
 class Plan:
     steps: dict[str, Step]
     cells: list[Cell]
+    notes: list[str] = field(default_factory=list)  # what the run should say before it starts
 
 
 def _component_label(
@@ -198,14 +209,24 @@ def build_attack(registry: Registry, desc: dict[str, Any]) -> Attack:
     return cls(desc["config"])
 
 
-def _chunk(class_chunk: int | str, attack: Attack) -> int:
-    """Classes per inversion step: ``auto`` is the attack's identity batch (``batch_ids``) if it
-    has one, as the official scripts attack 60 identities at a time."""
-    if class_chunk == "auto":
-        while not attack.config.get("batch_ids") and getattr(attack, "base", None) is not None:
-            attack = attack.base
-        return int(attack.config.get("batch_ids") or 0)
-    return int(class_chunk)
+AUTO_CHUNK_BYTES = 2 * 2**30  # --class-chunk auto: host memory one inversion step's classes may hold
+AUTO_CHUNK_CLASSES = 60  # auto, for an attack that estimates neither: the official scripts' identity batch
+
+
+def _chunk(class_chunk: int | str, attack: Attack, image_shape: tuple[int, ...]) -> int:
+    """Classes per inversion step. ``auto``: the attack's identity batch (``batch_ids``: the
+    official scripts attack 60 identities at a time, and chunks aligned with it give the unchunked
+    reconstructions); else as many classes as fit in ``AUTO_CHUNK_BYTES`` by the attack's
+    ``memory_per_class`` estimate (PPA, IF-GMI); else ``AUTO_CHUNK_CLASSES``."""
+    if class_chunk != "auto":
+        return int(class_chunk)
+    chain = [attack]  # a wrapper attack, then the attack it wraps
+    while getattr(chain[-1], "base", None) is not None:
+        chain.append(chain[-1].base)
+    if batch := next((a.config["batch_ids"] for a in chain if a.config.get("batch_ids")), 0):
+        return int(batch)
+    per_class = next((b for a in chain if (b := a.memory_per_class(tuple(image_shape)))), None)
+    return max(1, AUTO_CHUNK_BYTES // per_class) if per_class else AUTO_CHUNK_CLASSES
 
 
 def _with_defaults(text: str, scenario: Scenario) -> str:
@@ -281,6 +302,8 @@ class _Scope:
     eval_desc: dict[str, Any] = field(default_factory=dict)  # the cell config's "eval" entry
     metrics: list[str] = field(default_factory=list)
     metric_versions: list[str] = field(default_factory=list)
+    judges: list[dict[str, Any]] = field(default_factory=list)
+    extra_evals: dict[str, str] = field(default_factory=dict)
 
     def add(self, step: Step) -> str:
         self.steps.setdefault(step.key, step)
@@ -288,12 +311,23 @@ class _Scope:
 
 
 def _eval_step(sc: _Scope) -> None:
-    """The scenario's evaluation model (another one is another protocol: its rows rank apart)."""
+    """The scenario's evaluation model (another one is another protocol: its rows rank apart), and
+    the further ones the request names (they judge the same reconstructions, in columns of their own)."""
     req, scenario = sc.req, sc.scenario
-    label, arch, init = resolve_arch(sc.registry, req.eval_arch or scenario.eval_arch)
+    label, sc.eval_key, sc.eval_desc = _eval_model(sc, req.eval_arch or scenario.eval_arch)
     sc.protocol = scenario.protocol if label == scenario.eval_arch else f"{scenario.protocol}, eval {label}"
-    recipe = asdict(scenario.recipe("eval", req.budget, arch))
-    sc.eval_key = sc.add(
+    for text in dict.fromkeys(req.extra_eval_archs):
+        extra, key, _ = _eval_model(sc, text)
+        if extra != label:
+            sc.extra_evals[extra] = key
+
+
+def _eval_model(sc: _Scope, text: str) -> tuple[str, str, dict[str, Any]]:
+    """An evaluation model's (label, step key, description in the cell config)."""
+    req, scenario = sc.req, sc.scenario
+    label, arch, init = resolve_arch(sc.registry, text)
+    recipe = scenario.recipe("eval", req.budget, arch).spec()
+    key = sc.add(
         Step(
             "eval",
             {
@@ -307,19 +341,39 @@ def _eval_step(sc: _Scope) -> None:
             label=f"eval model {label} on {scenario.name}",
         )
     )
-    sc.eval_desc = {"arch": label, "init": init.record(), "recipe": recipe}
+    return label, key, {"arch": label, "init": init.record(), "recipe": recipe}
+
+
+def resolve_judge(registry: Registry, text: str, budget: str) -> dict[str, Any]:
+    """Parse and validate a judge spec ``NAME[key=value,...]``: its label, name, version, config."""
+    (comp,) = specs.parse(text)
+    cls = registry.get("judge", comp.name)
+    if cls.external:
+        raise ConfigError(
+            f"--judge {comp.name}: its answers come from outside a run "
+            f"(reinv-bench judge export / import), not from --judge"
+        )
+    inst = cls(comp.params, budget)
+    label = _component_label(comp.name, cls, comp.params, inst.config, budget)
+    return {"label": label, "name": comp.name, "version": cls.version, "config": dict(inst.config)}
+
+
+def build_judge(registry: Registry, desc: dict[str, Any]):
+    """The judge a cell's ``judges`` entry describes."""
+    return registry.get("judge", desc["name"])(desc["config"])
 
 
 def _metric_names(req: Request, registry: Registry, scenario: Scenario) -> tuple[list[str], list[str]]:
-    """The request's metrics, else those of the scenario's protocol; and ``name@version`` of each."""
+    """The request's metrics, else the scenario's defaults (``protocol.applies``: those of its
+    protocol and those it names); and ``name@version`` of each."""
+    from reinv_bench.protocol import default_metrics
+
+    for m in scenario.default_metrics:  # a name the scenario gives must be installed
+        registry.get("metric", m)
     names = (
         list(dict.fromkeys(req.metrics))
         if req.metrics is not None
-        else [
-            m.name
-            for m in (e.obj for e in registry.entries("metric"))
-            if not m.protocols or scenario.protocol in m.protocols
-        ]
+        else [m.name for m in default_metrics(registry, scenario)[0]]
     )
     return names, sorted(f"{m}@{registry.get('metric', m).version}" for m in names)
 
@@ -330,7 +384,7 @@ def _target_recipe(sc: _Scope, arch: str, insts: list[Defense]) -> dict[str, Any
     recipe = sc.scenario.recipe("target", sc.req.budget, arch)
     for d in insts:
         recipe = d.recipe(recipe, sc.req.budget, arch)
-    return asdict(recipes.apply(recipe, sc.req.recipes, "target"))
+    return recipes.apply(recipe, sc.req.recipes, "target").spec()
 
 
 def _target_step(
@@ -368,6 +422,10 @@ def _prior_steps(sc: _Scope, attack: tuple, target_key: str, dlabel: str, seed: 
     _, adesc, inst = attack
     priors = {}
     for ps in inst.priors():
+        unknown = [k for k in ps.needs if k not in priors]
+        if unknown:
+            raise ConfigError(f"prior {ps.kind!r} needs {unknown}, not among the attack's earlier priors")
+        built_from = {k: priors[k] for k in ps.needs}  # PriorSpec.needs: keys enter this one's key
         spec = {
             **sc.data,
             "kind": ps.kind,
@@ -376,6 +434,7 @@ def _prior_steps(sc: _Scope, attack: tuple, target_key: str, dlabel: str, seed: 
             "target": target_key if ps.uses_target else None,
             "seed": seed if ps.uses_target else 0,
             **sc.prec,
+            **({"from": built_from} if built_from else {}),
         }
         label = f"prior {ps.kind} on {sc.scenario.name}" + (
             f" for {dlabel} seed {seed}" if ps.uses_target else ""
@@ -384,7 +443,7 @@ def _prior_steps(sc: _Scope, attack: tuple, target_key: str, dlabel: str, seed: 
             Step(
                 "prior",
                 spec,
-                deps=(target_key,) if ps.uses_target else (),
+                deps=((target_key,) if ps.uses_target else ()) + tuple(built_from.values()),
                 label=label,
                 extra={"attack": adesc},
             )
@@ -396,10 +455,13 @@ def _invert_step(
     sc: _Scope, attack: tuple, target_key: str, priors: dict[str, str], label: str, seed: int
 ) -> str:
     """The inversion of the attacked classes: one step, or one cached step per chunk of classes
-    (they spread over workers and resume chunk by chunk) and a ``merge`` step joining them."""
+    (they spread over workers and resume chunk by chunk) and a ``merge`` step listing them."""
     spec = {"attack": attack[1], "target": target_key, "priors": priors, "seed": seed, **sc.prec}
-    classes, chunk = sc.scenario.target_classes(), _chunk(sc.req.class_chunk, attack[2])
+    classes = sc.scenario.target_classes()
+    chunk = _chunk(sc.req.class_chunk, attack[2], sc.scenario.image_shape)
     deps = (target_key, *priors.values())
+    if attack[2].uses_eval_model():  # it chooses with the evaluation model, over every class at once
+        spec["eval"], deps, chunk = sc.eval_key, (*deps, sc.eval_key), 0
     if not chunk or len(classes) <= chunk:
         return sc.add(Step("invert", {**spec, "classes": classes}, deps=deps, label=label))
     parts = [
@@ -449,9 +511,22 @@ def _cell(
         # TL's or BiDO's at the paper budget, is in target_recipe and not part of the setting)
         "recipes": sc.req.recipes,
     }
-    cell_id = digest({"invert": invert_key, "eval": sc.eval_key, "metrics": sc.metric_versions})
+    ident = {"invert": invert_key, "eval": sc.eval_key, "metrics": sc.metric_versions}
+    if sc.judges:  # (a run without judges or further evaluation models keeps its cell ids)
+        ident["judges"] = sc.judges
+    if sc.extra_evals:
+        ident["extra_evals"] = sc.extra_evals
     return Cell(
-        cell_id, labels, config, sc.eval_key, target_key, list(priors.values()), invert_key, list(sc.metrics)
+        digest(ident),
+        labels,
+        config,
+        sc.eval_key,
+        target_key,
+        list(priors.values()),
+        invert_key,
+        list(sc.metrics),
+        list(sc.judges),
+        dict(sc.extra_evals),
     )
 
 
@@ -479,8 +554,12 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
 
     steps: dict[str, Step] = {}
     cells: list[Cell] = []
+    notes: list[str] = []
     for m in req.metrics or ():
         registry.get("metric", m)
+    judges = list(
+        {j["label"]: j for j in (resolve_judge(registry, t, req.budget) for t in req.judges)}.values()
+    )
     defenses = _defenses(req, registry)
     attack_texts = [(a, keep) for text in dict.fromkeys(req.attacks) for a, keep in specs.sweep(text)]
     for sname in dict.fromkeys(req.scenarios):
@@ -496,6 +575,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
         for _, arch, arch_init in archs:  # plan-time errors before any data is read
             for *_, insts in defenses:
                 _start(registry, scenario, arch, arch_init, insts)
+                _check_structure(registry, scenario, arch, insts)
         sc = _Scope(
             req,
             registry,
@@ -512,12 +592,32 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
             metric_versions=metric_versions,
         )
         _eval_step(sc)
+        sc.judges = [_judge_steps(sc, j) for j in judges]
         for arch in archs:
             for seed in range(req.seeds):
                 for defense in defenses:
                     target = _target_step(sc, arch, defense, seed)
+                    if _trained_alike(steps[target[0]].spec, steps[sc.eval_key].spec):
+                        notes.append(
+                            _SELF_JUDGED.format(t=steps[target[0]].label, e=steps[sc.eval_key].label)
+                        )
                     cells += [_cell(sc, arch, defense, target, attack, seed) for attack in attacks]
-    return Plan(steps, cells)
+    return Plan(steps, cells, list(dict.fromkeys(notes)))
+
+
+_SELF_JUDGED = (
+    "{t} is trained as the {e} is (architecture, start, recipe, seed, no defense): where the "
+    "scenario trains its evaluation model on the private training data (mnist does), the target *is* "
+    "the evaluation model and judges its own reconstructions; give another --eval-arch"
+)
+
+
+def _trained_alike(target: dict[str, Any], evaluation: dict[str, Any]) -> bool:
+    """Whether a target's training spec is the evaluation model's (an undefended target of the
+    evaluation model's architecture, recipe and seed)."""
+    undefended = all(d["name"] == "none" for d in target.get("defense") or [])
+    same = ("arch", "arch_version", "recipe", "seed", "init", "precision")
+    return undefended and all(target.get(k) == evaluation.get(k) for k in same)
 
 
 def resolve_arch(registry: Registry, text: str) -> tuple[str, str, Init]:
@@ -572,21 +672,53 @@ def _init(sc: _Scope, arch: str, arch_init: Init, insts: list[Defense]) -> Init:
     start = _start(sc.registry, sc.scenario, arch, arch_init, insts)
     if start != "pretrain":
         return start
-    return PretrainedInit(
-        sc.add(
-            Step(
-                "pretrain",
-                {
-                    **sc.data,
-                    "arch": arch,
-                    "arch_version": sc.registry.get("architecture", arch).version,
-                    "recipe": asdict(sc.scenario.recipe("pretrain", sc.req.budget, arch)),
-                    "seed": 0,
-                },
-                label=f"pretrain {arch} on public {sc.data['scenario']}",
-            )
+    return PretrainedInit(_pretrain_step(sc, arch))
+
+
+def _pretrain_step(sc: _Scope, arch: str) -> str:
+    """A classifier of ``arch`` trained on the scenario's labelled public data (TL's start, a
+    judge's network); its key."""
+    return sc.add(
+        Step(
+            "pretrain",
+            {
+                **sc.data,
+                "arch": arch,
+                "arch_version": sc.registry.get("architecture", arch).version,
+                "recipe": sc.scenario.recipe("pretrain", sc.req.budget, arch).spec(),
+                "seed": 0,
+            },
+            label=f"pretrain {arch} on public {sc.data['scenario']}",
         )
     )
+
+
+def _judge_steps(sc: _Scope, judge: dict[str, Any]) -> dict[str, Any]:
+    """A judge of this scenario's cells, with the key of the network it wants trained on the
+    public data (``Judge.public_arch``) as ``public``."""
+    arch = build_judge(sc.registry, judge).public_arch(sc.scenario)
+    if arch is None:
+        return judge
+    if not sc.scenario.public_labels:
+        raise ConfigError(
+            f"--judge {judge['label']}: it needs labelled public data, which scenario "
+            f"{sc.scenario.name} does not have; choose its other backbone"
+        )
+    return {**judge, "public": _pretrain_step(sc, arch)}
+
+
+def _check_structure(registry: Registry, scenario: Scenario, arch: str, insts: list[Defense]) -> None:
+    """The architecture takes the scenario's images, and a defense that changes the model's
+    structure (``wrap_model``) can change it (rolss needs residual blocks): checked at plan time on
+    a model built on the meta device, without memory or data."""
+    with torch.device("meta"):
+        try:
+            model = registry.get("architecture", arch).build(scenario.num_classes, scenario.image_shape)
+        except ValueError as e:
+            raise ConfigError(f"--arch {arch} on scenario {scenario.name}: {e}") from None
+    for d in insts:
+        if "wrap_model" in d.overridden():
+            d.wrap_model(model)
 
 
 def _start(

@@ -11,6 +11,10 @@
 - ``reconstruction_grid``: rows = attacked classes; the first column a private training image of
   the class, then per defense the reconstruction the target is most confident in (what an
   attacker would pick), or every reconstruction (restart) of one cell.
+- ``feature_projection``: the seed paper's feature-space figure: per attacked class (rows) and
+  defense (columns), a 2-D projection of the target's penultimate features of the class's private
+  training images, of those images under the defense's training transform (Random Erasing's
+  erased images for ``re``), and of the reconstructions.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from reinv_bench import stats
 from reinv_bench.aggregate import Entry, axis, column_of, comparison_key, present
-from reinv_bench.api import Column
+from reinv_bench.api import Column, Inversion
 from reinv_bench.tables import STAR, pareto_mark
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -350,6 +354,8 @@ def _load_cells(es: list[Entry], seed: int, artifacts) -> tuple[list[tuple], lis
     on the entries that cannot be shown."""
     import torch
 
+    from reinv_bench.steps import reconstructions
+
     notes: list[str] = []
     cells = []
     for e in es:
@@ -361,13 +367,13 @@ def _load_cells(es: list[Entry], seed: int, artifacts) -> tuple[list[tuple], lis
         if not artifacts.exists(key):
             notes.append(f"{e.defense}: reconstructions {key[:12]} are not in this workdir's artifact cache")
             continue
-        inv = artifacts.load(key)
+        inv = reconstructions(artifacts, key)
         conf = row.outcomes.target_conf if row.outcomes is not None else None
-        if conf is not None and len(conf) != len(inv["labels"]):
+        if conf is not None and len(conf) != len(inv.labels):
             conf = None
         if conf is None:
             notes.append(f"{e.defense}: no stored target confidences: the first reconstruction of each class")
-        cells.append((e, inv["images"], inv["labels"], None if conf is None else torch.tensor(conf)))
+        cells.append((e, inv.images, inv.labels, None if conf is None else torch.tensor(conf)))
     if not cells:
         raise PlotError("no reconstructions to show: " + "; ".join(notes))
     return cells, notes
@@ -432,4 +438,128 @@ def private_loader(registry):
             return None
 
     load.class_names = class_names
+    return load
+
+
+def feature_projection(
+    es: list[Entry],
+    load_private,
+    load_target,
+    path: Path | None = None,
+    classes: int = 4,
+    seed: int | None = None,
+    dpi: int = DPI,
+):
+    """Draw MIDRE's feature-space figure for one group and save it to ``path``: per attacked class
+    and defense, the first two principal components (fitted per panel on its three sets) of the
+    target's penultimate features of the private training images of the class (grey), the same
+    images under the defense's training transform (orange, drawn with a fixed seed; absent for a
+    defense without one) and the reconstructions (red). ``load_target(row) -> (target, defense,
+    reconstructions)`` or None when the row's artifacts are not in the workdir. Returns (figure,
+    (rows, columns), notes)."""
+    import torch
+
+    from reinv_bench.train import features
+
+    plt = _pyplot()
+    seed = _pick_seed(es, seed)
+    notes: list[str] = []
+    loaded = []
+    for e in es:
+        got = load_target(e.rows[seed])
+        if got is None:
+            notes.append(
+                f"{e.defense}: its target or reconstructions are not in this workdir's artifact cache"
+            )
+        else:
+            loaded.append((e, *got))
+    if not loaded:
+        raise PlotError("nothing to project: " + "; ".join(notes))
+    attacked = sorted(set.intersection(*(set(inv.labels.tolist()) for *_, inv in loaded)))[:classes]
+    if not attacked:
+        raise PlotError("the defenses here attacked no class in common")
+    priv = load_private(loaded[0][0])
+    fig, axes = plt.subplots(
+        len(attacked), len(loaded), figsize=(2.2 * len(loaded), 2.0 * len(attacked) + 0.6), squeeze=False
+    )
+    cpu = torch.device("cpu")
+    for col, (e, target, defense, inv) in enumerate(loaded):
+        for r, c in enumerate(attacked):
+            x = priv.x[priv.y == c]
+            sets = {"private": features(target, x, cpu)}
+            if defense.transforms_images():
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    sets["private, defense transform"] = features(target, defense.train_transform(x), cpu)
+            sets["reconstructions"] = features(target, inv.images[inv.labels == c], cpu)
+            _projection(axes[r][col], sets)
+            if r == 0:
+                axes[r][col].set_title(text(e.defense), fontsize=8)
+            if col == 0:
+                names = getattr(load_private, "class_names", lambda e: None)(e)
+                axes[r][col].set_ylabel(
+                    text(names[c] if names and c < len(names) else f"class {c}"), fontsize=7
+                )
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(
+        text(f"{group_title(loaded[0][0])}, seed {seed}: the target's penultimate features (PCA per panel)"),
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    if path is not None:
+        check_output(Path(path))
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
+    return fig, (len(attacked), len(loaded)), notes
+
+
+PROJECTION_STYLE = {
+    "private": {"color": "0.55", "marker": "o", "s": 10},
+    "private, defense transform": {"color": "tab:orange", "marker": "^", "s": 10},
+    "reconstructions": {"color": "tab:red", "marker": "x", "s": 28},
+}
+
+
+def _projection(ax, sets: dict) -> None:
+    """Scatter the first two principal components of the union of ``sets`` (name -> features)."""
+    import torch
+
+    allf = torch.cat(list(sets.values()))
+    centred = allf - allf.mean(0)
+    basis = (
+        torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
+        if len(allf) > 1
+        else torch.eye(len(allf[0]))[:, :2]
+    )
+    start = 0
+    for name, f in sets.items():
+        xy = (centred[start : start + len(f)] @ basis).numpy()
+        start += len(f)
+        ax.scatter(xy[:, 0], xy[:, 1], label=name, linewidths=0.8, **PROJECTION_STYLE[name])
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def target_loader(registry, workdir: Path):
+    """``load_target(row)`` for ``feature_projection``: the row's target rebuilt as its config
+    says (architecture, defense), its stored weights, its defense and its reconstructions; None
+    when the target or the reconstructions are not in the workdir's artifact cache."""
+    from reinv_bench.plan import Step
+    from reinv_bench.steps import Env, Worker, reconstructions
+
+    worker = Worker(Env(str(workdir)), registry)
+
+    def load(row):
+        keys = row.artifacts or {}
+        target, invert = keys.get("target"), keys.get("invert")
+        if not (target and invert and worker.artifacts.exists(target) and worker.artifacts.exists(invert)):
+            return None
+        cfg = row.config or {}
+        spec = {"scenario": row.scenario, "arch": cfg["arch"]["name"], "defense": cfg.get("defense")}
+        worker.steps[target] = Step("target", spec)
+        defense = worker.defense(cfg.get("defense"), row.budget)
+        recon = reconstructions(worker.artifacts, invert)
+        return worker.load_model(target), defense, Inversion(recon.images, recon.labels)
+
     return load

@@ -65,8 +65,13 @@ def definition(metric: Any) -> str:
 
 
 def applies(metric: Any, scenario: Scenario) -> bool:
-    """Whether ``metric`` runs on ``scenario`` by default (the rule of ``plan.expand``)."""
-    return not metric.protocols or scenario.protocol in metric.protocols
+    """Whether ``metric`` runs on ``scenario`` by default (the rule of ``plan.expand``): it runs on
+    every protocol, names the scenario's, or the scenario names it in ``default_metrics``."""
+    return (
+        not metric.protocols
+        or scenario.protocol in metric.protocols
+        or metric.name in scenario.default_metrics
+    )
 
 
 def default_metrics(registry: Registry, scenario: Scenario) -> tuple[list[Any], list[Any]]:
@@ -75,19 +80,30 @@ def default_metrics(registry: Registry, scenario: Scenario) -> tuple[list[Any], 
     return [m for m in metrics if applies(m, scenario)], [m for m in metrics if not applies(m, scenario)]
 
 
-def unclaimed_protocol(registry: Registry, scenario: Scenario) -> str | None:
-    """A note when no metric names the scenario's protocol: its rows get only the metrics that
-    run everywhere, and the protocol-specific ones (feature distances, FID) must be named."""
-    metrics = [e.obj for e in registry.entries("metric")]
-    if any(scenario.protocol in m.protocols for m in metrics):
-        return None
-    others = [m for m in metrics if m.protocols]
+def claimed(registry: Registry, scenario: Scenario) -> bool:
+    """Whether a metric of the scenario's default run names its protocol (every builtin scenario's
+    does; a third-party scenario with a protocol of its own runs builtin metrics by other names)."""
+    return any(scenario.protocol in m.protocols for m in default_metrics(registry, scenario)[0])
+
+
+def left_out(registry: Registry, scenario: Scenario) -> str | None:
+    """A note naming each metric a default run of ``scenario`` leaves out and why (it belongs to
+    other protocols), first saying so when no metric but those that run everywhere applies."""
+    run, others = default_metrics(registry, scenario)
     if not others:
         return None
+    unclaimed = not any(m.protocols for m in run)
     return (
-        f"scenario {scenario.name}: no metric names its protocol {scenario.protocol!r}, so by default only "
-        f"{', '.join(m.name for m in metrics if not m.protocols) or 'no metric'} run; add the others with "
-        f"--metric: {', '.join(f'{m.name} ({_join(m.protocols)})' for m in others)}"
+        f"scenario {scenario.name}: "
+        + (
+            f"no metric names its protocol {scenario.protocol!r}, so by default only "
+            f"{', '.join(m.name for m in run) or 'no metric'} run; "
+            if unclaimed
+            else ""
+        )
+        + f"left out by default (metrics of other protocols): "
+        f"{', '.join(f'{m.name} ({_join(m.protocols)})' for m in others)}; add one with --metric NAME "
+        "(a scenario plugin: name it in default_metrics)"
     )
 
 
@@ -208,8 +224,16 @@ def _field(label: str, text: str, width: int = 22) -> str:
     return "\n".join([f"  {label:<{width}}{lines[0]}", *(" " * (width + 2) + ln for ln in lines[1:])])
 
 
-def card(registry: Registry, name: str, data_root: str | None = None, load_data: bool = True) -> str:
-    """The protocol card of scenario ``name``, as text: one section per part of the protocol."""
+def card(
+    registry: Registry,
+    name: str,
+    data_root: str | None = None,
+    load_data: bool = True,
+    judged: list[str] | tuple[str, ...] = (),
+) -> str:
+    """The protocol card of scenario ``name``, as text: one section per part of the protocol;
+    ``judged``: how the judges of stored rows decided (``judging.remarks``: thresholds, measured
+    false- and true-accept rates on real pairs)."""
     scenario: Scenario = registry.get("scenario", name)
     entry = registry.entry("scenario", name)
     out = [
@@ -225,8 +249,10 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
         "Reconstructions",
         _field("samples per class", getattr(scenario, "samples", "") or "(not declared by the scenario)"),
         _field("per attack", "each attack's Params set its count per class: `reinv-bench plugins ATTACK`"),
+        _field("selection", _selections(registry)),
     ]
     out += _card_metrics(registry, scenario)
+    out += _card_judges(registry, scenario, judged)
     out += _card_recipes(registry, scenario)
     published = [r for r in collect_reported(registry) if r.scenario == name]
     if published:
@@ -244,6 +270,39 @@ def card(registry: Registry, name: str, data_root: str | None = None, load_data:
             *("  " + ln if ln else "" for ln in doc.splitlines()),
         ]
     return "\n".join(out)
+
+
+def _selections(registry: Registry) -> str:
+    """What each registered attack keeps of what it optimised, at the paper budget
+    (``Attack.selection``); each row records its own (``config["attacked"]``)."""
+    picked = [
+        f"{e.name}: {sel}"
+        for e in registry.entries("attack")
+        if not issubclass(e.obj, WrapperAttack) and (sel := e.obj(None, "paper").selection())
+    ]
+    return "; ".join(
+        [
+            *picked,
+            f"{'every other attack' if picked else 'every attack'}: none, every reconstruction it optimised "
+            "is evaluated (a wrapper attack, lomma+gmi, as the attack it wraps; each row records its own "
+            "identities, samples per class and selection)",
+        ]
+    )
+
+
+def _card_judges(registry: Registry, scenario: Scenario, judged: list[str] | tuple[str, ...]) -> list[str]:
+    """The card's Judges section: what each registered judge does on the scenario (run --judge),
+    and how those of the stored rows decided."""
+    judges = [e.obj() for e in registry.entries("judge")]
+    if not judges:
+        return []
+    out = [
+        "",
+        "Judges (run --judge NAME; none by default): the leaderboard adds each one's confirmed attack "
+        "accuracy and the evaluation model's false-positive rate against it",
+    ]
+    out += [_field(j.name, j.protocol_note(scenario)) for j in judges]
+    return out + [_wrap(line, 2) for line in judged]
 
 
 def _card_data(scenario: Scenario, data_root: str | None | bool) -> list[str]:
@@ -335,12 +394,14 @@ def _card_metrics(registry: Registry, scenario: Scenario) -> list[str]:
     out = ["", f"Metrics run by default on protocol {scenario.protocol or '-'} (others: run --metric NAME)"]
     for m in run:
         where = "every protocol" if not m.protocols else _join(m.protocols)
+        if m.protocols and scenario.protocol not in m.protocols:
+            where += "; named by the scenario's default_metrics"
         out += [f"  {m.name}  [{where}]", *(_wrap(p, 4) for p in definition(m).split("\n\n"))]
     if other:
         out += ["", "Metrics of other protocols (not run here unless named with --metric)"]
         out += [f"  {m.name}  [{_join(m.protocols)}]" for m in other]
-    note = unclaimed_protocol(registry, scenario)
-    if note:
+    note = left_out(registry, scenario)
+    if note and not any(m.protocols for m in run):
         out += ["", _wrap("NOTE: " + note, 2)]
     return out
 
@@ -355,6 +416,13 @@ def _card_recipes(registry: Registry, scenario: Scenario) -> list[str]:
         'Training recipes (override: run --recipe "ROLE:key=value,...", roles target, eval, pretrain; '
         "lr steps: lr *= gamma at these fractions of the epochs)",
         "\n".join("  " + ln for ln in table.splitlines()),
+        _field(
+            "weights kept",
+            "the last epoch's (select=last: no choice made on test data); `--recipe ROLE:select=best_test` "
+            "keeps the epoch with the best private-test accuracy, as the official KEDMI/GMI/PLG-MI "
+            "training scripts do (their released checkpoints' accuracies are such numbers); each row "
+            "stores its recipe",
+        ),
     ]
 
 
@@ -606,6 +674,7 @@ def reported_rows(registry: Registry) -> list[dict[str, Any]]:
                 "attack": _label(registry, "attack", r.attack),
                 "defense": _label(registry, "defense", r.defense),
                 "metrics": dict(r.metrics),
+                **{k: getattr(r, k) for k in ("classes", "per_class", "selection", "eval_arch")},
             }
         )
     return rows

@@ -47,11 +47,13 @@ def _fields() -> dict[str, Param]:
 
 
 def _check_choice(name: str, value: Any) -> None:
-    """optimizer and augment: the values the training loop accepts (asked of it, not listed here)."""
-    from reinv_bench.train import AUGMENTATIONS, make_optimizer
+    """optimizer, augment, select: the values the training loop accepts (asked of it, not listed)."""
+    from reinv_bench.train import AUGMENTATIONS, SELECTIONS, make_optimizer
 
     if name == "augment" and value not in AUGMENTATIONS:
         raise ConfigError(f"augment={value!r}: must be one of {', '.join(repr(a) for a in AUGMENTATIONS)}")
+    if name == "select" and value not in SELECTIONS:
+        raise ConfigError(f"select={value!r}: must be one of {', '.join(repr(a) for a in SELECTIONS)}")
     if name == "optimizer":
         import torch
 
@@ -83,7 +85,7 @@ def validate(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dic
                     value = fields[key].parse(key, raw)
                 except ConfigError as exc:
                     raise ConfigError(f"recipe {role}: {exc}") from None
-            if key in ("optimizer", "augment"):
+            if key in ("optimizer", "augment", "select"):
                 try:
                     _check_choice(key, value)
                 except ConfigError as exc:

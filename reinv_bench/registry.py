@@ -18,6 +18,7 @@ KINDS = {
     "architecture": "register_architectures",
     "scenario": "register_datasets",
     "metric": "register_metrics",
+    "judge": "register_judges",
     "executor": "register_executors",
     "weights": "register_weights",
 }

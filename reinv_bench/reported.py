@@ -1,10 +1,15 @@
 """Published numbers (``leaderboard --reported``) beside measured entries of the same setting.
 
 A published number belongs beside a measured entry at the paper budget of the same scenario,
-architecture (any initialisation), defense and (when it names one) attack; it is shown once in
-every comparison group that has such an entry, and the published numbers no group matches are
-listed in a table of their own. Values are shown as published: x100 with 2 decimals for a column
-the metrics declare ``percent``, else 6 significant digits.
+architecture (any initialisation), defense and (when it names one) attack, whose rows recorded the
+attack's setting the paper states (``Reported.classes``, ``per_class``, ``selection``,
+``eval_arch`` against each row's ``config["attacked"]`` and ``config["eval"]``: identities
+attacked, reconstructions evaluated per identity, PPA's final selection or none, the evaluation
+model; a row that recorded none of it matches no stated setting); it is shown once in every
+comparison group that has such an entry, and the published numbers no group matches are listed in
+a table of their own, with how the closest measured entry differs. Values are shown as
+published: x100 with 2 decimals for a column the metrics declare ``percent``, else 6 significant
+digits.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from reinv_bench.api import Column
 
 UNMATCHED_TITLE = (
     "Published numbers without a measured group of the same setting here (paper budget; same "
-    "scenario, architecture, attack and defense):"
+    "scenario, architecture, attack and defense; same identities attacked, samples per class, "
+    "selection and evaluation model where the paper states them):"
 )
+STATED = ("classes", "per_class", "selection", "eval_arch")
 
 
 def fmt_reported(key: str, v: float, columns: list[Column]) -> str:
@@ -29,7 +36,7 @@ def _arch_base(label: str | None) -> str | None:
     return None if label is None else label.split("[")[0]
 
 
-def _matches(r: dict[str, Any], e: Entry) -> bool:
+def _labels_match(r: dict[str, Any], e: Entry) -> bool:
     return (
         e.reported is None
         and e.budget == "paper"
@@ -38,6 +45,42 @@ def _matches(r: dict[str, Any], e: Entry) -> bool:
         and r.get("defense") == e.defense
         and (r.get("attack") is None or r.get("attack") == e.attack)
     )
+
+
+def measured_setting(row: Any) -> dict[str, Any]:
+    """What a stored row attacked, in the terms of ``STATED`` (None: not recorded)."""
+    cfg = row.config or {}
+    attacked = cfg.get("attacked") or {}
+    selection = attacked.get("selection")
+    return {
+        "classes": attacked.get("classes"),
+        "per_class": attacked.get("per_class"),
+        "selection": selection if selection in (None, "none") else "final",
+        "eval_arch": _arch_base((cfg.get("eval") or {}).get("arch")),
+    }
+
+
+def setting_difference(r: dict[str, Any], e: Entry) -> str | None:
+    """How the measured entry's rows differ from what the published number states (None: they
+    match every stated item); a number without an attack states none."""
+    if r.get("attack") is None:
+        return None
+    stated = {k: r.get(k) for k in STATED if r.get(k) is not None}
+    stated["eval_arch"] = _arch_base(stated.get("eval_arch"))
+    for row in e.rows.values():
+        got = measured_setting(row)
+        diff = [
+            f"{k.replace('_', ' ')} {'not recorded' if got[k] is None else got[k]} (published {v})"
+            for k, v in stated.items()
+            if v is not None and got[k] != v
+        ]
+        if diff:
+            return f"{e.arch} {e.attack} vs {e.defense} seed {row.seed}: " + ", ".join(diff)
+    return None
+
+
+def _matches(r: dict[str, Any], e: Entry) -> bool:
+    return _labels_match(r, e) and setting_difference(r, e) is None
 
 
 def _published(r: dict[str, Any], e: Entry) -> Entry:
@@ -67,7 +110,8 @@ def attach_reported(
             if _matches(r, e):
                 hits.setdefault(comparison_key(e), e)
         if not hits:
-            unmatched.append(r)
+            near = next((d for e in entries if _labels_match(r, e) and (d := setting_difference(r, e))), None)
+            unmatched.append({**r, "differs": near} if near else r)
         for e in hits.values():
             after[id(e)].append(_published(r, e))
     out: list[Entry] = []
@@ -125,7 +169,7 @@ def unmatched_rows(
     ]
     rows = [
         [
-            r["setting"],
+            r["setting"] + (f" (measured here, another setting: {r['differs']})" if r.get("differs") else ""),
             r.get("scenario") or "(none here)",
             r.get("arch") or "",
             r.get("attack") or "",

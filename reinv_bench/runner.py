@@ -34,6 +34,7 @@ import reinv_bench
 from reinv_bench import spec as specs
 from reinv_bench.api import Classifier, Executor, ScenarioData
 from reinv_bench.artifacts import ArtifactError, Artifacts
+from reinv_bench.judging import verdict_key
 from reinv_bench.plan import Cell, Plan, Request, Step, check_precision, data_spec, expand
 from reinv_bench.progress import Reporter
 from reinv_bench.registry import Registry
@@ -110,18 +111,33 @@ def closure(plan: Plan, keys: list[str]) -> set[str]:
 
 def cell_keys(cell: Cell) -> tuple[str, ...]:
     """The steps whose artifacts a cell's evaluation reads."""
-    return (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key)
+    return (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key, *_evaluators(cell))
+
+
+def _evaluators(cell: Cell) -> list[str]:
+    """The further evaluation models and the judges' networks of a cell (none by default)."""
+    return [*cell.extra_evals.values(), *(j["public"] for j in cell.judges if "public" in j)]
 
 
 def _cells_closure(plan: Plan, cells: list[Cell]) -> set[str]:
-    return closure(plan, [k for c in cells for k in (c.invert_key, c.eval_key)])
+    return closure(plan, [k for c in cells for k in (c.invert_key, c.eval_key, *_evaluators(c))])
 
 
-def preview(plan: Plan, store: Store, artifacts: Artifacts) -> dict[str, Any]:
+def preview(
+    plan: Plan,
+    store: Store,
+    artifacts: Artifacts,
+    device: str | None = None,
+    data: Callable[[str, str | None], ScenarioData] | None = None,
+) -> dict[str, Any]:
     """What ``run`` would do (``--dry-run``): per step kind, how many steps run and how many
     are reused, with an estimate from the timings of steps of the same kind and scenario
-    already in the cache (None: no timing to go by)."""
+    already in the cache; where there are none, from the table shipped with the package
+    (``reinv_bench.estimates``, for ``device``: cpu or cuda, scaled by each step's size; ``data``
+    gives a scenario's data for the sizes of training steps). ``seconds`` None: nothing to go by;
+    ``source`` per kind: "workdir", "table" or "table, scaled from budget B"."""
     todo = [c for c in plan.cells if not store.done(c.cell_id)]
+    budget = plan.cells[0].labels.budget if plan.cells else ""
     past: dict[tuple[str, str], list[float]] = {}
     for rec_path in artifacts.root.glob("*/*.json"):
         meta = (artifacts.record(rec_path.stem) or {}).get("meta", {})
@@ -130,15 +146,36 @@ def preview(plan: Plan, store: Store, artifacts: Artifacts) -> dict[str, Any]:
     kinds: dict[str, dict[str, Any]] = {}
     for key in sorted(_cells_closure(plan, todo), key=list(plan.steps).index):
         step = plan.steps[key]
-        k = kinds.setdefault(step.kind, {"run": 0, "cached": 0, "seconds": 0.0})
+        k = kinds.setdefault(step.kind, {"run": 0, "cached": 0, "seconds": 0.0, "sources": set()})
         if artifacts.exists(key):  # (verified when the run reaches it)
             k["cached"] += 1
             continue
         k["run"] += 1
-        scenario = data_spec(plan.steps, step)["scenario"]
-        times = sorted(past.get((step.kind, scenario), []))
-        k["seconds"] = None if k["seconds"] is None or not times else k["seconds"] + times[len(times) // 2]
-    return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo)}
+        spec = data_spec(plan.steps, step)
+        times = sorted(past.get((step.kind, spec["scenario"]), []))
+        seconds, source = (
+            (times[len(times) // 2], "workdir") if times else _from_table(step, spec, budget, device, data)
+        )
+        k["seconds"] = None if k["seconds"] is None or seconds is None else k["seconds"] + seconds
+        k["sources"].add(source)
+    for k in kinds.values():
+        k["source"] = "; ".join(sorted(k.pop("sources") - {""}))
+    return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo), "device": device}
+
+
+def _from_table(step: Step, spec: dict, budget: str, device: str | None, data) -> tuple[float | None, str]:
+    """(seconds, source) of ``step`` from the shipped table (``reinv_bench.estimates``); (None, "")
+    without a figure for it."""
+    from reinv_bench import estimates
+
+    if not (device and data):
+        return None, ""
+    est = estimates.estimate(
+        step, spec["scenario"], budget, device, lambda: data(spec["scenario"], spec["data_root"])
+    )
+    if est is None:
+        return None, ""
+    return est.seconds, "table" if est.budget == budget else f"table, scaled from budget {est.budget}"
 
 
 @dataclass
@@ -226,7 +263,7 @@ class Runner:
         return self.worker.load_model(key)
 
     def preview(self, plan: Plan, store: Store) -> dict[str, Any]:
-        return preview(plan, store, self.artifacts)
+        return preview(plan, store, self.artifacts, self.device.type, self.data)
 
     # ---- the walk ---------------------------------------------------------------------------
 
@@ -430,7 +467,10 @@ class Runner:
                 # the metrics' versions: the leaderboard marks and never compares rows of other versions
                 "config": {
                     **cell.config,
-                    "metrics": {m: self.registry.get("metric", m).version for m in cell.metrics},
+                    "metrics": {m: self.registry.get("metric", m).version for m in cell.metrics}
+                    | {verdict_key(j["label"]): j["version"] for j in cell.judges}
+                    | {f"eval[{label}]": key[:12] for label, key in cell.extra_evals.items()},
+                    **attacked(self.registry, cell.config, values.get("outcomes")),
                 },
                 "data_digest": self.steps[cell.target_key].spec.get("data"),
                 "torch_version": torch.__version__,
@@ -445,13 +485,36 @@ class Runner:
                     # the bytes the cell was computed against: a row of an artifact rebuilt since is stale
                     "sha256": {
                         k: rec["sha256"]
-                        for k in (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key)
+                        for k in cell_keys(cell)
                         if (rec := self.artifacts.record(k)) and rec.get("sha256")
                     },
                 },
                 **values,  # status, error; an evaluation's metrics, notes, outcomes and the worker's device
             }
         )
+
+
+def attacked(registry: Registry, config: dict[str, Any], outcomes: Any) -> dict[str, Any]:
+    """``{"attacked": ...}``: what an evaluated cell attacked, from its outcomes (identities,
+    reconstructions evaluated per identity: None when classes differ, and in all) and its attack
+    (``Attack.selection``: "none" when every optimised reconstruction is evaluated); ``{}`` for a
+    cell without outcomes. Not part of the setting digest: it follows from the config."""
+    if outcomes is None or not len(outcomes):
+        return {}
+    from collections import Counter
+
+    from reinv_bench.plan import build_attack
+
+    counts = set(Counter(outcomes.classes).values())
+    selection = build_attack(registry, config["attack"]).selection()
+    return {
+        "attacked": {
+            "classes": len(set(outcomes.classes)),
+            "per_class": counts.pop() if len(counts) == 1 else None,
+            "reconstructions": len(outcomes),
+            "selection": selection or "none",
+        }
+    }
 
 
 def _progress_label(what: str, obj: Any) -> str:
@@ -485,6 +548,7 @@ def run(
     on_result=None,
     dry_run: bool = False,
     precision: str | None = None,
+    check: bool = True,
     **fields: Any,
 ) -> Result:
     """Run a grid from Python, as ``reinv-bench run`` does (the CLI only calls this)::
@@ -496,7 +560,10 @@ def run(
     ``request`` or its fields as keywords (``reinv_bench.plan.Request``); ``registry``: the
     plugins (default: the installed ones, as the CLI loads them). ``precision`` (fp32, bf16,
     tf32; default the request's, fp32) is the request's ``precision``: it enters the keys of
-    the targets, priors and inversions it changes and every row's config.
+    the targets, priors and inversions it changes and every row's config. ``check``: first
+    collect every missing prerequisite of the whole plan (weights files, data folders, extras;
+    ``doctor.missing_prerequisites``) and raise one ``doctor.MissingPrerequisites`` listing them
+    all, each with its fix (the CLI prints that checklist itself and passes False).
     """
     from reinv_bench.registry import load
 
@@ -504,14 +571,23 @@ def run(
     if precision is not None:
         req = dataclasses.replace(req, precision=precision)
     registry = registry or load()
+    if check:
+        from reinv_bench.doctor import MissingPrerequisites, missing_prerequisites
+
+        name = executor if isinstance(executor, str) else None
+        need = [m for m in missing_prerequisites(req, registry, name, optional=False) if m.required]
+        if need:
+            raise MissingPrerequisites(need)
     dev = resolve_device(device) if isinstance(device, str) else device
     workdir = Path(workdir).expanduser()
     runner = Runner(registry, workdir, dev, executor, reporter, deterministic, req.precision)
     # a missing dataset fails now, before any training; the data's digest enters every step key
     plan = expand(req, registry, data_digest=lambda s: runner.data(s, req.data_root).digest)
     store = Store(workdir / "results.db")
+    for note in plan.notes:
+        runner.reporter.message(f"warning: {note}")
     if dry_run:
-        return Result(plan, None, [], preview(plan, store, runner.artifacts), workdir)
+        return Result(plan, None, [], runner.preview(plan, store), workdir)
     runner.reporter.message(
         f"{len(plan.cells)} cell(s), budget {req.budget}, device {describe_device(dev)}, "
         + (f"precision {req.precision}, " if req.precision != "fp32" else "")

@@ -36,11 +36,14 @@ from reinv_bench.api import (
     LabelOnly,
     NotComputed,
     PerItem,
+    Reconstructions,
     ScenarioData,
     Split,
     TrainRecipe,
+    Verdicts,
 )
 from reinv_bench.artifacts import ArtifactError, Artifacts
+from reinv_bench.checkpoint import Checkpoint
 from reinv_bench.outcomes import Items, Outcomes
 from reinv_bench.plan import Cell, Step, data_spec
 from reinv_bench.precision import set_tf32, step_precision
@@ -168,7 +171,7 @@ class Worker:
             self._data[(scenario, data_root)] = s.load(None if data_root is None else Path(data_root))
         return self._data[(scenario, data_root)]
 
-    def _defense(self, desc: list[dict[str, Any]] | None, budget: str = "paper") -> Defense:
+    def defense(self, desc: list[dict[str, Any]] | None, budget: str = "paper") -> Defense:
         if not desc:
             return Defense()
         return compose([self.registry.get("defense", d["name"])(d["config"], budget) for d in desc])
@@ -179,7 +182,7 @@ class Worker:
         classes = {"eval": scenario.eval_num_classes, "target": scenario.num_classes}.get(step.kind)
         if step.kind == "pretrain":
             classes = self._splits(step)[0].y.max().item() + 1
-        defense = self._defense(step.spec.get("defense"))
+        defense = self.defense(step.spec.get("defense"))
         return defense.wrap_model(arch.build(classes, scenario.image_shape)), defense
 
     def _splits(self, step: Step) -> tuple[Split, Split]:
@@ -272,7 +275,13 @@ class Worker:
         if self.device.type == "cuda":  # what the step needed, for sizing GPUs (in its record)
             meta["peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.artifacts.save(step.key, obj, deps=deps, meta=meta)
+        Checkpoint(self.artifacts.path(step.key)).discard()
         return meta
+
+    def checkpoint(self, step: Step) -> Checkpoint:
+        """The checkpoint of a long step, beside its artifact, bound to the artifacts it reads."""
+        deps = {d: self.artifacts.digest(d) for d in step.deps}
+        return Checkpoint(self.artifacts.path(step.key), step.label, deps)
 
     def train(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
         """An evaluation model, a model pretrained on public data, or a target."""
@@ -283,6 +292,7 @@ class Worker:
         if spec.get("init"):
             meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
         recipe = TrainRecipe(**spec["recipe"])
+        checkpoint = self.checkpoint(step)  # one for the main loop and the defense's phases
         history = train_classifier(
             model,
             train,
@@ -292,6 +302,8 @@ class Worker:
             seed=spec["seed"],
             progress=self.progress,
             precision=step_precision(spec),
+            checkpoint=checkpoint,
+            test=test,  # recipe select="best_test" keeps the epoch of the best test accuracy
         )
         for i, phase in enumerate(defense.phases(recipe), 1):  # a defense's fine-tune (calor): same loop
             defense.on_phase(i)
@@ -304,6 +316,8 @@ class Worker:
                 seed=spec["seed"] + i,
                 progress=self.progress,
                 precision=step_precision(spec),
+                checkpoint=checkpoint,
+                test=test,
             )
         stats = defense.end_training(model)  # numbers a defense reports (DP-SGD's epsilon): in the rows
         if stats:
@@ -325,21 +339,26 @@ class Worker:
             self.progress,
             step_precision(spec),
             self._architecture,
+            priors={kind: self.artifacts.load(key)["prior"] for kind, key in spec.get("from", {}).items()},
+            checkpoint=self.checkpoint(step),
         )
         with ctx.autocast():
             prior = attack.prepare(ctx, spec["kind"])
         return {"prior": prior}, {}
 
     def merge(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The chunks of one inversion, joined in class order for evaluation."""
-        parts = [self.artifacts.load(k) for k in step.spec["chunks"]]
+        """The chunks of one inversion in class order, as a manifest: each chunk's artifact (key and
+        SHA-256), every label and the chunks' info; not the images, which evaluation reads chunk by
+        chunk (``reconstructions``), so that no step holds all of them."""
+        keys = step.spec["chunks"]
+        parts = [self.artifacts.load(k) for k in keys]  # memory-mapped: the images are not read
         info: dict[str, Any] = {"chunks": [p["info"] for p in parts]}
-        records = [self.artifacts.record(k)["meta"] for k in step.spec["chunks"]]
+        records = [self.artifacts.record(k)["meta"] for k in keys]
         meta = {"chunk_seconds": sum(m.get("seconds", 0.0) for m in records)}
         if any("queries" in p["info"] for p in parts):
             info["queries"] = meta["queries"] = sum(p["info"].get("queries", 0) for p in parts)
         obj = {
-            "images": torch.cat([p["images"] for p in parts]),
+            "chunks": [{"key": k, "sha256": self.artifacts.digest(k)} for k in keys],
             "labels": torch.cat([p["labels"] for p in parts]),
             "info": info,
         }
@@ -361,6 +380,7 @@ class Worker:
             self.progress,
             step_precision(spec),
             self._architecture,
+            eval_model=self.load_model(spec["eval"]).requires_grad_(False) if "eval" in spec else None,
         )
         with ctx.autocast():
             inv = attack.invert(ctx, priors, spec["classes"])
@@ -380,28 +400,26 @@ class Worker:
         spec = self.steps[cell.target_key].spec
         scenario = self.registry.get("scenario", spec["scenario"])
         data = self.data(spec["scenario"], spec["data_root"])
-        inv = self.artifacts.load(cell.invert_key)
         ctx = EvalContext(
             scenario,
             data,
-            Inversion(inv["images"], inv["labels"], inv["info"]),
+            reconstructions(self.artifacts, cell.invert_key),
             self.load_model(cell.target_key),
             self.load_model(cell.eval_key),
             self.device,
             self._cache,
             budget=cell.labels.get("budget", "paper"),
+            defense=self.defense(spec.get("defense"), cell.labels.get("budget", "paper")),
         )
         set_tf32("fp32")  # the judge (evaluation model, metrics) computes at fp32 whatever the steps did
+
+        def confidence(chunk: Inversion) -> torch.Tensor:  # the target's, in each reconstruction's class
+            probs = predict(ctx.target, chunk.images, self.device).softmax(1)
+            return probs.gather(1, chunk.labels.long()[:, None])[:, 0]
+
         with torch.no_grad():
-            conf = predict(ctx.target, ctx.inversion.images, self.device).softmax(1)
-        labels = ctx.inversion.labels.long()
-        ev = Evaluation(
-            {},
-            {},
-            Outcomes(
-                labels.tolist(), [round(v, 6) for v in conf[torch.arange(len(labels)), labels].tolist()]
-            ),
-        )
+            conf = ctx.inversion.map(confidence)  # chunk by chunk
+        ev = Evaluation({}, {}, Outcomes(ctx.inversion.labels.tolist(), [round(v, 6) for v in conf.tolist()]))
         for name in cell.metrics:
             seed_everything(cell.labels["seed"])  # each metric alike, whatever ran (or was cached) before it
             try:
@@ -411,9 +429,42 @@ class Worker:
                 continue
             for k, v in result.items():
                 _record(ev, k, v)
+        self._judge(cell, ctx, ev)
         # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row
         ev.metrics.update(((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats", {}))
         return ev
+
+    def _judge(self, cell: Cell, ctx: EvalContext, ev: Evaluation) -> None:
+        """The cell's further evaluation models (each metric that reads the evaluation model again,
+        its keys suffixed ``[LABEL]``) and its judges' answers (``reinv_bench.judging``)."""
+        from dataclasses import replace
+
+        from reinv_bench.judging import record
+        from reinv_bench.plan import build_judge
+
+        uses_eval = [n for n in cell.metrics if self.registry.get("metric", n).uses_eval_model]
+        for label, key in cell.extra_evals.items():
+            other = replace(ctx, eval_model=self.load_model(key))
+            for name in uses_eval:
+                seed_everything(cell.labels["seed"])
+                try:
+                    result = self.registry.get("metric", name).compute(other)
+                except Exception as exc:  # noqa: BLE001 - stored as null with the reason
+                    result = {name: NotComputed(f"metric {name} failed: {type(exc).__name__}: {exc}")}
+                for k, v in result.items():
+                    _record(ev, f"{k}[{label}]", v)
+        for desc in cell.judges:
+            seed_everything(cell.labels["seed"])
+            try:
+                public = self.load_model(desc["public"]).requires_grad_(False) if "public" in desc else None
+                verdicts = build_judge(self.registry, desc).judge(replace(ctx, public_model=public))
+                if len(verdicts.answers) != len(ev.outcomes):
+                    raise ValueError(
+                        f"{len(verdicts.answers)} answers for {len(ev.outcomes)} reconstructions"
+                    )
+            except Exception as exc:  # noqa: BLE001 - stored as null with the reason
+                verdicts = Verdicts([None] * len(ev.outcomes), f"judge failed: {type(exc).__name__}: {exc}")
+            record(ev.metrics, ev.notes, ev.outcomes, desc["label"], verdicts)
 
     def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:
         """Metric-side cache in the artifact store (e.g. FID statistics of the private images)."""
@@ -428,6 +479,26 @@ class Worker:
         obj = compute()
         self.artifacts.save(akey, obj)
         return obj
+
+
+def reconstructions(artifacts: Artifacts, key: str) -> Reconstructions:
+    """The reconstructions of an ``invert`` or ``merge`` artifact; a merge's chunks are loaded one
+    at a time as they are iterated, each checked against the SHA-256 the merge recorded."""
+    obj = artifacts.load(key)
+    if "chunks" not in obj:  # one inversion step (or a merge stored before manifests: the images)
+        return Reconstructions.of(Inversion(obj["images"], obj["labels"], obj["info"]))
+
+    def chunks():
+        for part in obj["chunks"]:
+            if artifacts.digest(part["key"]) != part["sha256"]:
+                raise ArtifactError(
+                    f"the reconstructions {part['key']} merged into {key} are missing or were rebuilt "
+                    "since; rerun to merge them again"
+                )
+            p = artifacts.load(part["key"])
+            yield Inversion(p["images"], p["labels"], p["info"])
+
+    return Reconstructions(obj["labels"], chunks, obj["info"])
 
 
 def _record(ev: Evaluation, key: str, value: Any) -> None:

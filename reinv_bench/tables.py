@@ -29,6 +29,7 @@ from reinv_bench.aggregate import (
     signed,
 )
 from reinv_bench.api import Column
+from reinv_bench.judging import remarks
 from reinv_bench.reported import (
     UNMATCHED_TITLE,
     fmt_reported,
@@ -131,7 +132,8 @@ def number(c: Column, v: float) -> str:
 
 
 def value_cell(e: Entry, m: str, columns: list[Column]) -> str:
-    """``85.2 ± 1.0``: the mean (± the std over several seeds); n/a when not computed."""
+    """``85.2 ± 1.0``: the mean (± the std over several seeds; ``[lo, hi]``: its 95% interval, for
+    a column that declares ``interval``); n/a when not computed."""
     st = e.stats.get(m)
     v = None if st is None else st.mean
     if e.reported is not None:  # a published number: as published (2 decimals), blank where none was
@@ -142,6 +144,8 @@ def value_cell(e: Entry, m: str, columns: list[Column]) -> str:
     s = number(c, v)
     if e.n > 1 and st.std is not None:
         s += f" ± {st.std * 100:.1f}" if c.percent else f" ± {st.std:.2g}"
+    if c.interval and st.lo is not None and st.hi is not None:  # a judge's columns: their 95% interval
+        s += f" [{number(c, st.lo)}, {number(c, st.hi)}]"
     return s
 
 
@@ -290,6 +294,7 @@ def notes(entries: list[Entry], columns: list[Column]) -> list[str]:
     return [
         *gaps(entries, columns),
         *stats_notes(entries, columns),
+        *remarks([r for e in entries for r in e.rows.values()]),
         *reported_notes(entries),
         *protocol_lines(entries),
     ]
@@ -357,6 +362,7 @@ def to_md(entries: list[Entry], columns: list[Column], unmatched: list[dict[str,
             tabulate(rows, headers, tablefmt="github"),
             *gaps(entries, columns),
             *stats_notes(entries, columns),
+            *remarks([r for e in entries for r in e.rows.values()]),
             *reported_notes(entries),
             "\n".join(protocol_lines(entries)),
         ]
@@ -407,7 +413,14 @@ def to_latex(entries: list[Entry], columns: list[Column], unmatched: list[dict[s
             tabulate(
                 [[latex(x) for x in r] for r in rows], [latex(h) for h in headers], tablefmt="latex_raw"
             ),
-            *(latex(line) + r"\par" for line in [*stats_notes(entries, columns), *protocol_lines(entries)]),
+            *(
+                latex(line) + r"\par"
+                for line in [
+                    *stats_notes(entries, columns),
+                    *remarks([r for e in entries for r in e.rows.values()]),
+                    *protocol_lines(entries),
+                ]
+            ),
         ]
     if unmatched:
         h, r = unmatched_rows(unmatched, columns)

@@ -8,12 +8,22 @@ loss computed with the model itself.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reinv_bench.api import Classifier, Defense, Progress, Split, TrainRecipe, no_progress
+from reinv_bench.api import (
+    NO_CHECKPOINT,
+    Checkpoint,
+    Classifier,
+    Defense,
+    Progress,
+    Split,
+    TrainRecipe,
+    no_progress,
+)
 from reinv_bench.precision import autocast
 
 
@@ -28,6 +38,7 @@ def make_optimizer(params: list[nn.Parameter], recipe: TrainRecipe) -> torch.opt
 
 
 AUGMENTATIONS = ("", "flip", "ppa")
+SELECTIONS = ("last", "best_test")  # TrainRecipe.select: the weights train_classifier keeps
 
 
 def augment(x: Tensor, kind: str, gen: torch.Generator) -> Tensor:
@@ -109,12 +120,21 @@ def train_classifier(
     progress: Progress = no_progress,
     precision: str = "fp32",
     channels_last: bool = False,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
+    test: Split | None = None,
 ) -> list[float]:
     """Train ``model`` in place (already wrapped by ``defense``); returns the mean loss per epoch.
+    ``recipe.select`` "best_test": after each epoch the accuracy on ``test`` is measured and the
+    weights of the first epoch with the best one are kept (the official KEDMI ``engine.py::
+    train_reg``, called by ``train_classifier.py``: ``if test_acc > best_ACC: best_model =
+    deepcopy(model)``); "last": the last epoch's.
     ``precision`` bf16: the forward pass and the loss under bf16 autocast (weights, gradients and
     the optimizer stay fp32). ``channels_last`` stores the weights and batches in that memory
     format. Off by default: on an H200 under bf16 it gained nothing for VGG16 and cost IR152 15% at
-    the official batch of 64, though it gained 40% and 25% at batch 256 (``benchmarks/precision.py``)."""
+    the official batch of 64, though it gained 40% and 25% at batch 256 (``benchmarks/precision.py``).
+    ``checkpoint`` saves the model, optimizer, schedule, data-order generator, the defense's
+    ``state_dict`` and the global random generators at epoch ends now and then, and resumes from
+    them with the numbers of an uninterrupted run."""
     device = torch.device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -136,8 +156,14 @@ def train_classifier(
     n, bs = len(x), recipe.batch_size
     per_epoch = math.ceil(n / bs)
     opt = defense.begin_training(model, opt, recipe, n)  # the scheduler keeps the base optimizer
-    history = []
-    for epoch in range(recipe.epochs):
+    history: list[float] = []
+    state = {"model": model, "opt": opt, "sched": sched, "gen": gen, "defense": defense, "history": history}
+    best: dict[str, Any] = {}  # select="best_test": acc, epoch, state of the best epoch so far
+    if recipe.select == "best_test":
+        if test is None:
+            raise ValueError("recipe select='best_test' needs the test split (train_classifier(test=...))")
+        state["best"] = best
+    for epoch in range(checkpoint.resume(recipe.epochs, state), recipe.epochs):
         defense.on_epoch(epoch, recipe.epochs)
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
@@ -159,10 +185,25 @@ def train_classifier(
             raise FloatingPointError(f"training loss became {total} in epoch {epoch}")
         sched.step()
         history.append(total / per_epoch)
+        if "best" in state:
+            _keep_best(model, test, device, epoch + 1, best)
+        checkpoint.reached(epoch + 1, recipe.epochs, state)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
+    if best:
+        model.load_state_dict(best["state"])
     model.eval()
-    return history
+    return checkpoint.finish(history)
+
+
+def _keep_best(model: nn.Module, test: Split, device: torch.device, epoch: int, best: dict[str, Any]) -> None:
+    """``best`` <- this epoch's accuracy on ``test`` and weights (on CPU) when strictly better."""
+    model.eval()
+    acc = accuracy(model, test, device)
+    if not best or acc > best["acc"]:
+        best.update(
+            acc=acc, epoch=epoch, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        )
 
 
 @torch.no_grad()
@@ -201,6 +242,9 @@ class Composed(Defense):
             x = p.train_transform(x)
         return x
 
+    def transforms_images(self) -> bool:
+        return any(p.transforms_images() for p in self.parts)
+
     def wrap_model(self, model: Classifier) -> Classifier:
         owner = self._owner["wrap_model"]
         return owner.wrap_model(model) if owner else model
@@ -232,6 +276,13 @@ class Composed(Defense):
 
     def end_training(self, model):
         return {k: v for p in self.parts for k, v in p.end_training(model).items()}
+
+    def state_dict(self):
+        return {str(i): p.state_dict() for i, p in enumerate(self.parts)}
+
+    def load_state_dict(self, state):
+        for i, p in enumerate(self.parts):
+            p.load_state_dict(state[str(i)])
 
     def phases(self, recipe):
         owner = self._owner["phases"]

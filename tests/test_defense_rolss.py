@@ -203,6 +203,16 @@ def test_non_residual_architecture_is_a_clear_error(reg, arch):
         reg.get("defense", "rolss")({}).wrap_model(model)
 
 
+def test_non_residual_architecture_is_refused_at_plan_time(registry):
+    """Before any data is read or step runs: the plan builds the model on the meta device."""
+    req = Request(["meanimg"], ["rolss"], archs=["cnn"], eval_arch="tiny", budget="smoke", baseline=False)
+    with pytest.raises(ConfigError, match="needs a residual architecture.*resnet8"):
+        expand(req, registry)
+    req = Request(["meanimg"], ["none"], archs=["vgg16"], eval_arch="tiny", budget="smoke", baseline=False)
+    with pytest.raises(ConfigError, match="--arch vgg16 on scenario mnist: .*RGB"):
+        expand(req, registry)
+
+
 def test_bad_stage_counts_are_clear_errors(reg):
     with pytest.raises(ConfigError, match="3 residual stages"):
         reg.get("defense", "rolss")({"stages": "4"}).wrap_model(

@@ -17,6 +17,7 @@ import torch
 from reinv_bench.artifacts import Artifacts, parse_holder
 from reinv_bench.plan import Request, expand
 from reinv_bench.runner import Runner
+from reinv_bench.steps import reconstructions
 from reinv_bench.store import Store
 
 TESTS = Path(__file__).parent
@@ -192,7 +193,8 @@ def test_class_chunks_aligned_with_the_identity_batch_give_the_unchunked_reconst
         runner = Runner(registry, tmp_path, CPU)
         summary = runner.run(plan, Store(tmp_path / f"{chunk}.db"))
         assert not summary.failed
-        return plan, runner.artifacts.load(plan.cells[0].invert_key), summary
+        inv = reconstructions(runner.artifacts, plan.cells[0].invert_key)
+        return plan, {"images": inv.images, "labels": inv.labels}, summary
 
     plan, whole, _ = inversion(0)
     chunked_plan, chunked, summary = inversion(5)

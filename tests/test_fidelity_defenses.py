@@ -436,7 +436,8 @@ def test_fid_compares_successful_reconstructions_at_64px_and_all_at_224px(protoc
         success = official_success_filter(inv.images, evaluator(inv.images), inv.labels)
     want_images = success if protocol == "64px" else inv.images
     assert 2 <= len(success) < len(inv.images)
-    images, _ = fid.fid_images(ctx)
+    (chunk,) = ctx.inversion.chunks()
+    images = fid.fid_images(ctx, chunk)
     assert torch.equal(images, want_images)
     # the metric itself, with a stand-in Inception (mean colour as the feature)
     monkeypatch.setattr(_pretrained, "locate", lambda w: "inception.pth")  # the metrics' shared base

@@ -124,6 +124,39 @@ def test_show_draws_one_row_per_class_and_one_column_per_defense(grid, tmp_path)
     assert "2 classes x 2 columns" in result.output  # private + meanimg's one reconstruction per class
 
 
+def test_plot_features_draws_the_seed_papers_feature_space_figure(grid, tmp_path):
+    """Per class and defense: private (grey), erased private (only where the defense erases) and
+    reconstructed features of the stored target."""
+    from reinv_bench.aggregate import aggregate, declared_columns
+    from reinv_bench.plots import feature_projection, groups, private_loader, target_loader
+    from reinv_bench.registry import load
+
+    wd, _ = grid
+    out = tmp_path / "features.png"
+    result = cli_invoke(
+        "-p",
+        "conftest",
+        "plot",
+        "--features",
+        "--classes",
+        "2",
+        "-o",
+        str(out),
+        "--workdir",
+        wd,
+        plugins=("conftest",),
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 classes x 3 defenses" in result.output
+    assert _image(out)[..., :3].std() > 0.05
+    reg = load(["conftest"])
+    (group,) = groups(aggregate(Store(wd / "results.db").rows(), columns=declared_columns(reg)))
+    fig, _, _ = feature_projection(group, private_loader(reg), target_loader(reg, wd), None, 2)
+    sets = {ax.get_title(): [c.get_label() for c in ax.collections] for ax in fig.axes if ax.get_title()}
+    assert sets["none"] == ["private", "reconstructions"]
+    assert sets["re[p=0.2]"] == ["private", "private, defense transform", "reconstructions"]
+
+
 def test_a_third_party_metric_plots(tmp_path):
     from reinv_bench.aggregate import aggregate
     from reinv_bench.plots import privacy_utility

@@ -93,7 +93,12 @@ def _row(
         seed=seed,
         budget=budget,
         status="ok",
-        config={"defense": defense},
+        # AlignMI's 64-px setting (100 identities x 100, no selection, IR-50 evaluation model)
+        config={
+            "defense": defense,
+            "attacked": {"classes": 100, "per_class": 100, "selection": "none"},
+            "eval": {"arch": "ir50_112"},
+        },
         metrics=copy.deepcopy(metrics or {}),
         notes={},
         timings={},
@@ -360,7 +365,7 @@ def test_recipe_override_wins_over_a_defense_schedule():
             ["gmi"],
             ["bido"],
             ["vgg16"],
-            ["mnist"],
+            ["celeba64"],
             budget="paper",
             baseline=False,
             recipes={"target": {"epochs": 2}},
@@ -397,3 +402,21 @@ def test_recipe_given_twice_for_one_role_is_refused(tmp_path):
         "run", "--recipe", "target:epochs=3", "--recipe", "target:epochs=4", "--workdir", str(tmp_path)
     )
     assert result.exit_code != 0 and "given twice" in result.output
+
+
+def test_a_target_trained_as_the_evaluation_model_is_said_at_plan_time():
+    """mnist's evaluation model is a seed-0 resnet8 on the private digits: a seed-0 undefended
+    resnet8 target is the same network, bit for bit, judging its own reconstructions."""
+
+    def notes(archs, defenses, eval_arch=None):
+        req = Request(
+            ["gmi"], defenses, archs, ["mnist"], budget="quick", baseline=False, eval_arch=eval_arch
+        )
+        return expand(req, load(), data_digest=lambda s: "d").notes
+
+    (note,) = notes(["resnet8"], ["none", "re"])
+    assert note.startswith("target resnet8 / none / seed 0 is trained as the eval model resnet8 on mnist")
+    assert "give another --eval-arch" in note
+    assert notes(["resnet8"], ["re"]) == []  # a defense trains another network
+    assert notes(["cnn"], ["none"]) == []  # the default target architecture
+    assert notes(["resnet8"], ["none"], eval_arch="cnn") == []

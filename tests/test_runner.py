@@ -97,7 +97,12 @@ def test_preview_is_a_function_of_plan_store_and_cache(registry, workdir):
     plan = _plan(registry, defenses=("none",))
     runner = Runner(registry, workdir, CPU)
     before = preview(plan, Store(workdir / "results.db"), runner.artifacts)
-    assert before["cells"] == 1 and before["kinds"]["target"] == {"run": 1, "cached": 0, "seconds": None}
+    assert before["cells"] == 1 and before["kinds"]["target"] == {
+        "run": 1,
+        "cached": 0,
+        "seconds": None,
+        "source": "",
+    }
     runner.run(plan, Store(workdir / "results.db"))
     after = preview(plan, Store(workdir / "results.db"), runner.artifacts)
     assert after["cells"] == 0 and after["stored"] == 1
@@ -201,7 +206,6 @@ def test_typed_initialisation_keeps_the_keys_of_its_records(registry, tmp_path):
     "sha256"} for a file)."""
     import hashlib
     import json
-    from dataclasses import asdict
 
     from reinv_bench.plan import ARTIFACT_VERSION, FileInit, RandomInit, resolve_arch
 
@@ -233,7 +237,7 @@ def test_typed_initialisation_keeps_the_keys_of_its_records(registry, tmp_path):
             "arch": "tiny",
             "arch_version": 1,
             "defense": [{"name": "none", "version": 1, "config": {}}],
-            "recipe": asdict(scenario.recipe("target", "smoke", "tiny")),
+            "recipe": scenario.recipe("target", "smoke", "tiny").spec(),  # select="last": not in the key
             "seed": 0,
             "init": init,
         }

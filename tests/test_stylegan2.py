@@ -412,6 +412,9 @@ def test_weights_add_converts_the_pickle_once_and_records_the_converted_file(
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "rb"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     G = tiny(seed=2)
+    # the entry stands for the 1024-px FFHQ architecture (tests/test_stylegan2_hostile.py checks that a
+    # tiny generator is refused); here it stands for the tiny one, to test the conversion itself
+    monkeypatch.setitem(sg.ENTRY_ARCHITECTURES, "stylegan2-ffhq", sg.architecture(G.init_kwargs))
     pkl = tmp_path / "ffhq.pkl"
     pkl.write_bytes(fake_nvidia.pickle(G))
 

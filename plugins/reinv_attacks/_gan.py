@@ -16,12 +16,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reinv_bench.api import Attack, AttackContext, Param, PriorSpec, Progress, no_progress
+from reinv_bench.api import (
+    NO_CHECKPOINT,
+    Attack,
+    AttackContext,
+    Checkpoint,
+    Param,
+    PriorSpec,
+    Progress,
+    no_progress,
+)
 
 # The official GAN budget of GMI's and KEDMI's 64-px GANs, in critic (discriminator) steps: 120
 # epochs (KEDMI ``config/celeba.json``; LOMMA ``config/celeba/training_GAN/{general,specific}_gan/
@@ -104,15 +114,18 @@ def frozen(net: nn.Module, state: dict, device) -> nn.Module:
     return net.to(device).eval().requires_grad_(False)
 
 
-def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, streams: int = 1):
+def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, streams: int = 1, start: int = 0):
     """Index batches for ``steps`` training steps as the official loaders give them: every stream
     reshuffled at each pass over the ``n`` images, incomplete last batch dropped (``drop_last``);
-    a set smaller than one batch is one batch. Yields a list of ``streams`` index tensors."""
+    a set smaller than one batch is one batch. Yields a list of ``streams`` index tensors, from
+    step ``start`` on (the passes before it drawn and dropped: ``gen`` ends where it would)."""
     size = min(batch_size, n)
     per_pass = n // size
-    for step in range(steps):
+    for _ in range(start // per_pass * streams):
+        torch.randperm(n, generator=gen)
+    for step in range(start, steps):
         i = step % per_pass
-        if i == 0:
+        if i == 0 or step == start:
             perms = [torch.randperm(n, generator=gen) for _ in range(streams)]
         yield [p[i * size : (i + 1) * size] for p in perms]
 
@@ -120,7 +133,7 @@ def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, stre
 def train_gan(
     G: nn.Module,
     D: nn.Module,
-    batches: Iterator,
+    batches: Callable[[int], Iterator],
     d_loss: Callable,
     g_loss: Callable,
     *,
@@ -130,16 +143,23 @@ def train_gan(
     betas: tuple[float, float],
     g_first: bool = False,
     progress: Progress = no_progress,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
+    state: dict[str, Any] | None = None,
 ) -> int:
     """The alternating loop of every GAN prior: ``steps`` discriminator (critic) steps on
-    ``d_loss(batch)``, one per batch of ``batches`` (drawn when its step comes), and a generator
-    step on ``g_loss(batch)`` every ``n_critic``, each with its Adam(``lr``, ``betas``) while the
-    other network has no gradients. The generator step follows every n_critic-th D step, with its
-    batch (GMI ``train_gan.py``, KEDMI ``k+1_gan.py``), or, ``g_first``, precedes each group of
-    n_critic D steps, with None (PLG-MI ``train_cgan.py``). G and D end frozen in eval mode.
-    Returns the number of generator steps."""
+    ``d_loss(batch)``, one per batch of ``batches(start)`` (the batches from step ``start`` on,
+    each drawn when its step comes), and a generator step on ``g_loss(batch)`` every
+    ``n_critic``, each with its Adam(``lr``, ``betas``) while the other network has no gradients.
+    The generator step follows every n_critic-th D step, with its batch (GMI ``train_gan.py``,
+    KEDMI ``k+1_gan.py``), or, ``g_first``, precedes each group of n_critic D steps, with None
+    (PLG-MI ``train_cgan.py``). G and D end frozen in eval mode. ``checkpoint`` saves G, D, their
+    optimizers, ``state`` (what else the losses and batches carry from one step to the next) and
+    the random generators now and then, and resumes from them. Returns the number of generator
+    steps."""
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    loop = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d, **(state or {})}
+    start = checkpoint.resume(steps, loop)
 
     def update(opt: torch.optim.Optimizer, train: nn.Module, hold: nn.Module, loss: Callable, batch) -> None:
         train.requires_grad_(True)
@@ -149,20 +169,22 @@ def train_gan(
         value.backward()
         opt.step()
 
-    g_steps = 0
-    for step in range(steps):
+    g_steps = -(-start // n_critic) if g_first else start // n_critic  # those before ``start``
+    stream = batches(start)
+    for step in range(start, steps):
         if g_first and step % n_critic == 0:
             update(opt_g, G, D, g_loss, None)
             g_steps += 1
-        batch = next(batches)
+        batch = next(stream)
         update(opt_d, D, G, d_loss, batch)
         if not g_first and (step + 1) % n_critic == 0:
             update(opt_g, G, D, g_loss, batch)
             g_steps += 1
         progress(step + 1, steps)
+        checkpoint.reached(step + 1, steps, loop)
     G.eval().requires_grad_(False)
     D.eval().requires_grad_(False)
-    return g_steps
+    return checkpoint.finish(g_steps)
 
 
 def train_wgan_gp(
@@ -179,6 +201,7 @@ def train_wgan_gp(
     device: torch.device,
     seed: int,
     progress: Progress = no_progress,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> tuple[Generator, Critic, dict]:
     """GMI's WGAN-GP (``train_gan.py``): critic loss -W + gp * gradient penalty, generator loss
     -D(G(z)), Adam betas (0.5, 0.999), ``steps`` critic steps and a generator step every
@@ -186,11 +209,12 @@ def train_wgan_gp(
     torch.manual_seed(seed)
     G, D = Generator(image_shape, z_dim, dim).to(device), Critic(image_shape, dim).to(device)
     x = public.to(device)
-    batches = (
-        x[idx.to(device)]
-        for (idx,) in batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed))
-    )
-    wd_hist = []
+
+    def batches(start: int) -> Iterator[Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return (x[idx.to(device)] for (idx,) in batch_stream(len(x), batch_size, steps, gen, start=start))
+
+    wd_hist: list[float] = []
 
     def d_loss(real: Tensor) -> Tensor:
         fake = G(torch.randn(len(real), z_dim, device=device))
@@ -212,6 +236,8 @@ def train_wgan_gp(
         lr=lr,
         betas=(0.5, 0.999),
         progress=progress,
+        checkpoint=checkpoint,
+        state={"wasserstein": wd_hist},
     )
     return (
         G,
@@ -269,6 +295,7 @@ class GMIPrior(Attack):
             device=ctx.device,
             seed=ctx.seed,
             progress=ctx.progress,
+            checkpoint=ctx.checkpoint,
         )
         return {"G": G.state_dict(), "D": D.state_dict(), "info": info}
 
@@ -278,3 +305,32 @@ class GMIPrior(Attack):
             Critic(image_shape, self.config.gan_dim),
         )
         return frozen(G, prior["G"], device), frozen(D, prior["D"], device)
+
+
+# ---- KEDMI's GAN objective (kedmi's prior; ppdg+kedmi's fine-tune) --------------------------------
+
+
+def soft_xent(logits: Tensor, target_logits: Tensor) -> Tensor:
+    return -(F.softmax(target_logits, 1) * F.log_softmax(logits, 1)).sum() / len(logits)
+
+
+def entropy(logits: Tensor) -> Tensor:
+    return -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum()
+
+
+def kedmi_d_loss(D, T, x_lab: Tensor, x_unl: Tensor, fake: Tensor) -> Tensor:
+    with torch.no_grad():
+        soft = T(x_lab)
+    _, out_lab = D(x_lab)
+    _, out_unl = D(x_unl)
+    _, out_fake = D(fake)
+    lse_u, lse_f = torch.logsumexp(out_unl, 1), torch.logsumexp(out_fake, 1)
+    unl = 0.5 * (F.softplus(lse_u).mean() - lse_u.mean() + F.softplus(lse_f).mean())
+    return soft_xent(out_lab, soft) + unl
+
+
+def kedmi_g_loss(D, fake: Tensor, x_unl: Tensor) -> Tensor:
+    """Feature matching on D's conv features plus 1e-4 * entropy of D on the fakes."""
+    f_fake, out_fake = D(fake)
+    f_real, _ = D(x_unl)
+    return (f_fake.mean(0) - f_real.mean(0)).abs().mean() + 1e-4 * entropy(out_fake)

@@ -11,6 +11,7 @@ target) and the loss under ``ctx.fp32()``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -88,6 +89,11 @@ def synthesize(G, w: Tensor) -> Tensor:
     return G.synthesis(w, noise_mode="const", force_fp32=True)
 
 
+# host bytes of one candidate's full w (num_ws x w_dim float32) under the 1024-px FFHQ generator (18 x
+# 512), the largest here: what the candidate search keeps per candidate (``memory_per_class``)
+W_BYTES = 18 * 512 * 4
+
+
 def search_latents(z_dim: int, n: int, seed: int) -> Tensor:
     """The official search space: ``np.random.RandomState(seed).randn(n, z_dim)`` (float64; the
     mapping network casts it to float32)."""
@@ -140,9 +146,9 @@ def candidate_search(
 # ---- the generator prior ------------------------------------------------------------------------
 
 
-def _convert_for_weights(source, dest) -> None:
+def _convert_for_weights(source, dest, entry: str) -> None:
     try:
-        convert_pickle(source, dest)
+        convert_pickle(source, dest, entry)  # refuses a generator of another architecture
     except UnsafePickleError as exc:
         raise WeightsUnavailable(f"{exc} (not converted)") from None
 
@@ -159,7 +165,7 @@ GENERATORS = {
             "`weights add` converts the pickle without running its code",
             "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
             torch_dir="",
-            convert=_convert_for_weights,
+            convert=functools.partial(_convert_for_weights, entry="stylegan2-ffhq"),
         )
     ]
 }
@@ -244,8 +250,8 @@ class StyleGANAttack(Attack):
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         t0 = time.perf_counter()
         G = generator(priors[self.prior_kind], ctx.device)
-        with ctx.autocast():
-            return self.attack(ctx, G, classes, t0)
+        with ctx.autocast():  # ``identity``: only to an attack that accepts it (ppa; a wrapper's)
+            return self.attack(ctx, G, classes, t0, **({"identity": identity} if identity else {}))
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
         raise NotImplementedError

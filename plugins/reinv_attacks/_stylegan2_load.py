@@ -23,12 +23,35 @@ anything but numpy dtypes/arrays with ``UnsafePickleError`` (one line naming wha
 arguments and loads its parameters and buffers strictly by name and shape (a 265 MB pickle of
 two 1024 px generators: 4 s on CPU).
 
+**Bounded memory.** Every size the pickle declares is checked before anything of that size is
+allocated (the ``MAX_*`` constants below; a refusal is one ``UnsafePickleError`` line):
+
+- reads: a record (``BINBYTES8``, ``FRAME``, ``BYTEARRAY8`` ...) longer than what is left of the
+  file is refused before it is read (CPython allocates a read's declared length up front);
+- tensor storages: each ``_load_from_bytes`` record is scanned for the storages it declares
+  (torch's legacy format: the sizes in its persistent ids against the bytes that follow; zip:
+  the records' declared sizes, a compressed one at most ``MAX_INFLATION``:1) before
+  ``torch.load(weights_only=True)`` allocates them, and all tensor data (storages, numpy arrays)
+  together may not exceed the file's own size (nor ``MAX_TENSOR_BYTES``): a pickle reusing one
+  storage record through the memo cannot multiply it. Copies the pickle asks for (sets, dicts,
+  latin-1 strings) are metered the same way (file size + ``SLACK``);
+- the generator: its init arguments are checked against ``GENERATOR_ARGS`` (the arguments of
+  stylegan2-ada-pytorch's ``training/networks.py`` that ``train.py`` and ``legacy.py`` write:
+  resolution a power of two 4..1024, widths <= 1024, mapping layers 1..16, the official configs
+  use 512 and 2 or 8) without walking into any value, so shared or nested references in them are
+  refused rather than expanded; the record tree is walked at most ``MAX_DEPTH`` modules deep and
+  ``MAX_RECORDS``/``MAX_TENSORS`` wide; the generator is first built on the meta device, its
+  names and shapes compared, and its parameters allocated only if they fit the file's size.
+
 **Weights.** ``reinv-bench weights add stylegan2-ffhq ffhq.pkl`` (the file from
 https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl, which PPA uses)
 converts once, through the restricted unpickler, to ``stylegan2-ffhq.pt``: a torch file of the
 init kwargs, the state dict and the pickle's SHA-256, read back with ``weights_only=True``
 (``load_generator``). NVIDIA publishes no hash, so the SHA-256 of the converted file is recorded
-when first added and checked on every use. ``save_generator`` writes the same format for any
+when first added and checked on every use; the generator must have the entry's architecture
+(``ENTRY_ARCHITECTURES``: for ``stylegan2-ffhq`` 1024 px RGB, z and w 512, unconditional, 8
+mapping layers, channel_base 32768, channel_max 512), else it is refused naming the entry it
+fits, if any. ``save_generator`` writes the same format for any
 generator (tests register tiny random ones).
 """
 
@@ -37,8 +60,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import itertools
+import math
 import pickle
+import struct
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +73,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._stylegan2_net import Generator
+from ._stylegan2_net import ACTIVATIONS, Generator
 
 FORMAT = "reinv-bench/stylegan2-ada-generator/1"  # the "format" field of a converted file
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds: every size a pickle declares is checked against these before anything is allocated
+
+MAX_RESOLUTION = 1024  # img_resolution: a power of two, 4..1024 (NVIDIA's datasets and pickles stop at 1024)
+MAX_WIDTH = 1024  # z_dim, w_dim, c_dim, channel_max, mapping widths (official configs: 512 at most)
+MAX_MAPPING_LAYERS = 16  # mapping num_layers (official configs: 2 or 8)
+MAX_IMG_CHANNELS = 4  # grey, RGB, RGBA
+MAX_TENSOR_BYTES = 4 << 30  # tensor data of one pickle (ffhq.pkl: 363 MB for G, D and G_ema)
+MAX_INFLATION = 4  # declared inflation ratio of a compressed zip record (torch.save never compresses)
+MAX_DEPTH = 8  # module nesting of a network record (the generator: 4, G.synthesis.b1024.conv0.affine)
+MAX_RECORDS = 1024  # module records visited in one network (the 1024-px generator: 72)
+MAX_TENSORS = 4096  # parameters and buffers of one network (the 1024-px generator: 182)
+MAX_ITEMSIZE = 1024  # bytes per element of a numpy dtype
+SLACK = 1 << 20  # bytes of copies (containers, strings) the pickle may build beyond its own size
+ITEM_BYTES = 16  # what one item of a set or dict copy is counted as (about its hash-table entry)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +100,8 @@ FORMAT = "reinv-bench/stylegan2-ada-generator/1"  # the "format" field of a conv
 
 
 class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle that cannot be read without running code, or cannot be read at all (one line)."""
+    """A pickle that cannot be read without running code, that declares sizes beyond the bounds above
+    or that cannot be read at all (one line)."""
 
 
 @dataclass
@@ -66,17 +111,9 @@ class PersistentRecord:
     module source it carried, kept as text and never run."""
 
     class_name: str
-    state: dict
+    state: dict = field(repr=False)
     module_src: str = field(repr=False, default="")
     version: Any = None
-
-    @property
-    def init_args(self) -> tuple:
-        return tuple(self.state.get("_init_args") or ())
-
-    @property
-    def init_kwargs(self) -> dict:
-        return dict(self.state.get("_init_kwargs") or {})
 
     def __setstate__(self, state):  # BUILD is refused before this; belt and braces
         raise UnsafePickleError("refused: object state for a persistence record")
@@ -95,7 +132,7 @@ def _reconstruct_persistent_obj(meta) -> PersistentRecord:
     state = meta.get("state") or {}
     if not isinstance(state, dict):
         raise UnsafePickleError(
-            f"refused: persistence record {meta['class_name']} has a {type(state).__name__} state"
+            f"refused: persistence record {meta['class_name'][:60]} has a {type(state).__name__} state"
         )
     src = meta.get("module_src")
     return PersistentRecord(
@@ -104,8 +141,6 @@ def _reconstruct_persistent_obj(meta) -> PersistentRecord:
 
 
 def _storage_from_bytes(b):
-    if not isinstance(b, (bytes, bytearray)):
-        raise UnsafePickleError("refused: torch.storage._load_from_bytes without bytes")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -131,8 +166,11 @@ def _no_hooks(hooks, what):
 def _rebuild_tensor_v2(
     storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
 ):
+    """A view of a storage already read (``Tensor.set_`` checks it stays inside): allocates nothing."""
     if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
         raise UnsafePickleError(f"refused: a tensor rebuilt from a {type(storage).__name__}, not a storage")
+    if not all(isinstance(x, (tuple, list)) and len(x) <= 64 for x in (size, stride)):
+        raise UnsafePickleError("refused: a tensor whose size or stride is not a short tuple")
     _no_hooks(backward_hooks, "a tensor")
     return torch._utils._rebuild_tensor_v2(
         storage,
@@ -187,65 +225,224 @@ def _rebuild_from_type_v2(func, new_type, args, state):
     return func(*args)
 
 
-def _latin1(text, encoding="latin1"):
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafePickleError("refused: _codecs.encode other than str to latin-1 bytes")
-    return text.encode("latin1")
-
-
 def _numpy_core(module, name):
     core = getattr(np, "_core", None) or np.core
     return getattr(getattr(core, module), name)
 
 
+# what each allowed global is; a string names the RestrictedUnpickler method that meters it
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    (
-        "torch",
-        "Tensor",
-    ): torch.Tensor,  # only as _rebuild_from_type_v2's type argument: not callable via REDUCE
+    ("torch.storage", "_load_from_bytes"): "_storage",
+    ("torch", "Tensor"): torch.Tensor,  # only as _rebuild_from_type_v2's type argument
     ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("_codecs", "encode"): _latin1,
+    ("_codecs", "encode"): "_latin1",
     ("dnnlib.util", "EasyDict"): dict,
     ("dnnlib", "EasyDict"): dict,
     ("numpy", "dtype"): np.dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): np.ndarray,  # only as _reconstruct's type argument
 }
 _NUMPY_CORE = {
-    ("multiarray", "scalar"),
-    ("multiarray", "_reconstruct"),
-    ("numeric", "_frombuffer"),
+    ("multiarray", "scalar"): "_np_scalar",
+    ("multiarray", "_reconstruct"): "_np_reconstruct",
+    ("numeric", "_frombuffer"): "_np_frombuffer",
 }  # numpy[._]core.
-_CLASSES_CALLABLE = {
-    collections.OrderedDict,
-    set,
-    frozenset,
-    dict,
-    np.dtype,
-}  # harmless to call with plain data
+_COPIES = (collections.OrderedDict, set, frozenset, dict)  # callable: they copy their argument (metered)
+
+
+class _Reader:
+    """``read``/``readline`` of a file that refuse to read, and so to allocate, more than it has left
+    (CPython's buffered ``read(n)`` allocates ``n`` bytes before reading)."""
+
+    def __init__(self, f, size: int):
+        self.f, self.left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else n
+        if n > self.left:
+            raise UnsafePickleError(
+                f"file is truncated or forged: a record of {n} bytes where {self.left} remain"
+            )
+        b = self.f.read(n)
+        self.left -= len(b)
+        return b
+
+    def readline(self) -> bytes:
+        b = self.f.readline()
+        self.left -= len(b)
+        return b
+
+
+class _BoundedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, except that ``BYTEARRAY8`` (which allocates its declared length before
+    reading it) is refused beyond the size of the data; nothing else is allowed by default."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, size: int):
+        super().__init__(_Reader(file, size))
+        self.size = size
+
+    def find_class(self, module: str, name: str):
+        raise UnsafePickleError(f"refused: the pickle references {module[:80]}.{name[:80]}")
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(
+            "refused: the pickle uses persistent ids (a torch.save file? read it with "
+            "torch.load(weights_only=True))"
+        )
+
+    def _load_bytearray8(self):
+        (n,) = struct.unpack("<Q", self.read(8))
+        if n > self.size:
+            raise UnsafePickleError(f"file is truncated or forged: a {n}-byte bytearray in {self.size} bytes")
+        b = bytearray(n)
+        self.readinto(b)
+        self.append(b)
+
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    """``torch.FloatStorage`` & co. in a storage record: only its dtype is read (never called)."""
+
+    dtype: torch.dtype
+
+
+_TORCH_MAGIC, _TORCH_LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001  # torch.serialization's legacy header
+
+
+class _StorageScan(_BoundedUnpickler):
+    """Reads the pickles of a legacy ``torch.save`` blob (what ``TypedStorage.__reduce__`` writes) only to
+    learn the storages it declares, by key and size in bytes; builds none of them."""
+
+    def __init__(self, file, size: int):
+        super().__init__(file, size)
+        self.declared: dict[Any, int] = {}
+
+    def find_class(self, module: str, name: str):
+        if module in ("torch", "torch.storage") and name == "UntypedStorage":
+            return _StorageType(torch.uint8)
+        cls = getattr(torch, name, None) if module == "torch" else None
+        if not (isinstance(cls, type) and issubclass(cls, torch.storage._LegacyStorage)):
+            raise UnsafePickleError(f"refused: a tensor storage record references {module[:80]}.{name[:80]}")
+        with warnings.catch_warnings():  # "TypedStorage is deprecated"
+            warnings.simplefilter("ignore")
+            return _StorageType(cls.dtype)
+
+    def persistent_load(self, pid):
+        ok = isinstance(pid, tuple) and len(pid) == 6 and pid[0] in ("storage", b"storage")
+        _, kind, key, _location, numel, view = pid if ok else (None,) * 6
+        if not (
+            ok
+            and isinstance(kind, _StorageType)
+            and isinstance(key, (str, bytes))
+            and type(numel) is int
+            and numel >= 0
+            and view is None
+        ):
+            raise UnsafePickleError("refused: a tensor storage record with a malformed storage id")
+        nbytes = numel * kind.dtype.itemsize
+        if self.declared.setdefault(key, nbytes) != nbytes:
+            raise UnsafePickleError("refused: a tensor storage record declares one storage with two sizes")
+
+
+def _legacy_storage_bytes(b: bytes) -> int:
+    """The bytes the storages of a legacy ``torch.save`` blob declare (what ``torch.load`` allocates before
+    reading them), checked against the data the blob holds: header, pickle, keys, then per storage an
+    8-byte count and its bytes (``torch.serialization._legacy_load``)."""
+    f = io.BytesIO(b)
+    scan = _StorageScan(f, len(b))
+    if scan.load() != _TORCH_MAGIC or scan.load() != _TORCH_LEGACY_PROTOCOL:
+        raise UnsafePickleError("refused: a tensor storage that is not in torch's legacy format")
+    scan.load()  # sys_info
+    scan.load()  # the storage itself (its persistent id)
+    keys = scan.load()
+    if not isinstance(keys, list) or set(keys) != set(scan.declared) or len(keys) != len(scan.declared):
+        raise UnsafePickleError("refused: a tensor storage record whose keys do not match its storages")
+    need = sum(scan.declared.values())
+    held = len(b) - f.tell() - 8 * len(keys)
+    if need > held:
+        raise UnsafePickleError(
+            f"refused: a tensor storage declares {need} bytes but its record holds {max(held, 0)}"
+        )
+    return need
+
+
+def _zip_storage_bytes(b: bytes) -> int:
+    """The bytes a zip ``torch.save`` blob's records declare (what torch's reader allocates per record);
+    a compressed record may not declare more than ``MAX_INFLATION`` times its compressed size."""
+    with zipfile.ZipFile(io.BytesIO(b)) as z:
+        infos = z.infolist()
+    for i in infos:
+        if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_INFLATION * max(i.compress_size, 1):
+            raise UnsafePickleError(
+                f"refused: a compressed tensor record declares {i.file_size} bytes from "
+                f"{i.compress_size} ({i.file_size // max(i.compress_size, 1)}:1, the bound is "
+                f"{MAX_INFLATION}:1; torch.save writes records uncompressed)"
+            )
+    return sum(i.file_size for i in infos)
+
+
+def _declared_storage_bytes(b) -> int:
+    if not isinstance(b, (bytes, bytearray)):
+        raise UnsafePickleError("refused: torch.storage._load_from_bytes without bytes")
+    try:
+        return (_zip_storage_bytes if bytes(b[:4]) == b"PK\x03\x04" else _legacy_storage_bytes)(bytes(b))
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt record, whatever raised
+        raise UnsafePickleError(
+            f"refused: a tensor storage record that cannot be read ({type(exc).__name__})"
+        ) from None
+
+
+def _nothing(state) -> bool:
+    return state is None or (isinstance(state, dict) and not state)
 
 
 def _empty(state) -> bool:
     """Whether an object state sets nothing (None, {}, or a (dict, slots) pair of those)."""
-    if state is None or (isinstance(state, dict) and not state):
-        return True
-    return isinstance(state, tuple) and len(state) == 2 and all(_empty(x) for x in state)
+    return _nothing(state) or (isinstance(state, tuple) and len(state) == 2 and all(map(_nothing, state)))
 
 
-class RestrictedUnpickler(pickle._Unpickler):
+class RestrictedUnpickler(_BoundedUnpickler):
     """Unpickles tensors, plain values and ``torch_utils.persistence`` records, nothing else:
     every other global, persistent ids, and object state (BUILD) on anything but numpy
-    dtypes/arrays raise ``UnsafePickleError``. Nothing from the file is imported or run."""
+    dtypes/arrays raise ``UnsafePickleError``. Nothing from the file is imported or run.
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    Bounded: every call the pickle makes goes through ``_call``, which meters what it builds against
+    the file's size ``size``: tensor data (storages, numpy arrays) may total at most the file's size
+    (and ``MAX_TENSOR_BYTES``), each storage checked by the sizes it declares before torch allocates
+    it; copies (sets, dicts, latin-1 strings) at most the file's size plus ``SLACK``. So memo
+    references (a pickle reusing one object many times) cannot multiply memory."""
+
+    dispatch = dict(_BoundedUnpickler.dispatch)
+
+    def __init__(self, file, size: int):
+        super().__init__(file, size)
+        self.budget = {"tensor": min(size, MAX_TENSOR_BYTES), "copy": size + SLACK}
+
+    def _charge(self, kind: str, n: int, what: str) -> None:
+        self.budget[kind] -= n
+        if self.budget[kind] < 0:
+            limit = (
+                f"the file's size ({self.size} bytes)"
+                if kind == "copy" or self.size <= MAX_TENSOR_BYTES
+                else f"the loader's limit of {MAX_TENSOR_BYTES} bytes"
+            )
+            raise UnsafePickleError(
+                f"refused: {what} takes the pickle's {'tensor data' if kind == 'tensor' else 'copies'} "
+                f"beyond {limit} (forged sizes or shared references)"
+            )
 
     def find_class(self, module: str, name: str):
         if self.proto < 3 and self.fix_imports:  # Python 2 names (protocols 0-2), as pickle itself maps them
@@ -260,54 +457,158 @@ class RestrictedUnpickler(pickle._Unpickler):
         elif (
             module.startswith(("numpy.core.", "numpy._core.")) and (module.split(".")[2], name) in _NUMPY_CORE
         ):
-            obj = _numpy_core(module.split(".")[2], name)
+            obj = _NUMPY_CORE[(module.split(".")[2], name)]
         elif module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             obj = getattr(torch, name)
         else:
-            what = f"{module}.{name}"
             raise UnsafePickleError(
-                f"refused: the pickle references {what}, which is not a tensor, a plain value "
-                "or a torch_utils.persistence record (nothing from it was run)"
+                f"refused: the pickle references {module[:80]}.{name[:80]}, which is not a tensor, a plain "
+                "value or a torch_utils.persistence record (nothing from it was run)"
             )
-        if isinstance(obj, type) and obj not in _CLASSES_CALLABLE and obj is not np.ndarray:
+        if isinstance(obj, str):
+            return getattr(self, obj)
+        if isinstance(obj, type) and obj not in _COPIES and obj is not np.dtype:
             return _NotCallable(obj)
         return obj
 
-    def persistent_load(self, pid):
-        raise UnsafePickleError(
-            "refused: the pickle uses persistent ids (a torch.save file? read it with "
-            "torch.load(weights_only=True))"
-        )
+    # every call and instantiation of the pickle (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ) goes through _call
+
+    def _call(self, func, args, kwargs=None, new: bool = False):
+        if not isinstance(args, tuple) or kwargs:
+            raise UnsafePickleError("refused: a call with keyword arguments or without an argument tuple")
+        if any(func is c for c in _COPIES):
+            if len(args) > 1 or (args and not hasattr(type(args[0]), "__len__")):
+                raise UnsafePickleError(f"refused: {func.__name__} called with {len(args)} arguments")
+            if args:
+                self._charge("copy", ITEM_BYTES * len(args[0]), f"a {func.__name__} of {len(args[0])} items")
+        elif func is np.dtype:
+            if new or not args or not isinstance(args[0], str) or len(args[0]) > 16 or len(args) > 3:
+                raise UnsafePickleError("refused: numpy.dtype other than from a short type string")
+        elif new:
+            raise UnsafePickleError(
+                f"refused: the pickle creates a {getattr(func, 'cls', type(func)).__name__}"
+            )
+        return func.__new__(func, *args) if new else func(*args)
+
+    def _load_reduce(self):
+        args = self.stack.pop()
+        self.stack[-1] = self._call(self.stack[-1], args)
+
+    def _load_newobj(self):
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._call(cls, args, new=True))
+
+    def _load_newobj_ex(self):
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._call(cls, args, kwargs, new=True))
+
+    def _instantiate(self, klass, args):  # INST and OBJ (protocols 0 and 1)
+        self.append(self._call(klass, tuple(args)))
 
     def _load_build(self):
         state = self.stack.pop()
         inst = self.stack[-1]
-        if isinstance(inst, (np.dtype, np.ndarray)):
+        if isinstance(inst, np.ndarray):
+            self._np_state(inst, state)
+        elif isinstance(inst, np.dtype):
             inst.__setstate__(state)
+            if inst.itemsize > MAX_ITEMSIZE or inst.fields is not None:
+                raise UnsafePickleError("refused: a numpy dtype with fields or wider than 1024 bytes")
         elif not _empty(state):
             raise UnsafePickleError(f"refused: the pickle sets the state of a {type(inst).__name__}")
 
+    dispatch[pickle.REDUCE[0]] = _load_reduce
+    dispatch[pickle.NEWOBJ[0]] = _load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
     dispatch[pickle.BUILD[0]] = _load_build
+
+    # the allowed functions that allocate, metered
+
+    def _storage(self, b):
+        """``torch.storage._load_from_bytes``: the storage sizes its record declares are checked against the
+        record and charged before ``torch.load(weights_only=True)`` allocates them."""
+        declared = _declared_storage_bytes(b)
+        self._charge("tensor", declared, f"a tensor storage of {declared} bytes")
+        s = _storage_from_bytes(b)
+        if s.nbytes() > declared:
+            raise UnsafePickleError(
+                f"refused: a tensor storage of {s.nbytes()} bytes from {declared} declared"
+            )
+        return s
+
+    def _latin1(self, text, encoding="latin1"):
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise UnsafePickleError("refused: _codecs.encode other than str to latin-1 bytes")
+        self._charge("copy", len(text), f"a string of {len(text)} characters")
+        return text.encode("latin1")
+
+    def _np_reconstruct(self, subtype, shape, dtype):
+        """``numpy.core.multiarray._reconstruct``: an empty array (its data comes with BUILD)."""
+        if (
+            getattr(subtype, "cls", None) is not np.ndarray
+            or not (isinstance(shape, tuple) and shape == (0,))
+            or not (isinstance(dtype, (bytes, str)) and len(dtype) <= 8)
+        ):
+            raise UnsafePickleError("refused: numpy _reconstruct other than an empty ndarray")
+        return _numpy_core("multiarray", "_reconstruct")(np.ndarray, (0,), dtype)
+
+    def _np_scalar(self, dtype, *data):
+        if not isinstance(dtype, np.dtype) or dtype.itemsize > MAX_ITEMSIZE or len(data) > 1:
+            raise UnsafePickleError("refused: a numpy scalar of a dtype wider than 1024 bytes")
+        return _numpy_core("multiarray", "scalar")(dtype, *data)
+
+    def _np_frombuffer(self, buf, dtype, shape, order):  # a view of bytes already read: allocates nothing
+        return _numpy_core("numeric", "_frombuffer")(buf, dtype, shape, order)
+
+    def _np_state(self, arr: np.ndarray, state) -> None:
+        """An array's data (``ndarray.__setstate__``), its declared size checked against the data given."""
+        ok = isinstance(state, tuple) and len(state) in (4, 5)
+        shape, dtype, _fortran, raw = state[-4:] if ok else (None,) * 4
+        ok = (
+            ok
+            and isinstance(shape, tuple)
+            and len(shape) <= 64
+            and all(type(d) is int and d >= 0 for d in shape)
+            and isinstance(dtype, np.dtype)
+        )
+        n = math.prod(shape) if ok else 0
+        if not ok or not (
+            (isinstance(raw, list) and len(raw) == n)
+            if dtype.hasobject
+            else (isinstance(raw, (bytes, bytearray)) and len(raw) == n * dtype.itemsize)
+        ):
+            raise UnsafePickleError("refused: a numpy array whose declared shape does not match its data")
+        self._charge("tensor", n * dtype.itemsize, f"a numpy array of {n * dtype.itemsize} bytes")
+        arr.__setstate__(state)
 
 
 def load_pickle(path_or_bytes) -> Any:
     """The contents of a stylegan2-ada-pytorch pickle (or any pickle of tensors and plain
     values) with persistence records as ``PersistentRecord``; ``UnsafePickleError`` otherwise."""
     if isinstance(path_or_bytes, (bytes, bytearray)):
-        f, where = io.BytesIO(path_or_bytes), "pickle"
+        f, size, where = io.BytesIO(path_or_bytes), len(path_or_bytes), "pickle"
     else:
         path = Path(path_or_bytes)
-        if path.is_file() and path.stat().st_size == 0:
-            raise UnsafePickleError(f"{path}: file is empty")
         f, where = open(path, "rb"), str(path)  # noqa: SIM115 - closed below
+        size = Path(path).stat().st_size
     try:
-        return RestrictedUnpickler(f).load()
+        if size == 0:
+            raise UnsafePickleError("file is empty")
+        unpickler = RestrictedUnpickler(f, size)
+        try:
+            return unpickler.load()
+        finally:  # its metered functions in the memo make a cycle: free the memo (the file's bytes) now
+            unpickler.memo.clear()
+            unpickler.stack = unpickler.metastack = []
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{where}: {exc}") from None
     except EOFError:
         raise UnsafePickleError(f"{where}: file is truncated (the pickle ends early)") from None
     except Exception as exc:  # noqa: BLE001 - malformed data: one line, whatever raised
-        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        text = _first_line(exc)
         if "truncated" in text or "ran out of input" in text.lower():
             raise UnsafePickleError(f"{where}: file is truncated (the pickle ends early)") from None
         raise UnsafePickleError(f"{where}: not a readable pickle ({type(exc).__name__}: {text})") from None
@@ -315,38 +616,263 @@ def load_pickle(path_or_bytes) -> Any:
         f.close()
 
 
-def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The state dict (parameters and persistent buffers, by dotted name) of a record tree."""
-    state = record.state
-    out: dict[str, torch.Tensor] = collections.OrderedDict()
-    skip = set(state.get("_non_persistent_buffers_set") or ())
-    for kind in ("_parameters", "_buffers"):
-        for name, t in (state.get(kind) or {}).items():
-            if t is None or (kind == "_buffers" and name in skip):
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator's init arguments, checked before anything is built
+
+
+def _short(v) -> str:
+    """A value for a one-line message, without ever printing a container (it may be huge or deep)."""
+    if isinstance(v, bool) or v is None or isinstance(v, float):
+        return repr(v)
+    if isinstance(v, int):
+        return repr(v) if abs(v) < 10**18 else f"an integer of {v.bit_length()} bits"
+    if isinstance(v, str):
+        return repr(v[:40]) + ("..." if len(v) > 40 else "")
+    return f"a {type(v).__name__}"
+
+
+def _whole(lo: int, hi: int, power_of_two: bool = False):
+    def check(v):
+        if type(v) is not int or not lo <= v <= hi or (power_of_two and v & (v - 1)):
+            return f"an integer in {lo}..{hi}" + (", a power of two" if power_of_two else "")
+
+    return check
+
+
+def _real(lo: float, hi: float):
+    def check(v):
+        if type(v) not in (int, float) or not math.isfinite(v) or not lo <= v <= hi:
+            return f"a number in {lo:g}..{hi:g}"
+
+    return check
+
+
+def _optional(inner):
+    return lambda v: None if v is None else inner(v)
+
+
+def _choice(*options):
+    return lambda v: None if isinstance(v, str) and v in options else f"one of {', '.join(options)}"
+
+
+def _flag(v):
+    return None if type(v) is bool else "True or False"
+
+
+def _taps(v):
+    if isinstance(v, (list, tuple)) and 1 <= len(v) <= 8 and not any(_real(-1e6, 1e6)(x) for x in v):
+        return None
+    return "a list of 1..8 filter taps"
+
+
+# the init arguments the native Generator takes (those of stylegan2-ada-pytorch's training/networks.py that
+# train.py and legacy.py write), with the bounds above
+GENERATOR_ARGS = {
+    "z_dim": _whole(0, MAX_WIDTH),
+    "c_dim": _whole(0, MAX_WIDTH),
+    "w_dim": _whole(1, MAX_WIDTH),
+    "img_resolution": _whole(4, MAX_RESOLUTION, power_of_two=True),
+    "img_channels": _whole(1, MAX_IMG_CHANNELS),
+    "mapping_kwargs": {
+        "num_layers": _whole(1, MAX_MAPPING_LAYERS),
+        "embed_features": _optional(_whole(1, MAX_WIDTH)),
+        "layer_features": _optional(_whole(1, MAX_WIDTH)),
+        "activation": _choice(*ACTIVATIONS),
+        "lr_multiplier": _real(1e-6, 1e3),
+        "w_avg_beta": _optional(_real(0, 1)),
+    },
+    "synthesis_kwargs": {
+        "channel_base": _whole(1, 1 << 20),
+        "channel_max": _whole(1, MAX_WIDTH),
+        "num_fp16_res": _whole(0, 9),
+        "conv_clamp": _optional(_real(0, 1e9)),
+        "architecture": _choice("orig", "skip", "resnet"),
+        "resample_filter": _taps,
+        "use_noise": _flag,
+        "activation": _choice(*ACTIVATIONS),
+        "fp16_channels_last": _flag,
+        "channels_last": _flag,
+    },
+}
+_POSITIONAL = tuple(GENERATOR_ARGS)  # Generator(z_dim, c_dim, w_dim, img_resolution, img_channels, ...)
+_REQUIRED = _POSITIONAL[:5]
+
+
+def _plain_scalar(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (list, tuple)) and len(v) <= 8:
+        return [x.item() if isinstance(x, np.generic) else x for x in v]
+    return v
+
+
+def check_generator_kwargs(kwargs) -> dict:
+    """The Generator init kwargs as plain values, each checked against ``GENERATOR_ARGS`` (what the native
+    generator supports, within the bounds above) before anything is built: ``UnsafePickleError`` (one line,
+    every problem) otherwise. Never walks into a value: a container where a number belongs is refused."""
+    problems: list[str] = []
+
+    def section(d, schema: dict, where: str) -> dict:
+        if not isinstance(d, dict):
+            problems.append(f"{where or 'the init arguments'} are {_short(d)}, not a dict")
+            return {}
+        unknown = [k for k in d if k not in schema]
+        if unknown:
+            more = f" (+{len(unknown) - 4} more)" if len(unknown) > 4 else ""
+            problems.append(f"unknown {where}argument {', '.join(map(_short, unknown[:4]))}{more}")
+            return {}
+        out = {}
+        for key, check in schema.items():
+            if key not in d:
                 continue
-            if not isinstance(t, torch.Tensor):
-                raise UnsafePickleError(f"{record.class_name}.{name} is a {type(t).__name__}, not a tensor")
-            out[prefix + name] = t.detach()
-    for name, sub in (state.get("_modules") or {}).items():
-        if sub is None:
-            continue
-        if not isinstance(sub, PersistentRecord):
-            raise UnsafePickleError(
-                f"{record.class_name}.{name} is a {type(sub).__name__}, not a persistence record"
-            )
-        out.update(record_state_dict(sub, f"{prefix}{name}."))
+            if isinstance(check, dict):
+                out[key] = section(d[key], check, f"{key}.")
+                continue
+            v = _plain_scalar(d[key])
+            expected = check(v)
+            if expected:
+                problems.append(f"{where}{key}={_short(v)} (expected {expected})")
+            out[key] = v
+        return out
+
+    out = section(kwargs, GENERATOR_ARGS, "")
+    missing = [k for k in _REQUIRED if k not in out] if isinstance(kwargs, dict) and not problems else []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if not problems:
+        res, syn = out["img_resolution"], out.get("synthesis_kwargs", {})
+        if out["z_dim"] + out["c_dim"] == 0:
+            problems.append("z_dim and c_dim are both 0 (the mapping network has no input)")
+        if min(syn.get("channel_base", 32768) // res, syn.get("channel_max", 512)) < 1:
+            problems.append(f"channel_base={syn['channel_base']} leaves no channels at {res} px")
+    if problems:
+        raise UnsafePickleError(f"refused: Generator init arguments out of bounds: {'; '.join(problems)}")
     return out
 
 
-_GENERATOR_ARGS = (
-    "z_dim",
-    "c_dim",
-    "w_dim",
-    "img_resolution",
-    "img_channels",
-    "mapping_kwargs",
-    "synthesis_kwargs",
-)
+# the architecture each generator weights entry must have (``weights add NAME``): the init arguments that fix
+# its shapes, defaults filled in. stylegan2-ffhq: NVIDIA's ffhq.pkl, train.py --cfg=paper1024 (fmaps=1:
+# channel_base 32768, channel_max 512, map=8) with z_dim = w_dim = 512, 1024 px RGB, unconditional
+ENTRY_ARCHITECTURES = {
+    "stylegan2-ffhq": dict(
+        img_resolution=1024,
+        img_channels=3,
+        z_dim=512,
+        w_dim=512,
+        c_dim=0,
+        num_layers=8,
+        channel_base=32768,
+        channel_max=512,
+        architecture="skip",
+    ),
+}
+
+
+def architecture(kwargs: dict) -> dict:
+    """The shape-fixing init arguments of checked kwargs (``ENTRY_ARCHITECTURES``' keys), defaults filled in
+    (those of ``Generator``, the same as the reference's)."""
+    mapping, syn = kwargs.get("mapping_kwargs", {}), kwargs.get("synthesis_kwargs", {})
+    return dict(
+        img_resolution=kwargs["img_resolution"],
+        img_channels=kwargs["img_channels"],
+        z_dim=kwargs["z_dim"],
+        w_dim=kwargs["w_dim"],
+        c_dim=kwargs["c_dim"],
+        num_layers=mapping.get("num_layers", 8),
+        channel_base=syn.get("channel_base", 32768),
+        channel_max=syn.get("channel_max", 512),
+        architecture=syn.get("architecture", "skip"),
+    )
+
+
+def check_entry(name: str, kwargs: dict) -> None:
+    """Refuse (one line) a generator whose architecture is not the one weights entry ``name`` stands for,
+    naming the entries it would fit."""
+    want = ENTRY_ARCHITECTURES.get(name)
+    if want is None:
+        return
+    have = architecture(kwargs)
+    differ = [f"{k} {have[k]} (expected {v})" for k, v in want.items() if have[k] != v]
+    if not differ:
+        return
+    fits = [n for n, a in ENTRY_ARCHITECTURES.items() if all(have[k] == v for k, v in a.items())]
+    hint = (
+        f"it is the {fits[0]} architecture: `reinv-bench weights add {fits[0]} FILE`"
+        if fits
+        else f"no generator entry has this architecture (entries: {', '.join(ENTRY_ARCHITECTURES)})"
+    )
+    raise UnsafePickleError(
+        f"refused: a {have['img_resolution']}-px generator, not {name}: {'; '.join(differ)}; {hint}"
+    )
+
+
+def generator_kwargs(record: PersistentRecord) -> dict:
+    """The ``Generator`` init kwargs of a record (its positional and keyword init arguments), checked."""
+    if record.class_name != "Generator":
+        raise UnsafePickleError(f"the record is a {record.class_name[:60]}, not a Generator")
+    args = record.state.get("_init_args") or ()
+    kw = record.state.get("_init_kwargs") or {}
+    if not isinstance(args, (tuple, list)) or len(args) > len(_POSITIONAL):
+        raise UnsafePickleError(f"refused: Generator record with {_short(args)} as positional init arguments")
+    if not isinstance(kw, dict):
+        raise UnsafePickleError(f"refused: Generator record with {_short(kw)} as keyword init arguments")
+    kwargs = dict(zip(_POSITIONAL, args))
+    twice = [k for k in kwargs if k in kw]
+    if twice:
+        raise UnsafePickleError(f"refused: Generator record gives {', '.join(twice)} twice")
+    kwargs.update(kw)
+    return check_generator_kwargs(kwargs)
+
+
+def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The state dict (parameters and persistent buffers, by dotted name) of a record tree, at most
+    ``MAX_DEPTH`` modules deep, ``MAX_RECORDS`` records and ``MAX_TENSORS`` tensors (shared
+    references to one record count each time)."""
+    out: dict[str, torch.Tensor] = collections.OrderedDict()
+    visits = 0
+
+    def walk(rec: PersistentRecord, prefix: str, depth: int) -> None:
+        nonlocal visits
+        visits += 1
+        if depth > MAX_DEPTH or visits > MAX_RECORDS:
+            raise UnsafePickleError(
+                f"refused: the network's modules nest deeper than {MAX_DEPTH} or number more than "
+                f"{MAX_RECORDS} (a chain or shared references of _modules)"
+            )
+        state = rec.state
+        skip = state.get("_non_persistent_buffers_set") or ()
+        if not isinstance(skip, (set, frozenset, list, tuple)):
+            raise UnsafePickleError(f"{rec.class_name[:60]}: _non_persistent_buffers_set is {_short(skip)}")
+        for kind in ("_parameters", "_buffers", "_modules"):
+            entries = state.get(kind) or {}
+            if not isinstance(entries, dict):
+                raise UnsafePickleError(f"{rec.class_name[:60]}.{kind} is {_short(entries)}, not a dict")
+            for name, v in entries.items():
+                if not isinstance(name, str):
+                    raise UnsafePickleError(f"{rec.class_name[:60]}.{kind} has a {type(name).__name__} name")
+                if v is None or (kind == "_buffers" and name in skip):
+                    continue
+                if kind == "_modules":
+                    if not isinstance(v, PersistentRecord):
+                        what = f"{rec.class_name[:60]}.{name[:60]} is a {type(v).__name__}"
+                        raise UnsafePickleError(f"{what}, not a persistence record")
+                    walk(v, f"{prefix}{name}.", depth + 1)
+                    continue
+                if not isinstance(v, torch.Tensor):
+                    raise UnsafePickleError(
+                        f"{rec.class_name[:60]}.{name[:60]} is a {type(v).__name__}, not a tensor"
+                    )
+                if len(out) >= MAX_TENSORS:
+                    raise UnsafePickleError(f"refused: the network has more than {MAX_TENSORS} tensors")
+                out[prefix + name] = v.detach()
+
+    walk(record, prefix, 0)
+    return out
 
 
 def _plain(v):
@@ -362,32 +888,26 @@ def _plain(v):
     raise UnsafePickleError(f"unexpected init argument of type {type(v).__name__}")
 
 
-def generator_kwargs(record: PersistentRecord) -> dict:
-    """The ``Generator`` init kwargs of a record (its positional and keyword init arguments)."""
-    if record.class_name != "Generator":
-        raise UnsafePickleError(f"the record is a {record.class_name}, not a Generator")
-    args = record.init_args
-    if len(args) > len(_GENERATOR_ARGS):
-        raise UnsafePickleError(f"Generator record with {len(args)} positional init arguments")
-    kwargs = dict(zip(_GENERATOR_ARGS, args))
-    kwargs.update(record.init_kwargs)
-    unknown = set(kwargs) - set(_GENERATOR_ARGS)
-    if unknown:
-        raise UnsafePickleError(f"Generator record with unknown init arguments: {', '.join(sorted(unknown))}")
-    return _plain(kwargs)
-
-
-def generator_from_state(kwargs: dict, state: dict) -> Generator:
-    """A native ``Generator`` built with ``kwargs``; ``state`` loaded strictly (every name, every shape)."""
-    G = Generator(**kwargs)
+def generator_from_state(kwargs: dict, state: dict, max_bytes: int | None = None) -> Generator:
+    """A native ``Generator`` built with ``kwargs`` (checked first); ``state`` loaded strictly (every
+    name, every shape). With ``max_bytes`` (an untrusted pickle's size) the generator is first built
+    on the meta device, compared and refused if its parameters need more than ``max_bytes``, before
+    any parameter is allocated (the first meta build of a process imports torch's meta kernels, a few
+    seconds once); without (a converted file, a cached prior: kwargs within the bounds) on the CPU."""
+    kwargs = check_generator_kwargs(kwargs)
+    with torch.device("cpu" if max_bytes is None else "meta"):
+        G = Generator(**kwargs)
     own = G.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UnsafePickleError("the state dict is not a dict of tensors")
+    names = set(map(str, state))
+    missing = sorted(set(own) - names)
+    extra = sorted(names - set(own))
     bad = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or extra or bad:
 
         def few(names):
-            return ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
+            return ", ".join(n[:80] for n in names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
 
         parts = [
             f"{what}: {few(names)}"
@@ -395,19 +915,40 @@ def generator_from_state(kwargs: dict, state: dict) -> Generator:
             if names
         ]
         raise UnsafePickleError(f"state dict does not fit Generator({kwargs}): {'; '.join(parts)}")
+    if max_bytes is not None:
+        need = sum(t.numel() * t.element_size() for t in own.values())
+        if need > max_bytes:
+            raise UnsafePickleError(
+                f"refused: the generator's parameters take {need} bytes, more than the file's {max_bytes}"
+            )
+        G = G.to_empty(device="cpu")
     G.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return G.eval().requires_grad_(False)
 
 
-def generator_from_pickle(path_or_bytes, key: str = "G_ema") -> Generator:
+def generator_from_pickle(path_or_bytes, key: str = "G_ema", entry: str | None = None) -> Generator:
     """The native generator of a stylegan2-ada-pytorch pickle (``G_ema`` by default), read with
-    the restricted unpickler: no code from the pickle runs."""
+    the restricted unpickler: no code from the pickle runs, every size is checked before it is
+    allocated; with ``entry`` (a weights entry's name), its architecture must be that entry's."""
     data = load_pickle(path_or_bytes)
-    record = data.get(key) if isinstance(data, dict) else data
-    if not isinstance(record, PersistentRecord):
-        have = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise UnsafePickleError(f"no {key!r} network record in the pickle (it holds {have})")
-    return generator_from_state(generator_kwargs(record), record_state_dict(record))
+    is_bytes = isinstance(path_or_bytes, (bytes, bytearray))
+    where = "pickle" if is_bytes else str(path_or_bytes)
+    size = len(path_or_bytes) if is_bytes else Path(path_or_bytes).stat().st_size
+    try:
+        record = data.get(key) if isinstance(data, dict) else data
+        if not isinstance(record, PersistentRecord):
+            have = (
+                ", ".join(_short(k) for k in itertools.islice(data, 8))
+                if isinstance(data, dict)
+                else _short(data)
+            )
+            raise UnsafePickleError(f"no {key!r} network record in the pickle (it holds {have})")
+        kwargs = generator_kwargs(record)
+        if entry is not None:
+            check_entry(entry, kwargs)
+        return generator_from_state(kwargs, record_state_dict(record), max_bytes=size)
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,15 +970,20 @@ def load_generator(path, device: str | torch.device = "cpu") -> Generator:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT
+        or not isinstance(data.get("state_dict"), dict)
+    ):
         raise UnsafePickleError(f"{path} is not a converted StyleGAN2-ADA generator (format {FORMAT!r})")
-    return generator_from_state(data["kwargs"], data["state_dict"]).to(device)
+    return generator_from_state(data.get("kwargs"), data["state_dict"]).to(device)
 
 
-def convert_pickle(source, dest) -> Path:
-    """Convert an NVIDIA pickle's ``G_ema`` into the safe format (also records the pickle's SHA-256)."""
+def convert_pickle(source, dest, entry: str | None = None) -> Path:
+    """Convert an NVIDIA pickle's ``G_ema`` into the safe format (also records the pickle's SHA-256);
+    with ``entry``, only a generator of that weights entry's architecture (``ENTRY_ARCHITECTURES``)."""
     source = Path(source)
-    G = generator_from_pickle(source)
+    G = generator_from_pickle(source, entry=entry)
     h = hashlib.sha256()
     with open(source, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -25,9 +25,17 @@ optimised state. As in the official network, a run that starts at block i starts
 
 Reconstructions: the images of the last phase (the official ``origin_imgs``: the last
 iteration's forward pass, before its update), every candidate (no final selection), center-
-cropped 800 px and resized to the scenario's 224 px. The official evaluation reports the layer
-with the best evaluation-model accuracy, a choice made with the evaluation model; the last layer
-is reported here, always.
+cropped 800 px and resized to the scenario's 224 px. The official evaluation
+(``intermediate_attack.py``) evaluates every layer's images and reports the layer with the best
+evaluation-model top-1 accuracy over all attacked classes (``best_layer_result``: the first layer
+above every earlier one, from 0), a choice made with the evaluation model. ``report=last`` (the
+default) reports the last layer, always; ``report=best`` the official choice: a first pass runs
+every batch through every layer and counts the evaluation model's top-1 hits per layer (the
+inversion then runs as one step over every attacked class and depends on the evaluation model),
+a second pass reruns the optimisation with the same candidates and crops up to the chosen layer
+and keeps its images (about twice the time; holding every layer's images instead would take
+``len(steps)`` times the memory). The row's attack config says which (``report``); the
+reconstructions' info holds each layer's accuracy and the layer reported.
 
 Deliberate differences: images clamped to [-1, 1] and stored at 224 px (the official resizes
 the 800-px crop to 299 px for evaluation); batches are cut from the class-major list of all
@@ -41,6 +49,7 @@ transcriptions of the official code.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import torch
@@ -50,6 +59,7 @@ from reinv_bench import hookimpl
 from reinv_bench.api import AttackContext, ConfigError, Inversion, Param
 
 from ._stylegan import (
+    W_BYTES,
     StyleGANAttack,
     attack_transforms,
     mean_loss,
@@ -109,10 +119,12 @@ def layer_search(
     betas,
     transform,
     fp32=contextlib.nullcontext,
+    on_phase=None,
 ) -> tuple[Tensor, Tensor, list[float]]:
     """One batch through every phase (the loss in float32: ``fp32``, the context's ``ctx.fp32``).
     Returns (w, the last phase's last forward images at the generator's size, mean loss at the
-    last iteration of each phase)."""
+    last iteration of each phase). ``on_phase(phase, images)``: called with each phase's images
+    (the official ``intermediate_imgs[phase]``)."""
     w = w.clone()
     mid, imgs, hist = None, None, []
     for phase, n in enumerate(steps):
@@ -136,6 +148,8 @@ def layer_search(
                 if radius_w[phase] > 0:
                     w.copy_(prev_w + project_l1(w - prev_w, radius_w[phase]))
         hist.append(loss.item())
+        if on_phase is not None:
+            on_phase(phase, imgs)
         with torch.no_grad():  # the feature entering the next phase's first block
             ws = w.expand(-1, G.num_ws, -1) if w.shape[1] == 1 else w
             mid, _ = run_from(G, ws, phase, mid, stop=phase)
@@ -187,6 +201,12 @@ class IFGMI(StyleGANAttack):
         ),
         "rrc_scale": Param((0.9, 1.0), "RandomResizedCrop area range (official: 0.9-1)", low=0.0, high=1.0),
         "flip": Param(True, "candidate search scores the image and its mirror (official: true)"),
+        "report": Param(
+            "last",
+            "the layer whose images are the reconstructions: last, or best (the official "
+            "intermediate_attack.py: the layer with the best evaluation-model top-1 accuracy)",
+            choices=("last", "best"),
+        ),
     }
     budgets = {
         "smoke": {"search": 8, "candidates": 1, "batch": 64, "steps": (2.0, 1.0)},
@@ -208,15 +228,52 @@ class IFGMI(StyleGANAttack):
             )
         return cls.checked(config)
 
+    def memory_per_class(self, image_shape: tuple[int, ...]) -> int:
+        """Host bytes per attacked class, for ``--class-chunk auto``: the candidates' full w
+        (``candidates`` x ``W_BYTES``), their search confidences (``search`` floats) and every
+        candidate's image at the scenario's size twice (the per-batch list and its concatenation).
+        The paper configuration at 224 px: 50 x 36,864 + 2000 x 4 + 2 x 50 x 602,112 = 62.1 MB."""
+        c, pixels = self.config, math.prod(image_shape)
+        return c.candidates * W_BYTES + 4 * c.search + 2 * c.candidates * pixels * 4
+
+    def uses_eval_model(self) -> bool:
+        return self.config.report == "best"
+
+    def selection(self) -> str | None:
+        if self.config.report == "best":
+            return "report=best: the layer whose images the evaluation model classifies best (official)"
+        return None
+
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
-        c, dev, T_ = self.config, ctx.device, ctx.target
+        c = self.config
         t0 = time.perf_counter() if t0 is None else t0
-        size = ctx.scenario.image_shape[-1]
         steps = c.steps[: len(blocks(G)) - 1]
         torch.manual_seed(ctx.seed)  # the random crops
         ws, conf = self.search(ctx, G, classes)
         w = (ws[:, :, :1] if c.single_w else ws).flatten(0, 1)
         y = torch.tensor(classes).repeat_interleave(c.candidates)
+        info = {"phases": len(steps), "search_conf": conf.mean().item()}
+        if c.report == "best":  # pass 1: each layer's evaluation-model accuracy; pass 2: its images
+            crops = torch.get_rng_state()
+            hits = self.phase_hits(ctx, G, w, y, steps)
+            best = best_layer([h / len(y) for h in hits])
+            info.update({f"eval_acc_layer{i}": h / len(y) for i, h in enumerate(hits)})
+            torch.set_rng_state(crops)  # the same crops: the same optimisation up to that layer
+            steps = steps[: best + 1]
+        images, first, last = self.run(ctx, G, w, y, steps)
+        info.update(
+            report=c.report,
+            reported_layer=len(steps) - 1,
+            loss_phase0=sum(first) / len(first),
+            loss_last=sum(last) / len(last),
+            seconds_per_class=(time.perf_counter() - t0) / len(classes),
+        )
+        return Inversion(images, y, info)
+
+    def run(self, ctx: AttackContext, G, w: Tensor, y: Tensor, steps, on_phase=None):
+        """Every batch through ``steps``: (the last phase's images at the scenario's size, the
+        first and the last phase's mean losses per batch)."""
+        c, dev, size = self.config, ctx.device, ctx.scenario.image_shape[-1]
         n_batches = -(-len(w) // c.batch)
         transform = attack_transforms(G.synthesis.img_resolution, size, c.crop, c.rrc_scale)
         images, first, last = [], [], []
@@ -224,7 +281,7 @@ class IFGMI(StyleGANAttack):
             sl = slice(b * c.batch, (b + 1) * c.batch)
             _, imgs, hist = layer_search(
                 G,
-                T_,
+                ctx.target,
                 w[sl].to(dev),
                 y[sl].to(dev),
                 steps=steps,
@@ -234,6 +291,9 @@ class IFGMI(StyleGANAttack):
                 betas=c.betas,
                 transform=transform,
                 fp32=ctx.fp32,
+                on_phase=None
+                if on_phase is None
+                else lambda p, im, sl=sl: on_phase(p, view(im.float(), c.crop, size), sl),
             )
             images.append(
                 view(imgs.float(), c.crop, size).clamp(-1, 1).cpu()
@@ -241,14 +301,30 @@ class IFGMI(StyleGANAttack):
             first.append(hist[0])
             last.append(hist[-1])
             ctx.progress(b + 1, n_batches)
-        info = {
-            "loss_phase0": sum(first) / len(first),
-            "loss_last": sum(last) / len(last),
-            "phases": len(steps),
-            "search_conf": conf.mean().item(),
-            "seconds_per_class": (time.perf_counter() - t0) / len(classes),
-        }
-        return Inversion(torch.cat(images), y, info)
+        return torch.cat(images), first, last
+
+    def phase_hits(self, ctx: AttackContext, G, w: Tensor, y: Tensor, steps) -> list[int]:
+        """Per layer (phase), how many candidates' images the evaluation model classifies as their
+        class (top-1), over every attacked class (the official ``ClassificationAccuracy`` per layer)."""
+        hits = [0] * len(steps)
+
+        def count(phase: int, images: Tensor, sl: slice) -> None:
+            with torch.no_grad():
+                pred = ctx.eval_model(images.clamp(-1, 1)).argmax(1).cpu()
+            hits[phase] += int((pred == y[sl]).sum())
+
+        self.run(ctx, G, w, y, steps, on_phase=count)
+        return hits
+
+
+def best_layer(accs: list[float]) -> int:
+    """The official choice (``intermediate_attack.py``): the first layer whose top-1 accuracy is
+    above every earlier one's, starting from 0 (layer 0 when none is above 0)."""
+    best_acc, best = 0.0, 0
+    for i, acc in enumerate(accs):
+        if acc > best_acc:
+            best_acc, best = acc, i
+    return best
 
 
 @hookimpl

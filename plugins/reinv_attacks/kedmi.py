@@ -37,9 +37,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, IdentityLoss, Inversion, Param, Progress, no_progress
+from reinv_bench.api import (
+    NO_CHECKPOINT,
+    Attack,
+    AttackContext,
+    Checkpoint,
+    IdentityLoss,
+    Inversion,
+    Param,
+    Progress,
+    no_progress,
+)
 
-from ._gan import OFFICIAL_GAN_STEPS, Generator, _stages, batch_stream, frozen, train_gan
+from ._gan import (  # KEDMI's GAN losses live in _gan: ppdg+kedmi fine-tunes with them
+    OFFICIAL_GAN_STEPS,
+    Generator,
+    _stages,
+    batch_stream,
+    frozen,
+    kedmi_d_loss,
+    kedmi_g_loss,
+    soft_xent,  # noqa: F401 (re-exported: kedmi's soft labels loss, tested here)
+    train_gan,
+)
 from ._latent import class_generator, descend, in_identity_batches
 
 NOISE_STREAM = 7919  # the classes' recovery noise, apart from the restart streams of latent_init
@@ -94,36 +114,10 @@ class KDiscriminator(nn.Module):
         return feat, self.fc(self.mbd(feat))
 
 
-def soft_xent(logits: Tensor, target_logits: Tensor) -> Tensor:
-    return -(F.softmax(target_logits, 1) * F.log_softmax(logits, 1)).sum() / len(logits)
-
-
-def entropy(logits: Tensor) -> Tensor:
-    return -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum()
-
-
 def prior_loss(d_logits: Tensor) -> Tensor:
     """Per-sample improved-GAN 'realness' loss: softplus(LSE) - LSE."""
     lse = torch.logsumexp(d_logits, 1)
     return F.softplus(lse) - lse
-
-
-def kedmi_d_loss(D, T, x_lab: Tensor, x_unl: Tensor, fake: Tensor) -> Tensor:
-    with torch.no_grad():
-        soft = T(x_lab)
-    _, out_lab = D(x_lab)
-    _, out_unl = D(x_unl)
-    _, out_fake = D(fake)
-    lse_u, lse_f = torch.logsumexp(out_unl, 1), torch.logsumexp(out_fake, 1)
-    unl = 0.5 * (F.softplus(lse_u).mean() - lse_u.mean() + F.softplus(lse_f).mean())
-    return soft_xent(out_lab, soft) + unl
-
-
-def kedmi_g_loss(D, fake: Tensor, x_unl: Tensor) -> Tensor:
-    """Feature matching on D's conv features plus 1e-4 * entropy of D on the fakes."""
-    f_fake, out_fake = D(fake)
-    f_real, _ = D(x_unl)
-    return (f_fake.mean(0) - f_real.mean(0)).abs().mean() + 1e-4 * entropy(out_fake)
 
 
 def train_kedmi_gan(
@@ -141,6 +135,7 @@ def train_kedmi_gan(
     device,
     seed: int,
     progress: Progress = no_progress,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> tuple[Generator, KDiscriminator]:
     """``steps`` D steps; each reads three independently shuffled batches (labelled, unlabelled,
     and the unlabelled batch of the generator step), as the official three loaders."""
@@ -150,8 +145,12 @@ def train_kedmi_gan(
         KDiscriminator(image_shape, dim, num_classes).to(device),
     )
     x = public.to(device)
-    stream = batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed), streams=3)
-    batches = ([x[i.to(device)] for i in idx] for idx in stream)  # (labelled, unlabelled, unlabelled for G)
+
+    def batches(start: int):  # (labelled, unlabelled, unlabelled for G) from step ``start`` on
+        gen = torch.Generator().manual_seed(seed)
+        return (
+            [x[i.to(device)] for i in idx] for idx in batch_stream(len(x), batch_size, steps, gen, 3, start)
+        )
 
     def d_loss(b: list[Tensor]) -> Tensor:
         return kedmi_d_loss(D, T, b[0], b[1], G(torch.randn(len(b[0]), z_dim, device=device)))
@@ -170,6 +169,7 @@ def train_kedmi_gan(
         lr=lr,
         betas=(0.5, 0.999),
         progress=progress,
+        checkpoint=checkpoint,
     )
     return G, D
 
@@ -265,6 +265,7 @@ class KEDMI(Attack):
             device=ctx.device,
             seed=ctx.seed,
             progress=ctx.progress,
+            checkpoint=ctx.checkpoint,
         )
         return {"G": G.state_dict(), "D": D.state_dict()}
 

@@ -65,7 +65,16 @@ from torch import Tensor, nn
 from torch.nn.utils import spectral_norm as SN
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Attack, AttackContext, Inversion, Param, Progress, no_progress
+from reinv_bench.api import (
+    NO_CHECKPOINT,
+    Attack,
+    AttackContext,
+    Checkpoint,
+    Inversion,
+    Param,
+    Progress,
+    no_progress,
+)
 
 from ._gan import _stages, frozen, train_gan
 from ._latent import class_generator, descend, in_identity_batches, latent_init
@@ -244,6 +253,7 @@ def train_cgan(
     device,
     seed: int,
     progress: Progress = no_progress,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ):
     """``iters`` generator steps, each before ``n_dis`` discriminator steps, Adam betas (0, 0.9):
     hinge loss; the generator adds ``alpha`` times the target's max-margin loss on augmented fakes."""
@@ -254,12 +264,16 @@ def train_cgan(
     )
     x, y = x.to(device), y.to(device)
 
-    def reals():  # a shuffled stream over the selected images, dequantised
-        order = torch.empty(0, dtype=torch.long, device=device)
+    # a shuffled stream over the selected images, dequantised; what is left of the current
+    # shuffle is kept in ``left`` (a checkpoint saves it, with the random generators)
+    left = {"order": torch.empty(0, dtype=torch.long)}
+
+    def reals(start: int):
         while True:
+            order = left["order"].to(device)
             while len(order) < batch_size:
                 order = torch.cat([order, torch.randperm(len(x), device=device)])
-            idx, order = order[:batch_size], order[batch_size:]
+            idx, left["order"] = order[:batch_size], order[batch_size:]
             yield dequantise(x[idx]), y[idx]
 
     def fakes(grad: bool = True) -> tuple[Tensor, Tensor]:
@@ -278,7 +292,7 @@ def train_cgan(
     train_gan(
         G,
         D,
-        reals(),
+        reals,
         d_loss,
         g_loss,
         steps=iters * n_dis,
@@ -287,6 +301,8 @@ def train_cgan(
         betas=(0.0, 0.9),
         g_first=True,
         progress=progress,
+        checkpoint=checkpoint,
+        state={"reals": left},
     )
     return G
 
@@ -365,6 +381,7 @@ class PLGMI(Attack):
             device=ctx.device,
             seed=ctx.seed,
             progress=ctx.progress,
+            checkpoint=ctx.checkpoint,
         )
         return {"G": G.state_dict()}
 

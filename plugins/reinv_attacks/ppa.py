@@ -74,6 +74,7 @@ from reinv_bench import hookimpl
 from reinv_bench.api import AttackContext, ConfigError, Inversion, Param
 
 from ._stylegan import (
+    W_BYTES,
     StyleGANAttack,
     attack_transforms,
     mean_loss,
@@ -130,10 +131,12 @@ def optimize(
     gamma: float,
     transform,
     fp32=contextlib.nullcontext,
+    identity=None,
 ) -> tuple[Tensor, list[float]]:
     """One official batch (``Optimization.optimize``): Adam on ``w`` (N, 1 or num_ws, w_dim) for
     ``epochs`` iterations of the Poincaré loss averaged over the batch (in float32: ``fp32``, the
-    context's ``ctx.fp32``), MultiStepLR stepped every iteration. Returns (w, mean loss per
+    context's ``ctx.fp32``), MultiStepLR stepped every iteration; ``identity(x, y)`` (a wrapper's,
+    per image, on the transformed images) replaces the Poincaré loss. Returns (w, mean loss per
     iteration)."""
     w = w.clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr, betas=tuple(betas), weight_decay=0)
@@ -142,8 +145,8 @@ def optimize(
     )
     hist = []
     for _ in range(epochs):
-        logits = target(transform(synthesize(G, w)))
-        loss = mean_loss(logits, y, fp32)
+        x = transform(synthesize(G, w))
+        loss = mean_loss(target(x), y, fp32) if identity is None else identity(x, y).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -211,6 +214,7 @@ class PPA(StyleGANAttack):
     threat_model = "white-box"
     prior_kind = "stylegan2"
     prior_params = ("weights",)
+    accepts_identity = True  # align+ppa: the identity replaces the Poincaré loss
     params = {
         "config": Param(
             "ppa",
@@ -277,18 +281,40 @@ class PPA(StyleGANAttack):
             raise ConfigError(f"{cls.name}: final={config.final} exceeds candidates={config.candidates}")
         return config
 
-    def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
+    def memory_per_class(self, image_shape: tuple[int, ...]) -> int:
+        """Host bytes per attacked class, for ``--class-chunk auto``: the candidates' full w
+        (``candidates`` x ``W_BYTES``), their search confidences (``search`` floats) and the
+        ``final`` images at the scenario's size twice (the per-class list and its concatenation).
+        The paper configuration at 224 px: 200 x 36,864 + 2000 x 4 + 2 x 50 x 602,112 = 67.6 MB."""
+        c, pixels = self.config, math.prod(image_shape)
+        return c.candidates * W_BYTES + 4 * c.search + 2 * c.final * pixels * 4
+
+    def selection(self) -> str | None:
+        """The final selection (``perform_final_selection``), unless it keeps every candidate."""
+        c = self.config
+        if c.final >= c.candidates:
+            return None
+        return (
+            f"final selection: the {c.final} of {c.candidates} optimised candidates per class with the "
+            f"highest mean target confidence over {c.final_iters} random transforms"
+        )
+
+    def attack(
+        self, ctx: AttackContext, G, classes: list[int], t0: float | None = None, identity=None
+    ) -> Inversion:
         """The whole attack with generator ``G``
 
-        (NVlabs API: ``mapping``, ``synthesis``, ``num_ws``, ``z_dim``)."""
+        (NVlabs API: ``mapping``, ``synthesis``, ``num_ws``, ``z_dim``); ``identity``: a wrapper's
+        ``IdentityLoss`` (``align+ppa``)."""
         c, dev, T_ = self.config, ctx.device, ctx.target
+        epochs = (identity.iters or c.epochs) if identity else c.epochs
         t0 = time.perf_counter() if t0 is None else t0
         size = ctx.scenario.image_shape[-1]
         torch.manual_seed(ctx.seed)  # the random crops
         n_search = math.ceil(c.search / c.batch)
         n = len(classes) * c.candidates
         n_opt = math.ceil(n / c.batch)
-        total = n_search + n_opt * c.epochs + len(classes)
+        total = n_search + n_opt * epochs + len(classes)
 
         ws, conf = self.search(ctx, G, classes, progress=lambda i, _: ctx.progress(i, total))
         w = (ws[:, :, :1] if c.single_w else ws).flatten(0, 1)  # class-major, as the official target vector
@@ -308,18 +334,19 @@ class PPA(StyleGANAttack):
                 T_,
                 wb,
                 yb,
-                epochs=c.epochs,
+                epochs=epochs,
                 lr=c.lr,
                 betas=c.betas,
                 milestones=c.milestones,
                 gamma=c.gamma,
                 transform=transform,
                 fp32=ctx.fp32,
+                identity=identity.loss if identity else None,
             )
             out.append(wb.cpu())
             first.append(hist[0])
             last.append(hist[-1])
-            ctx.progress(n_search + (b + 1) * c.epochs, total)
+            ctx.progress(n_search + (b + 1) * epochs, total)
         w = torch.cat(out).unflatten(0, (len(classes), c.candidates))
         t_opt = time.perf_counter() - t0 - t_search
 
@@ -339,7 +366,7 @@ class PPA(StyleGANAttack):
                 images.append(imgs[j][sel.to(imgs.device)].clamp(-1, 1).cpu())
                 scores.append(s)
             del imgs
-            ctx.progress(n_search + n_opt * c.epochs + min(i + per_chunk, len(classes)), total)
+            ctx.progress(n_search + n_opt * epochs + min(i + per_chunk, len(classes)), total)
         seconds = time.perf_counter() - t0
         info = {
             "loss_first": sum(first) / len(first),

@@ -151,6 +151,11 @@ _PPA_SETTING = (
 )
 
 
+# the attack's setting (AlignMI high_resolution/configs/attacking/*_SG1024.yaml: num_candidates 100,
+# targets 0-100, final selection omitted or keeping 100 of 100; Inception-v3 evaluation model)
+_PPA_ATTACKED = {"classes": 100, "per_class": 100, "selection": "none", "eval_arch": "inception_v3"}
+
+
 def _ppa(a1: float, a5: float, face: float) -> dict[str, float]:
     return {"attack_acc": a1 / 100, "attack_acc5": a5 / 100, "facenet_dist": face}
 
@@ -164,6 +169,7 @@ FACESCRUB224_REPORTED = (
         scenario="facescrub224-ffhq",
         arch="resnet18",
         attack="ppa",
+        **_PPA_ATTACKED,
     ),
     Reported(
         paper=_ALIGNMI,
@@ -173,6 +179,7 @@ FACESCRUB224_REPORTED = (
         scenario="facescrub224-ffhq",
         arch="densenet121",
         attack="ppa",
+        **_PPA_ATTACKED,
     ),
     *(
         Reported(
@@ -184,6 +191,7 @@ FACESCRUB224_REPORTED = (
             scenario="facescrub224-ffhq",
             arch="resnet152",
             attack="ppa",
+            **_PPA_ATTACKED,
             defense=defense,
         )
         for defense, what, values in (
@@ -200,6 +208,7 @@ FACESCRUB224_REPORTED = (
         source="AlignMI paper (code: tmlr-group/AlignMI)",
         arch="resnet18",
         attack="ppa",
+        **_PPA_ATTACKED,
     ),
     Reported(
         paper=_ALIGNMI,
@@ -208,6 +217,7 @@ FACESCRUB224_REPORTED = (
         source="AlignMI paper (code: tmlr-group/AlignMI)",
         arch="densenet121",
         attack="ppa",
+        **_PPA_ATTACKED,
     ),
     Reported(
         paper="MIDRE (TMLR 2025), released checkpoint",
@@ -246,7 +256,7 @@ class FaceScrub224FFHQ(FaceScenario):
     samples = (
         "every identity attacked; PPA's protocol optimises 200 candidates and keeps 50 per class after a "
         "final selection (the seed paper's config: 16 and 8); the attacks here make their own count per "
-        "class and every reconstruction is evaluated, none is selected"
+        "class and every reconstruction an attack returns is evaluated (what it selects: 'selection')"
     )
     reported = FACESCRUB224_REPORTED
     # MIDRE_TMLR ``ResNet18_FaceScrub_midre_*.yaml`` (targets) and PPA

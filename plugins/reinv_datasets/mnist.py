@@ -119,7 +119,7 @@ class MNIST(Scenario):
     )
     samples = (
         "no published protocol for these digits: each attack's own count per class; every reconstruction "
-        "of every class is evaluated, none is selected"
+        "an attack returns is evaluated (what it selects: 'selection')"
     )
 
     def recipe(self, role: str, budget: str, arch: str = "") -> TrainRecipe:

@@ -127,6 +127,13 @@ class DPSGD(Defense):
         )
         return dp_optimizer
 
+    def state_dict(self) -> dict:
+        """The accountant's history (the optimizer's state is saved with the training loop's)."""
+        return {"accountant": self.engine.accountant.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.engine.accountant.load_state_dict(state["accountant"])
+
     def end_training(self, model):
         if self.engine is None:
             raise RuntimeError("dpsgd: training ended without the privacy engine; no epsilon to report")

@@ -239,6 +239,21 @@ class TrapMID(Defense):
             )
         return optimizer
 
+    def state_dict(self) -> dict:
+        """The triggers and the discriminator with its optimizer and schedule (``on_epoch``
+        draws the epoch's trapdoor targets again)."""
+        if self.D is None:
+            return {"triggers": self.triggers}
+        parts = {"D": self.D, "opt_D": self.opt_D, "sched_D": self.sched_D}
+        return {"triggers": self.triggers, **{k: v.state_dict() for k, v in parts.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.triggers = state["triggers"]
+        if self.D is not None:
+            self.D.load_state_dict(state["D"])
+            self.opt_D.load_state_dict(state["opt_D"])
+            self.sched_D.load_state_dict(state["sched_D"])
+
     def on_epoch(self, epoch: int, epochs: int) -> None:
         self.smoothing = self.config.negls * negls_factor(epoch, epochs)
         if self._n:
@@ -285,6 +300,8 @@ class TrapMID(Defense):
     def batch_loss(self, model, x, y, loss, hidden=False):
         if self.triggers is None:
             self.triggers = torch.rand(self._classes, *x.shape[1:]).to(x.device)
+        elif self.triggers.device != x.device:  # restored from a checkpoint, on the CPU
+            self.triggers = self.triggers.to(x.device)
         t = self._targets.pop(0).to(x.device)[: len(x)]
         if self.config.step > 0:
             self.update_triggers(model, x, t)

@@ -1,6 +1,7 @@
 """``ray``: each step a Ray task, on an existing Ray cluster or on one started for the run.
 
-    --executor "ray"                          the cluster of RAY_ADDRESS or of `ray start` on this machine
+    --executor "ray"                          the cluster of RAY_ADDRESS or of `ray start` on this
+                                              machine; without one, a local cluster for the run
     --executor "ray[address=HOST:PORT]"       a cluster's head (ray://HOST:PORT: Ray Client)
     --executor "ray[address=local,cpus=2]"    a private cluster on this machine, stopped at the end
 
@@ -17,12 +18,17 @@ importable on every node. Worker logs stay in Ray's session folder (/tmp/ray/ses
 on each node). A Ray already initialised in this process (``ray.init`` in a notebook) is used as
 it is and left connected; otherwise the executor disconnects at the end and stops a cluster it
 started. Ctrl-C cancels the running tasks (``ray.cancel(force=True)``).
+
+``address=auto`` does what ``ray.init()`` does: connect to a running cluster when there is one,
+start a local one otherwise (it says so on stderr). A RAY_ADDRESS that cannot be reached is an
+error rather than a silent local run.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
@@ -71,8 +77,8 @@ class Ray(Executor):
     params = {
         "address": Param(
             "auto",
-            "auto (RAY_ADDRESS, else the cluster `ray start` made on this machine), "
-            "HOST:PORT or ray://HOST:PORT, or local (start a cluster here for the run)",
+            "auto (RAY_ADDRESS, else the cluster `ray start` made on this machine, else a local "
+            "cluster for the run), HOST:PORT or ray://HOST:PORT, or local (start a cluster here)",
         ),
         "cpus": Param(
             0, "CPUs of a cluster started here with address=local (0: all of this machine's)", low=0
@@ -103,25 +109,7 @@ class Ray(Executor):
         ray = self.ray
         cuda = cuda_device("ray", env.device, "task")
         if not ray.is_initialized():
-            address = self.config.address
-            kwargs: dict[str, object] = {"log_to_driver": False, "logging_level": "WARNING"}
-            if address == "local":
-                kwargs.update(num_cpus=self.config.cpus or None, include_dashboard=False)
-                path = worker_pythonpath(env.plugins)
-                if path:
-                    kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
-            try:
-                ray.init(address=address, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - one line, what to do
-                first = first_line(exc)
-                hint = (
-                    "start one with `ray start --head` or use ray[address=local]"
-                    if address == "auto"
-                    else "check the address and that this Ray version matches the cluster's"
-                )
-                raise ConfigError(
-                    f"ray: cannot connect to a Ray cluster at address={address} ({first}); {hint}"
-                ) from None
+            self._init(env)
             self.owner = True
         try:
             res = ray.cluster_resources()
@@ -137,6 +125,34 @@ class Ray(Executor):
         except BaseException:
             self.close()
             raise
+
+    def _init(self, env) -> None:
+        """``ray.init`` as Ray users expect: the cluster at the address; for ``auto``, the running one
+        (RAY_ADDRESS, ``ray start``) or, when none is reachable, a local one started for this run."""
+        address = self.config.address
+        quiet = {"log_to_driver": False, "logging_level": "WARNING"}
+        if address != "local":
+            try:
+                self.ray.init(address=address, **quiet)
+                return
+            except Exception as exc:  # noqa: BLE001 - one line, what to do
+                if not isinstance(exc, ConnectionError) or address != "auto" or os.environ.get("RAY_ADDRESS"):
+                    raise ConfigError(
+                        f"ray: cannot connect to a Ray cluster at address={address} ({first_line(exc)}); "
+                        "check the address (and RAY_ADDRESS) and that this Ray version matches the cluster's"
+                    ) from None
+            _note(
+                "ray: no running Ray cluster reachable (RAY_ADDRESS unset, none from `ray start` here): "
+                "starting a local one for this run, stopped at its end"
+            )
+        kwargs: dict[str, object] = {"num_cpus": self.config.cpus or None, "include_dashboard": False}
+        path = worker_pythonpath(env.plugins)
+        if path:
+            kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+        try:
+            self.ray.init(address="local", **quiet, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - one line, what to do
+            raise ConfigError(f"ray: cannot start a local Ray cluster ({first_line(exc)})") from None
 
     def _check_shared(self, workdir: str) -> None:
         """Every node reads a file the driver wrote in the workdir and writes one it must read."""
@@ -232,6 +248,10 @@ class Ray(Executor):
         if self.owner and self.ray.is_initialized():
             self.ray.shutdown()
         self.owner = False
+
+
+def _note(text: str) -> None:
+    print(f"[reinv-bench] {text}", file=sys.stderr, flush=True)
 
 
 @hookimpl

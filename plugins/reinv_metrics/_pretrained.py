@@ -43,10 +43,17 @@ class PretrainedFeatureMetric(Metric):
         """The metric's value (a number, a ``PerItem`` or a ``NotComputed``)."""
         raise NotImplementedError
 
-    def private(self, ctx: EvalContext, sha256: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """``compute()`` on the private images of the attacked classes, cached per split, class set
-        and weights."""
-        key = {"digest": ctx.data.digest, "classes": ctx.attacked_classes(), "weights": sha256}
+    def private(
+        self,
+        ctx: EvalContext,
+        sha256: str,
+        compute: Callable[[], dict[str, Any]],
+        labels: Tensor | None = None,
+    ) -> dict[str, Any]:
+        """``compute()`` on the private images of the attacked classes (of ``labels``' classes when
+        given: one chunk's), cached per split, class set and weights."""
+        classes = ctx.attacked_classes() if labels is None else sorted(labels.unique().tolist())
+        key = {"digest": ctx.data.digest, "classes": classes, "weights": sha256}
         return ctx.cache(self.cache_name, key, compute)
 
     def compute(self, ctx: EvalContext):

@@ -9,6 +9,8 @@ otherwise it is stored as null with that reason, never as a number that means no
 
 from __future__ import annotations
 
+import torch
+
 from reinv_bench import hookimpl
 from reinv_bench.api import Column, EvalContext, Metric, NotComputed, PerItem, predict
 
@@ -34,6 +36,7 @@ class NaturalAccuracy(Metric):
 
 class AttackAccuracy(Metric):
     name = "attack_acc"
+    uses_eval_model = True  # --eval-arch A --eval-arch B: attack_acc[B] too
     definition = (
         "Fraction of reconstructions whose evaluation-model top-1 prediction is the class they were "
         "reconstructed for; every reconstruction counts, none is selected (LOMMA attack.py::attack_acc). "
@@ -46,12 +49,17 @@ class AttackAccuracy(Metric):
     )
 
     def compute(self, ctx: EvalContext):
-        logits = predict(ctx.eval_model, ctx.inversion.images, ctx.device)
-        y = ctx.inversion.labels
-        hit = (logits.argmax(1) == y).int()  # per reconstruction: stored, for intervals
+        top5 = ctx.scenario.num_classes > 5
+
+        def hits(chunk):  # per reconstruction of the chunk: (top-1 hit, top-5 hit)
+            logits, y = predict(ctx.eval_model, chunk.images, ctx.device), chunk.labels
+            hit5 = (logits.topk(5, dim=1).indices == y[:, None]).any(1) if top5 else y < 0
+            return torch.stack([logits.argmax(1) == y, hit5], 1).int()
+
+        h = ctx.inversion.map(hits)
+        hit, hit5 = h[:, 0], h[:, 1]  # per reconstruction: stored, for intervals
         out = {"attack_acc": PerItem(hit.float().mean().item(), hit.tolist())}
-        if ctx.scenario.num_classes > 5:
-            hit5 = (logits.topk(5, dim=1).indices == y[:, None]).any(1).int()
+        if top5:
             out["attack_acc5"] = PerItem(hit5.float().mean().item(), hit5.tolist())
         else:
             out["attack_acc5"] = NotComputed(

@@ -5,6 +5,13 @@ the mean over reconstructions (PPA ``metrics/distance_metrics.py::compute_dist``
 reconstructions closer to real private faces. Private embeddings are cached per scenario split,
 class set and weights file.
 
+Images are resized to 160 px bilinearly *with antialiasing*, as PPA's (``utils/stylegan.py::
+create_image``: ``F.resize(imgs, (160, 160), antialias=True)`` for the reconstructions,
+``T.Resize((160, 160), antialias=True)`` for the private images); version 1 resized without it.
+Deliberate difference: the reconstructions are resized from the 224 px they are stored at (PPA:
+from the generator's 800-px crop, in one step), the private images from the scenario's tensors
+(PPA: from the decoded files).
+
 Weights: facenet-pytorch's ``20180402-114759-vggface2.pt``, looked for locally (see
 ``reinv-bench weights``; no hash is published for it: ``weights add`` records the SHA-256 of the
 first file added and later uses must match it; it is reported ``unverified`` and loaded strictly);
@@ -55,9 +62,14 @@ def embed(net: torch.nn.Module, x, device: torch.device, batch_size: int = 64) -
         xb = x[i : i + batch_size].to(device)
         if xb.shape[1] == 1:
             xb = xb.expand(-1, 3, -1, -1)
-        xb = F.interpolate(xb, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-        out.append(net(xb).cpu())
+        out.append(net(resize(xb)).cpu())
     return torch.cat(out)
+
+
+def resize(x: torch.Tensor) -> torch.Tensor:
+    """To ``SIZE`` px, bilinear with antialiasing (torchvision's ``resize(..., antialias=True)`` on
+    tensors, as PPA)."""
+    return F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=True)
 
 
 class FaceNetDistance(PretrainedFeatureMetric):
@@ -65,12 +77,13 @@ class FaceNetDistance(PretrainedFeatureMetric):
     definition = (
         "PPA's delta_face: mean over reconstructions of the squared L2 distance to the nearest private "
         "training image of the same class in facenet-pytorch InceptionResnetV1(pretrained='vggface2') "
-        "embeddings (512-d, L2-normalised, images resized to 160 px) (PPA "
+        "embeddings (512-d, L2-normalised, images resized to 160 px, bilinear with antialiasing) (PPA "
         "metrics/distance_metrics.py::compute_dist). Null, with the reason, without the weights file."
     )
     protocols = ("64px", "224px")
     columns = (Column("facenet_dist", "δ_face", better="higher"),)
-    key, cache_name = "facenet_dist", "facenet-private"
+    version = 2  # 2: resized with antialiasing, as PPA (1: without)
+    key, cache_name = "facenet_dist", "facenet-private-aa"  # private embeddings of version 2
 
     def weights_file(self) -> WeightsFile:
         return WEIGHTS
@@ -79,13 +92,16 @@ class FaceNetDistance(PretrainedFeatureMetric):
         return facenet(path, sha256)
 
     def measure(self, ctx: EvalContext, net: torch.nn.Module, sha256: str):
-        def private_embeddings():
-            priv = ctx.attacked_private()
-            return {"emb": embed(net, priv.x, ctx.device), "labels": priv.y}
+        def distances(chunk):  # against the private images of the chunk's classes only
+            def private_embeddings():
+                priv = ctx.attacked_private(chunk.labels)
+                return {"emb": embed(net, priv.x, ctx.device), "labels": priv.y}
 
-        ref = self.private(ctx, sha256, private_embeddings)
-        emb = embed(net, ctx.inversion.images, ctx.device)
-        return per_reconstruction(knn_distances(emb, ctx.inversion.labels, ref["emb"], ref["labels"]))
+            ref = self.private(ctx, sha256, private_embeddings, chunk.labels)
+            emb = embed(net, chunk.images, ctx.device)
+            return knn_distances(emb, chunk.labels, ref["emb"], ref["labels"])
+
+        return per_reconstruction(ctx.inversion.map(distances))
 
 
 @hookimpl

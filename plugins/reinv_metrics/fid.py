@@ -31,6 +31,7 @@ pytorch-fid's: the same TF Inception weights, but its numbers differ slightly.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 from unittest import mock
 
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Column, EvalContext, NotComputed, WeightsFile, load_state, predict
+from reinv_bench.api import Column, EvalContext, Inversion, NotComputed, WeightsFile, load_state, predict
 
 from ._pretrained import PretrainedFeatureMetric
 
@@ -84,6 +85,26 @@ def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(0), np.cov(feats, rowvar=False)
 
 
+def chunked_statistics(chunks: Iterable[np.ndarray]) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+    """(n, mean, covariance) of the rows of every chunk of features, one chunk held at a time:
+    each chunk's ``statistics``, combined with the pairwise update of Chan, Golub & LeVeque (1979).
+    One chunk gives exactly ``statistics``; several, the same up to rounding."""
+    n, mu, cov = 0, None, None
+    for feats in chunks:
+        k = len(feats)
+        if not k:
+            continue
+        mu_k = feats.mean(0)
+        cov_k = np.cov(feats, rowvar=False) if k > 1 else np.zeros((feats.shape[1],) * 2)
+        if not n:
+            n, mu, cov = k, mu_k, cov_k
+            continue
+        total, delta = n + k, mu_k - mu
+        m2 = cov * (n - 1) + cov_k * (k - 1) + np.outer(delta, delta) * (n * k / total)
+        n, mu, cov = total, mu + delta * (k / total), m2 / (total - 1)
+    return n, mu, cov
+
+
 def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(s1) + Tr(s2) - 2 Tr((s1 s2)^1/2): the formula of pytorch-fid's
     ``calculate_frechet_distance``, with the trace of the square root taken from the eigenvalues
@@ -108,13 +129,11 @@ def frechet(feats_a: np.ndarray, stats_b: tuple[np.ndarray, np.ndarray]) -> floa
 ALL_RECONSTRUCTIONS = ("224px",)  # protocols whose FID takes every reconstruction (PPA)
 
 
-def fid_images(ctx: EvalContext):
-    """The reconstructions FID compares (see the module docstring) and what they are, in words."""
-    inv = ctx.inversion
+def fid_images(ctx: EvalContext, chunk: Inversion) -> torch.Tensor:
+    """The reconstructions of ``chunk`` that FID compares (see the module docstring)."""
     if ctx.scenario.protocol in ALL_RECONSTRUCTIONS:
-        return inv.images, "reconstructions"
-    success = predict(ctx.eval_model, inv.images, ctx.device).argmax(1) == inv.labels
-    return inv.images[success], "successful reconstructions"
+        return chunk.images
+    return chunk.images[predict(ctx.eval_model, chunk.images, ctx.device).argmax(1) == chunk.labels]
 
 
 class FID(PretrainedFeatureMetric):
@@ -131,20 +150,27 @@ class FID(PretrainedFeatureMetric):
         return fid_inception(path, sha256)
 
     def measure(self, ctx: EvalContext, net: torch.nn.Module, sha256: str):
-        images, what = fid_images(ctx)
-        if len(images) < 2:
-            return NotComputed(f"FID needs at least 2 {what}, got {len(images)}")
+        what = (
+            "reconstructions"
+            if ctx.scenario.protocol in ALL_RECONSTRUCTIONS
+            else "successful reconstructions"
+        )
+        chosen = (fid_images(ctx, chunk) for chunk in ctx.inversion.chunks())
+        n, mu, sigma = chunked_statistics(pool_features(net, x, ctx.device) for x in chosen if len(x))
+        if n < 2:
+            return NotComputed(f"FID needs at least 2 {what}, got {n}")
 
-        def private_stats():
-            priv = ctx.attacked_private()
-            mu, sigma = statistics(pool_features(net, priv.x, ctx.device))
-            return {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": len(priv)}
+        def private_stats():  # chunk by chunk too: the private images of each chunk's classes
+            chunks = (ctx.attacked_private(chunk.labels).x for chunk in ctx.inversion.chunks())
+            n, mu, sigma = chunked_statistics(pool_features(net, x, ctx.device) for x in chunks if len(x))
+            if n < 2:
+                return {"n": n}
+            return {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": n}
 
         stats = self.private(ctx, sha256, private_stats)
         if stats["n"] < 2:
             return NotComputed(f"only {stats['n']} private training image(s) of the attacked classes")
-        feats = pool_features(net, images, ctx.device)
-        return frechet(feats, (stats["mu"].numpy(), stats["sigma"].numpy()))
+        return frechet_distance(mu, sigma, stats["mu"].numpy(), stats["sigma"].numpy())
 
 
 @hookimpl

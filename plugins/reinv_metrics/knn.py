@@ -46,12 +46,16 @@ class KNNDistance(Metric):
         self.columns = (Column(name, HEADERS.get(name, name), better="higher"),)
 
     def compute(self, ctx: EvalContext):
-        priv = ctx.attacked_private()
-        if not len(priv):
+        if not len(ctx.attacked_private()):
             return {self.name: NotComputed("no private training image of the attacked classes")}
-        pf = features(ctx.eval_model, priv.x, ctx.device)
-        rf = features(ctx.eval_model, ctx.inversion.images, ctx.device)
-        return {self.name: per_reconstruction(knn_distances(rf, ctx.inversion.labels, pf, priv.y))}
+
+        def distances(chunk):  # against the private images of the chunk's classes only
+            priv = ctx.attacked_private(chunk.labels)
+            pf = features(ctx.eval_model, priv.x, ctx.device)
+            rf = features(ctx.eval_model, chunk.images, ctx.device)
+            return knn_distances(rf, chunk.labels, pf, priv.y)
+
+        return {self.name: per_reconstruction(ctx.inversion.map(distances))}
 
 
 @hookimpl

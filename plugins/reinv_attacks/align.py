@@ -1,0 +1,175 @@
+"""``align``: AlignMI's gradient-manifold alignment, a training-free wrapper over a white-box attack.
+
+Paper: Peng, Han, Yu, Liu, Liu, Zhou. "Generative Model Inversion Through the Lens of the Manifold
+Hypothesis." NeurIPS 2025. Code: github.com/AlanPeng0897/AlignMI @3f7fff9
+(``low_resolution/attacks/optimize.py::gmi_optimize_paa``, ``gmi_optimize_taa``,
+``kedmi_optimize_paa``, ``kedmi_optimize_taa``, ``build_transformations``,
+``ked_build_transformations``; ``high_resolution/attacks/optimize.py::Optimization.
+optimization_PAA``, ``optimization_TAA``, ``build_transformations``).
+
+Syntax: ``-a align+gmi``, ``-a "align[mode=paa]+kedmi"``, ``-a align+ppa``. At every step the
+gradient of the base's identity term with respect to the synthetic images is replaced by its
+average over ``samples`` copies of them:
+
+- PAA (perturbation-averaged alignment): x + sigma * eps, eps ~ N(0, I), sigma = ``spread`` times
+  the batch's value range (``imgs.max() - imgs.min()``, a constant of the step);
+- TAA (transformation-averaged alignment): RandomResizedCrop(size, ``scale``, ratio 0.9-1.1,
+  antialias) -> RandomHorizontalFlip(0.5) -> RandomRotation(``degrees``, bilinear), torchvision on
+  the batch (one draw per copy), on pixels in [0, 1] for gmi and kedmi (black outside the rotated
+  image, as the official sigmoid generators' output), on the [-1, 1] images for ppa (StyleGAN's);
+
+and backpropagated through the generator (``torch.autograd.grad(imgs, z, grad_outputs=smooth_grad)``).
+The average of the copies' identity losses has exactly that gradient, so the wrapper hands the
+base an ``IdentityLoss`` that is the mean over the copies of the base's own identity term
+(CE(T(x), y) for gmi and kedmi, the Poincaré loss for ppa, applied where the base applies it:
+for ppa after its attack transforms, as ``optimization_PAA`` perturbs the transformed images).
+
+Official constants, by base (``samples`` = 0 and ``spread``/``scale``/``degrees`` unset pick them):
+
+    base   PAA: copies, spread   TAA: copies, RRC scale, rotation
+    gmi    50, 0.003             30, 0.9-1.0, 3 degrees   (gmi_optimize_*, build_transformations)
+    kedmi  50, 0.05              50, 0.8-1.0, 5 degrees   (kedmi_optimize_*, ked_build_...)
+    ppa    50, 0.06              50, 0.8-1.0, 5 degrees   (optimization_PAA/TAA, high_resolution)
+
+The default mode is ``taa`` (``paa`` by ``align[mode=paa]``). The iterations are the base's.
+
+Deliberate differences: only the identity term is averaged. The official KEDMI variants also
+average the discriminator's prior loss over the copies, and its ``kedmi_optimize_paa`` takes two
+Adam steps per iteration (``optimizer.step()`` twice), not reproduced; the official low-resolution
+GMI runs without a prior term (``prior_loss = 0.0``) where the base here keeps -D(G(z)). The
+official StyleGAN-based GMI rescales each perturbed or transformed batch to [0, 1] by its min and
+max (its targets' input range); here the copies stay in the base's image range, which the target
+reads. The official scripts run their own iteration counts (low resolution: 100-200); here the
+base's own.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+
+from reinv_bench import hookimpl
+from reinv_bench.api import (
+    AttackContext,
+    ConfigError,
+    IdentityLoss,
+    Inversion,
+    Param,
+    PriorSpec,
+    WrapperAttack,
+)
+
+from ._stylegan import poincare_loss
+
+# (PAA copies, PAA spread, TAA copies, TAA RandomResizedCrop scale, TAA rotation degrees)
+OFFICIAL = {
+    "gmi": (50, 0.003, 30, (0.9, 1.0), 3.0),
+    "kedmi": (50, 0.05, 50, (0.8, 1.0), 5.0),
+    "ppa": (50, 0.06, 50, (0.8, 1.0), 5.0),
+}
+TAA_RATIO = (0.9, 1.1)
+
+
+def taa_transforms(size: int, scale, degrees: float) -> T.Compose:
+    """``build_transformations`` / ``ked_build_transformations``: the TAA copies' transforms."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=tuple(scale), ratio=TAA_RATIO, antialias=True),
+            T.RandomHorizontalFlip(p=0.5),
+            T.RandomRotation(degrees, interpolation=InterpolationMode.BILINEAR),
+        ]
+    )
+
+
+def perturb(spread: float):
+    """PAA's copy: x + sigma * N(0, I), sigma = spread * (max - min) of the batch (no gradient)."""
+
+    def copy(x: Tensor) -> Tensor:
+        sigma = spread * (x.max().item() - x.min().item())
+        return x + sigma * torch.randn_like(x)
+
+    return copy
+
+
+def transform(size: int, scale, degrees: float, pixels: bool = True):
+    """TAA's copy: the random transforms, on [0, 1] pixels and back to [-1, 1] (``pixels``: the
+    official low-resolution images, a sigmoid generator's), or on the [-1, 1] images themselves
+    (the official high-resolution ones, StyleGAN's: a rotation fills with 0, mid-grey)."""
+    t = taa_transforms(size, scale, degrees)
+    return (lambda x: (t(x * 0.5 + 0.5) - 0.5) / 0.5) if pixels else t
+
+
+def averaged(loss, copy, samples: int):
+    """The identity loss whose gradient is AlignMI's averaged gradient: per image, the mean over
+    ``samples`` copies ``copy(x)`` of ``loss(copy, y)``."""
+
+    def identity(x: Tensor, y: Tensor) -> Tensor:
+        return sum(loss(copy(x), y) for _ in range(samples)) / samples
+
+    return identity
+
+
+class Align(WrapperAttack):
+    name = "align"
+    version = 1
+    params = {
+        "mode": Param(
+            "taa",
+            "taa: average over random transformations; paa: over Gaussian perturbations",
+            choices=("taa", "paa"),
+        ),
+        "samples": Param(0, "copies averaged per step; 0: the official count for the base (30-50)", low=0),
+        "spread": Param(
+            0.0, "PAA noise std / the batch's value range; 0: the official one for the base", low=0.0
+        ),
+        "scale": Param(
+            (0.0, 0.0),
+            "TAA RandomResizedCrop area range; 0-0: the official one for the base",
+            low=0.0,
+            high=1.0,
+        ),
+        "degrees": Param(0.0, "TAA rotation range in degrees; 0: the official one for the base", low=0.0),
+    }
+    budgets = {"smoke": {"samples": 2}, "quick": {"samples": 8}}
+
+    def __init__(self, config=None, budget: str = "paper", base=None) -> None:
+        super().__init__(config, budget, base)
+        if base.name not in OFFICIAL:
+            raise ConfigError(
+                f"align wraps {', '.join(OFFICIAL)} (AlignMI's official variants); got {base.name!r}"
+            )
+
+    def priors(self) -> list[PriorSpec]:
+        return self.base.priors()  # training-free: the base's priors only
+
+    def settings(self) -> tuple[int, float, tuple[float, float], float]:
+        """(copies, spread, scale, degrees): the given values, else the official ones for the base."""
+        c = self.config
+        paa_n, spread, taa_n, scale, degrees = OFFICIAL[self.base.name]
+        n = c.samples or (paa_n if c.mode == "paa" else taa_n)
+        return n, c.spread or spread, tuple(c.scale) if max(c.scale) > 0 else scale, c.degrees or degrees
+
+    def identity(self, ctx: AttackContext) -> IdentityLoss:
+        """The base's identity term (ppa: the Poincaré loss; gmi, kedmi: CE) averaged over copies."""
+        n, spread, scale, degrees = self.settings()
+        T_, ppa = ctx.target, self.base.name == "ppa"
+
+        def loss(x: Tensor, y: Tensor) -> Tensor:
+            return poincare_loss(T_(x).float(), y) if ppa else F.cross_entropy(T_(x), y, reduction="none")
+
+        size = ctx.scenario.image_shape[-1]
+        copy = perturb(spread) if self.config.mode == "paa" else transform(size, scale, degrees, not ppa)
+        return IdentityLoss(averaged(loss, copy, n))
+
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
+        inv = self.base.invert(ctx, priors, classes, self.identity(ctx))
+        inv.info["align_samples"] = self.settings()[0]
+        return inv
+
+
+@hookimpl
+def register_attacks():
+    return [Align]

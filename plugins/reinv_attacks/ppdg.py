@@ -1,0 +1,337 @@
+"""``ppdg``: Pseudo-Private Data Guided model inversion, a wrapper over a GAN-prior attack.
+
+Paper: Peng, Han, Liu, Liu, Zhou. "Pseudo-Private Data Guided Model Inversion Attacks."
+NeurIPS 2024. Code: github.com/tmlr-group/PPDG-MI @b8e73b6 (low resolution: ``whitebox_recovery.py``
+main loop, ``utils.py::perform_final_selection``, ``scores_by_transform``, ``engine.py::
+tune_general_gan``, ``tune_specific_gan``, ``config/celeba/training_GAN/{general,specific}_gan/
+celeba.json``; README commands).
+
+Syntax: ``-a ppdg+gmi``, ``-a ppdg+kedmi``, ``-a ppdg+lomma+gmi`` (``-a "ppdg[tune_epochs=5]+gmi"``).
+For every attacked class, as the official loop does (``for target_id ...: G = deepcopy(original_G)``):
+
+1. Round 1: the base attack as configured (the same reconstructions as the plain base).
+2. Pseudo-private selection (``perform_final_selection``): each of the class's reconstructions
+   is scored by the target's softmax confidence in the class averaged over ``select_iters`` = 100
+   random transforms (``scores_by_transform``: RandomResizedCrop(size, scale 0.8-1, ratio 1),
+   ColorJitter(brightness 0.2, contrast 0.2), RandomHorizontalFlip(0.5), RandomRotation(5), on
+   pixels in [0, 1] as the official sigmoid generator's output; torchvision on a batch tensor:
+   one draw per batch of 100, the official loader's); the ``keep`` = 1/2 most confident are kept
+   (``samples_per_target = num_candidates // 2``).
+3. Fine-tune a copy of the base's GAN with the base's own GAN objective on the public images plus
+   the pseudo-private images (``ConcatDataset``, shuffled, last batch kept): ``tune_general_gan``
+   for gmi (WGAN-GP: critic -W + 10 * gradient penalty, generator -D(G(z))),
+   ``tune_specific_gan`` for kedmi (the semi-supervised loss with the target's soft labels,
+   feature matching + 1e-4 * entropy); Adam lr 2e-4, betas (0.5, 0.999), batch 64, a generator
+   step every 5 discriminator steps, ``tune_epochs`` = 10 epochs (``--num_epoch``), fresh
+   optimizers, the networks left in eval mode as the official code leaves them (the attack calls
+   ``G.eval()``; the fine-tune never calls ``train()``).
+4. Round 2 (``rounds`` = 2, ``--num_round=2``): the base attack again with the class's fine-tuned
+   generator and discriminator, from fresh latents; its reconstructions are the result.
+
+The fine-tuned networks are a cached prior (kind ``ppdg-tuned``), per target, built from the
+base's priors (``PriorSpec.needs``): one generator and discriminator per attacked class (at 64 px
+and the official widths about 38 MB per class for gmi, 96 MB for kedmi, in float32: 300 classes
+take 11 / 29 GB of the workdir).
+
+Not supported: ``ppdg+plgmi`` (its fine-tune, ``PLG-MI/engine.py::tune_cgan``, needs the cGAN's
+discriminator, which the plgmi prior does not keep) and ``ppdg+ppa`` (the high-resolution
+fine-tune projects the pseudo-private images into StyleGAN's W with NVIDIA's VGG16 feature network
+``vgg16.pt``, not available offline, and tunes the 1024-px synthesis network): both are refused.
+
+Deliberate differences: the official low-resolution runs use 1000 candidates per class and 1200
+iterations (README); here round 1 and 2 are the base attack as configured (give them to the base:
+``ppdg+gmi[restarts=...]``). Round 2 attacks one class at a time (each with its own generator);
+for gmi the learning rate is divided by the size of the class's identity batch in the base's
+protocol, which leaves every latent's Nesterov-SGD trajectory exactly the batched one (the loss
+is separable per latent); kedmi's Adam is scale-free, but its minibatch discrimination then sees
+the class's rows only. The official ``whitebox_recovery.py`` calls ``GMI_inversion`` for kedmi and
+``KED_inversion`` for gmi with each other's argument order (a rename in commit a98ed5b): the
+intended pairing is used. Round 2 draws its latents from seed + 1,000,003 per round (official: the
+next draws of the global stream).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import torch
+import torchvision.transforms as T
+from torch import Tensor
+
+from reinv_bench import hookimpl
+from reinv_bench.api import (
+    Attack,
+    AttackContext,
+    ConfigError,
+    Inversion,
+    Param,
+    PriorSpec,
+    WrapperAttack,
+)
+
+from ._gan import gradient_penalty, kedmi_d_loss, kedmi_g_loss, train_gan
+from ._latent import identity_batches
+
+TUNED = "ppdg-tuned"
+SELECT_BATCH = 100  # the official selection loader's batch (``batch_size = 100``)
+ROUND_SEED = 1_000_003  # round r draws its latents from seed + r * ROUND_SEED
+SUPPORTED = ("gmi", "kedmi")
+
+
+def innermost(attack: Attack) -> Attack:
+    """The attack at the bottom of a wrapper chain (``lomma+gmi`` -> gmi): the owner of the GAN."""
+    while isinstance(attack, WrapperAttack):
+        attack = attack.base
+    return attack
+
+
+def with_base_config(attack: Attack, **overrides) -> Attack:
+    """A shallow copy of a wrapper chain whose innermost attack's config has ``overrides``."""
+    new = copy.copy(attack)
+    if isinstance(attack, WrapperAttack):
+        new.base = with_base_config(attack.base, **overrides)
+    elif overrides:
+        new.config = copy.copy(attack.config)
+        new.config.update(overrides)
+    return new
+
+
+def describe(attack: Attack) -> dict:
+    """What determines the first round: the base chain's names, versions and configs."""
+    d = {"name": attack.name, "version": attack.version, "config": dict(attack.config)}
+    return {**d, "base": describe(attack.base)} if isinstance(attack, WrapperAttack) else d
+
+
+# ---- pseudo-private selection ------------------------------------------------------------------
+
+
+def selection_transforms(size: int) -> T.Compose:
+    """``perform_final_selection``'s transforms (low resolution), on pixels in [0, 1]."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size=(size, size), scale=(0.8, 1.0), ratio=(1.0, 1.0)),
+            T.ColorJitter(brightness=0.2, contrast=0.2),
+            T.RandomHorizontalFlip(0.5),
+            T.RandomRotation(5),
+        ]
+    )
+
+
+@torch.no_grad()
+def selection_scores(target, images: Tensor, c: int, *, iters: int, device) -> Tensor:
+    """``scores_by_transform`` per batch of ``SELECT_BATCH``: the target's mean softmax confidence
+    in class ``c`` over ``iters`` random transforms of each image ([-1, 1] images; the transforms
+    act on [0, 1] pixels, the target sees [-1, 1])."""
+    transform, out = selection_transforms(images.shape[-1]), []
+    for i in range(0, len(images), SELECT_BATCH):
+        p = images[i : i + SELECT_BATCH].to(device) * 0.5 + 0.5
+        score = torch.zeros(len(p), device=device)
+        for _ in range(iters):
+            score += target((transform(p) - 0.5) / 0.5).float().softmax(1)[:, c]
+        out.append(score / iters)
+    return torch.cat(out).cpu()
+
+
+def select(scores: Tensor, keep: float) -> Tensor:
+    """Indices of the pseudo-private reconstructions: the ``floor(n * keep)`` (at least one) of
+    highest score, best first (official ``indices[:samples_per_target]``)."""
+    return scores.sort(descending=True).indices[: max(1, int(len(scores) * keep))]
+
+
+# ---- fine-tuning -------------------------------------------------------------------------------
+
+
+def epoch_batches(n: int, batch_size: int, steps: int, gen: torch.Generator, streams: int = 1):
+    """Index batches of a shuffled DataLoader without ``drop_last`` (the fine-tune's): each
+    stream reshuffled every pass, the last batch of a pass possibly smaller."""
+    per_pass = math.ceil(n / batch_size)
+    for step in range(steps):
+        i = step % per_pass
+        if i == 0:
+            perms = [torch.randperm(n, generator=gen) for _ in range(streams)]
+        yield [p[i * batch_size : (i + 1) * batch_size] for p in perms]
+
+
+def wgan_gp_losses(G, D, z_dim: int, gp: float, device):
+    """``tune_general_gan``'s losses (those of GMI's ``train_gan.py``): critic -W + gp * GP,
+    generator -D(G(z)), on batches of real images."""
+
+    def d_loss(real: Tensor) -> Tensor:
+        fake = G(torch.randn(len(real), z_dim, device=device))
+        return -(D(real).mean() - D(fake).mean()) + gp * gradient_penalty(D, real, fake)
+
+    def g_loss(real: Tensor) -> Tensor:
+        return -D(G(torch.randn(len(real), z_dim, device=device))).mean()
+
+    return d_loss, g_loss
+
+
+def kedmi_losses(G, D, T_, z_dim: int, device):
+    """``tune_specific_gan``'s losses (KEDMI's ``k+1_gan.py``) on (labelled, unlabelled,
+    unlabelled-for-G) batches."""
+
+    def d_loss(b: list[Tensor]) -> Tensor:
+        return kedmi_d_loss(D, T_, b[0], b[1], G(torch.randn(len(b[0]), z_dim, device=device)))
+
+    def g_loss(b: list[Tensor]) -> Tensor:
+        return kedmi_g_loss(D, G(torch.randn(len(b[0]), z_dim, device=device)), b[2])
+
+    return d_loss, g_loss
+
+
+def fine_tune(G, D, losses, data: Tensor, streams: int, c, seed: int, device) -> None:
+    """Fine-tune G and D in place on ``data`` (public + pseudo-private images) for ``c.tune_epochs``
+    passes (``epoch_batches``), a generator step every ``c.n_critic`` D steps, fresh Adam(lr,
+    betas (0.5, 0.999)); at least one generator step (a fractional smoke budget). G and D keep
+    their eval mode (official)."""
+    steps = max(c.n_critic, round(c.tune_epochs * math.ceil(len(data) / c.tune_batch)))
+    x = data.to(device)
+    gen = torch.Generator().manual_seed(seed)
+
+    def batches(start: int):
+        stream = epoch_batches(len(x), c.tune_batch, steps, gen, streams)
+        return (x[i[0]] if streams == 1 else [x[j] for j in i] for i in stream)
+
+    d_loss, g_loss = losses
+    train_gan(
+        G, D, batches, d_loss, g_loss, steps=steps, n_critic=c.n_critic, lr=c.tune_lr, betas=(0.5, 0.999)
+    )
+
+
+# ---- the wrapper -------------------------------------------------------------------------------
+
+
+class PPDG(WrapperAttack):
+    name = "ppdg"
+    version = 1
+    params = {
+        "rounds": Param(2, "attack rounds, the GAN fine-tuned after each but the last (official: 2)", low=2),
+        "keep": Param(
+            0.5,
+            "fraction of a class's reconstructions kept as pseudo-private data, most confident "
+            "first (official: num_candidates // 2)",
+            low=0.0,
+            high=1.0,
+        ),
+        "select_iters": Param(
+            100, "random transforms averaged into a selection score (official: 100)", low=1
+        ),
+        "tune_epochs": Param(
+            10.0, "fine-tuning passes over public + pseudo-private images (official --num_epoch: 10)", low=0.0
+        ),
+        "tune_batch": Param(64, "fine-tuning batch size (official: 64)", low=1),
+        "tune_lr": Param(2e-4, "fine-tuning Adam lr, betas (0.5, 0.999) (official: 2e-4)", low=0.0),
+        "n_critic": Param(5, "discriminator steps per generator step (official: 5)", low=1),
+        "gp": Param(10.0, "gradient-penalty weight of the gmi fine-tune (official: 10)", low=0.0),
+    }
+    budgets = {
+        "smoke": {"select_iters": 2, "tune_epochs": 0.1},
+        "quick": {"select_iters": 20, "tune_epochs": 1.0},
+    }
+
+    def __init__(self, config=None, budget: str = "paper", base: Attack | None = None) -> None:
+        Attack.__init__(self, config, budget)
+        gan = innermost(base) if base is not None else None
+        if gan is None or gan.name not in SUPPORTED:
+            raise ConfigError(
+                f"ppdg wraps gmi or kedmi (also under lomma: ppdg+lomma+gmi); got "
+                f"{getattr(gan, 'name', None)!r} (plgmi: its prior keeps no discriminator to fine-tune; "
+                "ppa: the StyleGAN fine-tune needs NVIDIA's vgg16.pt): write e.g. -a ppdg+gmi"
+            )
+        self.base, self.gan = base, gan
+        self.threat_model = base.threat_model
+
+    def priors(self) -> list[PriorSpec]:
+        base = self.base.priors()
+        own = PriorSpec(
+            TUNED,
+            {**{k: self.config[k] for k in self.params}, "base": describe(self.base)},
+            uses_target=True,
+            version=self.version,
+            needs=tuple(p.kind for p in base),
+        )
+        return [*base, own]
+
+    # -- rounds --
+
+    def _round(self, ctx: AttackContext, priors: dict, classes: list[int], r: int, tuned=None) -> Inversion:
+        """Attack round ``r`` (0-based): the base on all classes with the shared prior (r = 0), or
+        class by class with each class's fine-tuned networks ``tuned[str(c)]``."""
+        ctx_r = replace(ctx, seed=ctx.seed + r * ROUND_SEED)
+        if tuned is None:
+            return self.base.invert(ctx_r, priors, classes)
+        kind, size = self.gan.prior_kind, self.gan.config.batch_ids
+        parts, first, last = [], [], []
+        for ids in identity_batches(classes, size):
+            base = with_base_config(
+                self.base, **({"lr": self.gan.config.lr / len(ids)} if self.gan.name == "gmi" else {})
+            )
+            for cls in ids:
+                if str(cls) not in tuned:
+                    raise ConfigError(f"ppdg: no fine-tuned generator for class {cls} in the cached prior")
+                inv = base.invert(ctx_r, {**priors, kind: {**priors[kind], **tuned[str(cls)]}}, [cls])
+                parts.append(inv.images)
+                first.append(inv.info.get("loss_first", float("nan")))
+                last.append(inv.info.get("loss_last", float("nan")))
+        per_class = len(parts[0])  # each class's images, restart/sample major: interleave as the base does
+        images = torch.stack(parts, 1).flatten(0, 1)
+        labels = torch.tensor(classes * per_class, dtype=torch.long)
+        return Inversion(
+            images, labels, {"loss_first": sum(first) / len(first), "loss_last": sum(last) / len(last)}
+        )
+
+    def prepare(self, ctx: AttackContext, kind: str) -> dict:
+        if kind != TUNED:
+            return super().prepare(ctx, kind)
+        c, dev, gan = self.config, ctx.device, self.gan
+        classes = ctx.scenario.target_classes()
+        torch.manual_seed(ctx.seed)
+        public = ctx.data.public.x
+        tuned: dict[str, dict] | None = None
+        scores: dict[str, Tensor] = {}
+        for r in range(c.rounds - 1):
+            inv = self._round(ctx, ctx.priors, classes, r, tuned)
+            new = {}
+            for j, cls in enumerate(classes):
+                imgs = inv.images[inv.labels == cls]
+                s = selection_scores(ctx.target, imgs, cls, iters=c.select_iters, device=dev)
+                sel = select(s, c.keep)
+                scores[str(cls)] = s[sel]
+                prior = (
+                    ctx.priors[gan.prior_kind]
+                    if tuned is None
+                    else {**ctx.priors[gan.prior_kind], **tuned[str(cls)]}
+                )
+                new[str(cls)] = self._tune(ctx, prior, torch.cat([public, imgs[sel]]), seed=ctx.seed + cls)
+                ctx.progress((r * len(classes) + j + 1), (c.rounds - 1) * len(classes))
+            tuned = new
+        return {"tuned": tuned, "scores": scores, "classes": classes}
+
+    def _tune(self, ctx: AttackContext, prior: dict, data: Tensor, seed: int) -> dict:
+        """A copy of the base's G and D (from ``prior``) fine-tuned on ``data``: their state dicts."""
+        gan, dev, c = self.gan, ctx.device, self.config
+        if gan.name == "gmi":
+            G, D = gan.load_prior(prior, ctx.scenario.image_shape, dev)
+            losses, streams = wgan_gp_losses(G, D, gan.z_dim, c.gp, dev), 1
+        else:
+            G, D = gan.load_prior(prior, ctx.scenario, dev)
+            losses, streams = kedmi_losses(G, D, ctx.target, gan.z_dim, dev), 3
+        fine_tune(G, D, losses, data, streams, c, seed, dev)
+        return {
+            "G": {k: v.cpu() for k, v in G.state_dict().items()},
+            "D": {k: v.cpu() for k, v in D.state_dict().items()},
+        }
+
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
+        p = priors[TUNED]
+        inv = self._round(ctx, priors, classes, self.config.rounds - 1, p["tuned"])
+        sel = [p["scores"][str(cls)].mean().item() for cls in classes if str(cls) in p["scores"]]
+        inv.info["pseudo_private_conf"] = sum(sel) / max(1, len(sel))
+        return inv
+
+
+@hookimpl
+def register_attacks():
+    return [PPDG]
