@@ -598,8 +598,9 @@ class Metric:
     # the columns of the keys compute() returns; a key without one is shown under its own name,
     # with no unit and no direction
     columns: tuple[Column, ...] = ()
-    # compute() reads ctx.eval_model: with several evaluation models (--eval-arch A --eval-arch B)
-    # it is computed again with each further one, its keys suffixed "[B]" (attack_acc[B])
+    # True: with several evaluation models (--eval-arch A --eval-arch B) compute() runs again with
+    # each further one as ctx.eval_model, its keys suffixed "[B]" (attack_acc[B]); a metric that
+    # leaves it False (knn_dist, fid) is computed with the first evaluation model only
     uses_eval_model: ClassVar[bool] = False
 
     def compute(self, ctx: EvalContext) -> dict[str, float | PerItem | NotComputed]:

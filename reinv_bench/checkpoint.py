@@ -247,4 +247,4 @@ class Checkpoint:
                 f.unlink(missing_ok=True)
 
 
-NO_CHECKPOINT = Checkpoint()  # what a training function runs with when it is called directly
+NO_CHECKPOINT = Checkpoint(every=0)  # what a training function runs with when it is called directly

@@ -35,6 +35,9 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple[Any, ...] | None = None
+    # added to a plugin after results were stored: at its default it stays out of the step keys
+    # (stored steps and cells keep their keys; any other value is keyed as usual)
+    new: bool = False
 
     def parse(self, name: str, raw: Any) -> Any:
         d = self.default

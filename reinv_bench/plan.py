@@ -195,10 +195,16 @@ def resolve_attack(
         desc = {
             "name": comp.name,
             "version": cls.version,
-            "config": dict(inst.config),
+            "config": keyed(cls, inst.config),
             **({"base": desc} if desc is not None else {}),
         }
     return "+".join(labels), desc, inst
+
+
+def keyed(cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """The config as step keys hold it: a ``Param(new=True)`` at its default is left out."""
+    params = cls.params
+    return {k: v for k, v in config.items() if not (params[k].new and v == params[k].default)}
 
 
 def build_attack(registry: Registry, desc: dict[str, Any]) -> Attack:

@@ -275,7 +275,7 @@ class Worker:
         if self.device.type == "cuda":  # what the step needed, for sizing GPUs (in its record)
             meta["peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.artifacts.save(step.key, obj, deps=deps, meta=meta)
-        Checkpoint(self.artifacts.path(step.key)).discard()
+        Checkpoint(self.artifacts.path(step.key), every=0).discard()  # the artifact is saved
         return meta
 
     def checkpoint(self, step: Step) -> Checkpoint:

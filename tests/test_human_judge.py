@@ -26,11 +26,12 @@ CLICK = {
     "none": ["yes", "no", "yes", "unsure", None, "no"],
     "re": ["no", "no", "yes", None, "yes", "unsure"],
 }
-# by hand. none: answered 0, 1, 2, 5 (J 1, 0, 1, 0): confirmed E&J = 1+0+1+0 over 4; E yes and
-# answered: 0, 1, 2 -> J no once: FPR 1/3. re: answered 0, 1, 2, 4 (J 0, 0, 1, 1): confirmed
-# E&J = 0+0+0+1 over 4; E yes and answered: 0, 4 -> J no once: FPR 1/2
+# by hand. none: answered 0, 1, 2, 5 (J 1, 0, 1, 0): confirmed E&J = 1+0+1+0 over 4; the false-positive
+# rate is MI-Eval-MLLM's FP / (FP + TN), over the answered ones the judge rejects: 1 (E yes), 5 (E no):
+# 1/2. re: answered 0, 1, 2, 4 (J 0, 0, 1, 1): confirmed E&J = 0+0+0+1 over 4; judge no on 0 (E yes)
+# and 1 (E no): 1/2
 CONFIRMED = {"none": 2 / 4, "re": 1 / 4}
-FPR = {"none": 1 / 3, "re": 1 / 2}
+FPR = {"none": 1 / 2, "re": 1 / 2}
 
 
 def row(defense: str, key: str) -> dict:

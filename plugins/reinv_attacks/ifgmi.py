@@ -206,6 +206,7 @@ class IFGMI(StyleGANAttack):
             "the layer whose images are the reconstructions: last, or best (the official "
             "intermediate_attack.py: the layer with the best evaluation-model top-1 accuracy)",
             choices=("last", "best"),
+            new=True,  # added in round 3: IF-GMI steps stored before keep their keys at report=last
         ),
     }
     budgets = {

@@ -160,7 +160,7 @@ def read_answers(path: Path) -> tuple[str, list[dict[str, Any]], dict[str, int]]
         )
     counts = dict.fromkeys(("yes", "no", "unsure", "unanswered"), 0)
     for n, it in enumerate(items):
-        if it.get("answer") not in ANSWER:
+        if not isinstance(it.get("answer"), str | None) or it.get("answer") not in ANSWER:
             raise click.ClickException(
                 f"{path}: panel {n + 1} has the answer {it.get('answer')!r} (yes, no, unsure or null)"
             )

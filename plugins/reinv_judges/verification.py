@@ -14,7 +14,8 @@ with a threshold; above it: yes. Embeddings come from a network independent of t
   verification network does. Its embeddings are centred on the mean embedding of those public
   images (ReLU features are all positive: uncentred, every cosine lies near 1);
 - ``backbone=facenet`` (default elsewhere: the faces): facenet-pytorch's
-  ``InceptionResnetV1(pretrained='vggface2')`` (512-d, images resized to 160 px), the weights
+  ``InceptionResnetV1(pretrained='vggface2')`` (512-d, images resized to 160 px bilinearly with
+  antialiasing, as ``facenet_dist``), the weights
   ``facenet_dist`` uses (trained on VGGFace2, not on the private CelebA/FaceScrub images; the two
   may share celebrities, not images). Without the file: no answer, null with the reason.
 
@@ -91,7 +92,9 @@ def facenet_embed(net: torch.nn.Module, x: Any, device: torch.device) -> Tensor:
         xb = x[i : i + BATCH].to(device)
         if xb.shape[1] == 1:
             xb = xb.expand(-1, 3, -1, -1)
-        xb = F.interpolate(xb, size=(FACENET_SIZE, FACENET_SIZE), mode="bilinear", align_corners=False)
+        xb = F.interpolate(
+            xb, size=(FACENET_SIZE, FACENET_SIZE), mode="bilinear", align_corners=False, antialias=True
+        )
         out.append(net(xb).cpu())
     return torch.cat(out)
 

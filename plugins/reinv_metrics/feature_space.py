@@ -107,7 +107,7 @@ class FeatureSpace(Metric):
             ),
         }
         if ctx.defense is None or not ctx.defense.transforms_images():
-            why = f"defense {getattr(ctx.defense, 'name', 'none')} has no training transform"
+            why = f"defense {getattr(ctx.defense, 'name', '') or 'none'} has no training transform"
             out["feat_nn_defended"] = out["feat_centroid_defended"] = NotComputed(why)
             return out
         x = priv.x[attacked]
