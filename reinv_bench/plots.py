@@ -502,10 +502,8 @@ def feature_projection(
                 )
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.suptitle(
-        text(f"{group_title(loaded[0][0])}, seed {seed}: the target's penultimate features (PCA per panel)"),
-        fontsize=8,
-    )
+    title = f"{group_title(loaded[0][0])}, seed {seed}: the target's penultimate features (PCA per panel)"
+    fig.suptitle(text(textwrap.fill(title, max(30, int(2.2 * len(loaded) * 13)))), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     if path is not None:
         check_output(Path(path))
