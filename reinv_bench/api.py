@@ -29,7 +29,7 @@ from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, loc
 if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
     from reinv_bench.aggregate import filter_rows
     from reinv_bench.artifacts import Artifacts
-    from reinv_bench.cli import workdir_option
+    from reinv_bench.cli import results_db, workdir_option
     from reinv_bench.doctor import decode_problem, undecodable
     from reinv_bench.judging import store_verdicts, verdict_key
     from reinv_bench.plan import Cell
@@ -57,6 +57,7 @@ _LAZY = {
     "store_verdicts": "reinv_bench.judging",  # answers from outside a run into a stored row
     "verdict_key": "reinv_bench.judging",  # the outcomes key of a judge's answers
     "workdir_option": "reinv_bench.cli",  # the --workdir option of every command over stored results
+    "results_db": "reinv_bench.cli",  # the workdir's results.db, or the "no results yet" usage error
 }
 
 
@@ -145,6 +146,7 @@ __all__ = [
     "store_verdicts",
     "verdict_key",
     "workdir_option",
+    "results_db",
 ]
 
 THREAT_MODELS = ("white-box", "black-box", "label-only")

@@ -217,6 +217,14 @@ def _expand_home(path: Path) -> Path:
     return Path(os.path.expanduser(str(path)))
 
 
+def results_db(workdir: Path) -> Path:
+    """The workdir's results database, or a usage error saying there are no results yet."""
+    db = _expand_home(workdir) / "results.db"
+    if not db.is_file():
+        raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
+    return db
+
+
 def _resumable(f):
     """Ctrl-C anywhere in the command (planning, data loading, the run) -> the resume message, exit 130."""
 
@@ -728,9 +736,7 @@ def export_cmd(state: State, out: Path, private_per_class, workdir, **filters):
     from reinv_bench.plots import private_loader
     from reinv_bench.store import Store
 
-    db = _expand_home(workdir) / "results.db"
-    if not db.is_file():
-        raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
+    db = results_db(workdir)
     rows = filter_rows(Store(db).rows(status="ok"), **{k.removesuffix("s"): v for k, v in filters.items()})
     if not rows:
         raise click.ClickException("no successful results match the filters")
@@ -931,11 +937,8 @@ def _stored(
     from reinv_bench.aggregate import aggregate, declared_columns, filter_rows, sort_entries
     from reinv_bench.store import Store
 
-    db = workdir / "results.db"
-    if not db.is_file():
-        raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
     rows = filter_rows(
-        Store(db).rows(),
+        Store(results_db(workdir)).rows(),
         attack=attacks,
         defense=defenses,
         arch=archs,

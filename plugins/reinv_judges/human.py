@@ -214,16 +214,9 @@ def _filter_options(f):
     return f
 
 
-def _results(workdir: Path) -> Path:
-    db = Path(workdir).expanduser() / "results.db"
-    if not db.is_file():
-        raise click.ClickException(f"no results at {db}; run `reinv-bench run` first (or pass --workdir)")
-    return db
-
-
 def commands() -> click.Group:
     """The ``judge`` command group (built when the CLI asks: the plugin imports no CLI otherwise)."""
-    from reinv_bench.api import Artifacts, Store, filter_rows, private_loader, workdir_option
+    from reinv_bench.api import Artifacts, Store, filter_rows, private_loader, results_db, workdir_option
 
     @click.group()
     def judge():
@@ -255,7 +248,7 @@ def commands() -> click.Group:
     def export_cmd(ctx: click.Context, out: Path, n: int, seed: int, workdir: Path, **filters):
         """Write one self-contained HTML page: a sample of reconstructions, each beside four private
         images of its class, with yes / no / unsure buttons and a Save button (answers as JSON)."""
-        db = _results(workdir)
+        db = results_db(workdir)
         rows = filter_rows(Store(db).rows(status="ok"), **filters)
         if not rows:
             raise click.ClickException("no successful results match the filters")
@@ -279,7 +272,7 @@ def commands() -> click.Group:
     @workdir_option
     def import_cmd(answers: Path, workdir: Path):
         """Store the answers saved from an exported page as the human judge's verdicts."""
-        eid, cells, counts = import_answers(Store(_results(workdir)), answers)
+        eid, cells, counts = import_answers(Store(results_db(workdir)), answers)
         click.echo(
             f"stored the answers of export {eid} as judge {LABEL} in {cells} cell(s): "
             + ", ".join(f"{v} {k}" for k, v in counts.items())
