@@ -171,6 +171,8 @@ def _from_grid(state: State, path: Path) -> tuple:
         pick("no_baseline", "baseline", lambda v: not v),
         pick("deterministic", "deterministic"),
         pick("precision", "precision"),
+        pick("judges", "judges", tuple),
+        pick("class_chunk", "class_chunk", str),
     )
 
 
@@ -294,6 +296,8 @@ _GRID_KEYS = (
     "no_baseline",
     "deterministic",
     "precision",
+    "judges",
+    "class_chunk",
 )
 
 

@@ -7,6 +7,8 @@
     seeds = 3
     budget = "paper"
     metrics = ["natural_acc", "attack_acc"]
+    judges = ["verification"]
+    class_chunk = "auto"                                # or a number of classes
     recipes = ["target:epochs=100"]
     executor = "local[gpus=0/1/2/3]"
 
@@ -25,7 +27,7 @@ from reinv_bench.api import ConfigError, did_you_mean
 
 MAX_SEEDS = 1000  # seeds per cell (--seeds and a grid's seeds): a typo of a few zeros is an error, not a hang
 # key -> (type, what it holds)
-KEYS: dict[str, tuple[type, str]] = {
+KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "attacks": (list, "attack specs"),
     "defenses": (list, "defense specs"),
     "archs": (list, "architectures"),
@@ -34,6 +36,8 @@ KEYS: dict[str, tuple[type, str]] = {
     "budget": (str, "smoke|quick|paper"),
     "metrics": (list, "metric names"),
     "eval_arch": (str, "evaluation model"),
+    "judges": (list, "judge specs"),
+    "class_chunk": ((int, str), 'classes per inversion step, or "auto"'),
     "data_root": (str, "data folder"),
     "recipes": (list, "ROLE:key=value texts"),
     "executor": (str, "executor spec"),
@@ -63,19 +67,22 @@ def load(path: Path) -> dict[str, Any]:
                 f"grid {path}: unknown key {key!r}{did_you_mean(key, KEYS)}; keys: {', '.join(KEYS)}"
             )
         kind, what = KEYS[key]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))  # True is an int
         if kind is list:
             ok = ok and all(isinstance(v, str) for v in value)
         if not ok:
-            raise ConfigError(
-                f"grid {path}: {key} must be {'a list of strings' if kind is list else kind.__name__} "
-                f"({what}), got {value!r}"
-            )
+            raise ConfigError(f"grid {path}: {key} must be {_kind_name(kind)} ({what}), got {value!r}")
     if "seeds" in data and not 1 <= data["seeds"] <= MAX_SEEDS:
         raise ConfigError(
             f"grid {path}: seeds must be between 1 and {MAX_SEEDS} (seeds per cell), got {data['seeds']}"
         )
     return data
+
+
+def _kind_name(kind) -> str:
+    if kind is list:
+        return "a list of strings"
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
 def installed(registry, kind: str, specs_: list[str], warn) -> list[str]:

@@ -139,3 +139,21 @@ def test_a_scenario_sets_its_protocols_attack_values_unless_the_user_does(regist
         ("mnist", "gmi"): 0.02,
         ("mnist", "gmi[lr=0.05]"): 0.05,
     }
+
+
+def test_a_grid_names_judges_and_class_chunks(registry, tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text('attacks = ["meanimg"]\ndefenses = ["re"]\njudges = ["verification"]\nclass_chunk = 5\n')
+    assert load(grid)["class_chunk"] == 5
+    wd = str(tmp_path / "wd")
+    plain = _invoke(registry, "run", *SMOKE, "-a", "meanimg", "-d", "re", "--workdir", wd, "--dry-run")
+    dry = _invoke(registry, "run", "--grid", str(grid), *SMOKE, "--workdir", wd, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    rows = {line.split()[0]: line.split()[1] for line in dry.output.splitlines() if line[:1].isalpha()}
+    assert "pretrain" not in plain.output and "merge" not in plain.output
+    assert rows["pretrain"] == "1"  # the verification judge's network, trained on the public digits
+    assert rows["invert"] == "4" and rows["merge"] == "2"  # 2 cells x 10 classes in chunks of 5
+    bad = tmp_path / "b.toml"
+    bad.write_text("class_chunk = true\n")
+    with pytest.raises(ConfigError, match="class_chunk must be int or str"):
+        load(bad)
