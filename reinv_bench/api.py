@@ -21,7 +21,7 @@ from reinv_bench import hookimpl
 from reinv_bench.checkpoint import NO_CHECKPOINT, Checkpoint
 from reinv_bench.config import BUDGETS, ConfigError, Configurable, HParams, Param, did_you_mean
 from reinv_bench.data import Problem, Scenario, ScenarioData, Split, TrainRecipe
-from reinv_bench.images import DataError, ImageFiles
+from reinv_bench.images import DataError, ImageFiles, to_pil
 from reinv_bench.models import Architecture, Classifier, Output
 from reinv_bench.precision import autocast, full_precision
 from reinv_bench.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
@@ -91,6 +91,7 @@ __all__ = [
     "undecodable",
     "decode_problem",
     "ImageFiles",
+    "to_pil",
     "Architecture",
     "Classifier",
     "Output",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from reinv_bench import judging
+from reinv_bench.images import to_pil
 from reinv_bench.store import Row
 
 FORMAT, VERSION = "reinv-bench-export", 1
@@ -53,19 +54,6 @@ def public_of(scenario: str) -> str:
 
 def target_of(row: Row) -> str:
     return safe(f"{row.arch}-{row.defense}-{row.budget}-seed{row.seed}")
-
-
-def to_png(x: Any, path: Path) -> None:
-    """A (C, H, W) image in [-1, 1] as an 8-bit PNG."""
-    from PIL import Image
-
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    img = (
-        Image.fromarray(arr[0].numpy(), "L")
-        if arr.shape[0] == 1
-        else Image.fromarray(arr.permute(1, 2, 0).numpy())
-    )
-    img.save(path)
 
 
 def yes_no(v: float | None) -> str | None:
@@ -114,7 +102,7 @@ def export_cell(row: Row, recs, setup: Path) -> tuple[list[str], dict[int, None]
             folder = setup / "all-images" / str(c)
             folder.mkdir(parents=True, exist_ok=True)
             name = f"ID={c}_T={k}.png"
-            to_png(x, folder / name)
+            to_pil(x).save(folder / name)
             files.append(name)
     return files, dict.fromkeys(seen)
 
@@ -127,7 +115,7 @@ def export_private(split, classes: list[int], folder: Path, per_class: int | Non
         out = folder / str(c)
         out.mkdir(parents=True, exist_ok=True)
         for i in idx:
-            to_png(split.x[i], out / f"{i}.png")
+            to_pil(split.x[i]).save(out / f"{i}.png")
         n += len(idx)
     return n
 

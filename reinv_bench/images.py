@@ -13,6 +13,8 @@ default 1024) are decoded by worker processes, a training batch by threads. Each
 is kept as uint8 in a cache shared by all subsets, up to ``$REINV_BENCH_IMAGE_CACHE_GB`` (default
 8) for all image sets of the process together: the second epoch over CelebA at 64 px reads
 nothing from disk.
+
+``to_pil`` goes the other way: one image tensor of the harness as a Pillow image (export, judges).
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ from itertools import repeat
 import numpy as np
 import torch
 from torch import Tensor
+
+
+def to_pil(x: Tensor):
+    """A (C, H, W) image in [-1, 1] as an 8-bit Pillow image: mode L for one channel, else RGB."""
+    from PIL import Image
+
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    if arr.shape[0] == 1:
+        return Image.fromarray(arr[0].numpy(), "L")
+    return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
 
 
 class DataError(FileNotFoundError):

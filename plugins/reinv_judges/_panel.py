@@ -31,6 +31,8 @@ import json
 import random
 from typing import Any
 
+from reinv_bench.api import to_pil
+
 SIZE = 224  # each image
 GAP = 100  # white space between Image A and Set B
 LABEL_H = 50  # band of the labels
@@ -80,16 +82,6 @@ def kind_of(scenario: str) -> str:
     return "dog"
 
 
-def to_pil(x: Any):
-    """A (C, H, W) tensor in [-1, 1] as a Pillow RGB image."""
-    from PIL import Image
-
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    if arr.shape[0] == 1:
-        return Image.fromarray(arr[0].numpy(), "L").convert("RGB")
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
-
-
 def pick_private(indices: list[int], rng: random.Random, k: int = SET_B) -> list[int]:
     """``k`` of a class's private image indices: a sample without replacement, padded with random
     choices when the class has fewer (the official code's rule)."""
@@ -107,9 +99,9 @@ def panel(reconstruction: Any, privates: list[Any], question: str):
     n = len(privates)
     width, height = SIZE + GAP + SIZE * n, SIZE + LABEL_H + QUESTION_H
     out = Image.new("RGB", (width, height), (255, 255, 255))
-    out.paste(to_pil(reconstruction).resize((SIZE, SIZE)), (0, 0))
+    out.paste(to_pil(reconstruction).convert("RGB").resize((SIZE, SIZE)), (0, 0))
     for j, p in enumerate(privates):
-        out.paste(to_pil(p).resize((SIZE, SIZE)), (SIZE + GAP + SIZE * j, 0))
+        out.paste(to_pil(p).convert("RGB").resize((SIZE, SIZE)), (SIZE + GAP + SIZE * j, 0))
     draw = ImageDraw.Draw(out)
     label, big = ImageFont.load_default(LABEL_PT), ImageFont.load_default(QUESTION_PT)
     draw.text((SIZE / 2, SIZE + 25), "Image A", fill="black", font=label, anchor="mm")
