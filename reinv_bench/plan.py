@@ -361,7 +361,8 @@ def resolve_judge(registry: Registry, text: str, budget: str) -> dict[str, Any]:
         )
     inst = cls(comp.params, budget)
     label = _component_label(comp.name, cls, comp.params, inst.config, budget)
-    return {"label": label, "name": comp.name, "version": cls.version, "config": dict(inst.config)}
+    config = keyed(cls, dict(inst.config))  # a Param(new=True) at its default keeps the cell ids
+    return {"label": label, "name": comp.name, "version": cls.version, "config": config}
 
 
 def build_judge(registry: Registry, desc: dict[str, Any]):

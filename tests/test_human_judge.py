@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -292,3 +293,13 @@ def test_reconstructions_are_read_chunk_by_chunk():
     b = Inversion(torch.ones(2, 1, 2, 2), torch.tensor([1, 2]))
     got = images_at(Reconstructions(torch.tensor([0, 0, 1, 1, 2]), lambda: iter((a, b))), {1, 4})
     assert set(got) == {1, 4} and got[1].sum() == 0 and got[4].sum() == 4
+
+
+def test_export_refuses_a_scenario_whose_name_says_no_kind():
+    import click
+    from reinv_judges import human
+
+    with pytest.raises(click.ClickException, match=r"'chestxray'.*judge export --kind"):
+        human.build([SimpleNamespace(scenario="chestxray")], None, None, 1, 0)
+    note = human.HumanJudge().protocol_note(SimpleNamespace(name="chestxray"))
+    assert "judge export --kind" in note

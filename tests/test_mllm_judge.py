@@ -392,3 +392,27 @@ def test_the_protocol_card_names_the_model_and_the_question(monkeypatch):
     monkeypatch.delenv("REINV_BENCH_MLLM_MODEL", raising=False)
     note = MLLMJudge({"model": "Qwen2.5-VL-72B"}).protocol_note(SimpleNamespace(name="facescrub224-ffhq"))
     assert note.startswith("Qwen2.5-VL-72B,") and OFFICIAL_QUESTIONS["face"] in note
+
+
+def test_a_scenario_whose_name_says_no_kind_is_refused_unless_kind_names_it(stub, sleeps):
+    # the official fallback asks every other dataset for "the same breed"; here the reason, and kind=
+    assert _panel.kind_of("chestxray") is None
+    with pytest.raises(ValueError, match=r"'chestxray'.*mllm\[kind=\.\.\.\].*face\|object\|dog\|digit"):
+        judge("http://unused").judge(context(1, scenario="chestxray"))
+    assert "mllm[kind=" in MLLMJudge({}).protocol_note(SimpleNamespace(name="chestxray"))
+    s = stub("yes")
+    assert judge(s.url, kind="face").judge(context(1, scenario="chestxray")).answers == [True]
+    assert s.requests[0][2]["messages"][0]["content"][0]["text"] == OFFICIAL_PROMPTS["face"]
+
+
+def test_a_new_option_at_its_default_keeps_the_cell_ids():
+    from reinv_bench.plan import resolve_judge
+    from reinv_bench.registry import load
+
+    reg = load()
+    assert (
+        resolve_judge(reg, "mllm", "quick")["config"]
+        == resolve_judge(reg, "mllm[kind=auto]", "quick")["config"]
+    )
+    assert "kind" not in resolve_judge(reg, "mllm", "quick")["config"]
+    assert resolve_judge(reg, "mllm[kind=face]", "quick")["config"]["kind"] == "face"

@@ -7,10 +7,13 @@ training images of the class it was attacked for ("Set of Images B", 224 px each
 labels (30 pt, black) in a 50-px band and the question (35 pt, red) in another 50-px band:
 1220 x 324 px, white background. The question follows the official ``get_dataset_type_from_path``
 (faces: "same individual", CIFAR: "same object class", anything else: "same breed") read from
-the scenario's name, and the model's prompt is the official ``get_prompt_for_image`` (task
-"regular": the main evaluation; "user_study": the variant that allows a refusal).
+the scenario's name (or the judge's ``kind``), and the model's prompt is the official
+``get_prompt_for_image`` (task "regular": the main evaluation; "user_study": the variant that
+allows a refusal).
 
 Deliberate differences:
+- a scenario whose name says none of faces, CIFAR, dogs or digits is refused with the reason
+  (``kind`` names it) instead of being asked the dog-breed question, the official fallback;
 - digits (MNIST, not in the study): the question asks for "the same digit" and the prompt is the
   official object prompt with handwriting in place of lighting and angles;
 - the official draws with the ``arial.ttf`` it ships; here Pillow's bundled font at the same
@@ -69,9 +72,12 @@ USER_STUDY = {  # official get_prompt_for_image, task_type="user_study": a refus
 }
 
 
-def kind_of(scenario: str) -> str:
+KINDS = tuple(QUESTIONS)
+
+
+def kind_of(scenario: str) -> str | None:
     """What a scenario's classes are, from its name, as the official ``get_dataset_type_from_path``
-    reads a folder's (plus digits)."""
+    reads a folder's (plus digits); None when the name does not say."""
     name = scenario.lower()
     if "cifar" in name or "cifa" in name:
         return "object"
@@ -79,7 +85,19 @@ def kind_of(scenario: str) -> str:
         return "face"
     if "mnist" in name or "digit" in name:
         return "digit"
-    return "dog"
+    return "dog" if "dog" in name else None
+
+
+def resolve(kind: str, scenario: str, how: str) -> str:
+    """``kind`` unless it is "auto", else the kind the scenario's name says; ``how``: how the user
+    names it, for the error when the name says none."""
+    found = kind_of(scenario) if kind == "auto" else kind
+    if found is None:
+        raise ValueError(
+            f"cannot tell from the scenario name {scenario!r} whether its classes are faces, objects, "
+            f"dog breeds or digits (the panel's question depends on it): {how} ({'|'.join(KINDS)})"
+        )
+    return found
 
 
 def pick_private(indices: list[int], rng: random.Random, k: int = SET_B) -> list[int]:

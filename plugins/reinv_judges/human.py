@@ -35,6 +35,7 @@ from . import _panel
 
 FORMAT, VERSION = "reinv-bench-judge-answers", 1
 LABEL = "human"
+KIND_HINT = "give judge export --kind"
 ANSWER = {"yes": True, "no": False, "unsure": None, None: None}
 FILTERS = (  # the leaderboard's cell filters: (flags, row label)
     (("-a", "--attack"), "attack"),
@@ -55,7 +56,10 @@ class HumanJudge(Judge):
     external = True
 
     def protocol_note(self, scenario) -> str:
-        question = _panel.QUESTIONS[_panel.kind_of(scenario.name)]
+        try:
+            question = _panel.QUESTIONS[_panel.resolve("auto", scenario.name, KIND_HINT)]
+        except ValueError as exc:
+            return f"human: {exc}"
         return (
             f'People answer "{question}" (yes / no / unsure) on panels of a reconstruction beside four '
             "private training images of its class, drawn with a seed and shown blind (reinv-bench judge "
@@ -105,9 +109,17 @@ def images_at(recs, wanted: set[int]) -> dict[int, Any]:
     return out
 
 
-def build(rows: list, artifacts, load_private, n: int, seed: int) -> tuple[str, dict[str, Any], list[str]]:
-    """(HTML page, export metadata, notes) for ``n`` reconstructions of ``rows`` drawn with ``seed``."""
+def build(
+    rows: list, artifacts, load_private, n: int, seed: int, kind: str = "auto"
+) -> tuple[str, dict[str, Any], list[str]]:
+    """(HTML page, export metadata, notes) for ``n`` reconstructions of ``rows`` drawn with ``seed``;
+    ``kind``: what the classes are (auto: from each scenario's name; the panel's question)."""
     from reinv_bench.api import reconstructions
+
+    try:
+        questions = {r.scenario: _panel.QUESTIONS[_panel.resolve(kind, r.scenario, KIND_HINT)] for r in rows}
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
     picks, notes = sample(rows, artifacts, n, seed)
     if not picks:
@@ -122,8 +134,7 @@ def build(rows: list, artifacts, load_private, n: int, seed: int) -> tuple[str, 
     for row, i in picks:
         priv, c = load_private(row), int(labels[row.cell_id][i])
         shown = _panel.pick_private((priv.y == c).nonzero().flatten().tolist(), rng)
-        question = _panel.QUESTIONS[_panel.kind_of(row.scenario)]
-        panel = _panel.panel(images[row.cell_id][i], list(priv.x[shown].to("cpu")), question)
+        panel = _panel.panel(images[row.cell_id][i], list(priv.x[shown].to("cpu")), questions[row.scenario])
         panels.append(_panel.data_uri(panel))
         items.append(
             {"cell": row.cell_id, "index": i, "invert": row.artifacts["invert"], "class": c, "private": shown}
@@ -242,17 +253,24 @@ def commands() -> click.Group:
     @click.option(
         "--seed", type=int, default=0, show_default=True, help="Seed of the sample and private images."
     )
+    @click.option(
+        "--kind",
+        type=click.Choice(("auto", *_panel.KINDS)),
+        default="auto",
+        show_default=True,
+        help="What the classes are (the panel's question): auto reads each scenario's name.",
+    )
     @_filter_options
     @workdir_option
     @click.pass_context
-    def export_cmd(ctx: click.Context, out: Path, n: int, seed: int, workdir: Path, **filters):
+    def export_cmd(ctx: click.Context, out: Path, n: int, seed: int, kind: str, workdir: Path, **filters):
         """Write one self-contained HTML page: a sample of reconstructions, each beside four private
         images of its class, with yes / no / unsure buttons and a Save button (answers as JSON)."""
         db = results_db(workdir)
         rows = filter_rows(Store(db).rows(status="ok"), **filters)
         if not rows:
             raise click.ClickException("no successful results match the filters")
-        text, meta, notes = build(rows, Artifacts(db.parent), private_loader(ctx.obj.registry), n, seed)
+        text, meta, notes = build(rows, Artifacts(db.parent), private_loader(ctx.obj.registry), n, seed, kind)
         for note in notes:
             click.echo(f"warning: {note}", err=True)
         try:

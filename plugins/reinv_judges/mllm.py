@@ -99,10 +99,22 @@ class MLLMJudge(Judge):
         "retries": Param(5, "retries of a request that gets 429, a 5xx or no connection", low=0),
         "timeout": Param(120.0, "seconds to wait for one reply", low=1.0),
         "seed": Param(0, "seed of the private images drawn for each panel"),
+        "kind": Param(
+            "auto",
+            "what the classes are: auto (from the scenario's name) | face | object | dog | digit",
+            choices=("auto", *_panel.KINDS),
+            new=True,
+        ),
     }
 
+    def kind(self, scenario: str) -> str:
+        return _panel.resolve(self.config["kind"], scenario, 'give --judge "mllm[kind=...]"')
+
     def protocol_note(self, scenario) -> str:
-        kind = _panel.kind_of(scenario.name)
+        try:
+            kind = self.kind(scenario.name)
+        except ValueError as exc:
+            return f"mllm: {exc}"
         model = self.config["model"] or os.environ.get(ENV_MODEL) or f"the model ${ENV_MODEL} names"
         return (
             f"{model}, behind an OpenAI-compatible endpoint, is asked MI-Eval-MLLM's question "
@@ -124,8 +136,8 @@ class MLLMJudge(Judge):
         return (url if url.endswith("/chat/completions") else url + "/chat/completions"), model
 
     def judge(self, ctx: EvalContext) -> Verdicts:
+        kind = self.kind(ctx.scenario.name)
         url, model = self.endpoint()
-        kind = _panel.kind_of(ctx.scenario.name)
         prompt = (_panel.PROMPTS if self.config["prompt"] == "regular" else _panel.USER_STUDY)[kind]
         priv = ctx.data.private_train
         rng = random.Random(self.config["seed"])
