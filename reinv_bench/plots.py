@@ -500,8 +500,12 @@ def feature_projection(
                 axes[r][col].set_ylabel(
                     text(names[c] if names and c < len(names) else f"class {c}"), fontsize=7
                 )
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    legend = {}  # every set drawn in some column (the defense-transformed set only in some)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    order = sorted(legend, key=list(PROJECTION_STYLE).index)
+    fig.legend([legend[k] for k in order], order, loc="lower center", ncol=3, fontsize=7, frameon=False)
     title = f"{group_title(loaded[0][0])}, seed {seed}: the target's penultimate features (PCA per panel)"
     fig.suptitle(text(textwrap.fill(title, max(30, int(2.2 * len(loaded) * 13)))), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))

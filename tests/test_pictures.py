@@ -155,6 +155,8 @@ def test_plot_features_draws_the_seed_papers_feature_space_figure(grid, tmp_path
     sets = {ax.get_title(): [c.get_label() for c in ax.collections] for ax in fig.axes if ax.get_title()}
     assert sets["none"] == ["private", "reconstructions"]
     assert sets["re[p=0.2]"] == ["private", "private, defense transform", "reconstructions"]
+    (legend,) = fig.legends  # every set drawn, whichever column draws it
+    assert [t.get_text() for t in legend.get_texts()] == sets["re[p=0.2]"]
 
 
 def test_a_third_party_metric_plots(tmp_path):
