@@ -142,7 +142,7 @@ def value_cell(e: Entry, m: str, columns: list[Column]) -> str:
         return "n/a"
     c = column_of(m, columns)
     s = number(c, v)
-    if e.n > 1 and st.std is not None:
+    if e.n > 1 and st.n > 1 and st.std is not None:  # not for a metric only one seed computed
         s += f" ± {st.std * 100:.1f}" if c.percent else f" ± {st.std:.2g}"
     if c.interval and st.lo is not None and st.hi is not None:  # a judge's columns: their 95% interval
         s += f" [{number(c, st.lo)}, {number(c, st.hi)}]"
