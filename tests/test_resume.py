@@ -9,6 +9,7 @@ file appears. Everything runs on the digits (``mnist``) at tiny sizes.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -346,3 +347,25 @@ def test_the_kedmi_and_plgmi_gans_killed_half_way_resume_to_the_uninterrupted_ne
     resumed = train(Checkpoint(path, "prior", every=1e-9, notify=said.append))
     assert said == [f"resuming prior from checkpoint at iteration 3/{9 if gan == 'kedmi' else 8}"]
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_a_ppdg_fine_tune_killed_between_classes_resumes_to_the_uninterrupted_artifact(
+    registry, tmp_path, monkeypatch, kill_after, capsys
+):
+    """PPDG's tuned prior checkpoints after each class's fine-tune; killed in the second round's
+    third class, the resumed step takes the round's reconstructions and the networks tuned so far
+    from the checkpoint and saves the uninterrupted artifact."""
+    plan, _ = plan_step(registry, "prior", attack=f"ppdg[rounds=3]+{GMI_TINY}")
+    tuned = next(s for s in plan.steps.values() if "ppdg-tuned" in s.label)
+    monkeypatch.setenv(ENV_EVERY, "0")
+    for key in tuned.deps:
+        execute(registry, tmp_path / "reference", plan, plan.steps[key])
+    shutil.copytree(tmp_path / "reference", tmp_path / "killed")
+    reference = execute(registry, tmp_path / "reference", plan, tuned)
+    artifacts = Worker(Env(str(tmp_path / "reference")), registry).artifacts
+    classes = len(artifacts.load(tuned.key)["prior"]["tuned"])
+    k = classes + 2  # round 2 (of 3), its third class: the round's reconstructions come from the checkpoint
+    resumed = killed_then_resumed(
+        registry, tmp_path, monkeypatch, kill_after, capsys, plan, tuned, k, at=f"{k}/{2 * classes}"
+    )
+    assert resumed == reference

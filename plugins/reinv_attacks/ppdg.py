@@ -31,7 +31,8 @@ For every attacked class, as the official loop does (``for target_id ...: G = de
 The fine-tuned networks are a cached prior (kind ``ppdg-tuned``), per target, built from the
 base's priors (``PriorSpec.needs``): one generator and discriminator per attacked class (at 64 px
 and the official widths about 38 MB per class for gmi, 96 MB for kedmi, in float32: 300 classes
-take 11 / 29 GB of the workdir).
+take 11 / 29 GB of the workdir). The step checkpoints between classes (a killed step resumes at
+the next class: the checkpoint holds the round's reconstructions and the networks tuned so far).
 
 Not supported: ``ppdg+plgmi`` (its fine-tune, ``PLG-MI/engine.py::tune_cgan``, needs the cGAN's
 discriminator, which the plgmi prior does not keep) and ``ppdg+ppa`` (the high-resolution
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import replace
 
 import torch
@@ -200,6 +202,15 @@ def fine_tune(G, D, losses, data: Tensor, streams: int, c, seed: int, device) ->
     )
 
 
+def interned(obj):
+    """``obj`` with its dicts' string keys interned: the artifact's pickle then has the same bytes
+    whether the state dicts came from the networks or, after a resume, from a checkpoint (pickle
+    writes a string once per object, and the two share key objects differently)."""
+    if isinstance(obj, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: interned(v) for k, v in obj.items()}
+    return obj
+
+
 # ---- the wrapper -------------------------------------------------------------------------------
 
 
@@ -289,25 +300,30 @@ class PPDG(WrapperAttack):
         classes = ctx.scenario.target_classes()
         torch.manual_seed(ctx.seed)
         public = ctx.data.public.x
-        tuned: dict[str, dict] | None = None
-        scores: dict[str, Tensor] = {}
-        for r in range(c.rounds - 1):
-            inv = self._round(ctx, ctx.priors, classes, r, tuned)
-            new = {}
-            for j, cls in enumerate(classes):
-                imgs = inv.images[inv.labels == cls]
-                s = selection_scores(ctx.target, imgs, cls, iters=c.select_iters, device=dev)
-                sel = select(s, c.keep)
-                scores[str(cls)] = s[sel]
-                prior = (
-                    ctx.priors[gan.prior_kind]
-                    if tuned is None
-                    else {**ctx.priors[gan.prior_kind], **tuned[str(cls)]}
-                )
-                new[str(cls)] = self._tune(ctx, prior, torch.cat([public, imgs[sel]]), seed=ctx.seed + cls)
-                ctx.progress((r * len(classes) + j + 1), (c.rounds - 1) * len(classes))
-            tuned = new
-        return {"tuned": tuned, "scores": scores, "classes": classes}
+        # one unit per (round, class): the round's attack on its first class, then the class's
+        # selection and fine-tune. A checkpoint between units keeps what the next ones read.
+        memo: dict = {"tuned": None, "new": {}, "scores": {}, "images": None, "labels": None}
+        n = (c.rounds - 1) * len(classes)
+        for u in range(ctx.checkpoint.resume(n, {"memo": memo}), n):
+            r, j = divmod(u, len(classes))
+            cls = classes[j]
+            if j == 0:
+                if r:
+                    memo["tuned"], memo["new"] = memo["new"], {}
+                inv = self._round(ctx, ctx.priors, classes, r, memo["tuned"])
+                memo["images"], memo["labels"] = inv.images, inv.labels
+            imgs = memo["images"][memo["labels"] == cls]
+            s = selection_scores(ctx.target, imgs, cls, iters=c.select_iters, device=dev)
+            sel = select(s, c.keep)
+            memo["scores"][str(cls)] = s[sel]
+            tuned, prior = memo["tuned"], ctx.priors[gan.prior_kind]
+            prior = prior if tuned is None else {**prior, **tuned[str(cls)]}
+            data = torch.cat([public, imgs[sel]])
+            memo["new"][str(cls)] = self._tune(ctx, prior, data, seed=ctx.seed + cls)
+            ctx.progress(u + 1, n)
+            ctx.checkpoint.reached(u + 1, n, {"memo": memo})
+        ctx.checkpoint.finish(None)
+        return interned({"tuned": memo["new"], "scores": memo["scores"], "classes": classes})
 
     def _tune(self, ctx: AttackContext, prior: dict, data: Tensor, seed: int) -> dict:
         """A copy of the base's G and D (from ``prior``) fine-tuned on ``data``: their state dicts."""
