@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from reinv_attacks._gan import Critic, Generator, gradient_penalty
+from reinv_attacks._gan import Critic, Generator, gradient_penalty, wgan_gp_losses
 from reinv_attacks._latent import latent_init
 from reinv_attacks.align import Align, taa_transforms
 from reinv_attacks.brepmi import brep_optimize
@@ -29,7 +29,7 @@ from reinv_attacks.gmi import GMI, gmi_optimize
 from reinv_attacks.kedmi import KDiscriminator, kedmi_optimize, prior_loss
 from reinv_attacks.lomma import logit_identity
 from reinv_attacks.plgmi import CGenerator, augment, max_margin, plg_optimize
-from reinv_attacks.ppdg import PPDG, fine_tune, wgan_gp_losses
+from reinv_attacks.ppdg import PPDG, fine_tune
 from reinv_attacks.rlbmi import RLBMI, rlb_attack
 from reinv_bench.api import AttackContext, BlackBox, LabelOnly
 from reinv_bench.registry import load

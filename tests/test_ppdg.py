@@ -21,7 +21,7 @@ import torchvision.transforms as transforms
 from torch import nn
 from torch.autograd import grad
 
-from reinv_attacks._gan import Critic, Generator, frozen
+from reinv_attacks._gan import Critic, Generator, frozen, wgan_gp_losses
 from reinv_attacks.gmi import GMI
 from reinv_attacks.kedmi import KEDMI, KDiscriminator
 from reinv_attacks.lomma import LOMMA
@@ -32,7 +32,6 @@ from reinv_attacks.ppdg import (
     kedmi_losses,
     select,
     selection_scores,
-    wgan_gp_losses,
 )
 from reinv_bench.api import AttackContext, ConfigError, Split
 from reinv_bench.plan import Request, expand

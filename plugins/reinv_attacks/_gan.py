@@ -114,13 +114,22 @@ def frozen(net: nn.Module, state: dict, device) -> nn.Module:
     return net.to(device).eval().requires_grad_(False)
 
 
-def batch_stream(n: int, batch_size: int, steps: int, gen: torch.Generator, streams: int = 1, start: int = 0):
+def batch_stream(
+    n: int,
+    batch_size: int,
+    steps: int,
+    gen: torch.Generator,
+    streams: int = 1,
+    start: int = 0,
+    drop_last: bool = True,
+):
     """Index batches for ``steps`` training steps as the official loaders give them: every stream
-    reshuffled at each pass over the ``n`` images, incomplete last batch dropped (``drop_last``);
-    a set smaller than one batch is one batch. Yields a list of ``streams`` index tensors, from
-    step ``start`` on (the passes before it drawn and dropped: ``gen`` ends where it would)."""
+    reshuffled at each pass over the ``n`` images, incomplete last batch dropped (``drop_last``;
+    else kept, smaller); a set smaller than one batch is one batch. Yields a list of ``streams``
+    index tensors, from step ``start`` on (the passes before it drawn and dropped: ``gen`` ends
+    where it would)."""
     size = min(batch_size, n)
-    per_pass = n // size
+    per_pass = n // size if drop_last else -(-n // size)
     for _ in range(start // per_pass * streams):
         torch.randperm(n, generator=gen)
     for step in range(start, steps):
@@ -187,6 +196,24 @@ def train_gan(
     return checkpoint.finish(g_steps)
 
 
+def wgan_gp_losses(G: nn.Module, D: nn.Module, z_dim: int, gp: float, device, record: list | None = None):
+    """GMI's WGAN-GP losses (``train_gan.py``; PPDG-MI's ``tune_general_gan`` reuses them) on a batch
+    of real images: critic -W + gp * gradient penalty, generator -D(G(z)). ``record``: a list the
+    critic loss appends each W estimate to."""
+
+    def d_loss(real: Tensor) -> Tensor:
+        fake = G(torch.randn(len(real), z_dim, device=device))
+        wd = D(real).mean() - D(fake).mean()
+        if record is not None:
+            record.append(wd.item())
+        return -wd + gp * gradient_penalty(D, real, fake)
+
+    def g_loss(real: Tensor) -> Tensor:
+        return -D(G(torch.randn(len(real), z_dim, device=device))).mean()
+
+    return d_loss, g_loss
+
+
 def train_wgan_gp(
     public: Tensor,
     image_shape,
@@ -215,16 +242,7 @@ def train_wgan_gp(
         return (x[idx.to(device)] for (idx,) in batch_stream(len(x), batch_size, steps, gen, start=start))
 
     wd_hist: list[float] = []
-
-    def d_loss(real: Tensor) -> Tensor:
-        fake = G(torch.randn(len(real), z_dim, device=device))
-        wd = D(real).mean() - D(fake).mean()
-        wd_hist.append(wd.item())
-        return -wd + gp * gradient_penalty(D, real, fake)
-
-    def g_loss(real: Tensor) -> Tensor:
-        return -D(G(torch.randn(len(real), z_dim, device=device))).mean()
-
+    d_loss, g_loss = wgan_gp_losses(G, D, z_dim, gp, device, wd_hist)
     g_steps = train_gan(
         G,
         D,

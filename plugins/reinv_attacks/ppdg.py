@@ -73,7 +73,7 @@ from reinv_bench.api import (
     WrapperAttack,
 )
 
-from ._gan import gradient_penalty, kedmi_d_loss, kedmi_g_loss, train_gan
+from ._gan import batch_stream, kedmi_d_loss, kedmi_g_loss, train_gan, wgan_gp_losses
 from ._latent import identity_batches
 
 TUNED = "ppdg-tuned"
@@ -145,31 +145,6 @@ def select(scores: Tensor, keep: float) -> Tensor:
 # ---- fine-tuning -------------------------------------------------------------------------------
 
 
-def epoch_batches(n: int, batch_size: int, steps: int, gen: torch.Generator, streams: int = 1):
-    """Index batches of a shuffled DataLoader without ``drop_last`` (the fine-tune's): each
-    stream reshuffled every pass, the last batch of a pass possibly smaller."""
-    per_pass = math.ceil(n / batch_size)
-    for step in range(steps):
-        i = step % per_pass
-        if i == 0:
-            perms = [torch.randperm(n, generator=gen) for _ in range(streams)]
-        yield [p[i * batch_size : (i + 1) * batch_size] for p in perms]
-
-
-def wgan_gp_losses(G, D, z_dim: int, gp: float, device):
-    """``tune_general_gan``'s losses (those of GMI's ``train_gan.py``): critic -W + gp * GP,
-    generator -D(G(z)), on batches of real images."""
-
-    def d_loss(real: Tensor) -> Tensor:
-        fake = G(torch.randn(len(real), z_dim, device=device))
-        return -(D(real).mean() - D(fake).mean()) + gp * gradient_penalty(D, real, fake)
-
-    def g_loss(real: Tensor) -> Tensor:
-        return -D(G(torch.randn(len(real), z_dim, device=device))).mean()
-
-    return d_loss, g_loss
-
-
 def kedmi_losses(G, D, T_, z_dim: int, device):
     """``tune_specific_gan``'s losses (KEDMI's ``k+1_gan.py``) on (labelled, unlabelled,
     unlabelled-for-G) batches."""
@@ -185,7 +160,7 @@ def kedmi_losses(G, D, T_, z_dim: int, device):
 
 def fine_tune(G, D, losses, data: Tensor, streams: int, c, seed: int, device) -> None:
     """Fine-tune G and D in place on ``data`` (public + pseudo-private images) for ``c.tune_epochs``
-    passes (``epoch_batches``), a generator step every ``c.n_critic`` D steps, fresh Adam(lr,
+    passes (``batch_stream``, last batch kept), a generator step every ``c.n_critic`` D steps, fresh Adam(lr,
     betas (0.5, 0.999)); at least one generator step (a fractional smoke budget). G and D keep
     their eval mode (official)."""
     steps = max(c.n_critic, round(c.tune_epochs * math.ceil(len(data) / c.tune_batch)))
@@ -193,7 +168,7 @@ def fine_tune(G, D, losses, data: Tensor, streams: int, c, seed: int, device) ->
     gen = torch.Generator().manual_seed(seed)
 
     def batches(start: int):
-        stream = epoch_batches(len(x), c.tune_batch, steps, gen, streams)
+        stream = batch_stream(len(x), c.tune_batch, steps, gen, streams, start, drop_last=False)
         return (x[i[0]] if streams == 1 else [x[j] for j in i] for i in stream)
 
     d_loss, g_loss = losses
