@@ -9,6 +9,10 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 import pluggy
 
+from reinv_bench.threads import passive_waiting
+
+passive_waiting()  # before torch loads OpenMP: idle threads sleep instead of spinning (reinv_bench.threads)
+
 hookimpl = pluggy.HookimplMarker("reinv_bench")
 """Decorate a plugin's hook implementations with this marker."""
 

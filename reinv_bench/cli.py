@@ -11,10 +11,9 @@ from pathlib import Path
 import click
 
 from reinv_bench import __version__
-from reinv_bench.api import BUDGETS, ConfigError
 from reinv_bench.artifacts import ArtifactError
+from reinv_bench.config import BUDGETS, PRECISIONS, ConfigError
 from reinv_bench.grid import MAX_SEEDS
-from reinv_bench.plan import PRECISIONS
 from reinv_bench.plugins import PluginError, call_each
 from reinv_bench.registry import Registry, UnknownNameError
 from reinv_bench.spec import SpecError
@@ -241,6 +240,21 @@ def _resumable(f):
     return wrapper
 
 
+def _set_threads(threads: int | None) -> None:
+    """Torch's thread count for the run: ``threads``, else the free cores (a busy machine says so
+    on the run's first line: reinv_bench.threads)."""
+    import torch
+
+    from reinv_bench.threads import free_threads
+
+    if threads is None:
+        threads, why = free_threads(torch.get_num_threads())
+        if why:
+            warn(why)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def _device(name: str):
     """--device checked before any work: auto, cpu, cuda or cuda:N of a device present here."""
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
@@ -459,8 +473,10 @@ _GRID_KEYS = (
     "--threads",
     type=click.IntRange(1),
     default=None,
-    help="Torch threads every step computes with, here and in every local worker (default: torch's "
-    "default, the machine's cores). CPU numbers depend on it: README, Reproducibility.",
+    envvar="REINV_BENCH_THREADS",
+    help="Torch threads every step computes with, here and in every local worker (env "
+    "REINV_BENCH_THREADS; default: the cores free when the run starts, torch's default on a quiet "
+    "machine). CPU numbers depend on it: README, Reproducibility.",
 )
 @click.option(
     "--break-locks",
@@ -486,10 +502,7 @@ def run(state: State, **o):
         o.update(zip(_GRID_KEYS, _from_grid(state, o["grid_file"]), strict=True))
     dev = _device(o["device"])
     workdir = _expand_home(o["workdir"])
-    if o["threads"] is not None:  # before any step: inline steps and local workers all compute with it
-        import torch
-
-        torch.set_num_threads(o["threads"])
+    _set_threads(o["threads"])  # before any step: inline steps and local workers all compute with it
     if o["break_locks"] and not o["dry_run"]:
         from reinv_bench.artifacts import Artifacts
 

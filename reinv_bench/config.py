@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 BUDGETS = ("smoke", "quick", "paper")
+PRECISIONS = ("fp32", "bf16", "tf32")  # --precision: the one vocabulary (reinv_bench.precision computes it)
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

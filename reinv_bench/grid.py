@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from reinv_bench.api import ConfigError, did_you_mean
+from reinv_bench.config import ConfigError, did_you_mean
 
 MAX_SEEDS = 1000  # seeds per cell (--seeds and a grid's seeds): a typo of a few zeros is an error, not a hang
 # key -> (type, what it holds)

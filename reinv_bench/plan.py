@@ -30,11 +30,11 @@ import torch
 from reinv_bench import recipes
 from reinv_bench import spec as specs
 from reinv_bench.api import Attack, ConfigError, Defense, Scenario, WrapperAttack
+from reinv_bench.config import PRECISIONS
 from reinv_bench.grid import MAX_SEEDS
 from reinv_bench.registry import Registry
 from reinv_bench.store import Labels
 
-PRECISIONS = ("fp32", "bf16", "tf32")  # --precision
 ARTIFACT_VERSION = 2  # 2: data digest and every plugin's version in the keys; verified artifacts
 
 

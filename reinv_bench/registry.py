@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reinv_bench.api import did_you_mean
+from reinv_bench.config import did_you_mean
 from reinv_bench.plugins import PluginError, PluginManager
 
 KINDS = {

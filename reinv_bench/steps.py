@@ -61,7 +61,7 @@ class Env:
     device: str = "cpu"
     deterministic: bool = False
     precision: str = (
-        "fp32"  # fp32 | bf16 | tf32 (--precision, plan.PRECISIONS); each step computes at its spec's own
+        "fp32"  # fp32 | bf16 | tf32 (--precision, config.PRECISIONS); each step computes at its spec's own
     )
 
 

@@ -3,11 +3,20 @@ way tests invoke the CLI in-process (``invoke``)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from reinv_bench import hookimpl
 from reinv_bench.api import Architecture, Attack, Classifier, Inversion, Param
+
+# One thread count for every run a test starts, whatever the machine's load (``run`` alone would
+# pick the free cores: reinv_bench.threads): one per xdist worker (two workers share two cores),
+# else torch's default; subprocesses inherit it through REINV_BENCH_THREADS.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+os.environ.setdefault("REINV_BENCH_THREADS", str(torch.get_num_threads()))
 
 
 def _maybe_die(steps: int) -> None:
