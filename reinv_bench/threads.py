@@ -41,7 +41,8 @@ def free_threads(default: int, load: float | None = None, ncores: int | None = N
 
     ``load`` is the one-minute load average (``os.getloadavg``): runnable processes other than
     this one, which has not started computing. The free cores are those the load leaves (a
-    part-busy core counts as free), at least one; the count is ``default`` (torch's: the cores) when they cover it."""
+    part-busy core counts as free), at least one; the count is ``default`` (torch's: the cores)
+    when they cover it."""
     ncores = cores() if ncores is None else ncores
     if load is None:
         try:
