@@ -1178,6 +1178,69 @@ def report(
     click.echo(f"wrote {output} ({len(text.encode()) / 1024:.0f} KiB)")
 
 
+@cli.command()
+@_filter_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The folder to write the site into (index.html and its pages).",
+)
+@click.option("--force", is_flag=True, help="Write into a folder that already holds files.")
+@click.option(
+    "--reported", is_flag=True, help="Published numbers beside the measured ones, as leaderboard --reported."
+)
+@click.option("--no-plots", is_flag=True, help="Leave out the privacy-utility plots (faster).")
+@workdir_option
+@click.pass_obj
+def site(
+    state: State,
+    attacks,
+    defenses,
+    archs,
+    scenarios,
+    budgets,
+    protocols,
+    baseline_name,
+    output,
+    force,
+    reported,
+    no_plots,
+    workdir,
+):
+    """A static leaderboard site: plain HTML pages (no server, no network; open index.html from the
+    folder or put it on any static host), one leaderboard per protocol, a page per defense and per
+    attack, every number linked to its cells' configuration and environment."""
+    from reinv_bench.site import build
+
+    if output.exists() and any(output.iterdir()) and not force:
+        raise click.ClickException(f"{output} is not empty; pass --force to write into it, or another -o")
+    workdir = _expand_home(workdir)
+    _, entries, columns = _stored(
+        state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
+    )
+    if reported:
+        from reinv_bench.aggregate import filter_rows
+        from reinv_bench.protocol import reported_rows
+        from reinv_bench.reported import attach_reported
+
+        filters = dict(
+            attack=attacks,
+            defense=defenses,
+            arch=archs,
+            scenario=scenarios,
+            budget=budgets,
+            protocol=protocols,
+        )
+        entries, _ = attach_reported(entries, filter_rows(reported_rows(state.registry), **filters))
+    try:
+        pages = build(entries, columns, output, plots=not no_plots)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {len(pages)} pages into {output}; open {output / 'index.html'}")
+
+
 def main() -> None:
     """Console entry point: loads plugin commands (register_commands), maps user errors to clean messages."""
     args = sys.argv[1:]

@@ -129,3 +129,22 @@ def cli_invoke(*args, plugins=(), extra=(), registry=None, ok: bool = False):
 def invoke():
     """``invoke(*args, plugins=(), extra=(), registry=None, ok=False)``: see ``cli_invoke``."""
     return cli_invoke
+
+
+def chromium():
+    """A headless Chromium driven by selenium through Debian's chromedriver, as (webdriver, service,
+    options), or a skip that says what is missing."""
+    import shutil
+
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
+    for exe in ("chromium", "chromedriver"):
+        if shutil.which(exe) is None:
+            pytest.skip(f"{exe} is not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    return webdriver, Service(shutil.which("chromedriver")), options
