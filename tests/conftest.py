@@ -19,6 +19,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault("REINV_BENCH_THREADS", str(torch.get_num_threads()))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ is in the `integration` tier (pyproject: the README's
+    `python -m pytest` leaves it out; .ci/run runs it)."""
+    for item in items:
+        if item.path.parent.name == "integration":
+            item.add_marker(pytest.mark.integration)
+
+
 def _maybe_die(steps: int) -> None:
     """Executor tests: kill this (worker) process once (REINV_TEST_KILL_ONCE=marker file), or
     always for steps=5 (REINV_TEST_KILL_ALWAYS)."""
