@@ -45,6 +45,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "baseline": (bool, "add the none baseline"),
     "deterministic": (bool, "deterministic CUDA kernels"),
     "precision": (str, "fp32|bf16|tf32"),
+    "convergence": (int, "classes of the opt-in convergence check (0: off)"),
 }
 
 

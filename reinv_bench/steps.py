@@ -481,7 +481,11 @@ class Worker:
                 "validity",
                 key,
                 lambda: validity.target_checks(
-                    self.load_model(cell.target_key), ctx.data.public.x, classes, self.device, cell.labels["seed"]
+                    self.load_model(cell.target_key),
+                    ctx.data.public.x,
+                    classes,
+                    self.device,
+                    cell.labels["seed"],
                 ),
             )
         except Exception as exc:  # noqa: BLE001 - stored as a failed check with the reason

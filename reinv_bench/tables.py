@@ -289,7 +289,9 @@ def attack_delta_cell(e: Entry, c: Column) -> str:
         return "baseline"
     if d.lo is None or d.hi is None:
         return signed(c, d.estimate)
-    return f"{signed(c, d.estimate)} [{signed(c, d.lo)}, {signed(c, d.hi)}]" + (" *" if d.excludes_zero else "")
+    return f"{signed(c, d.estimate)} [{signed(c, d.lo)}, {signed(c, d.hi)}]" + (
+        " *" if d.excludes_zero else ""
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -282,9 +282,7 @@ def _convergence(entries: list, checks: list, columns: list) -> None:
             "lo": iv.lo,
             "hi": iv.hi,
         }
-        rec["converged"] = not (
-            iv.estimate is not None and iv.excludes_zero and _worse(p, iv.estimate, 0.0)
-        )
+        rec["converged"] = not (iv.estimate is not None and iv.excludes_zero and _worse(p, iv.estimate, 0.0))
         e.validity[CONVERGENCE] = rec
         if not rec["converged"]:
             e.flags.append(
