@@ -77,6 +77,10 @@ def load(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"grid {path}: seeds must be between 1 and {MAX_SEEDS} (seeds per cell), got {data['seeds']}"
         )
+    if data.get("convergence", 0) < 0:
+        raise ConfigError(
+            f"grid {path}: convergence is a number of classes (0: no check), got {data['convergence']}"
+        )
     return data
 
 

@@ -7,8 +7,10 @@ cells of the plan (ordinary cells keep their ids); the checks stored with a real
 from __future__ import annotations
 
 import torch
+from conftest import MeanAttack
 from test_stats import row
 
+from reinv_bench import hookimpl
 from reinv_bench.aggregate import aggregate, declared_columns
 from reinv_bench.plan import Request, expand, iteration_param, subsample
 from reinv_bench.registry import load
@@ -282,3 +284,60 @@ def test_a_run_stores_the_target_checks_with_each_row_and_caches_them(registry, 
     assert again == v  # the cached artifact: computed once per target
     (e,) = aggregate(store.rows(), columns=COLS)
     assert e.validity["checks"] == "run" and e.flags == []
+
+
+class SteppedMean(MeanAttack):
+    """The test attack, declaring its ``steps`` as its iteration count."""
+
+    name = "meanimg_steps"
+    prior_kind = "meanimg"
+    iterations_param = "steps"
+
+
+@hookimpl
+def register_attacks():  # this module is a plugin too: load(extra=...)
+    return [SteppedMean]
+
+
+def test_a_convergence_run_end_to_end(tmp_path):
+    import sys
+
+    from reinv_bench.runner import Runner
+
+    reg = load(extra=(sys.modules["conftest"], sys.modules[__name__]))
+    req = Request(
+        ["meanimg_steps"],
+        ["none"],
+        archs=["tiny"],
+        eval_arch="tiny",
+        budget="smoke",
+        metrics=["attack_acc", "natural_acc"],
+        convergence=4,
+    )
+    plan = expand(req, reg)
+    assert [c.labels.attack for c in plan.cells] == ["meanimg_steps", "meanimg_steps[steps=6]"]
+    store = Store(tmp_path / "w" / "results.db")
+    Runner(reg, tmp_path / "w", CPU).run(plan, store)
+    rows = store.rows()
+    assert [r.status for r in rows] == ["ok", "ok"], [r.error for r in rows]
+    doubled = next(r for r in rows if r.config.get("convergence"))
+    assert sorted(set(doubled.outcomes.classes)) == [0, 2, 5, 7]  # 4 of the 10 digits, evenly spaced
+    (e,) = aggregate(rows, columns=COLS)  # the check is no entry of its own
+    rec = e.validity["convergence"]
+    assert (rec["param"], rec["from"], rec["to"], rec["classes"]) == ("steps", "3", "6", 4)
+    assert rec["at_double"] == doubled.metrics["attack_acc"]
+    assert rec["converged"] is (not any(f.startswith("not converged") for f in e.flags))
+
+
+def test_grid_files_take_convergence(tmp_path):
+    import pytest
+
+    from reinv_bench.api import ConfigError
+    from reinv_bench.grid import load as load_grid
+
+    good, bad = tmp_path / "g.toml", tmp_path / "b.toml"
+    good.write_text('attacks = ["gmi"]\ndefenses = ["re"]\nconvergence = 5\n')
+    bad.write_text("convergence = -2\n")
+    assert load_grid(good)["convergence"] == 5
+    with pytest.raises(ConfigError, match="convergence is a number of classes"):
+        load_grid(bad)
