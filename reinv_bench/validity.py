@@ -46,12 +46,18 @@ Two halves:
     with ``"converged": True``.
 
 Rows stored before the checks existed have no ``notes["validity"]``: their entries say so
-(``validity["checks"] = "not run"``), never a made-up pass.
+(``validity["checks"] = "not run"``), never a made-up pass. The cross-entry flags (twin, masking,
+convergence) are computed among the rows the leaderboard was given: a filter (``-a gmi``) that
+leaves out the twin or the black-box attacker leaves out the flag too.
+
+For item 8 (the RobustBench-like layout): ``Entry.validity`` holds ``checks`` ("run", "run on
+seeds [...]" or "not run ..."), ``randomised``, ``grad_norm``, ``grad_ratio`` (or
+``grad_ratio_note``), ``zero_grad``, ``beaten_by`` and ``convergence`` (absent: no convergence
+row); ``Entry.flags`` the sentences.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any
 
@@ -312,7 +318,3 @@ def notes(entries: list) -> list[str]:
         for f in getattr(e, "flags", None) or ():
             out.append(f"Validity {e.defense} ({e.attack}, {e.arch}, {e.scenario}): {f}.")
     return out
-
-
-def finite(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
