@@ -341,3 +341,19 @@ def test_grid_files_take_convergence(tmp_path):
     assert load_grid(good)["convergence"] == 5
     with pytest.raises(ConfigError, match="convergence is a number of classes"):
         load_grid(bad)
+
+
+def test_the_report_states_the_flags(tmp_path):
+    from reinv_bench.report import build
+
+    rows = [
+        cell("none", 0, ALL, validity=checks(grad=2.0)),
+        cell("mid", 0, HALF, validity=checks(grad=1.5, randomised=True)),
+    ]
+    for r in rows:
+        r["artifacts"] = None
+    store = Store(tmp_path / "results.db")
+    for r in rows:
+        store.put(r)
+    html = build(store.rows(), tmp_path, load(), COLS, classes=2)
+    assert "Validity mid (gmi, cnn, mnist): randomised target: use EOT/adaptive" in html
