@@ -35,10 +35,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reinv_bench import judging, stats
+from reinv_bench import exposure, judging, stats, validity
 from reinv_bench.api import Column
 from reinv_bench.outcomes import Outcomes
 from reinv_bench.store import COLUMNS, Row, finite_metrics
+from reinv_bench.validity import CONVERGENCE, VALIDITY
 
 GROUP = ("protocol", "scenario", "budget", "arch", "attack")
 SEPARATE = ("data_digest", "reinv_version")  # rows that differ in these are never averaged or compared
@@ -130,6 +131,15 @@ class Entry:
     )  # plugin -> the versions its rows used
     stale: int = 0  # rows left out: computed against artifacts rebuilt since
     reported: Published | None = None
+    # issue 29: the most exposed identities (``reinv_bench.exposure``): top-decile keys held in ``stats``
+    top: list[str] = field(default_factory=list)
+    # issue 29: validity checks (``reinv_bench.validity``): numbers, and the flags as sentences
+    validity: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    # issue 29: ``leaderboard --attack-baseline``: the difference from that attacker on the same targets
+    attack_baseline: str | None = None
+    attack_deltas: dict[str, Delta] = field(default_factory=dict)
+    attack_baseline_note: str | None = None
 
     @property
     def n(self) -> int:
@@ -277,6 +287,10 @@ def merge_seed(rs: list[Row]) -> Row:
     artifacts = next((r.artifacts for r in rs if r.artifacts), None)
     # a judge's remark (its threshold, rates, model) stays with its answers
     remarks = {m: r.notes[m] for m, r in source.items() if judging.split_key(m) and m in (r.notes or {})}
+    # the target's validity checks (reinv_bench.validity): the most recent row's
+    checks = next((r.notes[VALIDITY] for r in rs if VALIDITY in (r.notes or {})), None)
+    if checks is not None:
+        remarks[VALIDITY] = checks
     return replace(
         rs[0],
         metrics=metrics,
@@ -360,7 +374,19 @@ def _entry(rows: list[Row], columns: list[Column]) -> Entry:
     e.metrics = _metric_keys(rs, columns)
     for m in e.metrics:
         e.stats[m] = _stat(m, rs, e.rows, column_of(m, columns))
+    _top_decile(e, success, columns)
     return e
+
+
+def _top_decile(e: Entry, key: str | None, columns: list[Column]) -> None:
+    """Issue 29: the privacy axis over the 10 % most-leaked identities (``exposure.top``), held in
+    ``e.stats`` under ``<key>_top10`` (not a metric: no column of its own in ``e.metrics``)."""
+    if key is None or key not in e.metrics or e.stats[key].mean is None:
+        return
+    iv = exposure.top(e.rows, key, column_of(key, columns).better)
+    top = exposure.key_of(key)
+    e.stats[top] = Stat(iv.estimate, None, iv.lo, iv.hi, len(iv.seeds), iv.note or None, iv.has_interval)
+    e.top.append(top)
 
 
 def aggregate(rows: Iterable[Row], *, columns: list[Column], baseline: str = "none") -> list[Entry]:
@@ -368,6 +394,9 @@ def aggregate(rows: Iterable[Row], *, columns: list[Column], baseline: str = "no
     with the baseline of its setting (module docstring)."""
     ok = [_clean(as_row(r)) for r in rows if r.get("status") == "ok"]
     ok, stale = split_stale(ok)
+    # issue 29: the rows of ``run --convergence`` only check the entries they double; no entry of their own
+    doubled = [r for r in ok if (r.config or {}).get(CONVERGENCE)]
+    ok = [r for r in ok if not (r.config or {}).get(CONVERGENCE)]
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for r in ok:
         groups[(*(r[k] for k in LABELS), *(r.get(k) for k in SEPARATE), _config(r))].append(r)
@@ -382,6 +411,10 @@ def aggregate(rows: Iterable[Row], *, columns: list[Column], baseline: str = "no
         by_rank[rank_key(e)].append(e)
     for es in by_rank.values():
         _compare_rank(es, baseline, columns)
+    checks: dict[tuple, list[Row]] = defaultdict(list)
+    for r in doubled:
+        checks[(*(r[k] for k in LABELS), *(r.get(k) for k in SEPARATE), _config(r))].append(r)
+    validity.attach(entries, columns, [_entry(rs, columns) for rs in checks.values()])
     return entries
 
 
@@ -543,12 +576,18 @@ def filter_rows(rows, **wanted: tuple[str, ...]) -> list[Row]:
 
 def sortable(entries: list[Entry], columns: list[Column]) -> set[str]:
     keys = {c.key for c in columns} | {c.key for c in present(entries, columns)}
-    return keys | {"d_" + k for k in keys} | {"defense", "n"}
+    tops = {k for e in entries for k in e.top}  # the worst decile ranks defenses too (issue 29)
+    return keys | tops | {"d_" + k for k in keys} | {"defense", "n"}
 
 
 def default_sort(columns: list[Column]) -> str:
     """The privacy axis the metrics declare (else the defense's name)."""
     return next((c.key for c in columns if c.axis == "privacy"), "defense")
+
+
+def _column_key(key: str) -> str:
+    """The metric a derived key reads (``attack_acc_top10`` -> ``attack_acc``)."""
+    return key.removesuffix(exposure.SUFFIX)
 
 
 def _sort_value(e: Entry, by: str) -> Any:
@@ -567,7 +606,7 @@ def sort_entries(entries: list[Entry], by: str | None = None, *, columns: list[C
     valid = sortable(entries, columns)
     if by not in valid:
         raise ValueError(f"cannot sort by {by!r}; choose one of {', '.join(sorted(valid))}")
-    desc = column_of(by.removeprefix("d_"), columns).better == "higher"
+    desc = column_of(_column_key(by.removeprefix("d_")), columns).better == "higher"
 
     def key(e: Entry) -> tuple:
         v = _sort_value(e, by)
@@ -653,3 +692,100 @@ def _verdict(e: Entry, p: Column, d: Delta, where: str) -> str:
         else ""
     )
     return f"{head} (95% CI {signed(p, d.lo)} to {signed(p, d.hi)}, {n}){flag}: {verdict}."
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 29: attackers compared on the same targets (``leaderboard --attack-baseline``)
+
+
+def target_setting(e: Entry) -> tuple:
+    """What makes entries "the same targets": every label but the attack, the data, version and
+    precision, and the resolved config less the attack (and what follows from it). Entries of two
+    attackers with the same key attacked the same trained targets, seed for seed."""
+    cfg = json.loads(_config(e.rows[e.seeds[0]]))
+    for k in ("attack", CONVERGENCE):
+        cfg.pop(k, None)
+    labels = (e.protocol, e.scenario, e.budget, e.arch, e.defense, e.data_digest, e.reinv_version)
+    return (*map(str, labels), e.precision, _digest(json.dumps(cfg, sort_keys=True, default=str)))
+
+
+def attack_keys(e: Entry, columns: list[Column]) -> list[str]:
+    """The metrics compared across attackers: the privacy axis and each judge's confirmed accuracy."""
+    p = axis([e], "privacy", columns)
+    return [m for m in e.metrics if (p is not None and m == p.key) or judging.confirmed(m)]
+
+
+def compare_attacks(entries: list[Entry], baseline_attack: str, columns: list[Column]) -> None:
+    """Each measured entry's difference from ``baseline_attack`` on the same targets
+    (``target_setting``), paired by seed and attacked class with the bootstrap the defenses use
+    (``stats.paired``): ``attack_baseline``, ``attack_deltas`` (metric -> Delta; the baseline
+    attacker's own entry: 0). An entry whose targets the baseline attacker did not attack gets
+    ``attack_baseline_note``."""
+    from reinv_bench.spec import normalise
+
+    want = normalise(baseline_attack)
+    base = {target_setting(e): e for e in entries if e.reported is None and normalise(e.attack) == want}
+    for e in entries:
+        if e.reported is not None:
+            continue
+        b = base.get(target_setting(e))
+        if b is None:
+            e.attack_baseline_note = f"{baseline_attack} did not attack these targets"
+            continue
+        e.attack_baseline = b.attack
+        for m in attack_keys(e, columns):
+            d = e.attack_deltas[m] = Delta(None)
+            if e.mean(m) is None or b.mean(m) is None:
+                continue
+            if e is b:
+                d.estimate = 0.0
+                continue
+            iv = stats.paired(e.rows, b.rows, m)
+            d.estimate, d.lo, d.hi, d.method, d.note = iv.estimate, iv.lo, iv.hi, iv.method, iv.note or None
+            d.paired, d.mismatch = iv.seeds, iv.seed_mismatch
+
+
+def check_attack_baseline(rows: Iterable[Row], baseline_attack: str) -> None:
+    """A one-line error when no row is of the attacker ``baseline_attack``, listing those present."""
+    from reinv_bench.spec import normalise
+
+    present_ = sorted({r.get("attack") for r in rows if r.get("status") == "ok"})
+    if present_ and normalise(baseline_attack) not in {normalise(a) for a in present_}:
+        raise ValueError(
+            f"--attack-baseline {baseline_attack!r}: no result of that attacker; attackers present: "
+            f"{', '.join(present_)}"
+        )
+
+
+def attack_verdicts(entries: list[Entry], columns: list[Column]) -> list[str]:
+    """One sentence per attacker and metric compared with ``--attack-baseline``, e.g.
+    "adaptive+gmi minus gmi (re, cnn, mnist quick): attack accuracy +12.0 points (95% CI +4.1 to
+    +19.8, 3 seeds x 50 reconstructions): a real difference (the interval excludes 0)."."""
+    lines = []
+    for e in entries:
+        if e.attack_baseline is None or e.attack == e.attack_baseline:
+            continue
+        where = f" ({e.defense}, {e.arch}, {e.scenario} {e.budget})"
+        for m, d in e.attack_deltas.items():
+            if d.estimate is None:
+                continue
+            c = column_of(m, columns)
+            seeds = d.paired if d.paired is not None else e.seeds
+            n = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+            if e.reconstructions:
+                n += f" x {e.reconstructions} reconstructions"
+            name = c.header.replace("%", "").replace(" acc", " accuracy").strip().lower()
+            unit = " points" if c.percent else ""
+            head = f"{e.attack} minus {e.attack_baseline}{where}: {name} {signed(c, d.estimate)}{unit}"
+            if d.lo is None or d.hi is None:
+                lines.append(f"{head} ({n}): no interval ({d.note or 'no interval'}).")
+                continue
+            if d.excludes_zero:
+                verdict = "a real difference (the interval excludes 0)"
+            elif len(seeds) < 3:
+                verdict = "not distinguishable from noise; --seeds 3 narrows it"
+            else:
+                verdict = "not distinguishable from noise; more seeds narrow it"
+            mm = " [seed sets differ: paired on the common seeds]" if d.mismatch else ""
+            lines.append(f"{head} (95% CI {signed(c, d.lo)} to {signed(c, d.hi)}, {n}){mm}: {verdict}.")
+    return lines

@@ -402,6 +402,9 @@ class Attack(Configurable):
     prior_params: ClassVar[tuple[str, ...]] = ()
     prior_uses_target: ClassVar[bool] = False
     accepts_identity: ClassVar[bool] = False  # invert honours ``identity``: a WrapperAttack may wrap it
+    # the parameter counting the attack's iterations, which ``run --convergence`` doubles (None: ``iters``
+    # when the attack has one; an attack with neither is not checked)
+    iterations_param: ClassVar[str | None] = None
 
     def priors(self) -> list[PriorSpec]:
         return [

@@ -172,6 +172,7 @@ def _from_grid(state: State, path: Path) -> tuple:
         pick("precision", "precision"),
         pick("judges", "judges", tuple),
         pick("class_chunk", "class_chunk", str),
+        pick("convergence", "convergence"),
     )
 
 
@@ -312,6 +313,7 @@ _GRID_KEYS = (
     "precision",
     "judges",
     "class_chunk",
+    "convergence",
 )
 
 
@@ -422,6 +424,16 @@ _GRID_KEYS = (
 )
 @click.option(
     "--workers", type=click.IntRange(1), default=None, help="Shorthand for --executor local[workers=N]."
+)
+@click.option(
+    "--convergence",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    metavar="K",
+    help="Opt-in validity check (costs a second inversion of K classes per cell): every attack again at "
+    "twice its iterations on K evenly spaced attacked classes; the leaderboard flags 'not converged' "
+    "when that raises attack accuracy beyond its interval (0: off).",
 )
 @click.option(
     "--class-chunk",
@@ -558,6 +570,7 @@ def _request(state: State, o: dict, budget: str):
         recipes=parse_recipes(o["recipe_texts"]),
         class_chunk=_class_chunk(o["class_chunk"]),
         precision=o["precision"],
+        convergence=o["convergence"],
     )
 
 
@@ -673,6 +686,14 @@ def _cell_filters(f, baseline: bool = False):
     help="Show the published numbers the plugins declare beside the measured ones of the same setting "
     "(paper budget), and the others in a table of their own; each with its source.",
 )
+@click.option(
+    "--attack-baseline",
+    "attack_baseline",
+    default=None,
+    metavar="ATTACK",
+    help="Pair every attacker with this one on the same targets, seeds and classes: a 'Δ attack vs "
+    "ATTACK' column with its 95% interval (paired bootstrap) and one verdict sentence per attacker.",
+)
 @workdir_option
 @click.pass_obj
 def leaderboard(
@@ -688,6 +709,7 @@ def leaderboard(
     reported,
     baseline_name,
     workdir,
+    attack_baseline=None,
 ):
     """Rank defenses by the privacy-utility trade-off (seeds aggregated: mean ± std)."""
     from reinv_bench.aggregate import aggregate, filter_rows, sort_entries
@@ -711,6 +733,7 @@ def leaderboard(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    attack_lines = _attack_baseline(rows, entries, attack_baseline, columns)
     unmatched: list = []
     if reported:
         from reinv_bench.protocol import reported_rows
@@ -731,6 +754,24 @@ def leaderboard(
             Console().print(rich_unmatched(unmatched, columns))
     else:
         click.echo(render(entries, fmt, columns, unmatched))
+    if fmt in ("table", "md"):  # sentences only where they do not break a machine-read format
+        for line in attack_lines:
+            click.echo(line)
+
+
+def _attack_baseline(rows, entries, attack_baseline: str | None, columns) -> list[str]:
+    """``leaderboard --attack-baseline``: every entry paired with that attacker on its targets
+    (``aggregate.compare_attacks``); returns the verdict sentences."""
+    if not attack_baseline:
+        return []
+    from reinv_bench.aggregate import attack_verdicts, check_attack_baseline, compare_attacks
+
+    try:
+        check_attack_baseline(rows, attack_baseline)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    compare_attacks(entries, attack_baseline, columns)
+    return attack_verdicts(entries, columns)
 
 
 @cli.command("export")
@@ -1008,6 +1049,12 @@ def _output_option(f):
     "defense, the target's features of private, defense-transformed private and reconstructed images).",
 )
 @click.option(
+    "--identities",
+    is_flag=True,
+    help="Instead: per comparison group, each defense's per-identity curve (identities sorted from most "
+    "to least leaked, the top 10 % marked).",
+)
+@click.option(
     "--classes", type=click.IntRange(1), default=4, show_default=True, help="--features: the first K classes."
 )
 @click.option(
@@ -1027,6 +1074,7 @@ def plot(
     output,
     x_key,
     y_key,
+    identities,
     features,
     classes,
     seed,
@@ -1034,7 +1082,7 @@ def plot(
 ):
     """Privacy-utility scatter per comparison group: 95% interval error bars, the baseline marked,
     the Pareto front drawn, a defense swept over one parameter drawn as a curve. With --features:
-    the feature-space projection of one group."""
+    the feature-space projection of one group. With --identities: the per-identity curves."""
     from reinv_bench import plots
 
     workdir = _expand_home(workdir)
@@ -1042,6 +1090,12 @@ def plot(
         state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
     )
     try:
+        if identities and features:
+            raise click.UsageError("--identities and --features draw different figures: give one")
+        if identities:
+            plots.identity_curves(entries, output, columns, y_key)
+            click.echo(f"wrote {output}")
+            return
         if not features:
             plots.privacy_utility(entries, output, columns, x_key, y_key)
             click.echo(f"wrote {output}")

@@ -45,6 +45,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "baseline": (bool, "add the none baseline"),
     "deterministic": (bool, "deterministic CUDA kernels"),
     "precision": (str, "fp32|bf16|tf32"),
+    "convergence": (int, "classes of the opt-in convergence check (0: off)"),
 }
 
 
@@ -75,6 +76,10 @@ def load(path: Path) -> dict[str, Any]:
     if "seeds" in data and not 1 <= data["seeds"] <= MAX_SEEDS:
         raise ConfigError(
             f"grid {path}: seeds must be between 1 and {MAX_SEEDS} (seeds per cell), got {data['seeds']}"
+        )
+    if data.get("convergence", 0) < 0:
+        raise ConfigError(
+            f"grid {path}: convergence is a number of classes (0: no check), got {data['convergence']}"
         )
     return data
 

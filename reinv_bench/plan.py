@@ -34,6 +34,7 @@ from reinv_bench.config import PRECISIONS
 from reinv_bench.grid import MAX_SEEDS
 from reinv_bench.registry import Registry
 from reinv_bench.store import Labels
+from reinv_bench.validity import CONVERGENCE
 
 ARTIFACT_VERSION = 2  # 2: data digest and every plugin's version in the keys; verified artifacts
 
@@ -115,6 +116,9 @@ class Request:
     precision: str = (
         "fp32"  # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
     )
+    # issue 29, opt-in (it costs a second inversion of K classes per cell): each cell's attack again at
+    # twice its iterations on K evenly spaced attacked classes (``convergence_cell``); 0: none
+    convergence: int = 0
 
 
 @dataclass
@@ -459,12 +463,19 @@ def _prior_steps(sc: _Scope, attack: tuple, target_key: str, dlabel: str, seed: 
 
 
 def _invert_step(
-    sc: _Scope, attack: tuple, target_key: str, priors: dict[str, str], label: str, seed: int
+    sc: _Scope,
+    attack: tuple,
+    target_key: str,
+    priors: dict[str, str],
+    label: str,
+    seed: int,
+    classes: list[int] | None = None,
 ) -> str:
-    """The inversion of the attacked classes: one step, or one cached step per chunk of classes
-    (they spread over workers and resume chunk by chunk) and a ``merge`` step listing them."""
+    """The inversion of the attacked classes (``classes``: a subsample of them, for the convergence
+    check): one step, or one cached step per chunk of classes (they spread over workers and resume
+    chunk by chunk) and a ``merge`` step listing them."""
     spec = {"attack": attack[1], "target": target_key, "priors": priors, "seed": seed, **sc.prec}
-    classes = sc.scenario.target_classes()
+    classes = sc.scenario.target_classes() if classes is None else classes
     chunk = _chunk(sc.req.class_chunk, attack[2], sc.scenario.image_shape)
     deps = (target_key, *priors.values())
     if attack[2].uses_eval_model():  # it chooses with the evaluation model, over every class at once
@@ -492,16 +503,25 @@ def _cell(
     target: tuple[str, Init, dict],
     attack: tuple,
     seed: int,
+    convergence: dict[str, Any] | None = None,
 ) -> Cell:
     """One results row to be: the attack's priors and inversion of ``target`` (``_target_step``)
-    and its evaluation."""
+    and its evaluation. ``convergence``: the row of a convergence check (``convergence_cell``),
+    which attacks the classes it names and records it in its config and its cell id."""
     arch_label, name, _ = arch
     dlabel, ddesc, _ = defense
     alabel, adesc, inst = attack
     target_key, init, recipe = target
     priors = _prior_steps(sc, attack, target_key, dlabel, seed)
     invert_key = _invert_step(
-        sc, attack, target_key, priors, f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}", seed
+        sc,
+        attack,
+        target_key,
+        priors,
+        f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}"
+        + (" (convergence check)" if convergence else ""),
+        seed,
+        None if convergence is None else convergence["attacked"],
     )
     labels = Labels(
         sc.scenario.name, sc.protocol, arch_label, dlabel, alabel, inst.threat_model, seed, sc.req.budget
@@ -519,6 +539,8 @@ def _cell(
         "recipes": sc.req.recipes,
     }
     ident = {"invert": invert_key, "eval": sc.eval_key, "metrics": sc.metric_versions}
+    if convergence is not None:  # (ordinary cells keep their ids)
+        config[CONVERGENCE] = ident[CONVERGENCE] = convergence
     if sc.judges:  # (a run without judges or further evaluation models keeps its cell ids)
         ident["judges"] = sc.judges
     if sc.extra_evals:
@@ -551,6 +573,8 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
     """The plan of ``req``. ``data_digest(scenario)`` gives the digest of a scenario's data as
     it will be read (default: load it); it enters every step key that reads data."""
     check_precision(req.precision)
+    if req.convergence < 0:
+        raise ConfigError(f"convergence: give a number of classes (0: no check), got {req.convergence}")
     if not 1 <= req.seeds <= MAX_SEEDS:  # from Python too: a typo of a few zeros is an error, not a hang
         raise ConfigError(f"seeds must be between 1 and {MAX_SEEDS} (seeds per cell), got {req.seeds}")
     if data_digest is None:
@@ -609,7 +633,78 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                             _SELF_JUDGED.format(t=steps[target[0]].label, e=steps[sc.eval_key].label)
                         )
                     cells += [_cell(sc, arch, defense, target, attack, seed) for attack in attacks]
+                    if req.convergence:  # issue 29, opt-in: each attack again at twice its iterations
+                        for attack in attacks:
+                            if (doubled := convergence_cell(sc, arch, defense, target, attack, seed)) is None:
+                                notes.append(
+                                    f"--convergence: {attack[0]} declares no iteration count; not checked"
+                                )
+                            else:
+                                cells.append(doubled)
     return Plan(steps, cells, list(dict.fromkeys(notes)))
+
+
+# ---- issue 29: the convergence check ------------------------------------------------------------
+
+
+def iteration_param(attack: Attack) -> tuple[int, str] | None:
+    """(position in the attack's chain, wrapper first; parameter) of the attack's iteration count:
+    the first attack of the chain that declares ``iterations_param``, or has an ``iters``
+    parameter (a wrapper's own, like lomma's, replaces its base's); None when none does."""
+    chain = [attack]
+    while getattr(chain[-1], "base", None) is not None:
+        chain.append(chain[-1].base)
+    for i, a in enumerate(chain):
+        name = getattr(a, "iterations_param", None) or ("iters" if "iters" in a.params else None)
+        if name:
+            return i, name
+    return None
+
+
+def subsample(classes: list[int], k: int) -> list[int]:
+    """``k`` evenly spaced classes of ``classes`` (all of them when there are at most ``k``)."""
+    n = len(classes)
+    return list(classes) if k >= n else [classes[(i * n) // k] for i in range(k)]
+
+
+def convergence_cell(
+    sc: _Scope, arch: tuple, defense: tuple, target: tuple, attack: tuple, seed: int
+) -> Cell | None:
+    """The convergence check of one cell (``run --convergence K``; Carlini et al. 2019: "doubling
+    the iterations does not increase success"): the same attack with its iteration count doubled
+    (``iteration_param``; a tuple of phases: each doubled), on ``K`` evenly spaced attacked
+    classes, stored as a row of its own whose config holds ``convergence`` ({"of": the attack's
+    label, "param", "from", "to", "classes", "attacked"}). The leaderboard pairs it with the
+    standard cell (``reinv_bench.validity``); it never becomes an entry of its own. None: the
+    attack declares no iteration count."""
+    alabel, _, inst = attack
+    found = iteration_param(inst)
+    if found is None:
+        return None
+    i, param = found
+    chain = [inst]
+    while getattr(chain[-1], "base", None) is not None:
+        chain.append(chain[-1].base)
+    value = chain[i].config[param]
+    doubled = tuple(2 * v for v in value) if isinstance(value, tuple) else 2 * value
+    comps = specs.parse(alabel)
+    comps[i] = specs.Component(comps[i].name, {**comps[i].params, param: _show_value(doubled)})
+    twice = resolve_attack(sc.registry, "+".join(map(str, comps)), sc.req.budget, frozenset({param}))
+    attacked = subsample(sc.scenario.target_classes(), sc.req.convergence)
+    conv = {
+        "of": alabel,
+        "param": param,
+        "from": _show_value(value),
+        "to": _show_value(doubled),
+        "classes": len(attacked),
+        "attacked": attacked,
+    }
+    return _cell(sc, arch, defense, target, twice, seed, conv)
+
+
+def _show_value(v: Any) -> str:
+    """A parameter value as a spec writes it (a tuple of phases ``/``-separated)."""
+    return "/".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
 _SELF_JUDGED = (

@@ -25,6 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from reinv_bench import stats
 from reinv_bench.aggregate import Entry, axis, column_of, comparison_key, present
 from reinv_bench.api import Column, Inversion
@@ -151,6 +153,63 @@ def privacy_utility(
     for i, es in enumerate(gs):
         ax = axes[i // ncols][i % ncols]
         _panel(ax, es, xc, yc, cmap)
+    for j in range(n, nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    fig.tight_layout()
+    if path is not None:
+        check_output(Path(path))
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
+    return fig
+
+
+def identity_curves(
+    entries: list[Entry],
+    path: Path | None = None,
+    columns: list[Column] | None = None,
+    y: str | None = None,
+    dpi: int = DPI,
+):
+    """Issue 29: the per-identity curve of every group (one panel each): per defense, each attacked
+    identity's value of the privacy axis (or ``y``), sorted from most to least leaked and averaged
+    rank by rank over the seeds (``exposure.curve``); x is the identity's rank as a fraction of
+    the identities, the 10 % most-leaked left of the dotted line, the defense's top-decile number
+    in its legend entry. Save it to ``path`` when given. Returns the figure."""
+    from reinv_bench import exposure
+
+    plt = _pyplot()
+    columns = columns or []
+    gs = groups(entries)
+    if not gs:
+        raise PlotError("no measured entries to plot")
+    yc = column_of(y, columns) if y else axis(entries, "privacy", columns)
+    if yc is None:
+        raise PlotError("no privacy axis among the columns; choose one with --y")
+    curves = [[(e, exposure.curve(e.rows, yc.key, yc.better)) for e in es] for es in gs]
+    if not any(c is not None for g in curves for _, c in g):
+        raise PlotError(
+            f"no entry has per-reconstruction outcomes of {yc.key!r}: rerun the cells to store them"
+        )
+    n = len(gs)
+    ncols = min(n, 2)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 4.8 * nrows), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    s = _scale(yc)
+    for i, (es, g) in enumerate(zip(gs, curves)):
+        ax = axes[i // ncols][i % ncols]
+        for k, (e, values) in enumerate(g):
+            if values is None:
+                continue
+            ranks = (np.arange(len(values)) + 0.5) / len(values)
+            top = e.stats.get(exposure.key_of(yc.key))
+            tag = "" if top is None or top.mean is None else f" (top-10%: {top.mean * s:.3g})"
+            ax.step(ranks, values * s, where="mid", color=cmap(k % 10), label=text(e.defense + tag))
+        ax.axvline(exposure.FRACTION, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(text(group_title(es[0])))
+        ax.set_xlabel("identity rank, most leaked first (fraction of the attacked identities)")
+        ax.set_ylabel(text(yc.header))
+        ax.legend(fontsize=8)
     for j in range(n, nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
     fig.tight_layout()

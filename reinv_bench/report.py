@@ -164,7 +164,14 @@ def _section(i: int, es: list, columns: list[Column], artifacts, loader, classes
     part = [
         f'<h2 id="g{i}">{_e(name)}</h2>',
         _table(headers, table_rows, ["pareto" if e.pareto else "" for e in es], left=5),
-        _p([*tables.gaps(es, columns), *tables.stats_notes(es, columns), *tables.protocol_lines(es)]),
+        _p(
+            [
+                *tables.gaps(es, columns),
+                *tables.stats_notes(es, columns),
+                *tables.issue29_notes(es),  # top decile, attack baseline, validity flags
+                *tables.protocol_lines(es),
+            ]
+        ),
     ]
     for line in verdicts(es, columns):
         sig = " sig" if "a real difference" in line else ""

@@ -49,6 +49,7 @@ from reinv_bench.plan import Cell, Step, data_spec
 from reinv_bench.precision import set_tf32, step_precision
 from reinv_bench.registry import Registry
 from reinv_bench.train import accuracy, compose, train_classifier
+from reinv_bench.validity import VALIDITY
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Evaluation:
     device it ran on (as the worker sees it: its GPU, its CPU threads)."""
 
     metrics: dict[str, float | None]
-    notes: dict[str, str]
+    notes: dict[str, Any]  # metric key -> why it is None (str); "validity": the target checks (dict)
     outcomes: Outcomes | None
     seconds: float = 0.0
     device: str | None = None
@@ -430,6 +431,7 @@ class Worker:
             for k, v in result.items():
                 _record(ev, k, v)
         self._judge(cell, ctx, ev)
+        ev.notes[VALIDITY] = self._validity(cell, ctx)
         # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row
         ev.metrics.update(((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats", {}))
         return ev
@@ -465,6 +467,29 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - stored as null with the reason
                 verdicts = Verdicts([None] * len(ev.outcomes), f"judge failed: {type(exc).__name__}: {exc}")
             record(ev.metrics, ev.notes, ev.outcomes, desc["label"], verdicts)
+
+    def _validity(self, cell: Cell, ctx: EvalContext) -> dict[str, Any]:
+        """The target's validity checks (``reinv_bench.validity.target_checks``), computed once per
+        target and cached as an artifact of their own (no step key or cell id changes); a failure
+        is recorded as such, never as a pass."""
+        from reinv_bench import validity
+
+        classes = sorted(set(ctx.inversion.labels.tolist()))
+        key = {"target": cell.target_key, "classes": classes, "version": validity.CHECKS_VERSION}
+        try:
+            return self._cache(
+                "validity",
+                key,
+                lambda: validity.target_checks(
+                    self.load_model(cell.target_key),
+                    ctx.data.public.x,
+                    classes,
+                    self.device,
+                    cell.labels["seed"],
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - stored as a failed check with the reason
+            return {"version": validity.CHECKS_VERSION, "error": f"{type(exc).__name__}: {exc}"}
 
     def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:
         """Metric-side cache in the artifact store (e.g. FID statistics of the private images)."""

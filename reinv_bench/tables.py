@@ -104,6 +104,37 @@ def entry_json(e: Entry) -> dict[str, Any]:
         out["metric_versions_mixed"] = e.mixed_versions
     if e.stale:
         out["stale_rows"] = e.stale
+    out.update(issue29_json(e))
+    return out
+
+
+def issue29_json(e: Entry) -> dict[str, Any]:
+    """Issue 29's keys of an entry, where they say something: the top-decile stats
+    (``attack_acc_top10``, ``_lo``, ``_hi``, ``_note``), the difference from ``--attack-baseline``
+    (``attack_baseline``, ``da_<key>``, ``_lo``, ``_hi``, ``_method``, ``_note``), the validity
+    numbers (``validity``) and flags (``validity_flags``)."""
+    out: dict[str, Any] = {}
+    for k in e.top:
+        st = e.stats[k]
+        out[k] = st.mean
+        if st.note is not None:
+            out[k + "_note"] = st.note
+        else:
+            out[k + "_lo"], out[k + "_hi"] = st.lo, st.hi
+    if e.attack_baseline is not None:
+        out["attack_baseline"] = e.attack_baseline
+        for m, d in e.attack_deltas.items():
+            out["da_" + m], out["da_" + m + "_lo"], out["da_" + m + "_hi"] = d.estimate, d.lo, d.hi
+            if d.method is not None:
+                out["da_" + m + "_method"] = d.method
+            if d.note:
+                out["da_" + m + "_note"] = d.note
+    elif e.attack_baseline_note:
+        out["attack_baseline_note"] = e.attack_baseline_note
+    if e.validity:
+        out["validity"] = e.validity
+    if e.flags:
+        out["validity_flags"] = list(e.flags)
     return out
 
 
@@ -192,9 +223,15 @@ def _scenario_cell(e: Entry) -> str:
 
 def display_rows(entries: list[Entry], columns: list[Column]) -> tuple[list[str], list[list[str]]]:
     cols = present(entries, columns)
+    tops = {k for e in entries for k in e.top}
+    attack_base = sorted({e.attack_baseline for e in entries if e.attack_baseline})
     headers = ["Scenario", "Arch", "Attack", "Threat", "Defense", "n"]
     for c in cols:
         headers += [c.header, *([delta_header(c)] if c.axis else [])]
+        if top_key(c) in tops:
+            headers.append(top_header(c))
+        if attack_base and c.axis == "privacy":
+            headers.append(attack_delta_header(c, attack_base))
     headers.append("Pareto")
     out = []
     for e in entries:
@@ -204,9 +241,57 @@ def display_rows(entries: list[Entry], columns: list[Column]) -> tuple[list[str]
         row = [_scenario_cell(e), e.arch, e.attack, e.threat_model, defense, n_label(e)]
         for c in cols:
             row += [value_cell(e, c.key, columns), *([delta_cell(e, c.key, columns)] if c.axis else [])]
+            if top_key(c) in tops:
+                row.append(top_cell(e, c))
+            if attack_base and c.axis == "privacy":
+                row.append(attack_delta_cell(e, c))
         row.append(pareto_mark(e))
         out.append(row)
     return headers, out
+
+
+# issue 29: the worst decile of identities and the difference from --attack-baseline, as cells
+
+
+def top_key(c: Column) -> str:
+    from reinv_bench.exposure import key_of
+
+    return key_of(c.key)
+
+
+def top_header(c: Column) -> str:
+    """``Top-10% attack acc %``: the column's header over the most-leaked decile."""
+    return f"Top-10% {c.header}"
+
+
+def top_cell(e: Entry, c: Column) -> str:
+    """``100.0 [80.0, 100.0]``: the 10 % most-leaked identities' mean with its 95% interval."""
+    st = e.stats.get(top_key(c))
+    if st is None or st.mean is None or e.reported is not None:
+        return "" if e.reported is not None else "n/a"
+    s = number(c, st.mean)
+    if st.lo is not None and st.hi is not None:
+        s += f" [{number(c, st.lo)}, {number(c, st.hi)}]"
+    return s
+
+
+def attack_delta_header(c: Column, bases: list[str]) -> str:
+    """``Δ attack vs gmi``: the column of ``leaderboard --attack-baseline gmi``."""
+    return f"{delta_header(c)} vs {'/'.join(bases)}"
+
+
+def attack_delta_cell(e: Entry, c: Column) -> str:
+    """``+12.0 [+4.1, +19.8] *``: this attacker minus ``--attack-baseline`` on the same targets."""
+    d = e.attack_deltas.get(c.key)
+    if d is None or d.estimate is None:
+        return ""
+    if e.attack == e.attack_baseline:
+        return "baseline"
+    if d.lo is None or d.hi is None:
+        return signed(c, d.estimate)
+    return f"{signed(c, d.estimate)} [{signed(c, d.lo)}, {signed(c, d.hi)}]" + (
+        " *" if d.excludes_zero else ""
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +368,30 @@ def stats_notes(entries: list[Entry], columns: list[Column]) -> list[str]:
     return lines
 
 
+def issue29_notes(entries: list[Entry]) -> list[str]:
+    """Under the table: how to read the top-decile and attack-baseline columns, and every
+    validity flag (``reinv_bench.validity``)."""
+    from reinv_bench.validity import notes as validity_notes
+
+    measured = [e for e in entries if e.reported is None]
+    lines = []
+    if any(e.top for e in measured):
+        lines.append(
+            "Top-10%: the mean over the 10 % most-leaked identities (at least one) with its 95% CI "
+            "(bootstrap over seeds and identities; reinv_bench.exposure)."
+        )
+    bases = sorted({e.attack_baseline for e in measured if e.attack_baseline})
+    if bases:
+        lines.append(
+            f"Δ vs {'/'.join(bases)}: each attacker minus {'/'.join(bases)} on the same targets, seeds and "
+            "attacked classes, with its 95% CI (paired bootstrap); * = the interval excludes 0."
+        )
+        lines += sorted(
+            {f"{_where(e)}: {e.attack_baseline_note}." for e in measured if e.attack_baseline_note}
+        )
+    return lines + validity_notes(measured)
+
+
 def protocol_lines(entries: list[Entry]) -> list[str]:
     """One line per (protocol, scenario) of the entries: where its protocol card is."""
     seen = dict.fromkeys((e.protocol or "-", e.scenario) for e in entries if e.scenario)
@@ -294,6 +403,7 @@ def notes(entries: list[Entry], columns: list[Column]) -> list[str]:
     return [
         *gaps(entries, columns),
         *stats_notes(entries, columns),
+        *issue29_notes(entries),
         *remarks([r for e in entries for r in e.rows.values()]),
         *reported_notes(entries),
         *protocol_lines(entries),
@@ -339,7 +449,8 @@ def to_csv(entries: list[Entry], columns: list[Column], unmatched: list[dict[str
         if c.better or c.axis:
             fields += ["d_" + m, "d_" + m + "_lo", "d_" + m + "_hi"]
     fields += ["baseline", "pareto", "separable"]
-    dicts = [_finite(e.to_json()) for e in entries]
+    fields += _issue29_fields(entries)
+    dicts = [{**d, **_flat_flags(d)} for d in (_finite(e.to_json()) for e in entries)]
     if unmatched or any(e.reported is not None for e in entries):
         fields += ["reported", "source", "setting"]
         fields += sorted({m for r in unmatched for m in r["metrics"]} - set(fields))
@@ -352,6 +463,24 @@ def to_csv(entries: list[Entry], columns: list[Column], unmatched: list[dict[str
     return buf.getvalue()
 
 
+def _issue29_fields(entries: list[Entry]) -> list[str]:
+    """CSV columns of issue 29's keys, only where some entry has them."""
+    out: list[str] = []
+    for k in dict.fromkeys(k for e in entries for k in e.top):
+        out += [k, k + "_lo", k + "_hi"]
+    if any(e.attack_baseline for e in entries):
+        out.append("attack_baseline")
+        for m in dict.fromkeys(m for e in entries for m in e.attack_deltas):
+            out += ["da_" + m, "da_" + m + "_lo", "da_" + m + "_hi"]
+    if any(e.flags for e in entries):
+        out.append("validity_flags")
+    return out
+
+
+def _flat_flags(d: dict[str, Any]) -> dict[str, Any]:
+    return {"validity_flags": " | ".join(d["validity_flags"])} if d.get("validity_flags") else {}
+
+
 def to_md(entries: list[Entry], columns: list[Column], unmatched: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
@@ -362,6 +491,7 @@ def to_md(entries: list[Entry], columns: list[Column], unmatched: list[dict[str,
             tabulate(rows, headers, tablefmt="github"),
             *gaps(entries, columns),
             *stats_notes(entries, columns),
+            *issue29_notes(entries),
             *remarks([r for e in entries for r in e.rows.values()]),
             *reported_notes(entries),
             "\n".join(protocol_lines(entries)),
@@ -417,6 +547,7 @@ def to_latex(entries: list[Entry], columns: list[Column], unmatched: list[dict[s
                 latex(line) + r"\par"
                 for line in [
                     *stats_notes(entries, columns),
+                    *issue29_notes(entries),
                     *remarks([r for e in entries for r in e.rows.values()]),
                     *protocol_lines(entries),
                 ]

@@ -160,6 +160,7 @@ def layer_search(
 
 class IFGMI(StyleGANAttack):
     name = "ifgmi"
+    iterations_param = "steps"  # run --convergence doubles it (issue 29)
     threat_model = "white-box"
     prior_kind = "stylegan2"  # PPA's prior: one cached generator for both
     prior_params = ("weights",)

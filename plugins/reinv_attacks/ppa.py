@@ -211,6 +211,7 @@ def final_selection(
 
 class PPA(StyleGANAttack):
     name = "ppa"
+    iterations_param = "epochs"  # run --convergence doubles it (issue 29)
     threat_model = "white-box"
     prior_kind = "stylegan2"
     prior_params = ("weights",)

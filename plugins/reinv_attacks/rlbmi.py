@@ -280,6 +280,7 @@ def rlb_attack(
 
 class RLBMI(GMIPrior):
     name = "rlbmi"
+    iterations_param = "episodes"  # run --convergence doubles it (issue 29)
     threat_model = "black-box"
     params = {
         **GAN_PARAMS,
