@@ -144,7 +144,21 @@ def check_row(data: Any, schema: int, where: str) -> Row:
     for k, sha in _row_digests(row).items():
         if not (_KEY.fullmatch(str(k)) and re.fullmatch(r"[0-9a-f]{64}", str(sha))):
             raise BundleError(f"{where} (cell {cell}): artifact digest {str(k)[:30]!r} is malformed")
+    for k in _named_keys(row):  # they become paths in the artifact cache (show, export, pack)
+        if not (isinstance(k, str) and _KEY.fullmatch(k)):
+            raise BundleError(
+                f"{where} (cell {cell}): artifact key {str(k)[:30]!r} is not a hexadecimal digest"
+            )
     return row
+
+
+def _named_keys(row: Row) -> list[Any]:
+    """The artifact keys a row names (its evaluation model, target, priors, inversion)."""
+    named = row.artifacts or {}
+    priors = named.get("priors") or []
+    return [named.get(k) for k in ("eval", "target", "invert") if named.get(k) is not None] + (
+        list(priors) if isinstance(priors, list) else [priors]
+    )
 
 
 def _row_digests(row: Row) -> dict[str, str]:
@@ -175,7 +189,7 @@ def read_workdir(workdir: Path) -> list[Row]:
             if isinstance(d.get(c), str):
                 try:
                     d[c] = json.loads(d[c])
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise BundleError(f"{db} row {i + 1}: column {c} is not JSON") from None
         rows.append(check_row(d, schema, f"{db} row {i + 1}"))
     return rows
@@ -567,7 +581,7 @@ def _json(texts: dict[str, bytes], name: str, path: Path) -> Any:
         raise BundleError(f"{path}: {name} is missing; not a whole reinv-bench bundle")
     try:
         return json.loads(texts[name])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BundleError(f"{path}: {name} is not valid JSON ({exc}); refused") from None
 
 
@@ -763,7 +777,7 @@ def zoo_add(path: Path, workdir: Path) -> tuple[Bundle, list[ZooModel]]:
             label = str(entry.get("label") or f"{kind} {key}")
             if key in todo:
                 zoo = {"bundle": Path(path).name, "manifest": bundle.digest, "label": label, "added": _now()}
-                meta = {**(rec.get("meta") or {}), "zoo": zoo}
+                meta = {**_clean_meta(rec.get("meta")), "zoo": zoo}
                 artifacts.install(key, bundle.staged[key], rec["sha256"], rec.get("deps") or {}, meta)
             models.append(
                 ZooModel(key, kind, label, Path(path).name, "installed" if key in todo else "already here")
@@ -773,6 +787,26 @@ def zoo_add(path: Path, workdir: Path) -> tuple[Bundle, list[ZooModel]]:
         raise BundleError(str(exc)) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _clean_meta(meta: Any) -> dict[str, Any]:
+    """A bundle's record meta as the cache keeps it: the known fields of a trained model's record,
+    of their types (what a step writes: kind, scenario, device, seconds, test accuracy, a defense's
+    stats, the training history), nothing else."""
+    meta = meta if isinstance(meta, dict) else {}
+    out: dict[str, Any] = {}
+    for k in ("kind", "scenario", "device", "init"):
+        if isinstance(meta.get(k), str):
+            out[k] = meta[k][:500]
+    for k in ("seconds", "test_acc", "peak_gib"):
+        if meta.get(k) is not None and _finite_number(meta[k]):
+            out[k] = float(meta[k])
+    stats = meta.get("stats")
+    if isinstance(stats, dict) and all(isinstance(k, str) and _finite_number(v) for k, v in stats.items()):
+        out["stats"] = {k[:100]: v for k, v in stats.items() if v is not None}
+    if isinstance(meta.get("history"), list):
+        out["history"] = meta["history"]
+    return out
 
 
 def zoo_list(workdir: Path) -> list[ZooModel]:

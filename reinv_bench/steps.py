@@ -456,8 +456,11 @@ class Worker:
             for k, v in result.items():
                 _record(ev, k, v)
         self._judge(cell, ctx, ev)
-        # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row
-        ev.metrics.update(((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats", {}))
+        # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row;
+        # never in place of a computed metric (a target from a bundle's zoo is another lab's record)
+        stats = ((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats") or {}
+        for k, v in stats.items():
+            ev.metrics.setdefault(k, v)
         return ev
 
     def _judge(self, cell: Cell, ctx: EvalContext, ev: Evaluation) -> None:
