@@ -226,8 +226,9 @@ class Packed:
     notes: list[str] = field(default_factory=list)
 
 
-def _artifact_index(rows: list[Row]) -> dict[str, dict[str, Any]]:
-    """key -> {"sha256", "kind", "label"} of every artifact the rows were computed against."""
+def _artifact_index(rows: list[Row], artifacts: Artifacts) -> dict[str, dict[str, Any]]:
+    """key -> {"sha256", "kind", "label"} of every artifact the rows were computed against: the
+    SHA-256 the row stored, else (rows of before schema 3) the record's here, else null."""
     index: dict[str, dict[str, Any]] = {}
     for r in rows:
         named = r.artifacts or {}
@@ -237,7 +238,8 @@ def _artifact_index(rows: list[Row]) -> dict[str, dict[str, Any]]:
             named.get("target"): f"{r.scenario} target {r.arch} / {r.defense} / {r.budget} / seed {r.seed}",
             named.get("eval"): f"{r.scenario} evaluation model ({r.protocol or '-'}) / {r.budget}",
         }
-        for key, sha in _row_digests(r).items():
+        for key, sha in {**dict.fromkeys(_named_keys(r)), **_row_digests(r)}.items():
+            sha = sha or (artifacts.record(key) or {}).get("sha256")
             entry = index.setdefault(key, {"sha256": sha, "kind": kinds.get(key, "evaluator")})
             if key in labels:
                 entry["label"] = labels[key]
@@ -265,7 +267,7 @@ def _models(rows: list[Row], artifacts: Artifacts, index: dict[str, dict[str, An
                 f"--with-models: {what} is not (intact) in this workdir's artifact cache; pack from the "
                 "workdir that trained it, or narrow the filters (nothing written)"
             )
-        if index.get(key, {}).get("sha256", sha) != sha:
+        if index.get(key, {}).get("sha256") not in (None, sha):
             raise BundleError(
                 f"--with-models: {key} was rebuilt since the rows were computed against it (other bytes); "
                 "rerun those cells or pack without --with-models (nothing written)"
@@ -323,7 +325,7 @@ def pack(
         notes.append(f"{len(stale)} stale row(s) left out (an artifact they read was rebuilt since)")
     if not rows:
         raise BundleError("no successful results match the filters; nothing written")
-    index = _artifact_index(rows)
+    index = _artifact_index(rows, artifacts)
     files: dict[str, bytes | Path] = {
         "rows.json": json.dumps([dict(r) for r in rows], default=str).encode(),
     }
@@ -336,8 +338,8 @@ def pack(
     for key, rec in models.items():
         files[f"artifacts/{key[:2]}/{key}.pt"] = artifacts.path(key)
         files[f"artifacts/{key[:2]}/{key}.json"] = json.dumps(rec, default=str).encode()
-        entry = index.setdefault(key, {"sha256": rec["sha256"], "kind": (rec.get("meta") or {}).get("kind")})
-        entry["included"] = True
+        entry = index.setdefault(key, {"kind": (rec.get("meta") or {}).get("kind")})
+        entry.update(sha256=rec["sha256"], included=True)  # (_models checked it is the rows' SHA-256)
     if samples:
         files |= _samples(rows, artifacts, samples, notes)
     env = {k: v for k, v in environment("").items() if k not in ("executor", "deterministic")}
@@ -654,6 +656,9 @@ def merge(sources: Iterable[Path], workdir: Path) -> MergeReport:
     folder = workdir / "merges"
     report = MergeReport()
     store = Store(workdir / "results.db")
+    if store.read_only:
+        store.close()
+        raise BundleError(f"{workdir / 'results.db'} is read-only; merge into a writable --workdir")
     try:
         with StepLock(folder / "merge.lock"):
             _merge_rows(read_in, store, folder, report)

@@ -325,6 +325,12 @@ def test_a_checkpoint_whose_pickle_asks_for_code_or_a_tampered_one_is_refused(re
     )
     from reinv_bench.artifacts import Artifacts
 
+    # a record's meta is another lab's text: only the known fields of their types are kept
+    record = {**json.loads(files[rec_name]), "meta": {"kind": "target", "stats": {"attack_acc": "0"}, "x": 1}}
+    forged = _write(tmp_path / "meta.tar.gz", {**files, rec_name: json.dumps(record).encode()})
+    _cli(registry, "zoo", "add", forged, "--workdir", tmp_path / "d")
+    assert set(Artifacts(tmp_path / "d").record(target)["meta"]) == {"kind", "zoo"}
+
     Artifacts(tmp_path / "c").save(target, {"state_dict": {}})  # the same key, other bytes (trained here)
     _refused(_cli(registry, "zoo", "add", bundle, "--workdir", tmp_path / "c", ok=False), "with other bytes")
     assert len(list((tmp_path / "c").glob("artifacts/*/*.pt"))) == 1
