@@ -187,6 +187,10 @@ def read_workdir(workdir: Path) -> list[Row]:
     for i, d in enumerate(stored):
         for c in JSON_COLUMNS:
             if isinstance(d.get(c), str):
+                if len(d[c]) > MAX_JSON:
+                    raise BundleError(
+                        f"{db} row {i + 1}: column {c} is larger than {MAX_JSON} bytes; refused"
+                    )
                 try:
                     d[c] = json.loads(d[c])
                 except (ValueError, RecursionError):

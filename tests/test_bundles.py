@@ -116,7 +116,8 @@ def test_two_halves_packed_and_merged_give_the_whole_grids_leaderboard(registry,
         registry, "merge", tmp_path / "a.tar.gz", tmp_path / "b.tar.gz", "--workdir", tmp_path / "m"
     )
     assert "merged 4 row(s) from 2 source(s): 3 added, 1 reproduced, 0 conflict(s)" in merged.output
-    assert _leaderboard(registry, tmp_path / "m") == _leaderboard(registry, tmp_path / "whole")
+    whole = _leaderboard(registry, tmp_path / "whole")
+    assert len(whole) == 3 and _leaderboard(registry, tmp_path / "m") == whole
     rows = {r.defense: r for r in Store(tmp_path / "m" / "results.db").rows()}
     assert rows["none"].environment["executor"] == "inline"
     assert rows["re[scale=0.1-0.8]"].environment["executor"] == "local[workers=1,threads=1]"
