@@ -363,6 +363,20 @@ class Artifacts:
         self._verified[key] = (st.st_size, st.st_mtime_ns, sha)
         return rec
 
+    def install(
+        self, key: str, src: Path, sha256: str, deps: dict[str, str], meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Move the payload file ``src`` (on this cache's disk; its bytes hash to ``sha256`` and
+        hold ``key``, as ``reinv_bench.bundles`` checked) into the cache under ``key`` with its
+        record, written last as ``save`` does. Returns the record."""
+        if file_sha256(src) != sha256:
+            raise ArtifactError(f"{src} does not match the SHA-256 given for artifact {key}; not installed")
+        self._record_path(key).unlink(missing_ok=True)
+        write_atomic(self.path(key), lambda tmp: os.replace(src, tmp))
+        rec = {"key": key, "sha256": sha256, "deps": dict(deps), "meta": dict(meta)}
+        write_atomic(self._record_path(key), _write_bytes(json.dumps(rec, default=str).encode()))
+        return rec
+
     def _reject(self, key: str, why: str) -> ArtifactError:
         path = self.path(key)
         bad = path.with_suffix(".corrupt")

@@ -12,6 +12,7 @@ import click
 
 from reinv_bench import __version__
 from reinv_bench.artifacts import ArtifactError
+from reinv_bench.bundles import BundleError
 from reinv_bench.config import BUDGETS, PRECISIONS, ConfigError
 from reinv_bench.grid import MAX_SEEDS
 from reinv_bench.plugins import PluginError, call_each
@@ -27,6 +28,7 @@ USER_ERRORS = (
     PluginError,
     StoreError,
     ArtifactError,
+    BundleError,
     FileNotFoundError,
 )
 INTERRUPTED = "interrupted: finished steps and results are kept; rerun the same command to resume."
@@ -193,7 +195,8 @@ def _preview(p: dict, cells: int) -> str:
         est = "unknown" if k["seconds"] is None else f"{k['seconds'] / 60:.1f} min"
         total = None if total is None or k["seconds"] is None else total + k["seconds"]
         known = k["run"] and k["seconds"] is not None
-        rows.append([kind, k["run"], k["cached"], est if k["run"] else "", k["source"] if known else ""])
+        reused = f"{k['cached']} ({k['zoo']} from zoo)" if k.get("zoo") else k["cached"]
+        rows.append([kind, k["run"], reused, est if k["run"] else "", k["source"] if known else ""])
         sources |= set(k["source"].split("; ")) - {""} if known else set()
     device = p.get("device") or "-"
     how = []
@@ -613,7 +616,9 @@ def _show_run(state: State, result, baseline_name: str, console) -> None:
             click.echo(line)
     click.echo(
         f"ran {len(summary.ran)} step(s) and evaluated {len(summary.rows)} cell(s), reused "
-        f"{len(summary.cached)} cached step(s), {summary.skipped_cells} cell(s) already stored; "
+        f"{len(summary.cached)} cached step(s)"
+        + (f" ({len(summary.zoo)} from zoo: trained elsewhere, not here)" if summary.zoo else "")
+        + f", {summary.skipped_cells} cell(s) already stored; "
         f"results in {result.workdir / 'results.db'}",
         err=True,
     )
@@ -812,6 +817,135 @@ def export_cmd(state: State, out: Path, private_per_class, workdir, **filters):
         f"wrote {len(manifest['cells'])} cell(s) and "
         f"{sum(manifest['private_images'].values())} private image(s) to {out} (manifest.json)"
     )
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The bundle to write (.tar.gz).",
+)
+@_cell_filters
+@click.option(
+    "--with-models",
+    is_flag=True,
+    help="Add the target and evaluation-model checkpoints (and what they were trained from), for `zoo add`.",
+)
+@click.option(
+    "--with-samples",
+    "samples",
+    type=click.IntRange(0),
+    default=0,
+    metavar="N",
+    help="Add the first N reconstructions of each cell as PNG images.",
+)
+@workdir_option
+@click.pass_obj
+def pack(state: State, output: Path, with_models: bool, samples: int, workdir: Path, **filters):
+    """Write the stored successful cells (filtered as the leaderboard's) as one bundle: rows with
+    their per-reconstruction outcomes and judges' answers, the protocol cards of their scenarios,
+    the environment that computed them and a manifest of every file's and artifact's SHA-256;
+    optionally the models (--with-models) and reconstructions (--with-samples N)."""
+    from reinv_bench.aggregate import filter_rows
+    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.bundles import pack as pack_rows
+    from reinv_bench.protocol import card
+    from reinv_bench.store import Store
+
+    db = results_db(workdir)
+    wanted = {k.removesuffix("s"): v for k, v in filters.items()}
+    rows = filter_rows(Store(db).rows(status="ok"), **wanted)
+    names = set(state.registry.names("scenario"))
+    cards = {s: card(state.registry, s, load_data=False) for s in {r.scenario for r in rows} if s in names}
+    packed = pack_rows(
+        rows, Artifacts(db.parent), output, cards, with_models=with_models, samples=samples, filters=wanted
+    )
+    for note in packed.notes:
+        warn(note)
+    click.echo(
+        f"wrote {output}: {packed.rows} row(s), {len(packed.models)} checkpoint(s), {packed.samples} "
+        f"sample image(s); manifest sha256 {packed.digest}"
+    )
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def verify(state: State, bundle: Path):
+    """Check BUNDLE against its manifest: every file's SHA-256 and size, every row's columns and
+    artifact digests, every checkpoint's record and bytes (loaded without running code). Exit 1
+    with one line on the first problem."""
+    from reinv_bench.bundles import read
+
+    b = read(bundle)
+    click.echo(
+        f"{bundle}: OK, {len(b.rows)} row(s) of schema {b.meta['schema_version']}, {len(b.records)} "
+        f"checkpoint(s), {b.samples} sample image(s), scenarios "
+        f"{', '.join(map(str, b.meta.get('scenarios') or [])) or '-'}; "
+        f"manifest sha256 {b.digest}"
+    )
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@workdir_option
+@click.pass_obj
+def merge(state: State, sources: tuple[Path, ...], workdir: Path):
+    """Bring the rows of bundles and other workdirs (SOURCES) into --workdir: a cell not here is
+    stored; one here with the same numbers counts as reproduced; one with other numbers is a
+    reproducibility conflict, reported and kept apart (merges/conflicts/), never written over.
+    Rows of an older schema migrate; every source is checked before anything is written."""
+    from reinv_bench.bundles import merge as merge_rows
+
+    report = merge_rows(sources, _expand_home(workdir))
+    for conflict in report.conflicts:
+        click.echo(conflict.describe())
+    for note in report.notes:
+        warn(note)
+    click.echo(
+        f"merged {report.rows} row(s) from {len(sources)} source(s): {len(report.added)} added, "
+        f"{len(report.reproduced)} reproduced, {len(report.conflicts)} conflict(s), "
+        f"{report.skipped} failed row(s) skipped"
+    )
+
+
+@cli.group()
+def zoo():
+    """Trained targets that travel: `zoo add BUNDLE` installs a bundle's checkpoints (packed
+    --with-models) so that `run` attacks them without training them; `zoo list` shows them."""
+
+
+@zoo.command("add")
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@workdir_option
+@click.pass_obj
+def zoo_add(state: State, bundle: Path, workdir: Path):
+    """Verify BUNDLE and install its checkpoints into --workdir's artifact cache under their own keys."""
+    from reinv_bench.bundles import zoo_add as add
+
+    _, models = add(bundle, _expand_home(workdir))
+    for m in models:
+        click.echo(f"{m.status:12s} {m.kind:8s} {m.label}  ({m.key})")
+    click.echo(
+        f"{sum(m.status == 'installed' for m in models)} checkpoint(s) installed from {bundle.name}; "
+        "`reinv-bench run` reuses them (its steps say 'from zoo'); `reinv-bench merge` adds the bundle's rows"
+    )
+
+
+@zoo.command("list")
+@workdir_option
+@click.pass_obj
+def zoo_list(state: State, workdir: Path):
+    """The checkpoints installed from bundles in --workdir."""
+    from reinv_bench.bundles import zoo_list as listed
+
+    models = listed(_expand_home(workdir))
+    if not models:
+        click.echo("no zoo models in this workdir (`reinv-bench zoo add BUNDLE`)")
+    for m in models:
+        click.echo(f"{m.kind:8s} {m.label}  ({m.key}, from {m.bundle})")
 
 
 @cli.command()

@@ -44,6 +44,7 @@ from reinv_bench.steps import (
     Worker,
     attach,
     describe_device,
+    environment,
     reusable,
     run_cell,
     run_step,
@@ -78,6 +79,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 class Summary:
     ran: list[Step] = field(default_factory=list)  # steps computed in this run
     cached: list[Step] = field(default_factory=list)
+    zoo: list[Step] = field(default_factory=list)  # of the cached: models installed by `zoo add`, not trained
     rows: list[Row] = field(default_factory=list)  # cells stored in this run
     skipped_cells: int = 0  # already stored as ok (before the run, or by another driver during it)
 
@@ -149,6 +151,8 @@ def preview(
         k = kinds.setdefault(step.kind, {"run": 0, "cached": 0, "seconds": 0.0, "sources": set()})
         if artifacts.exists(key):  # (verified when the run reaches it)
             k["cached"] += 1
+            if from_zoo(artifacts, key):  # "zoo": of the cached, installed by `zoo add` (absent: none)
+                k["zoo"] = k.get("zoo", 0) + 1
             continue
         k["run"] += 1
         spec = data_spec(plan.steps, step)
@@ -161,6 +165,13 @@ def preview(
     for k in kinds.values():
         k["source"] = "; ".join(sorted(k.pop("sources") - {""}))
     return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo), "device": device}
+
+
+def from_zoo(artifacts: Artifacts, key: str) -> dict[str, Any] | None:
+    """Where the artifact ``key`` came from when ``zoo add`` installed it (its record's
+    ``meta["zoo"]``: bundle, manifest digest, label), else None."""
+    zoo = ((artifacts.record(key) or {}).get("meta") or {}).get("zoo")
+    return zoo if isinstance(zoo, dict) else None
 
 
 def _from_table(step: Step, spec: dict, budget: str, device: str | None, data) -> tuple[float | None, str]:
@@ -252,6 +263,8 @@ class Runner:
         # this process's worker (inline steps, data digests, tests), the one run_step/run_cell find here
         self.worker = attach(Worker(self.env, registry))
         self.executor = build_executor(registry, executor) if isinstance(executor, str) else executor
+        name = executor if isinstance(executor, str) else getattr(executor, "name", type(executor).__name__)
+        self.environment = environment(name, deterministic)  # every row's (steps.environment)
         self.reporter = reporter or Reporter()
         self.worker.progress = self.reporter.step_progress
         self.steps: dict[str, Step] = self.worker.steps
@@ -333,6 +346,9 @@ class Runner:
             elif reusable(self.artifacts, step):
                 self._count(walk, key, False)  # built meanwhile by another driver: not reported
                 walk.summary.cached.append(step)
+                if zoo := from_zoo(self.artifacts, key):  # installed by `zoo add`: said once, as such
+                    walk.summary.zoo.append(step)
+                    self.reporter.message(f"from zoo: {step.label} (bundle {zoo.get('bundle', '?')})")
                 walk.settled.add(key)
             else:
                 self._count(walk, key, True)  # present but stale or corrupt: rebuilt, so reported
@@ -476,6 +492,7 @@ class Runner:
                 "torch_version": torch.__version__,
                 "reinv_version": reinv_bench.__version__,
                 "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "environment": self.environment,
                 # where the cell's artifacts are (reinv-bench show reads the reconstructions)
                 "artifacts": {
                     "eval": cell.eval_key,

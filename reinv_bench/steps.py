@@ -72,6 +72,32 @@ def describe_device(dev: torch.device) -> str:
     return f"{dev} ({torch.get_num_threads()} threads)"  # CPU float reductions depend on the thread count
 
 
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow")  # what a row's numbers depend on
+
+
+def environment(executor: str, deterministic: bool = False) -> dict[str, Any]:
+    """What computed a row besides its device and versions (the row's ``environment``): the
+    executor, deterministic kernels or not, Python, the platform and the packages' versions."""
+    import platform
+    from importlib import metadata
+
+    import reinv_bench
+
+    packages = {"reinv-bench": reinv_bench.__version__, "torch": torch.__version__}  # (its build: +cu130)
+    for name in PACKAGES[1:]:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "executor": executor,
+        "deterministic": deterministic,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": packages,
+    }
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (CPU and every CUDA device)."""
     random.seed(seed)
@@ -432,8 +458,11 @@ class Worker:
                 _record(ev, k, v)
         self._judge(cell, ctx, ev)
         ev.notes[VALIDITY] = self._validity(cell, ctx)
-        # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row
-        ev.metrics.update(((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats", {}))
+        # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row;
+        # never in place of a computed metric (a target from a bundle's zoo is another lab's record)
+        stats = ((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats") or {}
+        for k, v in stats.items():
+            ev.metrics.setdefault(k, v)
         return ev
 
     def _judge(self, cell: Cell, ctx: EvalContext, ev: Evaluation) -> None:

@@ -28,7 +28,9 @@ from reinv_bench.outcomes import Outcomes, finite
 # 2: the protocol column (rows of version 1 are migrated, protocol unknown)
 # 3: the outcomes and artifacts columns (rows of versions 1-2 are migrated with both null: they show
 #    means and seed-level intervals only, and no reconstruction grid)
-SCHEMA_VERSION = 3
+# 4: the environment column (executor, packages, Python, platform: ``steps.environment``; rows of
+#    versions 1-3 are migrated with it null)
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True, eq=False)  # equality with any mapping of the same keys: Mapping's
@@ -93,6 +95,8 @@ class Row(Mapping[str, Any]):
     # mapping view (row["outcomes"]) gives the stored layout, a dict
     outcomes: Outcomes | None = None
     artifacts: dict[str, Any] | None = None  # the cell's artifact keys {"eval", "target", "priors", "invert"}
+    # what computed it besides device and versions: executor, packages, Python, platform (schema 4)
+    environment: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.outcomes = Outcomes.from_json(self.outcomes)
@@ -117,9 +121,19 @@ class Row(Mapping[str, Any]):
 
 
 COLUMNS = tuple(f.name for f in fields(Row))
-JSON_COLUMNS = ("config", "metrics", "notes", "timings", "outcomes", "artifacts")
-MIGRATIONS = {1: ("protocol",), 2: ("outcomes", "artifacts")}  # from version: the columns the next one adds
+JSON_COLUMNS = ("config", "metrics", "notes", "timings", "outcomes", "artifacts", "environment")
+# from version: the columns the next one adds
+MIGRATIONS = {1: ("protocol",), 2: ("outcomes", "artifacts"), 3: ("environment",)}
 T = TypeVar("T")
+
+
+def columns_of(schema: int) -> tuple[str, ...]:
+    """The columns a row of schema version ``schema`` (1 to ``SCHEMA_VERSION``) has: a row of an
+    older one migrates to this one with the columns added since as null."""
+    if not 1 <= schema <= SCHEMA_VERSION:
+        raise ValueError(f"schema version {schema}: this reinv-bench reads 1 to {SCHEMA_VERSION}")
+    added = {c for v in range(schema, SCHEMA_VERSION) for c in MIGRATIONS[v]}
+    return tuple(c for c in COLUMNS if c not in added)
 
 
 def finite_metrics(row: Mapping[str, Any]) -> dict[str, Any]:

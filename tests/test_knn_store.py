@@ -55,6 +55,7 @@ def _row(cell_id="c1", **kw):
             "target_conf": None,
         },
         "artifacts": {"invert": "k"},
+        "environment": {"executor": "inline"},
     }
     row.update(kw)
     return row

@@ -243,7 +243,7 @@ def test_baseline_can_be_any_defense():
 
 
 def test_schema_2_database_is_migrated_and_old_rows_stay_readable(tmp_path):
-    old = [c for c in COLUMNS if c not in ("outcomes", "artifacts")]
+    old = [c for c in COLUMNS if c not in ("outcomes", "artifacts", "environment")]
     db = sqlite3.connect(tmp_path / "results.db")
     with db:
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -265,7 +265,8 @@ def test_schema_2_database_is_migrated_and_old_rows_stay_readable(tmp_path):
     again = Store(tmp_path / "results.db")
     assert again.get("re-0")["outcomes"]["per_reconstruction"]["attack_acc"] == [1, 0]
     assert again.get("re-0")["artifacts"] == {"invert": "abc"}
-    assert again.db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "3"
+    assert again.db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "4"
+    assert again.get("old")["environment"] is None  # schema 4's column, null for migrated rows
 
 
 def test_builtin_metrics_declare_their_columns():
