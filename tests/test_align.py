@@ -109,9 +109,9 @@ def official_low_res_z_grad(generator, target, z, iden, mode, base, prior_loss=N
     """The averaging of gmi_optimize_paa / gmi_optimize_taa / kedmi_optimize_paa /
     kedmi_optimize_taa, identity_weight 1 (the base's lambda multiplies both sides), one target
     model, ``iden_loss``'s ``ce_loss`` branch (not an official configuration's: they run
-    ``logit_loss``, see test_align_lomma.py). ``prior_loss``: kedmi's averaged prior term (the wrapper averages only the
-    identity term: a deliberate difference, left out here); ``minmax``: the StyleGAN GMI's
-    rescaling of each copy (left out: a deliberate difference)."""
+    ``logit_loss``, see test_align_lomma.py). ``prior_loss``: kedmi's averaged prior term (the
+    wrapper averages only the identity term: a deliberate difference, left out here); ``minmax``:
+    gmi_optimize_paa/_taa's rescaling of each copy (left out: a deliberate difference)."""
     criterion = nn.CrossEntropyLoss()
     if base == "gmi":
         num_samples, stdev_spread = (50, 0.003) if mode == "paa" else (30, None)
