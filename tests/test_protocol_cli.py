@@ -93,11 +93,20 @@ def _row(
         seed=seed,
         budget=budget,
         status="ok",
-        # AlignMI's 64-px setting (100 identities x 100, no selection, IR-50 evaluation model)
+        # AlignMI's 64-px setting (identities 0-99 x 100, no selection, IR-50 evaluation model,
+        # SGD 200 iterations), targets kept at their best test epoch as the released checkpoints
         config={
             "defense": defense,
-            "attacked": {"classes": 100, "per_class": 100, "selection": "none"},
+            "attacked": {
+                "classes": 100,
+                "class_ids": "0-99",
+                "per_class": 100,
+                "selection": "none",
+                "optimizer": "sgd",
+                "iterations": 200,
+            },
             "eval": {"arch": "ir50_112"},
+            "target_recipe": {"select": "best_test"},
         },
         metrics=copy.deepcopy(metrics or {}),
         notes={},
@@ -125,7 +134,7 @@ def test_reported_rows_sit_beside_the_measured_rows_of_their_setting():
     i = labels.index(("paper", "none", False, None))
     after = [lab for lab in labels[i + 1 :] if lab[2]]
     assert ("paper", "none", True, "VGG16_88.26.tar") in after
-    assert ("paper", "none", True, "AlignMI paper, baseline rows (code: tmlr-group/AlignMI)") in after
+    assert ("paper", "none", True, "AlignMI paper, baseline rows (code: AlanPeng0897/AlignMI)") in after
     assert ("paper", "mid[beta=0.01]", True, "Defend_MI DMI/k+1_gan_vib.py (comments)") in labels
     assert not any(lab[2] and lab[0] == "quick" for lab in labels)
     # beta 0.003 (no measured row), the IR152 checkpoint and the 224-px numbers have no group here

@@ -161,6 +161,7 @@ def layer_search(
 class IFGMI(StyleGANAttack):
     name = "ifgmi"
     threat_model = "white-box"
+    optimiser = "adam"  # its search's optimiser (Attack.optimisation; --reported)
     prior_kind = "stylegan2"  # PPA's prior: one cached generator for both
     prior_params = ("weights",)
     params = {

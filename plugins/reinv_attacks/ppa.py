@@ -212,6 +212,7 @@ def final_selection(
 class PPA(StyleGANAttack):
     name = "ppa"
     threat_model = "white-box"
+    optimiser = "adam"  # its search's optimiser (Attack.optimisation; --reported)
     prior_kind = "stylegan2"
     prior_params = ("weights",)
     accepts_identity = True  # align+ppa: the identity replaces the Poincaré loss
