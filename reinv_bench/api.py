@@ -405,6 +405,8 @@ class Attack(Configurable):
     # the parameter counting the attack's iterations, which ``run --convergence`` doubles (None: ``iters``
     # when the attack has one; an attack with neither is not checked)
     iterations_param: ClassVar[str | None] = None
+    # the optimiser of the attack's own search ("adam", "sgd"; an ``optimizer`` param overrides it)
+    optimiser: ClassVar[str | None] = None
 
     def priors(self) -> list[PriorSpec]:
         return [
@@ -445,6 +447,18 @@ class Attack(Configurable):
         Such an inversion runs as one step over every attacked class (no ``--class-chunk``: the
         choice is over all of them) and depends on the evaluation model."""
         return False
+
+    def optimisation(self) -> dict[str, Any]:
+        """The attack's own optimiser and number of iterations (or epochs), as a published number
+        states them (``Reported.optimizer``, ``iterations``; ``leaderboard --reported`` pairs like
+        with like): the ``optimizer`` parameter, else ``optimiser``; the ``iters`` parameter, else
+        ``epochs``. A key is left out when the attack has none."""
+        c, out = self.config, {}
+        if (opt := c.get("optimizer", self.optimiser)) is not None:
+            out["optimizer"] = opt
+        if (n := c.get("iters", c.get("epochs"))) is not None:
+            out["iterations"] = int(n)
+        return out
 
     def selection(self) -> str | None:
         """What the attack keeps of what it optimised before the reconstructions are evaluated, in
@@ -494,6 +508,13 @@ class WrapperAttack(Attack):
 
     def selection(self) -> str | None:
         return self.base.selection()
+
+    def optimisation(self) -> dict[str, Any]:
+        """The base's, with the wrapper's own ``iters`` when it has one (LOMMA's replace the base's)."""
+        out = self.base.optimisation()
+        if self.config.get("iters") is not None:
+            out["iterations"] = int(self.config["iters"])
+        return out
 
     def uses_eval_model(self) -> bool:
         return self.base.uses_eval_model()
@@ -675,9 +696,15 @@ class Reported:
     or line it comes from) is refused. The attack's setting, where the paper states it:
     ``classes`` (identities attacked), ``per_class`` (reconstructions evaluated per identity),
     ``selection`` (``"none"``: every optimised reconstruction is evaluated; ``"final"``: a final
-    selection such as PPA's keeps some) and ``eval_arch`` (the evaluation model, an architecture
-    name here); ``leaderboard --reported`` places the number only beside measured rows whose
-    recorded setting (``config["attacked"]``, ``config["eval"]``) matches every stated one.
+    selection such as PPA's keeps some), ``eval_arch`` (the evaluation model, an architecture
+    name here), ``class_ids`` (which identities, as ranges: ``"0-99"``), ``optimizer`` and
+    ``iterations`` (the attack's own optimiser and iterations or epochs, ``Attack.optimisation``);
+    and for any number ``select`` (the target's checkpoint: ``"best_test"`` for a best-epoch
+    accuracy such as a released checkpoint's, ``"last"``), matched against the row's target
+    recipe. ``leaderboard --reported`` places the number only beside measured rows whose recorded
+    setting (``config["attacked"]``, ``config["eval"]``, ``config["target_recipe"]``) matches every
+    stated one; the attack is matched by its components' names (``lomma+kedmi`` is also
+    ``lomma[iters=200]+kedmi[optimizer=sgd]``), its hyperparameters by what is stated.
     """
 
     paper: str
@@ -693,9 +720,15 @@ class Reported:
     per_class: int | None = None
     selection: str | None = None
     eval_arch: str | None = None
+    class_ids: str | None = None
+    optimizer: str | None = None
+    iterations: int | None = None
+    select: str | None = None
 
     def __post_init__(self) -> None:
         what = f"reported number of {self.paper or '?'} ({self.setting or '?'})"
+        if self.select not in (None, "last", "best_test"):
+            raise ConfigError(f"{what}: select {self.select!r} is not 'last', 'best_test' or None")
         if self.selection not in (None, "none", "final"):
             raise ConfigError(f"{what}: selection {self.selection!r} is not 'none', 'final' or None")
         if not isinstance(self.source, str) or not self.source.strip():

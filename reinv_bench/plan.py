@@ -332,8 +332,16 @@ def _eval_step(sc: _Scope) -> None:
             sc.extra_evals[extra] = key
 
 
+# The evaluation models' training seed: a stream of their own, apart from every target's (targets
+# take seeds 0 .. seeds-1 and a defense's later phases seed + i), so that no target is trained as
+# the evaluation model is (issue 30: on the digits, the seed-0 undefended resnet8 target *was* the
+# evaluation model, bit for bit). Was 0 until then: every stored evaluation model changed once.
+EVAL_SEED = 2**31 - 1
+
+
 def _eval_model(sc: _Scope, text: str) -> tuple[str, str, dict[str, Any]]:
-    """An evaluation model's (label, step key, description in the cell config)."""
+    """An evaluation model's (label, step key, description in the cell config); trained with
+    ``EVAL_SEED``."""
     req, scenario = sc.req, sc.scenario
     label, arch, init = resolve_arch(sc.registry, text)
     recipe = scenario.recipe("eval", req.budget, arch).spec()
@@ -345,13 +353,14 @@ def _eval_model(sc: _Scope, text: str) -> tuple[str, str, dict[str, Any]]:
                 "arch": arch,
                 "arch_version": sc.registry.get("architecture", arch).version,
                 "recipe": recipe,
-                "seed": 0,
+                "seed": EVAL_SEED,
                 "init": init.record(),
             },
             label=f"eval model {label} on {scenario.name}",
         )
     )
-    return label, key, {"arch": label, "init": init.record(), "recipe": recipe}
+    # the seed in the setting: rows judged by the seed-0 evaluation models of before rank apart
+    return label, key, {"arch": label, "init": init.record(), "recipe": recipe, "seed": EVAL_SEED}
 
 
 def resolve_judge(registry: Registry, text: str, budget: str) -> dict[str, Any]:

@@ -655,6 +655,8 @@ def _label(registry: Registry, kind: str, text: str | None) -> str | None:
 
 def reported_rows(registry: Registry) -> list[dict[str, Any]]:
     """The published numbers as leaderboard-shaped dicts (labels as the leaderboard writes them)."""
+    from reinv_bench.reported import STATED
+
     rows = []
     for r in collect_reported(registry):
         protocol = None
@@ -674,7 +676,7 @@ def reported_rows(registry: Registry) -> list[dict[str, Any]]:
                 "attack": _label(registry, "attack", r.attack),
                 "defense": _label(registry, "defense", r.defense),
                 "metrics": dict(r.metrics),
-                **{k: getattr(r, k) for k in ("classes", "per_class", "selection", "eval_arch")},
+                **{k: getattr(r, k) for k in STATED},
             }
         )
     return rows

@@ -1,11 +1,14 @@
 """Published numbers (``leaderboard --reported``) beside measured entries of the same setting.
 
 A published number belongs beside a measured entry at the paper budget of the same scenario,
-architecture (any initialisation), defense and (when it names one) attack, whose rows recorded the
-attack's setting the paper states (``Reported.classes``, ``per_class``, ``selection``,
-``eval_arch`` against each row's ``config["attacked"]`` and ``config["eval"]``: identities
-attacked, reconstructions evaluated per identity, PPA's final selection or none, the evaluation
-model; a row that recorded none of it matches no stated setting); it is shown once in every
+architecture (any initialisation), defense and (when it names one) attack (by its components'
+names: the hyperparameters are matched by what the paper states), whose rows recorded the
+setting the paper states (``Reported.classes``, ``class_ids``, ``per_class``, ``selection``,
+``eval_arch``, ``optimizer``, ``iterations`` against each row's ``config["attacked"]`` and
+``config["eval"]``: identities attacked and which, reconstructions evaluated per identity, PPA's
+final selection or none, the evaluation model, the attack's optimiser and iterations or epochs;
+``select`` against the row's target recipe: a best-epoch accuracy sits only beside targets kept at
+their best test epoch; a row that recorded none of it matches no stated setting); it is shown once in every
 comparison group that has such an entry, and the published numbers no group matches are listed in
 a table of their own, with how the closest measured entry differs. Values are shown as
 published: x100 with 2 decimals for a column the metrics declare ``percent``, else 6 significant
@@ -14,6 +17,7 @@ digits.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -25,7 +29,18 @@ UNMATCHED_TITLE = (
     "scenario, architecture, attack and defense; same identities attacked, samples per class, "
     "selection and evaluation model where the paper states them):"
 )
-STATED = ("classes", "per_class", "selection", "eval_arch")
+STATED = ("classes", "class_ids", "per_class", "selection", "eval_arch", "optimizer", "iterations", "select")
+
+
+def class_ranges(classes) -> str:
+    """Which classes, as sorted ranges: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    ids, out = sorted({int(c) for c in classes}), []
+    for c in ids:
+        if out and out[-1][1] == c - 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in out)
 
 
 def fmt_reported(key: str, v: float, columns: list[Column]) -> str:
@@ -36,6 +51,11 @@ def _arch_base(label: str | None) -> str | None:
     return None if label is None else label.split("[")[0]
 
 
+def _attack_names(label: str | None) -> str | None:
+    """``lomma[iters=200]+kedmi[optimizer=sgd]`` -> ``lomma+kedmi``."""
+    return None if label is None else re.sub(r"\[[^\]]*\]", "", label)
+
+
 def _labels_match(r: dict[str, Any], e: Entry) -> bool:
     return (
         e.reported is None
@@ -43,7 +63,7 @@ def _labels_match(r: dict[str, Any], e: Entry) -> bool:
         and r.get("scenario") == e.scenario
         and _arch_base(r.get("arch")) == _arch_base(e.arch)
         and r.get("defense") == e.defense
-        and (r.get("attack") is None or r.get("attack") == e.attack)
+        and (r.get("attack") is None or _attack_names(r.get("attack")) == _attack_names(e.attack))
     )
 
 
@@ -52,20 +72,26 @@ def measured_setting(row: Any) -> dict[str, Any]:
     cfg = row.config or {}
     attacked = cfg.get("attacked") or {}
     selection = attacked.get("selection")
+    recipe = cfg.get("target_recipe")
     return {
         "classes": attacked.get("classes"),
+        "class_ids": attacked.get("class_ids"),
         "per_class": attacked.get("per_class"),
         "selection": selection if selection in (None, "none") else "final",
         "eval_arch": _arch_base((cfg.get("eval") or {}).get("arch")),
+        "optimizer": attacked.get("optimizer"),
+        "iterations": attacked.get("iterations"),
+        "select": None if recipe is None else recipe.get("select", "last"),  # spec() omits "last"
     }
 
 
 def setting_difference(r: dict[str, Any], e: Entry) -> str | None:
     """How the measured entry's rows differ from what the published number states (None: they
-    match every stated item); a number without an attack states none."""
-    if r.get("attack") is None:
+    match every stated item); a number without an attack states at most ``select``."""
+    keys = STATED if r.get("attack") is not None else ("select",)
+    stated = {k: r.get(k) for k in keys if r.get(k) is not None}
+    if not stated:
         return None
-    stated = {k: r.get(k) for k in STATED if r.get(k) is not None}
     stated["eval_arch"] = _arch_base(stated.get("eval_arch"))
     for row in e.rows.values():
         got = measured_setting(row)

@@ -512,24 +512,28 @@ class Runner:
 
 
 def attacked(registry: Registry, config: dict[str, Any], outcomes: Any) -> dict[str, Any]:
-    """``{"attacked": ...}``: what an evaluated cell attacked, from its outcomes (identities,
-    reconstructions evaluated per identity: None when classes differ, and in all) and its attack
-    (``Attack.selection``: "none" when every optimised reconstruction is evaluated); ``{}`` for a
+    """``{"attacked": ...}``: what an evaluated cell attacked, from its outcomes (identities, which
+    ones as ranges, reconstructions evaluated per identity: None when classes differ, and in all)
+    and its attack (``Attack.selection``: "none" when every optimised reconstruction is evaluated;
+    ``Attack.optimisation``: its optimiser and iterations); ``{}`` for a
     cell without outcomes. Not part of the setting digest: it follows from the config."""
     if outcomes is None or not len(outcomes):
         return {}
     from collections import Counter
 
     from reinv_bench.plan import build_attack
+    from reinv_bench.reported import class_ranges
 
     counts = set(Counter(outcomes.classes).values())
-    selection = build_attack(registry, config["attack"]).selection()
+    attack = build_attack(registry, config["attack"])
     return {
         "attacked": {
             "classes": len(set(outcomes.classes)),
+            "class_ids": class_ranges(outcomes.classes),
             "per_class": counts.pop() if len(counts) == 1 else None,
             "reconstructions": len(outcomes),
-            "selection": selection or "none",
+            "selection": attack.selection() or "none",
+            **attack.optimisation(),  # the attack's optimiser and iterations (or epochs)
         }
     }
 

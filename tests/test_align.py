@@ -5,7 +5,11 @@ Sources (AlanPeng0897/AlignMI @3f7fff9, read 2026-12):
   ``build_transformations``; ``high_resolution/losses/poincare.py::poincare_loss``;
 - ``low_resolution/attacks/optimize.py::gmi_optimize_paa``, ``gmi_optimize_taa``,
   ``kedmi_optimize_paa``, ``kedmi_optimize_taa``, ``build_transformations``,
-  ``ked_build_transformations``, ``iden_loss`` (``ce_loss``: CrossEntropyLoss, one target model).
+  ``ked_build_transformations``, ``iden_loss``'s ``ce_loss`` branch (CrossEntropyLoss, one target
+  model: what ``align+gmi`` / ``align+kedmi`` average). No official configuration runs that branch:
+  the official low-resolution configs use ``logit_loss`` over the target and three distilled
+  models (LOMMA's), which ``lomma+align+gmi`` / ``lomma+align+kedmi`` reproduce
+  (tests/test_align_lomma.py).
 
 Each transcription computes the official averaged image gradient (``smooth_grad`` /
 ``trans_grad``) and backpropagates it to the latent (``torch.autograd.grad(imgs, z,
@@ -104,9 +108,10 @@ def official_taa_w_grad(synthesize, target, w_batch, targets_batch, num_samples=
 def official_low_res_z_grad(generator, target, z, iden, mode, base, prior_loss=None, minmax=False):
     """The averaging of gmi_optimize_paa / gmi_optimize_taa / kedmi_optimize_paa /
     kedmi_optimize_taa, identity_weight 1 (the base's lambda multiplies both sides), one target
-    model, ``ce_loss``. ``prior_loss``: kedmi's averaged prior term (the wrapper averages only the
-    identity term: a deliberate difference, left out here); ``minmax``: the StyleGAN GMI's
-    rescaling of each copy (left out: a deliberate difference)."""
+    model, ``iden_loss``'s ``ce_loss`` branch (not an official configuration's: they run
+    ``logit_loss``, see test_align_lomma.py). ``prior_loss``: kedmi's averaged prior term (the
+    wrapper averages only the identity term: a deliberate difference, left out here); ``minmax``:
+    gmi_optimize_paa/_taa's rescaling of each copy (left out: a deliberate difference)."""
     criterion = nn.CrossEntropyLoss()
     if base == "gmi":
         num_samples, stdev_spread = (50, 0.003) if mode == "paa" else (30, None)
@@ -183,9 +188,10 @@ def test_ppa_gradient_is_optimization_paa_taa(mode):
 
 @pytest.mark.parametrize("base", ["gmi", "kedmi"])
 @pytest.mark.parametrize("mode", ["paa", "taa"])
-def test_low_res_gradient_is_the_official_average(base, mode):
-    """The official sigmoid generator and [0, 1] target, against the tanh generator and [-1, 1]
-    target here: both the same function of z."""
+def test_low_res_gradient_is_the_official_average_of_the_ce_branch(base, mode):
+    """The official averaging loop with ``iden_loss``'s ``ce_loss`` branch (the official configs
+    use ``logit_loss``: ``lomma+align+``, test_align_lomma.py). The official sigmoid generator and
+    [0, 1] target, against the tanh generator and [-1, 1] target here: both the same function of z."""
     synthesize, target = _nets(channels=1)
     z = torch.randn(3, 8, requires_grad=True)
     y = torch.tensor([4, 0, 2])

@@ -131,11 +131,14 @@ def test_every_row_records_what_it_attacked(exported):
     row (``config["attacked"]``, read by ``leaderboard --reported``)."""
     from collections import Counter
 
+    from reinv_bench.reported import class_ranges
+
     wd, *_ = exported
     for row in Store(wd / "results.db").rows():
         counts = Counter(row.outcomes.classes)
         assert row.config["attacked"] == {
             "classes": len(counts),
+            "class_ids": class_ranges(counts),  # which identities (issue 30 item 4)
             "per_class": next(iter(counts.values())),
             "reconstructions": len(row.outcomes),
             "selection": "none",  # meanimg keeps all it makes

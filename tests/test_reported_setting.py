@@ -33,6 +33,7 @@ def row(scenario, arch, attack, attacked, eval_arch, metrics, defense="none", se
         config={
             "defense": defense,
             "eval": {"arch": eval_arch},
+            "target_recipe": {"select": "best_test"},  # as the released checkpoints
             **({"attacked": attacked} if attacked else {}),
         },
         metrics=dict(metrics),
@@ -52,16 +53,20 @@ def attached(rows):
     return beside, unmatched, cols
 
 
-def sel(n_classes, per_class, selection="none"):
+def sel(n_classes, per_class, selection="none", optimizer="sgd", iterations=200):
+    """A row's ``attacked``: classes 0..n-1; AlignMI's KEDMI(LOMMA) optimiser by default."""
     return {
         "classes": n_classes,
+        "class_ids": f"0-{n_classes - 1}",
         "per_class": per_class,
         "reconstructions": n_classes * per_class,
         "selection": selection,
+        "optimizer": optimizer,
+        "iterations": iterations,
     }
 
 
-ALIGN = "AlignMI paper, baseline rows (code: tmlr-group/AlignMI)"
+ALIGN = "AlignMI paper, baseline rows (code: AlanPeng0897/AlignMI)"
 
 
 def test_alignmi_64px_numbers_sit_only_beside_100_identities_x_100():
@@ -75,7 +80,8 @@ def test_alignmi_64px_numbers_sit_only_beside_100_identities_x_100():
     assert ("vgg16", "lomma+kedmi", "VGG16_88.26.tar") in beside  # no attack: no attack setting stated
     (miss,) = [r for r in unmatched if r["scenario"] == "celeba64" and r["arch"] == "vgg16" and r["attack"]]
     assert miss["differs"] == (
-        "vgg16 lomma+kedmi vs none seed 0: classes 300 (published 100), per class 5 (published 100)"
+        "vgg16 lomma+kedmi vs none seed 0: classes 300 (published 100), class ids 0-299 (published 0-99), "
+        "per class 5 (published 100)"
     )
     _, table = unmatched_rows([miss], cols)
     assert "measured here, another setting: vgg16 lomma+kedmi" in table[0][0]
@@ -94,7 +100,7 @@ def test_alignmi_ppa_numbers_need_no_final_selection():
         "facescrub224-ffhq",
         "resnet18",
         "ppa",
-        sel(530, 50, "final selection: 50 of 200"),
+        sel(530, 50, "final selection: 50 of 200", "adam", 70),
         "inception_v3",
         M224,
     )
@@ -102,11 +108,14 @@ def test_alignmi_ppa_numbers_need_no_final_selection():
     assert not any(a == "ppa" for _, a, _ in beside)
     (miss,) = [r for r in unmatched if r["arch"] == "resnet18" and r["scenario"] == "facescrub224-ffhq"]
     assert miss["differs"].endswith(
-        "classes 530 (published 100), per class 50 (published 100), selection final (published none)"
+        "classes 530 (published 100), class ids 0-529 (published 0-99), per class 50 (published 100), "
+        "selection final (published none)"
     )
-    like = row("facescrub224-ffhq", "resnet18", "ppa", sel(100, 100), "inception_v3", M224)
+    like = row(
+        "facescrub224-ffhq", "resnet18", "ppa", sel(100, 100, "none", "adam", 70), "inception_v3", M224
+    )
     beside, _, _ = attached([like])
-    assert ("resnet18", "ppa", "AlignMI paper (code: tmlr-group/AlignMI)") in beside
+    assert ("resnet18", "ppa", "AlignMI paper (code: AlanPeng0897/AlignMI)") in beside
 
 
 def test_reported_refuses_an_unknown_selection():

@@ -95,6 +95,7 @@ def gmi_optimize(
 class GMI(GMIPrior):
     name = "gmi"
     threat_model = "white-box"
+    optimiser = "sgd"  # its search's optimiser (Attack.optimisation; --reported)
     version = 2  # 2: identity batches of 60, GAN budget in critic steps
     accepts_identity = True
     params = {

@@ -162,6 +162,7 @@ class IFGMI(StyleGANAttack):
     name = "ifgmi"
     iterations_param = "steps"  # run --convergence doubles it (issue 29)
     threat_model = "white-box"
+    optimiser = "adam"  # its search's optimiser (Attack.optimisation; --reported)
     prior_kind = "stylegan2"  # PPA's prior: one cached generator for both
     prior_params = ("weights",)
     params = {

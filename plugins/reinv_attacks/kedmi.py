@@ -23,7 +23,10 @@ CE(T(G(z)), y)``, the mean over an identity batch of 60 classes (``recovery.py``
 2400 iterations in ``paper``. Reconstructions: 5 samples z = mu + sigma * eps from each learned
 distribution, unclamped. ``clamp=1`` gives LOMMA's re-implementation (Re-thinking_MI
 ``attack.py::dist_inversion`` with ``clipz``, ``metrics/fid.py::gen_samples``), which clamps z
-to [-1, 1] in recovery and sampling.
+to [-1, 1] in recovery and sampling. ``optimizer=sgd`` (momentum 0.9) and ``std_offset=5`` give
+AlignMI's KEDMI base (AlanPeng0897/AlignMI ``low_resolution/attacks/optimize.py::kedmi_optimize``,
+``reparameterize_batch``: sigma + 5; ``configs/attacking/ked_dcgan-*.yaml``: SGD lr 0.01; see
+``align``).
 
 Deliberate differences: each class draws its noise from its own seeded stream (so identity
 batching does not change a class's reconstruction) rather than one global stream; the target
@@ -187,28 +190,38 @@ def kedmi_optimize(
     lam: float,
     clip: float,
     scale: float,
+    optimizer: str = "adam",
+    std_offset: float = 0.0,
     noise=None,
     identity=None,
     progress: Progress = no_progress,
 ) -> tuple[Tensor, Tensor, list[float]]:
     """Learn one Gaussian per row. ``noise(it) -> eps`` (default: standard normal draws);
     ``clip`` > 0 clamps z to [-clip, clip] before G (LOMMA's variant; 0: none, as KEDMI);
-    ``identity(x, y) -> per-image loss`` replaces CE (LOMMA)."""
+    ``identity(x, y) -> per-image loss`` replaces CE (LOMMA); ``optimizer`` ``sgd``: SGD with momentum
+    0.9 and ``std_offset`` added to sigma (AlignMI's KEDMI base)."""
     mu, logvar = mu.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
 
     def loss(it: int) -> Tensor:
-        x = G(sample(mu, logvar, noise(it) if noise is not None else torch.randn_like(mu), clip))
+        x = G(sample(mu, logvar, noise(it) if noise is not None else torch.randn_like(mu), clip, std_offset))
         _, d_logits = D(x)
         iden = F.cross_entropy(T(x), y, reduction="none") if identity is None else identity(x, y)
         return prior_loss(d_logits) + lam * iden
 
-    hist = descend(torch.optim.Adam([mu, logvar], lr=lr), loss, iters=iters, scale=scale, progress=progress)
+    params = [mu, logvar]
+    opt = (
+        torch.optim.SGD(params, lr=lr, momentum=0.9)
+        if optimizer == "sgd"
+        else torch.optim.Adam(params, lr=lr)
+    )
+    hist = descend(opt, loss, iters=iters, scale=scale, progress=progress)
     return mu.detach(), logvar.detach(), hist
 
 
-def sample(mu: Tensor, logvar: Tensor, eps: Tensor, clip: float = 0.0) -> Tensor:
-    """z = mu + sigma * eps (official ``reparameterize``), clamped to [-clip, clip] if clip > 0."""
-    z = mu + torch.exp(0.5 * logvar) * eps
+def sample(mu: Tensor, logvar: Tensor, eps: Tensor, clip: float = 0.0, std_offset: float = 0.0) -> Tensor:
+    """z = mu + sigma * eps (official ``reparameterize``; sigma = exp(logvar / 2) + ``std_offset``:
+    AlignMI's ``reparameterize_batch`` adds 5), clamped to [-clip, clip] if clip > 0."""
+    z = mu + (torch.exp(0.5 * logvar) + std_offset) * eps
     return z.clamp(-clip, clip) if clip > 0 else z
 
 
@@ -243,6 +256,20 @@ class KEDMI(Attack):
         ),
         "samples": Param(5, "reconstructions drawn per learned distribution (official: 5)", low=1),
         "batch_ids": Param(60, "classes per identity batch; the loss is their mean (official: 60)", low=1),
+        "optimizer": Param(
+            "adam",
+            "optimiser of mu and log sigma^2: adam (official KEDMI, LOMMA) or sgd (momentum 0.9: "
+            "AlignMI's KEDMI base, with lr 0.01)",
+            choices=("adam", "sgd"),
+            new=True,  # added with AlignMI's base: stored kedmi steps keep their keys at adam
+        ),
+        "std_offset": Param(
+            0.0,
+            "added to sigma = exp(log sigma^2 / 2) in recovery and sampling (AlignMI's "
+            "reparameterize_batch: 5; official KEDMI: 0)",
+            low=0.0,
+            new=True,
+        ),
     }
     budgets = {  # the digits' public half is ~2,500 images (39 batches of 64)
         "smoke": {"gan_dim": 8, "gan_steps": 40, "iters": 20},
@@ -300,12 +327,14 @@ class KEDMI(Attack):
                 lam=c.lam,
                 clip=c.clamp,
                 scale=1.0 / k,
+                optimizer=c.optimizer,
+                std_offset=c.std_offset,
                 noise=eps.__getitem__,
                 identity=loss,
                 progress=progress,
             )
             with torch.no_grad():
-                z = sample(mu, logvar, eps[iters:], c.clamp)  # (samples, k, z_dim)
+                z = sample(mu, logvar, eps[iters:], c.clamp, c.std_offset)  # (samples, k, z_dim)
                 return G(z.flatten(0, 1)).cpu().unflatten(0, z.shape[:2]), hist
 
         return in_identity_batches(ctx, classes, c.batch_ids, c.samples, attack)  # sample major, class minor

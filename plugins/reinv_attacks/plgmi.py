@@ -337,6 +337,7 @@ class PLGMI(Attack):
     # 2: official cGAN widths, augmentation, dequantisation noise and real-batch stream; 3: identity batches
     version = 3
     threat_model = "white-box"
+    optimiser = "adam"  # its search's optimiser (Attack.optimisation; --reported)
     prior_kind = "plgmi-cgan"
     prior_params = ("top_n", "gan_ch", "gan_iters", "gan_batch", "gan_lr", "n_dis", "alpha")
     prior_uses_target = True

@@ -213,6 +213,7 @@ class PPA(StyleGANAttack):
     name = "ppa"
     iterations_param = "epochs"  # run --convergence doubles it (issue 29)
     threat_model = "white-box"
+    optimiser = "adam"  # its search's optimiser (Attack.optimisation; --reported)
     prior_kind = "stylegan2"
     prior_params = ("weights",)
     accepts_identity = True  # align+ppa: the identity replaces the Poincaré loss
