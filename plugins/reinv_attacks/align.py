@@ -141,6 +141,7 @@ class Align(WrapperAttack):
         "degrees": Param(0.0, "TAA rotation range in degrees; 0: the official one for the base", low=0.0),
     }
     budgets = {"smoke": {"samples": 2}, "quick": {"samples": 8}}
+    accepts_identity = True  # adaptive+align+gmi: the copies average the given identity loss
 
     def __init__(self, config=None, budget: str = "paper", base=None) -> None:
         super().__init__(config, budget, base)
@@ -159,20 +160,23 @@ class Align(WrapperAttack):
         n = c.samples or (paa_n if c.mode == "paa" else taa_n)
         return n, c.spread or spread, tuple(c.scale) if max(c.scale) > 0 else scale, c.degrees or degrees
 
-    def identity(self, ctx: AttackContext) -> IdentityLoss:
-        """The base's identity term (ppa: the Poincaré loss; gmi, kedmi: CE) averaged over copies."""
+    def identity(self, ctx: AttackContext, outer: IdentityLoss | None = None) -> IdentityLoss:
+        """The base's identity term (ppa: the Poincaré loss; gmi, kedmi: CE), or an outer
+        wrapper's identity loss (``adaptive+align+gmi``), averaged over copies."""
         n, spread, scale, degrees = self.settings()
         T_, ppa = ctx.target, self.base.name == "ppa"
 
         def loss(x: Tensor, y: Tensor) -> Tensor:
+            if outer is not None:
+                return outer.loss(x, y)
             return poincare_loss(T_(x).float(), y) if ppa else F.cross_entropy(T_(x), y, reduction="none")
 
         size = ctx.scenario.image_shape[-1]
         copy = perturb(spread) if self.config.mode == "paa" else transform(size, scale, degrees, not ppa)
-        return IdentityLoss(averaged(loss, copy, n))
+        return IdentityLoss(averaged(loss, copy, n), iters=outer.iters if outer else None)
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
-        inv = self.base.invert(ctx, priors, classes, self.identity(ctx))
+        inv = self.base.invert(ctx, priors, classes, self.identity(ctx, identity))
         inv.info["align_samples"] = self.settings()[0]
         return inv
 

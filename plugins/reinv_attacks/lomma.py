@@ -106,17 +106,55 @@ def public_feature_mean(T, public: Tensor, n: int, seed: int, device) -> Tensor:
         return torch.cat([T.features(x[i : i + 512].to(device)) for i in range(0, len(x), 512)]).mean(0)
 
 
-def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float):
-    """Per-image LOMMA identity loss."""
+def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float, term=None):
+    """Per-image LOMMA identity loss. ``term(x, y)``, when given (an outer wrapper's identity:
+    ``adaptive+lomma+gmi``), replaces the target's -logit_y(T(x)); the students' terms and the
+    feature regulariser stay."""
 
     def identity(x: Tensor, y: Tensor) -> Tensor:
         out = target.forward_all(x)
-        logit = -out.logits.gather(1, y[:, None]).squeeze(1)
+        logit = -out.logits.gather(1, y[:, None]).squeeze(1) if term is None else term(x, y)
         for s in students:
             logit = logit - s(x).gather(1, y[:, None]).squeeze(1)
         return logit / (1 + len(students)) + reg * (out.features - mu_pub).pow(2).mean(1)
 
     return identity
+
+
+def students_prior(ctx: AttackContext, c) -> dict:
+    """The augmented models (students distilled from ``ctx.target`` on the public data, under the
+    distillation settings of config ``c``) and mu_pub: the prior of kind ``lomma-students``,
+    shared by ``lomma+`` and ``transfer+`` with the same settings. The target is only queried
+    (no gradient is taken through it)."""
+    T = ctx.target
+    mu_pub = public_feature_mean(T, ctx.data.public.x, c.reg_samples, ctx.seed, ctx.device)
+    states = {}
+    for i, name in enumerate(c.students.split("/")):
+        s = build_student(name, ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture)
+        distill(
+            s,
+            T,
+            ctx.data.public.x,
+            epochs=c.distill_epochs,
+            lr=c.distill_lr,
+            weight_decay=c.distill_wd,
+            batch_size=c.distill_batch,
+            device=ctx.device,
+            seed=ctx.seed + i,
+        )
+        states[f"{i}:{name}"] = {k: v.cpu() for k, v in s.state_dict().items()}
+    return {"mu_pub": mu_pub.cpu(), "students": states}
+
+
+def load_students(ctx: AttackContext, prior: dict) -> list[nn.Module]:
+    """The students of a ``lomma-students`` prior, frozen on the context's device."""
+    students = []
+    for key, state in prior["students"].items():
+        s = build_student(
+            key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture
+        )
+        students.append(frozen(s, state, ctx.device))
+    return students
 
 
 class LOMMA(WrapperAttack):
@@ -146,39 +184,25 @@ class LOMMA(WrapperAttack):
     prior_kind = STUDENTS
     prior_params = ("students", "distill_epochs", "distill_lr", "distill_wd", "distill_batch", "reg_samples")
     prior_uses_target = True
+    accepts_identity = True  # adaptive+lomma+gmi: the identity replaces the target's logit term
+
+    def identity_term(self, logits: Tensor, y: Tensor) -> Tensor:
+        """LOMMA's target term: -logit_y (official ``iden_loss`` with ``logit_loss``)."""
+        return -logits.gather(1, y[:, None]).squeeze(1)
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         if kind != STUDENTS:
             return super().prepare(ctx, kind)
-        c, T = self.config, ctx.target
-        mu_pub = public_feature_mean(T, ctx.data.public.x, c.reg_samples, ctx.seed, ctx.device)
-        states = {}
-        for i, name in enumerate(c.students.split("/")):
-            s = build_student(name, ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture)
-            distill(
-                s,
-                T,
-                ctx.data.public.x,
-                epochs=c.distill_epochs,
-                lr=c.distill_lr,
-                weight_decay=c.distill_wd,
-                batch_size=c.distill_batch,
-                device=ctx.device,
-                seed=ctx.seed + i,
-            )
-            states[f"{i}:{name}"] = {k: v.cpu() for k, v in s.state_dict().items()}
-        return {"mu_pub": mu_pub.cpu(), "students": states}
+        return students_prior(ctx, self.config)
 
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         p = priors[STUDENTS]
-        students = []
-        for key, state in p["students"].items():
-            s = build_student(
-                key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture
-            )
-            students.append(frozen(s, state, ctx.device))
-        identity = logit_identity(ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg)
-        return self.base.invert(ctx, priors, classes, IdentityLoss(identity, iters=self.config.iters))
+        students = load_students(ctx, p)
+        loss = logit_identity(
+            ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg, identity and identity.loss
+        )
+        iters = (identity and identity.iters) or self.config.iters
+        return self.base.invert(ctx, priors, classes, IdentityLoss(loss, iters=iters))
 
 
 @hookimpl
