@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import AttackContext, IdentityLoss, Inversion, Output, WrapperAttack
+from reinv_bench.api import AttackContext, IdentityLoss, Inversion, Output, PriorSpec, WrapperAttack
 
 from .lomma import LOMMA, STUDENTS, load_students, students_prior
 
@@ -68,6 +68,12 @@ class Transfer(WrapperAttack):
     prior_kind = STUDENTS
     prior_params = LOMMA.prior_params
     prior_uses_target = True
+
+    def priors(self) -> list[PriorSpec]:
+        """The base's priors and LOMMA's students, under LOMMA's version: one cached artifact."""
+        c = self.config
+        students = PriorSpec(STUDENTS, {k: c[k] for k in self.prior_params}, True, LOMMA.version)
+        return [*self.base.priors(), students]
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         if kind != STUDENTS:
