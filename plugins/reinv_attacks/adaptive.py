@@ -50,7 +50,7 @@ from reinv_bench.api import (
     WrapperAttack,
 )
 
-from .align import OFFICIAL, perturb, transform
+from ._align import OFFICIAL, perturb, transform
 
 # the AlignMI constants an attack without its own official ones takes (by its image family)
 ALIGN_AS = {"plgmi": "kedmi", "ifgmi": "ppa", "ppa": "ppa", "gmi": "gmi", "kedmi": "kedmi"}

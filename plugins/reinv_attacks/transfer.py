@@ -38,7 +38,15 @@ from torch import Tensor, nn
 from reinv_bench import hookimpl
 from reinv_bench.api import AttackContext, IdentityLoss, Inversion, Output, PriorSpec, WrapperAttack
 
-from .lomma import LOMMA, STUDENTS, load_students, students_prior
+from ._students import (
+    STUDENT_BUDGETS,
+    STUDENT_PARAMS,
+    STUDENT_PRIOR_PARAMS,
+    STUDENTS,
+    STUDENTS_VERSION,
+    load_students,
+    students_prior,
+)
 
 
 class Surrogates(nn.Module):
@@ -61,18 +69,16 @@ class Transfer(WrapperAttack):
     name = "transfer"
     version = 1
     # the distillation settings of LOMMA's model augmentation (same defaults and budgets)
-    params = {k: LOMMA.params[k] for k in LOMMA.prior_params}
-    budgets = {
-        b: {k: v for k, v in over.items() if k in LOMMA.prior_params} for b, over in LOMMA.budgets.items()
-    }
+    params = STUDENT_PARAMS
+    budgets = STUDENT_BUDGETS
     prior_kind = STUDENTS
-    prior_params = LOMMA.prior_params
+    prior_params = STUDENT_PRIOR_PARAMS
     prior_uses_target = True
 
     def priors(self) -> list[PriorSpec]:
-        """The base's priors and LOMMA's students, under LOMMA's version: one cached artifact."""
+        """The base's priors and LOMMA's students under LOMMA's version: one cached artifact."""
         c = self.config
-        students = PriorSpec(STUDENTS, {k: c[k] for k in self.prior_params}, True, LOMMA.version)
+        students = PriorSpec(STUDENTS, {k: c[k] for k in self.prior_params}, True, STUDENTS_VERSION)
         return [*self.base.priors(), students]
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
