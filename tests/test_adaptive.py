@@ -302,6 +302,7 @@ def test_trapdoor_signature_is_the_notebooks():
         lambda x01: T.features(x01 * 2 - 1), batches, idens, triggers, alpha, 4, T.feature_dim
     )
     assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(signatures(T, public, triggers, alpha, batch=4), want, atol=1e-5)  # in batches
     with pytest.raises(AssertionError):  # a wrong alpha is caught
         assert torch.allclose(signatures(T, public, triggers, 0.2), want, atol=1e-5)
 

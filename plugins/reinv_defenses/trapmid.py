@@ -91,16 +91,20 @@ def reverse_triggers(
 
 
 @torch.no_grad()
-def signatures(T, public: Tensor, triggers: Tensor, alpha: float) -> Tensor:
+def signatures(T, public: Tensor, triggers: Tensor, alpha: float, batch: int = 128) -> Tensor:
     """The class signatures of the authors' detection notebook
     (``visualization/trapdoor_detection/trapdoor_detection.ipynb``, "Signature Preparing"): per
     class, the mean penultimate feature of images blended with its trigger (``engine.blend``,
     alpha), L2-normalised (``nn.functional.normalize``). The notebook blends the private training
     images; the attacker blends the public ones."""
-    dev = triggers.device
-    x = public.to(dev) * 0.5 + 0.5
-    sig = torch.stack([T.features(blend(x, k[None], alpha) * 2 - 1).float().mean(0) for k in triggers])
-    return F.normalize(sig, p=2, dim=1)
+    dev, sig = triggers.device, []
+    for k in triggers:
+        total = 0.0
+        for i in range(0, len(public), batch):
+            x = public[i : i + batch].to(dev) * 0.5 + 0.5
+            total = total + T.features(blend(x, k[None], alpha) * 2 - 1).float().sum(0)
+        sig.append(total / len(public))
+    return F.normalize(torch.stack(sig), p=2, dim=1)
 
 
 # classify_trap.json per architecture: epochs (batch 64, SGD 1e-2, momentum 0.9, wd 1e-4)
