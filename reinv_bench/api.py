@@ -103,6 +103,8 @@ __all__ = [
     "NO_CHECKPOINT",
     # defenses and attacks
     "Defense",
+    "Adaptation",
+    "compose_adaptations",
     "residual_stages",
     "AttackContext",
     "Inversion",
@@ -255,6 +257,125 @@ class Defense(Configurable):
     def overridden(self) -> set[str]:
         return {h for h in self.EXCLUSIVE if getattr(type(self), h) is not getattr(Defense, h)}
 
+    def secrets(self) -> dict[str, Any]:
+        """What the trained defense keeps that an attacker who knows only its algorithm lacks
+        (Trap-MID's triggers): stored with the target (its artifact's ``secrets``) and handed back
+        through ``load_secrets`` only to an attacker whose threat model grants them
+        (``adaptive[knows=triggers]``). Default: nothing."""
+        return {}
+
+    def load_secrets(self, state: dict[str, Any]) -> None:
+        """Restore ``secrets()`` on a defense rebuilt for an attack (``AttackContext.defense``)."""
+
+    def adaptation(self, ctx: AttackContext, knows: str = "algorithm", steps: int = 100) -> Adaptation | None:
+        """How an attacker who knows this defense adapts (the ``adaptive+ATTACK`` wrapper applies
+        it to the target the defense trained). ``knows``: ``"algorithm"`` (the defense's code and
+        hyperparameters, not what training drew: Carlini et al. 2019's adaptive attacker) or
+        ``"triggers"`` (also its stored ``secrets()``: an upper bound); ``steps``: the attacker's
+        budget for estimating what it does not know (Trap-MID's trigger reversal). ``ctx`` is the
+        inversion's context (the target, the public data, the device, the seed).
+
+        Default, the generic adaptation: a defense that transforms its training images
+        (``train_transform``) gets expectation over transformation (EOT, Athalye, Engstrom, Ilyas,
+        Kwok, ICML 2018) over that very transform; any other gets None (no adaptation: the
+        attacker attacks as it would an undefended target)."""
+        if not self.transforms_images():
+            return None
+        return Adaptation(
+            label=f"eot({self.name})",
+            principle="EOT over the defense's training transform (Athalye et al., ICML 2018)",
+            eot=self.train_transform,
+        )
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """What an attacker who knows a defense's algorithm changes in its identity loss
+    (``Defense.adaptation``; the ``adaptive+ATTACK`` wrapper builds the loss). Per image, the
+    adapted identity loss is the mean over ``draws`` independent draws (one draw when nothing here
+    is random) of
+
+        L(forward(T, t(x)), y) + weight * penalty(forward(T, t(x)), y),
+
+    with t the composition of ``eot`` (the defense's own input distribution), AlignMI's TAA copy
+    (``taa``) and a Gaussian perturbation (``noise``), and L the base attack's own identity term
+    (``Attack.identity_term``) or the logit margin (``margin``). Fields:
+
+    - ``label``, ``principle``: what it is and the work it follows (stored with the inversion);
+    - ``eot``: one random draw of an input transformation in the normalised space (EOT);
+    - ``random``: the target itself is random at inference (MID's bottleneck noise): average
+      over the draws even with no transformation;
+    - ``taa``: AlignMI's transformation-averaged gradient (crop, flip, rotation copies, the
+      harness's ``align`` constants for the base); ``noise``: EOT over small Gaussian input noise
+      (AlignMI's PAA perturbation for the base);
+    - ``forward``: ``forward(T, x) -> Output`` in place of ``T.forward_all(x)`` (BPDA: the forward
+      unchanged, another backward; a deterministic path through a random layer);
+    - ``margin``: the logit margin -z_y + max_{j != y} z_j in place of the base's identity term;
+    - ``penalty``: ``penalty(out, y) -> per image``, added (Trap-MID's trapdoor signatures);
+    - ``alternatives``: adaptations run one after the other, the wrapper keeping per class the
+      reconstructions the target scores higher (the attacker's own score): "report the stronger"
+      (MID: its mean path and EOT over its noise). When set, the other fields are unused.
+    """
+
+    label: str
+    principle: str
+    eot: Callable[[Tensor], Tensor] | None = None
+    random: bool = False
+    taa: bool = False
+    noise: bool = False
+    forward: Callable[[Any, Tensor], Output] | None = None
+    margin: bool = False
+    penalty: Callable[[Output, Tensor], Tensor] | None = None
+    alternatives: tuple[Adaptation, ...] = ()
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the loss is an average over random draws."""
+        return self.eot is not None or self.random or self.taa or self.noise
+
+
+def compose_adaptations(parts: Iterable[Adaptation | None]) -> Adaptation | None:
+    """The adaptation of a composed defense (``re+bido``): transformations applied in the order
+    given, flags joined, penalties summed; at most one part may replace the forward pass;
+    alternatives multiply (each alternative of one part composed with the others)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    for i, p in enumerate(parts):
+        if p.alternatives:
+            rest = parts[:i] + parts[i + 1 :]
+            alts = tuple(compose_adaptations([*rest[:i], a, *rest[i:]]) for a in p.alternatives)
+            return Adaptation(
+                label="+".join(q.label for q in parts), principle=p.principle, alternatives=alts
+            )
+    forwards = [p for p in parts if p.forward is not None]
+    if len(forwards) > 1:
+        raise ConfigError(
+            f"cannot compose the adaptations {' + '.join(p.label for p in forwards)}: both replace "
+            "the target's forward pass"
+        )
+    eots = [p.eot for p in parts if p.eot is not None]
+
+    def eot(x: Tensor) -> Tensor:
+        for t in eots:
+            x = t(x)
+        return x
+
+    penalties = [p.penalty for p in parts if p.penalty is not None]
+    return Adaptation(
+        label="+".join(p.label for p in parts),
+        principle="; ".join(p.principle for p in parts),
+        eot=eot if eots else None,
+        random=any(p.random for p in parts),
+        taa=any(p.taa for p in parts),
+        noise=any(p.noise for p in parts),
+        forward=forwards[0].forward if forwards else None,
+        margin=any(p.margin for p in parts),
+        penalty=(lambda out, y: sum(f(out, y) for f in penalties)) if penalties else None,
+    )
+
 
 def residual_stages(model: Classifier) -> list[list[nn.Module]]:
     """The residual blocks of ``model`` grouped by stage: one list per entry of ``model.blocks``
@@ -299,6 +420,10 @@ class AttackContext:
     # the frozen evaluation model, only for an attack whose ``uses_eval_model()`` is true (IF-GMI's
     # report=best: the official reports the layer the evaluation model scores best); else None
     eval_model: Any = None
+    # the target's (composed) defense, rebuilt with its config and stored secrets, for an attacker
+    # that knows it (``adaptive+ATTACK``: ``ctx.defense.adaptation(ctx, knows)``); set for
+    # inversions only, None while a prior is prepared
+    defense: Any = None
 
     def autocast(self):
         """The run's autocast on ``device``: bf16 under ``--precision bf16``, a no-op otherwise."""
@@ -435,6 +560,13 @@ class Attack(Configurable):
         ``iters`` is set, the attack's number of iterations."""
         raise NotImplementedError
 
+    def identity_term(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The attack's own identity term per image from the target's logits (what an
+        ``IdentityLoss`` replaces): cross-entropy by default; an attack with another (PPA's
+        Poincaré loss, PLG-MI's max-margin) returns it, so that a wrapper that changes how the
+        target is queried (``adaptive+``, ``transfer+``) keeps the base's loss."""
+        return F.cross_entropy(logits, y, reduction="none")
+
     def memory_per_class(self, image_shape: tuple[int, ...]) -> int | None:
         """Host bytes one attacked class holds during ``invert`` (its reconstructions and what the
         attack keeps per class, e.g. candidate latents), estimated from the config at plan time:
@@ -515,6 +647,8 @@ class WrapperAttack(Attack):
         if self.config.get("iters") is not None:
             out["iterations"] = int(self.config["iters"])
         return out
+    def identity_term(self, logits: Tensor, y: Tensor) -> Tensor:
+        return self.base.identity_term(logits, y)
 
     def uses_eval_model(self) -> bool:
         return self.base.uses_eval_model()

@@ -350,7 +350,17 @@ class Worker:
         if stats:
             meta["stats"] = {k: float(v) for k, v in stats.items()}
         meta.update(test_acc=accuracy(model, test, self.device), history=history)
-        return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, meta
+        obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+        if secrets := defense.secrets():  # what an attacker that knows them may use (adaptive+)
+            obj["secrets"] = secrets
+        return obj, meta
+
+    def target_defense(self, key: str) -> Defense:
+        """The defense of target ``key``, rebuilt with its config and the secrets stored with it."""
+        defense = self.defense(self.steps[key].spec.get("defense"))
+        if secrets := self.artifacts.load(key).get("secrets"):
+            defense.load_secrets(secrets)
+        return defense
 
     def prior(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
         """An attack's prior (a GAN, ...), built on the public data (and the target's outputs)."""
@@ -408,6 +418,7 @@ class Worker:
             step_precision(spec),
             self._architecture,
             eval_model=self.load_model(spec["eval"]).requires_grad_(False) if "eval" in spec else None,
+            defense=self.target_defense(spec["target"]),
         )
         with ctx.autocast():
             inv = attack.invert(ctx, priors, spec["classes"])

@@ -292,6 +292,20 @@ class Composed(Defense):
         for p in self.parts:
             p.on_phase(phase)
 
+    def secrets(self):
+        return {str(i): sec for i, p in enumerate(self.parts) if (sec := p.secrets())}
+
+    def load_secrets(self, state):
+        for i, p in enumerate(self.parts):
+            if str(i) in state:
+                p.load_secrets(state[str(i)])
+
+    def adaptation(self, ctx, knows="algorithm", steps=100):
+        """The parts' adaptations composed (``api.compose_adaptations``)."""
+        from reinv_bench.api import compose_adaptations
+
+        return compose_adaptations(p.adaptation(ctx, knows, steps) for p in self.parts)
+
 
 def compose(defenses: list[Defense]) -> Defense:
     """One defense from several; refuses two that both own an exclusive hook."""

@@ -255,3 +255,7 @@ class StyleGANAttack(Attack):
 
     def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
         raise NotImplementedError
+
+    def identity_term(self, logits, y):
+        """The Poincaré loss per image (ppa and ifgmi), in float32."""
+        return poincare_loss(logits.float(), y)

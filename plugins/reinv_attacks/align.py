@@ -75,11 +75,8 @@ identity batches). The official StyleGAN GMI (``gmi_stylegan-*``: NAG-style mome
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
 
 from reinv_bench import hookimpl
 from reinv_bench.api import (
@@ -92,54 +89,8 @@ from reinv_bench.api import (
     WrapperAttack,
 )
 
+from ._align import OFFICIAL, TAA_RATIO, averaged, perturb, taa_transforms, transform  # noqa: F401
 from ._stylegan import poincare_loss
-
-# (PAA copies, PAA spread, TAA copies, TAA RandomResizedCrop scale, TAA rotation degrees)
-OFFICIAL = {
-    "gmi": (50, 0.003, 30, (0.9, 1.0), 3.0),
-    "kedmi": (50, 0.05, 50, (0.8, 1.0), 5.0),
-    "ppa": (50, 0.06, 50, (0.8, 1.0), 5.0),
-}
-TAA_RATIO = (0.9, 1.1)
-
-
-def taa_transforms(size: int, scale, degrees: float) -> T.Compose:
-    """``build_transformations`` / ``ked_build_transformations``: the TAA copies' transforms."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=tuple(scale), ratio=TAA_RATIO, antialias=True),
-            T.RandomHorizontalFlip(p=0.5),
-            T.RandomRotation(degrees, interpolation=InterpolationMode.BILINEAR),
-        ]
-    )
-
-
-def perturb(spread: float):
-    """PAA's copy: x + sigma * N(0, I), sigma = spread * (max - min) of the batch (no gradient)."""
-
-    def copy(x: Tensor) -> Tensor:
-        sigma = spread * (x.max().item() - x.min().item())
-        return x + sigma * torch.randn_like(x)
-
-    return copy
-
-
-def transform(size: int, scale, degrees: float, pixels: bool = True):
-    """TAA's copy: the random transforms, on [0, 1] pixels and back to [-1, 1] (``pixels``: the
-    official low-resolution images, a sigmoid generator's), or on the [-1, 1] images themselves
-    (the official high-resolution ones, StyleGAN's: a rotation fills with 0, mid-grey)."""
-    t = taa_transforms(size, scale, degrees)
-    return (lambda x: (t(x * 0.5 + 0.5) - 0.5) / 0.5) if pixels else t
-
-
-def averaged(loss, copy, samples: int):
-    """The identity loss whose gradient is AlignMI's averaged gradient: per image, the mean over
-    ``samples`` copies ``copy(x)`` of ``loss(copy, y)``."""
-
-    def identity(x: Tensor, y: Tensor) -> Tensor:
-        return sum(loss(copy(x), y) for _ in range(samples)) / samples
-
-    return identity
 
 
 class Align(WrapperAttack):
@@ -164,6 +115,7 @@ class Align(WrapperAttack):
         "degrees": Param(0.0, "TAA rotation range in degrees; 0: the official one for the base", low=0.0),
     }
     budgets = {"smoke": {"samples": 2}, "quick": {"samples": 8}}
+    accepts_identity = True  # adaptive+align+gmi: the copies average the given identity loss
 
     accepts_identity = True  # lomma+align+BASE: the identity averaged is LOMMA's (official low res)
 

@@ -120,11 +120,13 @@ def layer_search(
     transform,
     fp32=contextlib.nullcontext,
     on_phase=None,
+    identity=None,
 ) -> tuple[Tensor, Tensor, list[float]]:
     """One batch through every phase (the loss in float32: ``fp32``, the context's ``ctx.fp32``).
     Returns (w, the last phase's last forward images at the generator's size, mean loss at the
     last iteration of each phase). ``on_phase(phase, images)``: called with each phase's images
-    (the official ``intermediate_imgs[phase]``)."""
+    (the official ``intermediate_imgs[phase]``). ``identity(x, y)`` (a wrapper's, per image, on
+    the transformed images) replaces the Poincaré loss."""
     w = w.clone()
     mid, imgs, hist = None, None, []
     for phase, n in enumerate(steps):
@@ -137,8 +139,8 @@ def layer_search(
             ws = w.expand(-1, G.num_ws, -1) if w.shape[1] == 1 else w
             _, out = run_from(G, ws, phase, mid)
             imgs = out.detach()
-            logits = target(transform(out))
-            loss = mean_loss(logits, y, fp32)
+            x = transform(out)
+            loss = mean_loss(target(x), y, fp32) if identity is None else identity(x, y).float().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -165,6 +167,7 @@ class IFGMI(StyleGANAttack):
     optimiser = "adam"  # its search's optimiser (Attack.optimisation; --reported)
     prior_kind = "stylegan2"  # PPA's prior: one cached generator for both
     prior_params = ("weights",)
+    accepts_identity = True  # adaptive+ifgmi: the identity replaces the Poincaré loss
     params = {
         "weights": Param(
             "stylegan2-ffhq",
@@ -247,8 +250,11 @@ class IFGMI(StyleGANAttack):
             return "report=best: the layer whose images the evaluation model classifies best (official)"
         return None
 
-    def attack(self, ctx: AttackContext, G, classes: list[int], t0: float | None = None) -> Inversion:
+    def attack(
+        self, ctx: AttackContext, G, classes: list[int], t0: float | None = None, identity=None
+    ) -> Inversion:
         c = self.config
+        loss = identity.loss if identity else None  # a wrapper's (adaptive+ifgmi): replaces Poincaré
         t0 = time.perf_counter() if t0 is None else t0
         steps = c.steps[: len(blocks(G)) - 1]
         torch.manual_seed(ctx.seed)  # the random crops
@@ -258,12 +264,12 @@ class IFGMI(StyleGANAttack):
         info = {"phases": len(steps), "search_conf": conf.mean().item()}
         if c.report == "best":  # pass 1: each layer's evaluation-model accuracy; pass 2: its images
             crops = torch.get_rng_state()
-            hits = self.phase_hits(ctx, G, w, y, steps)
+            hits = self.phase_hits(ctx, G, w, y, steps, loss)
             best = best_layer([h / len(y) for h in hits])
             info.update({f"eval_acc_layer{i}": h / len(y) for i, h in enumerate(hits)})
             torch.set_rng_state(crops)  # the same crops: the same optimisation up to that layer
             steps = steps[: best + 1]
-        images, first, last = self.run(ctx, G, w, y, steps)
+        images, first, last = self.run(ctx, G, w, y, steps, identity=loss)
         info.update(
             report=c.report,
             reported_layer=len(steps) - 1,
@@ -273,9 +279,10 @@ class IFGMI(StyleGANAttack):
         )
         return Inversion(images, y, info)
 
-    def run(self, ctx: AttackContext, G, w: Tensor, y: Tensor, steps, on_phase=None):
+    def run(self, ctx: AttackContext, G, w: Tensor, y: Tensor, steps, on_phase=None, identity=None):
         """Every batch through ``steps``: (the last phase's images at the scenario's size, the
-        first and the last phase's mean losses per batch)."""
+        first and the last phase's mean losses per batch). ``identity``: a wrapper's per-image
+        loss in place of the Poincaré loss (its ``iters`` does not apply: the phases' steps do)."""
         c, dev, size = self.config, ctx.device, ctx.scenario.image_shape[-1]
         n_batches = -(-len(w) // c.batch)
         transform = attack_transforms(G.synthesis.img_resolution, size, c.crop, c.rrc_scale)
@@ -294,6 +301,7 @@ class IFGMI(StyleGANAttack):
                 betas=c.betas,
                 transform=transform,
                 fp32=ctx.fp32,
+                identity=identity,
                 on_phase=None
                 if on_phase is None
                 else lambda p, im, sl=sl: on_phase(p, view(im.float(), c.crop, size), sl),
@@ -306,7 +314,7 @@ class IFGMI(StyleGANAttack):
             ctx.progress(b + 1, n_batches)
         return torch.cat(images), first, last
 
-    def phase_hits(self, ctx: AttackContext, G, w: Tensor, y: Tensor, steps) -> list[int]:
+    def phase_hits(self, ctx: AttackContext, G, w: Tensor, y: Tensor, steps, identity=None) -> list[int]:
         """Per layer (phase), how many candidates' images the evaluation model classifies as their
         class (top-1), over every attacked class (the official ``ClassificationAccuracy`` per layer)."""
         hits = [0] * len(steps)
@@ -316,7 +324,7 @@ class IFGMI(StyleGANAttack):
                 pred = ctx.eval_model(images.clamp(-1, 1)).argmax(1).cpu()
             hits[phase] += int((pred == y[sl]).sum())
 
-        self.run(ctx, G, w, y, steps, on_phase=count)
+        self.run(ctx, G, w, y, steps, on_phase=count, identity=identity)
         return hits
 
 

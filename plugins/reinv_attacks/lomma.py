@@ -36,82 +36,33 @@ setting.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import AttackContext, ConfigError, IdentityLoss, Inversion, Param, WrapperAttack
+from reinv_bench.api import AttackContext, IdentityLoss, Inversion, Param, WrapperAttack
 
-from ._gan import batch_stream, frozen
-
-STUDENTS = "lomma-students"
-
-
-def build_student(name: str, num_classes: int, image_shape, architecture) -> nn.Module:
-    """A surrogate student: torchvision's EfficientNet (random init), or a registered architecture
-    (``cnn``, ``resnet8``: ``architecture(name)``, the context's ``ctx.architecture``)."""
-    if name.startswith("efficientnet_b"):
-        import torchvision
-
-        net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-        if image_shape[0] != 3:
-            old = net.features[0][0]
-            net.features[0][0] = nn.Conv2d(
-                image_shape[0], old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
-            )
-        return net
-    if name in ("cnn", "resnet8"):
-        return architecture(name).build(num_classes, image_shape)
-    raise ConfigError(f"lomma: unknown student {name!r}; use efficientnet_b0..b7, cnn or resnet8")
+from ._students import (  # noqa: F401
+    STUDENT_BUDGETS,
+    STUDENT_PARAMS,
+    STUDENT_PRIOR_PARAMS,
+    STUDENTS,
+    STUDENTS_VERSION,
+    build_student,
+    distill,
+    load_students,
+    public_feature_mean,
+    students_prior,
+)
 
 
-def distill(
-    student: nn.Module,
-    teacher,
-    public: Tensor,
-    *,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    device,
-    seed: int,
-) -> nn.Module:
-    """Official ``engine.py::train_augmodel``: KL(softmax(T(x)) || softmax(S(x))) summed and
-    divided by the batch size (temperature 1), SGD with momentum 0.9, shuffled batches with
-    ``drop_last``."""
-    torch.manual_seed(seed)
-    student.to(device).train()
-    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    x = public.to(device)
-    with torch.no_grad():
-        soft = torch.cat([teacher(x[i : i + 512]) for i in range(0, len(x), 512)]).log_softmax(1)
-    steps = epochs * (len(x) // min(batch_size, len(x)))
-    for (idx,) in batch_stream(len(x), batch_size, steps, torch.Generator().manual_seed(seed)):
-        idx = idx.to(device)
-        loss = F.kl_div(student(x[idx]).log_softmax(1), soft[idx], log_target=True, reduction="batchmean")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return student.eval().requires_grad_(False)
-
-
-def public_feature_mean(T, public: Tensor, n: int, seed: int, device) -> Tensor:
-    """mu_pub: the target's mean penultimate feature over ``n`` public images drawn at random
-    (all of them if there are fewer)."""
-    idx = torch.randperm(len(public), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    with torch.no_grad():
-        x = public[idx]
-        return torch.cat([T.features(x[i : i + 512].to(device)) for i in range(0, len(x), 512)]).mean(0)
-
-
-def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float):
-    """Per-image LOMMA identity loss."""
+def logit_identity(target, students: list[nn.Module], mu_pub: Tensor, reg: float, term=None):
+    """Per-image LOMMA identity loss. ``term(x, y)``, when given (an outer wrapper's identity:
+    ``adaptive+lomma+gmi``), replaces the target's -logit_y(T(x)); the students' terms and the
+    feature regulariser stay."""
 
     def identity(x: Tensor, y: Tensor) -> Tensor:
         out = target.forward_all(x)
-        logit = -out.logits.gather(1, y[:, None]).squeeze(1)
+        logit = -out.logits.gather(1, y[:, None]).squeeze(1) if term is None else term(x, y)
         for s in students:
             logit = logit - s(x).gather(1, y[:, None]).squeeze(1)
         return logit / (1 + len(students)) + reg * (out.features - mu_pub).pow(2).mean(1)
@@ -127,58 +78,35 @@ class LOMMA(WrapperAttack):
         "iters": Param(
             2400, "inversion iterations, replacing the base's (official: 2400 for gmi and kedmi)", low=1
         ),
-        "reg_samples": Param(
-            5050, "public images averaged into mu_pub (official get_act_reg: 101 batches of 50)", low=1
-        ),
-        "students": Param(
-            "efficientnet_b0/efficientnet_b1/efficientnet_b2", "surrogate students, /-separated"
-        ),
-        "distill_epochs": Param(20, "distillation epochs on the public data (official: 20)", low=0),
-        "distill_lr": Param(0.01, "distillation SGD lr (official: 0.01)", low=0.0),
-        "distill_wd": Param(1e-4, "distillation SGD weight decay (official: 1e-4)", low=0.0),
-        "distill_batch": Param(64, "distillation batch size (official: 64)", low=1),
+        **STUDENT_PARAMS,
     }
     budgets = {
-        "smoke": {"students": "cnn", "distill_epochs": 1, "iters": 20},
-        "quick": {"students": "cnn", "distill_epochs": 5, "iters": 400},
+        "smoke": {**STUDENT_BUDGETS["smoke"], "iters": 20},
+        "quick": {**STUDENT_BUDGETS["quick"], "iters": 400},
     }
     # the wrapper's own prior, beside the base's
     prior_kind = STUDENTS
-    prior_params = ("students", "distill_epochs", "distill_lr", "distill_wd", "distill_batch", "reg_samples")
+    prior_params = STUDENT_PRIOR_PARAMS
     prior_uses_target = True
+    accepts_identity = True  # adaptive+lomma+gmi: the identity replaces the target's logit term
+
+    def identity_term(self, logits: Tensor, y: Tensor) -> Tensor:
+        """LOMMA's target term: -logit_y (official ``iden_loss`` with ``logit_loss``)."""
+        return -logits.gather(1, y[:, None]).squeeze(1)
 
     def prepare(self, ctx: AttackContext, kind: str) -> dict:
         if kind != STUDENTS:
             return super().prepare(ctx, kind)
-        c, T = self.config, ctx.target
-        mu_pub = public_feature_mean(T, ctx.data.public.x, c.reg_samples, ctx.seed, ctx.device)
-        states = {}
-        for i, name in enumerate(c.students.split("/")):
-            s = build_student(name, ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture)
-            distill(
-                s,
-                T,
-                ctx.data.public.x,
-                epochs=c.distill_epochs,
-                lr=c.distill_lr,
-                weight_decay=c.distill_wd,
-                batch_size=c.distill_batch,
-                device=ctx.device,
-                seed=ctx.seed + i,
-            )
-            states[f"{i}:{name}"] = {k: v.cpu() for k, v in s.state_dict().items()}
-        return {"mu_pub": mu_pub.cpu(), "students": states}
+        return students_prior(ctx, self.config)
 
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
+    def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         p = priors[STUDENTS]
-        students = []
-        for key, state in p["students"].items():
-            s = build_student(
-                key.split(":", 1)[1], ctx.scenario.num_classes, ctx.scenario.image_shape, ctx.architecture
-            )
-            students.append(frozen(s, state, ctx.device))
-        identity = logit_identity(ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg)
-        return self.base.invert(ctx, priors, classes, IdentityLoss(identity, iters=self.config.iters))
+        students = load_students(ctx, p)
+        loss = logit_identity(
+            ctx.target, students, p["mu_pub"].to(ctx.device), self.config.reg, identity and identity.loss
+        )
+        iters = (identity and identity.iters) or self.config.iters
+        return self.base.invert(ctx, priors, classes, IdentityLoss(loss, iters=iters))
 
 
 @hookimpl

@@ -70,6 +70,7 @@ from reinv_bench.api import (
     Attack,
     AttackContext,
     Checkpoint,
+    IdentityLoss,
     Inversion,
     Param,
     Progress,
@@ -319,14 +320,17 @@ def plg_optimize(
     scale: float,
     aug=augment,
     progress: Progress = no_progress,
+    identity=None,
 ) -> tuple[Tensor, list[float]]:
     """Adam on every row at once: the loss is ``scale`` times the sum over rows of the max-margin
-    losses summed over ``n_aug`` augmentations. Returns (z, mean max-margin per iteration)."""
+    losses summed over ``n_aug`` augmentations. Returns (z, mean max-margin per iteration).
+    ``identity(x, y)`` (a wrapper's, per image, on the augmented images) replaces the max-margin."""
     z = z.clone().requires_grad_(True)
+    term = (lambda x, y: max_margin(T(x), y)) if identity is None else identity
 
     def loss(it: int) -> Tensor:
         x = G(z, y)
-        return sum(max_margin(T(aug(x)), y) for _ in range(n_aug))  # summed over augmentations, as official
+        return sum(term(aug(x), y) for _ in range(n_aug))  # summed over augmentations, as official
 
     hist = descend(torch.optim.Adam([z], lr=lr), loss, iters=iters, scale=scale, progress=progress)
     return z.detach(), [h / n_aug for h in hist]
@@ -341,6 +345,7 @@ class PLGMI(Attack):
     prior_kind = "plgmi-cgan"
     prior_params = ("top_n", "gan_ch", "gan_iters", "gan_batch", "gan_lr", "n_dis", "alpha")
     prior_uses_target = True
+    accepts_identity = True  # adaptive+plgmi: the identity replaces the max-margin loss
     z_dim = 128
     params = {
         "top_n": Param(30, "public images selected per class (official: 30)", low=1),
@@ -386,8 +391,14 @@ class PLGMI(Attack):
         )
         return {"G": G.state_dict()}
 
-    def invert(self, ctx: AttackContext, priors: dict, classes: list[int]) -> Inversion:
+    def identity_term(self, logits: Tensor, y: Tensor) -> Tensor:
+        return max_margin(logits, y)
+
+    def invert(
+        self, ctx: AttackContext, priors: dict, classes: list[int], identity: IdentityLoss | None = None
+    ) -> Inversion:
         c = self.config
+        iters, loss = (identity.iters or c.iters, identity.loss) if identity else (c.iters, None)
         G = frozen(
             CGenerator(ctx.scenario.image_shape, ctx.scenario.num_classes, c.gan_ch, self.z_dim),
             priors[self.prior_kind]["G"],
@@ -405,11 +416,12 @@ class PLGMI(Attack):
                 ctx.target,
                 z0.to(ctx.device),
                 y,
-                iters=c.iters,
+                iters=iters,
                 lr=c.lr,
                 n_aug=c.n_aug,
                 scale=1.0 / len(ids),
                 progress=progress,
+                identity=loss,
             )
             with torch.no_grad():
                 return G(z, y).cpu().view(c.seeds, len(ids), *ctx.scenario.image_shape), hist

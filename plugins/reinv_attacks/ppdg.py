@@ -192,6 +192,9 @@ def interned(obj):
 class PPDG(WrapperAttack):
     name = "ppdg"
     version = 1
+    # adaptive+ppdg+gmi: the identity is handed to the base in the last round (the inversion);
+    # round 1 runs inside the cached prior (the pseudo-private selection), as the plain base
+    accepts_identity = True
     params = {
         "rounds": Param(2, "attack rounds, the GAN fine-tuned after each but the last (official: 2)", low=2),
         "keep": Param(
@@ -242,12 +245,14 @@ class PPDG(WrapperAttack):
 
     # -- rounds --
 
-    def _round(self, ctx: AttackContext, priors: dict, classes: list[int], r: int, tuned=None) -> Inversion:
+    def _round(
+        self, ctx: AttackContext, priors: dict, classes: list[int], r: int, tuned=None, identity=None
+    ) -> Inversion:
         """Attack round ``r`` (0-based): the base on all classes with the shared prior (r = 0), or
         class by class with each class's fine-tuned networks ``tuned[str(c)]``."""
         ctx_r = replace(ctx, seed=ctx.seed + r * ROUND_SEED)
         if tuned is None:
-            return self.base.invert(ctx_r, priors, classes)
+            return self.base.invert(ctx_r, priors, classes, identity)
         kind, size = self.gan.prior_kind, self.gan.config.batch_ids
         parts, first, last = [], [], []
         for ids in identity_batches(classes, size):
@@ -257,7 +262,9 @@ class PPDG(WrapperAttack):
             for cls in ids:
                 if str(cls) not in tuned:
                     raise ConfigError(f"ppdg: no fine-tuned generator for class {cls} in the cached prior")
-                inv = base.invert(ctx_r, {**priors, kind: {**priors[kind], **tuned[str(cls)]}}, [cls])
+                inv = base.invert(
+                    ctx_r, {**priors, kind: {**priors[kind], **tuned[str(cls)]}}, [cls], identity
+                )
                 parts.append(inv.images)
                 first.append(inv.info.get("loss_first", float("nan")))
                 last.append(inv.info.get("loss_last", float("nan")))
@@ -317,7 +324,7 @@ class PPDG(WrapperAttack):
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         p = priors[TUNED]
-        inv = self._round(ctx, priors, classes, self.config.rounds - 1, p["tuned"])
+        inv = self._round(ctx, priors, classes, self.config.rounds - 1, p["tuned"], identity)
         sel = [p["scores"][str(cls)].mean().item() for cls in classes if str(cls) in p["scores"]]
         inv.info["pseudo_private_conf"] = sum(sel) / max(1, len(sel))
         return inv

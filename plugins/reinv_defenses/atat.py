@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import VALUE_RANGE, Defense, Param, TrainRecipe
+from reinv_bench.api import VALUE_RANGE, Adaptation, Defense, Param, TrainRecipe
+from reinv_defenses._adaptations import robustness_reducing
 from reinv_defenses._schedules import adam_100_epochs
 
 
@@ -145,6 +146,12 @@ class AdversarialTraining(Defense):
         t = attack_targets(y, model.num_classes) if c.targeted else y
         x_adv = self.adversarial(model, x, t)
         return total + c.w_adv * loss(model.forward_all(x_adv, hidden=hidden), x_adv, t)
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """Transformation-averaged gradients (AlignMI's TAA) plus EOT over small Gaussian input
+        noise: adversarial training (at, atat) belongs to AT-AT's robustness-reducing family
+        (``_adaptations.robustness_reducing``)."""
+        return robustness_reducing(self.name)
 
 
 class AntiAdversarialTraining(AdversarialTraining):

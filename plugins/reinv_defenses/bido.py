@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Defense, Output, Param, TrainRecipe
+from reinv_bench.api import Adaptation, Defense, Output, Param, TrainRecipe
+from reinv_defenses._adaptations import robustness_reducing
 
 EPS = 1e-5
 
@@ -122,6 +123,11 @@ class BiDO(Defense):
                 - self.config.a2 * self.dependency(z, onehot, self.config.ktype)
             )
         return F.cross_entropy(out.logits, y) + reg
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """Transformation-averaged gradients (AlignMI's TAA) plus EOT over small Gaussian input noise:
+        BiDO belongs to AT-AT's robustness-reducing family (``_adaptations.robustness_reducing``)."""
+        return robustness_reducing(self.name)
 
 
 @hookimpl

@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Classifier, Defense, Output, Param, TrainRecipe
+from reinv_bench.api import Adaptation, Classifier, Defense, Output, Param, TrainRecipe
+from reinv_defenses._adaptations import confidence_suppressing
 from reinv_defenses._schedules import adam_100_epochs
 
 # the toolbox's ``_activation`` table (wrappers.py)
@@ -95,6 +96,12 @@ class LoFt(Defense):
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
         return adam_100_epochs(recipe, budget, batch_size=96)
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """The logit-margin identity loss in place of CE / Poincaré (loft and calor): the low-rank
+        neck and CALoR's inverse focal fine-tune reshape the confidence those losses follow
+        (``_adaptations.confidence_suppressing``)."""
+        return confidence_suppressing(self.name)
 
 
 class CALoR(LoFt):

@@ -27,12 +27,15 @@ momentum 0.9, weight decay 1e-4, 50 epochs).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Classifier, Defense, Output, Param
+from reinv_bench.api import Adaptation, Classifier, Defense, Output, Param
+from reinv_defenses._adaptations import robustness_reducing
 
 
 class VIBHead(nn.Module):
@@ -77,6 +80,37 @@ class MID(Defense):
 
     def loss(self, out: Output, x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(out.logits, y) + self.config.beta * vib_kl(out.extras["mu"], out.extras["std"])
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """MID's target samples its bottleneck noise in ``forward`` (``VIBHead``: z = mu + sigma *
+        eps at attack time too), so its gradient is random. Two answers, both run, the stronger
+        kept (per class, by the target's own mean confidence: ``adaptive``'s alternatives): the
+        deterministic mean path z = mu (``mean_path``), and expectation over the noise (EOT,
+        Athalye et al., ICML 2018: average over draws of the random forward). MID is also of
+        AT-AT's robustness-reducing family: both add AlignMI's TAA and Gaussian input noise
+        (``_adaptations.robustness_reducing``). With ``mid[sample=false]`` the target already takes
+        the mean path: that adaptation alone."""
+        base = robustness_reducing(self.name)
+        mean = replace(base, label="mean-path+taa+noise(mid)", forward=mean_path)
+        if not self.config.sample:
+            return mean
+        eot = replace(base, label="eot-noise+taa+noise(mid)", random=True)
+        return Adaptation(
+            label="mid: stronger of mean path and EOT over the noise",
+            principle="deterministic path and EOT over a randomised layer (Athalye et al. 2018), "
+            "with AlignMI TAA and Gaussian EOT",
+            alternatives=(mean, eot),
+        )
+
+
+def mean_path(target: Classifier, x: Tensor) -> Output:
+    """The target's forward with its bottleneck at its mean (z = mu, no noise drawn)."""
+    head, sample = target.head, target.head.sample
+    head.sample = False
+    try:
+        return target.forward_all(x)
+    finally:
+        head.sample = sample
 
 
 @hookimpl

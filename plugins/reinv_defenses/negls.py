@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Defense, Output, Param
+from reinv_bench.api import Adaptation, Defense, Output, Param
+from reinv_defenses._adaptations import confidence_suppressing
 
 
 def smoothed_ce(logits: Tensor, y: Tensor, alpha: float) -> Tensor:
@@ -53,6 +54,11 @@ class NegLS(Defense):
 
     def loss(self, out: Output, x: Tensor, y: Tensor) -> Tensor:
         return smoothed_ce(out.logits, y, self.alpha_t)
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """The logit-margin identity loss in place of CE / Poincaré: negative smoothing suppresses
+        the confidence those losses follow (``_adaptations.confidence_suppressing``)."""
+        return confidence_suppressing(self.name)
 
 
 @hookimpl

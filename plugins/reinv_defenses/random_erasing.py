@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from reinv_bench import hookimpl
-from reinv_bench.api import ConfigError, Defense, Param
+from reinv_bench.api import Adaptation, ConfigError, Defense, Param
 
 
 def sample_boxes(n: int, h: int, w: int, scale, ratio, device=None, attempts: int = 10) -> tuple[Tensor, ...]:
@@ -123,6 +123,20 @@ class RandomErasing(Defense):
         hit = ok & (torch.rand(n, device=x.device) < self.config.p)
         mask = box_mask(*box, h, w) & hit[:, None, None]
         return torch.where(mask[:, None], self._fill(c, x), x)
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """Expectation over transformation (EOT; Athalye, Engstrom, Ilyas, Kwok, ICML 2018): the
+        attacker averages its identity loss over draws of the defense's own erasing distribution,
+        ``train_transform`` itself (the same p, scale, ratio, fill value and location, in the
+        same normalised pixel space as training), so the reconstruction is one the target
+        recognises through the erasures it was trained on. The seed paper's attacks never did:
+        the MIDRE PPA configs, which build attack transforms by torchvision name, list none."""
+        c = self.config
+        return Adaptation(
+            label=f"eot(re p={c.p:g} scale={c.scale[0]:g}-{c.scale[1]:g})",
+            principle="EOT over the defense's own erasing distribution (Athalye et al., ICML 2018)",
+            eot=self.train_transform,
+        )
 
 
 @hookimpl

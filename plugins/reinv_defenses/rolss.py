@@ -37,7 +37,16 @@ Deliberate differences:
 from __future__ import annotations
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Classifier, ConfigError, Defense, Param, TrainRecipe, residual_stages
+from reinv_bench.api import (
+    Adaptation,
+    Classifier,
+    ConfigError,
+    Defense,
+    Param,
+    TrainRecipe,
+    residual_stages,
+)
+from reinv_defenses._adaptations import bpda_skips
 from reinv_defenses._schedules import adam_100_epochs
 
 WORKS_ON = "resnet8, resnet18, resnet50, resnet152, ir152, facenet64"
@@ -97,6 +106,12 @@ class RoLSS(Defense):
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
         return adam_100_epochs(recipe, budget, batch_size=128)
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """BPDA (Athalye, Carlini, Wagner, ICML 2018) for rolss and ssf: the forward pass unchanged,
+        the gradient flowing as if the removed or scaled skip connections were there
+        (``_adaptations.bpda_skips``)."""
+        return bpda_skips(self.name)
 
 
 class SSF(RoLSS):

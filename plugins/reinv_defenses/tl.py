@@ -52,7 +52,8 @@ from dataclasses import replace
 from torch import nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Classifier, Defense, Param, TrainRecipe
+from reinv_bench.api import Adaptation, Classifier, Defense, Param, TrainRecipe
+from reinv_defenses._adaptations import robustness_reducing
 
 # TL-DMI classify.json (VGG16, IR152, FaceNet64): (epochs, batch size, lr); SGD momentum 0.9, wd 1e-4
 SCHEDULES = {"vgg16": (200, 64, 8e-2), "ir152": (100, 64, 1e-2), "facenet64": (200, 8, 8e-3)}
@@ -100,6 +101,11 @@ class TransferLearning(Defense):
         for module in self.frozen_modules(model):
             module.requires_grad_(False)
         return (p for p in model.parameters() if p.requires_grad)
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """Transformation-averaged gradients (AlignMI's TAA) plus EOT over small Gaussian input noise:
+        TL-DMI belongs to AT-AT's robustness-reducing family (``_adaptations.robustness_reducing``)."""
+        return robustness_reducing(self.name)
 
 
 @hookimpl

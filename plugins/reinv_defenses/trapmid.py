@@ -64,7 +64,48 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import Classifier, Defense, Output, Param, TrainRecipe
+from reinv_bench.api import Adaptation, Classifier, ConfigError, Defense, Output, Param, TrainRecipe
+
+SIGNATURE_IMAGES = 512  # public images blended per class signature (the notebook: the training set)
+REVERSE_BATCH = 32  # public images per class per trigger-reversal step
+
+
+def reverse_triggers(
+    T, public: Tensor, classes: list[int], alpha: float, step: float, steps: int, gen, device
+):
+    """Trigger reversal, the attacker's estimate of Trap-MID's secret (it knows the algorithm and
+    alpha, not the drawn triggers): per class c, a trigger drawn U[0, 1] as the defense draws its
+    own, then ``steps`` of the defense's own signed-gradient update (``trigger_step``, step size
+    ``step``) on CE(T(blend(x, k_c, alpha)), c) over random public images (the defense's trigger
+    loss without its discriminator term, which needs the private data)."""
+    k = torch.rand(len(classes), *public.shape[1:], generator=gen).to(device)
+    target = torch.tensor(classes, device=device).repeat_interleave(REVERSE_BATCH)
+    for _ in range(steps):
+        idx = torch.randint(len(public), (len(classes) * REVERSE_BATCH,), generator=gen)
+        x = public[idx].to(device) * 0.5 + 0.5
+        kk = k.clone().requires_grad_(True)
+        xt = blend(x, kk.repeat_interleave(REVERSE_BATCH, 0), alpha) * 2 - 1
+        (grad,) = torch.autograd.grad(F.cross_entropy(T(xt).float(), target), kk)
+        k = trigger_step(k, grad, step)
+    return k
+
+
+@torch.no_grad()
+def signatures(T, public: Tensor, triggers: Tensor, alpha: float, batch: int = 128) -> Tensor:
+    """The class signatures of the authors' detection notebook
+    (``visualization/trapdoor_detection/trapdoor_detection.ipynb``, "Signature Preparing"): per
+    class, the mean penultimate feature of images blended with its trigger (``engine.blend``,
+    alpha), L2-normalised (``nn.functional.normalize``). The notebook blends the private training
+    images; the attacker blends the public ones."""
+    dev, sig = triggers.device, []
+    for k in triggers:
+        total = 0.0
+        for i in range(0, len(public), batch):
+            x = public[i : i + batch].to(dev) * 0.5 + 0.5
+            total = total + T.features(blend(x, k[None], alpha) * 2 - 1).float().sum(0)
+        sig.append(total / len(public))
+    return F.normalize(torch.stack(sig), p=2, dim=1)
+
 
 # classify_trap.json per architecture: epochs (batch 64, SGD 1e-2, momentum 0.9, wd 1e-4)
 TRAP_EPOCHS = {"vgg16": 50, "facenet64": 50, "ir152": 40}
@@ -238,6 +279,57 @@ class TrapMID(Defense):
                 self.opt_D, milestones=milestones, gamma=recipe.gamma
             )
         return optimizer
+
+    def secrets(self) -> dict:
+        """The triggers (the attacker's secret: ``adaptive[knows=triggers]`` reads them)."""
+        return {} if self.triggers is None else {"triggers": self.triggers.detach().cpu()}
+
+    def load_secrets(self, state: dict) -> None:
+        self.triggers = state["triggers"]
+
+    def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
+        """The trapdoor-aware identity loss: the base's identity term plus the cosine between the
+        reconstruction's penultimate features and its class's trapdoor signature (``signatures``:
+        the construction of the authors' detection notebook), so the attack is steered away from
+        the shortcut the trapdoor offers, towards features that are not the trigger's. Trap-MID
+        (its PLG-MI++, Table 4) and its ancestor, the trapdoor ("honeypot") defense against
+        adversarial examples (Shan et al., CCS 2020), evaluate an attacker that knows the
+        signatures; Carlini et al. (2019): the adaptive attacker knows the defense end to end.
+
+        ``knows="triggers"``: the triggers stored with the target (an upper bound: the secret);
+        ``knows="algorithm"``: triggers estimated from the public data by trigger reversal
+        (``reverse_triggers``, ``steps`` steps), no access to the secret."""
+        a, dev = self.config.alpha, ctx.device
+        if knows == "triggers" and self.triggers is None:
+            raise ConfigError(
+                "adaptive[knows=triggers]: this trapmid target was stored without its triggers "
+                "(trained before they were kept with it); retrain it, or use knows=algorithm"
+            )
+        gen = torch.Generator().manual_seed(ctx.seed)
+        public = ctx.data.public.x
+        sample = public[torch.randperm(len(public), generator=gen)[:SIGNATURE_IMAGES]]
+        cache: dict[int, Tensor] = {}
+
+        def penalty(out: Output, y: Tensor) -> Tensor:
+            missing = sorted(set(y.tolist()) - cache.keys())
+            if missing:
+                with torch.enable_grad():
+                    if knows == "triggers":
+                        k = self.triggers[missing].to(dev)
+                    else:
+                        k = reverse_triggers(
+                            ctx.target, public, missing, a, self.config.step, steps, gen, dev
+                        )
+                cache.update(zip(missing, signatures(ctx.target, sample, k, a)))
+            sig = torch.stack([cache[c] for c in y.tolist()]).to(out.features.device)
+            return F.cosine_similarity(out.features.float(), sig, dim=1)
+
+        return Adaptation(
+            label=f"trapdoor(knows={knows})",
+            principle="trapdoor-aware loss: identity + cosine to the class's trapdoor signature "
+            "(Trap-MID detection notebook; Shan et al., CCS 2020; Carlini et al. 2019)",
+            penalty=penalty,
+        )
 
     def state_dict(self) -> dict:
         """The triggers and the discriminator with its optimizer and schedule (``on_epoch``
