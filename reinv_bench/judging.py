@@ -132,7 +132,16 @@ def store_verdicts(
     """Write a judge's answers into the stored row of ``cell_id`` (answers from outside a run, e.g.
     people's: one per reconstruction of the cell, None where not asked) and return the new row.
     The row is replaced in place; nothing else in it changes."""
-    row = store.get(cell_id)
+    new = judged(store.get(cell_id), cell_id, label, answers, note, version)
+    store.put(new)
+    return new
+
+
+def judged(
+    row: Row | None, cell_id: str, label: str, answers: list[bool | None], note: str = "", version: int = 1
+) -> Row:
+    """``row`` (the stored row of ``cell_id``) with a judge's answers written in (see
+    ``store_verdicts``), not stored: several can then be stored in one transaction."""
     if row is None or row.status != "ok":
         what = "is not in the results database" if row is None else f"is {row.status}"
         raise ValueError(f"cell {cell_id} {what}: only a stored successful cell can be judged")
@@ -148,9 +157,7 @@ def store_verdicts(
     record(metrics, notes, outcomes, label, Verdicts(list(answers), note))
     config = dict(row.config or {})
     config["metrics"] = {**(config.get("metrics") or {}), verdict_key(label): version}
-    new = replace(row, metrics=metrics, notes=notes, outcomes=outcomes, config=config)
-    store.put(new)
-    return new
+    return replace(row, metrics=metrics, notes=notes, outcomes=outcomes, config=config)
 
 
 # --------------------------------------------------------------------------------------------
