@@ -30,7 +30,10 @@ A results database may be someone else's (a bundle): every folder or file name t
 made safe (``safe``: no separator, never ``.`` or ``..``, at most 100 characters) and every path
 is checked to lie under DIR; class labels and indices must be integers, artifact keys digests.
 DIR must be empty, or (``force``) hold an earlier export: a cell exported again replaces its own
-folder and manifest entry, the others stay listed.
+folder and manifest entry, the others stay listed. Cells that hold the same reconstructions (one
+inversion under several metric sets, judges or ``--eval-arch`` runs) share one folder: the images
+once, ``cell.json`` for the first and ``cell-<cell id>.json`` for each other, a verdict file once
+where the cells agree and ``<name>-<cell id>.csv`` where they differ.
 """
 
 from __future__ import annotations
@@ -201,6 +204,10 @@ def export(
     cells: list[dict[str, Any]] = []
     classes: dict[str, dict[int, None]] = {}
     first: dict[str, Row] = {}
+    replaced: set[str] = set()
+    # one folder per inversion: the cells that hold the same reconstructions (one per metric set,
+    # judge or --eval-arch run) share it, the images written once
+    inversions: dict[str, list[Row]] = {}
     for row in sorted(
         rows, key=lambda r: tuple(map(str, (r.scenario, r.attack, r.arch, r.defense, r.budget, r.seed)))
     ):
@@ -211,46 +218,60 @@ def export(
                 "in this workdir's artifact cache; left out"
             )
             continue
+        inversions.setdefault(key, []).append(row)
+    for key, held in inversions.items():
+        row = held[0]
         setup = (
             out / safe(row.scenario) / safe(row.attack) / safe(public_of(str(row.scenario))) / target_of(row)
         )
-        again = own_folder(out, folder_of.get(str(row.cell_id)))
+        again = next((f for r in held if (f := own_folder(out, folder_of.get(str(r.cell_id))))), None)
         if again is not None:
             setup = again  # exported before: its own folder, replaced
             shutil.rmtree(setup)
+            replaced.add(setup.relative_to(out).as_posix())
         elif setup.relative_to(out).as_posix() in taken or setup.exists():
-            # another cell of the same labels (another config): its own folder
+            # another inversion of the same labels (another config): its own folder
             setup = setup.with_name(f"{setup.name}-{safe(row.cell_id)[:12]}")
         inside(out, setup)
         taken.add(setup.relative_to(out).as_posix())
         files, attacked = export_cell(row, reconstructions(artifacts, key), setup)
-        if len(files) != len(row.outcomes):
-            raise ExportError(
-                f"cell {safe(row.cell_id)}: {len(files)} reconstructions stored for "
-                f"{len(row.outcomes)} outcomes"
-            )
-        written = {
-            name: _csv(setup / name, header, files, values)
-            for name, (header, values) in verdict_files(row, success).items()
-        }
         classes.setdefault(str(row.scenario), {}).update(attacked)
         first.setdefault(str(row.scenario), row)
-        cell = {
-            "folder": setup.relative_to(out).as_posix(),
-            "cell_id": row.cell_id,
-            **{
-                k: row[k] for k in ("scenario", "attack", "defense", "arch", "budget", "seed", "threat_model")
-            },
-            "public": public_of(str(row.scenario)),
-            "success_key": success,
-            "verdicts": written,
-            "metrics": row.metrics,
-            "notes": row.notes,
-            "config": row.config,
-            "files": files,
-        }
-        (setup / "cell.json").write_text(json.dumps(cell, indent=1, default=str))
-        cells.append({k: v for k, v in cell.items() if k not in ("files", "config", "notes")})
+        csvs: dict[str, str] = {}  # file name -> its content's digest, in this folder
+        for n, row in enumerate(held):
+            if len(files) != len(row.outcomes):
+                raise ExportError(
+                    f"cell {safe(row.cell_id)}: {len(files)} reconstructions stored for "
+                    f"{len(row.outcomes)} outcomes"
+                )
+            written = {}
+            for name, (header, values) in verdict_files(row, success).items():
+                same = hashlib.sha256(json.dumps([header, values]).encode()).hexdigest()
+                if csvs.get(name, same) != same:  # another cell's other verdicts under this name
+                    name = f"{name.removesuffix('.csv')}-{safe(row.cell_id)[:12]}.csv"
+                if name not in csvs:
+                    csvs[name] = same
+                    written[name] = _csv(setup / name, header, files, values)
+                else:
+                    written[name] = sum(v is not None for v in values)
+            cell = {
+                "folder": setup.relative_to(out).as_posix(),
+                "cell_id": row.cell_id,
+                **{
+                    k: row[k]
+                    for k in ("scenario", "attack", "defense", "arch", "budget", "seed", "threat_model")
+                },
+                "public": public_of(str(row.scenario)),
+                "success_key": success,
+                "verdicts": written,
+                "metrics": row.metrics,
+                "notes": row.notes,
+                "config": row.config,
+                "files": files,
+            }
+            name = "cell.json" if n == 0 else f"cell-{safe(row.cell_id)[:12]}.json"
+            (setup / name).write_text(json.dumps(cell, indent=1, default=str))
+            cells.append({k: v for k, v in cell.items() if k not in ("files", "config", "notes")})
     private = {k: v for k, v in (old.get("private_images") or {}).items() if isinstance(v, int)}
     for scenario, attacked in classes.items():
         split = load_private(first[scenario])
@@ -258,12 +279,13 @@ def export(
             split, sorted(attacked), inside(out, out / safe(scenario) / "private-data"), per_class
         )
     again = {c["cell_id"] for c in cells}
+    kept = [c for c in old_cells if c.get("cell_id") not in again and c.get("folder") not in replaced]
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "layout": "MI-Reconstruction-Collection (hosytuyen/MI-Eval-MLLM)",
         "private_images": private,
-        "cells": [c for c in old_cells if c.get("cell_id") not in again] + cells,
+        "cells": kept + cells,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     return manifest, notes

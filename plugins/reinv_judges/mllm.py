@@ -217,8 +217,9 @@ class MLLMJudge(Judge):
                 f"mllm: url {redact(url)!r} is not an http:// or https:// address with a host "
                 "(e.g. http://host:8000/v1)"
             )
-        url = url.rstrip("/")
-        return (url if url.endswith("/chat/completions") else url + "/chat/completions"), model
+        path = parts.path.rstrip("/")
+        path = path if path.endswith("/chat/completions") else path + "/chat/completions"
+        return urllib.parse.urlunsplit(parts._replace(path=path, fragment="")), model
 
     def judge(self, ctx: EvalContext) -> Verdicts:
         kind = self.kind(ctx.scenario)
