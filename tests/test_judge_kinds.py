@@ -110,9 +110,8 @@ def test_the_human_page_asks_what_the_declaration_says(reg):
 
 
 def test_the_dry_run_lists_the_weights_a_judge_reads(reg, monkeypatch):
-    from reinv_bench import doctor
-
     import reinv_bench.weights as weights
+    from reinv_bench import doctor
 
     monkeypatch.setattr(weights, "best_state", lambda w: "absent")
     monkeypatch.setattr(weights, "usable", lambda state: False)
