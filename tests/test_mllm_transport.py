@@ -193,6 +193,7 @@ def test_a_server_that_dies_after_one_answer_stops_the_judge(server):
         b"\xff\xfe not utf-8",
         json.dumps({"choices": [{"message": {"content": {"text": "yes"}}}]}).encode(),
     ],
+    ids=["parts-not-text", "message-a-list", "deep-nesting", "not-utf8", "content-a-dict"],
 )
 def test_a_malformed_reply_is_a_failed_answer_not_an_exception(server, body):
     s = server(lambda h, n: reply(h, chat("yes") if n % 2 else body))
