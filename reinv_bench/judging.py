@@ -23,7 +23,10 @@ success (attack accuracy: the evaluation model's top-1 is the attacked class) an
   evaluation model's false-positive rate with the judge as the truth, as MI-Eval-MLLM computes it
   (Ho et al. 2025, arXiv:2505.03519; hosytuyen/MI-Eval-MLLM ``utility.py::compute_metrics``:
   ``FPR = FP / (FP + TN)``, FP: judge no and evaluation model yes). Reconstructions that fool target
-  and evaluator alike ("Type-I adversarial" examples) raise it. (Not the share of the evaluation
+  and evaluator alike ("Type-I adversarial" examples) raise it. It reads the judge's stored
+  answers: a judge that counts refusals as "no" (``mllm[refusal=no]``, MI-Eval-MLLM's main
+  evaluation) counts them among the TN/FP here, one that stores them as no answer
+  (``refusal=none``, the default) leaves them out. (Not the share of the evaluation
   model's successes the judge rejects, FP / (FP + TP): that is 1 - confirmed / attack accuracy
   where every reconstruction is answered.)
 - with several evaluation models (``--eval-arch A --eval-arch B``): ``eval_agree[B]``, the fraction

@@ -363,7 +363,7 @@ def resolve_judge(registry: Registry, text: str, budget: str) -> dict[str, Any]:
     try:
         found = inst.check(None)  # e.g. mllm's url and model, the model read from the environment
     except ValueError as exc:
-        raise ConfigError(f"--judge {comp.name}: {exc}") from None
+        raise ConfigError(f"--judge {comp.name}: {str(exc).removeprefix(comp.name + ': ')}") from None
     inst.config.update(found)
     # transport options (how answers are fetched: an endpoint's URL, timeouts) are in neither the
     # label nor the identity: changing one never re-evaluates a cell under a new column
