@@ -348,7 +348,8 @@ def test_refusal_no_counts_a_refusal_as_no_and_none_as_no_answer(server):
         out = Outcomes([0, 1, 2, 3], [0.5] * 4, {"attack_acc": [1.0, 1.0, 0.0, 1.0]})
         metrics, notes = {}, {}
         record(metrics, notes, out, "mllm", verdicts)
-        row = Row(cell_id="c", metrics=metrics, notes=notes, outcomes=out)
+        labels = dict(scenario="mnist", protocol="p", arch="a", defense="none", attack="x", threat_model="w")
+        row = Row(cell_id="c", **labels, seed=0, budget="smoke", metrics=metrics, notes=notes, outcomes=out)
         return derive(row, "attack_acc").metrics["eval_fpr[mllm]"]
 
     assert fpr(as_none) == 0.0  # judge no: panel 2 only (E no)
