@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
     from reinv_bench.artifacts import Artifacts
     from reinv_bench.cli import results_db, workdir_option
     from reinv_bench.doctor import decode_problem, undecodable
-    from reinv_bench.judging import store_verdicts, verdict_key
+    from reinv_bench.judging import judged, store_verdicts, verdict_key
     from reinv_bench.plan import Cell
     from reinv_bench.plots import private_loader
     from reinv_bench.steps import Env, reconstructions
@@ -55,6 +55,7 @@ _LAZY = {
     "filter_rows": "reinv_bench.aggregate",  # filter_rows(rows, attack=(...), ...): the leaderboard's filters
     "private_loader": "reinv_bench.plots",  # private_loader(registry)(row): the private training split
     "store_verdicts": "reinv_bench.judging",  # answers from outside a run into a stored row
+    "judged": "reinv_bench.judging",  # judged(row, ...): the row with them, unstored (Store.put_many)
     "verdict_key": "reinv_bench.judging",  # the outcomes key of a judge's answers
     "workdir_option": "reinv_bench.cli",  # the --workdir option of every command over stored results
     "results_db": "reinv_bench.cli",  # the workdir's results.db, or the "no results yet" usage error
@@ -147,6 +148,7 @@ __all__ = [
     "filter_rows",
     "private_loader",
     "store_verdicts",
+    "judged",
     "verdict_key",
     "workdir_option",
     "results_db",
@@ -791,6 +793,21 @@ class Judge(Configurable):
     and ``judge`` is never called."""
 
     external: ClassVar[bool] = False
+    # the Params that say how answers are fetched, not what they are (an endpoint's URL, timeouts,
+    # retries, a rate): kept out of the cell's identity and the column's label
+    transport: ClassVar[tuple[str, ...]] = ()
+
+    def check(self, scenario: Scenario | None) -> dict[str, Any]:
+        """At plan time (``scenario`` None: once per request, else once per scenario): raise a
+        one-line ``ConfigError``/``ValueError`` when the judge cannot work; return the values it
+        reads from elsewhere (the environment) that belong to its identity, ``{param: value}``
+        (default: none)."""
+        return {}
+
+    def weights(self, scenario: Scenario) -> tuple[str, ...]:
+        """The registered weights files the judge reads on ``scenario`` (the dry run's checklist
+        lists those missing; default: none)."""
+        return ()
 
     def public_arch(self, scenario: Scenario) -> str | None:
         """The architecture of a classifier the judge wants trained on ``scenario``'s labelled

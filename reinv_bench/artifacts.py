@@ -89,6 +89,9 @@ def file_sha256(path: Path) -> str:
 
 
 _TMP = re.compile(r"\.tmp(\d+)$")
+# what an artifact key can be (digests): a key read from a results database (another person's) is
+# never a path
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def _alive(pid: int) -> bool:
@@ -322,7 +325,10 @@ class Artifacts:
         return removed
 
     def record(self, key: str) -> dict[str, Any] | None:
-        """The artifact's record (sha256, deps, meta), or None when it is absent or unreadable."""
+        """The artifact's record (sha256, deps, meta), or None when it is absent or unreadable (or
+        ``key`` is not an artifact key)."""
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            return None
         try:
             rec = json.loads(self._record_path(key).read_text())
         except (OSError, ValueError):

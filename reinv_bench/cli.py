@@ -787,15 +787,20 @@ def _attack_baseline(rows, entries, attack_baseline: str | None, columns) -> lis
     default=None,
     help="Private training images written per attacked class (default: all of them).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a DIR that holds an earlier export: cells exported again replace their folders.",
+)
 @_cell_filters
 @workdir_option
 @click.pass_obj
-def export_cmd(state: State, out: Path, private_per_class, workdir, **filters):
+def export_cmd(state: State, out: Path, private_per_class, force: bool, workdir, **filters):
     """Write the stored cells' reconstructions, the private images they are judged against and every
     verdict (evaluation models, judges) in the MI-Reconstruction-Collection layout (MI-Eval-MLLM)."""
     from reinv_bench.aggregate import declared_columns, default_sort, filter_rows
     from reinv_bench.artifacts import Artifacts
-    from reinv_bench.export import export
+    from reinv_bench.export import ExportError, export
     from reinv_bench.plots import private_loader
     from reinv_bench.store import Store
 
@@ -805,10 +810,11 @@ def export_cmd(state: State, out: Path, private_per_class, workdir, **filters):
         raise click.ClickException("no successful results match the filters")
     success = default_sort(declared_columns(state.registry))
     try:
-        out.mkdir(parents=True, exist_ok=True)
         manifest, notes = export(
-            rows, Artifacts(db.parent), private_loader(state.registry), out, success, private_per_class
+            rows, Artifacts(db.parent), private_loader(state.registry), out, success, private_per_class, force
         )
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}; pass another DIR") from None
     for note in notes:

@@ -69,6 +69,9 @@ class TrainRecipe:
         return out
 
 
+CLASS_KINDS = ("face", "digit", "object", "dog")  # what a scenario's classes can be (Scenario.class_kind)
+
+
 class Scenario:
     """A privacy setting: private identities, public data, image shape, evaluation protocol."""
 
@@ -86,6 +89,10 @@ class Scenario:
     # for builtin ones, e.g. ("knn_dist",)); --metric still picks exactly the metrics named
     default_metrics: ClassVar[tuple[str, ...]] = ()
     public_labels: bool = False  # load() fills ScenarioData.pretrain: a defense may pretrain there
+    # what the classes are (one of CLASS_KINDS: faces, handwritten digits, object classes, dog
+    # breeds), or None: not declared. The judges' network and question follow from it, never from
+    # the scenario's name (a judge that needs it refuses an undeclared scenario at plan time)
+    class_kind: ClassVar[str | None] = None
     # the protocol's own attack hyperparameters where they differ from the attack's paper defaults
     # (attack name -> {param: value}); a value the user gives wins; they show in the label
     attack_defaults: ClassVar[dict[str, dict[str, Any]]] = {}

@@ -402,6 +402,7 @@ def missing_prerequisites(
         *_missing_of_components(registry, req, scenarios),
         _extra("executor", specs.parse(executor)[0].name) if executor else None,
         *(_missing_metric_weights(registry, req, scenarios) if optional else ()),
+        *_missing_judge_weights(registry, req, scenarios),
     ]
     for m in candidates:
         if m is not None:
@@ -463,6 +464,24 @@ def _missing_metric_weights(registry: Any, req: Any, scenarios: list[Scenario]):
                 m = _weights(registry, entry.name, f"metric {metric}", required=False)
                 if m is not None:
                     yield Missing(m.kind, f"{m.what} (without it the metric is stored as null)", m.fix, False)
+
+
+def _missing_judge_weights(registry: Any, req: Any, scenarios: list[Scenario]):
+    """Weights the judges read on each scenario (``Judge.weights``: the verification judge's face
+    network on a face scenario): without them the judge stores null (not required)."""
+    from reinv_bench import spec as specs
+
+    for text in dict.fromkeys(getattr(req, "judges", None) or ()):
+        try:
+            (comp,) = specs.parse(text)
+            judge = registry.get("judge", comp.name)(comp.params, req.budget)
+        except Exception:  # noqa: BLE001 - a judge the plan refuses says why there
+            continue
+        for scenario in scenarios:
+            for name in judge.weights(scenario):
+                m = _weights(registry, name, f"judge {text} on {scenario.name}", required=False)
+                if m is not None:
+                    yield Missing(m.kind, f"{m.what} (without it the judge stores null)", m.fix, False)
 
 
 def _metrics(req: Any, registry: Any, scenarios: list[Scenario]) -> list[str]:

@@ -23,7 +23,10 @@ success (attack accuracy: the evaluation model's top-1 is the attacked class) an
   evaluation model's false-positive rate with the judge as the truth, as MI-Eval-MLLM computes it
   (Ho et al. 2025, arXiv:2505.03519; hosytuyen/MI-Eval-MLLM ``utility.py::compute_metrics``:
   ``FPR = FP / (FP + TN)``, FP: judge no and evaluation model yes). Reconstructions that fool target
-  and evaluator alike ("Type-I adversarial" examples) raise it. (Not the share of the evaluation
+  and evaluator alike ("Type-I adversarial" examples) raise it. It reads the judge's stored
+  answers: a judge that counts refusals as "no" (``mllm[refusal=no]``, MI-Eval-MLLM's main
+  evaluation) counts them among the TN/FP here, one that stores them as no answer
+  (``refusal=none``, the default) leaves them out. (Not the share of the evaluation
   model's successes the judge rejects, FP / (FP + TP): that is 1 - confirmed / attack accuracy
   where every reconstruction is answered.)
 - with several evaluation models (``--eval-arch A --eval-arch B``): ``eval_agree[B]``, the fraction
@@ -132,7 +135,16 @@ def store_verdicts(
     """Write a judge's answers into the stored row of ``cell_id`` (answers from outside a run, e.g.
     people's: one per reconstruction of the cell, None where not asked) and return the new row.
     The row is replaced in place; nothing else in it changes."""
-    row = store.get(cell_id)
+    new = judged(store.get(cell_id), cell_id, label, answers, note, version)
+    store.put(new)
+    return new
+
+
+def judged(
+    row: Row | None, cell_id: str, label: str, answers: list[bool | None], note: str = "", version: int = 1
+) -> Row:
+    """``row`` (the stored row of ``cell_id``) with a judge's answers written in (see
+    ``store_verdicts``), not stored: several can then be stored in one transaction."""
     if row is None or row.status != "ok":
         what = "is not in the results database" if row is None else f"is {row.status}"
         raise ValueError(f"cell {cell_id} {what}: only a stored successful cell can be judged")
@@ -148,9 +160,7 @@ def store_verdicts(
     record(metrics, notes, outcomes, label, Verdicts(list(answers), note))
     config = dict(row.config or {})
     config["metrics"] = {**(config.get("metrics") or {}), verdict_key(label): version}
-    new = replace(row, metrics=metrics, notes=notes, outcomes=outcomes, config=config)
-    store.put(new)
-    return new
+    return replace(row, metrics=metrics, notes=notes, outcomes=outcomes, config=config)
 
 
 # --------------------------------------------------------------------------------------------

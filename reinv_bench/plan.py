@@ -373,9 +373,25 @@ def resolve_judge(registry: Registry, text: str, budget: str) -> dict[str, Any]:
             f"(reinv-bench judge export / import), not from --judge"
         )
     inst = cls(comp.params, budget)
-    label = _component_label(comp.name, cls, comp.params, inst.config, budget)
+    try:
+        found = inst.check(None)  # e.g. mllm's url and model, the model read from the environment
+    except ValueError as exc:
+        raise ConfigError(f"--judge {comp.name}: {str(exc).removeprefix(comp.name + ': ')}") from None
+    inst.config.update(found)
+    # transport options (how answers are fetched: an endpoint's URL, timeouts) are in neither the
+    # label nor the identity: changing one never re-evaluates a cell under a new column
+    shown = {k: v for k, v in {**comp.params, **found}.items() if k not in cls.transport}
+    label = _component_label(comp.name, cls, shown, inst.config, budget, keep=frozenset(found))
     config = keyed(cls, dict(inst.config))  # a Param(new=True) at its default keeps the cell ids
     return {"label": label, "name": comp.name, "version": cls.version, "config": config}
+
+
+def judge_identity(registry: Registry, desc: dict[str, Any]) -> dict[str, Any]:
+    """A cell's ``judges`` entry as the cell id holds it: without the judge's transport options."""
+    transport = registry.get("judge", desc["name"]).transport
+    if not transport:
+        return desc
+    return {**desc, "config": {k: v for k, v in desc["config"].items() if k not in transport}}
 
 
 def build_judge(registry: Registry, desc: dict[str, Any]):
@@ -551,7 +567,7 @@ def _cell(
     if convergence is not None:  # (ordinary cells keep their ids)
         config[CONVERGENCE] = ident[CONVERGENCE] = convergence
     if sc.judges:  # (a run without judges or further evaluation models keeps its cell ids)
-        ident["judges"] = sc.judges
+        ident["judges"] = [judge_identity(sc.registry, j) for j in sc.judges]
     if sc.extra_evals:
         ident["extra_evals"] = sc.extra_evals
     return Cell(
@@ -807,7 +823,12 @@ def _pretrain_step(sc: _Scope, arch: str) -> str:
 def _judge_steps(sc: _Scope, judge: dict[str, Any]) -> dict[str, Any]:
     """A judge of this scenario's cells, with the key of the network it wants trained on the
     public data (``Judge.public_arch``) as ``public``."""
-    arch = build_judge(sc.registry, judge).public_arch(sc.scenario)
+    inst = build_judge(sc.registry, judge)
+    try:
+        inst.check(sc.scenario)  # what the scenario declares its classes to be, for one
+    except ValueError as exc:
+        raise ConfigError(f"--judge {judge['label']}: {exc}") from None
+    arch = inst.public_arch(sc.scenario)
     if arch is None:
         return judge
     if not sc.scenario.public_labels:

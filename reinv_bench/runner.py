@@ -138,7 +138,7 @@ def preview(
     (``reinv_bench.estimates``, for ``device``: cpu or cuda, scaled by each step's size; ``data``
     gives a scenario's data for the sizes of training steps). ``seconds`` None: nothing to go by;
     ``source`` per kind: "workdir", "table" or "table, scaled from budget B"."""
-    todo = [c for c in plan.cells if not store.done(c.cell_id)]
+    todo = [c for c in plan.cells if not settled(store, c)]
     budget = plan.cells[0].labels.budget if plan.cells else ""
     past: dict[tuple[str, str], list[float]] = {}
     for rec_path in artifacts.root.glob("*/*.json"):
@@ -214,7 +214,7 @@ class Walk:
     def of(cls, plan: Plan, store: Store, on_result, summary: Summary, artifacts: Artifacts) -> Walk:
         todo = []
         for cell in plan.cells:
-            if store.done(cell.cell_id):
+            if settled(store, cell):
                 summary.skipped_cells += 1
             else:
                 todo.append(cell)
@@ -399,7 +399,7 @@ class Runner:
         driver has stored it meanwhile: its row is reused, nothing is evaluated twice."""
         hold = contextlib.ExitStack()
         hold.enter_context(self.artifacts.lock(cell.cell_id, notify=self.reporter.message))
-        if walk.store.done(cell.cell_id):
+        if settled(walk.store, cell):
             hold.close()
             walk.summary.skipped_cells += 1
             self.reporter.step_end(_progress_label("cell", cell), "cached")
@@ -432,6 +432,7 @@ class Runner:
             row = self._row(
                 cell, status="ok", metrics=ev.metrics, notes=ev.notes, outcomes=ev.outcomes, device=ev.device
             )
+            row = keep_answers(walk.store.get(cell.cell_id), row)
             seconds = ev.seconds
         else:  # the cell fails, the grid goes on
             row = self._row(cell, status="failed", error=f"evaluation failed: {type(err).__name__}: {err}")
@@ -509,6 +510,43 @@ class Runner:
                 **values,  # status, error; an evaluation's metrics, notes, outcomes and the worker's device
             }
         )
+
+
+def settled(store: Store, cell: Cell) -> bool:
+    """Whether the cell is stored as ok with an answer from each of its judges: a judge that
+    stored null (its server was down, its network missing) is asked again by the next run."""
+    if not cell.judges:
+        return store.done(cell.cell_id)
+    row = store.get(cell.cell_id)
+    if row is None or row.status != "ok":
+        return False
+    metrics = row.metrics or {}
+    return all(metrics.get(verdict_key(j["label"])) is not None for j in cell.judges)
+
+
+def keep_answers(old: Row | None, new: Row) -> Row:
+    """``new`` (a cell evaluated again) with the answers of judges that are not part of the run
+    (people's, ``reinv-bench judge import``) kept from ``old``, when both judged the same
+    reconstructions."""
+    if old is None or old.status != "ok" or old.outcomes is None or new.outcomes is None:
+        return new
+    same = (old.artifacts or {}).get("invert") == (new.artifacts or {}).get("invert")
+    if not same or len(old.outcomes) != len(new.outcomes):
+        return new
+    per = new.outcomes.per_reconstruction
+    kept = {
+        k: v
+        for k, v in old.outcomes.per_reconstruction.items()
+        if k.startswith("judge[") and k not in per and k in (old.metrics or {})
+    }
+    if not kept:
+        return new
+    per.update(kept)
+    new.metrics = {**(new.metrics or {}), **{k: old.metrics[k] for k in kept}}
+    new.notes = {**(new.notes or {}), **{k: old.notes[k] for k in kept if k in (old.notes or {})}}
+    versions = (old.config or {}).get("metrics") or {}
+    new.config["metrics"] = {**new.config["metrics"], **{k: versions[k] for k in kept if k in versions}}
+    return new
 
 
 def attacked(registry: Registry, config: dict[str, Any], outcomes: Any) -> dict[str, Any]:

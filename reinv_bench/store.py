@@ -304,17 +304,23 @@ class Store:
     def put(self, row: Mapping[str, Any]) -> None:
         """Store a ``Row`` (or a mapping of some of its columns; the others null), replacing the
         cell's row."""
-        row = {**row, **finite_metrics(row)}
-        if isinstance(row.get("outcomes"), Outcomes):
-            row["outcomes"] = row["outcomes"].to_json()
-        values = [json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS]
+        self.put_many([row])
+
+    def put_many(self, rows: list[Mapping[str, Any]]) -> None:
+        """Store several rows in one transaction: all of them, or (an error) none."""
+        encoded = []
+        for row in rows:
+            row = {**row, **finite_metrics(row)}
+            if isinstance(row.get("outcomes"), Outcomes):
+                row["outcomes"] = row["outcomes"].to_json()
+            encoded.append([json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS])
         sql = (
             f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         )
 
         def write() -> None:
             with self.db:
-                self.db.execute(sql, values)
+                self.db.executemany(sql, encoded)
 
         self._retry(write)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import reinv_attacks.lomma as lomma_mod
+import reinv_attacks._students as students_mod
 from reinv_attacks import align as align_mod
 from reinv_attacks._gan import Generator
 from reinv_attacks.align import Align
@@ -174,7 +174,7 @@ def _lomma_align(base_cls, mode, students, monkeypatch):
     base.invert = invert
     attack = LOMMA({}, "paper", base=Align({"mode": mode}, "paper", base=base))
     it = iter(students)
-    monkeypatch.setattr(lomma_mod, "build_student", lambda *a: next(it))
+    monkeypatch.setattr(students_mod, "build_student", lambda *a: next(it))  # load_students builds them
     return attack, seen
 
 

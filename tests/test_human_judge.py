@@ -111,7 +111,7 @@ def meta_of(page) -> dict:
 def answers_file(tmp_path, page, answer) -> tuple:
     """An answers file as the page saves it, ``answer(cell defense, index)`` per panel."""
     meta = meta_of(page)
-    items = [{**it, "answer": answer(it["cell"].split("-")[0], it["index"])} for it in meta["items"]]
+    items = [{**it, "answer": answer(it["cells"][0].split("-")[0], it["index"])} for it in meta["items"]]
     out = tmp_path / "answers.json"
     out.write_text(json.dumps({**meta, "items": items}))
     return out, meta
@@ -129,7 +129,7 @@ def test_export_is_one_self_contained_blind_page_drawn_with_a_seed(judge_cli, wo
     )
     assert "wrote" in out.output and "5 panels" in out.output
     text, meta = page.read_text(), meta_of(page)
-    assert len(meta["items"]) == 5 and len({(it["cell"], it["index"]) for it in meta["items"]}) == 5
+    assert len(meta["items"]) == 5 and len({(it["cells"][0], it["index"]) for it in meta["items"]}) == 5
     panels = re.findall(r'<img alt="panel \d+" src="(data:image/png;base64,[^"]+)"', text)
     assert len(panels) == 5
     visible = re.sub(r"data:image/png;base64,[^\"]+|<script.*?</script>", "", text, flags=re.S)
@@ -147,7 +147,7 @@ def test_export_is_one_self_contained_blind_page_drawn_with_a_seed(judge_cli, wo
     assert meta_of(other)["export_id"] != meta["export_id"]
     only_re = tmp_path / "s.html"
     judge_cli("judge", "export", "-o", only_re, "-d", "re", "--workdir", workdir, ok=True)
-    assert {it["cell"] for it in meta_of(only_re)["items"]} == {"re-0"} and len(
+    assert {it["cells"][0] for it in meta_of(only_re)["items"]} == {"re-0"} and len(
         meta_of(only_re)["items"]
     ) == 6
 
@@ -190,7 +190,7 @@ def test_round_trip_in_headless_chromium(judge_cli, workdir, tmp_path):
         assert driver.execute_script("return document.images[0].naturalWidth") == 1220  # the panel drew
         clicked = 0
         for i, it in enumerate(meta["items"]):
-            answer = CLICK[it["cell"].split("-")[0]][it["index"]]
+            answer = CLICK[it["cells"][0].split("-")[0]][it["index"]]
             if answer is not None:
                 driver.find_element(By.CSS_SELECTOR, f"#item-{i} button.{answer}").click()
                 clicked += 1
@@ -198,7 +198,7 @@ def test_round_trip_in_headless_chromium(judge_cli, workdir, tmp_path):
         driver.refresh()  # answers are kept in the browser while one works
         assert driver.find_element(By.ID, "count").text == "10"
         first = driver.find_element(By.CSS_SELECTOR, "#item-0 button[aria-pressed=true]")
-        assert first.text == CLICK[meta["items"][0]["cell"].split("-")[0]][meta["items"][0]["index"]]
+        assert first.text == CLICK[meta["items"][0]["cells"][0].split("-")[0]][meta["items"][0]["index"]]
         driver.find_element(By.ID, "save").click()
         saved = downloads / f"answers-{meta['export_id']}.json"
         for _ in range(100):
@@ -267,19 +267,19 @@ def test_files_that_do_not_fit_are_one_line_errors_and_change_nothing(judge_cli,
     tampered = json.loads(good.read_text())
     tampered["items"][0]["index"] = (tampered["items"][0]["index"] + 1) % 6
     (tmp_path / "t.json").write_text(json.dumps(tampered))
-    fails(tmp_path / "t.json", f"does not match its export {meta['export_id']}")
+    fails(tmp_path / "t.json", f"panel 1 is not the one export {meta['export_id']} showed there")
     odd = json.loads(good.read_text())
     odd["items"][3]["answer"] = "maybe"
     (tmp_path / "o.json").write_text(json.dumps(odd))
     fails(tmp_path / "o.json", "panel 4 has the answer 'maybe'")
     store = Store(workdir / "results.db")
     store.put({**dict(store.get("re-0")), "artifacts": {"invert": "ff" * 32}})  # re was run again
-    fails(good, "the reconstructions of meanimg vs re seed 0 changed since export")
+    fails(good, "no stored cell of this workdir shows panel .* any more")
     assert store.get("none-0").outcomes.per_reconstruction.get("judge[human]") is None  # nothing written
     other = tmp_path / "elsewhere"
     Store(other / "results.db").put(row("none", "x" * 64) | {"cell_id": "zzz"})
     result = judge_cli("judge", "import", good, "--workdir", other)
-    assert result.exit_code != 0 and "is not a stored successful cell of this workdir" in result.output
+    assert result.exit_code != 0 and "is not recorded in" in result.output
     assert [dict(r) for r in Store(workdir / "results.db").rows()][0]["metrics"] == before[0]["metrics"]
 
 

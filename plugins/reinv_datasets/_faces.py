@@ -120,6 +120,7 @@ class FaceScenario(Scenario):
     """A face protocol: its recipes per role and architecture (``_PAPER``), scaled for the budgets."""
 
     protocol = "64px"
+    class_kind = "face"  # the judges' face network and "same individual" question
     image_shape = (3, 64, 64)
     eval_arch = "ir50_112"
     default_arch = "vgg16"

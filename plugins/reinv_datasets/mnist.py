@@ -103,6 +103,7 @@ class MNIST(Scenario):
     eval_arch = "resnet8"
     protocol = "digits32"
     public_labels = True
+    class_kind = "digit"
     description = "MNIST 32px: private = half of the digits (labelled), public = the other half (unlabelled)"
     # the protocol card's text (``reinv-bench protocol mnist``)
     splits = (

@@ -6,16 +6,23 @@ One reconstruction ("Image A", 224 px) on the left, a 100-px white gap, then fou
 training images of the class it was attacked for ("Set of Images B", 224 px each); below, the two
 labels (30 pt, black) in a 50-px band and the question (35 pt, red) in another 50-px band:
 1220 x 324 px, white background. The question follows the official ``get_dataset_type_from_path``
-(faces: "same individual", CIFAR: "same object class", anything else: "same breed") read from
-the scenario's name (or the judge's ``kind``), and the model's prompt is the official
-``get_prompt_for_image`` (task "regular": the main evaluation; "user_study": the variant that
-allows a refusal).
+(faces: "same individual", CIFAR: "same object class", dog breeds: "same breed"), and the
+model's prompt is the official ``get_prompt_for_image`` (task "regular": the main evaluation;
+"user_study": the variant that allows a refusal). The official GPT-5 variant (``model_name ==
+"gpt-5"`` in ``create_concatenated_images_with_labels`` and ``ChatGPTProcessor.process_image``):
+an 80-px question band (1220 x 354 px), the face question "Based on only facial features and
+ignoring identity, / are the faces in Image A and Set B visually similar?" on two lines, and the
+"vision analysis assistant" prompt in place of either task's.
 
 Deliberate differences:
-- a scenario whose name says none of faces, CIFAR, dogs or digits is refused with the reason
-  (``kind`` names it) instead of being asked the dog-breed question, the official fallback;
+- what the classes are comes from the scenario's declaration (``Scenario.class_kind``: face,
+  digit, object, dog), not from its name as the official reads a folder's ("mnist" is inside
+  "fmnist"); an undeclared scenario is refused with the reason (``kind`` names it) instead of
+  being asked the dog-breed question, the official fallback;
 - digits (MNIST, not in the study): the question asks for "the same digit" and the prompt is the
   official object prompt with handwriting in place of lighting and angles;
+- the GPT-5 variant on faces only: its prompt speaks of faces whatever the dataset (the official
+  applies it to every dataset);
 - the official draws with the ``arial.ttf`` it ships; here Pillow's bundled font at the same
   sizes (Arial cannot be redistributed);
 - private images are drawn from the private training split with the caller's seeded ``random.
@@ -72,30 +79,39 @@ USER_STUDY = {  # official get_prompt_for_image, task_type="user_study": a refus
 }
 
 
+# the official GPT-5 variant (create_concatenated_images_with_labels and ChatGPTProcessor.process_image
+# when model_name == "gpt-5"): the face question on two lines in an 80-px band, and its own prompt
+GPT5_QUESTION = (
+    "Based on only facial features and ignoring identity, \n "
+    "are the faces in Image A and Set B visually similar?"
+)
+GPT5_QUESTION_H = 80
+GPT5_PROMPT = (
+    "You are a vision analysis assistant. You may only compare observable visual features and overall "
+    "facial similarity. Do not infer identity. Taking into account the face aging, lighting different hair "
+    "styles, wearing and not wearing of eye glasses or other accessory, do the task in the image. Only "
+    "answer yes or no"
+)
+
 KINDS = tuple(QUESTIONS)
 
 
-def kind_of(scenario: str) -> str | None:
-    """What a scenario's classes are, from its name, as the official ``get_dataset_type_from_path``
-    reads a folder's (plus digits); None when the name does not say."""
-    name = scenario.lower()
-    if "cifar" in name or "cifa" in name:
-        return "object"
-    if "facescrub" in name or "celeb" in name:
-        return "face"
-    if "mnist" in name or "digit" in name:
-        return "digit"
-    return "dog" if "dog" in name else None
+def kind_of(scenario: Any) -> str | None:
+    """What a scenario's classes are, as it declares them (``Scenario.class_kind``); None when it
+    declares nothing. Never read from its name."""
+    kind = getattr(scenario, "class_kind", None)
+    return kind if kind in KINDS else None
 
 
-def resolve(kind: str, scenario: str, how: str) -> str:
-    """``kind`` unless it is "auto", else the kind the scenario's name says; ``how``: how the user
-    names it, for the error when the name says none."""
+def resolve(kind: str, scenario: Any, how: str) -> str:
+    """``kind`` unless it is "auto", else the kind the scenario declares; ``how``: how the user
+    names it, for the error when the scenario declares none."""
     found = kind_of(scenario) if kind == "auto" else kind
     if found is None:
+        name = getattr(scenario, "name", scenario)
         raise ValueError(
-            f"cannot tell from the scenario name {scenario!r} whether its classes are faces, objects, "
-            f"dog breeds or digits (the panel's question depends on it): {how} ({'|'.join(KINDS)})"
+            f"scenario {name!r} does not declare what its classes are (Scenario.class_kind: "
+            f"{', '.join(KINDS)}), and the panel's question depends on it: {how} ({'|'.join(KINDS)})"
         )
     return found
 
@@ -110,12 +126,13 @@ def pick_private(indices: list[int], rng: random.Random, k: int = SET_B) -> list
     return list(indices) + [rng.choice(indices) for _ in range(k - len(indices))]
 
 
-def panel(reconstruction: Any, privates: list[Any], question: str):
-    """The official panel (see the module docstring) as a Pillow RGB image."""
+def panel(reconstruction: Any, privates: list[Any], question: str, question_h: int = QUESTION_H):
+    """The official panel (see the module docstring) as a Pillow RGB image; ``question_h``: the
+    question band's height (80 px in the GPT-5 variant)."""
     from PIL import Image, ImageDraw, ImageFont
 
     n = len(privates)
-    width, height = SIZE + GAP + SIZE * n, SIZE + LABEL_H + QUESTION_H
+    width, height = SIZE + GAP + SIZE * n, SIZE + LABEL_H + question_h
     out = Image.new("RGB", (width, height), (255, 255, 255))
     out.paste(to_pil(reconstruction).convert("RGB").resize((SIZE, SIZE)), (0, 0))
     for j, p in enumerate(privates):

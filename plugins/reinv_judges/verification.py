@@ -13,7 +13,9 @@ with a threshold; above it: yes. Embeddings come from a network independent of t
   5-9 and the private 0-4: the network verifies classes it was never trained on, as a face
   verification network does. Its embeddings are centred on the mean embedding of those public
   images (ReLU features are all positive: uncentred, every cosine lies near 1);
-- ``backbone=facenet`` (default elsewhere: the faces): facenet-pytorch's
+- ``backbone=facenet`` (default on a scenario without labelled public data that declares face
+  classes, ``Scenario.class_kind``; any other is refused at plan time with the reason, never
+  decided from the scenario's name): facenet-pytorch's
   ``InceptionResnetV1(pretrained='vggface2')`` (512-d, images resized to 160 px bilinearly with
   antialiasing, as ``facenet_dist``), the weights
   ``facenet_dist`` uses (trained on VGGFace2, not on the private CelebA/FaceScrub images; the two
@@ -161,16 +163,50 @@ class Verification(Judge):
     }
 
     def backbone(self, scenario: Scenario) -> str:
+        """The embedding network on ``scenario``: auto picks the public-data network where the
+        scenario has labelled public data, else facenet where it declares face classes
+        (``Scenario.class_kind``, never its name); ``ValueError`` with the reason otherwise."""
         b = self.config["backbone"]
-        return ("public" if scenario.public_labels else "facenet") if b == "auto" else b
+        kind = getattr(scenario, "class_kind", None)
+        if b == "auto":
+            if scenario.public_labels:
+                return "public"
+            if kind != "face":
+                raise ValueError(
+                    f"verification: scenario {scenario.name!r} has no labelled public data to train a "
+                    f"network on, and its classes are {_declared(kind)}: the face network (facenet) "
+                    "verifies faces only; give verification[backbone=facenet] if they are faces"
+                )
+            return "facenet"
+        if b == "facenet" and kind not in (None, "face"):
+            raise ValueError(
+                f"verification[backbone=facenet]: scenario {scenario.name!r} declares {kind} classes, and "
+                "facenet verifies faces only"
+            )
+        return b
+
+    def check(self, scenario: Scenario | None) -> dict:
+        if scenario is not None:
+            self.backbone(scenario)
+        return {}
+
+    def weights(self, scenario: Scenario) -> tuple[str, ...]:
+        try:
+            return (FACENET.name,) if self.backbone(scenario) == "facenet" else ()
+        except ValueError:
+            return ()
 
     def public_arch(self, scenario: Scenario) -> str | None:
         return self.config["arch"] if self.backbone(scenario) == "public" else None
 
     def protocol_note(self, scenario: Scenario) -> str:
+        try:
+            backbone = self.backbone(scenario)
+        except ValueError as exc:
+            return str(exc)
         net = (
             f"a {self.config['arch']} trained on the labelled public data"
-            if self.backbone(scenario) == "public"
+            if backbone == "public"
             else "facenet-pytorch InceptionResnetV1 (VGGFace2)"
         )
         return (
@@ -229,6 +265,10 @@ class Verification(Judge):
             f"TAR {cal['tar'].item():.4f} ({int(cal['genuine'])} genuine pairs)"
         )
         return Verdicts((s > threshold).tolist(), note)
+
+
+def _declared(kind: str | None) -> str:
+    return "not declared (Scenario.class_kind)" if kind is None else f"declared {kind}"
 
 
 @hookimpl
