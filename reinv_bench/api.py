@@ -649,6 +649,7 @@ class WrapperAttack(Attack):
         if self.config.get("iters") is not None:
             out["iterations"] = int(self.config["iters"])
         return out
+
     def identity_term(self, logits: Tensor, y: Tensor) -> Tensor:
         return self.base.identity_term(logits, y)
 
