@@ -314,7 +314,8 @@ class AttackContext:
 class Inversion:
     images: Tensor  # (N, C, H, W) in [-1, 1], on CPU
     labels: Tensor  # (N,) the class each image was reconstructed for
-    info: dict[str, Any] = field(default_factory=dict)  # e.g. final losses, target queries
+    # e.g. final losses, target queries; "notes": {key: remark} copied into the row's notes
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Reconstructions:
