@@ -357,4 +357,8 @@ def compose(defenses: list[Defense]) -> Defense:
                     f"cannot compose {d.name} with {' + '.join(others)}: {d.name} cannot share a "
                     f"training run with a defense that changes {hook}()"
                 )
+        for o in defenses:
+            why = None if o is d else d.refuses(o)
+            if why:
+                raise ConfigError(f"cannot compose {d.name} with {o.name}: {why}")
     return Composed(defenses)

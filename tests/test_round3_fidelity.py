@@ -155,3 +155,35 @@ def test_ppdg_records_the_pseudo_private_count_and_warns_when_tiny(monkeypatch):
     priors["ppdg-tuned"] = {**priors["ppdg-tuned"], "public": 100}
     note = attack_notes({"chunks": [attack.invert(ctx, priors, [0, 3]).info]})["ppdg"]
     assert note == "3 pseudo-private images per class of 6 candidates (2.9 % of the fine-tuning images)"
+
+
+# ---- compositions refused with their reason ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "defense, message",
+    [
+        ("dpsgd+bido", "cannot compose dpsgd with bido: bido's loss couples the examples of a batch"),
+        ("bido+dpsgd", "the reported epsilon would be no guarantee"),
+        ("atat+calor", "cannot compose atat with calor: calor's fine-tune phase would train AT-AT's"),
+    ],
+)
+def test_compositions_refused_at_plan_time_in_one_line(invoke, tmp_path, defense, message):
+    """Issue 30.6: refused by ``--dry-run`` before any step, one line, no traceback."""
+    result = invoke(
+        "run", "-a", "gmi", "-d", defense, "--budget", "smoke", "--workdir", tmp_path, "--dry-run"
+    )
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "results.db").exists()
+
+
+def test_untargeted_at_composes_with_calor_and_dpsgd_with_other_losses():
+    from reinv_bench.train import compose
+
+    reg = load()
+    d = lambda name, **cfg: reg.get("defense", name)(cfg)  # noqa: E731
+    compose([d("at"), d("calor")])  # both lower the confidence in the true class
+    compose([d("dpsgd"), d("negls")])  # a per-example loss: the accounting holds
+    with pytest.raises(ValueError, match="couples the examples"):
+        compose([d("bido"), d("dpsgd")])

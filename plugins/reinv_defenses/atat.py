@@ -53,6 +53,10 @@ Deliberate differences:
   touches only the input's gradient (the PGD path, the default of both configs, is unaffected).
 Composition: ``re+atat``, ``atat+negls`` work (transforms, the loss hook); ``atat`` cannot share a
 run with another defense that computes its own batch loss (``trapmid``) or with ``dpsgd``.
+``atat+calor`` is refused: calor's fine-tune phase would train AT-AT's targeted adversarial term
+with the inverse focal loss, which lowers the confidence in the attack's target where that term
+raises it (no official code combines them); ``at+calor`` (untargeted: both lower the confidence in
+the true class) runs.
 """
 
 from __future__ import annotations
@@ -149,6 +153,15 @@ class AdversarialTraining(Defense):
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
         return selected(adam_100_epochs(recipe, budget, batch_size=128), self.config.select)
+
+    def refuses(self, other: Defense) -> str | None:
+        if self.config.targeted and "phases" in other.overridden():
+            return (
+                f"{other.name}'s fine-tune phase would train AT-AT's targeted adversarial term with its "
+                "own loss (calor's inverse focal loss lowers the confidence in the attack's target, "
+                "where that term raises it)"
+            )
+        return None
 
     def adversarial(self, model, x: Tensor, t: Tensor) -> Tensor:
         c = self.config
