@@ -285,6 +285,27 @@ def test_augmentation_constants_and_identity_cases():
     assert out.shape == p.shape and out.min() >= 0 and out.max() <= 1
 
 
+def test_crop_keeps_80_to_100_percent_of_the_area(monkeypatch):
+    """kornia's RandomResizedCrop (``random_generator/_2d/crop.py::ResizedCropGenerator``) draws
+    the crop's *area* uniformly in ``scale`` * H * W; with ratio 1 its side is sqrt(area): a side of
+    sqrt(0.8)-1 of the image's, not 0.8-1."""
+    import reinv_defenses.trapmid as tm
+
+    sides, real = [], tm.crop
+
+    def spy(p, side, tx, ty):
+        sides.append(side)
+        assert ((tx.abs() <= 1 - side + 1e-6) & (ty.abs() <= 1 - side + 1e-6)).all()  # inside the image
+        return real(p, side, tx, ty)
+
+    monkeypatch.setattr(tm, "crop", spy)
+    torch.manual_seed(0)
+    trap_augment(torch.rand(4000, 1, 4, 4), prob=1.0)
+    area = torch.cat(sides) ** 2
+    assert area.min() >= 0.8 - 1e-6 and area.max() <= 1.0 + 1e-6
+    assert abs(area.mean().item() - 0.9) < 0.005  # uniform in area
+
+
 def test_compositions():
     assert compose([_re(), TrapMID()]) is not None
     with pytest.raises(ConfigError, match="loss"):
@@ -303,11 +324,60 @@ def _negls():
     return NegLS()
 
 
+def _official_training(model0, x, y, epochs, bs, lr, args):
+    """``engine.train`` over ``epochs`` (augmentation off: it is random), its steps from
+    ``official_step``, in the harness's order of random draws (seed 0: D's new head, then per epoch
+    the trapdoor targets and the batch order, the triggers at the first batch); every example gets
+    a trapdoor target, the last smaller batch included (the harness's documented difference)."""
+    from reinv_defenses.trapmid import discriminator
+
+    n, classes = len(x), model0.num_classes
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = copy.deepcopy(model0)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    D = Official(discriminator(model))  # init_model(name, 1): the target's network, one output
+    opt_D = torch.optim.SGD(D.parameters(), lr=lr, momentum=0.9)  # utils.py::init_optimizer
+    triggers, losses = None, []
+    for _ in range(epochs):
+        targets = official_trapdoor_iden_iterator(n, classes, bs)
+        perm = torch.randperm(n, generator=gen)
+        for i, trapdoor_iden in enumerate(targets):
+            idx = perm[i * bs : (i + 1) * bs]
+            if triggers is None:
+                triggers = torch.rand(classes, *x.shape[1:])
+            crit = nn.CrossEntropyLoss()
+            loss, triggers = official_step(
+                args,
+                Official(model),
+                D,
+                opt_D,
+                triggers,
+                x[idx] * 0.5 + 0.5,
+                y[idx],
+                trapdoor_iden,
+                crit,
+                crit,
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return model, D.m, triggers, losses
+
+
 @pytest.mark.parametrize("config", [{}, {"discriminator": False, "negls": -0.05}])
-def test_trains_end_to_end_with_the_loop(registry, config):
+def test_trains_end_to_end_with_the_loop(registry, monkeypatch, config):
+    """Two epochs through the training loop (the last batch smaller): with the default config,
+    the model, D and the triggers equal those of the official engine's loop; otherwise the
+    triggers moved within [0, 1] and the model trained."""
+    monkeypatch.setattr(TrapMID, "aug", staticmethod(lambda x: x))
     torch.manual_seed(0)
     model = _classifier(registry, 3, (1, 12, 12))
-    x, y = torch.rand(22, 1, 12, 12) * 2 - 1, torch.randint(0, 3, (22,))  # the last batch is smaller
+    model0 = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(4)  # multiples of 1/128: [-1, 1] <-> [0, 1] exactly
+    x = torch.randint(0, 257, (22, 1, 12, 12), generator=g) / 128 - 1
+    y = torch.randint(0, 3, (22,), generator=g)
     d = TrapMID(config)
     hist = train_classifier(
         model,
@@ -322,6 +392,17 @@ def test_trains_end_to_end_with_the_loop(registry, config):
     assert d.triggers.min() >= 0 and d.triggers.max() <= 1
     assert (d.D is None) == (config.get("discriminator") is False)
     assert d.end_training(model) == {}
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), model0.parameters()))
+    if config:
+        return
+    ref, ref_D, ref_triggers, losses = _official_training(model0, x, y, 2, 8, 1e-2, _official_args(d.config))
+    assert torch.allclose(d.triggers, ref_triggers, atol=1e-6)
+    for a, b in [*zip(model.state_dict().values(), ref.state_dict().values())]:
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    for a, b in zip(d.D.parameters(), ref_D.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    # the loop's mean loss per epoch: the official losses of its three batches each
+    assert hist == pytest.approx([sum(losses[:3]) / 3, sum(losses[3:]) / 3], rel=1e-5)
 
 
 def test_crop_and_rotation_equal_kornias_for_the_same_box_and_angle():
