@@ -187,3 +187,45 @@ def test_untargeted_at_composes_with_calor_and_dpsgd_with_other_losses():
     compose([d("dpsgd"), d("negls")])  # a per-example loss: the accounting holds
     with pytest.raises(ValueError, match="couples the examples"):
         compose([d("bido"), d("dpsgd")])
+
+
+# ---- the verification judge centres the public network's embeddings -----------------------------
+
+
+def test_verification_judge_centres_embeddings_on_the_public_mean():
+    """Issue 30.9: all-positive embeddings (as ReLU features) offset by c = (10, 10), c the mean
+    embedding of the public images. Centred, the reconstruction c + (-0.2, -1) of class 0 points
+    away from class 0's direction (1, 0) (cosine -0.196): no. Uncentred, every cosine lies near 1
+    and it would pass (0.99995 against a threshold of 0.9964)."""
+    from reinv_judges.verification import Verification
+
+    class Identity(torch.nn.Module):  # a "network" whose features are its input, flattened
+        def features(self, x):
+            return x.flatten(1)
+
+    def split(points, labels):
+        return Split(torch.tensor(points, dtype=torch.float32)[:, None, None, :] + 10, torch.tensor(labels))
+
+    data = ScenarioData(
+        private_train=split([[1, 0], [0, 1]], [0, 1]),
+        private_test=split([[1, 0.1], [0.1, 1], [1, 0.2], [0.2, 1]], [0, 1, 0, 1]),
+        public=split([[0, 0]], [0]),
+        eval_train=split([[1, 0]], [0]),
+        eval_test=split([[1, 0]], [0]),
+        digest="x",
+        source="test",
+        pretrain=split([[-1.0, 0.0], [1.0, 0.0]], [0, 1]),  # their mean: c
+    )
+    recon = torch.tensor([[1, 0.0], [0, 1.0], [0, 1.0], [-0.2, -1.0]])[:, None, None, :] + 10
+    ctx = EvalContext(
+        load().get("scenario", "mnist"),
+        data,
+        Inversion(recon, torch.tensor([0, 0, 1, 0])),
+        None,
+        None,
+        torch.device("cpu"),
+        public_model=Identity(),
+    )
+    v = Verification({"far": 0.01}).judge(ctx)
+    assert v.answers == [True, False, True, False]
+    assert "> 0.1961," in v.note  # the largest centred impostor cosine, 0.2 / sqrt(1.04)
