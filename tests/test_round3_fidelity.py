@@ -229,3 +229,31 @@ def test_verification_judge_centres_embeddings_on_the_public_mean():
     v = Verification({"far": 0.01}).judge(ctx)
     assert v.answers == [True, False, True, False]
     assert "> 0.1961," in v.note  # the largest centred impostor cosine, 0.2 / sqrt(1.04)
+
+
+# ---- export: the official tool's private-image resize sees the collection's attack names ----------
+
+
+def official_resizes_private_with_torchvision(mi_folder: str) -> bool:
+    """hosytuyen/MI-Eval-MLLM @89010bc utility.py::create_concatenated_images_with_labels (transcribed):
+    the branch that sends a setup's private images through ``processor`` (torchvision Resize)."""
+    return any(attack in mi_folder for attack in ["KEDMI", "LOMMA", "PLGMI"])
+
+
+@pytest.mark.parametrize(
+    "attack, folder, official",
+    [
+        ("kedmi", "KEDMI", True),
+        ("lomma+kedmi", "LOMMA+KEDMI", True),
+        ("plgmi[iters=7]", "PLGMI_iters=7", True),
+        ("ppdg+lomma+gmi", "ppdg+LOMMA+gmi", True),
+        ("gmi", "gmi", False),
+        ("ppa", "ppa", False),
+    ],
+)
+def test_export_names_attack_folders_as_the_collection(attack, folder, official):
+    from reinv_bench.export import attack_folder
+
+    assert attack_folder(attack) == folder
+    mi_folder = f"release/celeba64/{attack_folder(attack)}/ffhq/vgg16-none-paper-seed0/all-images"
+    assert official_resizes_private_with_torchvision(mi_folder) is official
