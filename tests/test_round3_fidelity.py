@@ -257,3 +257,21 @@ def test_export_names_attack_folders_as_the_collection(attack, folder, official)
     assert attack_folder(attack) == folder
     mi_folder = f"release/celeba64/{attack_folder(attack)}/ffhq/vgg16-none-paper-seed0/all-images"
     assert official_resizes_private_with_torchvision(mi_folder) is official
+
+
+# ---- AlignMI's TAA: the rotation fill of the official generator ----------------------------------
+
+
+@pytest.mark.parametrize("base, fill", [("gmi", 0.0), ("kedmi", -1.0), ("ppa", 0.0)])
+def test_align_taa_rotation_fills_as_the_official_generator(base, fill):
+    """AlanPeng0897/AlignMI @3f7fff9: the README's GMI commands run ``attack_gmi.py -sg`` (StyleGAN,
+    images in [-1, 1]) and ``gmi_optimize_taa`` rotates them, filling with 0: mid-grey; KEDMI's
+    DCGAN ends in a Sigmoid (``models/generator.py``), its [0, 1] images filled with 0: black."""
+    from reinv_attacks.align import Align
+
+    b = load().get("attack", base)({}, "paper")
+    align = Align({"mode": "taa", "degrees": 45.0, "scale": (1.0, 1.0)}, "paper", base=b)
+    torch.manual_seed(0)
+    copy = align.copy(32)
+    low = min(copy(torch.ones(2, 3, 32, 32)).min().item() for _ in range(10))  # a white batch
+    assert low == pytest.approx(fill, abs=0.02)

@@ -15,8 +15,10 @@ average over ``samples`` copies of them:
   the batch's value range (``imgs.max() - imgs.min()``, a constant of the step);
 - TAA (transformation-averaged alignment): RandomResizedCrop(size, ``scale``, ratio 0.9-1.1,
   antialias) -> RandomHorizontalFlip(0.5) -> RandomRotation(``degrees``, bilinear), torchvision on
-  the batch (one draw per copy), on pixels in [0, 1] for gmi and kedmi (black outside the rotated
-  image, as the official sigmoid generators' output), on the [-1, 1] images for ppa (StyleGAN's);
+  the batch (one draw per copy), on pixels in [0, 1] for kedmi (black outside the rotated image,
+  as the official DCGAN's sigmoid output), on the [-1, 1] images for gmi and ppa (a rotation fills
+  with 0, mid-grey: the official GMI runs on StyleGAN, the README's ``attack_gmi.py -sg``, and
+  ``gmi_optimize_taa`` transforms its [-1, 1] synthesis output; ppa is StyleGAN's);
 
 and backpropagated through the generator (``torch.autograd.grad(imgs, z, grad_outputs=smooth_grad)``).
 The average of the copies' identity losses has exactly that gradient, so the wrapper hands the
@@ -78,6 +80,8 @@ OFFICIAL = {
     "ppa": (50, 0.06, 50, (0.8, 1.0), 5.0),
 }
 TAA_RATIO = (0.9, 1.1)
+# TAA on [0, 1] pixels (black rotation fill): the official KEDMI's sigmoid DCGAN; the others on [-1, 1]
+PIXEL_SPACE = ("kedmi",)
 
 
 def taa_transforms(size: int, scale, degrees: float) -> T.Compose:
@@ -121,7 +125,7 @@ def averaged(loss, copy, samples: int):
 
 class Align(WrapperAttack):
     name = "align"
-    version = 1
+    version = 2  # 2: gmi's TAA rotation fills with mid-grey, as the official StyleGAN-based GMI (issue 30)
     params = {
         "mode": Param(
             "taa",
@@ -161,15 +165,20 @@ class Align(WrapperAttack):
 
     def identity(self, ctx: AttackContext) -> IdentityLoss:
         """The base's identity term (ppa: the Poincaré loss; gmi, kedmi: CE) averaged over copies."""
-        n, spread, scale, degrees = self.settings()
+        n = self.settings()[0]
         T_, ppa = ctx.target, self.base.name == "ppa"
 
         def loss(x: Tensor, y: Tensor) -> Tensor:
             return poincare_loss(T_(x).float(), y) if ppa else F.cross_entropy(T_(x), y, reduction="none")
 
-        size = ctx.scenario.image_shape[-1]
-        copy = perturb(spread) if self.config.mode == "paa" else transform(size, scale, degrees, not ppa)
-        return IdentityLoss(averaged(loss, copy, n))
+        return IdentityLoss(averaged(loss, self.copy(ctx.scenario.image_shape[-1]), n))
+
+    def copy(self, size: int):
+        """One random copy of a batch of ``size``-pixel images: PAA's perturbation or TAA's transforms."""
+        _, spread, scale, degrees = self.settings()
+        if self.config.mode == "paa":
+            return perturb(spread)
+        return transform(size, scale, degrees, self.base.name in PIXEL_SPACE)
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         inv = self.base.invert(ctx, priors, classes, self.identity(ctx))
