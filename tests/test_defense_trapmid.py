@@ -224,15 +224,17 @@ def _official_args(cfg):
     return {"trapdoor": {"alpha": cfg.alpha, "beta": cfg.beta, "step_size": cfg.step}}
 
 
-@pytest.mark.parametrize("negls", [0.0, -0.05])
-def test_one_step_equals_the_official_engine(registry, monkeypatch, negls):
+@pytest.mark.parametrize("negls, trapls", [(0.0, True), (-0.05, True), (-0.05, False)])
+def test_one_step_equals_the_official_engine(registry, monkeypatch, negls, trapls):
     """The discriminator's step, the triggers' signed-gradient step and the model's loss of one
-    batch, against ``engine.train`` (augmentation off on both sides: it is random)."""
+    batch, against ``engine.train`` (augmentation off on both sides: it is random). ``trapls``
+    False: ``classify_trap_negls_trapls=0.json`` (``trapdoor.negls`` 0: train.py's
+    ``trapdoor_criterion = init_criterion(0)``, plain cross-entropy, in the trigger step too)."""
     monkeypatch.setattr(TrapMID, "aug", staticmethod(lambda x: x))
     classes, shape, bs = 4, (3, 16, 16), 8
     model = _classifier(registry, classes, shape)
     recipe = TrainRecipe(epochs=100, batch_size=bs, optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=1e-4)
-    d = TrapMID({"negls": negls})
+    d = TrapMID({"negls": negls, "trapls": trapls})
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr)
     d.begin_training(model, opt, recipe, 2 * bs)
     d.on_epoch(80, 100)  # NegLS at full strength when on
@@ -248,8 +250,18 @@ def test_one_step_equals_the_official_engine(registry, monkeypatch, negls):
     )  # utils.py::init_optimizer (sgd)
     smoothing = negls * official_ls_scheduler(80, 100)
     crit = (lambda o, y: official_negls(o, y, smoothing)) if negls else nn.CrossEntropyLoss()
+    trap_crit = crit if trapls else nn.CrossEntropyLoss()
     off_loss, off_triggers = official_step(
-        _official_args(d.config), off_model, off_D, off_opt_D, triggers.clone(), img01, iden, t, crit, crit
+        _official_args(d.config),
+        off_model,
+        off_D,
+        off_opt_D,
+        triggers.clone(),
+        img01,
+        iden,
+        t,
+        crit,
+        trap_crit,
     )
     # ours
     d.triggers = triggers.clone()
