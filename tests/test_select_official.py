@@ -112,11 +112,13 @@ def test_select_stays_out_of_the_keys_at_its_default():
     from reinv_bench.plan import Request, expand
 
     reg = load()
-    plain = expand(Request(["gmi"], ["atat", "loft", "rolss"], archs=["resnet8"], budget="smoke"), reg)
+    plain = expand(
+        Request(["gmi"], ["atat", "loft", "rolss", "trapmid"], archs=["resnet8"], budget="smoke"), reg
+    )
     said = expand(
         Request(
             ["gmi"],
-            ["atat[select=last]", "loft[select=last]", "rolss[select=last]"],
+            ["atat[select=last]", "loft[select=last]", "rolss[select=last]", "trapmid[trapls=1]"],
             archs=["resnet8"],
             budget="smoke",
         ),
