@@ -181,6 +181,8 @@ class Defense(Configurable):
     # through the model would escape its per-example clipping)
     excludes: ClassVar[tuple[str, ...]] = ()
     needs_hidden: ClassVar[bool] = False  # loss() wants block outputs in out.hidden
+    # the loss couples the examples of a batch (BiDO's HSIC): no per-example gradient bound
+    couples_examples: ClassVar[bool] = False
     pretrained: ClassVar[bool] = False  # the target starts from pretrained weights: config["weights"]
     # (a local state-dict file) or, when that is empty, a model the harness pretrains on the
     # scenario's public data (a cached step)
@@ -255,6 +257,11 @@ class Defense(Configurable):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` when a training step resumes (after ``begin_training``)."""
+
+    def refuses(self, other: Defense) -> str | None:
+        """Why this defense cannot share a training run with ``other`` (a composition is then
+        refused at plan time with that reason), or None."""
+        return None
 
     def overridden(self) -> set[str]:
         return {h for h in self.EXCLUSIVE if getattr(type(self), h) is not getattr(Defense, h)}
@@ -441,7 +448,8 @@ class AttackContext:
 class Inversion:
     images: Tensor  # (N, C, H, W) in [-1, 1], on CPU
     labels: Tensor  # (N,) the class each image was reconstructed for
-    info: dict[str, Any] = field(default_factory=dict)  # e.g. final losses, target queries
+    # e.g. final losses, target queries; "notes": {key: remark} copied into the row's notes
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Reconstructions:

@@ -57,7 +57,8 @@ class TrainRecipe:
     gamma: float = 0.1
     augment: str = ""  # "" | "flip" (KEDMI/GMI 64 px) | "ppa" (PPA/MIDRE 224 px); see train.augment
     # the weights kept: "last" (the last epoch's; no choice made on test data) | "best_test" (the
-    # epoch with the best accuracy on the private test split, as the official training scripts)
+    # epoch with the best accuracy on the private test split, as the official training scripts) |
+    # "best_val_loss" (AT-AT's: train on 80 %, the lowest loss on the other 20 %; train_classifier)
     select: str = "last"
 
     def spec(self) -> dict[str, Any]:

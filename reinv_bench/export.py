@@ -22,7 +22,13 @@ left out of its CSV (the official merge is an inner join).
 Here: ``<dataset>`` is the scenario (its private split), ``<public>`` the part of its name after
 the first ``-`` (``celeba64-ffhq`` -> ``ffhq``; a scenario without one draws its public data from
 the private dataset: its own name, as the collection's ``CelebA/PLGMI/CelebA``), ``<target>``
-the architecture, defense, budget and seed (the collection has one target per setup). ``<k>`` counts
+the architecture, defense, budget and seed (the collection has one target per setup). ``<attack>``
+is the attack's label with the parts the official code recognises spelled as the collection
+spells them (``kedmi``, ``lomma``, ``plgmi`` -> ``KEDMI``, ``LOMMA``, ``PLGMI``: ``lomma+kedmi`` ->
+``LOMMA+KEDMI``): ``utility.py::create_concatenated_images_with_labels`` resizes the private
+images of a setup whose path contains one of those names with torchvision's ``Resize`` (bilinear)
+and every other one with Pillow's ``resize`` (bicubic), so a lower-case folder would take the
+other branch than the collection's setups of the same attack. ``<k>`` counts
 the reconstructions of a class in the order the attack returned them. Images are PNG at the
 resolution they were made (the official pipeline resizes them to 224 px when it builds panels).
 
@@ -74,6 +80,21 @@ def inside(out: Path, path: Path) -> Path:
     if not path.resolve().is_relative_to(out.resolve()):
         raise ExportError(f"refusing to write {path}: it is not under {out}")
     return path
+
+
+# MI-Eval-MLLM utility.py: ``if any(attack in mi_folder for attack in ["KEDMI", "LOMMA", "PLGMI"])``
+OFFICIAL_ATTACK_NAMES = {"kedmi": "KEDMI", "lomma": "LOMMA", "plgmi": "PLGMI"}
+
+
+def attack_folder(attack: str) -> str:
+    """The attack's folder: its label, each ``+`` part the official code recognises by name spelled
+    as the collection does (its private-image resize depends on it)."""
+
+    def part(text: str) -> str:
+        name, bracket, rest = text.partition("[")
+        return OFFICIAL_ATTACK_NAMES.get(name, name) + bracket + rest
+
+    return safe("+".join(part(p) for p in attack.split("+")))
 
 
 def public_of(scenario: str) -> str:
@@ -222,7 +243,11 @@ def export(
     for key, held in inversions.items():
         row = held[0]
         setup = (
-            out / safe(row.scenario) / safe(row.attack) / safe(public_of(str(row.scenario))) / target_of(row)
+            out
+            / safe(row.scenario)
+            / attack_folder(str(row.attack))
+            / safe(public_of(str(row.scenario)))
+            / target_of(row)
         )
         again = next((f for r in held if (f := own_folder(out, folder_of.get(str(r.cell_id))))), None)
         if again is not None:

@@ -420,8 +420,9 @@ def _card_recipes(registry: Registry, scenario: Scenario) -> list[str]:
             "weights kept",
             "the last epoch's (select=last: no choice made on test data); `--recipe ROLE:select=best_test` "
             "keeps the epoch with the best private-test accuracy, as the official KEDMI/GMI/PLG-MI "
-            "training scripts do (their released checkpoints' accuracies are such numbers); each row "
-            "stores its recipe",
+            "training scripts do (their released checkpoints' accuracies are such numbers); "
+            "`select=best_val_loss` trains on 80 % of the training split and keeps the epoch with the "
+            "lowest loss on the other 20 % (every 5th epoch), as AT-AT's code; each row stores its recipe",
         ),
     ]
 

@@ -458,6 +458,7 @@ class Worker:
         with torch.no_grad():
             conf = ctx.inversion.map(confidence)  # chunk by chunk
         ev = Evaluation({}, {}, Outcomes(ctx.inversion.labels.tolist(), [round(v, 6) for v in conf.tolist()]))
+        ev.notes.update(attack_notes(ctx.inversion.info))
         for name in cell.metrics:
             seed_everything(cell.labels["seed"])  # each metric alike, whatever ran (or was cached) before it
             try:
@@ -564,6 +565,16 @@ def reconstructions(artifacts: Artifacts, key: str) -> Reconstructions:
             yield Inversion(p["images"], p["labels"], p["info"])
 
     return Reconstructions(obj["labels"], chunks, obj["info"])
+
+
+def attack_notes(info: dict[str, Any]) -> dict[str, str]:
+    """Remarks the attack left for the row (``Inversion.info["notes"]``: ppdg's pseudo-private
+    count), of every class chunk of a merge (the first chunk's remark under each key)."""
+    notes = dict(info.get("notes") or {})
+    for part in info.get("chunks", ()):
+        for k, v in (part.get("notes") or {}).items():
+            notes.setdefault(k, v)
+    return {str(k): str(v) for k, v in notes.items()}
 
 
 def _record(ev: Evaluation, key: str, value: Any) -> None:

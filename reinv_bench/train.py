@@ -38,7 +38,10 @@ def make_optimizer(params: list[nn.Parameter], recipe: TrainRecipe) -> torch.opt
 
 
 AUGMENTATIONS = ("", "flip", "ppa")
-SELECTIONS = ("last", "best_test")  # TrainRecipe.select: the weights train_classifier keeps
+SELECTIONS = ("last", "best_test", "best_val_loss")  # TrainRecipe.select: the weights train_classifier keeps
+# select="best_val_loss", AT-AT's (BreuerLabs/Anti-Adversarial-Training @ec6069a,
+# configuration/classifier/training/default.yaml): validation_size 0.2, evaluate_freq 5, seed 42
+VAL_FRACTION, VAL_EVERY, VAL_SEED = 0.2, 5, 42
 
 
 def augment(x: Tensor, kind: str, gen: torch.Generator) -> Tensor:
@@ -127,7 +130,9 @@ def train_classifier(
     ``recipe.select`` "best_test": after each epoch the accuracy on ``test`` is measured and the
     weights of the first epoch with the best one are kept (the official KEDMI ``engine.py::
     train_reg``, called by ``train_classifier.py``: ``if test_acc > best_ACC: best_model =
-    deepcopy(model)``); "last": the last epoch's.
+    deepcopy(model)``); "best_val_loss": AT-AT's protocol, the model trains on 80 % of ``train``
+    (``holdout_split``) and keeps the weights of the lowest mean cross-entropy on the other 20 %,
+    measured after every 5th epoch (``_keep_lowest_val_loss``); "last": the last epoch's.
     ``precision`` bf16: the forward pass and the loss under bf16 autocast (weights, gradients and
     the optimizer stay fp32). ``channels_last`` stores the weights and batches in that memory
     format. Off by default: on an H200 under bf16 it gained nothing for VGG16 and cost IR152 15% at
@@ -136,6 +141,9 @@ def train_classifier(
     ``state_dict`` and the global random generators at epoch ends now and then, and resumes from
     them with the numbers of an uninterrupted run."""
     device = torch.device(device)
+    held_out = None
+    if recipe.select == "best_val_loss":
+        train, held_out = holdout_split(train)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -158,10 +166,12 @@ def train_classifier(
     opt = defense.begin_training(model, opt, recipe, n)  # the scheduler keeps the base optimizer
     history: list[float] = []
     state = {"model": model, "opt": opt, "sched": sched, "gen": gen, "defense": defense, "history": history}
-    best: dict[str, Any] = {}  # select="best_test": acc, epoch, state of the best epoch so far
+    best: dict[str, Any] = {}  # select="best_test" | "best_val_loss": the best epoch so far (state, ...)
     if recipe.select == "best_test":
         if test is None:
             raise ValueError("recipe select='best_test' needs the test split (train_classifier(test=...))")
+        state["best"] = best
+    elif held_out is not None:
         state["best"] = best
     for epoch in range(checkpoint.resume(recipe.epochs, state), recipe.epochs):
         defense.on_epoch(epoch, recipe.epochs)
@@ -185,7 +195,10 @@ def train_classifier(
             raise FloatingPointError(f"training loss became {total} in epoch {epoch}")
         sched.step()
         history.append(total / per_epoch)
-        if "best" in state:
+        if held_out is not None:
+            if epoch % VAL_EVERY == 0:  # AT-AT: ``if val_loader and epoch % evaluate_freq == 0``
+                _keep_lowest_val_loss(model, held_out, device, epoch + 1, best)
+        elif "best" in state:
             _keep_best(model, test, device, epoch + 1, best)
         checkpoint.reached(epoch + 1, recipe.epochs, state)
     if channels_last:
@@ -203,6 +216,32 @@ def _keep_best(model: nn.Module, test: Split, device: torch.device, epoch: int, 
     if not best or acc > best["acc"]:
         best.update(
             acc=acc, epoch=epoch, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        )
+
+
+def holdout_split(train: Split) -> tuple[Split, Split]:
+    """AT-AT's training and validation parts of ``train`` (``data_processing/datasets.py``): a
+    permutation from a generator seeded with 42, whose last ``n - int(0.8 n)`` indices validate and
+    the others train (``Subset(full_train_dataset, indices[:-val_size])``)."""
+    n = len(train.y)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    val = n - int((1 - VAL_FRACTION) * n)
+    if not 0 < val < n:
+        raise ValueError(f"select='best_val_loss' needs at least 2 training images, got {n}")
+    fit, held = perm[:-val], perm[-val:]
+    return Split(train.x[fit], train.y[fit]), Split(train.x[held], train.y[held])
+
+
+def _keep_lowest_val_loss(
+    model: nn.Module, val: Split, device: torch.device, epoch: int, best: dict[str, Any]
+) -> None:
+    """``best`` <- this epoch's mean cross-entropy on ``val`` (eval mode) and weights when strictly
+    lower (AT-AT ``classifiers/abstract_classifier.py::train_model``: ``if val_loss < best_loss``
+    from ``np.inf``; ``evaluate``: summed cross-entropy over the instances)."""
+    loss = F.cross_entropy(predict(model, val.x, device).float(), val.y.cpu()).item()
+    if not best or loss < best["loss"]:
+        best.update(
+            loss=loss, epoch=epoch, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         )
 
 
@@ -332,4 +371,8 @@ def compose(defenses: list[Defense]) -> Defense:
                     f"cannot compose {d.name} with {' + '.join(others)}: {d.name} cannot share a "
                     f"training run with a defense that changes {hook}()"
                 )
+        for o in defenses:
+            why = None if o is d else d.refuses(o)
+            if why:
+                raise ConfigError(f"cannot compose {d.name} with {o.name}: {why}")
     return Composed(defenses)

@@ -14,9 +14,10 @@ Sources (AlanPeng0897/AlignMI @3f7fff9, read 2026-12):
 Each transcription computes the official averaged image gradient (``smooth_grad`` /
 ``trans_grad``) and backpropagates it to the latent (``torch.autograd.grad(imgs, z,
 grad_outputs=...)``); the wrapper's identity loss must give the same latent gradient on the same
-random draws. The official low-resolution images are a sigmoid generator's, in [0, 1], read by a
-target on [0, 1]: here the generator is ``tanh`` and the target reads [-1, 1], composed so that
-both sides compute the same function of the latent.
+random draws. The official low-resolution KEDMI images are a sigmoid generator's, in [0, 1], read by
+a target on [0, 1]: here the generator is ``tanh`` and the target reads [-1, 1], composed so that
+both sides compute the same function of the latent. The official GMI runs on StyleGAN (README:
+``attack_gmi.py -sg``): its images are in [-1, 1], as here.
 """
 
 import dataclasses
@@ -190,8 +191,10 @@ def test_ppa_gradient_is_optimization_paa_taa(mode):
 @pytest.mark.parametrize("mode", ["paa", "taa"])
 def test_low_res_gradient_is_the_official_average_of_the_ce_branch(base, mode):
     """The official averaging loop with ``iden_loss``'s ``ce_loss`` branch (the official configs
-    use ``logit_loss``: ``lomma+align+``, test_align_lomma.py). The official sigmoid generator and
-    [0, 1] target, against the tanh generator and [-1, 1] target here: both the same function of z."""
+    use ``logit_loss``: ``lomma+align+``, test_align_lomma.py). KEDMI: the official sigmoid DCGAN
+    and [0, 1] target, against the tanh generator and [-1, 1] target here: both the same function
+    of z. GMI: the official runs on StyleGAN (the README's ``attack_gmi.py -sg``), whose [-1, 1]
+    images the transforms act on (a rotation fills with 0, mid-grey), as here."""
     synthesize, target = _nets(channels=1)
     z = torch.randn(3, 8, requires_grad=True)
     y = torch.tensor([4, 0, 2])
@@ -200,9 +203,12 @@ def test_low_res_gradient_is_the_official_average_of_the_ce_branch(base, mode):
     torch.manual_seed(3)
     ours = _latent_grad(identity, synthesize, z, y)
     torch.manual_seed(3)
-    official = official_low_res_z_grad(
-        lambda z: synthesize(z) * 0.5 + 0.5, lambda p: target((p - 0.5) / 0.5), z, y, mode, base
-    )
+    if base == "gmi":
+        official = official_low_res_z_grad(synthesize, target, z, y, mode, base)
+    else:
+        official = official_low_res_z_grad(
+            lambda z: synthesize(z) * 0.5 + 0.5, lambda p: target((p - 0.5) / 0.5), z, y, mode, base
+        )
     assert torch.allclose(ours, official, rtol=1e-4, atol=1e-7)
 
 

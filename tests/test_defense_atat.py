@@ -254,11 +254,42 @@ def test_bad_params_are_one_line_errors(registry):
         registry.get("defense", "atat")({"eps": -1})
 
 
-def test_trains_a_target_end_to_end(registry):
+def official_training(model, x, y, epochs, batch_size, lr, seed, cfg):
+    """``AdversarialTraining.train_one_epoch`` for ``epochs`` with Adam(lr) (``pretrained.yaml``'s
+    optimiser), its batches in the harness's order (a permutation per epoch from a generator seeded
+    with ``seed``, the global generator seeded with it too); the mean loss per epoch."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
+    hist = []
+    for _ in range(epochs):
+        model.train()
+        perm, total = torch.randperm(len(x), generator=gen), 0.0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            optimizer.zero_grad()
+            loss, _ = official_batch_loss(model, x[idx], y[idx], cfg, 10)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        hist.append(total / -(-len(x) // batch_size))
+    return hist
+
+
+@pytest.mark.parametrize("name, yaml", [("atat", ATAT_YAML), ("at", AT_YAML)])
+def test_trains_a_target_end_to_end(registry, name, yaml):
+    """Two epochs through the training loop equal the official training loop's: weights, BatchNorm
+    statistics and losses (and the weights moved)."""
+    torch.manual_seed(0)
     model = registry.get("architecture", "resnet8").build(10, (1, 32, 32))
-    x, y = batch(48, seed=6)
-    recipe = TrainRecipe(epochs=2, batch_size=16)
+    ref, start = copy.deepcopy(model), copy.deepcopy(model.state_dict())
+    x, y = batch(40, seed=6)  # the last batch is smaller
+    recipe = TrainRecipe(epochs=2, batch_size=16, lr=1e-3)
     hist = train_classifier(
-        model, Split(x, y), recipe, registry.get("defense", "atat")({}), device=torch.device("cpu"), seed=0
+        model, Split(x, y), recipe, registry.get("defense", name)({}), device=torch.device("cpu"), seed=0
     )
-    assert len(hist) == 2 and all(h == h for h in hist)
+    want = official_training(ref, x, y, 2, 16, 1e-3, 0, yaml)
+    assert hist == pytest.approx(want, rel=1e-5)
+    for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+    assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items() if v.is_floating_point())

@@ -224,15 +224,17 @@ def _official_args(cfg):
     return {"trapdoor": {"alpha": cfg.alpha, "beta": cfg.beta, "step_size": cfg.step}}
 
 
-@pytest.mark.parametrize("negls", [0.0, -0.05])
-def test_one_step_equals_the_official_engine(registry, monkeypatch, negls):
+@pytest.mark.parametrize("negls, trapls", [(0.0, True), (-0.05, True), (-0.05, False)])
+def test_one_step_equals_the_official_engine(registry, monkeypatch, negls, trapls):
     """The discriminator's step, the triggers' signed-gradient step and the model's loss of one
-    batch, against ``engine.train`` (augmentation off on both sides: it is random)."""
+    batch, against ``engine.train`` (augmentation off on both sides: it is random). ``trapls``
+    False: ``classify_trap_negls_trapls=0.json`` (``trapdoor.negls`` 0: train.py's
+    ``trapdoor_criterion = init_criterion(0)``, plain cross-entropy, in the trigger step too)."""
     monkeypatch.setattr(TrapMID, "aug", staticmethod(lambda x: x))
     classes, shape, bs = 4, (3, 16, 16), 8
     model = _classifier(registry, classes, shape)
     recipe = TrainRecipe(epochs=100, batch_size=bs, optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=1e-4)
-    d = TrapMID({"negls": negls})
+    d = TrapMID({"negls": negls, "trapls": trapls})
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr)
     d.begin_training(model, opt, recipe, 2 * bs)
     d.on_epoch(80, 100)  # NegLS at full strength when on
@@ -248,8 +250,18 @@ def test_one_step_equals_the_official_engine(registry, monkeypatch, negls):
     )  # utils.py::init_optimizer (sgd)
     smoothing = negls * official_ls_scheduler(80, 100)
     crit = (lambda o, y: official_negls(o, y, smoothing)) if negls else nn.CrossEntropyLoss()
+    trap_crit = crit if trapls else nn.CrossEntropyLoss()
     off_loss, off_triggers = official_step(
-        _official_args(d.config), off_model, off_D, off_opt_D, triggers.clone(), img01, iden, t, crit, crit
+        _official_args(d.config),
+        off_model,
+        off_D,
+        off_opt_D,
+        triggers.clone(),
+        img01,
+        iden,
+        t,
+        crit,
+        trap_crit,
     )
     # ours
     d.triggers = triggers.clone()
@@ -285,6 +297,27 @@ def test_augmentation_constants_and_identity_cases():
     assert out.shape == p.shape and out.min() >= 0 and out.max() <= 1
 
 
+def test_crop_keeps_80_to_100_percent_of_the_area(monkeypatch):
+    """kornia's RandomResizedCrop (``random_generator/_2d/crop.py::ResizedCropGenerator``) draws
+    the crop's *area* uniformly in ``scale`` * H * W; with ratio 1 its side is sqrt(area): a side of
+    sqrt(0.8)-1 of the image's, not 0.8-1."""
+    import reinv_defenses.trapmid as tm
+
+    sides, real = [], tm.crop
+
+    def spy(p, side, tx, ty):
+        sides.append(side)
+        assert ((tx.abs() <= 1 - side + 1e-6) & (ty.abs() <= 1 - side + 1e-6)).all()  # inside the image
+        return real(p, side, tx, ty)
+
+    monkeypatch.setattr(tm, "crop", spy)
+    torch.manual_seed(0)
+    trap_augment(torch.rand(4000, 1, 4, 4), prob=1.0)
+    area = torch.cat(sides) ** 2
+    assert area.min() >= 0.8 - 1e-6 and area.max() <= 1.0 + 1e-6
+    assert abs(area.mean().item() - 0.9) < 0.005  # uniform in area
+
+
 def test_compositions():
     assert compose([_re(), TrapMID()]) is not None
     with pytest.raises(ConfigError, match="loss"):
@@ -303,11 +336,60 @@ def _negls():
     return NegLS()
 
 
+def _official_training(model0, x, y, epochs, bs, lr, args):
+    """``engine.train`` over ``epochs`` (augmentation off: it is random), its steps from
+    ``official_step``, in the harness's order of random draws (seed 0: D's new head, then per epoch
+    the trapdoor targets and the batch order, the triggers at the first batch); every example gets
+    a trapdoor target, the last smaller batch included (the harness's documented difference)."""
+    from reinv_defenses.trapmid import discriminator
+
+    n, classes = len(x), model0.num_classes
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = copy.deepcopy(model0)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    D = Official(discriminator(model))  # init_model(name, 1): the target's network, one output
+    opt_D = torch.optim.SGD(D.parameters(), lr=lr, momentum=0.9)  # utils.py::init_optimizer
+    triggers, losses = None, []
+    for _ in range(epochs):
+        targets = official_trapdoor_iden_iterator(n, classes, bs)
+        perm = torch.randperm(n, generator=gen)
+        for i, trapdoor_iden in enumerate(targets):
+            idx = perm[i * bs : (i + 1) * bs]
+            if triggers is None:
+                triggers = torch.rand(classes, *x.shape[1:])
+            crit = nn.CrossEntropyLoss()
+            loss, triggers = official_step(
+                args,
+                Official(model),
+                D,
+                opt_D,
+                triggers,
+                x[idx] * 0.5 + 0.5,
+                y[idx],
+                trapdoor_iden,
+                crit,
+                crit,
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return model, D.m, triggers, losses
+
+
 @pytest.mark.parametrize("config", [{}, {"discriminator": False, "negls": -0.05}])
-def test_trains_end_to_end_with_the_loop(registry, config):
+def test_trains_end_to_end_with_the_loop(registry, monkeypatch, config):
+    """Two epochs through the training loop (the last batch smaller): with the default config,
+    the model, D and the triggers equal those of the official engine's loop; otherwise the
+    triggers moved within [0, 1] and the model trained."""
+    monkeypatch.setattr(TrapMID, "aug", staticmethod(lambda x: x))
     torch.manual_seed(0)
     model = _classifier(registry, 3, (1, 12, 12))
-    x, y = torch.rand(22, 1, 12, 12) * 2 - 1, torch.randint(0, 3, (22,))  # the last batch is smaller
+    model0 = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(4)  # multiples of 1/128: [-1, 1] <-> [0, 1] exactly
+    x = torch.randint(0, 257, (22, 1, 12, 12), generator=g) / 128 - 1
+    y = torch.randint(0, 3, (22,), generator=g)
     d = TrapMID(config)
     hist = train_classifier(
         model,
@@ -322,6 +404,17 @@ def test_trains_end_to_end_with_the_loop(registry, config):
     assert d.triggers.min() >= 0 and d.triggers.max() <= 1
     assert (d.D is None) == (config.get("discriminator") is False)
     assert d.end_training(model) == {}
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), model0.parameters()))
+    if config:
+        return
+    ref, ref_D, ref_triggers, losses = _official_training(model0, x, y, 2, 8, 1e-2, _official_args(d.config))
+    assert torch.allclose(d.triggers, ref_triggers, atol=1e-6)
+    for a, b in [*zip(model.state_dict().values(), ref.state_dict().values())]:
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    for a, b in zip(d.D.parameters(), ref_D.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    # the loop's mean loss per epoch: the official losses of its three batches each
+    assert hist == pytest.approx([sum(losses[:3]) / 3, sum(losses[3:]) / 3], rel=1e-5)
 
 
 def test_crop_and_rotation_equal_kornias_for_the_same_box_and_angle():

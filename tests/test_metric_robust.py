@@ -155,11 +155,39 @@ def test_compute_is_bounded_by_clean_accuracy_and_cached_per_target(registry):
 
 
 def test_paper_budget_runs_autoattack_on_all_test_images(registry):
+    from reinv_metrics.robust import _Pixels, cascade
+
     metric = registry.get("metric", "robust_acc")
     model = tiny()
-    out = metric.compute(_ctx(model, "paper", n=12))
+    ctx = _ctx(model, "paper", n=12)
+    out = metric.compute(ctx)
     assert len(list(out["robust_acc"].items)) == 12
     assert out["robust_acc"].value <= out["robust_acc_apgd"].value
+    # robust_acc_apgd is APGD-CE run alone (seed 0, the chain's first attack), image by image
+    pix, test = _Pixels(model).eval(), ctx.data.private_test
+    apgd = ta.APGD(pix, norm="Linf", eps=0.031, steps=100, n_restarts=1, seed=0, loss="ce")
+    (alone,) = cascade(pix, [apgd], (test.x + 1) / 2, test.y)
+    assert list(out["robust_acc_apgd"].items) == alone.int().tolist()
+
+
+def test_apgd_column_reads_the_first_attacks_mask_and_robust_acc_the_last(registry, monkeypatch):
+    """Issue 30.9: with a chain whose second attack takes images the first left, the two columns
+    differ, each the mask after its own attack (both read from one mask would be equal)."""
+    import reinv_metrics.robust as robust
+
+    weak_then_strong = lambda model, num_classes: [  # noqa: E731
+        ta.FGSM(model, eps=0.005),
+        ta.PGD(model, eps=0.031, alpha=2 / 255, steps=10, random_start=False),
+    ]
+    monkeypatch.setattr(robust, "autoattack_standard", weak_then_strong)
+    model = tiny()
+    ctx = _ctx(model, "paper", n=80)
+    out = registry.get("metric", "robust_acc").compute(ctx)
+    pix, test = robust._Pixels(model).eval(), ctx.data.private_test
+    first, last = robust.cascade(pix, weak_then_strong(pix, 10), (test.x + 1) / 2, test.y)
+    assert list(out["robust_acc_apgd"].items) == first.int().tolist()
+    assert list(out["robust_acc"].items) == last.int().tolist()
+    assert out["robust_acc"].value < out["robust_acc_apgd"].value - 0.3  # 0.225 vs 0.725 measured
 
 
 def test_without_torchattacks_it_is_null_with_the_reason(registry, monkeypatch):

@@ -353,8 +353,8 @@ def test_a_ppdg_fine_tune_killed_between_classes_resumes_to_the_uninterrupted_ar
     registry, tmp_path, monkeypatch, kill_after, capsys
 ):
     """PPDG's tuned prior checkpoints after each class's fine-tune; killed in the second round's
-    third class, the resumed step takes the round's reconstructions and the networks tuned so far
-    from the checkpoint and saves the uninterrupted artifact."""
+    third class, the resumed step takes the networks tuned so far from the checkpoint and saves
+    the uninterrupted artifact."""
     plan, _ = plan_step(registry, "prior", attack=f"ppdg[rounds=3]+{GMI_TINY}")
     tuned = next(s for s in plan.steps.values() if "ppdg-tuned" in s.label)
     monkeypatch.setenv(ENV_EVERY, "0")
@@ -364,7 +364,7 @@ def test_a_ppdg_fine_tune_killed_between_classes_resumes_to_the_uninterrupted_ar
     reference = execute(registry, tmp_path / "reference", plan, tuned)
     artifacts = Worker(Env(str(tmp_path / "reference")), registry).artifacts
     classes = len(artifacts.load(tuned.key)["prior"]["tuned"])
-    k = classes + 2  # round 2 (of 3), its third class: the round's reconstructions come from the checkpoint
+    k = classes + 2  # round 2 (of 3), its third class: round 1's networks come from the checkpoint
     resumed = killed_then_resumed(
         registry, tmp_path, monkeypatch, kill_after, capsys, plan, tuned, k, at=f"{k}/{2 * classes}"
     )

@@ -16,6 +16,8 @@ OFFICIAL = {
     "ppa": (50, 0.06, 50, (0.8, 1.0), 5.0),
 }
 TAA_RATIO = (0.9, 1.1)
+# TAA on [0, 1] pixels (black rotation fill): the official KEDMI's sigmoid DCGAN; the others on [-1, 1]
+PIXEL_SPACE = ("kedmi",)
 
 
 def taa_transforms(size: int, scale, degrees: float) -> T.Compose:

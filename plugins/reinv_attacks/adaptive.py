@@ -50,7 +50,7 @@ from reinv_bench.api import (
     WrapperAttack,
 )
 
-from ._align import OFFICIAL, perturb, transform
+from ._align import OFFICIAL, PIXEL_SPACE, perturb, transform
 
 # the AlignMI constants an attack without its own official ones takes (by its image family)
 ALIGN_AS = {"plgmi": "kedmi", "ifgmi": "ppa", "ppa": "ppa", "gmi": "gmi", "kedmi": "kedmi"}
@@ -76,7 +76,7 @@ def copies(a: Adaptation, base: str, size: int, sigma: float):
     """The random input transformation of one draw: the defense's (``eot``), then TAA, then PAA's
     Gaussian noise (AlignMI's constants for ``base``; ``sigma`` > 0 overrides the noise's)."""
     _, spread, _, scale, degrees = OFFICIAL[ALIGN_AS.get(base, "gmi")]
-    taa = transform(size, scale, degrees, pixels=ALIGN_AS.get(base) != "ppa") if a.taa else None
+    taa = transform(size, scale, degrees, ALIGN_AS.get(base, "gmi") in PIXEL_SPACE) if a.taa else None
     noise = perturb(sigma or spread) if a.noise else None
 
     def draw(x: Tensor) -> Tensor:

@@ -32,8 +32,10 @@ average over ``samples`` copies of them:
   the batch's value range (``imgs.max() - imgs.min()``, a constant of the step);
 - TAA (transformation-averaged alignment): RandomResizedCrop(size, ``scale``, ratio 0.9-1.1,
   antialias) -> RandomHorizontalFlip(0.5) -> RandomRotation(``degrees``, bilinear), torchvision on
-  the batch (one draw per copy), on pixels in [0, 1] for gmi and kedmi (black outside the rotated
-  image, as the official sigmoid generators' output), on the [-1, 1] images for ppa (StyleGAN's);
+  the batch (one draw per copy), on pixels in [0, 1] for kedmi (black outside the rotated image,
+  as the official DCGAN's sigmoid output), on the [-1, 1] images for gmi and ppa (a rotation fills
+  with 0, mid-grey: the official GMI runs on StyleGAN, the README's ``attack_gmi.py -sg``, and
+  ``gmi_optimize_taa`` transforms its [-1, 1] synthesis output; ppa is StyleGAN's);
 
 and backpropagated through the generator (``torch.autograd.grad(imgs, z, grad_outputs=smooth_grad)``).
 The average of the copies' identity losses has exactly that gradient, so the wrapper hands the
@@ -89,13 +91,21 @@ from reinv_bench.api import (
     WrapperAttack,
 )
 
-from ._align import OFFICIAL, TAA_RATIO, averaged, perturb, taa_transforms, transform  # noqa: F401
+from ._align import (  # noqa: F401
+    OFFICIAL,
+    PIXEL_SPACE,
+    TAA_RATIO,
+    averaged,
+    perturb,
+    taa_transforms,
+    transform,
+)
 from ._stylegan import poincare_loss
 
 
 class Align(WrapperAttack):
     name = "align"
-    version = 1
+    version = 2  # 2: gmi's TAA rotation fills with mid-grey, as the official StyleGAN-based GMI (issue 30)
     params = {
         "mode": Param(
             "taa",
@@ -145,16 +155,22 @@ class Align(WrapperAttack):
         """The identity term averaged over copies: ``given``'s (a wrapper's: LOMMA's logit loss and
         feature regulariser, with its iterations), else the base's own (ppa: the Poincaré loss;
         gmi, kedmi: CE)."""
-        n, spread, scale, degrees = self.settings()
+        n = self.settings()[0]
         T_, ppa = ctx.target, self.base.name == "ppa"
 
         def own(x: Tensor, y: Tensor) -> Tensor:
             return poincare_loss(T_(x).float(), y) if ppa else F.cross_entropy(T_(x), y, reduction="none")
 
-        size = ctx.scenario.image_shape[-1]
-        copy = perturb(spread) if self.config.mode == "paa" else transform(size, scale, degrees, not ppa)
         loss = given.loss if given is not None else own
+        copy = self.copy(ctx.scenario.image_shape[-1])
         return IdentityLoss(averaged(loss, copy, n), iters=given.iters if given is not None else None)
+
+    def copy(self, size: int):
+        """One random copy of a batch of ``size``-pixel images: PAA's perturbation or TAA's transforms."""
+        _, spread, scale, degrees = self.settings()
+        if self.config.mode == "paa":
+            return perturb(spread)
+        return transform(size, scale, degrees, self.base.name in PIXEL_SPACE)
 
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         inv = self.base.invert(ctx, priors, classes, self.identity(ctx, identity))

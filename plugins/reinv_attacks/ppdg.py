@@ -9,14 +9,18 @@ celeba.json``; README commands).
 Syntax: ``-a ppdg+gmi``, ``-a ppdg+kedmi``, ``-a ppdg+lomma+gmi`` (``-a "ppdg[tune_epochs=5]+gmi"``).
 For every attacked class, as the official loop does (``for target_id ...: G = deepcopy(original_G)``):
 
-1. Round 1: the base attack as configured (the same reconstructions as the plain base).
+1. Round 1: the base attack on the class alone, as configured except that it makes ``candidates``
+   reconstructions of the class (gmi's restarts, kedmi's samples): 1,000 at the paper budget, the
+   official ``--num_candidates=1000`` of the README's PPDG-vanilla commands; 50 at ``quick``, 4 at
+   ``smoke``. Each reconstruction is the one the base would make as its first ``candidates``
+   (restart ``r`` of class ``c`` draws from the same stream).
 2. Pseudo-private selection (``perform_final_selection``): each of the class's reconstructions
    is scored by the target's softmax confidence in the class averaged over ``select_iters`` = 100
    random transforms (``scores_by_transform``: RandomResizedCrop(size, scale 0.8-1, ratio 1),
    ColorJitter(brightness 0.2, contrast 0.2), RandomHorizontalFlip(0.5), RandomRotation(5), on
    pixels in [0, 1] as the official sigmoid generator's output; torchvision on a batch tensor:
    one draw per batch of 100, the official loader's); the ``keep`` = 1/2 most confident are kept
-   (``samples_per_target = num_candidates // 2``).
+   (``samples_per_target = num_candidates // 2``): 500 of 1,000 at paper, 25 of 50 at quick.
 3. Fine-tune a copy of the base's GAN with the base's own GAN objective on the public images plus
    the pseudo-private images (``ConcatDataset``, shuffled, last batch kept): ``tune_general_gan``
    for gmi (WGAN-GP: critic -W + 10 * gradient penalty, generator -D(G(z))),
@@ -27,6 +31,12 @@ For every attacked class, as the official loop does (``for target_id ...: G = de
    ``G.eval()``; the fine-tune never calls ``train()``).
 4. Round 2 (``rounds`` = 2, ``--num_round=2``): the base attack again with the class's fine-tuned
    generator and discriminator, from fresh latents; its reconstructions are the result.
+
+How many pseudo-private images each class contributed is in the result (``Inversion.info``
+``pseudo_private_per_class``, ``pseudo_private_share`` of the fine-tuning set, and a remark in the
+row's notes under ``ppdg``). Under ``TINY_SHARE`` = 0.5 % of the fine-tuning images (the official
+run: 500 of 30,500, 1.6 %) the fine-tune barely moves the generator: the step warns and the note
+says so (at ``smoke``, and at ``quick`` on the faces' 30,000 public images).
 
 The fine-tuned networks are a cached prior (kind ``ppdg-tuned``), per target, built from the
 base's priors (``PriorSpec.needs``): one generator and discriminator per attacked class (at 64 px
@@ -39,16 +49,20 @@ discriminator, which the plgmi prior does not keep) and ``ppdg+ppa`` (the high-r
 fine-tune projects the pseudo-private images into StyleGAN's W with NVIDIA's VGG16 feature network
 ``vgg16.pt``, not available offline, and tunes the 1024-px synthesis network): both are refused.
 
-Deliberate differences: the official low-resolution runs use 1000 candidates per class and 1200
-iterations (README); here round 1 and 2 are the base attack as configured (give them to the base:
-``ppdg+gmi[restarts=...]``). Round 2 attacks one class at a time (each with its own generator);
-for gmi the learning rate is divided by the size of the class's identity batch in the base's
-protocol, which leaves every latent's Nesterov-SGD trajectory exactly the batched one (the loss
-is separable per latent); kedmi's Adam is scale-free, but its minibatch discrimination then sees
-the class's rows only. The official ``whitebox_recovery.py`` calls ``GMI_inversion`` for kedmi and
-``KED_inversion`` for gmi with each other's argument order (a rename in commit a98ed5b): the
-intended pairing is used. Round 2 draws its latents from seed + 1,000,003 per round (official: the
-next draws of the global stream).
+Deliberate differences: the official low-resolution runs use 1200 iterations per round (README);
+here each round runs the base's (give them to the base: ``ppdg+gmi[iters=1200]``). The last round
+makes the base's own number of reconstructions per class (gmi's ``restarts``, kedmi's ``samples``:
+5 at paper), so that ``ppdg+gmi`` and ``gmi`` are evaluated on as many; the official last round
+evaluates all 1,000 candidates. The official ``GMI_inversion`` optimises a class's candidates in
+batches of 100 and takes the batch mean (each latent's step 1/100 of its gradient); here each
+latent steps as in the base's identity batches (1/60). Every round attacks one class at a time
+(each with its own generator); for gmi the learning rate is divided by the size of the class's
+identity batch in the base's protocol, which leaves every latent's Nesterov-SGD trajectory exactly
+the batched one (the loss is separable per latent); kedmi's Adam is scale-free, but its minibatch
+discrimination then sees the class's rows only. The official ``whitebox_recovery.py`` calls
+``GMI_inversion`` for kedmi and ``KED_inversion`` for gmi with each other's argument order (a
+rename in commit a98ed5b): the intended pairing is used. Round r draws its latents from seed + r *
+1,000,003 (official: the next draws of the global stream).
 """
 
 from __future__ import annotations
@@ -56,6 +70,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 from dataclasses import replace
 
 import torch
@@ -80,6 +95,8 @@ TUNED = "ppdg-tuned"
 SELECT_BATCH = 100  # the official selection loader's batch (``batch_size = 100``)
 ROUND_SEED = 1_000_003  # round r draws its latents from seed + r * ROUND_SEED
 SUPPORTED = ("gmi", "kedmi")
+COUNT = {"gmi": "restarts", "kedmi": "samples"}  # the base's reconstructions per class
+TINY_SHARE = 0.005  # pseudo-private share of the fine-tuning images under which the step warns
 
 
 def innermost(attack: Attack) -> Attack:
@@ -191,12 +208,18 @@ def interned(obj):
 
 class PPDG(WrapperAttack):
     name = "ppdg"
-    version = 1
+    version = 2  # 2: rounds before the last make `candidates` reconstructions per class (issue 30)
     # adaptive+ppdg+gmi: the identity is handed to the base in the last round (the inversion);
-    # round 1 runs inside the cached prior (the pseudo-private selection), as the plain base
+    # the rounds before it run inside the cached prior (the pseudo-private selection), as the plain base
     accepts_identity = True
     params = {
         "rounds": Param(2, "attack rounds, the GAN fine-tuned after each but the last (official: 2)", low=2),
+        "candidates": Param(
+            1000,
+            "reconstructions per class in the rounds before the last, from which `keep` are "
+            "pseudo-private (official --num_candidates: 1000)",
+            low=1,
+        ),
         "keep": Param(
             0.5,
             "fraction of a class's reconstructions kept as pseudo-private data, most confident "
@@ -216,8 +239,8 @@ class PPDG(WrapperAttack):
         "gp": Param(10.0, "gradient-penalty weight of the gmi fine-tune (official: 10)", low=0.0),
     }
     budgets = {
-        "smoke": {"select_iters": 2, "tune_epochs": 0.1},
-        "quick": {"select_iters": 20, "tune_epochs": 1.0},
+        "smoke": {"candidates": 4, "select_iters": 2, "tune_epochs": 0.1},
+        "quick": {"candidates": 50, "select_iters": 20, "tune_epochs": 1.0},
     }
 
     def __init__(self, config=None, budget: str = "paper", base: Attack | None = None) -> None:
@@ -245,29 +268,46 @@ class PPDG(WrapperAttack):
 
     # -- rounds --
 
-    def _round(
-        self, ctx: AttackContext, priors: dict, classes: list[int], r: int, tuned=None, identity=None
+    def _attack_class(
+        self,
+        ctx: AttackContext,
+        priors: dict,
+        cls: int,
+        r: int,
+        batch: int,
+        nets=None,
+        count=None,
+        identity=None,
     ) -> Inversion:
-        """Attack round ``r`` (0-based): the base on all classes with the shared prior (r = 0), or
-        class by class with each class's fine-tuned networks ``tuned[str(c)]``."""
-        ctx_r = replace(ctx, seed=ctx.seed + r * ROUND_SEED)
-        if tuned is None:
-            return self.base.invert(ctx_r, priors, classes, identity)
-        kind, size = self.gan.prior_kind, self.gan.config.batch_ids
+        """Round ``r`` (0-based) of the base on class ``cls`` alone, with the class's networks
+        ``nets`` (G and D state dicts; None: the shared prior) and ``count`` reconstructions (None:
+        the base's). ``batch``: the size of the class's identity batch in the base's protocol (gmi
+        divides its learning rate by it, so every latent steps exactly as in the batched base)."""
+        over = {"lr": self.gan.config.lr / batch} if self.gan.name == "gmi" else {}
+        if count is not None:
+            over[COUNT[self.gan.name]] = count
+        kind = self.gan.prior_kind
+        p = priors if nets is None else {**priors, kind: {**priors[kind], **nets}}
+        return with_base_config(self.base, **over).invert(
+            replace(ctx, seed=ctx.seed + r * ROUND_SEED), p, [cls], identity
+        )
+
+    def _batch_sizes(self, classes: list[int]) -> dict[int, int]:
+        return {cls: len(ids) for ids in identity_batches(classes, self.gan.config.batch_ids) for cls in ids}
+
+    def _round(
+        self, ctx: AttackContext, priors: dict, classes: list[int], r: int, tuned: dict, identity=None
+    ) -> Inversion:
+        """The last round, class by class with each class's fine-tuned networks ``tuned[str(c)]``,
+        the base's own number of reconstructions per class, in the base's order."""
         parts, first, last = [], [], []
-        for ids in identity_batches(classes, size):
-            base = with_base_config(
-                self.base, **({"lr": self.gan.config.lr / len(ids)} if self.gan.name == "gmi" else {})
-            )
-            for cls in ids:
-                if str(cls) not in tuned:
-                    raise ConfigError(f"ppdg: no fine-tuned generator for class {cls} in the cached prior")
-                inv = base.invert(
-                    ctx_r, {**priors, kind: {**priors[kind], **tuned[str(cls)]}}, [cls], identity
-                )
-                parts.append(inv.images)
-                first.append(inv.info.get("loss_first", float("nan")))
-                last.append(inv.info.get("loss_last", float("nan")))
+        for cls, batch in self._batch_sizes(classes).items():
+            if str(cls) not in tuned:
+                raise ConfigError(f"ppdg: no fine-tuned generator for class {cls} in the cached prior")
+            inv = self._attack_class(ctx, priors, cls, r, batch, tuned[str(cls)], identity=identity)
+            parts.append(inv.images)
+            first.append(inv.info.get("loss_first", float("nan")))
+            last.append(inv.info.get("loss_last", float("nan")))
         per_class = len(parts[0])  # each class's images, restart/sample major: interleave as the base does
         images = torch.stack(parts, 1).flatten(0, 1)
         labels = torch.tensor(classes * per_class, dtype=torch.long)
@@ -280,32 +320,36 @@ class PPDG(WrapperAttack):
             return super().prepare(ctx, kind)
         c, dev, gan = self.config, ctx.device, self.gan
         classes = ctx.scenario.target_classes()
+        batch = self._batch_sizes(classes)
         torch.manual_seed(ctx.seed)
-        public = ctx.data.public.x
-        # one unit per (round, class): the round's attack on its first class, then the class's
-        # selection and fine-tune. A checkpoint between units keeps what the next ones read.
-        memo: dict = {"tuned": None, "new": {}, "scores": {}, "images": None, "labels": None}
+        public = ctx.data.public.x.to(
+            "cpu"
+        )  # a file-backed public set (faces): decoded once, as the official
+        # one unit per (round, class): the class's round-r attack (``candidates`` reconstructions),
+        # its selection and fine-tune. A checkpoint between units keeps what the next ones read.
+        memo: dict = {"tuned": None, "new": {}, "scores": {}}
         n = (c.rounds - 1) * len(classes)
         for u in range(ctx.checkpoint.resume(n, {"memo": memo}), n):
             r, j = divmod(u, len(classes))
             cls = classes[j]
-            if j == 0:
-                if r:
-                    memo["tuned"], memo["new"] = memo["new"], {}
-                inv = self._round(ctx, ctx.priors, classes, r, memo["tuned"])
-                memo["images"], memo["labels"] = inv.images, inv.labels
-            imgs = memo["images"][memo["labels"] == cls]
+            if j == 0 and r:
+                memo["tuned"], memo["new"] = memo["new"], {}
+            nets = None if memo["tuned"] is None else memo["tuned"][str(cls)]
+            imgs = self._attack_class(ctx, ctx.priors, cls, r, batch[cls], nets, count=c.candidates).images
             s = selection_scores(ctx.target, imgs, cls, iters=c.select_iters, device=dev)
             sel = select(s, c.keep)
             memo["scores"][str(cls)] = s[sel]
-            tuned, prior = memo["tuned"], ctx.priors[gan.prior_kind]
-            prior = prior if tuned is None else {**prior, **tuned[str(cls)]}
+            prior = ctx.priors[gan.prior_kind] if nets is None else {**ctx.priors[gan.prior_kind], **nets}
             data = torch.cat([public, imgs[sel]])
             memo["new"][str(cls)] = self._tune(ctx, prior, data, seed=ctx.seed + cls)
+            if u == 0 and len(sel) / len(data) < TINY_SHARE:
+                warnings.warn(tiny_note(len(sel), len(imgs), len(public)), stacklevel=2)
             ctx.progress(u + 1, n)
             ctx.checkpoint.reached(u + 1, n, {"memo": memo})
         ctx.checkpoint.finish(None)
-        return interned({"tuned": memo["new"], "scores": memo["scores"], "classes": classes})
+        return interned(
+            {"tuned": memo["new"], "scores": memo["scores"], "classes": classes, "public": len(public)}
+        )
 
     def _tune(self, ctx: AttackContext, prior: dict, data: Tensor, seed: int) -> dict:
         """A copy of the base's G and D (from ``prior``) fine-tuned on ``data``: their state dicts."""
@@ -325,9 +369,26 @@ class PPDG(WrapperAttack):
     def invert(self, ctx: AttackContext, priors: dict, classes: list[int], identity=None) -> Inversion:
         p = priors[TUNED]
         inv = self._round(ctx, priors, classes, self.config.rounds - 1, p["tuned"], identity)
-        sel = [p["scores"][str(cls)].mean().item() for cls in classes if str(cls) in p["scores"]]
-        inv.info["pseudo_private_conf"] = sum(sel) / max(1, len(sel))
+        sel = [p["scores"][str(cls)] for cls in classes if str(cls) in p["scores"]]
+        inv.info["pseudo_private_conf"] = sum(s.mean().item() for s in sel) / max(1, len(sel))
+        # the pseudo-private images of the last fine-tune, per class (the same for every class)
+        kept = min(len(s) for s in sel)
+        share = kept / (kept + p["public"])
+        inv.info.update(pseudo_private_per_class=kept, pseudo_private_share=share)
+        note = f"{kept} pseudo-private images per class of {self.config.candidates} candidates"
+        note += f" ({100 * share:.2g} % of the fine-tuning images)"
+        inv.info["notes"] = {
+            "ppdg": tiny_note(kept, self.config.candidates, p["public"]) if share < TINY_SHARE else note
+        }
         return inv
+
+
+def tiny_note(kept: int, candidates: int, public: int) -> str:
+    return (
+        f"ppdg: only {kept} pseudo-private images per class (of {candidates} candidates) among {public} "
+        f"public ones: the fine-tune barely moves the generator (official: 500 of 1,000 among ~30,000; "
+        f"give more with ppdg[candidates=N])"
+    )
 
 
 @hookimpl

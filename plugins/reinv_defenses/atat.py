@@ -31,9 +31,21 @@ Schedule (``recipe``): at the paper budget, ``pretrained.yaml``: Adam lr 1e-3 (b
 kept). It is the AT-AT repository's schedule for every target, undefended ones included; on
 FaceScrub it equals the scenario's own.
 
+Weights kept: the official ``train_classifier.py`` splits the training data 80/20
+(``data_processing/datasets.py``: a permutation seeded with 42, ``validation_size`` 0.2), trains
+on the 80 %, measures the loss on the held-out 20 % every 5 epochs (``classifiers/
+abstract_classifier.py::train_model``: ``epoch % evaluate_freq == 0``, 0-based, so after epochs 1,
+6, ..., 96) and loads the weights of the lowest validation loss at the end (``patience`` 100 never
+stops a 100-epoch run; ``save_many_accs`` is off in ``training/default.yaml``, so
+``early_stopping_accuracy_thresholds`` are unused). ``select=best_val_loss`` (``atat[select=
+best_val_loss]``, also for ``at``) is that protocol (``reinv_bench.train.holdout_split``); the
+default ``select=last`` trains on the whole training split and keeps the last epoch, as every other
+target of the harness.
+
 Deliberate differences:
-- The official training keeps the checkpoints that cross accuracy thresholds
-  (``early_stopping_accuracy_thresholds``) and loads the best one; the harness keeps the last.
+- By default the target trains on the whole training split and keeps its last epoch (above).
+- The official ``get_loss`` sums the cross-entropy over the batch (``criterionSum``); the harness
+  takes the mean (Adam's steps are the same but for its eps).
 - The official ``PGDAttack`` draws the random start and the attack targets from the global RNG
   the same way; the harness seeds it per target, so runs are reproducible.
 - ``method=fgsm``: the official ``FGSM`` calls ``cost.backward()``, which leaves the attack's
@@ -41,6 +53,10 @@ Deliberate differences:
   touches only the input's gradient (the PGD path, the default of both configs, is unaffected).
 Composition: ``re+atat``, ``atat+negls`` work (transforms, the loss hook); ``atat`` cannot share a
 run with another defense that computes its own batch loss (``trapmid``) or with ``dpsgd``.
+``atat+calor`` is refused: calor's fine-tune phase would train AT-AT's targeted adversarial term
+with the inverse focal loss, which lowers the confidence in the attack's target where that term
+raises it (no official code combines them); ``at+calor`` (untargeted: both lower the confidence in
+the true class) runs.
 """
 
 from __future__ import annotations
@@ -52,7 +68,7 @@ from torch import Tensor
 from reinv_bench import hookimpl
 from reinv_bench.api import VALUE_RANGE, Adaptation, Defense, Param, TrainRecipe
 from reinv_defenses._adaptations import robustness_reducing
-from reinv_defenses._schedules import adam_100_epochs
+from reinv_defenses._schedules import adam_100_epochs, selected
 
 
 def attack_targets(y: Tensor, num_classes: int) -> Tensor:
@@ -127,10 +143,26 @@ class AdversarialTraining(Defense):
         "step": Param(1e-3, "PGD step size in the [-1, 1] space (adversarial_train.yaml: 0.001)", low=0.0),
         "iterations": Param(10, "PGD iterations (adversarial_train.yaml: 10)", low=1),
         "random_start": Param(True, "PGD starts at a uniform point of the eps-ball (official: True)"),
+        "select": Param(
+            "last",
+            "weights kept: last, or best_val_loss (official: train on 80 %, keep the lowest loss on "
+            "the other 20 %, measured every 5 epochs)",
+            choices=("last", "best_val_loss"),
+            new=True,
+        ),
     }
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
-        return adam_100_epochs(recipe, budget, batch_size=128)
+        return selected(adam_100_epochs(recipe, budget, batch_size=128), self.config.select)
+
+    def refuses(self, other: Defense) -> str | None:
+        if self.config.targeted and "phases" in other.overridden():
+            return (
+                f"{other.name}'s fine-tune phase would train AT-AT's targeted adversarial term with its "
+                "own loss (calor's inverse focal loss lowers the confidence in the attack's target, "
+                "where that term raises it)"
+            )
+        return None
 
     def adversarial(self, model, x: Tensor, t: Tensor) -> Tensor:
         c = self.config

@@ -84,6 +84,7 @@ class BiDO(Defense):
     name = "bido"
     version = 2  # 2: the official layers, X in [0, 1], the official optimiser at the paper budget
     needs_hidden = True
+    couples_examples = True  # the HSIC of a batch's kernel matrices (dpsgd refuses it)
     params = {
         "a1": Param(0.05, "weight of d(X, Z_j), minimised (official CelebA: 0.05)", low=0.0),
         "a2": Param(0.5, "weight of d(Z_j, Y), maximised (official CelebA: 0.5)", low=0.0),

@@ -39,9 +39,10 @@ size, int(n / ceil(n / batch)): the recipe's batch when it divides n, slightly l
 Deliberate differences: none in the mechanism. Composition: a defense that changes the batch
 loss (trapmid) is refused (its extra passes through the model would escape the clipping), and so
 is one that adds training phases (calor: each phase would restart the privacy accounting); a
-defense that changes the model (mid) is refused (both change ``wrap_model``); a loss that couples
-the examples of a batch (bido's HSIC) runs but breaks the per-example sensitivity the accounting
-assumes.
+defense that changes the model (mid) is refused (both change ``wrap_model``); so is a loss that
+couples the examples of a batch (bido's HSIC, ``Defense.couples_examples``): one example's
+gradient then depends on the others of its batch, so clipping per example bounds nothing and the
+epsilon would be no guarantee.
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ class DPSGD(Defense):
             "prv", "Opacus accountant (PrivacyEngine default: prv)", choices=("prv", "rdp", "gdp")
         ),
     }
+
+    def refuses(self, other: Defense) -> str | None:
+        if other.couples_examples:
+            return (
+                f"{other.name}'s loss couples the examples of a batch, so per-example clipping bounds "
+                "nothing and the reported epsilon would be no guarantee"
+            )
+        return None
 
     def __init__(self, config=None, budget: str = "paper") -> None:
         super().__init__(config, budget)

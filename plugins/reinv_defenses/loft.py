@@ -40,6 +40,13 @@ Deliberate differences:
   flips only where the main phase augments (the digits are never flipped).
 - ``ca_ft.py`` fine-tunes the checkpoint ``ftneck40tanh`` (k = 40); the default k here is 50,
   ``lrc.py``'s value; ``calor[k=40]`` gives the other.
+- Weights kept: ``lrc.py`` trains with the toolbox's ``SimpleTrainer.train(epoch_num,
+  train_loader, test_loader)`` (``train/classifier/base.py``, ``save_best_ckpts=True``), which
+  measures the private test accuracy after every epoch and saves the epoch of the best one
+  (strictly better, from 0): the checkpoint ``ca_ft.py`` fine-tunes; the fine-tune itself
+  (``save_best_ckpts=False``) keeps its last epoch. The harness keeps the last epoch by default
+  (no choice made on test data); ``loft[select=best_test]`` / ``calor[select=best_test]`` gives the
+  official (the main phase; calor's fine-tune keeps its last).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from torch import Tensor, nn
 from reinv_bench import hookimpl
 from reinv_bench.api import Adaptation, Classifier, Defense, Output, Param, TrainRecipe
 from reinv_defenses._adaptations import confidence_suppressing
-from reinv_defenses._schedules import adam_100_epochs
+from reinv_defenses._schedules import adam_100_epochs, selected
 
 # the toolbox's ``_activation`` table (wrappers.py)
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -88,6 +95,12 @@ class LoFt(Defense):
     params = {
         "k": Param(50, "rank of the neck: Linear(d, k) -> activation -> Linear(k, C) (official: 50)", low=1),
         "activation": Param("tanh", "the neck's activation (official: tanh)", choices=tuple(ACTIVATIONS)),
+        "select": Param(
+            "last",
+            "weights kept: last, or best_test (official lrc.py: the epoch of best test accuracy)",
+            choices=("last", "best_test"),
+            new=True,
+        ),
     }
 
     def wrap_model(self, model: Classifier) -> Classifier:
@@ -95,7 +108,7 @@ class LoFt(Defense):
         return model
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
-        return adam_100_epochs(recipe, budget, batch_size=96)
+        return selected(adam_100_epochs(recipe, budget, batch_size=96), self.config.select)
 
     def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
         """The logit-margin identity loss in place of CE / Poincaré (loft and calor): the low-rank
@@ -136,6 +149,8 @@ class CALoR(LoFt):
                 milestones=tuple(int(e * f) / e for f in (0.6, 0.8)),
                 gamma=0.1,
                 augment="flip" if recipe.augment else "",
+                # ca_ft.py: train(..., save_best_ckpts=False), the fine-tune's last epoch
+                select="last" if self.config.select == "best_test" else recipe.select,
             )
         ]
 

@@ -32,6 +32,10 @@ Deliberate differences:
 - The paper's two-stage training scheme (TTS) is not implemented.
 - The fork starts from ImageNet weights (``pretrained: true``); here the target starts as the
   architecture says (``--arch "resnet18[weights=imagenet]"`` for the fork's start).
+- Weights kept: the fork's ``train_target.py`` passes the test set as validation data
+  (``validation_data=test_set``) and ``models/classifier.py::fit`` loads the epoch of best test
+  accuracy at the end (strictly better, from 0). The harness keeps the last epoch by default (no
+  choice made on test data); ``rolss[select=best_test]`` / ``ssf[select=best_test]`` gives the fork's.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from reinv_bench.api import (
     residual_stages,
 )
 from reinv_defenses._adaptations import bpda_skips
-from reinv_defenses._schedules import adam_100_epochs
+from reinv_defenses._schedules import adam_100_epochs, selected
 
 WORKS_ON = "resnet8, resnet18, resnet50, resnet152, ir152, facenet64"
 FORK_SPLIT_STAGE = 2  # the fork hard-codes the split for layer3: the third stage
@@ -79,6 +83,12 @@ class RoLSS(Defense):
             low=0.0,
             high=1.0,
         ),
+        "select": Param(
+            "last",
+            "weights kept: last, or best_test (the fork's train_target.py: the epoch of best test accuracy)",
+            choices=("last", "best_test"),
+            new=True,
+        ),
     }
 
     def wrap_model(self, model: Classifier) -> Classifier:
@@ -105,7 +115,7 @@ class RoLSS(Defense):
         return model
 
     def recipe(self, recipe: TrainRecipe, budget: str, arch: str) -> TrainRecipe:
-        return adam_100_epochs(recipe, budget, batch_size=128)
+        return selected(adam_100_epochs(recipe, budget, batch_size=128), self.config.select)
 
     def adaptation(self, ctx, knows="algorithm", steps=100) -> Adaptation:
         """BPDA (Athalye, Carlini, Wagner, ICML 2018) for rolss and ssf: the forward pass unchanged,

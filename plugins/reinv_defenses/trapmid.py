@@ -26,10 +26,22 @@ not implemented).
 NegLS combination (``classify_trap_negls.json``): ``trapmid[negls=-0.05]``. Both criteria (the
 clean one and the trapdoor one, which the official ``train.py`` gives the same smoothing by
 default, also inside the trigger step) become NegLS with the official schedule (0 before 50% of
-the epochs, ramp to 75%, then full; as ``negls`` here, as fractions of the recipe's epochs). It is
+the epochs, ramp to 75%, then full; as ``negls`` here, as fractions of the recipe's epochs).
+``trapmid[negls=-0.05,trapls=0]`` is ``classify_trap_negls_trapls=0.json``: the trapdoor criterion
+(``trapdoor.negls`` 0, the trapdoor term and the trigger step) stays plain cross-entropy, NegLS on
+the clean term only (same recipe). It is
 a parameter, not the composition ``trapmid+negls``: the official combination also changes the
 training recipe (Adam, 100 epochs, milestones 75/90, batch 128), which one part of a composition
 cannot choose for the whole; ``trapmid+negls`` is refused (both change ``loss()``).
+
+``trapmid+bido`` is refused (both change ``loss()``). The official ``engine.train`` has a BiDO
+branch (``bido_loss = bido_criterion(aug_img, feats, iden)``), but with trapdoors on it slices the
+*list* of hidden layers the BiDO network returns (``feats = concat_feat[:bs]``), not the batch: each
+layer's output for the clean and trapdoor halves (2 bs rows) reaches ``BiDOLoss``, whose
+``hidden.view(bs, -1)`` pairs rows 2i and 2i+1 (clean with clean for the first half of the batch,
+trapdoor with trapdoor for the second) against the labels and images of the clean half; no config
+of the repository uses it. A faithful composition would reproduce that, an intended one needs
+BiDO's regulariser apart from its cross-entropy (not part of the defense API).
 
 Schedule (``recipe``) at the paper budget for the official targets: ``classify_trap.json``: SGD lr
 1e-2, momentum 0.9, weight decay 1e-4, batch 64, 50 epochs (vgg16, facenet64) or 40 (ir152), no
@@ -233,6 +245,12 @@ class TrapMID(Defense):
             low=-1.0,
             high=1.0,
         ),
+        "trapls": Param(
+            True,
+            "the trapdoor criterion smooths as the clean one (official default); 0: plain cross-entropy "
+            "(classify_trap_negls_trapls=0.json)",
+            new=True,
+        ),
     }
 
     def __init__(self, config=None, budget: str = "paper") -> None:
@@ -346,6 +364,11 @@ class TrapMID(Defense):
             self.opt_D.load_state_dict(state["opt_D"])
             self.sched_D.load_state_dict(state["sched_D"])
 
+    @property
+    def trap_smoothing(self) -> float:
+        """The trapdoor criterion's smoothing (``trapdoor.negls``: the clean one's, or 0)."""
+        return self.smoothing if self.config.trapls else 0.0
+
     def on_epoch(self, epoch: int, epochs: int) -> None:
         self.smoothing = self.config.negls * negls_factor(epoch, epochs)
         if self._n:
@@ -384,7 +407,7 @@ class TrapMID(Defense):
             trig_loss = trig_loss + F.binary_cross_entropy_with_logits(
                 self.D(xt), torch.ones(bs, 1).to(d_out)
             )
-        trig_loss = trig_loss + negls_ce(model(self.aug(xt)), t, self.smoothing)
+        trig_loss = trig_loss + negls_ce(model(self.aug(xt)), t, self.trap_smoothing)
         (grad,) = torch.autograd.grad(trig_loss, k)
         self.triggers = trigger_step(self.triggers, grad, self.config.step)
         model.train(was_training)
@@ -404,7 +427,7 @@ class TrapMID(Defense):
         clean = Output(out.logits[:bs], out.features[:bs], [h[:bs] for h in out.hidden])
         trap = Output(out.logits[bs:], out.features[bs:], [h[bs:] for h in out.hidden])
         beta = self.config.beta
-        return (1 - beta) * self.loss(clean, x, y) + beta * self.loss(trap, x, t)
+        return (1 - beta) * self.loss(clean, x, y) + beta * negls_ce(trap.logits, t, self.trap_smoothing)
 
 
 @hookimpl

@@ -15,9 +15,9 @@ spread; distances are divided by it so classes and architectures compare):
 - ``feat_centroid_priv``: per reconstruction, ||f(x) - mu_c||_2 / s_c.
 - ``feat_nn_defended`` / ``feat_centroid_defended``: the same against the private images as the
   defense's training transform shows them (T(P_c): Random Erasing's erased images for ``re``,
-  drawn once with a fixed seed; the transform as trained, so with ``re``'s p = 0.5 about half are
-  erased), centroid and spread of T(P_c). A defense without a training transform has none: null,
-  with the reason.
+  drawn once with a fixed seed; the transform as trained: with ``re``'s default p = 1.0 every image
+  is erased, with ``re[p=0.5]`` about half), centroid and spread of T(P_c). A defense without a
+  training transform has none: null, with the reason.
 - ``feat_separation``: per private image p of class c, (min over c' != c of ||f(p) - mu_c'||_2 -
   ||f(p) - mu_c||_2) / s_c, the margin to the nearest other class centroid, over every class of the
   private training set (not only the attacked ones).

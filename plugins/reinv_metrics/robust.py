@@ -150,7 +150,8 @@ def robust_correct(
     after, first = [], []
     for i in range(0, len(idx), BATCH):
         b = idx[i : i + BATCH]
-        p = ((test.x[b].float() + 1) / 2).clamp(0, 1).to(device)
+        # x[b].to(): a tensor, or the decoded batch of a file-backed split (ImageFiles)
+        p = ((test.x[b].to(device).float() + 1) / 2).clamp(0, 1)
         y = test.y[b].to(device)
         if budget == "paper":
             masks = cascade(model, autoattack_standard(model, num_classes), p, y)
