@@ -43,6 +43,7 @@ from reinv_bench.store import COLUMNS, Row, finite_metrics
 GROUP = ("protocol", "scenario", "budget", "arch", "attack")
 SEPARATE = ("data_digest", "reinv_version")  # rows that differ in these are never averaged or compared
 LABELS = (*GROUP, "threat_model", "defense")
+KEPT_NOTES = ("broken_by", "ensemble_sources", "canary")  # remarks that are no metric's reason (ensemble, canaries)
 
 
 @dataclass
@@ -277,10 +278,12 @@ def merge_seed(rs: list[Row]) -> Row:
     artifacts = next((r.artifacts for r in rs if r.artifacts), None)
     # a judge's remark (its threshold, rates, model) stays with its answers
     remarks = {m: r.notes[m] for m, r in source.items() if judging.split_key(m) and m in (r.notes or {})}
+    # the ensemble's "broken by" and a canary target's verdict stay with the row too (most recent)
+    kept = {k: v for r in reversed(rs) for k, v in (r.notes or {}).items() if k in KEPT_NOTES}
     return replace(
         rs[0],
         metrics=metrics,
-        notes={**{m: n for m, n in notes.items() if metrics.get(m) is None}, **remarks},
+        notes={**{m: n for m, n in notes.items() if metrics.get(m) is None}, **remarks, **kept},
         outcomes=outcomes,
         artifacts=artifacts,
     )
