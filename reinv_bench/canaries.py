@@ -36,12 +36,22 @@ BROKEN = "broken"  # the canary note's first word when an attack fails the unit 
 
 def makes_canaries(attack: Attack) -> bool:
     """Whether ``attack``'s own prior can make canaries: the attack (or, for a wrapper, the attack
-    it wraps) implements ``canary_images`` and needs no target-dependent prior."""
+    it wraps) implements ``canary_images`` and its priors need no target."""
     base = attack
     while getattr(base, "base", None) is not None:
         base = base.base
     overrides = type(base).canary_images is not Attack.canary_images
-    return overrides and not any(p.uses_target for p in attack.priors())
+    return overrides and not any(p.uses_target for p in base.priors())
+
+
+def source(attack: tuple) -> tuple:
+    """The (label, description, instance) that draws the canaries of a resolved attack: the attack
+    itself, or the attack a wrapper wraps (``lomma+gmi``: gmi's GAN)."""
+    label, desc, inst = attack
+    while getattr(inst, "base", None) is not None:
+        desc, inst = desc["base"], inst.base
+        label = inst.name
+    return label, desc, inst
 
 
 def choose(classes: list[int], k: int, seed: int) -> list[int]:

@@ -739,20 +739,21 @@ def canary_spec(req: Request, *, sc_name: str, scenario: Scenario, attacks: list
     """``--canaries K``: the planted-canary spec of this scenario's canary targets (without the
     seed), sampled from the prior of the first attack whose prior can make them; a one-line error
     when none can, or when K exceeds the attacked classes."""
-    from reinv_bench.canaries import JITTER, makes_canaries
+    from reinv_bench.canaries import JITTER, makes_canaries, source
 
     classes = scenario.target_classes()
     if not 1 <= req.canaries <= len(classes):
         raise ConfigError(
             f"--canaries {req.canaries}: scenario {sc_name} attacks {len(classes)} classes; give 1 to {len(classes)}"
         )
-    source = next((a for a in attacks if makes_canaries(a[2])), None)
-    if source is None:
+    first = next((a for a in attacks if makes_canaries(a[2])), None)
+    if first is None:
         raise ConfigError(
             f"--canaries on scenario {sc_name}: no attack of the run ({', '.join(a[0] for a in attacks)}) has a "
             "target-independent generator prior to draw canaries from; add e.g. -a gmi"
         )
-    return {"k": req.canaries, "jitter": JITTER, "attack": source[1], "source": source}
+    drawer = source(first)
+    return {"k": req.canaries, "jitter": JITTER, "attack": drawer[1], "source": drawer}
 
 
 _SELF_JUDGED = (
