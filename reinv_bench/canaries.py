@@ -71,20 +71,53 @@ def plant(
     if drawn is None:
         raise ValueError(f"attack {attack.name}'s prior cannot make canaries")
     planted, ref = drawn[:k], drawn[k:]
-    if not isinstance(train.x, torch.Tensor):
-        raise ValueError("--canaries needs a scenario whose private images are held in memory")
-    x = train.x.clone()
+    copies: dict[int, torch.Tensor] = {}
     gen = torch.Generator().manual_seed(20_000 + seed)
     for c, img in zip(chosen, planted):
         idx = (train.y == c).nonzero()[:, 0]
         noise = torch.randn((len(idx), *img.shape), generator=gen) * spec["jitter"]
-        x[idx] = (img[None] + noise).clamp(-1, 1).to(x.dtype)
+        copies.update(zip(idx.tolist(), (img[None] + noise).clamp(-1, 1)))
+    if isinstance(train.x, torch.Tensor):
+        x = train.x.clone()
+        for i, img in copies.items():
+            x[i] = img.to(x.dtype)
+    else:  # images decoded from files: replaced as batches are read
+        x = Planted(train.x, copies)
     record = {
         "classes": torch.tensor(chosen),
         "images": planted.float(),
         "ref": torch.stack([rms(ref, img) for img in planted]),
     }
     return Split(x, train.y), record
+
+
+class Planted:
+    """Images decoded from files (``ImageFiles``) with some replaced: indexing with a batch of
+    positions gives their tensor, the canaries' planted copies in place."""
+
+    def __init__(self, files: Any, copies: dict[int, torch.Tensor]) -> None:
+        self.files, self.copies = files, copies
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.files.shape)
+
+    def warm(self) -> None:
+        self.files.warm()
+
+    def __getitem__(self, key) -> torch.Tensor:
+        idx = torch.as_tensor(key).reshape(-1).cpu()
+        x = self.files[idx].to("cpu")
+        for j, i in enumerate(idx.tolist()):
+            if i in self.copies:
+                x[j] = self.copies[i]
+        return x
+
+    def to(self, device: Any = "cpu") -> torch.Tensor:
+        return self[torch.arange(len(self))].to(device)
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ def pool(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ensemble's artifact from its members' ``Reconstructions`` (label -> reconstructions, in
     member order): per identity the ``keep`` best by the attacker score (0: the fewest any member
-    makes per identity), and the null's choice for the permuted identity. Two passes over the
+    makes per identity it reconstructs; a member may skip identities), and the null's choice for the permuted identity. Two passes over the
     members' chunks: scores first, then only the kept images."""
     import torch
 
@@ -87,14 +87,11 @@ def pool(
                 cand.append((m, pos + i, c, float(own[i]), float(null[i])))
                 counts[label][c] += 1
             pos += len(y)
-    lacking = [
-        f"{lb} ({', '.join(str(c) for c in classes if not n[c])})"
-        for lb, n in counts.items()
-        if any(not n[c] for c in classes)
-    ]
-    if lacking:
-        raise ValueError(f"the ensemble's members reconstructed no candidate of some classes: {'; '.join(lacking)}")
-    k = keep or min(n[c] for n in counts.values() for c in classes)
+    empty = [c for c in classes if not any(n[c] for n in counts.values())]
+    if empty:
+        raise ValueError(f"no member of the ensemble reconstructed classes {empty}")
+    # a member may skip an identity (BREP-MI without a first hit): it adds nothing to that pool
+    k = keep or min(n[c] for n in counts.values() for c in classes if n[c])
     by_class: dict[int, list[tuple]] = {c: [] for c in classes}
     for t in cand:
         if t[2] in by_class:

@@ -161,3 +161,31 @@ def test_the_defense_view_flags_the_broken_attack(ran, reg, invoke):
     ordinary = [line for line in out.output.splitlines() if "canaries]" not in line and "| none " in line]
     assert ordinary and "blankimg: failed the canary test (broken)" in ordinary[0]
     assert "meanimg: failed" not in out.output
+
+
+def test_plant_on_images_read_from_files_replaces_them_batch_by_batch(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from reinv_bench.api import ImageFiles
+
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(paths[-1])
+    files = ImageFiles(paths, lambda p: np.array(Image.open(p)), (3, 4, 4))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    class Prior:
+        name = "p"
+
+        def canary_images(self, priors, n, seed, shape):
+            return torch.full((n, *shape), 0.25)
+
+    spec = {"k": 1, "jitter": 0.0, "seed": 0}
+    planted, record = canaries.plant(Split(files, y), spec, Prior(), {}, [0, 1, 2], (3, 4, 4))
+    (c,) = record["classes"].tolist()
+    x = planted.x[torch.arange(6)]
+    for i in range(6):
+        expected = torch.full((3, 4, 4), 0.25) if y[i] == c else files[[i]].to("cpu")[0]
+        assert torch.allclose(x[i], expected)

@@ -214,3 +214,47 @@ def test_a_second_run_reuses_everything(ran):
     reg, work, _ = ran
     again = reinv_bench.run(_req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False)
     assert again.summary.ran == [] and again.summary.skipped_cells == 6
+
+
+@pytest.mark.parametrize("name", ["adaptive-mnist", "adaptive-64px", "adaptive-224px"])
+def test_adaptive_grids_parse_where_their_attacks_exist(reg, name):
+    from pathlib import Path
+
+    from reinv_bench import grid, spec
+    from reinv_bench.plan import resolve_attack, resolve_defense
+
+    g = grid.load(Path(__file__).parent.parent / "benchmarks" / "grids" / f"{name}.toml")
+    assert "auto" in g["attacks"]
+    for text in g["defenses"]:
+        resolve_defense(reg, text, g["budget"])
+    here = [a for a in g["attacks"] if all(c.name in reg.names("attack") for c in spec.parse(a))]
+    assert "auto" in here
+    for text in here:
+        resolve_attack(reg, text, g["budget"])
+
+
+def test_adaptive_mnist_dry_run_plans_the_ensemble_and_canaries(reg, invoke, tmp_path):
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "grids" / "adaptive-mnist.toml"
+    res = invoke("run", "--grid", path, "--budget", "smoke", "--seeds", "1", "-d", "none", "-d", "rolss",
+                 "--workdir", tmp_path, "--dry-run", registry=reg, ok=True)
+    assert "pool" in res.output and "left out of the ensemble" in res.output
+    # (gmi, kedmi, plgmi, lomma+gmi, brepmi, rlbmi here) + auto, x 2 defenses x (ordinary, canary) targets
+    assert "28 of 28 cell(s)" in res.output
+
+
+def test_a_member_that_skips_identities_adds_nothing_to_their_pools():
+    """BREP-MI reconstructs only the classes it found a first hit for: the others pool the rest."""
+    a = Inversion(torch.zeros(6, 1, 2, 2), torch.tensor([0, 1, 2] * 2))
+    b = Inversion(torch.tensor([[[[0.0, 5.0], [0.0, 0.0]]]]), torch.tensor([1]))  # class 1's logit high
+
+    def pixels(x):  # a target whose logits are the first three pixels
+        return x.flatten(1)[:, :3]
+
+    obj, _ = ensemble.pool(
+        {"a": Reconstructions.of(a), "b": Reconstructions.of(b)}, pixels, "white-box", [0, 1, 2], 0, 0, "cpu"
+    )
+    assert obj["labels"].tolist() == [0, 1, 2] and obj["info"]["sources"] == ["a", "b", "a"]
+    with pytest.raises(ValueError, match=r"no member of the ensemble reconstructed classes \[3\]"):
+        ensemble.pool({"a": Reconstructions.of(a)}, _Bright(), "white-box", [0, 1, 2, 3], 0, 0, "cpu")
