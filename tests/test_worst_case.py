@@ -257,4 +257,4 @@ def test_a_member_that_skips_identities_adds_nothing_to_their_pools():
     )
     assert obj["labels"].tolist() == [0, 1, 2] and obj["info"]["sources"] == ["a", "b", "a"]
     with pytest.raises(ValueError, match=r"no member of the ensemble reconstructed classes \[3\]"):
-        ensemble.pool({"a": Reconstructions.of(a)}, _Bright(), "white-box", [0, 1, 2, 3], 0, 0, "cpu")
+        ensemble.pool({"a": Reconstructions.of(a)}, lambda x: x.flatten(1), "white-box", [0, 1, 2, 3], 0, 0, "cpu")
