@@ -26,7 +26,9 @@ from reinv_bench.registry import load
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--members", default="gmi/brepmi", help='members separated by / ("": the documented list)')
+    ap.add_argument(
+        "--members", default="gmi/brepmi", help='members separated by / ("": the documented list)'
+    )
     ap.add_argument("--budget", default="smoke")
     ap.add_argument("--scenario", default="mnist")
     ap.add_argument("-d", "--defense", action="append", default=None)
@@ -61,7 +63,10 @@ def main() -> None:
         members = {a: t for a, t in timings.items() if a != ens_label}
         ens = timings.get(ens_label, {})
         for a, t in members.items():
-            print(f"{defense + ' seed ' + str(seed):<24}{a:<22}{t.get('invert_s', 0):>10.2f}{t.get('evaluate_s', 0):>12.2f}")
+            print(
+                f"{defense + ' seed ' + str(seed):<24}{a:<22}"
+                f"{t.get('invert_s', 0):>10.2f}{t.get('evaluate_s', 0):>12.2f}"
+            )
         inv = sum(t.get("invert_s", 0) for t in members.values())
         ev = sum(t.get("evaluate_s", 0) for t in members.values())
         print(f"{'':<24}{'members, sum':<22}{inv:>10.2f}{ev:>12.2f}")

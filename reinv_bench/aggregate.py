@@ -43,7 +43,11 @@ from reinv_bench.store import COLUMNS, Row, finite_metrics
 GROUP = ("protocol", "scenario", "budget", "arch", "attack")
 SEPARATE = ("data_digest", "reinv_version")  # rows that differ in these are never averaged or compared
 LABELS = (*GROUP, "threat_model", "defense")
-KEPT_NOTES = ("broken_by", "ensemble_sources", "canary")  # remarks that are no metric's reason (ensemble, canaries)
+KEPT_NOTES = (
+    "broken_by",
+    "ensemble_sources",
+    "canary",
+)  # remarks that are no metric's reason (ensemble, canaries)
 
 
 @dataclass

@@ -456,10 +456,11 @@ class Attack(Configurable):
         self, priors: dict[str, dict[str, Any]], n: int, seed: int, image_shape: tuple[int, ...]
     ) -> Tensor | None:
         """``n`` images drawn from the attack's own target-independent prior (``priors``: its
-        prepared priors by kind) of the scenario's ``image_shape``, in [-1, 1] on CPU, deterministic in ``seed``: what ``--canaries``
-        plants in a canary target's training data, so that the answer of the inversion exists by
-        construction (Zimmermann et al., NeurIPS 2022). None: the prior cannot make them (the
-        default; a prior that needs the target cannot, since the target is trained on them)."""
+        prepared priors by kind) of the scenario's ``image_shape``, in [-1, 1] on CPU,
+        deterministic in ``seed``: what ``--canaries`` plants in a canary target's training data,
+        so that the answer of the inversion exists by construction (Zimmermann et al., NeurIPS
+        2022). None: the prior cannot make them (the default; a prior that needs the target
+        cannot, since the target is trained on them)."""
         return None
 
 

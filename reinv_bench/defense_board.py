@@ -81,7 +81,11 @@ def checked(rows: list[Any]) -> list[str]:
 
 
 def board_key(e: Entry) -> tuple:
-    return (*(str(getattr(e, k)) for k in GROUP if k != "attack"), *(str(getattr(e, k)) for k in SEPARATE), e.precision)
+    return (
+        *(str(getattr(e, k)) for k in GROUP if k != "attack"),
+        *(str(getattr(e, k)) for k in SEPARATE),
+        e.precision,
+    )
 
 
 def _value(e: Entry, c: Column) -> str:
@@ -168,7 +172,9 @@ def lines(entries: list[Entry], rows_of: dict[tuple, list[Any]], columns: list[C
                     f" [{_signed(p, iv.lo)}, {_signed(p, iv.hi)}]" if iv.has_interval else ""
                 )
                 line.numbers["worst_minus_null"] = [iv.estimate, iv.lo, iv.hi]
-            leaders = Counter(ensemble.leader((r.notes or {}).get(ensemble.BROKEN_BY)) for r in ens.rows.values())
+            leaders = Counter(
+                ensemble.leader((r.notes or {}).get(ensemble.BROKEN_BY)) for r in ens.rows.values()
+            )
             leaders.pop(None, None)
             line.broken_by = leaders.most_common(1)[0][0] if leaders else "none"
         else:
@@ -194,10 +200,22 @@ def lines(entries: list[Entry], rows_of: dict[tuple, list[Any]], columns: list[C
 
 def rows_by_defense(entries: list[Entry], rows: list[Any]) -> dict[tuple, list[Any]]:
     """(board, defense) -> the stored rows of that defense on that board (every attack)."""
-    boards = {(e.protocol, e.scenario, e.budget, e.arch, e.data_digest, e.reinv_version): board_key(e) for e in entries}
+    boards = {
+        (e.protocol, e.scenario, e.budget, e.arch, e.data_digest, e.reinv_version): board_key(e)
+        for e in entries
+    }
     out: dict[tuple, list[Any]] = defaultdict(list)
     for r in rows:
-        b = boards.get((r.get("protocol"), r.get("scenario"), r.get("budget"), r.get("arch"), r.get("data_digest"), r.get("reinv_version")))
+        b = boards.get(
+            (
+                r.get("protocol"),
+                r.get("scenario"),
+                r.get("budget"),
+                r.get("arch"),
+                r.get("data_digest"),
+                r.get("reinv_version"),
+            )
+        )
         if b is not None:
             out[(b, r.get("defense"))].append(r)
     return out
@@ -208,8 +226,19 @@ def table(ls: list[Line]) -> tuple[list[str], list[list[str]]]:
     std = list(dict.fromkeys(a for line in ls for a in line.standard))
     ada = list(dict.fromkeys(a for line in ls for a in line.adaptive))
     headers = [
-        "Scenario", "Arch", "Defense", "Natural", *std, *ada, "Worst case", "Worst - null",
-        "Judge-confirmed", "Reported", "Checked", "Broken by", "Flags",
+        "Scenario",
+        "Arch",
+        "Defense",
+        "Natural",
+        *std,
+        *ada,
+        "Worst case",
+        "Worst - null",
+        "Judge-confirmed",
+        "Reported",
+        "Checked",
+        "Broken by",
+        "Flags",
     ]
     out = []
     for line in ls:
@@ -287,4 +316,3 @@ def rich_table(ls: list[Line]):
 def build(rows: list[Any], entries: list[Entry], columns: list[Column]) -> list[Line]:
     """The view's lines from the stored rows and their aggregated entries (with any published ones)."""
     return lines(entries, rows_by_defense([e for e in entries if e.reported is None], rows), columns)
-

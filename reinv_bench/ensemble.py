@@ -70,7 +70,8 @@ def pool(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ensemble's artifact from its members' ``Reconstructions`` (label -> reconstructions, in
     member order): per identity the ``keep`` best by the attacker score (0: the fewest any member
-    makes per identity it reconstructs; a member may skip identities), and the null's choice for the permuted identity. Two passes over the
+    makes per identity it reconstructs; a member may skip identities), and the null's choice for
+    the permuted identity. Two passes over the
     members' chunks: scores first, then only the kept images."""
     import torch
 
@@ -82,7 +83,9 @@ def pool(
         for chunk in recs.chunks():
             y = chunk.labels.long()
             own = attacker_score(target, threat, chunk.images, y, device)
-            null = attacker_score(target, threat, chunk.images, torch.tensor([perm[int(c)] for c in y]), device)
+            null = attacker_score(
+                target, threat, chunk.images, torch.tensor([perm[int(c)] for c in y]), device
+            )
             for i, c in enumerate(y.tolist()):
                 cand.append((m, pos + i, c, float(own[i]), float(null[i])))
                 counts[label][c] += 1

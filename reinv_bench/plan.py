@@ -618,8 +618,8 @@ def _ensembles(
             )
         if not members:
             raise ConfigError(
-                f"{ens[0]} on {scenario.name}: none of its members ({', '.join(ens[2].members(scenario.name))}) "
-                "is installed here"
+                f"{ens[0]} on {scenario.name}: none of its members "
+                f"({', '.join(ens[2].members(scenario.name))}) is installed here"
             )
         members = _unique(members)
         desc = {**ens[1], "members": [m[1] for m in members]}
@@ -744,13 +744,15 @@ def canary_spec(req: Request, *, sc_name: str, scenario: Scenario, attacks: list
     classes = scenario.target_classes()
     if not 1 <= req.canaries <= len(classes):
         raise ConfigError(
-            f"--canaries {req.canaries}: scenario {sc_name} attacks {len(classes)} classes; give 1 to {len(classes)}"
+            f"--canaries {req.canaries}: scenario {sc_name} attacks {len(classes)} classes; "
+            f"give 1 to {len(classes)}"
         )
     first = next((a for a in attacks if makes_canaries(a[2])), None)
     if first is None:
         raise ConfigError(
-            f"--canaries on scenario {sc_name}: no attack of the run ({', '.join(a[0] for a in attacks)}) has a "
-            "target-independent generator prior to draw canaries from; add e.g. -a gmi"
+            f"--canaries on scenario {sc_name}: no attack of the run "
+            f"({', '.join(a[0] for a in attacks)}) has a target-independent generator prior to draw "
+            "canaries from; add e.g. -a gmi"
         )
     drawer = source(first)
     return {"k": req.canaries, "jitter": JITTER, "attack": drawer[1], "source": drawer}

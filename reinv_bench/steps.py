@@ -336,7 +336,9 @@ class Worker:
         c = spec["canaries"]
         scenario = self.registry.get("scenario", spec["scenario"])
         priors = {kind: self.artifacts.load(key)["prior"] for kind, key in c["priors"].items()}
-        return plant(train, c, self.attack(c["attack"]), priors, scenario.target_classes(), scenario.image_shape)
+        return plant(
+            train, c, self.attack(c["attack"]), priors, scenario.target_classes(), scenario.image_shape
+        )
 
     def pool(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
         """The worst-case ensemble's reconstructions, pooled from its members' stored ones by the
@@ -345,7 +347,9 @@ class Worker:
 
         spec = step.spec
         model = self.load_model(spec["target"]).requires_grad_(False)
-        target = {"white-box": model, "black-box": BlackBox(model), "label-only": LabelOnly(model)}[spec["threat"]]
+        target = {"white-box": model, "black-box": BlackBox(model), "label-only": LabelOnly(model)}[
+            spec["threat"]
+        ]
         members = {label: reconstructions(self.artifacts, key) for label, key in spec["members"].items()}
         return pool(members, target, spec["threat"], spec["classes"], spec["keep"], spec["seed"], self.device)
 
@@ -526,7 +530,9 @@ class Worker:
             ev.notes[ensemble.BROKEN_BY] = ensemble.broken_by(sources, success)
         planted = (self.artifacts.load(cell.target_key) or {}).get("canaries")
         if planted:
-            undefended = all(d["name"] == "none" for d in self.steps[cell.target_key].spec.get("defense") or [])
+            undefended = all(
+                d["name"] == "none" for d in self.steps[cell.target_key].spec.get("defense") or []
+            )
             images = ctx.inversion.images
             values, note = canaries.recovery(planted, images, ctx.inversion.labels, success, undefended)
             for k, v in values.items():

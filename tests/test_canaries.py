@@ -17,7 +17,6 @@ from reinv_bench.plan import Request, expand
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import MeanAttack  # noqa: E402
-from test_worst_case import NoisyAttack  # noqa: E402
 
 
 class BlankAttack(MeanAttack):
@@ -47,8 +46,14 @@ def reg():
 
 def _req(attacks=("noisyimg", "meanimg", "blankimg"), defenses=("none",), canaries=2, **kw):
     return Request(
-        list(attacks), list(defenses), archs=["tiny"], eval_arch="tiny", budget="smoke",
-        metrics=["attack_acc"], canaries=canaries, **kw
+        list(attacks),
+        list(defenses),
+        archs=["tiny"],
+        eval_arch="tiny",
+        budget="smoke",
+        metrics=["attack_acc"],
+        canaries=canaries,
+        **kw,
     )
 
 
@@ -76,8 +81,25 @@ def test_canaries_without_a_prior_that_makes_them_is_one_line(reg, invoke, tmp_p
         _expand(reg, _req(attacks=("meanimg",)))
     with pytest.raises(ConfigError, match="give 1 to 10"):
         _expand(reg, _req(canaries=11))
-    res = invoke("run", "-a", "meanimg", "-d", "none", "--arch", "tiny", "--eval-arch", "tiny", "--budget",
-                 "smoke", "--canaries", "2", "--workdir", tmp_path, "--dry-run", registry=reg)
+    res = invoke(
+        "run",
+        "-a",
+        "meanimg",
+        "-d",
+        "none",
+        "--arch",
+        "tiny",
+        "--eval-arch",
+        "tiny",
+        "--budget",
+        "smoke",
+        "--canaries",
+        "2",
+        "--workdir",
+        tmp_path,
+        "--dry-run",
+        registry=reg,
+    )
     assert res.exit_code != 0 and "--canaries on scenario mnist" in res.output
     assert len(res.output.strip().splitlines()) == 1
 
@@ -94,7 +116,6 @@ def test_which_attacks_make_canaries(registry):
 
 def test_gmi_canary_images_are_its_generators_samples(registry):
     from reinv_attacks._gan import Generator
-
     from reinv_bench.plan import resolve_attack
 
     gmi = resolve_attack(registry, "gmi", "smoke")[2]
@@ -137,7 +158,9 @@ def test_plant_replaces_every_image_of_the_canary_classes_only():
 @pytest.fixture(scope="module")
 def ran(reg, tmp_path_factory):
     work = tmp_path_factory.mktemp("canaries")
-    res = reinv_bench.run(_req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False)
+    res = reinv_bench.run(
+        _req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False
+    )
     return work, res
 
 
@@ -151,13 +174,17 @@ def test_recovery_is_measured_and_a_blind_attack_is_flagged_broken(ran):
     assert not mean.notes["canary"].startswith(canaries.BROKEN)
     assert mean.metrics["canary_dist"] < blank.metrics["canary_dist"]
     assert "canary_acc" in mean.metrics
-    assert not rows[(True, "re", "blankimg")].notes["canary"].startswith(canaries.BROKEN)  # defended: a number
+    assert (
+        not rows[(True, "re", "blankimg")].notes["canary"].startswith(canaries.BROKEN)
+    )  # defended: a number
     assert "canary_dist" not in rows[(False, "none", "meanimg")].metrics  # ordinary rows: no canaries
 
 
 def test_the_defense_view_flags_the_broken_attack(ran, reg, invoke):
     work, _ = ran
-    out = invoke("leaderboard", "--view", "defenses", "--format", "md", "--workdir", work, registry=reg, ok=True)
+    out = invoke(
+        "leaderboard", "--view", "defenses", "--format", "md", "--workdir", work, registry=reg, ok=True
+    )
     ordinary = [line for line in out.output.splitlines() if "canaries]" not in line and "| none " in line]
     assert ordinary and "blankimg: failed the canary test (broken)" in ordinary[0]
     assert "meanimg: failed" not in out.output

@@ -34,27 +34,33 @@ def test_checked_needs_an_adaptive_row_validity_checks_and_a_convergence_check()
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
     import conftest
-    from reinv_attacks import auto
 
+    from reinv_attacks import auto
     from reinv_bench.registry import load
 
     reg = load(extra=(conftest, wc, auto))
     work = tmp_path_factory.mktemp("board")
-    res = reinv_bench.run(wc._req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False)
+    res = reinv_bench.run(
+        wc._req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False
+    )
     return reg, work, res
 
 
 def test_the_default_leaderboard_is_the_cells_view(ran, invoke):
     reg, work, _ = ran
     default = invoke("leaderboard", "--format", "md", "--workdir", work, registry=reg, ok=True).output
-    cells = invoke("leaderboard", "--format", "md", "--view", "cells", "--workdir", work, registry=reg, ok=True)
+    cells = invoke(
+        "leaderboard", "--format", "md", "--view", "cells", "--workdir", work, registry=reg, ok=True
+    )
     assert default == cells.output
     assert "Worst case" not in default
 
 
 def test_defenses_view_has_one_line_per_defense_with_the_worst_case_and_its_null(ran, invoke):
     reg, work, res = ran
-    out = invoke("leaderboard", "--view", "defenses", "--format", "json", "--workdir", work, registry=reg, ok=True)
+    out = invoke(
+        "leaderboard", "--view", "defenses", "--format", "json", "--workdir", work, registry=reg, ok=True
+    )
     lines = {d["defense"]: d for d in json.loads(out.output)}
     assert set(lines) == {"none", "re"}
     re_ = lines["re"]
@@ -66,7 +72,9 @@ def test_defenses_view_has_one_line_per_defense_with_the_worst_case_and_its_null
     assert re_["values"]["worst"] == pytest.approx(worst)
     assert re_["Broken by"] == ensemble.leader(row.notes[ensemble.BROKEN_BY])
     assert re_["checked"] is False and "adaptive row" in re_["missing"]
-    md = invoke("leaderboard", "--view", "defenses", "--format", "md", "--workdir", work, registry=reg, ok=True)
+    md = invoke(
+        "leaderboard", "--view", "defenses", "--format", "md", "--workdir", work, registry=reg, ok=True
+    )
     assert "Worst - null" in md.output and "Checked" in md.output
 
 

@@ -30,7 +30,9 @@ class NoisyAttack(MeanAttack):
         mean = priors["noisyimg"]["mean"]
         gen = torch.Generator().manual_seed(ctx.seed)
         y = torch.tensor(classes * 2)
-        x = (mean.expand(len(y), *mean.shape) + self.config.scale * torch.randn(len(y), *mean.shape, generator=gen))
+        x = mean.expand(len(y), *mean.shape) + self.config.scale * torch.randn(
+            len(y), *mean.shape, generator=gen
+        )
         return Inversion(x.clamp(-1, 1), y, {})
 
     def canary_images(self, priors, n, seed, image_shape):
@@ -47,8 +49,8 @@ def register_attacks():
 @pytest.fixture
 def reg():
     import conftest
-    from reinv_attacks import auto
 
+    from reinv_attacks import auto
     from reinv_bench.registry import load
 
     return load(extra=(conftest, sys.modules[__name__], auto))
@@ -59,8 +61,13 @@ AUTO = "auto[members=meanimg/noisyimg]"
 
 def _req(attacks=(AUTO,), defenses=("none",), **kw):
     return Request(
-        list(attacks), list(defenses), archs=["tiny"], eval_arch="tiny", budget="smoke",
-        metrics=["attack_acc"], **kw
+        list(attacks),
+        list(defenses),
+        archs=["tiny"],
+        eval_arch="tiny",
+        budget="smoke",
+        metrics=["attack_acc"],
+        **kw,
     )
 
 
@@ -70,7 +77,6 @@ def _expand(reg, req):
 
 def test_member_lists_are_data_with_the_issues_digit_ensemble():
     from reinv_attacks.auto import MEMBERS
-
     from reinv_bench import spec
 
     digits = MEMBERS[("white-box", "mnist")]
@@ -112,8 +118,23 @@ def test_auto_for_a_threat_model_without_members_is_one_line(reg, monkeypatch, i
     monkeypatch.delitem(auto.MEMBERS, ("label-only", "*"))
     with pytest.raises(ConfigError, match="no ensemble for threat model label-only on scenario mnist"):
         _expand(reg, _req(["auto[threat=label-only]"]))
-    res = invoke("run", "-a", "auto[threat=label-only]", "-d", "none", "--arch", "tiny", "--eval-arch", "tiny",
-                 "--budget", "smoke", "--workdir", tmp_path, "--dry-run", registry=reg)
+    res = invoke(
+        "run",
+        "-a",
+        "auto[threat=label-only]",
+        "-d",
+        "none",
+        "--arch",
+        "tiny",
+        "--eval-arch",
+        "tiny",
+        "--budget",
+        "smoke",
+        "--workdir",
+        tmp_path,
+        "--dry-run",
+        registry=reg,
+    )
     assert res.exit_code != 0
     assert "no ensemble for threat model label-only" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
@@ -161,7 +182,9 @@ def test_pool_keeps_by_the_targets_score_only_and_reuses_stored_images():
 
 def test_pool_label_only_scores_by_top1_agreement():
     x = torch.tensor([[[[0.9]]], [[[-0.9]]]])
-    score = ensemble.attacker_score(lambda t: t.flatten(1).mean(1).gt(0).long(), "label-only", x, torch.tensor([1, 1]), "cpu")
+    score = ensemble.attacker_score(
+        lambda t: t.flatten(1).mean(1).gt(0).long(), "label-only", x, torch.tensor([1, 1]), "cpu"
+    )
     assert score.tolist() == [1.0, 0.0]
 
 
@@ -176,13 +199,15 @@ def test_broken_by_names_the_member_with_most_successful_kept_candidates():
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
     import conftest
-    from reinv_attacks import auto
 
+    from reinv_attacks import auto
     from reinv_bench.registry import load
 
     reg = load(extra=(conftest, sys.modules[__name__], auto))
     work = tmp_path_factory.mktemp("auto")
-    res = reinv_bench.run(_req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False)
+    res = reinv_bench.run(
+        _req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False
+    )
     return reg, work, res
 
 
@@ -205,14 +230,18 @@ def test_run_stores_every_member_and_the_ensemble_with_its_null(ran):
     # every kept candidate is one of its member's stored reconstructions
     art = Artifacts(work)
     kept = art.load(ens.artifacts["invert"])["images"]
-    stored = torch.cat([art.load(rows[("re", a)].artifacts["invert"])["images"] for a in ("meanimg", "noisyimg")])
+    stored = torch.cat(
+        [art.load(rows[("re", a)].artifacts["invert"])["images"] for a in ("meanimg", "noisyimg")]
+    )
     for img in kept:
         assert any(torch.equal(img, s) for s in stored)
 
 
 def test_a_second_run_reuses_everything(ran):
     reg, work, _ = ran
-    again = reinv_bench.run(_req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False)
+    again = reinv_bench.run(
+        _req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False
+    )
     assert again.summary.ran == [] and again.summary.skipped_cells == 6
 
 
@@ -237,8 +266,24 @@ def test_adaptive_mnist_dry_run_plans_the_ensemble_and_canaries(reg, invoke, tmp
     from pathlib import Path
 
     path = Path(__file__).parent.parent / "benchmarks" / "grids" / "adaptive-mnist.toml"
-    res = invoke("run", "--grid", path, "--budget", "smoke", "--seeds", "1", "-d", "none", "-d", "rolss",
-                 "--workdir", tmp_path, "--dry-run", registry=reg, ok=True)
+    res = invoke(
+        "run",
+        "--grid",
+        path,
+        "--budget",
+        "smoke",
+        "--seeds",
+        "1",
+        "-d",
+        "none",
+        "-d",
+        "rolss",
+        "--workdir",
+        tmp_path,
+        "--dry-run",
+        registry=reg,
+        ok=True,
+    )
     assert "pool" in res.output and "left out of the ensemble" in res.output
     # (gmi, kedmi, plgmi, lomma+gmi, brepmi, rlbmi here) + auto, x 2 defenses x (ordinary, canary) targets
     assert "28 of 28 cell(s)" in res.output
@@ -257,4 +302,6 @@ def test_a_member_that_skips_identities_adds_nothing_to_their_pools():
     )
     assert obj["labels"].tolist() == [0, 1, 2] and obj["info"]["sources"] == ["a", "b", "a"]
     with pytest.raises(ValueError, match=r"no member of the ensemble reconstructed classes \[3\]"):
-        ensemble.pool({"a": Reconstructions.of(a)}, lambda x: x.flatten(1), "white-box", [0, 1, 2, 3], 0, 0, "cpu")
+        ensemble.pool(
+            {"a": Reconstructions.of(a)}, lambda x: x.flatten(1), "white-box", [0, 1, 2, 3], 0, 0, "cpu"
+        )
