@@ -305,3 +305,15 @@ def test_a_member_that_skips_identities_adds_nothing_to_their_pools():
         ensemble.pool(
             {"a": Reconstructions.of(a)}, lambda x: x.flatten(1), "white-box", [0, 1, 2, 3], 0, 0, "cpu"
         )
+
+
+def test_the_ensembles_members_prerequisites_are_the_runs(reg):
+    """`-a auto` alone on the 224-px faces needs PPA's StyleGAN weights: the checklist names them."""
+    from reinv_bench.doctor import missing_prerequisites
+
+    def what(attack):
+        req = Request([attack], ["none"], scenarios=["facescrub224-ffhq"], budget="paper")
+        return {m.what for m in missing_prerequisites(req, reg, None, optional=False)}
+
+    assert what("ppa") <= what("auto")
+    assert any("for attack ppa" in w for w in what("ppa")) == any("for attack ppa" in w for w in what("auto"))
