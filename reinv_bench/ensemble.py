@@ -129,7 +129,10 @@ def pool(
         "images": stack(kept),
         "labels": torch.tensor([t[2] for t in kept]),
         "info": info,
-        "null": {"images": stack(nulls), "labels": torch.tensor([perm[t[2]] for t in nulls])},
+        # one identity has no other to permute it with: no null
+        "null": {"images": stack(nulls), "labels": torch.tensor([perm[t[2]] for t in nulls])}
+        if len(classes) > 1
+        else None,
     }
     return obj, {"candidates": len(cand), "kept": len(kept)}
 

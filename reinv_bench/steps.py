@@ -514,12 +514,14 @@ class Worker:
         )
         if self.steps[cell.invert_key].kind == "pool":
             obj = self.artifacts.load(cell.invert_key)
-            null = replace(ctx, inversion=Reconstructions.of(Inversion(**obj["null"])))
+            null = obj["null"] and replace(ctx, inversion=Reconstructions.of(Inversion(**obj["null"])))
             for name in cell.metrics:
                 if not self.registry.get("metric", name).uses_eval_model:
                     continue
                 seed_everything(cell.labels["seed"])
                 try:
+                    if not null:
+                        raise ValueError("one attacked identity: no other to permute it with")
                     result = self.registry.get("metric", name).compute(null)
                 except Exception as exc:  # noqa: BLE001 - stored as null with the reason
                     result = {name: NotComputed(f"metric {name} failed: {type(exc).__name__}: {exc}")}

@@ -317,3 +317,9 @@ def test_the_ensembles_members_prerequisites_are_the_runs(reg):
 
     assert what("ppa") <= what("auto")
     assert any("for attack ppa" in w for w in what("ppa")) == any("for attack ppa" in w for w in what("auto"))
+
+
+def test_one_identity_has_no_null():
+    a = Inversion(torch.zeros(2, 1, 2, 2), torch.tensor([1, 1]))
+    obj, _ = ensemble.pool({"a": Reconstructions.of(a)}, lambda x: x.flatten(1), "white-box", [1], 0, 0, "cpu")
+    assert obj["null"] is None and obj["labels"].tolist() == [1, 1]
