@@ -530,8 +530,8 @@ class Worker:
             sources = obj["info"]["sources"]
             ev.notes[ensemble.SOURCES] = ensemble.sources_note(sources)
             ev.notes[ensemble.BROKEN_BY] = ensemble.broken_by(sources, success)
-        planted = (self.artifacts.load(cell.target_key) or {}).get("canaries")
-        if planted:
+        if "canaries" in self.steps[cell.target_key].spec:
+            planted = self.artifacts.load(cell.target_key)["canaries"]
             undefended = all(
                 d["name"] == "none" for d in self.steps[cell.target_key].spec.get("defense") or []
             )
