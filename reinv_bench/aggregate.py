@@ -44,6 +44,11 @@ from reinv_bench.validity import CONVERGENCE, VALIDITY
 GROUP = ("protocol", "scenario", "budget", "arch", "attack")
 SEPARATE = ("data_digest", "reinv_version")  # rows that differ in these are never averaged or compared
 LABELS = (*GROUP, "threat_model", "defense")
+KEPT_NOTES = (
+    "broken_by",
+    "ensemble_sources",
+    "canary",
+)  # remarks that are no metric's reason (ensemble, canaries)
 
 
 @dataclass
@@ -291,10 +296,12 @@ def merge_seed(rs: list[Row]) -> Row:
     checks = next((r.notes[VALIDITY] for r in rs if VALIDITY in (r.notes or {})), None)
     if checks is not None:
         remarks[VALIDITY] = checks
+    # the ensemble's "broken by" and a canary target's verdict stay with the row too (most recent)
+    kept = {k: v for r in reversed(rs) for k, v in (r.notes or {}).items() if k in KEPT_NOTES}
     return replace(
         rs[0],
         metrics=metrics,
-        notes={**{m: n for m, n in notes.items() if metrics.get(m) is None}, **remarks},
+        notes={**{m: n for m, n in notes.items() if metrics.get(m) is None}, **remarks, **kept},
         outcomes=outcomes,
         artifacts=artifacts,
     )

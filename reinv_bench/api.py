@@ -116,6 +116,7 @@ __all__ = [
     "Attack",
     "IdentityLoss",
     "WrapperAttack",
+    "EnsembleAttack",
     # metrics
     "NotComputed",
     "PerItem",
@@ -610,6 +611,17 @@ class Attack(Configurable):
         number's ``selection`` (``leaderboard --reported``)."""
         return None
 
+    def canary_images(
+        self, priors: dict[str, dict[str, Any]], n: int, seed: int, image_shape: tuple[int, ...]
+    ) -> Tensor | None:
+        """``n`` images drawn from the attack's own target-independent prior (``priors``: its
+        prepared priors by kind) of the scenario's ``image_shape``, in [-1, 1] on CPU,
+        deterministic in ``seed``: what ``--canaries`` plants in a canary target's training data,
+        so that the answer of the inversion exists by construction (Zimmermann et al., NeurIPS
+        2022). None: the prior cannot make them (the default; a prior that needs the target
+        cannot, since the target is trained on them)."""
+        return None
+
 
 @dataclass(frozen=True)
 class IdentityLoss:
@@ -663,6 +675,32 @@ class WrapperAttack(Attack):
 
     def uses_eval_model(self) -> bool:
         return self.base.uses_eval_model()
+
+    def canary_images(
+        self, priors: dict[str, dict[str, Any]], n: int, seed: int, image_shape: tuple[int, ...]
+    ) -> Tensor | None:
+        return self.base.canary_images(priors, n, seed, image_shape)
+
+
+class EnsembleAttack(Attack):
+    """A fixed ensemble of attacks (``--attack auto``): the harness plans each member (``members``)
+    as a cell of its own (its row stays in the store) and adds one cell whose reconstructions pool
+    every member's final candidates per identity, keeping the best by an attacker-side score only
+    (``reinv_bench.ensemble``); this class is never inverted itself. ``members(scenario)``: the
+    member attack specs for a scenario under the ensemble's ``threat_model``; empty: none."""
+
+    def members(self, scenario: str) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def keep(self) -> int:
+        """Candidates kept per identity (0: as many as the member with the fewest per identity)."""
+        return 0
+
+    def priors(self) -> list[PriorSpec]:
+        return []
+
+    def invert(self, ctx, priors, classes, identity=None) -> Inversion:
+        raise TypeError(f"{self.name} is an ensemble: its cell pools its members' reconstructions")
 
 
 # --------------------------------------------------------------------------------------------

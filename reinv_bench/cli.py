@@ -175,6 +175,7 @@ def _from_grid(state: State, path: Path) -> tuple:
         pick("judges", "judges", tuple),
         pick("class_chunk", "class_chunk", str),
         pick("convergence", "convergence"),
+        pick("canaries", "canaries"),
     )
 
 
@@ -317,6 +318,7 @@ _GRID_KEYS = (
     "judges",
     "class_chunk",
     "convergence",
+    "canaries",
 )
 
 
@@ -448,6 +450,15 @@ _GRID_KEYS = (
     "classes as fit in 2 GiB by the attack's memory estimate, else 60).",
 )
 @click.option("--gpus", default=None, help="Shorthand for --executor local[gpus=...], e.g. --gpus 0,1,2,3.")
+@click.option(
+    "--canaries",
+    type=click.IntRange(0),
+    default=0,
+    metavar="K",
+    help="Also attack each target retrained with K planted canary identities (their training images "
+    "replaced by an attack prior's own samples): an attack unit test with a known answer; rows "
+    "rank apart ('..., K canaries').",
+)
 @click.option("--no-baseline", is_flag=True, help="Do not add the undefended 'none' baseline automatically.")
 @click.option(
     "--baseline",
@@ -574,6 +585,7 @@ def _request(state: State, o: dict, budget: str):
         class_chunk=_class_chunk(o["class_chunk"]),
         precision=o["precision"],
         convergence=o["convergence"],
+        canaries=o["canaries"],
     )
 
 
@@ -699,6 +711,15 @@ def _cell_filters(f, baseline: bool = False):
     help="Pair every attacker with this one on the same targets, seeds and classes: a 'Δ attack vs "
     "ATTACK' column with its 95% interval (paired bootstrap) and one verdict sentence per attacker.",
 )
+@click.option(
+    "--view",
+    type=click.Choice(["cells", "defenses"]),
+    default="cells",
+    show_default=True,
+    help="cells: one line per attack and defense; defenses: one line per defense with its standard, "
+    "adaptive and worst-case (ensemble, with its null) attack accuracy, judge-confirmed and reported "
+    'numbers, whether it is "checked", the attacker that broke it and its flags.',
+)
 @workdir_option
 @click.pass_obj
 def leaderboard(
@@ -713,6 +734,7 @@ def leaderboard(
     protocols,
     reported,
     baseline_name,
+    view,
     workdir,
     attack_baseline=None,
 ):
@@ -748,6 +770,17 @@ def leaderboard(
     if not entries and not unmatched:
         raise click.ClickException("no successful results match the filters")
     fmt = fmt or ("table" if sys.stdout.isatty() else "md")
+    if view == "defenses":
+        from reinv_bench import defense_board
+
+        board = defense_board.build(rows, entries, columns)
+        if fmt == "table":
+            from rich.console import Console
+
+            Console().print(defense_board.rich_table(board))
+        else:
+            click.echo(defense_board.render(board, fmt))
+        return
     if fmt == "table":
         from rich.console import Console
 

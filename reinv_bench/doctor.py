@@ -355,6 +355,30 @@ def _weights(registry: Any, value: str, where: str, required: bool = True) -> Mi
     )
 
 
+def _ensemble_members(
+    registry: Any, texts: Iterable[str], scenarios: list[Scenario], budget: str
+) -> list[str]:
+    """The installed members of the ensembles (``--attack auto``) among ``texts``, per scenario:
+    their prerequisites are the run's too."""
+    from reinv_bench import spec as specs
+    from reinv_bench.api import ConfigError, EnsembleAttack
+
+    out = []
+    for text in dict.fromkeys(texts):
+        comps = specs.parse(text)
+        cls = registry.get("attack", comps[0].name)
+        if len(comps) != 1 or not issubclass(cls, EnsembleAttack):
+            continue
+        for s in scenarios:
+            try:
+                members = cls(comps[0].params, budget).members(s.name)
+            except ConfigError:  # the plan says so in one line
+                continue
+            names = registry.names("attack")
+            out += [m for m in members if all(c.name in names for c in specs.parse(m))]
+    return list(dict.fromkeys(out))
+
+
 def _components(registry: Any, kind: str, texts: Iterable[str], budget: str):
     """(name, resolved config) of every component the spec texts name (sweeps expanded)."""
     from reinv_bench import spec as specs
@@ -442,7 +466,8 @@ def _missing_of_components(registry: Any, req: Any, scenarios: list[Scenario]):
         for s in scenarios
         for t in dict.fromkeys(req.archs or [s.default_arch])
     ]
-    for kind, texts in (("defense", req.defenses), ("attack", req.attacks)):
+    attacks = [*req.attacks, *_ensemble_members(registry, req.attacks, scenarios, req.budget)]
+    for kind, texts in (("defense", req.defenses), ("attack", attacks)):
         for name, config in _components(registry, kind, texts, req.budget):
             yield _extra(kind, name)
             for key, value in config.items():

@@ -122,7 +122,7 @@ def units(step: Any, data: Callable[[], Any]) -> float:
 
 def estimate(step: Any, scenario: str, budget: str, device: str, data: Callable[[], Any]) -> Estimate | None:
     """The table's estimate of ``step`` on ``device`` (cpu, cuda), or None: no figure for it."""
-    if step.kind == "merge":
+    if step.kind in ("merge", "pool"):  # a pool reads stored reconstructions: one target pass
         return Estimate(0.0, budget)
     figures = TABLE.get((device, scenario, step.kind, what(step)), {})
     if not figures:

@@ -11,6 +11,7 @@
     class_chunk = "auto"                                # or a number of classes
     recipes = ["target:epochs=100"]
     executor = "local[gpus=0/1/2/3]"
+    canaries = 2                                        # also attack targets with planted canaries
 
 Every key is optional; options given on the command line override the file. A plugin the file
 names that is not installed here is reported and its cells are left out, so a grid can name an
@@ -46,6 +47,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "deterministic": (bool, "deterministic CUDA kernels"),
     "precision": (str, "fp32|bf16|tf32"),
     "convergence": (int, "classes of the opt-in convergence check (0: off)"),
+    "canaries": (int, "planted canary identities per target (--canaries)"),
 }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch
 
 from reinv_bench import recipes
 from reinv_bench import spec as specs
-from reinv_bench.api import Attack, ConfigError, Defense, Scenario, WrapperAttack
+from reinv_bench.api import Attack, ConfigError, Defense, EnsembleAttack, Scenario, WrapperAttack
 from reinv_bench.config import PRECISIONS
 from reinv_bench.grid import MAX_SEEDS
 from reinv_bench.registry import Registry
@@ -119,6 +119,9 @@ class Request:
     # issue 29, opt-in (it costs a second inversion of K classes per cell): each cell's attack again at
     # twice its iterations on K evenly spaced attacked classes (``convergence_cell``); 0: none
     convergence: int = 0
+    # --canaries K: besides the ordinary cells, each target again with K planted canary identities
+    # (reinv_bench.canaries), attacked by the same attacks; their rows rank apart (protocol label)
+    canaries: int = 0
 
 
 @dataclass
@@ -424,15 +427,18 @@ def _target_recipe(sc: _Scope, arch: str, insts: list[Defense]) -> dict[str, Any
 
 
 def _target_step(
-    sc: _Scope, arch: tuple[str, str, Init], defense: tuple, seed: int
+    sc: _Scope, arch: tuple[str, str, Init], defense: tuple, seed: int, canary: dict | None = None
 ) -> tuple[str, Init, dict]:
     """The target arch x defense x seed (after its pretrain step, if it starts from one); returns
-    (key, where its weights start, its recipe)."""
+    (key, where its weights start, its recipe). ``canary``: the planted-canary spec of a canary
+    target (``reinv_bench.canaries``; its own key, built after the prior it samples)."""
     arch_label, name, arch_init = arch
     dlabel, ddesc, insts = defense
     recipe = _target_recipe(sc, name, insts)
     init = _init(sc, name, arch_init, insts)
     deps = (init.key,) if isinstance(init, PretrainedInit) else ()
+    if canary is not None:
+        deps += tuple(canary["priors"].values())
     key = sc.add(
         Step(
             "target",
@@ -445,9 +451,11 @@ def _target_step(
                 "seed": seed,
                 "init": init.record(),
                 **sc.prec,
+                **({"canaries": canary} if canary is not None else {}),
             },
             deps=deps,
-            label=f"target {arch_label} / {dlabel} / seed {seed}",
+            label=f"target {arch_label} / {dlabel} / seed {seed}"
+            + (f" / {canary['k']} canaries" if canary is not None else ""),
         )
     )
     return key, init, recipe
@@ -533,21 +541,37 @@ def _cell(
     """One results row to be: the attack's priors and inversion of ``target`` (``_target_step``)
     and its evaluation. ``convergence``: the row of a convergence check (``convergence_cell``),
     which attacks the classes it names and records it in its config and its cell id."""
-    arch_label, name, _ = arch
-    dlabel, ddesc, _ = defense
-    alabel, adesc, inst = attack
-    target_key, init, recipe = target
-    priors = _prior_steps(sc, attack, target_key, dlabel, seed)
+    arch_label, dlabel, alabel = arch[0], defense[0], attack[0]
+    priors = _prior_steps(sc, attack, target[0], dlabel, seed)
     invert_key = _invert_step(
         sc,
         attack,
-        target_key,
+        target[0],
         priors,
         f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}"
         + (" (convergence check)" if convergence else ""),
         seed,
         None if convergence is None else convergence["attacked"],
     )
+    return _make_cell(sc, arch, defense, target, attack, seed, list(priors.values()), invert_key, convergence)
+
+
+def _make_cell(
+    sc: _Scope,
+    arch: tuple[str, str, Init],
+    defense: tuple,
+    target: tuple[str, Init, dict],
+    attack: tuple,
+    seed: int,
+    prior_keys: list[str],
+    invert_key: str,
+    convergence: dict[str, Any] | None = None,
+) -> Cell:
+    """The results row to be of ``attack``'s reconstructions ``invert_key`` of ``target``."""
+    arch_label, name, _ = arch
+    dlabel, ddesc, _ = defense
+    alabel, adesc, inst = attack
+    target_key, init, recipe = target
     labels = Labels(
         sc.scenario.name, sc.protocol, arch_label, dlabel, alabel, inst.threat_model, seed, sc.req.budget
     )
@@ -576,12 +600,77 @@ def _cell(
         config,
         sc.eval_key,
         target_key,
-        list(priors.values()),
+        list(prior_keys),
         invert_key,
         list(sc.metrics),
         list(sc.judges),
         dict(sc.extra_evals),
     )
+
+
+def _ensemble_cell(
+    sc: _Scope,
+    arch: tuple[str, str, Init],
+    defense: tuple,
+    target: tuple[str, Init, dict],
+    ensemble: tuple,
+    members: list[tuple[tuple, Cell]],
+    seed: int,
+) -> Cell:
+    """The ensemble's row to be (``reinv_bench.ensemble``): a ``pool`` step over its members'
+    inversions of ``target`` (each also a cell of its own), keeping candidates by the target's
+    score under the ensemble's threat model."""
+    alabel, _, inst = ensemble
+    spec = {
+        "ensemble": {"name": inst.name, "version": inst.version},
+        "members": {m[0]: cell.invert_key for m, cell in members},
+        "target": target[0],
+        "threat": inst.threat_model,
+        "keep": inst.keep(),
+        "classes": sc.scenario.target_classes(),
+        "seed": seed,
+        **sc.prec,
+    }
+    key = sc.add(
+        Step(
+            "pool",
+            spec,
+            deps=(target[0], *spec["members"].values()),
+            label=f"pool {alabel} -> {arch[0]} / {defense[0]} / seed {seed}",
+        )
+    )
+    return _make_cell(sc, arch, defense, target, ensemble, seed, [], key)
+
+
+def _ensembles(
+    registry: Registry, resolved: list[tuple], scenario: Scenario, budget: str, notes: list[str]
+) -> tuple[list[tuple], list[tuple[tuple, list[tuple]]]]:
+    """(the attacks to run: the plain ones and every ensemble's members, once each; each ensemble
+    with its resolved members). A member not installed here is left out with a note; an ensemble
+    with none is an error."""
+    plain = [a for a in resolved if not isinstance(a[2], EnsembleAttack)]
+    ensembles = []
+    for ens in (a for a in resolved if isinstance(a[2], EnsembleAttack)):
+        members, missing = [], []
+        for text in ens[2].members(scenario.name):
+            if any(c.name not in registry.names("attack") for c in specs.parse(text)):
+                missing.append(text)
+                continue
+            members.append(resolve_attack(registry, _with_defaults(text, scenario), budget))
+        if missing:
+            notes.append(
+                f"{ens[0]} on {scenario.name}: members {', '.join(missing)} are not installed here and are "
+                "left out of the ensemble (its row records the members it pooled)"
+            )
+        if not members:
+            raise ConfigError(
+                f"{ens[0]} on {scenario.name}: none of its members "
+                f"({', '.join(ens[2].members(scenario.name))}) is installed here"
+            )
+        members = _unique(members)
+        desc = {**ens[1], "members": [m[1] for m in members]}
+        ensembles.append(((ens[0], desc, ens[2]), members))
+    return _unique(plain + [m for _, ms in ensembles for m in ms]), ensembles
 
 
 def _defenses(req: Request, registry: Registry) -> list[tuple[str, list[dict[str, Any]], list[Defense]]]:
@@ -620,12 +709,19 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
     attack_texts = [(a, keep) for text in dict.fromkeys(req.attacks) for a, keep in specs.sweep(text)]
     for sname in dict.fromkeys(req.scenarios):
         scenario: Scenario = recipes.with_recipes(registry.get("scenario", sname), req.recipes)
-        attacks = _unique(
-            [
-                resolve_attack(registry, _with_defaults(a, scenario), req.budget, keep)
-                for a, keep in attack_texts
-            ]
+        attacks, ensembles = _ensembles(
+            registry,
+            _unique(
+                [
+                    resolve_attack(registry, _with_defaults(a, scenario), req.budget, keep)
+                    for a, keep in attack_texts
+                ]
+            ),
+            scenario,
+            req.budget,
+            notes,
         )
+        canary = canary_spec(req, sc_name=sname, scenario=scenario, attacks=attacks) if req.canaries else None
         metrics, metric_versions = _metric_names(req, registry, scenario)
         archs = [resolve_arch(registry, t) for t in dict.fromkeys(req.archs or [scenario.default_arch])]
         for _, arch, arch_init in archs:  # plan-time errors before any data is read
@@ -649,6 +745,8 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
         )
         _eval_step(sc)
         sc.judges = [_judge_steps(sc, j) for j in judges]
+        if canary is not None:
+            canary["priors"] = _prior_steps(sc, canary.pop("source"), "", "", 0)
         for arch in archs:
             for seed in range(req.seeds):
                 for defense in defenses:
@@ -657,7 +755,7 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                         notes.append(
                             _SELF_JUDGED.format(t=steps[target[0]].label, e=steps[sc.eval_key].label)
                         )
-                    cells += [_cell(sc, arch, defense, target, attack, seed) for attack in attacks]
+                    cells += _target_cells(sc, arch, defense, target, attacks, ensembles, seed)
                     if req.convergence:  # issue 29, opt-in: each attack again at twice its iterations
                         for attack in attacks:
                             if (doubled := convergence_cell(sc, arch, defense, target, attack, seed)) is None:
@@ -666,7 +764,54 @@ def expand(req: Request, registry: Registry, data_digest: Callable[[str], str] |
                                 )
                             else:
                                 cells.append(doubled)
+                    if canary is not None:  # the same attacks on a target with planted canaries
+                        csc = replace(sc, protocol=f"{sc.protocol}, {canary['k']} canaries")
+                        ctarget = _target_step(csc, arch, defense, seed, {**canary, "seed": seed})
+                        for cell in _target_cells(csc, arch, defense, ctarget, attacks, ensembles, seed):
+                            cell.config["canaries"] = {k: canary[k] for k in ("k", "jitter")}
+                            cells.append(cell)
     return Plan(steps, cells, list(dict.fromkeys(notes)))
+
+
+def _target_cells(
+    sc: _Scope,
+    arch: tuple[str, str, Init],
+    defense: tuple,
+    target: tuple[str, Init, dict],
+    attacks: list[tuple],
+    ensembles: list[tuple[tuple, list[tuple]]],
+    seed: int,
+) -> list[Cell]:
+    """The cells of one target: one per attack, then one per ensemble over its members' cells."""
+    cells = [_cell(sc, arch, defense, target, attack, seed) for attack in attacks]
+    by_attack = {digest(a[1]): c for a, c in zip(attacks, cells)}
+    for ens, members in ensembles:
+        member_cells = [(m, by_attack[digest(m[1])]) for m in members]
+        cells.append(_ensemble_cell(sc, arch, defense, target, ens, member_cells, seed))
+    return cells
+
+
+def canary_spec(req: Request, *, sc_name: str, scenario: Scenario, attacks: list[tuple]) -> dict[str, Any]:
+    """``--canaries K``: the planted-canary spec of this scenario's canary targets (without the
+    seed), sampled from the prior of the first attack whose prior can make them; a one-line error
+    when none can, or when K exceeds the attacked classes."""
+    from reinv_bench.canaries import JITTER, makes_canaries, source
+
+    classes = scenario.target_classes()
+    if not 1 <= req.canaries <= len(classes):
+        raise ConfigError(
+            f"--canaries {req.canaries}: scenario {sc_name} attacks {len(classes)} classes; "
+            f"give 1 to {len(classes)}"
+        )
+    first = next((a for a in attacks if makes_canaries(a[2])), None)
+    if first is None:
+        raise ConfigError(
+            f"--canaries on scenario {sc_name}: no attack of the run "
+            f"({', '.join(a[0] for a in attacks)}) has a target-independent generator prior to draw "
+            "canaries from; add e.g. -a gmi"
+        )
+    drawer = source(first)
+    return {"k": req.canaries, "jitter": JITTER, "attack": drawer[1], "source": drawer}
 
 
 # ---- issue 29: the convergence check ------------------------------------------------------------

@@ -132,6 +132,7 @@ def build(
     out += [html_ for _, html_ in parts]
     if not entries:
         out.append(_p(["No successful cell matches."]))
+    out.append(_defenses(ok, entries, columns))
     out.append(_cells(ok))
     if failed:
         out.append(
@@ -200,6 +201,35 @@ def _section(i: int, es: list, columns: list[Column], artifacts, loader, classes
     ) as exc:  # e.g. data or plugin absent here
         part.append(_p([f"No reconstruction grid: {exc}"]))
     return f'<li><a href="#g{i}">{_e(name)}</a></li>', "".join(part)
+
+
+def _defenses(rows: list[dict[str, Any]], entries: list, columns: list[Column]) -> str:
+    """A section per defense (``leaderboard --view defenses``): its line, the attacker that broke
+    it and its flags; only where the rows hold an ensemble, an adaptive attack or canary targets
+    (a report of standard attacks alone is as it was)."""
+    from reinv_bench import defense_board
+
+    board = defense_board.build(rows, entries, columns)
+    special = any(line.worst or line.adaptive for line in board) or any(
+        (e.protocol or "").endswith(defense_board.CANARIES) for e in entries
+    )
+    if not board or not special:
+        return ""
+    headers, cells = defense_board.table(board)
+    out = ["<h2>Defenses: adaptive and worst-case attackers</h2>", _p([defense_board.NOTE])]
+    for line, cell in zip(board, cells):
+        out.append(f"<h3>{_e(line.defense)} ({_e(cell[0])}, {_e(line.board[3])})</h3>")
+        out.append(_table(headers[3:], [cell[3:]]))
+        out.append(
+            _p(
+                [
+                    f"Broken by: {line.broken_by or '-'}.",
+                    "Checked." if line.checked else f"Not checked: missing {', '.join(line.missing)}.",
+                    *(f"Flag: {f}" for f in line.flags),
+                ]
+            )
+        )
+    return "".join(out)
 
 
 def _cells(rows: list[dict[str, Any]]) -> str:

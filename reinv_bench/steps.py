@@ -292,6 +292,7 @@ class Worker:
             "prior": self.prior,
             "invert": self.invert,
             "merge": self.merge,
+            "pool": self.pool,
         }[step.kind](step, data)
         meta.update(
             kind=step.kind,
@@ -315,7 +316,9 @@ class Worker:
         spec = step.spec
         model, defense = self._build(step)
         train, test = self._splits(step)
-        meta = {}
+        meta, planted = {}, {}
+        if "canaries" in spec:  # a canary target: K identities' images replaced (reinv_bench.canaries)
+            train, planted = self._plant(spec, train)
         if spec.get("init"):
             meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
         recipe = TrainRecipe(**spec["recipe"])
@@ -353,6 +356,8 @@ class Worker:
         obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
         if secrets := defense.secrets():  # what an attacker that knows them may use (adaptive+)
             obj["secrets"] = secrets
+        if planted:
+            obj["canaries"] = planted
         return obj, meta
 
     def target_defense(self, key: str) -> Defense:
@@ -361,6 +366,30 @@ class Worker:
         if secrets := self.artifacts.load(key).get("secrets"):
             defense.load_secrets(secrets)
         return defense
+
+    def _plant(self, spec: dict[str, Any], train: Split) -> tuple[Split, dict[str, Any]]:
+        """The canary target's training split and its canaries' record."""
+        from reinv_bench.canaries import plant
+
+        c = spec["canaries"]
+        scenario = self.registry.get("scenario", spec["scenario"])
+        priors = {kind: self.artifacts.load(key)["prior"] for kind, key in c["priors"].items()}
+        return plant(
+            train, c, self.attack(c["attack"]), priors, scenario.target_classes(), scenario.image_shape
+        )
+
+    def pool(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The worst-case ensemble's reconstructions, pooled from its members' stored ones by the
+        target's score (``reinv_bench.ensemble``)."""
+        from reinv_bench.ensemble import pool
+
+        spec = step.spec
+        model = self.load_model(spec["target"]).requires_grad_(False)
+        target = {"white-box": model, "black-box": BlackBox(model), "label-only": LabelOnly(model)}[
+            spec["threat"]
+        ]
+        members = {label: reconstructions(self.artifacts, key) for label, key in spec["members"].items()}
+        return pool(members, target, spec["threat"], spec["classes"], spec["keep"], spec["seed"], self.device)
 
     def prior(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
         """An attack's prior (a GAN, ...), built on the public data (and the target's outputs)."""
@@ -470,6 +499,7 @@ class Worker:
                 _record(ev, k, v)
         self._judge(cell, ctx, ev)
         ev.notes[VALIDITY] = self._validity(cell, ctx)
+        self._worst_case(cell, ctx, ev)
         # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row;
         # never in place of a computed metric (a target from a bundle's zoo is another lab's record)
         stats = ((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats") or {}
@@ -531,6 +561,52 @@ class Worker:
             )
         except Exception as exc:  # noqa: BLE001 - stored as a failed check with the reason
             return {"version": validity.CHECKS_VERSION, "error": f"{type(exc).__name__}: {exc}"}
+
+    def _worst_case(self, cell: Cell, ctx: EvalContext, ev: Evaluation) -> None:
+        """An ensemble cell's null (each metric that reads the evaluation model, on the candidates
+        chosen for the permuted identity, keys suffixed ``ensemble.NULL``) and which member broke
+        it; a canary target's recovery (``reinv_bench.canaries``)."""
+        from dataclasses import replace
+
+        from reinv_bench import canaries, ensemble
+
+        success = next(
+            (
+                ev.outcomes.per_reconstruction.get(c.key)
+                for m in cell.metrics
+                for c in getattr(self.registry.get("metric", m), "columns", ()) or ()
+                if c.axis == "privacy"
+            ),
+            None,
+        )
+        if self.steps[cell.invert_key].kind == "pool":
+            obj = self.artifacts.load(cell.invert_key)
+            null = obj["null"] and replace(ctx, inversion=Reconstructions.of(Inversion(**obj["null"])))
+            for name in cell.metrics:
+                if not self.registry.get("metric", name).uses_eval_model:
+                    continue
+                seed_everything(cell.labels["seed"])
+                try:
+                    if not null:
+                        raise ValueError("one attacked identity: no other to permute it with")
+                    result = self.registry.get("metric", name).compute(null)
+                except Exception as exc:  # noqa: BLE001 - stored as null with the reason
+                    result = {name: NotComputed(f"metric {name} failed: {type(exc).__name__}: {exc}")}
+                for k, v in result.items():
+                    _record(ev, k + ensemble.NULL, v)
+            sources = obj["info"]["sources"]
+            ev.notes[ensemble.SOURCES] = ensemble.sources_note(sources)
+            ev.notes[ensemble.BROKEN_BY] = ensemble.broken_by(sources, success)
+        if "canaries" in self.steps[cell.target_key].spec:
+            planted = self.artifacts.load(cell.target_key)["canaries"]
+            undefended = all(
+                d["name"] == "none" for d in self.steps[cell.target_key].spec.get("defense") or []
+            )
+            images = ctx.inversion.images
+            values, note = canaries.recovery(planted, images, ctx.inversion.labels, success, undefended)
+            for k, v in values.items():
+                _record(ev, k, v)
+            ev.notes["canary"] = note
 
     def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:
         """Metric-side cache in the artifact store (e.g. FID statistics of the private images)."""

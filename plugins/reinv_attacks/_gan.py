@@ -324,6 +324,16 @@ class GMIPrior(Attack):
         )
         return frozen(G, prior["G"], device), frozen(D, prior["D"], device)
 
+    def canary_images(self, priors: dict, n: int, seed: int, image_shape: tuple[int, ...]) -> Tensor:
+        """``n`` samples G(z) of the public WGAN-GP prior, z ~ N(0, I) as GMI's inversion starts
+        (``latent_init``), from a generator seeded by ``seed``: ``--canaries`` plants them."""
+        G = frozen(
+            Generator(image_shape, self.z_dim, self.config.gan_dim), priors[self.prior_kind]["G"], "cpu"
+        )
+        z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            return G(z).clamp(-1, 1).float()
+
 
 # ---- KEDMI's GAN objective (kedmi's prior; ppdg+kedmi's fine-tune) --------------------------------
 
