@@ -35,10 +35,9 @@ def test_checked_needs_an_adaptive_row_validity_checks_and_a_convergence_check()
 def ran(tmp_path_factory):
     import conftest
 
-    from reinv_attacks import auto
     from reinv_bench.registry import load
 
-    reg = load(extra=(conftest, wc, auto))
+    reg = load(extra=(conftest, wc))
     work = tmp_path_factory.mktemp("board")
     res = reinv_bench.run(
         wc._req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False
@@ -70,7 +69,7 @@ def test_defenses_view_has_one_line_per_defense_with_the_worst_case_and_its_null
     est, lo, hi = re_["values"]["worst_minus_null"]
     assert est == pytest.approx(worst - null) and lo <= est <= hi
     assert re_["values"]["worst"] == pytest.approx(worst)
-    assert re_["Broken by"] == ensemble.leader(row.notes[ensemble.BROKEN_BY])
+    assert re_["Broken by"] == (ensemble.leader(row.notes[ensemble.BROKEN_BY]) or "none")  # none succeeded
     assert re_["checked"] is False and "adaptive row" in re_["missing"]
     md = invoke(
         "leaderboard", "--view", "defenses", "--format", "md", "--workdir", work, registry=reg, ok=True

@@ -50,10 +50,9 @@ def register_attacks():
 def reg():
     import conftest
 
-    from reinv_attacks import auto
     from reinv_bench.registry import load
 
-    return load(extra=(conftest, sys.modules[__name__], auto))
+    return load(extra=(conftest, sys.modules[__name__]))
 
 
 AUTO = "auto[members=meanimg/noisyimg]"
@@ -104,12 +103,12 @@ def test_auto_plans_each_member_as_its_own_cell_and_one_pool_step(reg):
 
 
 def test_a_member_not_installed_is_left_out_with_a_note(reg):
-    plan = _expand(reg, _req(["auto[members=meanimg/adaptive+meanimg]"]))
-    assert any("adaptive+meanimg" in n and "left out" in n for n in plan.notes)
+    plan = _expand(reg, _req(["auto[members=meanimg/uninstalled+meanimg]"]))
+    assert any("uninstalled+meanimg" in n and "left out" in n for n in plan.notes)
     ens = plan.cells[-1]
     assert list(plan.steps[ens.invert_key].spec["members"]) == ["meanimg"]
     with pytest.raises(ConfigError, match="none of its members"):
-        _expand(reg, _req(["auto[members=adaptive+meanimg]"]))
+        _expand(reg, _req(["auto[members=uninstalled+meanimg]"]))
 
 
 def test_auto_for_a_threat_model_without_members_is_one_line(reg, monkeypatch, invoke, tmp_path):
@@ -200,10 +199,9 @@ def test_broken_by_names_the_member_with_most_successful_kept_candidates():
 def ran(tmp_path_factory):
     import conftest
 
-    from reinv_attacks import auto
     from reinv_bench.registry import load
 
-    reg = load(extra=(conftest, sys.modules[__name__], auto))
+    reg = load(extra=(conftest, sys.modules[__name__]))
     work = tmp_path_factory.mktemp("auto")
     res = reinv_bench.run(
         _req(defenses=("none", "re")), registry=reg, workdir=work, device="cpu", check=False
@@ -225,7 +223,10 @@ def test_run_stores_every_member_and_the_ensemble_with_its_null(ran):
     assert ens.metrics["attack_acc" + ensemble.NULL] is not None
     sources = json.loads(ens.notes[ensemble.SOURCES])
     assert len(sources) == n and set(sources) <= {"meanimg", "noisyimg"}
-    assert ensemble.leader(ens.notes[ensemble.BROKEN_BY]) in ("meanimg", "noisyimg")
+    if ens.metrics["attack_acc"] > 0:  # the member with most successful kept candidates
+        assert ensemble.leader(ens.notes[ensemble.BROKEN_BY]) in ("meanimg", "noisyimg")
+    else:  # the smoke evaluation model may find no kept candidate a success: said so
+        assert ens.notes[ensemble.BROKEN_BY].startswith("none (no kept candidate succeeded")
     assert ens.config["attacked"]["selection"].startswith("ensemble")
     # every kept candidate is one of its member's stored reconstructions
     art = Artifacts(work)
@@ -284,9 +285,10 @@ def test_adaptive_mnist_dry_run_plans_the_ensemble_and_canaries(reg, invoke, tmp
         registry=reg,
         ok=True,
     )
-    assert "pool" in res.output and "left out of the ensemble" in res.output
-    # (gmi, kedmi, plgmi, lomma+gmi, brepmi, rlbmi here) + auto, x 2 defenses x (ordinary, canary) targets
-    assert "28 of 28 cell(s)" in res.output
+    assert "pool" in res.output and "left out of the ensemble" not in res.output  # every member installed
+    # (gmi, kedmi, plgmi, lomma+gmi, brepmi, rlbmi, adaptive+ of gmi, kedmi, plgmi, lomma+gmi, transfer+gmi)
+    # + auto, x 2 defenses x (ordinary, canary) targets
+    assert "48 of 48 cell(s)" in res.output
 
 
 def test_a_member_that_skips_identities_adds_nothing_to_their_pools():
