@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from test_stylegan2 import fake_nvidia, tiny  # noqa: F401 - the fixture, reused
 
 from reinv_attacks import _stylegan2_load as sg
+from reinv_attacks import _stylegan2_unpickle as unpickle
 from reinv_attacks._stylegan2_load import UnsafePickleError
 from reinv_attacks._stylegan2_net import Generator
 
@@ -297,7 +298,7 @@ def watched(monkeypatch):
     """Counts what reaches the allocating calls: storages handed to torch.load, generators built off
     the meta device."""
     seen = {"storages": 0, "generators": []}
-    load, Generator = sg._storage_from_bytes, sg.Generator
+    load, Generator = unpickle._storage_from_bytes, sg.Generator
 
     def storage(b):
         seen["storages"] += 1
@@ -307,7 +308,7 @@ def watched(monkeypatch):
         seen["generators"].append(torch.empty(0).device.type)  # the default device when built
         return Generator(**kwargs)
 
-    monkeypatch.setattr(sg, "_storage_from_bytes", storage)
+    monkeypatch.setattr(unpickle, "_storage_from_bytes", storage)
     monkeypatch.setattr(sg, "Generator", generator)
     return seen
 
