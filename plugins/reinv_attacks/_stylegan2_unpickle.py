@@ -34,15 +34,29 @@ allocated (the ``MAX_*`` constants below; a refusal is one ``UnsafePickleError``
   together may not exceed the file's own size (nor ``MAX_TENSOR_BYTES``): a pickle reusing one
   storage record through the memo cannot multiply it. Copies the pickle asks for (sets, dicts,
   latin-1 strings) are metered the same way (file size + ``SLACK``);
+- objects: every object an opcode creates (containers, numbers, memo entries, stack slots) is
+  counted at its shallow size against the file's size + ``SLACK`` (20 MB of one-byte ``EMPTY_SET``
+  opcodes would build 3.6 GB of sets), and containers (call results counted as deep as their
+  arguments) nest at most ``MAX_NESTING`` deep (hashing a 10^6-deep tuple overflows the C stack);
+- tensor views: a tensor's size, stride and offset must be whole, non-negative and address only
+  elements inside its storage, checked before torch sees them (``Tensor.set_`` grows a storage too
+  small, allocating the declared size first).
+
+**Embedded code.** NVIDIA's loader runs each record's module source; ``load_pickle`` never does,
+but parses it (``load_time_code``) and warns (``EmbeddedCodeWarning``, once per file) when it
+carries code that would run on load beyond imports and definitions, so that nobody opens the
+file with NVIDIA's code unwarned.
 """
 
 from __future__ import annotations
 
+import ast
 import collections
 import io
 import math
 import pickle
 import struct
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -60,6 +74,8 @@ MAX_INFLATION = 4  # declared inflation ratio of a compressed zip record (torch.
 MAX_ITEMSIZE = 1024  # bytes per element of a numpy dtype
 SLACK = 1 << 20  # bytes of copies (containers, strings) the pickle may build beyond its own size
 ITEM_BYTES = 16  # what one item of a set or dict copy is counted as (about its hash-table entry)
+MAX_NESTING = 100  # containers inside containers (a generator pickle: ~30, persistence records included)
+MAX_DIMS = 64  # dimensions of one tensor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +123,87 @@ def _reconstruct_persistent_obj(meta) -> PersistentRecord:
     )
 
 
+class EmbeddedCodeWarning(UserWarning):
+    """A pickle whose embedded module source runs code at load time in NVIDIA's own loader."""
+
+
+# what stylegan2-ada-pytorch's training/networks.py decorates with (persistence.persistent_class,
+# misc.profiled_function) and the builtins a plain module may; any other decorator is a call at import
+_DECORATORS = {
+    "persistence.persistent_class",
+    "misc.profiled_function",
+    "staticmethod",
+    "classmethod",
+    "property",
+}
+# methods NVIDIA's loader calls while loading a record (torch_utils/persistence.py,
+# _reconstruct_persistent_obj: persistent_class subclasses the class, then __new__, then __setstate__)
+_LOAD_HOOKS = {"__new__", "__setstate__", "__init_subclass__", "__set_name__", "__class_getitem__"}
+
+
+def load_time_code(src: str) -> list[str]:
+    """What NVIDIA's loader would run of a record's module source while loading it (it ``exec``s the
+    source: module-level and class-body statements, decorators, default values, base classes; then the
+    class's ``__new__``/``__setstate__``), beyond imports and definitions of constants, functions and
+    classes: one ``line N: ...`` per finding. The source is parsed (``ast``), never compiled or run;
+    stylegan2-ada-pytorch's own ``training/networks.py`` has no finding."""
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ["the source does not parse as Python"]
+    lines = src.splitlines()
+    found: list[str] = []
+
+    def note(node, what: str) -> None:
+        text = lines[node.lineno - 1].strip() if 0 < node.lineno <= len(lines) else ""
+        found.append(f"line {node.lineno}: {what} ({text[:60]!r})")
+
+    def constant(node) -> bool:
+        try:
+            ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+            return False
+        return True
+
+    def dotted(node) -> str | None:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            inner = dotted(node.value)
+            return None if inner is None else f"{inner}.{node.attr}"
+        return None
+
+    def definitions(body, where: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.Import, ast.ImportFrom, ast.Pass)) or (
+                isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            ):
+                continue
+            assigned = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if assigned is not None and constant(assigned):
+                continue
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                note(node, f"a statement run at {where}")
+                continue
+            for d in node.decorator_list:
+                if dotted(d) not in _DECORATORS:
+                    note(d, f"decorator of {node.name}")
+            if isinstance(node, ast.ClassDef):
+                if node.keywords or any(dotted(b) is None for b in node.bases):
+                    note(node, f"class {node.name} with a computed base or a metaclass")
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name in _LOAD_HOOKS:
+                        note(item, f"{node.name}.{item.name}, called while loading")
+                definitions(node.body, f"the definition of class {node.name}")
+            else:
+                defaults = [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+                if not all(map(constant, defaults)):
+                    note(node, f"a computed default value of {node.name}")
+
+    definitions(tree.body, "import")
+    return found
+
+
 def _storage_from_bytes(b):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,21 +230,47 @@ def _no_hooks(hooks, what):
 def _rebuild_tensor_v2(
     storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
 ):
-    """A view of a storage already read (``Tensor.set_`` checks it stays inside): allocates nothing."""
+    """A view of a storage already read: its shape, stride and offset are checked to stay inside the
+    storage before torch sees them (``Tensor.set_`` would grow a storage too small, allocating the
+    declared size first), so it allocates nothing."""
     if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
         raise UnsafePickleError(f"refused: a tensor rebuilt from a {type(storage).__name__}, not a storage")
-    if not all(isinstance(x, (tuple, list)) and len(x) <= 64 for x in (size, stride)):
-        raise UnsafePickleError("refused: a tensor whose size or stride is not a short tuple")
     _no_hooks(backward_hooks, "a tensor")
+    size, stride, offset = _view_inside(storage, storage_offset, size, stride)
     return torch._utils._rebuild_tensor_v2(
-        storage,
-        int(storage_offset),
-        tuple(size),
-        tuple(stride),
-        bool(requires_grad),
-        collections.OrderedDict(),
-        metadata,
+        storage, offset, size, stride, bool(requires_grad), collections.OrderedDict(), metadata
     )
+
+
+def _view_inside(storage, offset, size, stride) -> tuple[tuple, tuple, int]:
+    """``(size, stride, offset)`` of a tensor view, refused (one line, the same for every way of getting it
+    wrong) unless they are whole numbers, as many strides as sizes, none negative, and every element they
+    address lies inside ``storage``: no more elements than the storage holds (an expanded view of a
+    tiny storage would be copied full size later)."""
+    held = storage.size() if isinstance(storage, torch.storage.TypedStorage) else storage.nbytes()
+    ok = (
+        isinstance(size, (tuple, list))
+        and isinstance(stride, (tuple, list))
+        and len(size) == len(stride) <= MAX_DIMS
+        and all(type(x) is int and x >= 0 for x in (*size, *stride, offset))
+    )
+    numel = math.prod(size) if ok else -1
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if ok and numel else offset - 1
+    if not ok or numel > held or last >= held:
+        shown = [_few(size), _few(stride), offset if type(offset) is int else "?"]
+        raise UnsafePickleError(
+            f"refused: a tensor of size {shown[0]}, stride {shown[1]} at offset {shown[2]} does not fit "
+            f"its storage of {held} elements (forged sizes)"
+        )
+    return tuple(size), tuple(stride), offset
+
+
+def _few(v) -> str:
+    """A size or stride for a one-line message, whatever the pickle put there."""
+    if not isinstance(v, (tuple, list)):
+        return f"a {type(v).__name__}"
+    shown = ", ".join(str(x) if type(x) is int and abs(x) < 10**20 else "?" for x in v[:6])
+    return f"({shown}{', ...' if len(v) > 6 else ''})"
 
 
 class _NotCallable:
@@ -199,7 +322,7 @@ def _numpy_core(module, name):
 
 # what each allowed global is; a string names the RestrictedUnpickler method that meters it
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): "_record",
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
@@ -247,15 +370,81 @@ class _Reader:
         return b
 
 
+_SIZE = sys.getsizeof
+_P = pickle
+# bytes an opcode's new objects take beyond the bytes it reads from the file (shallow sizes; 8: a stack slot)
+_OBJECT_BYTES = {
+    **dict.fromkeys([_P.EMPTY_SET, _P.FROZENSET], _SIZE(set())),
+    **dict.fromkeys([_P.EMPTY_DICT, _P.DICT], _SIZE({})),
+    **dict.fromkeys([_P.EMPTY_LIST, _P.LIST, _P.MARK], _SIZE([])),
+    **dict.fromkeys([_P.TUPLE, _P.TUPLE1, _P.TUPLE2, _P.TUPLE3], _SIZE((0, 0, 0))),
+    **dict.fromkeys([_P.FLOAT, _P.BINFLOAT], _SIZE(0.5)),
+    **dict.fromkeys([_P.INT, _P.BININT, _P.BININT2, _P.LONG, _P.LONG1, _P.LONG4], _SIZE(1 << 40)),
+    **dict.fromkeys([_P.PUT, _P.BINPUT, _P.LONG_BINPUT, _P.MEMOIZE], _SIZE(1 << 40) + ITEM_BYTES),
+    **dict.fromkeys(
+        [_P.STRING, _P.BINSTRING, _P.SHORT_BINSTRING, _P.UNICODE, _P.BINUNICODE, _P.SHORT_BINUNICODE],
+        _SIZE(""),
+    ),
+    **dict.fromkeys([_P.BINUNICODE8, _P.BINBYTES, _P.SHORT_BINBYTES, _P.BINBYTES8], _SIZE(b"")),
+    _P.BYTEARRAY8: _SIZE(bytearray()),
+}
+_OBJECT_BYTES = {op[0]: n + 8 for op, n in _OBJECT_BYTES.items()}
+_ITEM_BYTES = {  # per item an opcode adds to a container
+    **dict.fromkeys([_P.TUPLE, _P.LIST, _P.APPEND, _P.APPENDS], 8),
+    **dict.fromkeys([_P.DICT, _P.SETITEM, _P.SETITEMS, _P.ADDITEMS, _P.FROZENSET], ITEM_BYTES),
+}
+_ITEM_BYTES = {op[0]: n for op, n in _ITEM_BYTES.items()}
+# where an opcode finds the items it puts into the object it leaves on top of the stack (before it runs),
+# and how much deeper that object is than its deepest item (1: a container; 0: a call's result)
+_MARKED = lambda u: u.stack  # noqa: E731 - the items since the last MARK
+_NESTS = {
+    **{op[0]: (_MARKED, 1) for op in (_P.TUPLE, _P.LIST, _P.DICT, _P.FROZENSET)},
+    **{op[0]: (_MARKED, 1) for op in (_P.APPENDS, _P.SETITEMS, _P.ADDITEMS)},
+    _P.TUPLE1[0]: (lambda u: u.stack[-1:], 1),
+    _P.TUPLE2[0]: (lambda u: u.stack[-2:], 1),
+    _P.TUPLE3[0]: (lambda u: u.stack[-3:], 1),
+    _P.APPEND[0]: (lambda u: u.stack[-1:], 1),
+    _P.SETITEM[0]: (lambda u: u.stack[-2:], 1),
+    **{op[0]: (lambda u: (), 1) for op in (_P.EMPTY_TUPLE, _P.EMPTY_LIST, _P.EMPTY_DICT, _P.EMPTY_SET)},
+    **{op[0]: (lambda u: u.stack[-1:], 0) for op in (_P.REDUCE, _P.NEWOBJ)},
+    _P.NEWOBJ_EX[0]: (lambda u: u.stack[-2:], 0),
+}
+
+
+def _metered(dispatch: dict) -> dict:
+    """``dispatch`` with every opcode charged for the objects it creates (``_OBJECT_BYTES``, ``_ITEM_BYTES``)
+    and the nesting of every container and call result it leaves on the stack tracked."""
+
+    def step(op, run):
+        cost, per_item = _OBJECT_BYTES.get(op, 8), _ITEM_BYTES.get(op, 0)
+        items_of, deeper = _NESTS.get(op, (None, 0))
+
+        def metered(self):
+            items = items_of(self) if items_of else ()
+            run(self)
+            self._count_objects(cost + per_item * len(items))
+            if items_of:
+                self._nest(self.stack[-1], items, deeper)
+
+        return metered
+
+    return {op: step(op, run) for op, run in dispatch.items()}
+
+
 class _BoundedUnpickler(pickle._Unpickler):
     """The pure-Python unpickler, except that ``BYTEARRAY8`` (which allocates its declared length before
-    reading it) is refused beyond the size of the data; nothing else is allowed by default."""
+    reading it) is refused beyond the size of the data, every object it creates is counted against the
+    file's size (``_OBJECT_BYTES``: 20 MB of ``EMPTY_SET`` would otherwise build 3.6 GB of sets) and
+    containers nest at most ``MAX_NESTING`` deep (hashing a 10^6-deep tuple overflows the C stack);
+    nothing else is allowed by default."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    _steps = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, size: int):
         super().__init__(_Reader(file, size))
         self.size = size
+        self.budget = {"objects": size + SLACK}
+        self.depth: dict[int, tuple[int, Any]] = {}  # id -> (nesting, the object, kept alive while read)
 
     def find_class(self, module: str, name: str):
         raise UnsafePickleError(f"refused: the pickle references {module[:80]}.{name[:80]}")
@@ -266,6 +455,29 @@ class _BoundedUnpickler(pickle._Unpickler):
             "torch.load(weights_only=True))"
         )
 
+    def _charge(self, kind: str, n: int, what: str) -> None:
+        self.budget[kind] -= n
+        if self.budget[kind] < 0:
+            limit = (
+                f"the loader's limit of {MAX_TENSOR_BYTES} bytes"
+                if kind == "tensor" and self.size > MAX_TENSOR_BYTES
+                else f"the file's size ({self.size} bytes)"
+            )
+            noun, why = _KINDS[kind]
+            raise UnsafePickleError(f"refused: {what} takes the pickle's {noun} beyond {limit} ({why})")
+
+    def _count_objects(self, n: int) -> None:
+        self._charge("objects", n, "the objects the pickle creates (containers, numbers, memo entries)")
+
+    def _nest(self, obj, items, deeper: int) -> None:
+        depth = self.depth.get(id(obj), (0,))[0]
+        for x in items:
+            depth = max(depth, self.depth.get(id(x), (0,))[0] + deeper)
+        if depth > MAX_NESTING:
+            raise UnsafePickleError(f"refused: containers nested deeper than {MAX_NESTING} (a forged pickle)")
+        if depth:
+            self.depth[id(obj)] = (depth, obj)
+
     def _load_bytearray8(self):
         (n,) = struct.unpack("<Q", self.read(8))
         if n > self.size:
@@ -274,7 +486,15 @@ class _BoundedUnpickler(pickle._Unpickler):
         self.readinto(b)
         self.append(b)
 
-    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+    _steps[pickle.BYTEARRAY8[0]] = _load_bytearray8
+    dispatch = _metered(_steps)
+
+
+_KINDS = {  # what each meter counts, and why a pickle goes beyond it
+    "tensor": ("tensor data", "forged sizes or shared references"),
+    "copy": ("copies", "forged sizes or shared references"),
+    "objects": ("objects", "a forged pickle: many objects from few bytes"),
+}
 
 
 @dataclass(frozen=True)
@@ -392,24 +612,13 @@ class RestrictedUnpickler(_BoundedUnpickler):
     it; copies (sets, dicts, latin-1 strings) at most the file's size plus ``SLACK``. So memo
     references (a pickle reusing one object many times) cannot multiply memory."""
 
-    dispatch = dict(_BoundedUnpickler.dispatch)
+    _steps = dict(_BoundedUnpickler._steps)
 
     def __init__(self, file, size: int):
         super().__init__(file, size)
-        self.budget = {"tensor": min(size, MAX_TENSOR_BYTES), "copy": size + SLACK}
-
-    def _charge(self, kind: str, n: int, what: str) -> None:
-        self.budget[kind] -= n
-        if self.budget[kind] < 0:
-            limit = (
-                f"the file's size ({self.size} bytes)"
-                if kind == "copy" or self.size <= MAX_TENSOR_BYTES
-                else f"the loader's limit of {MAX_TENSOR_BYTES} bytes"
-            )
-            raise UnsafePickleError(
-                f"refused: {what} takes the pickle's {'tensor data' if kind == 'tensor' else 'copies'} "
-                f"beyond {limit} (forged sizes or shared references)"
-            )
+        self.budget.update({"tensor": min(size, MAX_TENSOR_BYTES), "copy": size + SLACK})
+        self.embedded_code: dict[str, list[str]] = {}  # class name -> what NVIDIA's loader would run
+        self.scanned: set[str] = set()  # module sources already scanned
 
     def find_class(self, module: str, name: str):
         if self.proto < 3 and self.fix_imports:  # Python 2 names (protocols 0-2), as pickle itself maps them
@@ -487,10 +696,11 @@ class RestrictedUnpickler(_BoundedUnpickler):
         elif not _empty(state):
             raise UnsafePickleError(f"refused: the pickle sets the state of a {type(inst).__name__}")
 
-    dispatch[pickle.REDUCE[0]] = _load_reduce
-    dispatch[pickle.NEWOBJ[0]] = _load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
-    dispatch[pickle.BUILD[0]] = _load_build
+    _steps[pickle.REDUCE[0]] = _load_reduce
+    _steps[pickle.NEWOBJ[0]] = _load_newobj
+    _steps[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
+    _steps[pickle.BUILD[0]] = _load_build
+    dispatch = _metered(_steps)
 
     # the allowed functions that allocate, metered
 
@@ -505,6 +715,17 @@ class RestrictedUnpickler(_BoundedUnpickler):
                 f"refused: a tensor storage of {s.nbytes()} bytes from {declared} declared"
             )
         return s
+
+    def _record(self, meta) -> PersistentRecord:
+        """``torch_utils.persistence._reconstruct_persistent_obj``: the record, its module source kept as
+        text; what NVIDIA's loader would run of that source is noted once per distinct source."""
+        rec = _reconstruct_persistent_obj(meta)
+        if rec.module_src and rec.module_src not in self.scanned:
+            self.scanned.add(rec.module_src)
+            found = load_time_code(rec.module_src)
+            if found:
+                self.embedded_code.setdefault(rec.class_name[:60], found)
+        return rec
 
     def _latin1(self, text, encoding="latin1"):
         if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -570,6 +791,8 @@ def load_pickle(path_or_bytes) -> Any:
         finally:  # its metered functions in the memo make a cycle: free the memo (the file's bytes) now
             unpickler.memo.clear()
             unpickler.stack = unpickler.metastack = []
+            unpickler.depth.clear()
+            _warn_embedded_code(where, unpickler.embedded_code)
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{where}: {exc}") from None
     except EOFError:
@@ -581,6 +804,20 @@ def load_pickle(path_or_bytes) -> Any:
         raise UnsafePickleError(f"{where}: not a readable pickle ({type(exc).__name__}: {text})") from None
     finally:
         f.close()
+
+
+def _warn_embedded_code(where: str, found: dict[str, list[str]]) -> None:
+    if not found:
+        return
+    shown = [f"{cls}: {f}" for cls, fs in found.items() for f in fs]
+    more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
+    warnings.warn(
+        f"{where}: the module source embedded in this pickle carries code that NVIDIA's own loader "
+        f"(pickle.load, legacy.load_network_pkl) would run on load: {'; '.join(shown[:3])}{more}. "
+        "reinv-bench did not run it; do not open this file with NVIDIA's code.",
+        EmbeddedCodeWarning,
+        stacklevel=3,
+    )
 
 
 def _first_line(exc: BaseException) -> str:
