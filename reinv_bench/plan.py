@@ -352,7 +352,10 @@ def _eval_model(sc: _Scope, text: str) -> tuple[str, str, dict[str, Any]]:
 
 def resolve_judge(registry: Registry, text: str, budget: str) -> dict[str, Any]:
     """Parse and validate a judge spec ``NAME[key=value,...]``: its label, name, version, config."""
-    (comp,) = specs.parse(text)
+    comps = specs.parse(text)
+    if len(comps) != 1:
+        raise ConfigError(f"--judge {text!r}: one judge per --judge (repeat the option for several judges)")
+    (comp,) = comps
     cls = registry.get("judge", comp.name)
     if cls.external:
         raise ConfigError(

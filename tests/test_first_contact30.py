@@ -1,0 +1,146 @@
+"""Issue 30, item 23 (and the `-s` of item 15): bad input is one line, not a traceback nor a FAILED row
+per cell; labels holding raw HTML stay inert in Markdown and CSV leaderboards; a repeated --judge or
+--eval-arch is used once, said once; SIGTERM leaves a message as Ctrl-C does."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_leaderboard_groups import COLS, row
+
+from reinv_bench.aggregate import aggregate
+from reinv_bench.tables import render
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ("run", "-a", "gmi", "-d", "none", "--budget", "smoke")
+
+
+def one_line(result) -> str:
+    assert result.exit_code != 0, result.output
+    assert (
+        "Traceback" not in result.output
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    ), result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_two_judges_in_one_judge_option_is_one_line(invoke, tmp_path):
+    line = one_line(invoke(*SMOKE, "--workdir", tmp_path, "--dry-run", "--judge", "a+b"))
+    assert "--judge 'a+b': one judge per --judge" in line
+
+
+@pytest.mark.parametrize(
+    "variable, value, says",
+    [
+        ("REINV_BENCH_CHECKPOINT_EVERY", "abc", "REINV_BENCH_CHECKPOINT_EVERY='abc'"),
+        ("REINV_BENCH_LOCK_STALE", "-1", "REINV_BENCH_LOCK_STALE='-1'"),
+        ("REINV_BENCH_HEARTBEAT", "often", "REINV_BENCH_HEARTBEAT='often'"),
+        ("REINV_BENCH_IMAGE_CACHE_GB", "lots", "REINV_BENCH_IMAGE_CACHE_GB='lots'"),
+        ("REINV_BENCH_DECODE_PROCESS_MIN", "1.5", "REINV_BENCH_DECODE_PROCESS_MIN='1.5'"),
+    ],
+)
+def test_an_invalid_environment_value_is_one_line_before_any_step(
+    invoke, tmp_path, monkeypatch, variable, value, says
+):
+    monkeypatch.setenv(variable, value)
+    result = invoke(*SMOKE, "--workdir", tmp_path / "w", "--seeds", "2")
+    line = one_line(result)
+    assert says in line and "nothing was run" in line, line
+    assert not (tmp_path / "w" / "results.db").exists()  # no FAILED row per cell
+
+
+def test_bad_environment_values_are_all_named_at_once(invoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("REINV_BENCH_CHECKPOINT_EVERY", "abc")
+    monkeypatch.setenv("REINV_BENCH_HEARTBEAT", "0")
+    line = one_line(invoke(*SMOKE, "--workdir", tmp_path, "--dry-run"))
+    assert "REINV_BENCH_CHECKPOINT_EVERY='abc'" in line and "REINV_BENCH_HEARTBEAT='0'" in line
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--judge", "verification"), ("--eval-arch", "cnn"), ("--eval-arch", "resnet8")]
+)
+def test_a_repeated_judge_or_eval_arch_is_used_once_and_said(invoke, tmp_path, option, value):
+    once = invoke(*SMOKE, "--workdir", tmp_path, "--dry-run", option, value)
+    twice = invoke(*SMOKE, "--workdir", tmp_path, "--dry-run", option, value, option, value)
+    assert once.exit_code == 0 and twice.exit_code == 0, twice.output
+    assert f"warning: {option} {value} given more than once: used once" in twice.output
+    assert "given more than once" not in once.output
+    table = [line for line in twice.output.splitlines() if "warning" not in line]
+    assert table == [line for line in once.output.splitlines() if "warning" not in line]
+
+
+def test_scenario_has_a_short_option(invoke, tmp_path):
+    result = invoke(*SMOKE, "--workdir", tmp_path, "--dry-run", "-s", "mnist")
+    assert result.exit_code == 0, result.output
+    result = invoke("leaderboard", "--workdir", tmp_path, "-s", "mnist")
+    assert "no such option" not in result.output.lower(), result.output
+
+
+# --- labels holding raw HTML ------------------------------------------------------------------------
+
+EVIL = '<img src=x onerror="alert(1)">|x'
+
+
+def evil_entries():
+    rows = [
+        row("none", metrics={"natural_acc": 0.9, "attack_acc": 0.8}),
+        row(EVIL, metrics={"natural_acc": 0.85, "attack_acc": 0.4}),
+    ]
+    for r in rows:
+        r["attack"] = '=HYPERLINK("http://x")'
+    return aggregate(rows, columns=COLS)
+
+
+def test_markdown_leaderboard_escapes_raw_html_and_pipes():
+    text = render(evil_entries(), "md", COLS)
+    assert "<img" not in text and "&lt;img src=x onerror=" in text
+    assert "\\|x" in text  # the pipe does not split the cell
+    header = next(line for line in text.splitlines() if line.startswith("|"))
+    width = header.count("|") - header.count("\\|")
+    body = [line for line in text.splitlines() if "&lt;img" in line][0]
+    assert body.count("|") - body.count("\\|") == width  # same number of cells as the header
+
+
+def test_csv_leaderboard_escapes_raw_html_and_formulas():
+    text = render(evil_entries(), "csv", COLS)
+    assert "<img" not in text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert any(r["defense"].startswith("&lt;img") for r in rows)
+    assert all(r["attack"].startswith("'=") for r in rows)  # a spreadsheet shows it, does not run it
+    assert all(float(r["natural_acc"]) > 0 for r in rows)  # numbers stay numbers
+
+
+# --- SIGTERM ------------------------------------------------------------------------------------------
+
+
+def test_sigterm_leaves_a_message_like_ctrl_c(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
+        "OMP_NUM_THREADS": "1",
+        "REINV_BENCH_HOME": str(tmp_path / "w"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from reinv_bench.cli import main; main()", *SMOKE, "--seeds", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(8)  # imported, planning or running its first steps
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert "terminated (SIGTERM)" in err, (proc.returncode, err[-2000:])
+    assert proc.returncode == 143
+    assert "Traceback" not in err
