@@ -144,3 +144,30 @@ def test_sigterm_leaves_a_message_like_ctrl_c(tmp_path):
     assert "terminated (SIGTERM)" in err, (proc.returncode, err[-2000:])
     assert proc.returncode == 143
     assert "Traceback" not in err
+
+
+# --- item 13: chunked inversions are another setting unless whole identity batches ---------------
+
+
+def chunk_configs(attack: str, class_chunk) -> list[dict]:
+    from reinv_bench.plan import Request, expand
+    from reinv_bench.registry import load
+
+    req = Request([attack], ["none"], [], ["mnist"], 1, "smoke", False, None, class_chunk=class_chunk)
+    return [c.config for c in expand(req, load(), data_digest=lambda s: "d").cells]
+
+
+def test_a_chunk_that_splits_identity_batches_enters_the_config_and_the_setting():
+    from reinv_bench.aggregate import _config, as_row
+
+    (plain,) = chunk_configs("gmi", 0)
+    (split,) = chunk_configs("gmi", 3)  # GMI's identity batch is 60 classes: chunks of 3 split it
+    assert "class_chunk" not in plain and split["class_chunk"] == 3
+    rows = [as_row(row(config=c)) for c in (plain, split)]
+    assert _config(rows[0], with_defense=False) != _config(rows[1], with_defense=False)
+
+
+def test_chunks_of_whole_identity_batches_are_the_unchunked_setting():
+    (plain,) = chunk_configs("gmi[batch_ids=2]", 0)
+    (whole,) = chunk_configs("gmi[batch_ids=2]", 4)
+    assert whole == plain  # the same reconstructions: each class draws from its own stream
