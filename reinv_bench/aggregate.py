@@ -129,6 +129,7 @@ class Entry:
         default_factory=dict
     )  # plugin -> the versions its rows used
     stale: int = 0  # rows left out: computed against artifacts rebuilt since
+    threads: list[int] = field(default_factory=list)  # CPU thread counts its rows were computed with
     reported: Published | None = None
 
     @property
@@ -205,6 +206,7 @@ def _config(r: Row, *, with_defense: bool = True) -> str:
     cfg = dict(r.config or {})
     cfg.pop("metrics", None)
     cfg.pop("attacked", None)  # what was attacked, recorded from the outcomes: follows from the rest
+    cfg.pop("threads", None)  # the CPU thread counts: said when an entry mixes them, never a group of its own
     overrides = cfg.pop("recipes", None)  # the user's --recipe: already in the resolved recipes
     if cfg.get("precision") == "fp32":  # rows from before --precision say nothing, and were fp32
         cfg.pop("precision")
@@ -356,6 +358,7 @@ def _entry(rows: list[Row], columns: list[Column]) -> Entry:
         rows={r.seed: r for r in rs},
         config=rs[0].config or {},
         metric_versions=_versions(rows),
+        threads=sorted({t for r in rs for t in (r.config or {}).get("threads") or ()}),
     )
     e.metrics = _metric_keys(rs, columns)
     for m in e.metrics:

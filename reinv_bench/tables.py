@@ -105,6 +105,8 @@ def entry_json(e: Entry) -> dict[str, Any]:
         out["metric_versions_mixed"] = e.mixed_versions
     if e.stale:
         out["stale_rows"] = e.stale
+    if e.threads:
+        out["threads"] = list(e.threads)
     return out
 
 
@@ -272,6 +274,13 @@ def stats_notes(entries: list[Entry], columns: list[Column]) -> list[str]:
         + "): rerun to compute them with one."
         for e in measured
         if e.mixed_versions
+    ]
+    lines += [
+        f"{_where(e)}: rows computed with {' and '.join(map(str, e.threads))} CPU threads merged (float "
+        "reductions differ with the thread count: the last digits may too); rerun with one --threads "
+        "to compute them alike."
+        for e in measured
+        if len(e.threads) > 1
     ]
     lines += [
         f"{_where(e)}: {e.stale} stale row(s) left out (computed against artifacts rebuilt since); "

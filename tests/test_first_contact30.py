@@ -171,3 +171,39 @@ def test_chunks_of_whole_identity_batches_are_the_unchunked_setting():
     (plain,) = chunk_configs("gmi[batch_ids=2]", 0)
     (whole,) = chunk_configs("gmi[batch_ids=2]", 4)
     assert whole == plain  # the same reconstructions: each class draws from its own stream
+
+
+# --- item 14: the CPU thread counts a row was computed with ---------------------------------------
+
+
+def test_a_row_records_the_thread_counts_of_its_steps_and_evaluation():
+    from types import SimpleNamespace
+
+    from reinv_bench.runner import Runner
+
+    devices = {"e": "cpu (1 threads)", "t": "cpu (2 threads)", "i": "cuda:0 (NVIDIA H100)"}
+    art = SimpleNamespace(record=lambda k: {"meta": {"device": devices[k]}} if k in devices else None)
+    cell = SimpleNamespace(
+        eval_key="e", target_key="t", prior_keys=["p"], invert_key="i", extra_evals={}, judges=[]
+    )
+    fake = SimpleNamespace(artifacts=art)
+    assert Runner._threads(fake, cell, "cpu (4 threads)") == {"threads": [1, 2, 4]}
+    assert Runner._threads(fake, cell, None) == {"threads": [1, 2]}
+
+
+def test_a_leaderboard_entry_mixing_thread_counts_says_so_and_stays_one_entry():
+    import copy
+
+    from test_leaderboard_groups import CONFIG
+
+    rows = []
+    for seed, threads in ((0, [1]), (1, [2])):
+        cfg = copy.deepcopy(CONFIG)
+        cfg["threads"] = threads
+        rows.append(row("none", seed=seed, config=cfg, metrics={"natural_acc": 0.9, "attack_acc": 0.5}))
+    (e,) = aggregate(rows, columns=COLS)
+    assert e.n == 2 and e.threads == [1, 2]
+    text = render([e], "md", COLS)
+    assert "rows computed with 1 and 2 CPU threads merged" in text
+    (alone,) = aggregate(rows[:1], columns=COLS)
+    assert "CPU threads merged" not in render([alone], "md", COLS)
