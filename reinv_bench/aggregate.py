@@ -163,8 +163,10 @@ class Entry:
 
 def declared_columns(registry) -> list[Column]:
     """The columns the registered metrics declare: those of the two axes first, then in
-    registration order."""
+    registration order; then those the registered defenses declare (the numbers their training
+    reports)."""
     metrics = [e.obj for e in registry.registered("metric")]
+    metrics += [e.obj for e in registry.registered("defense") if getattr(e.obj, "columns", ())]
     order = {"utility": 0, "privacy": 1}
     metrics.sort(
         key=lambda m: min((order.get(c.axis, 2) for c in getattr(m, "columns", ()) or ()), default=2)
@@ -172,7 +174,7 @@ def declared_columns(registry) -> list[Column]:
     seen: dict[str, Column] = {}
     for m in metrics:
         for c in getattr(m, "columns", ()) or ():
-            seen.setdefault(c.key, c)
+            seen.setdefault(c.key, c if c.metric else replace(c, metric=getattr(m, "name", "")))
     return sorted(seen.values(), key=lambda c: order.get(c.axis, 2))  # stable: then registration order
 
 
@@ -328,13 +330,19 @@ def _stat(m: str, rs: list[Row], by_seed: dict[int, Row], col: Column) -> Stat:
 
 
 def _versions(rows: Iterable[Row]) -> dict[str, list[Any]]:
-    """metric plugin -> the versions the rows were computed with (rows store them in
-    ``config["metrics"]``; older rows do not)."""
-    out: dict[str, set] = defaultdict(set)
+    """metric plugin -> the versions of the rows whose values the entry shows (rows store them in
+    ``config["metrics"]``; older rows do not): per seed, the most recent row that ran the plugin, so
+    rows superseded by a rerun no longer count (once every cell is rerun, one version remains)."""
+    latest: dict[tuple[int, str], tuple[str, Any]] = {}
     for r in rows:
         stored = (r.config or {}).get("metrics")
         for name, v in stored.items() if isinstance(stored, dict) else ():
-            out[name].add(v)
+            when = str(r.created_at or "")
+            if (r.seed, name) not in latest or when > latest[(r.seed, name)][0]:
+                latest[(r.seed, name)] = (when, v)
+    out: dict[str, set] = defaultdict(set)
+    for (_, name), (_, v) in latest.items():
+        out[name].add(v)
     return {k: sorted(v, key=str) for k, v in sorted(out.items())}
 
 
@@ -422,14 +430,14 @@ def _variants(entries: list[Entry]) -> None:
 # Comparisons: the baseline of each setting, paired differences, the Pareto front
 
 
-def _conflicts(a: Entry, b: Entry) -> list[str]:
-    """The metric plugins that ``a`` and ``b`` computed with different versions."""
+def _conflicts(a: Entry, b: Entry) -> dict[str, str]:
+    """The metric plugins that ``a`` and ``b`` computed with different versions (name -> why)."""
     both = set(a.metric_versions) & set(b.metric_versions)
-    return [
-        f"{m} {a.metric_versions[m]} vs {b.metric_versions[m]}"
+    return {
+        m: f"{m} {a.metric_versions[m]} vs {b.metric_versions[m]}"
         for m in sorted(both)
         if a.metric_versions[m] != b.metric_versions[m]
-    ]
+    }
 
 
 def _compare_rank(es: list[Entry], baseline: str, columns: list[Column]) -> None:
@@ -441,25 +449,30 @@ def _compare_rank(es: list[Entry], baseline: str, columns: list[Column]) -> None
     for group in by_setting.values():
         base = next((e for e in group if e.defense == baseline), None)
         for e in group:
-            conflicts = _conflicts(e, base) if base is not None else []
+            conflicts = _conflicts(e, base) if base is not None else {}
             if base is None and elsewhere:
                 e.baseline_note = f"no {baseline} of its configuration (config {_short(e.config_digest)})"
             elif conflicts:
                 e.baseline_note = (
-                    f"{baseline} was computed with other metric versions ({'; '.join(conflicts)})"
+                    f"{baseline} was computed with other metric versions ({'; '.join(conflicts.values())}): "
+                    "their differences are not shown"
                 )
-            _deltas(e, None if base is None or conflicts else base, baseline, columns)
+            _deltas(e, base, baseline, columns, skip=set(conflicts))
         _pareto(group, columns)
 
 
-def _deltas(e: Entry, base: Entry | None, baseline: str, columns: list[Column]) -> None:
+def _deltas(
+    e: Entry, base: Entry | None, baseline: str, columns: list[Column], skip: set[str] = frozenset()
+) -> None:
+    """``e``'s paired differences from ``base``, but for the keys of the metric plugins in ``skip``
+    (computed with other versions than the baseline's: only their differences are hidden)."""
     e.baseline = baseline if base is not None else None
     for m in e.metrics:
         c = column_of(m, columns)
         if c.better is None and c.axis is None:
             continue
         d = e.deltas[m] = Delta(None)
-        if base is None or e.mean(m) is None or base.mean(m) is None:
+        if base is None or e.mean(m) is None or base.mean(m) is None or (c.metric or m) in skip:
             continue
         if e is base:
             d.estimate = 0.0

@@ -32,6 +32,7 @@ USER_ERRORS = (
     ArtifactError,
     FileNotFoundError,
 )
+TABLE_WIDTH_MAX = 1000  # characters of a --format table written to a file (rich's default: 80)
 INTERRUPTED = "interrupted: finished steps and results are kept; rerun the same command to resume."
 TERMINATED = "terminated (SIGTERM): finished steps and results are kept; rerun the same command to resume."
 
@@ -760,10 +761,12 @@ def leaderboard(
 
         from reinv_bench.reported import rich_unmatched
 
+        # to a file or a pipe: the table's own width, not squeezed into rich's 80 columns
+        console = Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH_MAX)
         if entries:
-            Console().print(rich_table(entries, columns))
+            console.print(rich_table(entries, columns))
         if unmatched:
-            Console().print(rich_unmatched(unmatched, columns))
+            console.print(rich_unmatched(unmatched, columns))
     else:
         click.echo(render(entries, fmt, columns, unmatched))
 
@@ -943,8 +946,8 @@ def data():
     "labels_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to write the label order, one 'INDEX<TAB>NAME' line per class "
-    "(default: SCENARIO-labels.txt here).",
+    help="Where to write the label order, one 'INDEX<TAB>NAME' line per class (default: not written; "
+    "its hash and first classes are printed).",
 )
 @click.pass_obj
 def data_check(state: State, scenario: str, data_root: Path | None, sample: int, labels_file: Path | None):
@@ -955,10 +958,11 @@ def data_check(state: State, scenario: str, data_root: Path | None, sample: int,
     report = check_data(
         state.registry.get("scenario", scenario), data_root.resolve() if data_root else None, sample
     )
-    if report.ready:
-        labels_file = labels_file or Path(f"{scenario}-labels.txt")
+    if report.ready and labels_file is not None:  # only where asked: never a file in the current folder
         labels_file.write_text(report.label_text())
     click.echo(render(report, labels_file if report.ready else None))
+    if report.ready and labels_file is None:
+        click.echo("(write the label order with --labels FILE)")
     if not report.ready:
         sys.exit(1)
 

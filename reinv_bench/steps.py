@@ -15,9 +15,12 @@ computing the same step: the second waits and reuses the first one's artifact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,22 @@ def describe_device(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     return f"{dev} ({torch.get_num_threads()} threads)"  # CPU float reductions depend on the thread count
+
+
+@contextlib.contextmanager
+def caught_warnings(meta: dict[str, Any], most: int = 5) -> Iterator[None]:
+    """Warnings raised inside, each distinct one once, into ``meta["warnings"]`` (at most ``most``
+    lines, ``Category: first line``) instead of the terminal, where they would print mid-table."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        yield
+    texts = list(
+        dict.fromkeys(
+            f"{w.category.__name__}: {(str(w.message).strip().splitlines() or [''])[0][:200]}" for w in seen
+        )
+    )
+    if texts:
+        meta["warnings"] = texts[:most] + ([f"(+{len(texts) - most} more)"] if len(texts) > most else [])
 
 
 def seed_everything(seed: int) -> None:
@@ -293,6 +312,15 @@ class Worker:
             meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
         recipe = TrainRecipe(**spec["recipe"])
         checkpoint = self.checkpoint(step)  # one for the main loop and the defense's phases
+        with caught_warnings(meta):  # a library's warnings (Opacus) go to the rows' notes, not mid-table
+            history, stats = self._train_loops(spec, model, train, test, recipe, defense, checkpoint)
+        if stats:
+            meta["stats"] = {k: float(v) for k, v in stats.items()}
+        meta.update(test_acc=accuracy(model, test, self.device), history=history)
+        return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, meta
+
+    def _train_loops(self, spec, model, train, test, recipe, defense, checkpoint) -> tuple[list, dict]:
+        """The training loop and the defense's phases; (history, what the defense reports)."""
         history = train_classifier(
             model,
             train,
@@ -319,11 +347,7 @@ class Worker:
                 checkpoint=checkpoint,
                 test=test,
             )
-        stats = defense.end_training(model)  # numbers a defense reports (DP-SGD's epsilon): in the rows
-        if stats:
-            meta["stats"] = {k: float(v) for k, v in stats.items()}
-        meta.update(test_acc=accuracy(model, test, self.device), history=history)
-        return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, meta
+        return history, defense.end_training(model)  # numbers a defense reports (DP-SGD's epsilon): rows
 
     def prior(self, step: Step, data: ScenarioData) -> tuple[dict[str, Any], dict[str, Any]]:
         """An attack's prior (a GAN, ...), built on the public data (and the target's outputs)."""
@@ -431,7 +455,10 @@ class Worker:
                 _record(ev, k, v)
         self._judge(cell, ctx, ev)
         # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row
-        ev.metrics.update(((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats", {}))
+        target_meta = (self.artifacts.record(cell.target_key) or {}).get("meta") or {}
+        ev.metrics.update(target_meta.get("stats", {}))
+        if target_meta.get("warnings"):  # what a library warned while training the target (Opacus)
+            ev.notes["target_warnings"] = "; ".join(target_meta["warnings"])
         return ev
 
     def _judge(self, cell: Cell, ctx: EvalContext, ev: Evaluation) -> None:

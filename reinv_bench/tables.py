@@ -254,7 +254,11 @@ def stats_notes(entries: list[Entry], columns: list[Column]) -> list[str]:
     )
     if missing:
         lines.append(f"No baseline in: {'; '.join(missing)} (choose one with --baseline).")
-    lines += [f"{_where(e)}: {e.baseline_note}; no difference shown." for e in measured if e.baseline_note]
+    lines += [
+        f"{_where(e)}: {e.baseline_note}" + ("" if e.baseline else "; no difference shown.")
+        for e in measured
+        if e.baseline_note
+    ]
     if any(e.pareto and e.separable is False for e in measured):
         lines.append(
             f"{STAR} = Pareto-optimal by the means; {HOLLOW} = Pareto-optimal by the means but another "

@@ -207,3 +207,77 @@ def test_a_leaderboard_entry_mixing_thread_counts_says_so_and_stays_one_entry():
     assert "rows computed with 1 and 2 CPU threads merged" in text
     (alone,) = aggregate(rows[:1], columns=COLS)
     assert "CPU threads merged" not in render([alone], "md", COLS)
+
+
+# --- item 15: what a user reads ---------------------------------------------------------------------
+
+
+def test_dp_numbers_are_declared_columns():
+    from reinv_bench.aggregate import declared_columns
+    from reinv_bench.registry import load
+    from reinv_bench.tables import display_rows
+
+    columns = declared_columns(load())
+    headers = {c.key: c.header for c in columns}
+    assert headers["dp_epsilon"] == "DP ε" and headers["dp_groupnorm"] == "BatchNorm -> GroupNorm layers"
+    rows = [
+        row("none", metrics={"natural_acc": 0.9, "attack_acc": 0.5, "dp_epsilon": 3.2, "dp_groupnorm": 9})
+    ]
+    shown, _ = display_rows(aggregate(rows, columns=columns), columns)
+    assert "BatchNorm -> GroupNorm layers" in shown and "dp_groupnorm" not in shown
+
+
+def test_library_warnings_while_training_go_to_the_meta_not_the_terminal():
+    import warnings
+
+    from reinv_bench.steps import caught_warnings
+
+    meta: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one reaching the terminal would raise here
+        with caught_warnings(meta, most=2):
+            for i in (1, 1, 2, 3):
+                warnings.warn(f"Opacus says {i}\nmore", UserWarning, stacklevel=1)
+    assert meta["warnings"] == ["UserWarning: Opacus says 1", "UserWarning: Opacus says 2", "(+1 more)"]
+
+
+def test_a_table_written_to_a_file_is_not_squeezed_to_80_columns(tmp_path, invoke):
+    from reinv_bench.store import Store
+
+    store = Store(tmp_path / "results.db")
+    for d in ("none", "re[scale=0.1-0.8,p=0.5,value=random,ratio=0.3-3.3]"):
+        store.put(row(d, metrics={"natural_acc": 0.9, "attack_acc": 0.5, "knn_dist": 10.0, "fid": 30.0}))
+    result = invoke("leaderboard", "--workdir", tmp_path, "--format", "table")
+    assert result.exit_code == 0, result.output
+    assert "re[scale=0.1-0.8,p=0.5,value=random,ratio=0.3-3.3]" in result.output  # not wrapped
+    assert max(map(len, result.output.splitlines())) > 80
+
+
+def test_data_check_writes_the_label_order_only_where_asked(tmp_path, registry, invoke, monkeypatch):
+    monkeypatch.delenv("REINV_BENCH_CELEBA_GANSET", raising=False)
+    from reinv_bench.testing import make_celeba
+
+    make_celeba(tmp_path / "data")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = invoke("data", "check", "celeba64", "--data-root", tmp_path / "data", registry=registry)
+    assert result.exit_code == 0, result.output
+    assert list(here.iterdir()) == [] and "write the label order with --labels FILE" in result.output
+
+
+def test_the_versions_note_goes_once_every_cell_is_rerun():
+    import copy
+
+    from test_leaderboard_groups import CONFIG
+
+    def at(seed, version, created):
+        cfg = copy.deepcopy(CONFIG)
+        cfg["metrics"] = {"attack_acc": version}
+        return row("none", seed=seed, config=cfg, created=created, metrics={"attack_acc": 0.5})
+
+    old = [at(0, 1, "2025-01-01"), at(1, 1, "2025-01-01")]
+    (mixed,) = aggregate([*old, at(0, 2, "2025-02-01")], columns=COLS)
+    assert mixed.mixed_versions == {"attack_acc": [1, 2]}
+    (rerun,) = aggregate([*old, at(0, 2, "2025-02-01"), at(1, 2, "2025-02-01")], columns=COLS)
+    assert rerun.mixed_versions == {} and "several versions" not in render([rerun], "md", COLS)
