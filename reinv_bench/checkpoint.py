@@ -102,14 +102,12 @@ def _tensor_misfit(have: Any, saved: Any, strict: bool = False, where: str = "")
         if strict and set(have) != set(saved):
             odd = sorted(map(str, set(have) ^ set(saved)))
             return f"{where}: entries differ ({', '.join(odd[:3])})"
-        for k in have.keys() & saved.keys():
+        for k in (k for k in have if k in saved):  # in the state dict's order: the first misfit named
             if why := _tensor_misfit(have[k], saved[k], where=f"{where}.{k}"):
                 return why
         return ""
-    if isinstance(have, (list, tuple)) and isinstance(saved, (list, tuple)):
-        if len(have) != len(saved):
-            return f"{where}: {len(saved)} entries saved, {len(have)} now"
-        for i, (a, b) in enumerate(zip(have, saved)):
+    if isinstance(have, (list, tuple)) and isinstance(saved, (list, tuple)) and len(have) == len(saved):
+        for i, (a, b) in enumerate(zip(have, saved)):  # (a list that grows, a history, has no shape)
             if why := _tensor_misfit(a, b, where=f"{where}[{i}]"):
                 return why
     return ""
