@@ -135,6 +135,7 @@ class Entry:
         default_factory=dict
     )  # plugin -> the versions its rows used
     stale: int = 0  # rows left out: computed against artifacts rebuilt since
+    threads: list[int] = field(default_factory=list)  # CPU thread counts its rows were computed with
     reported: Published | None = None
     # issue 29: the most exposed identities (``reinv_bench.exposure``): top-decile keys held in ``stats``
     top: list[str] = field(default_factory=list)
@@ -177,8 +178,10 @@ class Entry:
 
 def declared_columns(registry) -> list[Column]:
     """The columns the registered metrics declare: those of the two axes first, then in
-    registration order."""
+    registration order; then those the registered defenses declare (the numbers their training
+    reports)."""
     metrics = [e.obj for e in registry.registered("metric")]
+    metrics += [e.obj for e in registry.registered("defense") if getattr(e.obj, "columns", ())]
     order = {"utility": 0, "privacy": 1}
     metrics.sort(
         key=lambda m: min((order.get(c.axis, 2) for c in getattr(m, "columns", ()) or ()), default=2)
@@ -186,7 +189,7 @@ def declared_columns(registry) -> list[Column]:
     seen: dict[str, Column] = {}
     for m in metrics:
         for c in getattr(m, "columns", ()) or ():
-            seen.setdefault(c.key, c)
+            seen.setdefault(c.key, c if c.metric else replace(c, metric=getattr(m, "name", "")))
     return sorted(seen.values(), key=lambda c: order.get(c.axis, 2))  # stable: then registration order
 
 
@@ -220,6 +223,7 @@ def _config(r: Row, *, with_defense: bool = True) -> str:
     cfg = dict(r.config or {})
     cfg.pop("metrics", None)
     cfg.pop("attacked", None)  # what was attacked, recorded from the outcomes: follows from the rest
+    cfg.pop("threads", None)  # the CPU thread counts: said when an entry mixes them, never a group of its own
     overrides = cfg.pop("recipes", None)  # the user's --recipe: already in the resolved recipes
     if cfg.get("precision") == "fp32":  # rows from before --precision say nothing, and were fp32
         cfg.pop("precision")
@@ -347,13 +351,19 @@ def _stat(m: str, rs: list[Row], by_seed: dict[int, Row], col: Column) -> Stat:
 
 
 def _versions(rows: Iterable[Row]) -> dict[str, list[Any]]:
-    """metric plugin -> the versions the rows were computed with (rows store them in
-    ``config["metrics"]``; older rows do not)."""
-    out: dict[str, set] = defaultdict(set)
+    """metric plugin -> the versions of the rows whose values the entry shows (rows store them in
+    ``config["metrics"]``; older rows do not): per seed, the most recent row that ran the plugin, so
+    rows superseded by a rerun no longer count (once every cell is rerun, one version remains)."""
+    latest: dict[tuple[int, str], tuple[str, Any]] = {}
     for r in rows:
         stored = (r.config or {}).get("metrics")
         for name, v in stored.items() if isinstance(stored, dict) else ():
-            out[name].add(v)
+            when = str(r.created_at or "")
+            if (r.seed, name) not in latest or when > latest[(r.seed, name)][0]:
+                latest[(r.seed, name)] = (when, v)
+    out: dict[str, set] = defaultdict(set)
+    for (_, name), (_, v) in latest.items():
+        out[name].add(v)
     return {k: sorted(v, key=str) for k, v in sorted(out.items())}
 
 
@@ -377,6 +387,7 @@ def _entry(rows: list[Row], columns: list[Column]) -> Entry:
         rows={r.seed: r for r in rs},
         config=rs[0].config or {},
         metric_versions=_versions(rows),
+        threads=sorted({t for r in rs for t in (r.config or {}).get("threads") or ()}),
     )
     e.metrics = _metric_keys(rs, columns)
     for m in e.metrics:
@@ -459,14 +470,14 @@ def _variants(entries: list[Entry]) -> None:
 # Comparisons: the baseline of each setting, paired differences, the Pareto front
 
 
-def _conflicts(a: Entry, b: Entry) -> list[str]:
-    """The metric plugins that ``a`` and ``b`` computed with different versions."""
+def _conflicts(a: Entry, b: Entry) -> dict[str, str]:
+    """The metric plugins that ``a`` and ``b`` computed with different versions (name -> why)."""
     both = set(a.metric_versions) & set(b.metric_versions)
-    return [
-        f"{m} {a.metric_versions[m]} vs {b.metric_versions[m]}"
+    return {
+        m: f"{m} {a.metric_versions[m]} vs {b.metric_versions[m]}"
         for m in sorted(both)
         if a.metric_versions[m] != b.metric_versions[m]
-    ]
+    }
 
 
 def _compare_rank(es: list[Entry], baseline: str, columns: list[Column]) -> None:
@@ -478,25 +489,30 @@ def _compare_rank(es: list[Entry], baseline: str, columns: list[Column]) -> None
     for group in by_setting.values():
         base = next((e for e in group if e.defense == baseline), None)
         for e in group:
-            conflicts = _conflicts(e, base) if base is not None else []
+            conflicts = _conflicts(e, base) if base is not None else {}
             if base is None and elsewhere:
                 e.baseline_note = f"no {baseline} of its configuration (config {_short(e.config_digest)})"
             elif conflicts:
                 e.baseline_note = (
-                    f"{baseline} was computed with other metric versions ({'; '.join(conflicts)})"
+                    f"{baseline} was computed with other metric versions ({'; '.join(conflicts.values())}): "
+                    "their differences are not shown"
                 )
-            _deltas(e, None if base is None or conflicts else base, baseline, columns)
+            _deltas(e, base, baseline, columns, skip=set(conflicts))
         _pareto(group, columns)
 
 
-def _deltas(e: Entry, base: Entry | None, baseline: str, columns: list[Column]) -> None:
+def _deltas(
+    e: Entry, base: Entry | None, baseline: str, columns: list[Column], skip: set[str] = frozenset()
+) -> None:
+    """``e``'s paired differences from ``base``, but for the keys of the metric plugins in ``skip``
+    (computed with other versions than the baseline's: only their differences are hidden)."""
     e.baseline = baseline if base is not None else None
     for m in e.metrics:
         c = column_of(m, columns)
         if c.better is None and c.axis is None:
             continue
         d = e.deltas[m] = Delta(None)
-        if base is None or e.mean(m) is None or base.mean(m) is None:
+        if base is None or e.mean(m) is None or base.mean(m) is None or (c.metric or m) in skip:
             continue
         if e is base:
             d.estimate = 0.0

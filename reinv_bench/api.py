@@ -187,6 +187,9 @@ class Defense(Configurable):
     pretrained: ClassVar[bool] = False  # the target starts from pretrained weights: config["weights"]
     # (a local state-dict file) or, when that is empty, a model the harness pretrains on the
     # scenario's public data (a cached step)
+    # the columns of the numbers end_training returns (DP-SGD's epsilon and delta), as a metric's:
+    # their headers and format on the leaderboard; a number without one shows under its key
+    columns: ClassVar[tuple[Column, ...]] = ()
 
     def train_transform(self, x: Tensor) -> Tensor:
         """Transform a training batch (normalised space). Never applied at test or attack time."""
@@ -749,6 +752,8 @@ class Column:
     better: str | None = None
     axis: str | None = None
     interval: bool = False  # the table shows the entry's 95% interval beside its mean
+    # the metric plugin that declares it (set by the leaderboard from the registry; not compared)
+    metric: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.better not in (None, "higher", "lower"):

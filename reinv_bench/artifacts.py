@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import sys
 import threading
 import time
@@ -126,17 +127,26 @@ def _stderr(text: str) -> None:
     print(f"[reinv-bench] {text}", file=sys.stderr, flush=True)
 
 
+def _kind(mode: int) -> str:
+    """What a file of ``mode`` is, in words (for a message)."""
+    kinds = [(stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket")]
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
 class StepLock:
     """A lock file that says who holds it and proves they still do.
 
     Created atomically (``O_EXCL``); it holds one JSON line: host, pid, since (UTC) and a random
     token. The holder refreshes its mtime every ``stale / 6`` seconds from a background thread (the
-    *heartbeat*). A waiter takes the lock over when it is *stale*: not refreshed for ``stale``
-    seconds (by the file's mtime, or unchanged for that long while this process watched it), on
-    any host and whatever its process id, so a lock left by a driver killed in another container
-    or on a lost node is recovered without a human; a lock of this host whose process is gone is
-    taken over at once. While waiting it prints, once, who holds the lock. The holder removes the
-    file on release only if it is still its own."""
+    *heartbeat*). A waiter takes the lock over when it is *stale*: its text and mtime unchanged for
+    ``stale`` seconds while this process watched it (never the mtime against this host's clock: a
+    skewed clock would take over a live lock), on any host and whatever its process id, so a lock
+    left by a driver killed in another container or on a lost node is recovered without a human;
+    a lock of this host whose process is gone is taken over at once. While waiting it prints, once,
+    who holds the lock (a lock it cannot read, another user's say, is named and waited for, then
+    refused; a damaged one is read with replacement characters; a directory or a dangling link in
+    its place is refused at once). The holder removes the file on release only if it is still its
+    own."""
 
     def __init__(
         self,
@@ -165,16 +175,20 @@ class StepLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                try:
-                    holder, mtime_ns = self.path.read_text(), self.path.stat().st_mtime_ns
-                except OSError:
+                holder, mtime_ns, why_unreadable = self._read_holder()
+                if holder is None:
                     continue  # released meanwhile
                 now = time.monotonic()
-                if seen is None or seen[:2] != (holder, mtime_ns):
+                if seen is None or seen[:2] != (holder, mtime_ns):  # the heartbeat changes its mtime
                     seen = (holder, mtime_ns, now)
-                age = max(time.time() - mtime_ns / 1e9, now - seen[2])
-                why = self._stale(holder, age)
-                if why:
+                age = now - seen[2]  # unchanged while this process watched: no clock of another host read
+                if why_unreadable:
+                    if age >= self.stale:
+                        raise ArtifactError(
+                            f"the lock {self.path} cannot be read ({why_unreadable}) and has not changed for "
+                            f"{age:.0f} s: remove it if no run holds it (or rerun with --break-locks)"
+                        ) from None
+                elif why := self._stale(holder, age):
                     if self._take_over(holder):
                         self.notify(
                             f"took over the lock {self.path.name} from {describe_holder(holder)}: {why}"
@@ -183,9 +197,13 @@ class StepLock:
                     continue
                 if told != holder:
                     told = holder
+                    who = (
+                        f"which cannot be read ({why_unreadable})"
+                        if why_unreadable
+                        else f"held by {describe_holder(holder)}"
+                    )
                     self.notify(
-                        f"waiting for the lock {self.path.name}, held by {describe_holder(holder)}, "
-                        f"refreshed {age:.0f} s ago; it is taken over when not refreshed for "
+                        f"waiting for the lock {self.path}, {who}; it is taken over when unchanged for "
                         f"{self.stale:g} s (or stop that run, or rerun with --break-locks)"
                     )
                 time.sleep(self.poll)
@@ -197,13 +215,43 @@ class StepLock:
         self._beat.start()
         return self
 
+    def _read_holder(self) -> tuple[str | None, int, str | None]:
+        """(the lock's text, its mtime, why it cannot be read); text None when it is gone (released). Its
+        bytes are read as UTF-8 with replacement (a damaged lock is a lock of an unknown holder); a
+        directory or a dangling symbolic link in its place is an ``ArtifactError`` at once (no run
+        releases it); a file this user may not read is waited for like any lock."""
+        try:
+            st = os.lstat(self.path)
+            if stat.S_ISLNK(st.st_mode):
+                st = os.stat(self.path)
+        except FileNotFoundError:
+            if os.path.lexists(self.path):
+                raise ArtifactError(
+                    f"the lock {self.path} is a symbolic link to nothing: remove it (or rerun with "
+                    "--break-locks)"
+                ) from None
+            return None, 0, None
+        except OSError as exc:
+            return f"stat {exc.errno}", 0, exc.strerror or str(exc)
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(
+                f"the lock {self.path} is not a file (a {_kind(st.st_mode)}): remove it if no run uses this "
+                "workdir (or rerun with --break-locks)"
+            )
+        try:
+            return self.path.read_bytes().decode("utf-8", "replace"), st.st_mtime_ns, None
+        except FileNotFoundError:
+            return None, 0, None
+        except OSError as exc:  # another user's lock, say: watched by its metadata
+            return f"unreadable {st.st_size} {st.st_ino}", st.st_mtime_ns, exc.strerror or str(exc)
+
     def _stale(self, holder: str, age: float) -> str:
         """Why the lock held by ``holder``, last refreshed ``age`` seconds ago, is stale ('' if not)."""
         host, pid = parse_holder(holder)
         if host == socket.gethostname() and pid is not None and not _alive(pid):
             return f"process {pid} is gone"
         if age >= self.stale:
-            return f"not refreshed for {age:.0f} s (stale after {self.stale:g} s)"
+            return f"unchanged for {age:.0f} s while watched (stale after {self.stale:g} s)"
         return ""
 
     def _take_over(self, holder: str) -> bool:
@@ -212,7 +260,7 @@ class StepLock:
         aside = self.path.with_name(f"{self.path.name}.stale{os.getpid()}")
         try:
             os.replace(self.path, aside)
-            if aside.read_text() != holder:
+            if aside.read_bytes().decode("utf-8", "replace") != holder:
                 os.replace(aside, self.path)  # a live one arrived meanwhile: give it back
                 return False
             return True

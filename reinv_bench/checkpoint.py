@@ -17,10 +17,11 @@ written at an iteration boundary once ``REINV_BENCH_CHECKPOINT_EVERY`` seconds (
 0: none written or read) have passed since the last one, inside the step's lock, beside the
 step's artifact as ``KEY.<sha256 prefix>.ckpt``: the name carries the digest of the bytes, so a
 file damaged on disk is recognised and ignored (with a one-line warning; the step starts from
-scratch), as is one made from other dependencies. ``discard`` removes it once the artifact is
-saved. A step that runs several loops one after another (a defense's fine-tune phase) calls
-``resume`` and ``finish`` once per loop: loops finished before the checkpoint are skipped and give
-back the result they had.
+scratch), as is one made from other dependencies or whose tensors have other shapes than the
+step's (another model: checked before anything is restored, and the file removed). ``discard``
+removes it once the artifact is saved. A step that runs several loops one after another (a
+defense's fine-tune phase) calls ``resume`` and ``finish`` once per loop: loops finished before
+the checkpoint are skipped and give back the result they had.
 """
 
 from __future__ import annotations
@@ -79,6 +80,37 @@ def _restore(obj: Any, value: Any) -> None:
         obj.update(value)
     else:
         obj.load_state_dict(value)
+
+
+def _misfit(obj: Any, saved: Any) -> str:
+    """Where the saved state of ``obj`` has a tensor of another shape, or a module misses or adds
+    entries ('' when it fits): checked before anything is restored, so a checkpoint of another model
+    is set aside whole, never half loaded."""
+    if isinstance(obj, (torch.Generator, list, dict)):
+        return ""
+    return _tensor_misfit(_capture(obj), saved, strict=isinstance(obj, torch.nn.Module))
+
+
+def _tensor_misfit(have: Any, saved: Any, strict: bool = False, where: str = "") -> str:
+    if isinstance(have, torch.Tensor):
+        if not isinstance(saved, torch.Tensor):
+            return f"{where}: not a tensor"
+        if have.shape != saved.shape:
+            return f"{where}: {tuple(saved.shape)} saved, {tuple(have.shape)} now"
+        return ""
+    if isinstance(have, dict) and isinstance(saved, dict):
+        if strict and set(have) != set(saved):
+            odd = sorted(map(str, set(have) ^ set(saved)))
+            return f"{where}: entries differ ({', '.join(odd[:3])})"
+        for k in (k for k in have if k in saved):  # in the state dict's order: the first misfit named
+            if why := _tensor_misfit(have[k], saved[k], where=f"{where}.{k}"):
+                return why
+        return ""
+    if isinstance(have, (list, tuple)) and isinstance(saved, (list, tuple)) and len(have) == len(saved):
+        for i, (a, b) in enumerate(zip(have, saved)):  # (a list that grows, a history, has no shape)
+            if why := _tensor_misfit(a, b, where=f"{where}[{i}]"):
+                return why
+    return ""
 
 
 def rng_state() -> dict[str, Any]:
@@ -185,9 +217,33 @@ class Checkpoint:
             self.notify(f"ignoring {why}")
             self._saved, self._done = None, []
             return 0
-        for name, obj in state.items():
-            _restore(obj, saved["state"][name])
-        set_rng_state(saved["rng"])
+        misfit = next(
+            (
+                f"{name}{where}"
+                for name, obj in state.items()
+                if (where := _misfit(obj, saved["state"][name]))
+            ),
+            None,
+        )
+        if misfit is not None:  # a checkpoint of another model (the code or a default changed): unusable
+            why = f"the checkpoint of {self.label}: its tensors do not fit the step's ({misfit})"
+            self.discard()
+            if self._loop:
+                raise ArtifactError(f"{why}; it was removed: rerun to compute the step from the start")
+            self.notify(f"ignoring {why}; it was removed and the step starts from scratch")
+            self._saved, self._done = None, []
+            return 0
+        try:
+            for name, obj in state.items():
+                _restore(obj, saved["state"][name])
+            set_rng_state(saved["rng"])
+        except Exception as exc:  # half restored: only a fresh start is sound, on the next run
+            self.discard()
+            raise ArtifactError(
+                f"the checkpoint of {self.label} could not be restored ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}); it was removed: "
+                "rerun to compute the step from the start"
+            ) from None
         loop = f" of training loop {self._loop + 1}" if self._loop else ""  # a defense's fine-tune phase
         self.notify(f"resuming {self.label} from checkpoint at iteration {saved['i']}/{n}{loop}")
         self._last = time.monotonic()

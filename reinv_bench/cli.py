@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -31,7 +33,25 @@ USER_ERRORS = (
     BundleError,
     FileNotFoundError,
 )
+TABLE_WIDTH_MAX = 1000  # characters of a --format table written to a file (rich's default: 80)
 INTERRUPTED = "interrupted: finished steps and results are kept; rerun the same command to resume."
+TERMINATED = "terminated (SIGTERM): finished steps and results are kept; rerun the same command to resume."
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop): unwinds as Ctrl-C does (locks released, workers
+    stopped, results kept), with its own message and exit status 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _stopped(exc: KeyboardInterrupt) -> None:
+    """The message and exit status of a command stopped by Ctrl-C or SIGTERM."""
+    terminated = isinstance(exc, Terminated)
+    click.echo(TERMINATED if terminated else INTERRUPTED, err=True)
+    sys.exit(143 if terminated else 130)
 
 
 def warn(text: str) -> None:
@@ -238,9 +258,8 @@ def _resumable(f):
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo(INTERRUPTED, err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            _stopped(exc)
 
     return wrapper
 
@@ -365,6 +384,7 @@ _GRID_KEYS = (
     "leaderboard adds its confirmed accuracy and the evaluation model's false-positive rate.",
 )
 @click.option(
+    "-s",
     "--scenario",
     "scenarios",
     multiple=True,
@@ -524,8 +544,11 @@ def run(state: State, **o):
     from reinv_bench.progress import LogReporter, RichReporter
     from reinv_bench.runner import run as run_grid
 
+    _check_environment()
     if o["grid_file"] is not None:
         o.update(zip(_GRID_KEYS, _from_grid(state, o["grid_file"]), strict=True))
+    for key, option in (("judges", "--judge"), ("eval_arch", "--eval-arch")):
+        o[key] = _once(o[key], option)
     dev = _device(o["device"])
     workdir = _expand_home(o["workdir"])
     _set_threads(o["threads"])  # before any step: inline steps and local workers all compute with it
@@ -559,6 +582,32 @@ def run(state: State, **o):
         click.echo(_preview(result.preview, len(result.plan.cells)))
         return
     _show_run(state, result, o["baseline_name"], reporter.console if interactive else None)
+
+
+def _check_environment() -> None:
+    """Every numeric REINV_BENCH_* variable a run reads, checked before any step: one line for all
+    the bad ones (else each step, in every cell, would fail on it)."""
+    from reinv_bench.artifacts import lock_stale_seconds
+    from reinv_bench.checkpoint import every_seconds
+    from reinv_bench.images import cache_limit_bytes, decode_process_min
+    from reinv_bench.progress import heartbeat_seconds
+
+    bad = []
+    for read in (lock_stale_seconds, every_seconds, heartbeat_seconds, cache_limit_bytes, decode_process_min):
+        try:
+            read()
+        except (ArtifactError, ConfigError) as exc:
+            bad.append(str(exc))
+    if bad:
+        raise click.ClickException("; ".join(bad) + " (nothing was run)")
+
+
+def _once(values: tuple[str, ...], option: str) -> tuple[str, ...]:
+    """``values`` of a repeatable option without repeats (each said once in a warning)."""
+    twice = [v for v, n in collections.Counter(values).items() if n > 1]
+    for v in twice:
+        warn(f"{option} {v} given more than once: used once")
+    return tuple(dict.fromkeys(values))
 
 
 def _request(state: State, o: dict, budget: str):
@@ -654,7 +703,7 @@ def _cell_filters(f, baseline: bool = False):
             ),
             click.option("-d", "--defense", "defenses", multiple=True, help="Only these defenses."),
             click.option("--arch", "archs", multiple=True, help="Only these architectures."),
-            click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios."),
+            click.option("-s", "--scenario", "scenarios", multiple=True, help="Only these scenarios."),
             click.option("--budget", "budgets", multiple=True, help="Only these budgets."),
             click.option(
                 "--protocol",
@@ -786,10 +835,12 @@ def leaderboard(
 
         from reinv_bench.reported import rich_unmatched
 
+        # to a file or a pipe: the table's own width, not squeezed into rich's 80 columns
+        console = Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH_MAX)
         if entries:
-            Console().print(rich_table(entries, columns))
+            console.print(rich_table(entries, columns))
         if unmatched:
-            Console().print(rich_unmatched(unmatched, columns))
+            console.print(rich_unmatched(unmatched, columns))
     else:
         click.echo(render(entries, fmt, columns, unmatched))
     if fmt in ("table", "md"):  # sentences only where they do not break a machine-read format
@@ -1122,8 +1173,8 @@ def data():
     "labels_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to write the label order, one 'INDEX<TAB>NAME' line per class "
-    "(default: SCENARIO-labels.txt here).",
+    help="Where to write the label order, one 'INDEX<TAB>NAME' line per class (default: not written; "
+    "its hash and first classes are printed).",
 )
 @click.pass_obj
 def data_check(state: State, scenario: str, data_root: Path | None, sample: int, labels_file: Path | None):
@@ -1134,10 +1185,11 @@ def data_check(state: State, scenario: str, data_root: Path | None, sample: int,
     report = check_data(
         state.registry.get("scenario", scenario), data_root.resolve() if data_root else None, sample
     )
-    if report.ready:
-        labels_file = labels_file or Path(f"{scenario}-labels.txt")
+    if report.ready and labels_file is not None:  # only where asked: never a file in the current folder
         labels_file.write_text(report.label_text())
     click.echo(render(report, labels_file if report.ready else None))
+    if report.ready and labels_file is None:
+        click.echo("(write the label order with --labels FILE)")
     if not report.ready:
         sys.exit(1)
 
@@ -1471,13 +1523,14 @@ def site(
 def main() -> None:
     """Console entry point: loads plugin commands (register_commands), maps user errors to clean messages."""
     args = sys.argv[1:]
+    signal.signal(signal.SIGTERM, _on_sigterm)  # a message and a clean unwind, as for Ctrl-C
     state = State(_plugin_args(args))
     try:  # a plugin whose register_commands raises is named and skipped; the other commands work
         call_each(state.pm, "register_commands", lambda text: click.echo(f"Error: {text}", err=True), cli=cli)
     except USER_ERRORS as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        click.echo("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted", err=True)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     cli.main(args=args, prog_name="reinv-bench", obj=state)

@@ -4,6 +4,8 @@ their resolution from command-line text (``Configurable``). Re-exported by ``rei
 from __future__ import annotations
 
 import difflib
+import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +23,23 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 class ConfigError(ValueError):
     """A plugin parameter is unknown, malformed or out of range."""
+
+
+def env_number(name: str, default: float, minimum: float = 0.0, above: bool = False, whole: bool = False):
+    """The number environment variable ``name`` holds (``default`` when unset or blank), at least
+    ``minimum`` (``above``: more than it), an integer with ``whole``; ``ConfigError`` (one line naming
+    the variable and its value) otherwise."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum or (above and value == minimum):
+        bound = f"{'above' if above else 'at least'} {minimum:g}"
+        raise ConfigError(f"{name}={text[:40]!r}: give {'a whole number' if whole else 'a number'} {bound}")
+    return value
 
 
 @dataclass(frozen=True)

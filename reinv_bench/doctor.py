@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,10 @@ def undecodable(
         paths = [paths[i] for i in np.sort(pick)]
     bad = []
     for p in paths:
+        special = _not_regular(p)
+        if special:  # a named pipe would block the decoder forever: never opened
+            bad.append((p, special))
+            continue
         try:
             out = (decode or _pil_decode)(p)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the finding
@@ -65,6 +71,19 @@ def undecodable(
             if tuple(got) != tuple(shape):
                 bad.append((p, f"decoded to {tuple(got)}, expected {tuple(shape)}"))
     return len(paths), bad
+
+
+def _not_regular(path: str) -> str:
+    """Why ``path`` is not a regular file that can be opened without blocking ('' if it is one)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return ""
+    kinds = [(stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISDIR, "a directory")]
+    what = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"{what}, not a regular file (never opened: it could block)"
 
 
 def decode_problem(checked: int, bad: list[tuple[str, str]]) -> list[Problem]:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reinv_bench.config import env_number
+
 
 def to_pil(x: Tensor):
     """A (C, H, W) image in [-1, 1] as an 8-bit Pillow image: mode L for one channel, else RGB."""
@@ -94,6 +96,16 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="reinv-parent-watch").start()
 
 
+def cache_limit_bytes() -> float:
+    """Decoded bytes all image sets of a process may cache (``REINV_BENCH_IMAGE_CACHE_GB``, default 8)."""
+    return env_number("REINV_BENCH_IMAGE_CACHE_GB", 8.0) * 2**30
+
+
+def decode_process_min() -> int:
+    """Images decoded at once from which worker processes decode (``REINV_BENCH_DECODE_PROCESS_MIN``)."""
+    return env_number("REINV_BENCH_DECODE_PROCESS_MIN", 1024, minimum=1, whole=True)
+
+
 def _decode_many(decode: Callable[[str], np.ndarray], paths: list[str]) -> list[np.ndarray]:
     """Runs in a worker process."""
     return [np.asarray(decode(p)) for p in paths]
@@ -116,7 +128,7 @@ class ImageFiles:
         self.image_shape = tuple(shape)
         self.index = np.arange(len(self.paths)) if _index is None else _index
         self.cache: dict[int, Tensor] = {} if _cache is None else _cache
-        self.cache_limit = float(os.environ.get("REINV_BENCH_IMAGE_CACHE_GB", "8")) * 2**30
+        self.cache_limit = cache_limit_bytes()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -139,11 +151,7 @@ class ImageFiles:
         got = {i: self.cache[i] for i in idx if i in self.cache}
         missing = [i for i in dict.fromkeys(idx) if i not in got]
         decoded = None
-        if (
-            WORKERS > 1
-            and not _BROKEN
-            and len(missing) >= int(os.environ.get("REINV_BENCH_DECODE_PROCESS_MIN", "1024"))
-        ):
+        if WORKERS > 1 and not _BROKEN and len(missing) >= decode_process_min():
             chunks = [[self.paths[i] for i in missing[k : k + CHUNK]] for k in range(0, len(missing), CHUNK)]
             try:
                 decoded = [

@@ -233,13 +233,39 @@ def _chunk(class_chunk: int | str, attack: Attack, image_shape: tuple[int, ...])
     ``memory_per_class`` estimate (PPA, IF-GMI); else ``AUTO_CHUNK_CLASSES``."""
     if class_chunk != "auto":
         return int(class_chunk)
-    chain = [attack]  # a wrapper attack, then the attack it wraps
-    while getattr(chain[-1], "base", None) is not None:
-        chain.append(chain[-1].base)
-    if batch := next((a.config["batch_ids"] for a in chain if a.config.get("batch_ids")), 0):
-        return int(batch)
+    if batch := _batch_ids(attack):
+        return batch
+    chain = _chain(attack)
     per_class = next((b for a in chain if (b := a.memory_per_class(tuple(image_shape)))), None)
     return max(1, AUTO_CHUNK_BYTES // per_class) if per_class else AUTO_CHUNK_CLASSES
+
+
+def _chain(attack: Attack) -> list[Attack]:
+    """A wrapper attack, then the attack it wraps, and so on."""
+    chain = [attack]
+    while getattr(chain[-1], "base", None) is not None:
+        chain.append(chain[-1].base)
+    return chain
+
+
+def _batch_ids(attack: Attack) -> int:
+    """The attack's identity batch (``batch_ids``; 0: it has none)."""
+    return int(next((a.config["batch_ids"] for a in _chain(attack) if a.config.get("batch_ids")), 0))
+
+
+def reshaping_chunk(class_chunk: int | str, attack: Attack, scenario: Scenario) -> int:
+    """The classes per inversion step when chunking changes the reconstructions, else 0: the step
+    is chunked and its chunks are not whole identity batches of the attack (each class draws from
+    its own random stream, but an identity batch's loss is their mean, so a chunk that splits one
+    optimises other batches; an attack without identity batches draws one stream over every class
+    it attacks, PPA's crops say). Such a cell records ``class_chunk`` in its config: its rows are
+    another setting, never averaged nor compared with unchunked ones (issue 30, item 13)."""
+    classes = scenario.target_classes()
+    chunk = _chunk(class_chunk, attack, scenario.image_shape)
+    if attack.uses_eval_model() or not chunk or len(classes) <= chunk:
+        return 0
+    batch = _batch_ids(attack)
+    return 0 if batch and chunk % batch == 0 else chunk
 
 
 def _with_defaults(text: str, scenario: Scenario) -> str:
@@ -368,7 +394,10 @@ def _eval_model(sc: _Scope, text: str) -> tuple[str, str, dict[str, Any]]:
 
 def resolve_judge(registry: Registry, text: str, budget: str) -> dict[str, Any]:
     """Parse and validate a judge spec ``NAME[key=value,...]``: its label, name, version, config."""
-    (comp,) = specs.parse(text)
+    comps = specs.parse(text)
+    if len(comps) != 1:
+        raise ConfigError(f"--judge {text!r}: one judge per --judge (repeat the option for several judges)")
+    (comp,) = comps
     cls = registry.get("judge", comp.name)
     if cls.external:
         raise ConfigError(
@@ -587,6 +616,8 @@ def _make_cell(
         # TL's or BiDO's at the paper budget, is in target_recipe and not part of the setting)
         "recipes": sc.req.recipes,
     }
+    if chunk := reshaping_chunk(sc.req.class_chunk, inst, sc.scenario):
+        config["class_chunk"] = chunk
     ident = {"invert": invert_key, "eval": sc.eval_key, "metrics": sc.metric_versions}
     if convergence is not None:  # (ordinary cells keep their ids)
         config[CONVERGENCE] = ident[CONVERGENCE] = convergence

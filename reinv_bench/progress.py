@@ -5,10 +5,11 @@ so a CI or Slurm log shows a long step is alive."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
+
+from reinv_bench.config import env_number
 
 
 class Reporter:
@@ -28,13 +29,16 @@ def _duration(seconds: float) -> str:
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
+def heartbeat_seconds() -> float:
+    """Seconds between the log's lines about running steps (``REINV_BENCH_HEARTBEAT``, default 60)."""
+    return env_number("REINV_BENCH_HEARTBEAT", 60.0, above=True)
+
+
 class LogReporter(Reporter):
     def __init__(self, stream=None, heartbeat: float | None = None) -> None:
         self.stream = stream or sys.stderr
         self.n = self.total = 0
-        self.heartbeat = (
-            float(os.environ.get("REINV_BENCH_HEARTBEAT", "60")) if heartbeat is None else heartbeat
-        )
+        self.heartbeat = heartbeat_seconds() if heartbeat is None else heartbeat
         self.running: dict[str, float] = {}  # label -> when it started
         self.latest: tuple[int, int] | None = None  # progress of the in-process step (the latest started)
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import os
+import re
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -475,6 +476,19 @@ class Runner:
         t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
         return t
 
+    def _threads(self, cell: Cell, evaluated_on: str | None) -> dict[str, Any]:
+        """``{"threads": [...]}``: the CPU thread counts that computed the cell's steps and its
+        evaluation (from each artifact's record and the evaluating worker's device): float reductions
+        depend on them, so rows of one key computed with others differ in their last digits. Not part
+        of the setting; the leaderboard says when an entry mixes them (issue 30, item 14)."""
+        devices = [evaluated_on] + [
+            (rec.get("meta") or {}).get("device")
+            for k in cell_keys(cell)
+            if (rec := self.artifacts.record(k))
+        ]
+        counts = sorted({int(m.group(1)) for d in devices if d and (m := _THREADS.search(str(d)))})
+        return {"threads": counts} if counts else {}
+
     def _row(self, cell: Cell, **values: Any) -> Row:
         return Row(
             **{
@@ -488,6 +502,7 @@ class Runner:
                     | {verdict_key(j["label"]): j["version"] for j in cell.judges}
                     | {f"eval[{label}]": key[:12] for label, key in cell.extra_evals.items()},
                     **attacked(self.registry, cell.config, values.get("outcomes")),
+                    **self._threads(cell, values.get("device")),
                 },
                 "data_digest": self.steps[cell.target_key].spec.get("data"),
                 "torch_version": torch.__version__,
@@ -547,6 +562,9 @@ def keep_answers(old: Row | None, new: Row) -> Row:
     versions = (old.config or {}).get("metrics") or {}
     new.config["metrics"] = {**new.config["metrics"], **{k: versions[k] for k in kept if k in versions}}
     return new
+
+
+_THREADS = re.compile(r"\((\d+) threads\)")  # describe_device's CPU form
 
 
 def attacked(registry: Registry, config: dict[str, Any], outcomes: Any) -> dict[str, Any]:

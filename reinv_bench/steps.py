@@ -15,9 +15,12 @@ computing the same step: the second waits and reuses the first one's artifact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,22 @@ def environment(executor: str, deterministic: bool = False) -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": packages,
     }
+
+
+@contextlib.contextmanager
+def caught_warnings(meta: dict[str, Any], most: int = 5) -> Iterator[None]:
+    """Warnings raised inside, each distinct one once, into ``meta["warnings"]`` (at most ``most``
+    lines, ``Category: first line``) instead of the terminal, where they would print mid-table."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        yield
+    texts = list(
+        dict.fromkeys(
+            f"{w.category.__name__}: {(str(w.message).strip().splitlines() or [''])[0][:200]}" for w in seen
+        )
+    )
+    if texts:
+        meta["warnings"] = texts[:most] + ([f"(+{len(texts) - most} more)"] if len(texts) > most else [])
 
 
 def seed_everything(seed: int) -> None:
@@ -323,6 +342,20 @@ class Worker:
             meta["init"] = self._init_weights(model, spec["arch"], spec["init"])
         recipe = TrainRecipe(**spec["recipe"])
         checkpoint = self.checkpoint(step)  # one for the main loop and the defense's phases
+        with caught_warnings(meta):  # a library's warnings (Opacus) go to the rows' notes, not mid-table
+            history, stats = self._train_loops(spec, model, train, test, recipe, defense, checkpoint)
+        if stats:
+            meta["stats"] = {k: float(v) for k, v in stats.items()}
+        meta.update(test_acc=accuracy(model, test, self.device), history=history)
+        obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+        if secrets := defense.secrets():  # what an attacker that knows them may use (adaptive+)
+            obj["secrets"] = secrets
+        if planted:
+            obj["canaries"] = planted
+        return obj, meta
+
+    def _train_loops(self, spec, model, train, test, recipe, defense, checkpoint) -> tuple[list, dict]:
+        """The training loop and the defense's phases; (history, what the defense reports)."""
         history = train_classifier(
             model,
             train,
@@ -349,16 +382,7 @@ class Worker:
                 checkpoint=checkpoint,
                 test=test,
             )
-        stats = defense.end_training(model)  # numbers a defense reports (DP-SGD's epsilon): in the rows
-        if stats:
-            meta["stats"] = {k: float(v) for k, v in stats.items()}
-        meta.update(test_acc=accuracy(model, test, self.device), history=history)
-        obj = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
-        if secrets := defense.secrets():  # what an attacker that knows them may use (adaptive+)
-            obj["secrets"] = secrets
-        if planted:
-            obj["canaries"] = planted
-        return obj, meta
+        return history, defense.end_training(model)  # numbers a defense reports (DP-SGD's epsilon): rows
 
     def target_defense(self, key: str) -> Defense:
         """The defense of target ``key``, rebuilt with its config and the secrets stored with it."""
@@ -502,9 +526,11 @@ class Worker:
         self._worst_case(cell, ctx, ev)
         # what the target's defense reported after training (DP-SGD's epsilon, delta): columns of the row;
         # never in place of a computed metric (a target from a bundle's zoo is another lab's record)
-        stats = ((self.artifacts.record(cell.target_key) or {}).get("meta") or {}).get("stats") or {}
-        for k, v in stats.items():
+        target_meta = (self.artifacts.record(cell.target_key) or {}).get("meta") or {}
+        for k, v in (target_meta.get("stats") or {}).items():
             ev.metrics.setdefault(k, v)
+        if target_meta.get("warnings"):  # what a library warned while training the target (Opacus)
+            ev.notes["target_warnings"] = "; ".join(target_meta["warnings"])
         return ev
 
     def _judge(self, cell: Cell, ctx: EvalContext, ev: Evaluation) -> None:

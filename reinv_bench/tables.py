@@ -12,6 +12,7 @@ is null).
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -104,6 +105,8 @@ def entry_json(e: Entry) -> dict[str, Any]:
         out["metric_versions_mixed"] = e.mixed_versions
     if e.stale:
         out["stale_rows"] = e.stale
+    if e.threads:
+        out["threads"] = list(e.threads)
     out.update(issue29_json(e))
     return out
 
@@ -336,7 +339,11 @@ def stats_notes(entries: list[Entry], columns: list[Column]) -> list[str]:
     )
     if missing:
         lines.append(f"No baseline in: {'; '.join(missing)} (choose one with --baseline).")
-    lines += [f"{_where(e)}: {e.baseline_note}; no difference shown." for e in measured if e.baseline_note]
+    lines += [
+        f"{_where(e)}: {e.baseline_note}" + ("" if e.baseline else "; no difference shown.")
+        for e in measured
+        if e.baseline_note
+    ]
     if any(e.pareto and e.separable is False for e in measured):
         lines.append(
             f"{STAR} = Pareto-optimal by the means; {HOLLOW} = Pareto-optimal by the means but another "
@@ -356,6 +363,13 @@ def stats_notes(entries: list[Entry], columns: list[Column]) -> list[str]:
         + "): rerun to compute them with one."
         for e in measured
         if e.mixed_versions
+    ]
+    lines += [
+        f"{_where(e)}: rows computed with {' and '.join(map(str, e.threads))} CPU threads merged (float "
+        "reductions differ with the thread count: the last digits may too); rerun with one --threads "
+        "to compute them alike."
+        for e in measured
+        if len(e.threads) > 1
     ]
     lines += [
         f"{_where(e)}: {e.stale} stale row(s) left out (computed against artifacts rebuilt since); "
@@ -459,7 +473,7 @@ def to_csv(entries: list[Entry], columns: list[Column], unmatched: list[dict[str
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for d in dicts:
-        w.writerow({k: ("" if d.get(k) is None else d.get(k)) for k in fields})
+        w.writerow({k: csv_text(d.get(k)) for k in fields})
     return buf.getvalue()
 
 
@@ -481,24 +495,47 @@ def _flat_flags(d: dict[str, Any]) -> dict[str, Any]:
     return {"validity_flags": " | ".join(d["validity_flags"])} if d.get("validity_flags") else {}
 
 
-def to_md(entries: list[Entry], columns: list[Column], unmatched: list[dict[str, Any]]) -> str:
+def csv_text(v: Any) -> Any:
+    """A CSV field: numbers as they are; text with HTML's special characters as entities (a label
+    holding raw HTML stays inert where the file is shown as a page) and, where a spreadsheet would
+    read a formula (a leading ``= + - @``, tab or carriage return), a leading ``'``."""
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        return v
+    v = html.escape(v, quote=False)
+    return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
+
+def md_text(text: Any) -> str:
+    """``text`` as Markdown text: HTML's special characters as entities (a label holding raw HTML
+    shows as itself, never as markup) and ``|`` escaped (it would split a table cell)."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
+
+
+def _md_table(rows: list[list[Any]], headers: list[str], **kw) -> str:
     from tabulate import tabulate
 
+    cells = [[v if isinstance(v, (int, float)) else md_text(v) for v in r] for r in rows]
+    return tabulate(cells, [md_text(h) for h in headers], tablefmt="github", **kw)
+
+
+def to_md(entries: list[Entry], columns: list[Column], unmatched: list[dict[str, Any]]) -> str:
     parts = []
     if entries:
         headers, rows = display_rows(entries, columns)
         parts = [
-            tabulate(rows, headers, tablefmt="github"),
-            *gaps(entries, columns),
-            *stats_notes(entries, columns),
-            *issue29_notes(entries),
-            *remarks([r for e in entries for r in e.rows.values()]),
-            *reported_notes(entries),
-            "\n".join(protocol_lines(entries)),
+            _md_table(rows, headers),
+            *map(md_text, gaps(entries, columns)),
+            *map(md_text, stats_notes(entries, columns)),
+            *map(md_text, issue29_notes(entries)),
+            *map(md_text, remarks([r for e in entries for r in e.rows.values()])),
+            *map(md_text, reported_notes(entries)),
+            md_text("\n".join(protocol_lines(entries))),
         ]
     if unmatched:
         h, r = unmatched_rows(unmatched, columns)
-        parts += [UNMATCHED_TITLE, tabulate(r, h, tablefmt="github", disable_numparse=True)]
+        parts += [UNMATCHED_TITLE, _md_table(r, h, disable_numparse=True)]
     return "\n\n".join(p for p in parts if p)
 
 

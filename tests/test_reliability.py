@@ -66,8 +66,8 @@ def test_an_old_lock_of_another_host_is_taken_over(tmp_path):
         {"host": "killed-container-7f3a", "pid": 4242, "since": "2026-01-01T00:00:00Z", "token": "x"}
     )
     _lock_file(art, holder, age=3600)
-    seconds, said = _acquire(art, 10, stale=30)
-    assert seconds < 5
+    seconds, said = _acquire(art, 10, stale=0.5)
+    assert 0.4 <= seconds < 5  # judged by watching it unchanged, not by its mtime (issue 30, item 21)
     assert any("took over" in m and "killed-container-7f3a" in m for m in said)
     assert not (art.root / KEY[:2] / f"{KEY}.lock").exists()  # released
 
@@ -85,11 +85,11 @@ def test_a_lock_naming_a_live_unrelated_process_of_this_host_is_taken_over(tmp_p
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         _lock_file(art, f"{socket.gethostname()} {other.pid}", age=600)  # its pid is alive: not a holder
-        seconds, said = _acquire(art, 10, stale=30)
+        seconds, said = _acquire(art, 10, stale=0.5)
     finally:
         other.kill()
         other.wait()
-    assert seconds < 5 and any("not refreshed for" in m for m in said)
+    assert seconds < 5 and any("unchanged for" in m for m in said)
 
 
 def test_the_waiting_message_names_the_holder_host_pid_and_since(tmp_path):

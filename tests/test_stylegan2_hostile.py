@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from test_stylegan2 import fake_nvidia, tiny  # noqa: F401 - the fixture, reused
 
 from reinv_attacks import _stylegan2_load as sg
+from reinv_attacks import _stylegan2_unpickle as unpickle
 from reinv_attacks._stylegan2_load import UnsafePickleError
 from reinv_attacks._stylegan2_net import Generator
 
@@ -274,8 +275,8 @@ HOSTILE = {
     "shared references in init kwargs": (shared_references, "z_dim=a list"),
     "num_layers=1e7": (num_layers(1e7), "num_layers=10000000.0 (expected an integer in 1..16)"),
     "num_layers=10**7": (num_layers(10**7), "num_layers=10000000 (expected an integer in 1..16)"),
-    "nested kwargs": (nested_kwargs, "num_layers=a dict"),
-    "_modules chain": (module_chain(1, 5000), "nest deeper than 8"),
+    "nested kwargs": (nested_kwargs, "containers nested deeper than 100"),
+    "_modules chain": (module_chain(1, 5000), "containers nested deeper than 100"),
     "_modules shared references": (module_chain(4, 6), "number more than 1024"),
     "deflate 1000:1": (deflate_1000_to_1, "compressed tensor record declares"),
     "storage larger than its record": (
@@ -289,6 +290,10 @@ HOSTILE = {
     "FRAME of 1 TiB": (forged_lengths(pickle.FRAME, 1 << 40), "truncated or forged"),
     "numpy array of 8 GB from 16 bytes": (numpy_array_declared_huge, "declared shape does not match"),
     "numpy _reconstruct of 1 GB": (numpy_reconstruct_huge, "other than an empty ndarray"),
+    "EMPTY_SET flood": (
+        lambda: pickle.PROTO + b"\x04" + pickle.EMPTY_SET * (1 << 20) + pickle.STOP,
+        "the objects the pickle creates",
+    ),
 }
 
 
@@ -297,7 +302,7 @@ def watched(monkeypatch):
     """Counts what reaches the allocating calls: storages handed to torch.load, generators built off
     the meta device."""
     seen = {"storages": 0, "generators": []}
-    load, Generator = sg._storage_from_bytes, sg.Generator
+    load, Generator = unpickle._storage_from_bytes, sg.Generator
 
     def storage(b):
         seen["storages"] += 1
@@ -307,7 +312,7 @@ def watched(monkeypatch):
         seen["generators"].append(torch.empty(0).device.type)  # the default device when built
         return Generator(**kwargs)
 
-    monkeypatch.setattr(sg, "_storage_from_bytes", storage)
+    monkeypatch.setattr(unpickle, "_storage_from_bytes", storage)
     monkeypatch.setattr(sg, "Generator", generator)
     return seen
 

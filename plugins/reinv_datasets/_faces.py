@@ -18,6 +18,8 @@ Every split's digest (a hash of the file lists and labels) is stored with every 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,8 @@ def center_crop_resize(path: str, crop: int, size: int) -> np.ndarray:
     """RGB uint8 (size, size, 3): the centred ``crop`` x ``crop`` square, resized (bilinear)."""
     from PIL import Image
 
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the reader forever
+        raise DataError(f"{path} is not a regular file (a named pipe?): remove it from the dataset folder")
     with Image.open(path) as im:
         im = im.convert("RGB")
         w, h = im.size

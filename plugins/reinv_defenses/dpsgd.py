@@ -53,7 +53,7 @@ import warnings
 from torch import nn
 
 from reinv_bench import hookimpl
-from reinv_bench.api import ConfigError, Defense, Param
+from reinv_bench.api import Column, ConfigError, Defense, Param
 
 
 def _opacus():
@@ -76,6 +76,12 @@ class DPSGD(Defense):
         "batch_loss",
         "phases",
     )  # extra passes escape the clipping; a second phase would restart the accountant
+    # the numbers end_training reports, as columns of the target's rows (not raw keys)
+    columns = (
+        Column("dp_epsilon", "DP ε"),
+        Column("dp_delta", "DP δ"),
+        Column("dp_groupnorm", "BatchNorm -> GroupNorm layers"),
+    )
     params = {
         "noise_multiplier": Param(1.0, "noise std / max_grad_norm (Opacus MNIST example: 1.0)", low=0.0),
         "max_grad_norm": Param(
