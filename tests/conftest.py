@@ -11,12 +11,15 @@ import torch
 from reinv_bench import hookimpl
 from reinv_bench.api import Architecture, Attack, Classifier, Inversion, Param
 
-# One thread count for every run a test starts, whatever the machine's load (``run`` alone would
-# pick the free cores: reinv_bench.threads): one per xdist worker (two workers share two cores),
-# else torch's default; subprocesses inherit it through REINV_BENCH_THREADS.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
-os.environ.setdefault("REINV_BENCH_THREADS", str(torch.get_num_threads()))
+
+def pytest_configure(config):
+    """One thread count for every run a test starts, whatever the machine's load (``run`` alone
+    would pick the free cores: reinv_bench.threads): one per xdist worker (two workers share two
+    cores), else torch's default; subprocesses inherit it through REINV_BENCH_THREADS. (In a hook,
+    not at import: a worker process that imports this module as a plugin keeps its own count.)"""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+    os.environ.setdefault("REINV_BENCH_THREADS", str(torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items):

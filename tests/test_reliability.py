@@ -430,6 +430,8 @@ def test_disk_io_error_on_a_full_disk_is_not_called_unusable(tmp_path, monkeypat
         def execute(self, *args):
             raise sqlite3.OperationalError("disk I/O error")
 
+        executemany = execute  # Store.put writes through put_many (one transaction)
+
     store.db = Failing()
     monkeypatch.setattr(
         "reinv_bench.store.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 0)

@@ -135,6 +135,8 @@ def test_ppa_states_its_final_selection_and_the_card_reads_it():
 
     assert GMI(None).selection() is None
     text = " ".join(card(load(), "facescrub224-ffhq", load_data=False).split())
-    assert "selection ppa: final selection: the 50 of 200 optimised candidates" in text
+    # every selecting attack is named (auto, the worst-case ensemble, selects too)
+    assert "ppa: final selection: the 50 of 200 optimised candidates" in text
+    assert "auto: ensemble: per identity" in text
     assert "every other attack: none, every reconstruction it optimised is evaluated" in text
     assert "none is selected" not in text.split("Metrics run by default")[0]

@@ -88,6 +88,8 @@ class _FailingDb:
     def execute(self, *args):
         raise sqlite3.OperationalError(self.message)
 
+    executemany = execute  # Store.put writes through put_many (one transaction)
+
 
 @pytest.mark.parametrize(
     "message, advice",
