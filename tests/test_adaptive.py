@@ -358,6 +358,7 @@ def grid(tmp_path_factory):
     return plan, wd, reg
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_harness_adaptive_gmi_on_none_is_gmi_bit_for_bit(grid):
     plan, wd, reg = grid
     rows = Store(wd / "results.db").rows()
@@ -373,6 +374,7 @@ def test_harness_adaptive_gmi_on_none_is_gmi_bit_for_bit(grid):
     assert inv[("adaptive+gmi", "trapmid")]["info"]["adaptation"] == "trapdoor(knows=algorithm)"
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_harness_stores_the_trapmid_triggers_with_the_target(grid):
     plan, wd, reg = grid
     art = Runner(reg, wd, CPU).artifacts
@@ -381,6 +383,7 @@ def test_harness_stores_the_trapmid_triggers_with_the_target(grid):
     assert "secrets" not in targets["none"] and "secrets" not in targets["re"]
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_documented_third_party_adaptation_runs(invoke, tmp_path):
     """docs/plugins.md's ``jitter`` defense declares its adaptation; ``adaptive+gmi`` applies it."""
     from test_docs import _examples

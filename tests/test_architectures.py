@@ -100,6 +100,7 @@ def test_densenet_legacy_checkpoint_keys_are_renamed(registry, tmp_path):
     )
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_ms1m_backbone_loads_into_the_64px_ir152_except_its_own_output_layer(registry, tmp_path):
     from reinv_architectures.face_evolve import IRBackbone
 

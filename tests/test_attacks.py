@@ -187,6 +187,7 @@ def test_plgmi_batch_equals_loop():
         assert torch.allclose(zc, z[y == c], atol=1e-5)
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_brepmi_batch_equals_loop():
     G, T = _nets()
     label_of = LabelOnly(T)
@@ -273,6 +274,7 @@ def grid(tmp_path_factory):
     return plan, summary, wd
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_priors_are_reused_across_defenses(grid):
     plan, summary, _ = grid
     ran = [s.spec.get("kind") for s in summary.ran if s.kind == "prior"]
@@ -282,6 +284,7 @@ def test_priors_are_reused_across_defenses(grid):
     assert [s.kind for s in summary.ran].count("target") == 2
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_every_attack_stores_scenario_shaped_results(grid):
     plan, summary, wd = grid
     rows = Store(wd / "results.db").rows()
@@ -298,6 +301,7 @@ def test_every_attack_stores_scenario_shaped_results(grid):
     assert all(r["timings"]["cell_s"] > 0 for r in rows)
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_grid_appears_on_the_leaderboard(grid):
     from reinv_bench.cli import State, cli
 
@@ -324,6 +328,7 @@ def test_wrapper_syntax_errors(tmp_path):
         expand(Request(["lomma+brepmi"], ["none"], budget="smoke"), reg)
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_runner_hands_each_threat_model_its_view_of_the_target(tmp_path):
     """A label-only attack receives a LabelOnly view (labels only, queries counted), a black-box
     one a BlackBox view (probabilities), never the module itself."""

@@ -30,6 +30,7 @@ def mnist_root(tmp_path):
     return tmp_path
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_data_root_in_torchvision_layout_is_used(mnist_root):
     from reinv_datasets.mnist import load_digits
 

@@ -276,6 +276,7 @@ def official_training(model, x, y, epochs, batch_size, lr, seed, cfg):
     return hist
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 @pytest.mark.parametrize("name, yaml", [("atat", ATAT_YAML), ("at", AT_YAML)])
 def test_trains_a_target_end_to_end(registry, name, yaml):
     """Two epochs through the training loop equal the official training loop's: weights, BatchNorm

@@ -247,6 +247,7 @@ def test_composition(reg):
         compose([d("rolss"), d("mid")])  # both change the model
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_smoke_run_on_resnet8(registry, tmp_path):
     plan = expand(
         Request(

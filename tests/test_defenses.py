@@ -197,6 +197,7 @@ def test_composition_applies_both_and_rejects_conflicts(reg):
         compose([mid, negls])
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
     defenses = [
         "none",

@@ -102,6 +102,7 @@ def _examples() -> dict[str, types.ModuleType]:
     return modules
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_the_documented_defense_and_attack_plugins_run_as_written(invoke, tmp_path):
     """docs/plugins.md's defense (blur) and attack (publicpick): registered through their hooks
     like an installed plugin, then run against each other on the smoke budget."""

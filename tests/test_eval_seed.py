@@ -74,6 +74,7 @@ def test_target_keys_are_unchanged_and_only_the_evaluation_step_moves():
     assert evaluation.key != key(eval_spec)  # the stored seed-0 evaluation models are not reused
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_the_evaluation_model_and_the_seed_0_resnet8_target_now_differ(tmp_path, monkeypatch):
     """Trained for real (smoke budget): the mnist evaluation model and the seed-0 undefended
     resnet8 target. With the old seed 0 they come out identical, bit for bit (checked here too, so

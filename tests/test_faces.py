@@ -121,6 +121,7 @@ def test_missing_data_root_says_how_to_give_one(tmp_path):
     assert result.exit_code != 0 and "pass --data-root DIR" in result.output
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 @pytest.mark.parametrize(
     "scenario, protocol, dist",
     [("celeba64", "64px", "knn_dist"), ("facescrub224-ffhq", "224px", "eval_dist")],
@@ -229,6 +230,7 @@ def _decode_in_a_worker(root: str) -> int:
     return len(load().get("scenario", "celeba64").load(Path(root)).private_test.x.to("cpu"))
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_a_worker_that_decoded_by_processes_exits(face_root):
     """A worker process (spawned, as the local executor's) whose step decoded images by the
     decode pool must still exit when its pool shuts down: the decode pool's processes are not

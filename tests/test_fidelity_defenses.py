@@ -77,6 +77,7 @@ def _tl_model(registry, arch):
     return model
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_tl_freezes_vgg16_as_the_official_vgg16_tl(registry):
     import torchvision
 
@@ -273,6 +274,7 @@ def official_multilayer_hsic(model, inputs, images01, target, a1, a2, n_classes,
     return total_loss
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_bido_loss_equals_the_official_multilayer_hsic_on_vgg16(registry):
     torch.manual_seed(0)
     ours = registry.get("architecture", "vgg16").build(5, (3, 64, 64)).train()
@@ -478,6 +480,7 @@ def official_train_reg_epoch(model, criterion, optimizer, batches):
         optimizer.step()
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_tl_frozen_batchnorm_running_stats_update_as_the_official_train_reg(registry):
     import copy
 

@@ -124,6 +124,7 @@ def test_csv_leaderboard_escapes_raw_html_and_formulas():
 # --- SIGTERM ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_sigterm_leaves_a_message_like_ctrl_c(tmp_path):
     env = {
         **os.environ,

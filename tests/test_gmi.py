@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -78,6 +79,7 @@ def test_batched_classes_equal_the_per_class_loop():
         assert torch.allclose(zc, z_batch[y == c], atol=1e-5)
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_smoke_attack_produces_scenario_shaped_images():
     reg = load()
     scenario = reg.get("scenario", "mnist")

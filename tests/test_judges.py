@@ -332,6 +332,7 @@ def test_verification_judge_answers_by_its_calibrated_threshold():
 # end to end on the digits at smoke
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_run_with_a_judge_and_two_evaluation_models_end_to_end(tmp_path):
     from conftest import cli_invoke
 

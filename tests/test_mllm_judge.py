@@ -386,6 +386,7 @@ def test_rate_limit(monkeypatch):
 # In a run: the judge's answers are stored with the cell; a failing server loses no metric
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_run_stores_the_model_judge_and_a_failing_server_loses_nothing(stub, tmp_path, registry, invoke):
     from reinv_bench.store import Store
 

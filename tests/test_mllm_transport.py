@@ -169,6 +169,7 @@ def test_a_huge_body_is_cut_off_at_the_byte_cap(server):
     assert v.answers == [None, None] and "reply larger than 1048576 bytes" in v.note
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_a_server_that_dies_after_one_answer_stops_the_judge(server):
     seen = []
 
@@ -289,6 +290,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_a_judge_that_stored_null_is_asked_again_and_people_s_answers_stay(tmp_path, registry, invoke):
     from reinv_bench.judging import store_verdicts
     from reinv_bench.store import Store

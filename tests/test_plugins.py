@@ -93,6 +93,7 @@ def test_duplicate_names_are_refused():
         load(extra=(Plugin(),))
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_p_is_parsed_once_by_click_in_every_form():
     import subprocess
     import sys

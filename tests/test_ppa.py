@@ -491,6 +491,7 @@ def test_final_selection_is_the_official_rule():
     assert official_t.tolist() == [0] * 3 + [2] * 3
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_whole_attack_is_the_official_pipeline():
     """Candidate search, single_w, batches of the class-major candidates (a batch spans two
     classes here), final selection (loader batch 10 x the attack batch) and the images of the
@@ -653,6 +654,7 @@ def test_smoke_with_the_native_generator(tmp_path, monkeypatch):
     assert inv.info["phases"] == 2 and -1 <= inv.images.min() and inv.images.max() <= 1  # 16 px: 3 blocks
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 @pytest.mark.filterwarnings("ignore::reinv_bench.weights.UnverifiedWeightsWarning")
 def test_cli_smoke_on_the_fake_facescrub_tree(tmp_path, monkeypatch, registry):
     """``reinv-bench run -a ppa[config=midre] -a ifgmi`` on facescrub224-ffhq: without the

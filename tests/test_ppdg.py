@@ -228,6 +228,7 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 # ---- the selection -----------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_selection_is_perform_final_selection():
     """Scores and pick equal the official ones on the same random draws; images in [-1, 1] here,
     [0, 1] (the official sigmoid generator) there, the target reading [-1, 1]."""
@@ -362,6 +363,7 @@ def _digits():
     return dataclasses.replace(data, public=Split(data.public.x[:128], None))
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 @pytest.mark.parametrize("base", ["gmi", "kedmi", "lomma+gmi"])
 def test_smoke_on_the_digits(base):
     data = _digits()

@@ -103,6 +103,7 @@ def test_fid_is_null_with_the_reason_without_weights(weights_dir):
     )
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(weights_dir, fid_file, monkeypatch):
     from reinv_bench import weights
     from reinv_metrics import fid

@@ -366,6 +366,7 @@ def test_a_read_only_database_with_its_journal_and_shared_memory_files_reads_the
     assert proc.stdout.strip() == "['c1']"
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 @needs_namespace
 def test_the_leaderboard_reads_a_database_on_read_only_media(stored, tmp_path):
     mnt = tmp_path / "mnt"
@@ -444,6 +445,7 @@ def test_disk_io_error_on_a_full_disk_is_not_called_unusable(tmp_path, monkeypat
 # ---- 3. threads -----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_local_workers_compute_with_the_drivers_thread_count(registry, tmp_path):
     """Each local worker computes with the driver's torch threads (what an inline run uses), so
     both executors write the same bytes; rows record the count in their device column."""

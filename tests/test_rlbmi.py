@@ -571,6 +571,7 @@ def test_black_box_attacker_only_calls_the_query_function(monkeypatch):
 # ---- through the harness ------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_smoke_run_on_the_digits_records_the_queries(tmp_path):
     from reinv_bench.plan import Request, expand
     from reinv_bench.registry import load

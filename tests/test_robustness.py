@@ -210,6 +210,7 @@ def broken_entry_point(tmp_path_factory):
     return site
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_plugin_failing_to_import_does_not_break_commands(broken_entry_point, tmp_path):
     for args in (["--help"], ["plugins"]):
         proc = _cli(broken_entry_point, *args)
@@ -224,6 +225,7 @@ def test_plugin_failing_to_import_does_not_break_commands(broken_entry_point, tm
     assert proc.returncode == 0 and "brokenplug" not in proc.stderr
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_raising_register_commands_is_named_and_other_commands_work(broken_entry_point):
     proc = _cli(broken_entry_point, "-p", "no:brokenplug", "-p", "cmdplug", "--help")
     assert proc.returncode == 0 and "run" in proc.stdout, proc.stderr

@@ -29,6 +29,7 @@ def _ctx(scenario, data, model, budget="smoke"):
     return EvalContext(scenario, data, inv, model, model, torch.device("cpu"), budget=budget)
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 @pytest.mark.parametrize("name", ["celeba64", "facescrub224-ffhq"])
 def test_robust_acc_runs_on_the_file_backed_face_scenarios(face_root, name):
     """Issue 30.1: the face scenarios' test split is an ``ImageFiles`` (no ``.float()``); the

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from reinv_bench import steps as steps_mod
@@ -108,6 +109,7 @@ def test_preview_is_a_function_of_plan_store_and_cache(registry, workdir):
     assert after["cells"] == 0 and after["stored"] == 1
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_two_drivers_evaluate_each_cell_once(tmp_path):
     """The second driver waits on the cell's lock and reuses the row the first one stored
     (before, both evaluated every cell: no duplicate rows, but duplicate work)."""

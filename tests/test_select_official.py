@@ -69,6 +69,7 @@ def _train(registry, split, epochs, select="last"):
     return m
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_best_val_loss_is_atat_train_model(registry):
     fit, held = official_split(len(TRAIN.y))
     train80, val = Split(TRAIN.x[fit], TRAIN.y[fit]), (TRAIN.x[held], TRAIN.y[held])

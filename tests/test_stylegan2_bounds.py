@@ -64,6 +64,7 @@ def test_deep_nesting_is_refused_not_hashed():
     assert sg.load_pickle(deep_tuple_key(50)) is not None  # what a real pickle nests is fine
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_weights_add_of_a_million_deep_tuple_is_one_line_and_leaves_no_temporary_folder(tmp_path):
     """A fresh process (the unmetered loader segfaulted hashing the key, leaving ``weights/tmp*``)."""
     pkl = tmp_path / "deep.pkl"

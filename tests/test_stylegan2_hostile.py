@@ -496,6 +496,7 @@ def test_check_entry_names_the_entry_a_generator_fits(monkeypatch):
 # --- peak memory of a fresh process ---------------------------------------------------------------
 
 
+@pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_peak_memory_of_a_fresh_process_stays_flat(tmp_path, fake_nvidia):  # noqa: F811
     """Every hostile file read by one fresh process: its peak RSS after each refusal stays within
     64 MiB of its peak after reading a valid generator first (tracemalloc does not see torch's

@@ -23,7 +23,7 @@ from reinv_bench.checkpoint import ENV_EVERY, Checkpoint
 from reinv_bench.plan import Request, expand
 from reinv_bench.steps import Env, Worker
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 sys.path.insert(0, str(TESTS.parent / "plugins"))
 
 from reinv_attacks._gan import batch_stream, train_wgan_gp  # noqa: E402

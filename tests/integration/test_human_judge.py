@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import chromium
 
 from reinv_bench.artifacts import Artifacts
 from reinv_bench.store import COLUMNS, Store
@@ -150,23 +150,6 @@ def test_export_is_one_self_contained_blind_page_drawn_with_a_seed(judge_cli, wo
     assert {it["cells"][0] for it in meta_of(only_re)["items"]} == {"re-0"} and len(
         meta_of(only_re)["items"]
     ) == 6
-
-
-def chromium():
-    """A headless Chromium driven by selenium through Debian's chromedriver, or a skip that says
-    what is missing."""
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
-    for exe in ("chromium", "chromedriver"):
-        if shutil.which(exe) is None:
-            pytest.skip(f"{exe} is not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    return webdriver, Service(shutil.which("chromedriver")), options
 
 
 def test_round_trip_in_headless_chromium(judge_cli, workdir, tmp_path):

@@ -20,7 +20,7 @@ from reinv_bench.runner import Runner, build_executor
 from reinv_bench.steps import Env
 from reinv_bench.store import Store
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 CPU = torch.device("cpu")
 
 

@@ -20,7 +20,7 @@ from reinv_bench.runner import Runner
 from reinv_bench.steps import reconstructions
 from reinv_bench.store import Store
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 CPU = torch.device("cpu")
 
 

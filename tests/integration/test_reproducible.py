@@ -23,7 +23,7 @@ from reinv_bench.plan import Request, expand
 from reinv_bench.runner import Runner
 from reinv_bench.store import Store
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 CPU = torch.device("cpu")
 METRICS = ("--metric", "natural_acc", "--metric", "attack_acc", "--metric", "knn_dist")
 GRID = (
