@@ -74,7 +74,16 @@ def ray_cluster(tmp_path_factory):
     started it stops it. Its workers import the test plugin (``conftest``) from tests/."""
     pytest.importorskip("ray", reason='the ray extra is not installed: pip install "reinv-bench[ray]"')
     owner = build_executor(_registry(), "ray[address=local,cpus=2]")
-    owner.start(Env(str(tmp_path_factory.mktemp("ray-start")), ("conftest",)))
+    # the workers unpickle this module's functions (``_die``) by reference: its folder on their path
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), before or ""])
+    try:
+        owner.start(Env(str(tmp_path_factory.mktemp("ray-start")), ("conftest",)))
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = before
     assert owner.owner and owner.slots == 2
     yield owner
     owner.close()
