@@ -8,13 +8,14 @@ processes spinning on the cores (load ~``spinners``). Settings:
 - before: torch's default threads (the cores), OpenMP's default wait policy: the harness until
   this change;
 - 1 thread, and the cores with ``OMP_WAIT_POLICY=PASSIVE``: the two remedies measured apart;
-- after: what ``reinv-bench run`` now does without ``--threads``: passive waiting and
+- after: what ``reinv-bench run`` now does without ``--threads``: passive waiting (when busy) and
   ``free_threads`` (the free cores from the load average, read when the step starts).
 
     python benchmarks/threads_busy.py [--steps 20] [--spinners 5]
 
 Prints milliseconds per step (median) quiet and busy and the ratio busy/quiet per setting. The load
-average lags (one minute): the busy phase waits until it reaches 80 % of the spinners, at most 90 s.
+average lags (one minute): the quiet phase waits until it falls under 0.5 (at most 150 s), the busy
+phase until it reaches 80 % of the spinners (at most 90 s).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--spinners", type=int, default=5)
     args = parser.parse_args()
+    t0 = time.time()  # the load average lags a minute: let an earlier run's load fade first
+    while os.getloadavg()[0] > 0.5 and time.time() - t0 < 150:
+        time.sleep(5)
     print(f"cores {os.cpu_count()}, load before the quiet phase {os.getloadavg()[0]:.1f}")
     quiet = measure(args.steps)
     spinners = [mp.Process(target=_spin, daemon=True) for _ in range(args.spinners)]

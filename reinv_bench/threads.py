@@ -4,11 +4,12 @@ Torch's CPU kernels run on an OpenMP pool whose threads, by default, spin while 
 work. On a machine whose cores are taken by other work, those spinning threads fight the other
 processes and each other: a small GAN training step measured 240-265 ms with torch's default two
 threads under a load of ~4.8 on two cores, 38 ms with ``OMP_WAIT_POLICY=PASSIVE`` and 19-24 ms
-with one thread (``benchmarks/threads_busy.py`` measures it again). So:
+with one thread (issue 28; ``benchmarks/threads_busy.py`` measures it again). So:
 
-- ``OMP_WAIT_POLICY=PASSIVE`` is set when ``reinv_bench`` is imported, unless the environment
-  already sets it (OpenMP reads it once, when torch loads its runtime: a program that imported
-  torch before ``reinv_bench`` keeps its policy). Waiting does not change what is computed.
+- ``OMP_WAIT_POLICY=PASSIVE`` is set when ``reinv_bench`` is imported on a busy machine, unless
+  the environment already sets it (OpenMP reads it once, when torch loads its runtime: a program
+  that imported torch before ``reinv_bench`` keeps its policy). Waiting does not change what is
+  computed; on a quiet machine spinning waits are faster, so they stay.
 - ``reinv-bench run`` without ``--threads`` (or ``REINV_BENCH_THREADS``) computes with the cores
   that are free when it starts (``free_threads``): torch's default on a quiet machine, fewer on a
   busy one, said on the run's first line. CPU float reductions depend on the thread count, so
@@ -22,9 +23,13 @@ import math
 import os
 
 
-def passive_waiting() -> None:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process and its workers unless it is set."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def passive_waiting(load: float | None = None) -> None:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process and its workers when the machine is busy
+    (``free_threads``) and the environment does not choose: spinning threads cost a quiet machine
+    nothing but steal a busy one's cores (``benchmarks/threads_busy.py``: a GAN step 14.6x slower
+    under load with spinning waits; passive waits cost 15-35 % on a quiet machine)."""
+    if "OMP_WAIT_POLICY" not in os.environ and free_threads(cores(), load)[1]:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def cores() -> int:

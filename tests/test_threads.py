@@ -23,14 +23,23 @@ def test_a_busy_machine_computes_with_the_free_cores_and_says_so():
     assert free_threads(16, load=40.0, ncores=16)[0] == 1  # never fewer than one
 
 
-def test_passive_waiting_is_set_before_torch_unless_the_environment_chose():
-    code = "import reinv_bench, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ACTIVE"
+def test_passive_waiting_on_a_busy_machine_unless_the_environment_chose(monkeypatch):
+    from reinv_bench.threads import cores, passive_waiting
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    passive_waiting(load=0.0)  # quiet: spinning waits are faster, left as OpenMP has them
+    assert "OMP_WAIT_POLICY" not in os.environ
+    passive_waiting(load=4.8 * cores())
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    passive_waiting(load=4.8 * cores())
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_importing_reinv_bench_decides_before_torch_loads():
+    code = "import sys, reinv_bench; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the policy is set while OpenMP can still read it
 
 
 def test_the_cli_imports_no_torch_for_its_own_module():
