@@ -812,10 +812,7 @@ def leaderboard(
     attack_lines = _attack_baseline(rows, entries, attack_baseline, columns)
     unmatched: list = []
     if reported:
-        from reinv_bench.protocol import reported_rows
-        from reinv_bench.reported import attach_reported
-
-        entries, unmatched = attach_reported(entries, filter_rows(reported_rows(state.registry), **filters))
+        entries, unmatched = _with_reported(state, entries, filters)
     if not entries and not unmatched:
         raise click.ClickException("no successful results match the filters")
     fmt = fmt or ("table" if sys.stdout.isatty() else "md")
@@ -846,6 +843,16 @@ def leaderboard(
     if fmt in ("table", "md"):  # sentences only where they do not break a machine-read format
         for line in attack_lines:
             click.echo(line)
+
+
+def _with_reported(state: State, entries, filters: dict) -> tuple[list, list]:
+    """``--reported``: the published numbers the plugins declare that match ``filters``, attached
+    beside the measured ``entries`` of their setting; (entries, the published rows of no setting here)."""
+    from reinv_bench.aggregate import filter_rows
+    from reinv_bench.protocol import reported_rows
+    from reinv_bench.reported import attach_reported
+
+    return attach_reported(entries, filter_rows(reported_rows(state.registry), **filters))
 
 
 def _attack_baseline(rows, entries, attack_baseline: str | None, columns) -> list[str]:
@@ -1500,19 +1507,8 @@ def site(
         state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name
     )
     if reported:
-        from reinv_bench.aggregate import filter_rows
-        from reinv_bench.protocol import reported_rows
-        from reinv_bench.reported import attach_reported
-
-        filters = dict(
-            attack=attacks,
-            defense=defenses,
-            arch=archs,
-            scenario=scenarios,
-            budget=budgets,
-            protocol=protocols,
-        )
-        entries, _ = attach_reported(entries, filter_rows(reported_rows(state.registry), **filters))
+        filters = dict(attack=attacks, defense=defenses, arch=archs, scenario=scenarios, budget=budgets)
+        entries, _ = _with_reported(state, entries, {**filters, "protocol": protocols})
     try:
         pages = build(entries, columns, output, plots=not no_plots)
     except OSError as exc:

@@ -27,6 +27,7 @@ import reinv_bench
 from reinv_bench import tables
 from reinv_bench.aggregate import Entry
 from reinv_bench.api import Column
+from reinv_bench.export import safe
 from reinv_bench.report import CSS, METHOD
 
 SCRIPT = """
@@ -81,11 +82,10 @@ def _e(x: Any) -> str:
 
 
 def slug(text: str) -> str:
-    """A file name for a label taken from stored data: letters, digits, ``-`` and ``_`` only (no
-    ``.`` or ``/``: a results database is untrusted input), with a digest of the label so two
-    labels never share a page."""
-    clean = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:60] or "x"
-    return f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    """A file name for a label taken from stored data (a results database is untrusted input):
+    ``export.safe``'s name (no separator, never ``.`` or ``..``), cut to 60 characters, with a
+    digest of the label so two labels never share a page."""
+    return f"{safe(text)[:60]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def entry_id(e: Entry) -> str:
@@ -172,8 +172,7 @@ def _entry_page(e: Entry, columns: list[Column]) -> str:
     parts = [_table("t", [e], columns, 1)]
     if e.reported is not None:
         parts.append(f'<p class="note">Published number: {_e(e.reported.source)}.</p>')
-    for seed, r in sorted(e.rows.items()):
-        row = r  # a store.Row (a mapping)
+    for seed, row in sorted(e.rows.items()):  # each a store.Row (a mapping)
         env = {
             k: row.get(k) for k in ("device", "torch_version", "reinv_version", "data_digest", "created_at")
         }

@@ -26,7 +26,7 @@ import os
 def passive_waiting(load: float | None = None) -> None:
     """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process and its workers when the machine is busy
     (``free_threads``) and the environment does not choose: spinning threads cost a quiet machine
-    nothing but steal a busy one's cores (``benchmarks/threads_busy.py``: a GAN step 14.6x slower
+    nothing but steal a busy one's cores (``benchmarks/threads_busy.py``: a GAN step 13-16x slower
     under load with spinning waits; passive waits cost 15-35 % on a quiet machine)."""
     if "OMP_WAIT_POLICY" not in os.environ and free_threads(cores(), load)[1]:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"

@@ -75,15 +75,11 @@ def ray_cluster(tmp_path_factory):
     pytest.importorskip("ray", reason='the ray extra is not installed: pip install "reinv-bench[ray]"')
     owner = build_executor(_registry(), "ray[address=local,cpus=2]")
     # the workers unpickle this module's functions (``_die``) by reference: its folder on their path
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), before or ""])
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(
+            "PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+        )
         owner.start(Env(str(tmp_path_factory.mktemp("ray-start")), ("conftest",)))
-    finally:
-        if before is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = before
     assert owner.owner and owner.slots == 2
     yield owner
     owner.close()
