@@ -101,3 +101,12 @@ def test_site_refuses_a_folder_with_files_without_force(tmp_path, invoke):
     result = invoke("site", "-o", out, "--workdir", tmp_path / "empty")
     assert result.exit_code != 0 and "is not empty; pass --force" in result.output
     assert Path(out / "mine.txt").read_text() == "keep"
+
+
+def test_labels_that_sanitise_alike_get_pages_of_their_own(tmp_path):
+    assert slug("a/b") != slug("a:b")  # both sanitise to a_b: the digest keeps them apart
+    rows = [row("gmi", d, 0, 0.9, 0.7) for d in ("none", "a/b", "a:b")]
+    build(entries(rows), COLS, tmp_path, plots=False)
+    for d in ("a/b", "a:b"):
+        page = (tmp_path / "defense" / f"{slug(d)}.html").read_text()
+        assert f"Defense {d}" in page and page.count("<tr>") + page.count('<tr class="') == 2
