@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from reinv_attacks.adaptive import adapted_identity, copies
 from reinv_bench.api import Split
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 
 SHAPE, K = (1, 32, 32), 10
 

@@ -32,7 +32,7 @@ from reinv_attacks.plgmi import CGenerator, augment, max_margin, plg_optimize
 from reinv_attacks.ppdg import PPDG, fine_tune
 from reinv_attacks.rlbmi import RLBMI, rlb_attack
 from reinv_bench.api import AttackContext, BlackBox, LabelOnly
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 
 SHAPE, K = (1, 32, 32), 10
 

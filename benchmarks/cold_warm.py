@@ -50,8 +50,8 @@ def main() -> None:
     ]
     try:
         cold = run(job)
-        from reinv_bench.plan import Request, expand
-        from reinv_bench.registry import load
+        from reinv_bench.engine.plan import Request, expand
+        from reinv_bench.registry.lookup import load
 
         plan = expand(Request(["gmi"], ["re"], budget=args.budget), load())
         keep = {k for k, s in plan.steps.items() if s.kind in ("eval", "prior")}

@@ -21,7 +21,7 @@ from collections import defaultdict
 import torch
 
 import reinv_bench
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 
 
 def main() -> None:

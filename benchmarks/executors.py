@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # noop_plugin, importable by worker processes too
 
-from reinv_bench.plan import Request, expand  # noqa: E402
-from reinv_bench.registry import load  # noqa: E402
-from reinv_bench.runner import Runner  # noqa: E402
-from reinv_bench.store import Store  # noqa: E402
+from reinv_bench.engine.plan import Request, expand  # noqa: E402
+from reinv_bench.engine.runner import Runner  # noqa: E402
+from reinv_bench.registry.lookup import load  # noqa: E402
+from reinv_bench.results.store import Store  # noqa: E402
 
 
 def timed_run(registry, req: Request, executor: str) -> tuple[float, float, int]:

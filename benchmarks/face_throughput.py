@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from reinv_bench.registry import load
-from reinv_bench.runner import describe_device, resolve_device
+from reinv_bench.engine.runner import describe_device, resolve_device
+from reinv_bench.registry.lookup import load
 
 PROTOCOL = {
     "vgg16": 64,

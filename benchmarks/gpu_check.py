@@ -34,12 +34,12 @@ import torch
 import reinv_bench
 from reinv_bench import hookimpl
 from reinv_bench.api import Architecture, Classifier, Defense
-from reinv_bench.artifacts import Artifacts
-from reinv_bench.data import Split
-from reinv_bench.registry import load
-from reinv_bench.runner import describe_device, resolve_device
+from reinv_bench.contract.data import Split
+from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.engine.runner import describe_device, resolve_device
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.lookup import load
 from reinv_bench.testing import make_facescrub, make_ffhq
-from reinv_bench.train import train_classifier
 
 TOY = os.environ.get("GPU_CHECK_TOY", "") not in ("", "0")
 CLASSES = int(os.environ.get("GPU_CHECK_CLASSES", "1"))
@@ -207,7 +207,7 @@ def ir152_figures(dev: torch.device) -> None:
 
 
 def main() -> None:
-    from reinv_bench.weights import UnverifiedWeightsWarning
+    from reinv_bench.contract.weights import UnverifiedWeightsWarning
 
     warnings.simplefilter("ignore", UnverifiedWeightsWarning)  # the random generator has no published hash
     dev = resolve_device(os.environ.get("GPU_CHECK_DEVICE", "auto"))

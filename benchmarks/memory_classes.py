@@ -84,12 +84,12 @@ def _reset_hwm() -> None:
 
 
 def child(classes: int, mode: str, workdir: Path, root: Path, fid_sha: str) -> dict:
-    from reinv_bench import plan as plan_mod
-    from reinv_bench import steps
-    from reinv_bench.plan import Request, expand
-    from reinv_bench.registry import load
-    from reinv_bench.runner import Runner
-    from reinv_bench.store import Store
+    from reinv_bench.engine import plan as plan_mod
+    from reinv_bench.engine import steps
+    from reinv_bench.engine.plan import Request, expand
+    from reinv_bench.engine.runner import Runner
+    from reinv_bench.registry.lookup import load
+    from reinv_bench.results.store import Store
     from reinv_metrics import fid
 
     fid.WEIGHTS = dataclasses.replace(fid.WEIGHTS, sha256=fid_sha)  # the random Inception file here
@@ -154,7 +154,7 @@ def _setup(base: Path) -> tuple[Path, str]:
 
     from reinv_attacks import _stylegan2_load as stylegan2
     from reinv_attacks._stylegan2_net import Generator
-    from reinv_bench.artifacts import file_sha256
+    from reinv_bench.engine.artifacts import file_sha256
     from reinv_bench.testing import make_facescrub, make_ffhq
 
     root, weights = base / "data", base / "weights"
@@ -264,7 +264,7 @@ def _paper(fit: tuple[float, float]) -> None:
     reconstructions, so its slope is not extrapolated."""
     from reinv_attacks._stylegan import W_BYTES
     from reinv_attacks.ppa import PPA
-    from reinv_bench.plan import AUTO_CHUNK_BYTES
+    from reinv_bench.engine.plan import AUTO_CHUNK_BYTES
 
     fixed, slope = fit
     chunk = max(1, AUTO_CHUNK_BYTES // PPA().memory_per_class((3, 224, 224)))

@@ -26,11 +26,11 @@ from reinv_attacks._latent import latent_init
 from reinv_attacks.gmi import gmi_optimize
 from reinv_attacks.kedmi import KDiscriminator, kedmi_optimize
 from reinv_bench.api import Defense
-from reinv_bench.data import Split
-from reinv_bench.precision import autocast, set_tf32
-from reinv_bench.registry import load
-from reinv_bench.runner import describe_device, resolve_device
-from reinv_bench.train import train_classifier
+from reinv_bench.contract.data import Split
+from reinv_bench.contract.precision import autocast, set_tf32
+from reinv_bench.engine.runner import describe_device, resolve_device
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.lookup import load
 
 SHAPE, K, IDS, PER = (3, 64, 64), 1000, 60, 5
 

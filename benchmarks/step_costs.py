@@ -1,4 +1,4 @@
-"""Measure the step costs of ``reinv_bench/estimates.py``: run a small grid twice in fresh workdirs,
+"""Measure the step costs of ``reinv_bench/engine/estimates.py``: run a small grid twice in fresh workdirs,
 the second time with every size doubled (epochs, GAN steps, iterations), and print, per (device,
 scenario, step kind, what), the fixed seconds and the seconds per unit (a training image-epoch, a
 GAN step, a class-iteration: see that module) fitted through the two runs, as lines to paste into
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 import reinv_bench
-from reinv_bench import estimates
-from reinv_bench.artifacts import Artifacts
-from reinv_bench.plan import data_spec
-from reinv_bench.registry import load
+from reinv_bench.engine import estimates
+from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.engine.plan import data_spec
+from reinv_bench.registry.lookup import load
 
 
 def _sized(registry, name: str, budget: str, factor: int) -> str:

@@ -1,4 +1,4 @@
-"""How much a busy machine slows a small GAN training step, before and after reinv_bench.threads.
+"""How much a busy machine slows a small GAN training step, before and after reinv_bench.engine.threads.
 
 Issue 28, item 7. Each setting runs in a fresh process (OpenMP reads its wait policy once, when
 torch loads it) and times ``--steps`` steps of a DCGAN-sized generator/discriminator pair at 32 px
@@ -36,7 +36,7 @@ import torch
 if mode == "one":
     torch.set_num_threads(1)
 elif mode == "after":
-    from reinv_bench.threads import free_threads
+    from reinv_bench.engine.threads import free_threads
     threads, why = free_threads(torch.get_num_threads())
     torch.set_num_threads(threads)
 torch.manual_seed(0)

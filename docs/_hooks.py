@@ -32,7 +32,7 @@ def _cards() -> dict[str, str]:
     from click.testing import CliRunner
 
     from reinv_bench.cli import State, cli
-    from reinv_bench.registry import KINDS, load
+    from reinv_bench.registry.lookup import KINDS, load
 
     registry = load()
     state = State(())

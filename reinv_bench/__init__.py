@@ -9,17 +9,18 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 import pluggy
 
-from reinv_bench.threads import passive_waiting
+from reinv_bench.engine.threads import passive_waiting
 
-passive_waiting()  # before torch loads OpenMP: idle threads sleep instead of spinning (reinv_bench.threads)
+# before torch loads OpenMP: idle threads sleep instead of spinning (reinv_bench.engine.threads)
+passive_waiting()
 
 hookimpl = pluggy.HookimplMarker("reinv_bench")
 """Decorate a plugin's hook implementations with this marker."""
 
 
 def run(request=None, **kwargs):
-    """Run a grid from Python, as ``reinv-bench run`` does: see ``reinv_bench.runner.run``."""
-    from reinv_bench.runner import run as _run
+    """Run a grid from Python, as ``reinv-bench run`` does: see ``reinv_bench.engine.runner.run``."""
+    from reinv_bench.engine.runner import run as _run
 
     return _run(request, **kwargs)
 

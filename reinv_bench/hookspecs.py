@@ -14,10 +14,16 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from reinv_bench.api import Architecture, Attack, Defense, Executor, Judge, Metric, Scenario
-    from reinv_bench.plan import Cell
-    from reinv_bench.store import Row
-    from reinv_bench.weights import WeightsFile
+    from reinv_bench.contract.attack import Attack
+    from reinv_bench.contract.data import Scenario
+    from reinv_bench.contract.defense import Defense
+    from reinv_bench.contract.executor import Executor
+    from reinv_bench.contract.judge import Judge
+    from reinv_bench.contract.metric import Metric
+    from reinv_bench.contract.models import Architecture
+    from reinv_bench.contract.weights import WeightsFile
+    from reinv_bench.engine.plan import Cell
+    from reinv_bench.results.store import Row
 
 hookspec = pluggy.HookspecMarker("reinv_bench")
 
@@ -71,8 +77,8 @@ def register_commands(cli: click.Group) -> None:
 def on_result(cell: Cell, result: Row) -> None:
     """Observe a cell just stored: loggers, notifiers (in the process that runs the grid).
 
-    ``cell``: the ``reinv_bench.plan.Cell`` (``cell_id``, ``labels``, resolved ``config``, artifact
-    keys, ``metrics`` names). ``result``: the row as stored (``reinv_bench.store.Row``; its
+    ``cell``: the ``reinv_bench.engine.plan.Cell`` (``cell_id``, ``labels``, resolved ``config``, artifact
+    keys, ``metrics`` names). ``result``: the row as stored (``reinv_bench.results.store.Row``; its
     fields read as attributes or as a mapping, ``result["metrics"]``):
     ``cell_id``, the labels, ``status`` ("ok" or "failed") and ``error``, ``config``, ``metrics``
     (key -> value or None) and ``notes``, ``timings`` (seconds), ``outcomes``, ``artifacts``

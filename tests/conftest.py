@@ -14,7 +14,7 @@ from reinv_bench.api import Architecture, Attack, Classifier, Inversion, Param
 
 def pytest_configure(config):
     """One thread count for every run a test starts, whatever the machine's load (``run`` alone
-    would pick the free cores: reinv_bench.threads): one per xdist worker (two workers share two
+    would pick the free cores: reinv_bench.engine.threads): one per xdist worker (two workers share two
     cores), else torch's default; subprocesses inherit it through REINV_BENCH_THREADS. (In a hook,
     not at import: a worker process that imports this module as a plugin keeps its own count.)"""
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -103,7 +103,7 @@ def register_architectures():
 def registry():
     import sys
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     return load(extra=(sys.modules[__name__],))
 
@@ -125,7 +125,7 @@ def cli_invoke(*args, plugins=(), extra=(), registry=None, ok: bool = False):
 
     state = State(tuple(plugins))
     if extra:
-        from reinv_bench.registry import load
+        from reinv_bench.registry.lookup import load
 
         registry = load(extra=tuple(extra))
     if registry is not None:

@@ -28,10 +28,10 @@ from reinv_bench.api import (
     Split,
     compose_adaptations,
 )
-from reinv_bench.plan import Request, expand
-from reinv_bench.registry import load
-from reinv_bench.runner import Runner
-from reinv_bench.store import Store
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.store import Store
 from reinv_defenses._adaptations import StraightThroughSkip, straight_through_skips
 from reinv_defenses.mid import mean_path
 from reinv_defenses.trapmid import reverse_triggers, signatures
@@ -248,10 +248,10 @@ def test_bpda_on_a_rolss_resnet8_changes_only_the_gradient():
 
 def test_composed_defense_composes_adaptations():
     reg = load()
-    from reinv_bench.plan import resolve_defense
+    from reinv_bench.engine.plan import resolve_defense
 
     _, _, parts = resolve_defense(reg, "re+bido", "smoke")
-    from reinv_bench.train import compose
+    from reinv_bench.engine.train import compose
 
     a = compose(parts).adaptation(None)
     assert a.eot is not None and a.taa and a.noise and a.label.startswith("eot(re") and "bido" in a.label

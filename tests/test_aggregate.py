@@ -11,12 +11,20 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from reinv_bench.aggregate import Delta, Entry, Stat, aggregate, check_baseline, sort_entries, verdicts
 from reinv_bench.api import Column
 from reinv_bench.cli import State, cli
-from reinv_bench.outcomes import Items, Outcomes
-from reinv_bench.store import COLUMNS, Row, Store
-from reinv_bench.tables import render, rich_table, stats_notes
+from reinv_bench.results.aggregate import (
+    Delta,
+    Entry,
+    Stat,
+    aggregate,
+    check_baseline,
+    sort_entries,
+    verdicts,
+)
+from reinv_bench.results.outcomes import Items, Outcomes
+from reinv_bench.results.store import COLUMNS, Row, Store
+from reinv_bench.views.tables import render, rich_table, stats_notes
 
 COLS = [
     Column("natural_acc", "Nat. acc %", percent=True, better="higher", axis="utility"),
@@ -300,7 +308,7 @@ def test_json_stays_valid_with_non_finite_values_stored_by_older_versions():
 
 
 def test_a_dollar_label_is_drawn_as_text(tmp_path):
-    from reinv_bench.plots import privacy_utility
+    from reinv_bench.views.plots import privacy_utility
 
     entries = aggregate([row("none"), row(r"re[$\nosuchmacro{$]", hits=(0, 0, 0, 1))], columns=COLS)
     fig = privacy_utility(entries, tmp_path / "pu.png", COLS)

@@ -33,7 +33,7 @@ from reinv_attacks.gmi import GMI
 from reinv_attacks.kedmi import KEDMI
 from reinv_attacks.ppa import PPA
 from reinv_bench.api import AttackContext, ConfigError, Split
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")
 

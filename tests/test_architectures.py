@@ -9,8 +9,8 @@ import torch
 import torchvision
 
 from reinv_bench.api import ConfigError
-from reinv_bench.plan import Request, expand
-from reinv_bench.runner import Runner
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_builds_logits_features_and_blocks(registry, name, side, dim):
 
 def test_vgg16_feature_batchnorm_has_no_shift_as_the_official_code(registry, tmp_path):
     from reinv_bench.api import Defense, Split, TrainRecipe
-    from reinv_bench.train import train_classifier
+    from reinv_bench.engine.train import train_classifier
 
     model = registry.get("architecture", "vgg16").build(3, (3, 64, 64))
     bn = model.blocks[-1][1]
@@ -65,7 +65,7 @@ def _runner(registry, tmp_path):
 
 
 def _init(path):
-    from reinv_bench.artifacts import file_sha256
+    from reinv_bench.engine.artifacts import file_sha256
 
     return {"weights": str(path), "sha256": file_sha256(path)}
 

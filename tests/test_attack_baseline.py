@@ -9,11 +9,11 @@ import json
 from click.testing import CliRunner
 from test_stats import row, stored
 
-from reinv_bench.aggregate import aggregate, attack_verdicts, compare_attacks, declared_columns
 from reinv_bench.cli import State, cli
-from reinv_bench.registry import load
-from reinv_bench.stats import paired
-from reinv_bench.tables import display_rows, render
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.aggregate import aggregate, attack_verdicts, compare_attacks, declared_columns
+from reinv_bench.results.stats import paired
+from reinv_bench.views.tables import display_rows, render
 
 COLS = declared_columns(load())
 

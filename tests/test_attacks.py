@@ -17,10 +17,10 @@ from reinv_attacks.kedmi import kedmi_optimize, prior_loss, soft_xent
 from reinv_attacks.lomma import logit_identity
 from reinv_attacks.plgmi import augment, max_margin, plg_optimize, top_n
 from reinv_bench.api import Classifier, LabelOnly
-from reinv_bench.plan import Request, expand
-from reinv_bench.registry import load
-from reinv_bench.runner import Runner
-from reinv_bench.store import Store
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.store import Store
 
 CPU = torch.device("cpu")
 
@@ -315,7 +315,7 @@ def test_grid_appears_on_the_leaderboard(grid):
 
 
 def test_wrapper_syntax_errors(tmp_path):
-    from reinv_bench.spec import SpecError
+    from reinv_bench.registry.spec import SpecError
 
     reg = load()
     with pytest.raises(SpecError, match="wraps a base attack"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from reinv_bench.api import DataError
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 from reinv_bench.testing import make_celeba
 
 

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 
 
 def _write_idx(folder, prefix, images, labels):

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import reinv_bench
-from reinv_bench import defense_board, ensemble
-from reinv_bench.aggregate import aggregate, declared_columns
+from reinv_bench.results import ensemble
+from reinv_bench.results.aggregate import aggregate, declared_columns
+from reinv_bench.views import defense_board
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_worst_case as wc  # noqa: E402
@@ -35,7 +36,7 @@ def test_checked_needs_an_adaptive_row_validity_checks_and_a_convergence_check()
 def ran(tmp_path_factory):
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     reg = load(extra=(conftest, wc))
     work = tmp_path_factory.mktemp("board")
@@ -95,7 +96,7 @@ def test_without_an_ensemble_the_strongest_attack_is_named(ran):
 
 
 def test_report_has_a_section_per_defense_only_with_an_ensemble(ran):
-    from reinv_bench.report import _defenses
+    from reinv_bench.views.report import _defenses
 
     reg, _, res = ran
     columns = declared_columns(reg)

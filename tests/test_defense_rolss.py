@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from reinv_bench.api import ConfigError, TrainRecipe, residual_stages
-from reinv_bench.plan import Request, expand
-from reinv_bench.registry import load
-from reinv_bench.runner import Runner
-from reinv_bench.store import Store
-from reinv_bench.train import compose
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.engine.train import compose
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.store import Store
 from reinv_defenses.rolss import stage_factors
 
 CPU = torch.device("cpu")
@@ -140,7 +140,7 @@ def test_defaults_are_the_papers_and_the_forks(reg):
 def test_model_forward_matches_the_fork_block_by_block(reg, arch, forward, spec):
     torch.manual_seed(0)
     model = reg.get("architecture", arch).build(7, (3, 32, 32))
-    from reinv_bench.spec import parse
+    from reinv_bench.registry.spec import parse
 
     (comp,) = parse(spec)
     defense = reg.get("defense", comp.name)(comp.params)

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from reinv_bench.api import ConfigError, Split, TrainRecipe
-from reinv_bench.plan import Request, expand
-from reinv_bench.registry import load
-from reinv_bench.runner import Runner
-from reinv_bench.store import Store
-from reinv_bench.train import compose, train_classifier
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.engine.train import compose, train_classifier
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.store import Store
 from reinv_defenses.bido import coco_normalized_cca, hsic_normalized_cca, kernel
 from reinv_defenses.mid import VIBHead, vib_kl
 from reinv_defenses.negls import alpha_at, smoothed_ce
@@ -219,7 +219,7 @@ def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
         assert r["status"] == "ok", (name, r["error"])
         assert 0 <= r["metrics"]["natural_acc"] <= 1
     assert [d["name"] for d in rows["re+bido"]["config"]["defense"]] == ["re", "bido"]
-    from reinv_bench.aggregate import aggregate, declared_columns
+    from reinv_bench.results.aggregate import aggregate, declared_columns
 
     board = {e["defense"]: e for e in aggregate(store.rows(), columns=declared_columns(load()))}
     assert set(board) == set(defenses)
@@ -231,7 +231,7 @@ def test_every_defense_trains_a_target_on_the_smoke_budget(reg, tmp_path):
 def test_recipe_augmentations_act_per_image_and_stay_in_range():
     import colorsys
 
-    from reinv_bench.train import _shift_hue, augment
+    from reinv_bench.engine.train import _shift_hue, augment
 
     x = torch.rand(64, 3, 16, 16) * 2 - 1
     g = torch.Generator().manual_seed(0)

@@ -108,7 +108,7 @@ def test_the_documented_defense_and_attack_plugins_run_as_written(invoke, tmp_pa
     like an installed plugin, then run against each other on the smoke budget."""
     import sys
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     modules = _examples()
     assert set(modules) >= {"reinv_bench_blur", "reinv_bench_pick"}

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from reinv_bench.api import ImageFiles, Problem, Scenario, ScenarioData, Split
-from reinv_bench.doctor import check_data, checklist, missing_prerequisites, undecodable
-from reinv_bench.plan import Request
+from reinv_bench.contract.datachecks import check_data, undecodable
+from reinv_bench.engine.plan import Request
+from reinv_bench.engine.prerequisites import checklist, missing_prerequisites
 from reinv_bench.testing import make_celeba, make_facescrub, make_ffhq
 
 GRIDS = Path(__file__).parent.parent / "benchmarks" / "grids"
@@ -282,7 +283,7 @@ def test_nothing_missing_prints_no_checklist(registry, tmp_path):
 
 
 def test_a_metric_column_key_selects_its_metric(registry, invoke, tmp_path):
-    from reinv_bench.doctor import metric_names
+    from reinv_bench.engine.prerequisites import metric_names
 
     assert metric_names(registry, ["attack_acc5", "attack_acc", "knn_dist", "nope"]) == [
         "attack_acc",
@@ -311,7 +312,7 @@ def test_a_long_step_without_a_terminal_prints_a_heartbeat():
     import io
     import time
 
-    from reinv_bench.progress import LogReporter
+    from reinv_bench.engine.progress import LogReporter
 
     out = io.StringIO()
     reporter = LogReporter(out, heartbeat=0.05)
@@ -340,7 +341,7 @@ def test_a_pretrained_defense_names_the_architectures_weights(fresh_machine, reg
 def test_reconstruction_grids_name_the_scenarios_classes(registry):
     from types import SimpleNamespace
 
-    from reinv_bench.plots import _draw_row, _pyplot, private_loader
+    from reinv_bench.views.plots import _draw_row, _pyplot, private_loader
 
     entry = SimpleNamespace(scenario="mnist", config={"scenario": {"data_root": None}})
     names = private_loader(registry).class_names(entry)

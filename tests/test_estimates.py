@@ -1,5 +1,5 @@
 """``run --dry-run`` on a workdir without timings estimates from the step costs shipped with the
-package (``reinv_bench.estimates``), scaled by each step's size, and says so; a step the table
+package (``reinv_bench.engine.estimates``), scaled by each step's size, and says so; a step the table
 has no figure for stays unknown."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from reinv_bench import estimates
-from reinv_bench.plan import Request, expand
+from reinv_bench.engine import estimates
+from reinv_bench.engine.plan import Request, expand
 
 
 def _steps(registry, kind, **fields):

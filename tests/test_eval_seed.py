@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 
-from reinv_bench.plan import ARTIFACT_VERSION, EVAL_SEED, Request, expand
-from reinv_bench.registry import load
+from reinv_bench.engine.plan import ARTIFACT_VERSION, EVAL_SEED, Request, expand
+from reinv_bench.registry.lookup import load
 
 
 def _plan(scenario="mnist", arch="resnet8", seeds=2, budget="smoke", defenses=("none",), digest="D"):
@@ -81,9 +81,9 @@ def test_the_evaluation_model_and_the_seed_0_resnet8_target_now_differ(tmp_path,
     this test can tell); with ``EVAL_SEED`` their weights differ."""
     import dataclasses
 
-    from reinv_bench import plan as plan_mod
     from reinv_bench.api import Split
-    from reinv_bench.steps import Env, Worker
+    from reinv_bench.engine import plan as plan_mod
+    from reinv_bench.engine.steps import Env, Worker
 
     data = load().get("scenario", "mnist").load(None)
     # the premise: the digits' evaluation model learns from the private training data

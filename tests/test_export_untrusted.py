@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import cli_invoke
 
-from reinv_bench.artifacts import Artifacts
-from reinv_bench.data import Split
-from reinv_bench.export import ExportError, export, safe
-from reinv_bench.outcomes import Outcomes
-from reinv_bench.store import COLUMNS, Row, Store
+from reinv_bench.contract.data import Split
+from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.results.outcomes import Outcomes
+from reinv_bench.results.store import COLUMNS, Row, Store
+from reinv_bench.views.export import ExportError, export, safe
 
 CLASSES = [0, 0, 1, 1]
 

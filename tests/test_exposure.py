@@ -11,11 +11,11 @@ import numpy as np
 from click.testing import CliRunner
 from test_stats import row, stored
 
-from reinv_bench import exposure
-from reinv_bench.aggregate import aggregate, declared_columns, sort_entries
 from reinv_bench.cli import State, cli
-from reinv_bench.registry import load
-from reinv_bench.tables import display_rows, render
+from reinv_bench.registry.lookup import load
+from reinv_bench.results import exposure
+from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries
+from reinv_bench.views.tables import display_rows, render
 
 COLS = declared_columns(load())
 

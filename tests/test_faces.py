@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from reinv_bench.api import DataError
 from reinv_bench.cli import cli
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 from reinv_bench.testing import make_celeba, make_face_tree, make_facescrub, make_ffhq
 
 
@@ -162,7 +162,7 @@ def test_smoke_run_on_the_fake_trees(face_root, tmp_path, monkeypatch, registry,
         obj=state,
     )
     assert result.exit_code == 0, result.output
-    from reinv_bench.store import Store
+    from reinv_bench.results.store import Store
 
     (row,) = Store(tmp_path / "w" / "results.db").rows()
     assert row["protocol"] == f"{protocol}, eval tiny" and row["status"] == "ok" and row["data_digest"]
@@ -206,7 +206,7 @@ def test_paper_recipes_are_the_published_ones():
 
 
 def test_bulk_decoding_by_processes_equals_threads_and_warms_the_cache(face_root, monkeypatch):
-    import reinv_bench.images as images
+    import reinv_bench.contract.images as images
 
     root, _ = face_root
     x = load().get("scenario", "celeba64").load(root).private_test.x

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from reinv_bench.api import Defense, EvalContext, Inversion, Split
-from reinv_bench.data import ScenarioData
-from reinv_bench.models import Classifier
+from reinv_bench.contract.data import ScenarioData
+from reinv_bench.contract.models import Classifier
 from reinv_metrics.feature_space import FeatureSpace, distances_to_class, separation
 
 # class 0 at (0,0), (2,0): centroid (1,0), spread 1; class 1 at (10,0), (12,0): centroid (11,0), spread 1;
@@ -84,7 +84,7 @@ def test_without_a_training_transform_the_defended_distances_are_null_with_the_r
 
 def test_random_erasing_is_the_transform_of_re(registry):
     """``re`` changes images: its erased private images give other distances than the clean ones."""
-    from reinv_bench.train import compose
+    from reinv_bench.engine.train import compose
 
     re = registry.get("defense", "re")({})
     assert re.transforms_images() and compose([registry.get("defense", "negls")({}), re]).transforms_images()

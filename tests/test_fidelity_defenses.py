@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reinv_bench.api import EvalContext, Inversion, NotComputed, ScenarioData, Split, TrainRecipe
-from reinv_bench.plan import Request, expand
-from reinv_bench.train import make_optimizer
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.train import make_optimizer
 
 # ---- TL-DMI (item 6) -----------------------------------------------------------------------
 # hosytuyen/TL-DMI config/celeba/training_classifiers/classify.json, transcribed
@@ -484,7 +484,7 @@ def official_train_reg_epoch(model, criterion, optimizer, batches):
 def test_tl_frozen_batchnorm_running_stats_update_as_the_official_train_reg(registry):
     import copy
 
-    from reinv_bench.train import train_classifier
+    from reinv_bench.engine.train import train_classifier
 
     cfg = TL_CLASSIFY_JSON["FaceNet64"]
     torch.manual_seed(0)

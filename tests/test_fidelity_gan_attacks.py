@@ -38,7 +38,7 @@ from reinv_attacks.kedmi import (
 )
 from reinv_attacks.lomma import LOMMA, STUDENTS, distill, logit_identity, public_feature_mean
 from reinv_bench.api import AttackContext, Classifier, Split
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")
 

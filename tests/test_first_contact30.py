@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_leaderboard_groups import COLS, row
 
-from reinv_bench.aggregate import aggregate
-from reinv_bench.tables import render
+from reinv_bench.results.aggregate import aggregate
+from reinv_bench.views.tables import render
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ("run", "-a", "gmi", "-d", "none", "--budget", "smoke")
@@ -151,15 +151,15 @@ def test_sigterm_leaves_a_message_like_ctrl_c(tmp_path):
 
 
 def chunk_configs(attack: str, class_chunk) -> list[dict]:
-    from reinv_bench.plan import Request, expand
-    from reinv_bench.registry import load
+    from reinv_bench.engine.plan import Request, expand
+    from reinv_bench.registry.lookup import load
 
     req = Request([attack], ["none"], [], ["mnist"], 1, "smoke", False, None, class_chunk=class_chunk)
     return [c.config for c in expand(req, load(), data_digest=lambda s: "d").cells]
 
 
 def test_a_chunk_that_splits_identity_batches_enters_the_config_and_the_setting():
-    from reinv_bench.aggregate import _config, as_row
+    from reinv_bench.results.aggregate import _config, as_row
 
     (plain,) = chunk_configs("gmi", 0)
     (split,) = chunk_configs("gmi", 3)  # GMI's identity batch is 60 classes: chunks of 3 split it
@@ -180,7 +180,7 @@ def test_chunks_of_whole_identity_batches_are_the_unchunked_setting():
 def test_a_row_records_the_thread_counts_of_its_steps_and_evaluation():
     from types import SimpleNamespace
 
-    from reinv_bench.runner import Runner
+    from reinv_bench.engine.runner import Runner
 
     devices = {"e": "cpu (1 threads)", "t": "cpu (2 threads)", "i": "cuda:0 (NVIDIA H100)"}
     art = SimpleNamespace(record=lambda k: {"meta": {"device": devices[k]}} if k in devices else None)
@@ -214,9 +214,9 @@ def test_a_leaderboard_entry_mixing_thread_counts_says_so_and_stays_one_entry():
 
 
 def test_dp_numbers_are_declared_columns():
-    from reinv_bench.aggregate import declared_columns
-    from reinv_bench.registry import load
-    from reinv_bench.tables import display_rows
+    from reinv_bench.registry.lookup import load
+    from reinv_bench.results.aggregate import declared_columns
+    from reinv_bench.views.tables import display_rows
 
     columns = declared_columns(load())
     headers = {c.key: c.header for c in columns}
@@ -231,7 +231,7 @@ def test_dp_numbers_are_declared_columns():
 def test_library_warnings_while_training_go_to_the_meta_not_the_terminal():
     import warnings
 
-    from reinv_bench.steps import caught_warnings
+    from reinv_bench.engine.steps import caught_warnings
 
     meta: dict = {}
     with warnings.catch_warnings():
@@ -243,7 +243,7 @@ def test_library_warnings_while_training_go_to_the_meta_not_the_terminal():
 
 
 def test_a_table_written_to_a_file_is_not_squeezed_to_80_columns(tmp_path, invoke):
-    from reinv_bench.store import Store
+    from reinv_bench.results.store import Store
 
     store = Store(tmp_path / "results.db")
     for d in ("none", "re[scale=0.1-0.8,p=0.5,value=random,ratio=0.3-3.3]"):

@@ -6,7 +6,7 @@ from reinv_attacks._gan import Critic, Generator
 from reinv_attacks._latent import latent_init
 from reinv_attacks.gmi import GMI, gmi_loss, gmi_optimize
 from reinv_bench.api import AttackContext
-from reinv_bench.registry import load
+from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")
 

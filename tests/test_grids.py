@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
-from reinv_bench import spec as specs
 from reinv_bench.api import ConfigError
-from reinv_bench.grid import load
-from reinv_bench.plan import Request, expand, resolve_attack, resolve_defense
+from reinv_bench.engine.grid import load
+from reinv_bench.engine.plan import Request, expand, resolve_attack, resolve_defense
+from reinv_bench.registry import spec as specs
 
 GRIDS = Path(__file__).parent.parent / "benchmarks" / "grids"
 SMOKE = [

@@ -16,8 +16,8 @@ import time
 import pytest
 import torch
 
-from reinv_bench.artifacts import Artifacts
-from reinv_bench.store import COLUMNS, Store
+from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.results.store import COLUMNS, Store
 
 CLASSES = [0, 0, 1, 1, 2, 2]
 # cells: (cell id, defense, seed, inversion); none-0 and none-0b hold the same inversion (e.g. two

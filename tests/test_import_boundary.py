@@ -95,10 +95,13 @@ def test_every_plugin_module_imports_only_the_facade_and_its_own_helpers():
 @pytest.mark.parametrize(
     ("source", "complaint"),
     [
-        ("from reinv_bench.train import predict\n", "from reinv_bench.train import predict"),
-        ("import reinv_bench.weights\n", "import reinv_bench.weights"),
+        ("from reinv_bench.engine.train import predict\n", "from reinv_bench.engine.train import predict"),
+        ("import reinv_bench.contract.weights\n", "import reinv_bench.contract.weights"),
         ("from reinv_bench import steps\n", "from reinv_bench import steps"),
-        ("def f():\n    from reinv_bench.plan import Cell\n", "from reinv_bench.plan import Cell"),
+        (
+            "def f():\n    from reinv_bench.engine.plan import Cell\n",
+            "from reinv_bench.engine.plan import Cell",
+        ),
         ("from .ppa import StyleGANAttack\n", "reinv_attacks.ppa is another plugin"),
         ("from reinv_attacks import ppa\n", "reinv_attacks.ppa is another plugin"),
         (
@@ -134,7 +137,10 @@ def test_the_facade_lists_what_it_exports():
     missing = [n for n in api.__all__ if not hasattr(api, n)]
     assert not missing and len(set(api.__all__)) == len(api.__all__)
     # what plugins take from it resolves, with no import cycle at import time
-    assert api.predict.__module__ == "reinv_bench.train" and api.Cell.__module__ == "reinv_bench.plan"
+    assert (
+        api.predict.__module__ == "reinv_bench.engine.train"
+        and api.Cell.__module__ == "reinv_bench.engine.plan"
+    )
 
 
 def test_what_plugins_take_from_the_facade_is_in_its_all():

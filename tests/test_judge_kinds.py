@@ -19,8 +19,8 @@ from reinv_judges.verification import Verification
 
 from reinv_bench import hookimpl
 from reinv_bench.api import Scenario, ScenarioData, Split, TrainRecipe
-from reinv_bench.config import ConfigError
-from reinv_bench.plan import Request, expand
+from reinv_bench.contract.config import ConfigError
+from reinv_bench.engine.plan import Request, expand
 
 
 class FMNIST(Scenario):
@@ -62,7 +62,7 @@ class Plugin:
 def reg():
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     return load(extra=(conftest, Plugin()))
 
@@ -110,8 +110,8 @@ def test_the_human_page_asks_what_the_declaration_says(reg):
 
 
 def test_the_dry_run_lists_the_weights_a_judge_reads(reg, monkeypatch):
-    import reinv_bench.weights as weights
-    from reinv_bench import doctor
+    import reinv_bench.contract.weights as weights
+    from reinv_bench.engine import prerequisites as doctor
 
     monkeypatch.setattr(weights, "best_state", lambda w: "absent")
     monkeypatch.setattr(weights, "usable", lambda state: False)

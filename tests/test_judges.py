@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from reinv_bench.aggregate import aggregate, declared_columns, verdicts
 from reinv_bench.api import Judge
-from reinv_bench.judging import derive, store_verdicts, verdict_key
-from reinv_bench.registry import load
-from reinv_bench.store import COLUMNS, Row, Store
-from reinv_bench.tables import render, value_cell
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.aggregate import aggregate, declared_columns, verdicts
+from reinv_bench.results.judging import derive, store_verdicts, verdict_key
+from reinv_bench.results.store import COLUMNS, Row, Store
+from reinv_bench.views.tables import render, value_cell
 
 COLS = declared_columns(load())
 N = None
@@ -206,13 +206,13 @@ def test_store_verdicts_writes_answers_from_outside_into_the_row(tmp_path):
 
 
 def _plan(**kw):
-    from reinv_bench.plan import Request, expand
+    from reinv_bench.engine.plan import Request, expand
 
     return expand(Request(["gmi"], ["none"], budget="smoke", **kw), load(), data_digest=lambda name: "d" * 16)
 
 
 def test_without_judges_or_further_evaluators_cells_keep_their_ids():
-    from reinv_bench.plan import digest
+    from reinv_bench.engine.plan import digest
 
     (cell,) = _plan().cells
     versions = sorted(f"{m}@{load().get('metric', m).version}" for m in cell.metrics)
@@ -234,7 +234,7 @@ def test_judges_and_further_evaluators_enter_the_plan():
 
 def test_bad_judges_are_refused_at_plan_time():
     from reinv_bench.api import ConfigError
-    from reinv_bench.registry import UnknownNameError
+    from reinv_bench.registry.lookup import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="unknown judge 'verifcation'.*did you mean 'verification'"):
         _plan(judges=["verifcation"])
@@ -255,7 +255,7 @@ def _plan_with(judge_cls, **kw):
     import types
 
     from reinv_bench import hookimpl
-    from reinv_bench.plan import Request, expand
+    from reinv_bench.engine.plan import Request, expand
 
     mod = types.ModuleType("judges_under_test")
     mod.register_judges = hookimpl(lambda: [judge_cls])

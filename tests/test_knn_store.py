@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 import torch
 
-from reinv_bench.store import COLUMNS, Row, Store, StoreError
+from reinv_bench.results.store import COLUMNS, Row, Store, StoreError
 from reinv_metrics.knn import knn_distance
 
 
@@ -98,7 +98,9 @@ def test_schema_version_mismatch_is_refused(tmp_path):
 
 def test_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
     db = sqlite3.connect(tmp_path / "r.db")
-    cols = [c for c in __import__("reinv_bench.store", fromlist=["COLUMNS"]).COLUMNS if c != "protocol"]
+    cols = [
+        c for c in __import__("reinv_bench.results.store", fromlist=["COLUMNS"]).COLUMNS if c != "protocol"
+    ]
     with db:
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
@@ -114,9 +116,9 @@ def test_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
 
 
 def test_leaderboard_never_ranks_two_protocols_together():
-    from reinv_bench.aggregate import aggregate, declared_columns
-    from reinv_bench.registry import load
-    from reinv_bench.tables import gaps, render
+    from reinv_bench.registry.lookup import load
+    from reinv_bench.results.aggregate import aggregate, declared_columns
+    from reinv_bench.views.tables import gaps, render
 
     cols = declared_columns(load())
 

@@ -7,10 +7,10 @@ import copy
 
 import pytest
 
-from reinv_bench.aggregate import aggregate, declared_columns, sort_entries
-from reinv_bench.registry import load
-from reinv_bench.store import COLUMNS
-from reinv_bench.tables import display_rows, render
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries
+from reinv_bench.results.store import COLUMNS
+from reinv_bench.views.tables import display_rows, render
 
 COLS = declared_columns(load())
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench.artifacts import ArtifactError, Artifacts
-from reinv_bench.checkpoint import Checkpoint
+from reinv_bench.contract.checkpoint import Checkpoint
+from reinv_bench.engine.artifacts import ArtifactError, Artifacts
 from reinv_bench.testing import make_celeba
 
 KEY = "cd" * 10

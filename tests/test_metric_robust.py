@@ -197,7 +197,7 @@ def test_without_torchattacks_it_is_null_with_the_reason(registry, monkeypatch):
 
 
 def test_not_run_by_default_only_when_named(registry):
-    from reinv_bench.protocol import default_metrics
+    from reinv_bench.views.protocol import default_metrics
 
     for entry in registry.entries("scenario"):
         run, other = default_metrics(registry, entry.obj)

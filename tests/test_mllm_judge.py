@@ -125,7 +125,7 @@ def test_prompts_and_questions_are_the_official_ones():
         assert _panel.USER_STUDY[kind] == OFFICIAL_USER_STUDY[kind]
         assert _panel.QUESTIONS[kind] == OFFICIAL_QUESTIONS[kind]
     # what the classes are comes from the scenario's declaration (Scenario.class_kind), never its name
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     reg = load()
     assert [
@@ -388,7 +388,7 @@ def test_rate_limit(monkeypatch):
 
 @pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_run_stores_the_model_judge_and_a_failing_server_loses_nothing(stub, tmp_path, registry, invoke):
-    from reinv_bench.store import Store
+    from reinv_bench.results.store import Store
 
     ok, down = stub("Yes"), stub((500, b"down", {}))
     specs = [
@@ -428,8 +428,8 @@ def test_a_scenario_whose_name_says_no_kind_is_refused_unless_kind_names_it(stub
 def test_a_new_option_at_its_default_keeps_the_cell_ids(monkeypatch):
     monkeypatch.setenv("REINV_BENCH_MLLM_URL", "http://127.0.0.1:1/v1")
     monkeypatch.setenv("REINV_BENCH_MLLM_MODEL", "m")
-    from reinv_bench.plan import resolve_judge
-    from reinv_bench.registry import load
+    from reinv_bench.engine.plan import resolve_judge
+    from reinv_bench.registry.lookup import load
 
     reg = load()
     assert (

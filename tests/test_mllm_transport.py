@@ -223,8 +223,8 @@ def test_the_cell_stops_when_its_total_time_is_spent(server):
 def plan_of(judges):
     import sys
 
-    from reinv_bench.plan import Request, expand
-    from reinv_bench.registry import load
+    from reinv_bench.engine.plan import Request, expand
+    from reinv_bench.registry.lookup import load
 
     req = Request(["meanimg"], ["none"], archs=["tiny"], budget="smoke", judges=judges)
     return expand(req, load(extra=(sys.modules["conftest"],)), data_digest=lambda n: "d")
@@ -257,7 +257,7 @@ def test_transport_options_are_kept_out_of_the_identity_and_the_label(monkeypatc
     ],
 )
 def test_url_and_model_are_checked_at_plan_time(spec, match, monkeypatch):
-    from reinv_bench.config import ConfigError
+    from reinv_bench.contract.config import ConfigError
 
     monkeypatch.delenv("REINV_BENCH_MLLM_MODEL", raising=False)
     monkeypatch.delenv("REINV_BENCH_MLLM_URL", raising=False)
@@ -292,8 +292,8 @@ def free_port() -> int:
 
 @pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_a_judge_that_stored_null_is_asked_again_and_people_s_answers_stay(tmp_path, registry, invoke):
-    from reinv_bench.judging import store_verdicts
-    from reinv_bench.store import Store
+    from reinv_bench.results.judging import store_verdicts
+    from reinv_bench.results.store import Store
 
     port = free_port()  # nobody listens there yet: the judge stores null
     spec = f"mllm[url=http://127.0.0.1:{port}/v1,model=vl,retries=0,give_up=1,rps=1000]"
@@ -342,9 +342,9 @@ def test_refusal_no_counts_a_refusal_as_no_and_none_as_no_answer(server):
     assert as_no.answers == [True, False, False, False]  # the official main evaluation (normalize_response)
     assert "2 refused" in as_no.note and "refusals counted as no" in as_no.note
     # eval_fpr = FP / (FP + TN) over the panels the judge says no to: refusals count with refusal=no
-    from reinv_bench.judging import derive, record
-    from reinv_bench.outcomes import Outcomes
-    from reinv_bench.store import Row
+    from reinv_bench.results.judging import derive, record
+    from reinv_bench.results.outcomes import Outcomes
+    from reinv_bench.results.store import Row
 
     def fpr(verdicts):
         out = Outcomes([0, 1, 2, 3], [0.5] * 4, {"attack_acc": [1.0, 1.0, 0.0, 1.0]})

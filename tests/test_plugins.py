@@ -5,8 +5,8 @@ import pytest
 
 from reinv_bench import hookimpl
 from reinv_bench.api import Defense
-from reinv_bench.plugins import PluginError, get_plugin_manager
-from reinv_bench.registry import Registry, UnknownNameError, load
+from reinv_bench.registry.lookup import Registry, UnknownNameError, load
+from reinv_bench.registry.plugins import PluginError, get_plugin_manager
 
 
 def test_builtins_come_from_the_entry_point_group():

@@ -591,8 +591,8 @@ def test_configurations_are_the_official_files():
 
 
 def test_the_label_names_the_configuration():
-    from reinv_bench.plan import resolve_attack
-    from reinv_bench.registry import load
+    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.lookup import load
 
     label, desc, attack = resolve_attack(load(), "ppa[config=midre]", "paper")
     assert label == "ppa[config=midre]" and desc["config"]["candidates"] == 16
@@ -621,7 +621,7 @@ def tiny_generator(seed=0, res=16):
 
 
 def test_missing_generator_weights_name_the_command(tmp_path, monkeypatch):
-    from reinv_bench.weights import WeightsUnavailable
+    from reinv_bench.contract.weights import WeightsUnavailable
 
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none-either"))
@@ -655,7 +655,7 @@ def test_smoke_with_the_native_generator(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration  # slow: tests/integration tier (pyproject)
-@pytest.mark.filterwarnings("ignore::reinv_bench.weights.UnverifiedWeightsWarning")
+@pytest.mark.filterwarnings("ignore::reinv_bench.contract.weights.UnverifiedWeightsWarning")
 def test_cli_smoke_on_the_fake_facescrub_tree(tmp_path, monkeypatch, registry):
     """``reinv-bench run -a ppa[config=midre] -a ifgmi`` on facescrub224-ffhq: without the
     generator the run stops before any step, naming the command that adds it; with a tiny random generator
@@ -664,7 +664,7 @@ def test_cli_smoke_on_the_fake_facescrub_tree(tmp_path, monkeypatch, registry):
 
     from reinv_attacks import _stylegan2_load as stylegan2
     from reinv_bench.cli import State, cli
-    from reinv_bench.store import Store
+    from reinv_bench.results.store import Store
     from reinv_bench.testing import make_facescrub, make_ffhq
 
     root = tmp_path / "data"

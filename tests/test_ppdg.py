@@ -34,8 +34,8 @@ from reinv_attacks.ppdg import (
     selection_scores,
 )
 from reinv_bench.api import AttackContext, ConfigError, Split
-from reinv_bench.plan import Request, expand
-from reinv_bench.registry import load
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")
 SHAPE = (1, 32, 32)

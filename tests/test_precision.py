@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from reinv_bench import hookimpl
-from reinv_bench.aggregate import aggregate, comparison_key, declared_columns
 from reinv_bench.api import ConfigError, Scenario, ScenarioData, Split, TrainRecipe
-from reinv_bench.plan import Request, expand
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.results.aggregate import aggregate, comparison_key, declared_columns
 
 
 def _plan(registry, **kw):
@@ -86,7 +86,7 @@ def test_a_bf16_run_stores_its_precision_and_is_ranked_apart_from_fp32(registry,
     assert {s.kind for s in bf16.summary.ran} == {"target", "prior", "invert"}  # the eval model is reused
     assert {r["config"]["precision"] for r in bf16.rows} == {"bf16"}
     assert {r["config"]["precision"] for r in fp32.rows} == {"fp32"}
-    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.engine.artifacts import Artifacts
 
     art = Artifacts(tmp_path)
     key = {r["defense"]: r["artifacts"]["target"] for r in fp32.rows}
@@ -94,7 +94,7 @@ def test_a_bf16_run_stores_its_precision_and_is_ranked_apart_from_fp32(registry,
     w32, w16 = art.load(key["re"])["state_dict"], art.load(key16["re"])["state_dict"]
     assert all(v.dtype == w32[k].dtype for k, v in w16.items())  # weights (and optimizer) stay fp32
     assert any(not torch.equal(v, w32[k]) for k, v in w16.items() if v.is_floating_point())  # autocast ran
-    from reinv_bench.registry import load as load_registry
+    from reinv_bench.registry.lookup import load as load_registry
 
     cols = declared_columns(load_registry())
     entries = aggregate(fp32.rows + bf16.rows, columns=cols)
@@ -112,7 +112,7 @@ def test_a_bf16_run_stores_its_precision_and_is_ranked_apart_from_fp32(registry,
 
 
 def test_a_grid_file_gives_the_precision(tmp_path):
-    from reinv_bench.grid import load
+    from reinv_bench.engine.grid import load
 
     (tmp_path / "g.toml").write_text('attacks = ["gmi"]\nprecision = "bf16"\n')
     assert load(tmp_path / "g.toml")["precision"] == "bf16"
@@ -159,7 +159,7 @@ def _ppa_dtypes(tmp_path, monkeypatch, precision):
     from reinv_attacks import _stylegan, ppa
     from reinv_attacks._stylegan2_load import save_generator
     from reinv_attacks._stylegan2_net import Generator, SynthesisLayer, ToRGBLayer
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     weights = tmp_path / "weights"
     if not weights.exists():
@@ -224,7 +224,7 @@ def _ppa_dtypes(tmp_path, monkeypatch, precision):
     return seen
 
 
-@pytest.mark.filterwarnings("ignore::reinv_bench.weights.UnverifiedWeightsWarning")
+@pytest.mark.filterwarnings("ignore::reinv_bench.contract.weights.UnverifiedWeightsWarning")
 def test_ppa_synthesis_and_target_run_at_the_runs_precision(tmp_path, monkeypatch):
     """--precision bf16: the generator's synthesis and the target's forward passes of the attack
     run in bf16 (before, ppa's own precision=fp32 parameter switched autocast off around them

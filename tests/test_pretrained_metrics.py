@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from reinv_bench.api import EvalContext, Inversion, NotComputed, ScenarioData, Split
-from reinv_bench.artifacts import file_sha256
 from reinv_bench.cli import State, cli
+from reinv_bench.engine.artifacts import file_sha256
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_fid_is_null_with_the_reason_without_weights(weights_dir):
 
 @pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(weights_dir, fid_file, monkeypatch):
-    from reinv_bench import weights
+    from reinv_bench.contract import weights
     from reinv_metrics import fid
 
     # a wrong file is refused by its hash, and the metric says so
@@ -159,7 +159,7 @@ def test_facenet_dist_is_zero_on_private_images_and_positive_elsewhere(
 
 
 def test_weights_are_found_where_torch_keeps_them(tmp_path, monkeypatch, fid_file):
-    from reinv_bench import weights
+    from reinv_bench.contract import weights
     from reinv_metrics import fid
 
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "rb"))

@@ -11,7 +11,6 @@ import pytest
 from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench import hookimpl
-from reinv_bench.aggregate import aggregate, declared_columns, sort_entries
 from reinv_bench.api import (
     ConfigError,
     DataError,
@@ -19,12 +18,13 @@ from reinv_bench.api import (
     Scenario,
     TrainRecipe,
 )
-from reinv_bench.plan import Request, expand
-from reinv_bench.protocol import collect_reported, reported_rows
-from reinv_bench.registry import load
-from reinv_bench.reported import attach_reported
-from reinv_bench.store import COLUMNS
-from reinv_bench.tables import render
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries
+from reinv_bench.results.reported import attach_reported
+from reinv_bench.results.store import COLUMNS
+from reinv_bench.views.protocol import collect_reported, reported_rows
+from reinv_bench.views.tables import render
 
 
 def invoke(*args, extra=()):
@@ -417,7 +417,7 @@ def test_a_target_trained_as_the_evaluation_model_is_said_at_plan_time():
     """mnist's evaluation model is a resnet8 on the private digits. It was a seed-0 one, so a seed-0
     undefended resnet8 target was the same network, bit for bit; it now has a seed of its own
     (issue 30, tests/test_eval_seed.py), and the warning stays for any identity that remains."""
-    from reinv_bench.plan import _trained_alike
+    from reinv_bench.engine.plan import _trained_alike
 
     def plan(archs, defenses, eval_arch=None):
         req = Request(

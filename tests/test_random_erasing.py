@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from reinv_bench.api import ConfigError
-from reinv_bench.registry import load
-from reinv_bench.train import train_classifier
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.lookup import load
 
 VALUE = 0.449  # one-channel fill: mean of (0.485, 0.456, 0.406)
 
@@ -61,7 +61,7 @@ def test_bad_parameters_are_clear_errors():
 def test_never_applied_at_test_time(monkeypatch):
     """The training loop calls train_transform; evaluation and attacks call the model directly."""
     from reinv_bench.api import Split, TrainRecipe
-    from reinv_bench.train import predict
+    from reinv_bench.engine.train import predict
 
     reg = load()
     calls = []

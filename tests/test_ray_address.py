@@ -11,8 +11,8 @@ import types
 import pytest
 
 from reinv_bench.api import ConfigError
-from reinv_bench.runner import build_executor
-from reinv_bench.steps import Env
+from reinv_bench.engine.runner import build_executor
+from reinv_bench.engine.steps import Env
 
 
 class FakeRay(types.ModuleType):
@@ -52,7 +52,7 @@ class FakeRay(types.ModuleType):
 def _executor(monkeypatch, ray, spec="ray"):
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     monkeypatch.setitem(sys.modules, "ray", ray)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from reinv_bench.api import ConfigError
-from reinv_bench.artifacts import Artifacts, StepLock, describe_holder, parse_holder
-from reinv_bench.grid import MAX_SEEDS, load
-from reinv_bench.store import Store, StoreError
+from reinv_bench.engine.artifacts import Artifacts, StepLock, describe_holder, parse_holder
+from reinv_bench.engine.grid import MAX_SEEDS, load
+from reinv_bench.results.store import Store, StoreError
 
 TESTS = Path(__file__).parent
 KEY = "ab" * 10
@@ -193,7 +193,7 @@ def test_run_with_an_absurd_seed_count_is_refused_at_once():
 
 def test_an_absurd_seed_count_from_python_is_refused_at_plan_time(registry):
     from reinv_bench.api import ConfigError
-    from reinv_bench.plan import Request, expand
+    from reinv_bench.engine.plan import Request, expand
 
     req = Request(["gmi"], ["re"], [], ["mnist"], 10**8, "smoke", True, None, None, None)
     with pytest.raises(ConfigError, match="seeds must be between 1 and"):
@@ -332,7 +332,7 @@ def test_a_database_on_read_only_media_can_be_read(tmp_path):
     mnt.mkdir()
     _db_with_rows(src)
     code = (
-        f"from reinv_bench.store import Store, StoreError\n"
+        f"from reinv_bench.results.store import Store, StoreError\n"
         f"s = Store({str(mnt / 'results.db')!r})\n"
         f"print(s.read_only, sorted(r.cell_id for r in s.rows()), s.get('c1').metrics)\n"
         f"try:\n    s.put({{'cell_id': 'c3'}})\nexcept StoreError as e:\n    print('ERR', e)\n"
@@ -358,7 +358,7 @@ def test_a_read_only_database_with_its_journal_and_shared_memory_files_reads_the
     store.close()
     assert (src / "results.db-wal").stat().st_size > 0
     code = (
-        "from reinv_bench.store import Store\n"
+        "from reinv_bench.results.store import Store\n"
         f"print([r.cell_id for r in Store({str(mnt / 'results.db')!r}).rows()])\n"
     )
     proc = _in_namespace(f"mount --bind -o ro {src} {mnt}", code)
@@ -383,7 +383,7 @@ def test_the_leaderboard_reads_a_database_on_read_only_media(stored, tmp_path):
 def test_read_only_database_with_unmerged_journal_says_so(tmp_path, monkeypatch):
     db = _db_with_rows(tmp_path)
     (tmp_path / "results.db-wal").write_bytes(b"x" * 100)
-    monkeypatch.setattr("reinv_bench.store._read_only", lambda path: True)
+    monkeypatch.setattr("reinv_bench.results.store._read_only", lambda path: True)
     with pytest.raises(StoreError, match="read-only and its write-ahead journal results.db-wal holds writes"):
         Store(db)
 
@@ -394,7 +394,7 @@ def test_a_read_only_database_of_another_schema_is_one_line(tmp_path, monkeypatc
     con.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
     con.commit()
     con.close()
-    monkeypatch.setattr("reinv_bench.store._read_only", lambda path: True)
+    monkeypatch.setattr("reinv_bench.results.store._read_only", lambda path: True)
     with pytest.raises(StoreError, match="read-only and has schema version 2.*copy it to a writable folder"):
         Store(db)
 
@@ -404,7 +404,7 @@ def test_a_full_disk_says_the_database_is_intact(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     code = (
-        f"from reinv_bench.store import Store, StoreError\n"
+        f"from reinv_bench.results.store import Store, StoreError\n"
         f"s = Store({str(disk / 'results.db')!r}); s.put({{'cell_id': 'c1', 'status': 'ok'}}); s.close()\n"
         f"try:\n    f = open({str(disk / 'fill')!r}, 'wb')\n    while True: f.write(b'0' * 4096); f.flush()\n"
         f"except OSError:\n    pass\n"
@@ -435,7 +435,7 @@ def test_disk_io_error_on_a_full_disk_is_not_called_unusable(tmp_path, monkeypat
 
     store.db = Failing()
     monkeypatch.setattr(
-        "reinv_bench.store.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 0)
+        "reinv_bench.results.store.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 0)
     )
     with pytest.raises(StoreError, match="no space left on device.*the database is intact") as info:
         store.put({"cell_id": "c1"})
@@ -451,8 +451,8 @@ def test_local_workers_compute_with_the_drivers_thread_count(registry, tmp_path)
     both executors write the same bytes; rows record the count in their device column."""
     import torch
 
-    from reinv_bench.plan import Request, expand
-    from reinv_bench.runner import Runner
+    from reinv_bench.engine.plan import Request, expand
+    from reinv_bench.engine.runner import Runner
 
     plan = expand(
         Request(

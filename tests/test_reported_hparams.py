@@ -7,11 +7,11 @@ from __future__ import annotations
 from test_reported_setting import M64, M224, attached, row, sel
 
 from reinv_bench.api import ConfigError, Reported
-from reinv_bench.plan import resolve_attack
-from reinv_bench.protocol import reported_rows
-from reinv_bench.registry import load
-from reinv_bench.reported import class_ranges
-from reinv_bench.runner import attacked
+from reinv_bench.engine.plan import resolve_attack
+from reinv_bench.engine.runner import attacked
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.reported import class_ranges
+from reinv_bench.views.protocol import reported_rows
 
 ALIGN = "AlignMI paper, baseline rows (code: AlanPeng0897/AlignMI)"
 ALIGN_PPA = "AlignMI paper (code: AlanPeng0897/AlignMI)"

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from reinv_bench.aggregate import aggregate, declared_columns, sort_entries
 from reinv_bench.api import ConfigError, Reported
-from reinv_bench.protocol import card, reported_rows
-from reinv_bench.registry import load
-from reinv_bench.reported import attach_reported, unmatched_rows
-from reinv_bench.store import COLUMNS, Row
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries
+from reinv_bench.results.reported import attach_reported, unmatched_rows
+from reinv_bench.results.store import COLUMNS, Row
+from reinv_bench.views.protocol import card, reported_rows
 
 M64 = {"natural_acc": 0.85, "attack_acc": 0.5, "attack_acc5": 0.8, "knn_dist": 1300.0}
 M224 = {"natural_acc": 0.9, "attack_acc": 0.7, "attack_acc5": 0.9, "facenet_dist": 0.8}

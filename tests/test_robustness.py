@@ -16,9 +16,9 @@ from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` 
 
 from reinv_bench import hookimpl
 from reinv_bench.api import ConfigError, Param
-from reinv_bench.plugins import PluginError, call_each, get_plugin_manager
-from reinv_bench.spec import SpecError, parse
-from reinv_bench.store import Store, StoreError
+from reinv_bench.registry.plugins import PluginError, call_each, get_plugin_manager
+from reinv_bench.registry.spec import SpecError, parse
+from reinv_bench.results.store import Store, StoreError
 
 
 def _invoke(*args):
@@ -274,7 +274,12 @@ def test_device_is_validated_up_front(tmp_path, device):
 
 
 @pytest.mark.parametrize(
-    "where", ["reinv_bench.runner.expand", "reinv_bench.runner.Store", "reinv_bench.runner.Runner.run"]
+    "where",
+    [
+        "reinv_bench.engine.runner.expand",
+        "reinv_bench.engine.runner.Store",
+        "reinv_bench.engine.runner.Runner.run",
+    ],
 )
 def test_ctrl_c_anywhere_in_run_gives_resume_message_and_130(tmp_path, monkeypatch, where):
     def interrupt(*args, **kwargs):

@@ -7,8 +7,8 @@ import pytest
 
 import reinv_bench
 from reinv_bench.api import ConfigError, DataError
-from reinv_bench.doctor import MissingPrerequisites
-from reinv_bench.plan import Request
+from reinv_bench.engine.plan import Request
+from reinv_bench.engine.prerequisites import MissingPrerequisites
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench import steps as steps_mod
-from reinv_bench.outcomes import Outcomes
-from reinv_bench.plan import Request, expand
-from reinv_bench.progress import LogReporter
-from reinv_bench.runner import Runner, preview
-from reinv_bench.store import Store
+from reinv_bench.engine import steps as steps_mod
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.progress import LogReporter
+from reinv_bench.engine.runner import Runner, preview
+from reinv_bench.results.outcomes import Outcomes
+from reinv_bench.results.store import Store
 
 CPU = torch.device("cpu")
 TESTS = Path(__file__).parent
@@ -177,7 +177,7 @@ def test_executor_help_lists_every_registered_executor(invoke, registry):
 
 
 def test_cells_carry_labels_that_rows_reuse(registry):
-    from reinv_bench.store import COLUMNS, LABELS, Labels, Row
+    from reinv_bench.results.store import COLUMNS, LABELS, Labels, Row
 
     plan = expand(
         Request(
@@ -209,7 +209,7 @@ def test_typed_initialisation_keeps_the_keys_of_its_records(registry, tmp_path):
     import hashlib
     import json
 
-    from reinv_bench.plan import ARTIFACT_VERSION, FileInit, RandomInit, resolve_arch
+    from reinv_bench.engine.plan import ARTIFACT_VERSION, FileInit, RandomInit, resolve_arch
 
     weights = tmp_path / "tiny.pt"
     torch.save(registry.get("architecture", "tiny").build(10, (1, 32, 32)).state_dict(), weights)

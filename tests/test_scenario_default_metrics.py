@@ -9,8 +9,8 @@ import torch
 
 from reinv_bench import hookimpl
 from reinv_bench.api import Scenario, ScenarioData, Split, TrainRecipe
-from reinv_bench.plan import Request, expand
-from reinv_bench.registry import UnknownNameError
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.registry.lookup import UnknownNameError
 
 
 class OwnProtocol(Scenario):
@@ -43,7 +43,7 @@ class Plugin:
 def own_registry():
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     return load(extra=(conftest, Plugin()))
 
@@ -89,7 +89,7 @@ def test_run_says_which_metrics_are_left_out_and_computes_the_named_one(own_regi
     assert line.startswith("warning: scenario own-proto: left out by default (metrics of other protocols)")
     assert "fid (64px, 224px)" in line and "eval_dist (224px)" in line and "robust_acc (on request)" in line
     assert "knn_dist" not in line and "no metric names its protocol" not in line
-    from reinv_bench.store import Store
+    from reinv_bench.results.store import Store
 
     rows = [r for r in Store(tmp_path / "results.db").rows() if r["attack"] == "meanimg"]
     assert rows and all(r["metrics"]["knn_dist"] is not None for r in rows)  # computed, not just planned

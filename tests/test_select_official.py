@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from reinv_bench.api import Defense, Split, TrainRecipe
-from reinv_bench.registry import load
-from reinv_bench.train import accuracy, train_classifier
+from reinv_bench.engine.train import accuracy, train_classifier
+from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")
 
@@ -110,7 +110,7 @@ def test_the_defenses_offer_their_official_selection():
 
 
 def test_select_stays_out_of_the_keys_at_its_default():
-    from reinv_bench.plan import Request, expand
+    from reinv_bench.engine.plan import Request, expand
 
     reg = load()
     plain = expand(

@@ -10,10 +10,10 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from reinv_bench.aggregate import aggregate, sort_entries
 from reinv_bench.api import Column
-from reinv_bench.site import build, slug
-from reinv_bench.store import COLUMNS
+from reinv_bench.results.aggregate import aggregate, sort_entries
+from reinv_bench.results.store import COLUMNS
+from reinv_bench.views.site import build, slug
 
 COLS = [
     Column("natural_acc", percent=True, better="higher", axis="utility"),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reinv_bench.spec import matches, normalise
+from reinv_bench.registry.spec import matches, normalise
 
 SMOKE = ["--budget", "smoke", "--arch", "tiny", "--eval-arch", "tiny", "--metric", "attack_acc", "--quiet"]
 

@@ -12,15 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 from reinv_bench import hookimpl
-from reinv_bench.aggregate import aggregate, declared_columns, sort_entries, verdicts
 from reinv_bench.api import Column, Metric
 from reinv_bench.cli import State, cli
-from reinv_bench.plugins import PluginError, get_plugin_manager
-from reinv_bench.registry import load
-from reinv_bench.stats import interval, paired
-from reinv_bench.store import COLUMNS, SCHEMA_VERSION, Store
-from reinv_bench.tables import ONE_SEED, display_rows, render, stats_notes
-from reinv_bench.tables import delta_cell as delta
+from reinv_bench.registry.lookup import load
+from reinv_bench.registry.plugins import PluginError, get_plugin_manager
+from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries, verdicts
+from reinv_bench.results.stats import interval, paired
+from reinv_bench.results.store import COLUMNS, SCHEMA_VERSION, Store
+from reinv_bench.views.tables import ONE_SEED, display_rows, render, stats_notes
+from reinv_bench.views.tables import delta_cell as delta
 
 COLS = declared_columns(load())
 

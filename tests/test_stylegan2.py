@@ -406,8 +406,8 @@ def test_saved_activation_count_on_the_meta_device():
 def test_weights_add_converts_the_pickle_once_and_records_the_converted_file(
     fake_nvidia, tmp_path, monkeypatch
 ):
-    from reinv_bench import weights
     from reinv_bench.cli import State, cli
+    from reinv_bench.contract import weights
 
     monkeypatch.setenv("REINV_BENCH_WEIGHTS", str(tmp_path / "rb"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))

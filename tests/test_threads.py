@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from reinv_bench.threads import free_threads
+from reinv_bench.engine.threads import free_threads
 
 
 def test_a_quiet_machine_keeps_torchs_default():
@@ -24,7 +24,7 @@ def test_a_busy_machine_computes_with_the_free_cores_and_says_so():
 
 
 def test_passive_waiting_on_a_busy_machine_unless_the_environment_chose(monkeypatch):
-    from reinv_bench.threads import cores, passive_waiting
+    from reinv_bench.engine.threads import cores, passive_waiting
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     passive_waiting(load=0.0)  # quiet: spinning waits are faster, left as OpenMP has them

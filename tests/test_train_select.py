@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reinv_bench.api import ConfigError, Defense, Split, TrainRecipe
-from reinv_bench.train import accuracy, train_classifier
+from reinv_bench.engine.train import accuracy, train_classifier
 
 CPU = torch.device("cpu")
 
@@ -63,7 +63,7 @@ def test_best_test_keeps_the_official_epoch(registry):
 
 
 def test_select_is_checked_and_keeps_old_step_keys():
-    from reinv_bench.recipes import validate
+    from reinv_bench.engine.recipes import validate
 
     assert validate({"target": {"select": "best_test"}}) == {"target": {"select": "best_test"}}
     with pytest.raises(ConfigError, match="select='best': must be one of 'last', 'best_test'"):

@@ -11,12 +11,12 @@ from conftest import MeanAttack
 from test_stats import row
 
 from reinv_bench import hookimpl
-from reinv_bench.aggregate import aggregate, declared_columns
-from reinv_bench.plan import Request, expand, iteration_param, subsample
-from reinv_bench.registry import load
-from reinv_bench.store import Store
-from reinv_bench.tables import render
-from reinv_bench.validity import RANDOM_TOL, VANISHING_RATIO, target_checks
+from reinv_bench.engine.plan import Request, expand, iteration_param, subsample
+from reinv_bench.registry.lookup import load
+from reinv_bench.results.aggregate import aggregate, declared_columns
+from reinv_bench.results.store import Store
+from reinv_bench.results.validity import RANDOM_TOL, VANISHING_RATIO, target_checks
+from reinv_bench.views.tables import render
 
 COLS = declared_columns(load())
 CPU = torch.device("cpu")
@@ -235,7 +235,7 @@ def test_convergence_is_opt_in_and_keeps_the_ordinary_cell_ids(registry):
 
 
 def test_iteration_params_follow_the_wrapper_chain(registry):
-    from reinv_bench.plan import resolve_attack
+    from reinv_bench.engine.plan import resolve_attack
 
     def of(text):
         return iteration_param(resolve_attack(registry, text, "smoke")[2])
@@ -260,7 +260,7 @@ def test_a_negative_convergence_is_a_one_line_error(registry):
 
 
 def test_a_run_stores_the_target_checks_with_each_row_and_caches_them(registry, tmp_path):
-    from reinv_bench.runner import Runner
+    from reinv_bench.engine.runner import Runner
 
     plan = expand(
         Request(
@@ -302,7 +302,7 @@ def register_attacks():  # this module is a plugin too: load(extra=...)
 def test_a_convergence_run_end_to_end(tmp_path):
     import sys
 
-    from reinv_bench.runner import Runner
+    from reinv_bench.engine.runner import Runner
 
     reg = load(extra=(sys.modules["conftest"], sys.modules[__name__]))
     req = Request(
@@ -333,7 +333,7 @@ def test_grid_files_take_convergence(tmp_path):
     import pytest
 
     from reinv_bench.api import ConfigError
-    from reinv_bench.grid import load as load_grid
+    from reinv_bench.engine.grid import load as load_grid
 
     good, bad = tmp_path / "g.toml", tmp_path / "b.toml"
     good.write_text('attacks = ["gmi"]\ndefenses = ["re"]\nconvergence = 5\n')
@@ -344,7 +344,7 @@ def test_grid_files_take_convergence(tmp_path):
 
 
 def test_the_report_states_the_flags(tmp_path):
-    from reinv_bench.report import build
+    from reinv_bench.views.report import build
 
     rows = [
         cell("none", 0, ALL, validity=checks(grad=2.0)),

@@ -12,10 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from reinv_bench import weights
-from reinv_bench.artifacts import file_sha256
 from reinv_bench.cli import State, cli
-from reinv_bench.weights import UnverifiedWeightsWarning, WeightsFile, WeightsUnavailable
+from reinv_bench.contract import weights
+from reinv_bench.contract.weights import UnverifiedWeightsWarning, WeightsFile, WeightsUnavailable
+from reinv_bench.engine.artifacts import file_sha256
 
 NOHASH = WeightsFile(
     "toy-nohash", "toy_backbone.pth", "", "a file without a published hash", torch_dir="checkpoints"
@@ -195,8 +195,8 @@ def test_weights_add_records_and_the_listing_says_unverified(homes, tmp_path):
 
 
 def test_an_architecture_using_unverified_weights_says_so(homes, tmp_path):
-    from reinv_bench.plan import weights_init
-    from reinv_bench.registry import load
+    from reinv_bench.engine.plan import weights_init
+    from reinv_bench.registry.lookup import load
 
     reg = load()
     path = _state_file(tmp_path / "ir50.pth")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import reinv_bench
-from reinv_bench import ensemble
 from reinv_bench.api import ConfigError, Inversion, Param, Reconstructions, hookimpl
-from reinv_bench.plan import Request, expand
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.results import ensemble
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from conftest import MeanAttack  # noqa: E402
@@ -50,7 +50,7 @@ def register_attacks():
 def reg():
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     return load(extra=(conftest, sys.modules[__name__]))
 
@@ -76,7 +76,7 @@ def _expand(reg, req):
 
 def test_member_lists_are_data_with_the_issues_digit_ensemble():
     from reinv_attacks.auto import MEMBERS
-    from reinv_bench import spec
+    from reinv_bench.registry import spec
 
     digits = MEMBERS[("white-box", "mnist")]
     for name in ("gmi", "kedmi", "plgmi", "lomma+gmi", "brepmi", "rlbmi", "transfer+gmi"):
@@ -199,7 +199,7 @@ def test_broken_by_names_the_member_with_most_successful_kept_candidates():
 def ran(tmp_path_factory):
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     reg = load(extra=(conftest, sys.modules[__name__]))
     work = tmp_path_factory.mktemp("auto")
@@ -210,7 +210,7 @@ def ran(tmp_path_factory):
 
 
 def test_run_stores_every_member_and_the_ensemble_with_its_null(ran):
-    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.engine.artifacts import Artifacts
 
     reg, work, res = ran
     rows = {(r.defense, r.attack): r for r in res.rows}
@@ -250,8 +250,9 @@ def test_a_second_run_reuses_everything(ran):
 def test_adaptive_grids_parse_where_their_attacks_exist(reg, name):
     from pathlib import Path
 
-    from reinv_bench import grid, spec
-    from reinv_bench.plan import resolve_attack, resolve_defense
+    from reinv_bench.engine import grid
+    from reinv_bench.engine.plan import resolve_attack, resolve_defense
+    from reinv_bench.registry import spec
 
     g = grid.load(Path(__file__).parent.parent / "benchmarks" / "grids" / f"{name}.toml")
     assert "auto" in g["attacks"]
@@ -311,7 +312,7 @@ def test_a_member_that_skips_identities_adds_nothing_to_their_pools():
 
 def test_the_ensembles_members_prerequisites_are_the_runs(reg):
     """`-a auto` alone on the 224-px faces needs PPA's StyleGAN weights: the checklist names them."""
-    from reinv_bench.doctor import missing_prerequisites
+    from reinv_bench.engine.prerequisites import missing_prerequisites
 
     def what(attack):
         req = Request([attack], ["none"], scenarios=["facescrub224-ffhq"], budget="paper")

@@ -6,7 +6,7 @@ Carlini et al. 2019 and Tramèr et al. 2020 (issue 29; METHODS.md section 12).
 The harness runs every member as a cell of its own, at the run's budget with the member's own
 parameters (its row stays in the store), then pools the members' final candidates per identity
 and keeps the best by the target's own confidence in the identity, never by the evaluation model
-or a judge (``reinv_bench.ensemble``), with a permuted-identity null beside it.
+or a judge (``reinv_bench.results.ensemble``), with a permuted-identity null beside it.
 
 A member the installation does not have (``adaptive+`` and ``transfer+`` arrive with their own
 plugins) is left out with a warning before the run, and the ensemble's row records the members it

@@ -30,5 +30,6 @@ def adam_100_epochs(recipe: TrainRecipe, budget: str, batch_size: int) -> TrainR
 
 def selected(recipe: TrainRecipe, select: str) -> TrainRecipe:
     """``recipe`` keeping the weights ``select`` names (a defense's ``select`` parameter: the choice
-    of its official training code, ``reinv_bench.train.train_classifier``); "last" keeps the recipe's."""
+    of its official training code, ``reinv_bench.engine.train.train_classifier``); "last" keeps the
+    recipe's."""
     return recipe if select == "last" else replace(recipe, select=select)

@@ -38,7 +38,7 @@ abstract_classifier.py::train_model``: ``epoch % evaluate_freq == 0``, 0-based, 
 6, ..., 96) and loads the weights of the lowest validation loss at the end (``patience`` 100 never
 stops a 100-epoch run; ``save_many_accs`` is off in ``training/default.yaml``, so
 ``early_stopping_accuracy_thresholds`` are unused). ``select=best_val_loss`` (``atat[select=
-best_val_loss]``, also for ``at``) is that protocol (``reinv_bench.train.holdout_split``); the
+best_val_loss]``, also for ``at``) is that protocol (``reinv_bench.engine.train.holdout_split``); the
 default ``select=last`` trains on the whole training split and keeps the last epoch, as every other
 target of the harness.
 

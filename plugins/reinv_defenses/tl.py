@@ -40,7 +40,7 @@ Deliberate differences:
 As in the official code, frozen BatchNorm layers keep updating their running statistics in
 training mode: ``engine.py::train_reg`` calls ``model.train()`` on the whole model each epoch and
 freezing only sets ``requires_grad`` (``models/classify.py``), so no layer is put in eval mode; the
-harness likewise trains the whole model in training mode (``reinv_bench.train.train_classifier``)
+harness likewise trains the whole model in training mode (``reinv_bench.engine.train.train_classifier``)
 and ``tl`` only chooses the parameters (tests/test_fidelity_defenses.py
 ``test_tl_frozen_batchnorm_running_stats_update_as_the_official_train_reg``).
 """

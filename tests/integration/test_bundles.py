@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench.plan import Request, expand
-from reinv_bench.runner import Runner
-from reinv_bench.store import SCHEMA_VERSION, Store
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.results.store import SCHEMA_VERSION, Store
 
 CPU = torch.device("cpu")
 METRICS = ["natural_acc", "attack_acc"]
@@ -324,7 +324,7 @@ def test_a_checkpoint_whose_pickle_asks_for_code_or_a_tampered_one_is_refused(re
     _refused(
         _cli(registry, "zoo", "add", tmp_path / "plain.tar.gz", "--workdir", fresh, ok=False), "--with-models"
     )
-    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.engine.artifacts import Artifacts
 
     # a record's meta is another lab's text: only the known fields of their types are kept
     record = {**json.loads(files[rec_name]), "meta": {"kind": "target", "stats": {"attack_acc": "0"}, "x": 1}}

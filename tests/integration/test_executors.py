@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench.artifacts import Artifacts, parse_holder
-from reinv_bench.plan import Request, expand
-from reinv_bench.runner import Runner
-from reinv_bench.steps import reconstructions
-from reinv_bench.store import Store
+from reinv_bench.engine.artifacts import Artifacts, parse_holder
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.engine.steps import reconstructions
+from reinv_bench.results.store import Store
 
 TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 CPU = torch.device("cpu")

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from reinv_bench.api import ConfigError
-from reinv_bench.plan import Request, expand
-from reinv_bench.runner import Runner, build_executor
-from reinv_bench.steps import Env
-from reinv_bench.store import Store
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner, build_executor
+from reinv_bench.engine.steps import Env
+from reinv_bench.results.store import Store
 
 TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 CPU = torch.device("cpu")
@@ -47,7 +47,7 @@ def inline_numbers(tmp_path_factory):
     """The smoke grid run inline under one torch thread (as each task or job runs it)."""
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     registry = load(extra=(conftest,))
     before = torch.get_num_threads()
@@ -91,7 +91,7 @@ def ray_cluster(tmp_path_factory):
 def _registry():
     import conftest
 
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
 
     return load(extra=(conftest,))
 

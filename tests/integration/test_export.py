@@ -11,7 +11,7 @@ import os
 import pytest
 from conftest import cli_invoke
 
-from reinv_bench.store import Store
+from reinv_bench.results.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def exported(tmp_path_factory):
     args = ["-p", "conftest", "run", "-a", "meanimg", "--arch", "tiny", "-d", "none", "-d", "re[p=0.8]"]
     args += ["--budget", "smoke", "--metric", "natural_acc", "--metric", "attack_acc", "--quiet"]
     cli_invoke(*args, "--workdir", wd, plugins=("conftest",), ok=True)
-    from reinv_bench.judging import store_verdicts
+    from reinv_bench.results.judging import store_verdicts
 
     store = Store(wd / "results.db")
     (row,) = [r for r in store.rows() if r.defense == "none"]
@@ -131,7 +131,7 @@ def test_every_row_records_what_it_attacked(exported):
     row (``config["attacked"]``, read by ``leaderboard --reported``)."""
     from collections import Counter
 
-    from reinv_bench.reported import class_ranges
+    from reinv_bench.results.reported import class_ranges
 
     wd, *_ = exported
     for row in Store(wd / "results.db").rows():

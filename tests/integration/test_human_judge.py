@@ -17,8 +17,8 @@ import pytest
 import torch
 from conftest import chromium
 
-from reinv_bench.artifacts import Artifacts
-from reinv_bench.store import COLUMNS, Store
+from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.results.store import COLUMNS, Store
 
 CLASSES = [0, 0, 1, 1, 2, 2]
 # the evaluation model's success per reconstruction, and the answers clicked (None: left unanswered)

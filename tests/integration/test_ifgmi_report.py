@@ -115,14 +115,14 @@ def test_report_best_reruns_to_the_best_layer_and_says_so(tmp_path, monkeypatch)
     assert not torch.equal(last.images, inv.images)
 
 
-@pytest.mark.filterwarnings("ignore::reinv_bench.weights.UnverifiedWeightsWarning")
+@pytest.mark.filterwarnings("ignore::reinv_bench.contract.weights.UnverifiedWeightsWarning")
 def test_cli_report_best_depends_on_the_evaluation_model(tmp_path, monkeypatch, registry):
     """``run -a "ifgmi[report=best]" -a ppa`` on the fake FaceScrub tree: the inversion is one step
     (no chunks) that depends on the evaluation model; the rows say the report and PPA's selection."""
     from conftest import cli_invoke
 
     from reinv_attacks import _stylegan2_load as stylegan2
-    from reinv_bench.store import Store
+    from reinv_bench.results.store import Store
     from reinv_bench.testing import make_facescrub, make_ffhq
 
     root = tmp_path / "data"
@@ -161,7 +161,7 @@ def test_cli_report_best_depends_on_the_evaluation_model(tmp_path, monkeypatch, 
     assert best.config["attack"]["config"]["report"] == "best"
     assert best.config["attacked"]["selection"].startswith("report=best")
     from reinv_attacks.ppa import PPA
-    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.engine.artifacts import Artifacts
 
     ppa = rows["ppa"].config["attacked"]
     assert ppa["per_class"] == 1 and ppa["selection"] == PPA(None, "smoke").selection()  # 1 of 2

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench import hookimpl
-from reinv_bench.plan import Cell
-from reinv_bench.plugins import call_each
-from reinv_bench.registry import load
-from reinv_bench.store import Store
+from reinv_bench.engine.plan import Cell
+from reinv_bench.registry.lookup import load
+from reinv_bench.registry.plugins import call_each
+from reinv_bench.results.store import Store
 
 SMOKE = [
     "run",

@@ -14,11 +14,18 @@ import pytest
 import torch
 
 from reinv_bench.api import EvalContext, Inversion, Reconstructions
-from reinv_bench.artifacts import ArtifactError, Artifacts
-from reinv_bench.plan import AUTO_CHUNK_BYTES, AUTO_CHUNK_CLASSES, Request, _chunk, build_attack, expand
-from reinv_bench.runner import Runner
-from reinv_bench.steps import reconstructions
-from reinv_bench.store import Store
+from reinv_bench.engine.artifacts import ArtifactError, Artifacts
+from reinv_bench.engine.plan import (
+    AUTO_CHUNK_BYTES,
+    AUTO_CHUNK_CLASSES,
+    Request,
+    _chunk,
+    build_attack,
+    expand,
+)
+from reinv_bench.engine.runner import Runner
+from reinv_bench.engine.steps import reconstructions
+from reinv_bench.results.store import Store
 
 CPU = torch.device("cpu")
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench.api import Column
-from reinv_bench.store import COLUMNS, Store
+from reinv_bench.results.store import COLUMNS, Store
 
 DEFENSES = ("re[p=0.2]", "re[p=0.8]")
 
@@ -68,7 +68,7 @@ def test_run_ends_with_one_sentence_per_defense(grid):
 
 
 def test_cells_store_outcomes_and_their_artifacts(grid):
-    from reinv_bench.artifacts import Artifacts
+    from reinv_bench.engine.artifacts import Artifacts
 
     wd, _ = grid
     rows = Store(wd / "results.db").rows()
@@ -101,9 +101,9 @@ def test_plot_refuses_an_unknown_format(grid, tmp_path):
 
 
 def test_a_swept_defense_is_one_curve_in_parameter_order(grid):
-    from reinv_bench.aggregate import aggregate, declared_columns
-    from reinv_bench.plots import sweeps
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
+    from reinv_bench.results.aggregate import aggregate, declared_columns
+    from reinv_bench.views.plots import sweeps
 
     entries = aggregate(Store(grid[0] / "results.db").rows(), columns=declared_columns(load()))
     ((label, line),) = sweeps(entries)
@@ -127,9 +127,9 @@ def test_show_draws_one_row_per_class_and_one_column_per_defense(grid, tmp_path)
 def test_plot_features_draws_the_seed_papers_feature_space_figure(grid, tmp_path):
     """Per class and defense: private (grey), erased private (only where the defense erases) and
     reconstructed features of the stored target."""
-    from reinv_bench.aggregate import aggregate, declared_columns
-    from reinv_bench.plots import feature_projection, groups, private_loader, target_loader
-    from reinv_bench.registry import load
+    from reinv_bench.registry.lookup import load
+    from reinv_bench.results.aggregate import aggregate, declared_columns
+    from reinv_bench.views.plots import feature_projection, groups, private_loader, target_loader
 
     wd, _ = grid
     out = tmp_path / "features.png"
@@ -160,8 +160,8 @@ def test_plot_features_draws_the_seed_papers_feature_space_figure(grid, tmp_path
 
 
 def test_a_third_party_metric_plots(tmp_path):
-    from reinv_bench.aggregate import aggregate
-    from reinv_bench.plots import privacy_utility
+    from reinv_bench.results.aggregate import aggregate
+    from reinv_bench.views.plots import privacy_utility
 
     def row(defense, leak, acc):
         r = dict.fromkeys(COLUMNS)

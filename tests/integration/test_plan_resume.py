@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from reinv_bench.plan import Request, expand
-from reinv_bench.runner import Runner
-from reinv_bench.store import Store
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.results.store import Store
 
 CPU = torch.device("cpu")
 
@@ -62,7 +62,7 @@ def test_second_identical_run_trains_nothing(registry, workdir):
 
 
 def test_interrupted_grid_resumes_without_duplicates(registry, workdir, monkeypatch):
-    from reinv_bench import steps as runner_mod
+    from reinv_bench.engine import steps as runner_mod
 
     plan = expand(_req(defenses=["none", "re", "re[scale=0.1-0.8]"]), registry)
     store = Store(workdir / "results.db")
@@ -87,7 +87,7 @@ def test_interrupted_grid_resumes_without_duplicates(registry, workdir, monkeypa
 
 
 def test_failing_step_fails_only_its_cells(registry, workdir, monkeypatch):
-    from reinv_bench import steps as runner_mod
+    from reinv_bench.engine import steps as runner_mod
 
     plan = expand(_req(defenses=["none", "re"]), registry)
     store = Store(workdir / "results.db")
@@ -110,7 +110,7 @@ def test_failing_step_fails_only_its_cells(registry, workdir, monkeypatch):
 
 
 def test_corrupt_artifact_is_reported_and_recomputed(registry, workdir):
-    from reinv_bench.artifacts import ArtifactError
+    from reinv_bench.engine.artifacts import ArtifactError
 
     plan = expand(_req(defenses=["none"]), registry)
     store = Store(workdir / "results.db")

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench.artifacts import ArtifactError, Artifacts
-from reinv_bench.plan import Request, expand
-from reinv_bench.runner import Runner
-from reinv_bench.store import Store
+from reinv_bench.engine.artifacts import ArtifactError, Artifacts
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.runner import Runner
+from reinv_bench.results.store import Store
 
 TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 CPU = torch.device("cpu")
@@ -47,7 +47,9 @@ GRID = (
 # the first cell's metrics are computed and about to be stored.
 DRIVER = r"""
 import os, signal, sys
-from reinv_bench import artifacts, steps, store
+from reinv_bench.engine import artifacts
+from reinv_bench.engine import steps
+from reinv_bench.results import store
 from reinv_bench.cli import main
 
 kind, current = os.environ.get("KILL_AT"), {}

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench.checkpoint import ENV_EVERY, Checkpoint
-from reinv_bench.plan import Request, expand
-from reinv_bench.steps import Env, Worker
+from reinv_bench.contract.checkpoint import ENV_EVERY, Checkpoint
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.steps import Env, Worker
 
 TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
 sys.path.insert(0, str(TESTS.parent / "plugins"))
@@ -216,8 +216,8 @@ def test_batch_stream_from_a_step_gives_the_rest_of_the_full_stream():
 
 
 def test_the_interval_is_read_from_the_environment(monkeypatch):
-    from reinv_bench.artifacts import ArtifactError
-    from reinv_bench.checkpoint import EVERY_S, every_seconds
+    from reinv_bench.contract.checkpoint import EVERY_S, every_seconds
+    from reinv_bench.engine.artifacts import ArtifactError
 
     monkeypatch.delenv(ENV_EVERY, raising=False)
     assert every_seconds() == EVERY_S
@@ -232,9 +232,9 @@ def test_the_interval_is_read_from_the_environment(monkeypatch):
 
 CHILD = r"""
 import sys
-from reinv_bench.plan import Request, expand
-from reinv_bench.registry import load
-from reinv_bench.steps import Env, run_step
+from reinv_bench.engine.plan import Request, expand
+from reinv_bench.registry.lookup import load
+from reinv_bench.engine.steps import Env, run_step
 
 request = Request([sys.argv[2]], ["none"], baseline=False, budget="smoke", metrics=["attack_acc"])
 plan = expand(request, load())
@@ -285,7 +285,7 @@ def test_a_gmi_prior_killed_with_sigkill_resumes_to_the_uninterrupted_artifact(t
 
 
 def test_a_checkpoint_of_another_loop_is_ignored_or_refused_when_loops_were_skipped(tmp_path):
-    from reinv_bench.artifacts import ArtifactError
+    from reinv_bench.engine.artifacts import ArtifactError
 
     path, said = tmp_path / "ab" / "abc.pt", []
 

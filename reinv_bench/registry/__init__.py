@@ -1,0 +1,1 @@
+"""Plugins: the pluggy manager, typed lookups and spec parsing."""

@@ -1,0 +1,1 @@
+"""Stored results: the store, outcomes, statistics, judging, aggregation, published numbers."""

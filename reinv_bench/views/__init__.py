@@ -1,0 +1,1 @@
+"""Rendering stored results: tables, plots, reports, exports, sites and protocol cards."""
