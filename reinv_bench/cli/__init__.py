@@ -946,7 +946,7 @@ def pack(state: State, output: Path, with_models: bool, samples: int, workdir: P
     the environment that computed them and a manifest of every file's and artifact's SHA-256;
     optionally the models (--with-models) and reconstructions (--with-samples N)."""
     from reinv_bench.engine.artifacts import Artifacts
-    from reinv_bench.engine.bundles import pack as pack_rows
+    from reinv_bench.engine.bundles.packing import pack as pack_rows
     from reinv_bench.results.aggregate import filter_rows
     from reinv_bench.results.store import Store
     from reinv_bench.views.protocol import card
