@@ -3,7 +3,13 @@ party would write it. Every module under plugins/ imports of reinv-bench only th
 (``reinv_bench.api``, and ``hookimpl`` from ``reinv_bench``); of the plugin packages only its own
 package's helper modules (underscore modules, the package's ``__init__``), never another plugin
 package and never an entry-point module (another plugin). Imports are read with ``ast``: those
-inside functions and under ``if TYPE_CHECKING`` count too."""
+inside functions and under ``if TYPE_CHECKING`` count too.
+
+The second half holds the core's own layer rules (issue 28): the floors of reinv_bench
+(contract, registry, engine, results, views, cli) import only downward, nothing imports the
+facade, no import cycle, function-level imports only of heavy or optional packages, and the
+sizes of modules and functions. Each rule is one test whose failure lists every offender as
+``file:line: the import (importer -> imported): the rule``."""
 
 from __future__ import annotations
 
@@ -320,12 +326,26 @@ def api_violations(imps: list[Imp]) -> list[str]:
     ]
 
 
-def floor_violations(imps: list[Imp], floor: str, allowed: set[str], rule: str) -> list[str]:
-    """Imports of core modules from ``floor`` whose target's floor is not in ``allowed``."""
+# what each floor may import of the core: ("only", floors) or ("not", floors), and the rule's words
+FLOORS: dict[str, tuple[str, set[str], str]] = {
+    "contract": ("only", {"contract"}, "contract/ imports only contract/"),
+    "registry": (
+        "only",
+        {"contract", "registry", "reinv_bench.hookspecs"},
+        "registry/ imports only contract/, registry/ and reinv_bench.hookspecs",
+    ),
+    "results": ("not", {"engine", "views", "cli"}, "results/ never imports engine/, views/ or cli/"),
+    "views": ("not", {"engine", "cli"}, "views/ never imports engine/ or cli/ (loaders are handed in)"),
+}
+
+
+def floor_violations(imps: list[Imp], floor: str) -> list[str]:
+    """Imports of core modules from ``floor`` that its rule in ``FLOORS`` forbids."""
+    how, floors, rule = FLOORS[floor]
     return [
         _fail(i, rule)
         for i in imps
-        if layer(i.module) == floor and is_core(i.target) and layer(i.target) not in allowed
+        if layer(i.module) == floor and is_core(i.target) and (layer(i.target) in floors) == (how == "not")
     ]
 
 
@@ -479,37 +499,22 @@ def test_nothing_in_reinv_bench_imports_the_facade():
 
 
 def test_contract_imports_only_contract():
-    bad = floor_violations(all_core_imports(), "contract", {"contract"}, "contract/ imports only contract/")
+    bad = floor_violations(all_core_imports(), "contract")
     assert not bad, _report(bad, "imports out of contract/")
 
 
 def test_registry_imports_only_contract_registry_and_hookspecs():
-    bad = floor_violations(
-        all_core_imports(),
-        "registry",
-        {"contract", "registry", "reinv_bench.hookspecs"},
-        "registry/ imports only contract/, registry/ and reinv_bench.hookspecs",
-    )
+    bad = floor_violations(all_core_imports(), "registry")
     assert not bad, _report(bad, "imports out of registry/")
 
 
 def test_results_never_imports_engine_views_or_cli():
-    bad = floor_violations(
-        all_core_imports(),
-        "results",
-        {"contract", "registry", "results", "reinv_bench", "reinv_bench.hookspecs"},
-        "results/ never imports engine/, views/ or cli/",
-    )
+    bad = floor_violations(all_core_imports(), "results")
     assert not bad, _report(bad, "upward imports from results/")
 
 
 def test_views_never_imports_engine_or_cli():
-    bad = floor_violations(
-        all_core_imports(),
-        "views",
-        {"contract", "registry", "results", "views", "reinv_bench", "reinv_bench.hookspecs"},
-        "views/ never imports engine/ or cli/ (loaders are handed in)",
-    )
+    bad = floor_violations(all_core_imports(), "views")
     assert not bad, _report(bad, "upward imports from views/")
 
 
@@ -580,6 +585,10 @@ def test_the_core_walk_resolves_each_kind_of_import(module, source, target, nest
     assert len(found) == 1 and found[0].nested is nested, probe(module, source)
 
 
+def floor(name: str):
+    return lambda imps: floor_violations(imps, name)
+
+
 @pytest.mark.parametrize(
     ("module", "source", "check", "complaint"),
     [
@@ -588,22 +597,33 @@ def test_the_core_walk_resolves_each_kind_of_import(module, source, target, nest
         (
             "reinv_bench.contract.zz",
             "from reinv_bench.registry.lookup import Registry\n",
-            lambda imps: floor_violations(imps, "contract", {"contract"}, "contract/ imports only contract/"),
+            floor("contract"),
             "contract/ imports only contract/",
         ),
         (
             "reinv_bench.contract.zz",
             "from reinv_bench import hookimpl\n",
-            lambda imps: floor_violations(imps, "contract", {"contract"}, "contract/ imports only contract/"),
-            "contract/ imports only contract/",
+            floor("contract"),
+            "contract/ imports only",
+        ),
+        (
+            "reinv_bench.registry.zz",
+            "from reinv_bench.engine import plan\n",
+            floor("registry"),
+            "registry/ imports only",
+        ),
+        ("reinv_bench.registry.zz", "import reinv_bench\n", floor("registry"), "registry/ imports only"),
+        (
+            "reinv_bench.results.zz",
+            "from reinv_bench.views.tables import entry_json\n",
+            floor("results"),
+            "results/ never imports engine/, views/ or cli/",
         ),
         (
             "reinv_bench.views.zz",
             "def f():\n    from ..engine.steps import reconstructions\n",
-            lambda imps: floor_violations(
-                imps, "views", {"views", "results"}, "views/ never imports engine/"
-            ),
-            "views/ never imports engine/",
+            floor("views"),
+            "views/ never imports engine/ or cli/",
         ),
         ("reinv_bench.engine.zz", "from reinv_bench.cli import results_db\n", cli_violations, "only cli/"),
         (
@@ -617,9 +637,8 @@ def test_the_core_walk_resolves_each_kind_of_import(module, source, target, nest
 )
 def test_the_core_walk_catches_each_kind_of_crossing(module, source, check, complaint):
     bad = check(probe(module, source))
-    assert len(bad) == 1 and complaint in bad[0] and f"reinv_bench/{module.split('.')[1]}/zz.py:" in bad[0], (
-        bad
-    )
+    where = f"reinv_bench/{module.split('.')[1]}/zz.py:"
+    assert len(bad) == 1 and complaint in bad[0] and where in bad[0], bad
 
 
 @pytest.mark.parametrize(
@@ -631,8 +650,15 @@ def test_the_core_walk_catches_each_kind_of_crossing(module, source, check, comp
         (
             "reinv_bench.contract.zz",
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import click\nimport torch\n",
-            lambda imps: floor_violations(imps, "contract", {"contract"}, "contract/ imports only contract/"),
+            floor("contract"),
         ),
+        (
+            "reinv_bench.registry.zz",
+            "from reinv_bench.hookspecs import Spec\nfrom . import spec\n",
+            floor("registry"),
+        ),
+        ("reinv_bench.results.zz", "from reinv_bench.registry.spec import normalise\n", floor("results")),
+        ("reinv_bench.views.zz", "from reinv_bench.results.store import Row\n", floor("views")),
     ],
 )
 def test_the_core_walk_lets_allowed_imports_pass(module, source, check):
