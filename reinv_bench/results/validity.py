@@ -64,6 +64,7 @@ from typing import Any
 import torch
 
 VALIDITY = "validity"  # the key of the checks in row.notes
+BROKEN = "broken"  # the canary note's first word when an attack fails the unit test (engine.canaries)
 CHECKS_VERSION = 1
 SAMPLES = 64  # public images the target checks use
 RANDOM_TOL = 1e-4  # AutoAttack check_randomized alpha: max L2 distance of normalised logits

@@ -34,6 +34,7 @@ from reinv_bench.contract.metric import Column
 from reinv_bench.results import ensemble, judging, stats
 from reinv_bench.results.aggregate import GROUP, SEPARATE, Entry, axis, column_of
 from reinv_bench.results.outcomes import Outcomes
+from reinv_bench.results.validity import BROKEN
 
 ADAPTIVE = "adaptive+"
 # what ``checked`` looks for, as the validity checks store them (reinv_bench.results.validity, issue 29
@@ -126,8 +127,6 @@ def _signed(c: Column, v: float) -> str:
 
 def _canary_broken(entries: list[Entry]) -> dict[tuple, set[str]]:
     """board (of the ordinary targets) -> attacks flagged broken by the canaries of its undefended target."""
-    from reinv_bench.engine.canaries import BROKEN
-
     out: dict[tuple, set[str]] = defaultdict(set)
     for e in entries:
         if e.protocol and e.protocol.endswith(CANARIES) and e.defense == "none":

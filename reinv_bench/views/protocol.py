@@ -1,5 +1,6 @@
 """What the plugins declare, in words: protocol cards (``reinv-bench protocol SCENARIO``), plugin
-descriptions (``reinv-bench plugins NAME``) and published numbers (``leaderboard --reported``).
+descriptions (``reinv-bench plugins NAME``), with the published numbers each declares (collected
+and written by ``reinv_bench.results.reported``).
 
 Everything here is read from the registered objects: a scenario's attributes, ``recipe()`` and
 ``target_classes()``, the optional text attributes ``splits``, ``public_data``, ``eval_model``
@@ -15,13 +16,12 @@ import sys
 from typing import Any
 
 from reinv_bench.contract.attack import WrapperAttack
-from reinv_bench.contract.config import BUDGETS, ConfigError, Param
+from reinv_bench.contract.config import BUDGETS, Param
 from reinv_bench.contract.data import Scenario, TrainRecipe
-from reinv_bench.contract.metric import Column
-from reinv_bench.contract.published import Reported
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.lookup import KINDS, Registry, UnknownNameError
 from reinv_bench.results.aggregate import declared_columns
+from reinv_bench.results.reported import collect_reported, declared_by, reported_line
 
 ROLES = ("target", "eval", "pretrain")
 CARD_TEXT = (
@@ -458,7 +458,7 @@ def describe(registry: Registry, name: str, kind: str | None = None) -> str:
         if doc:
             out += ["", *doc.splitlines()]
         out += _param_lines(cls, name)
-        mine = [r for r in collect_reported(registry) if any(r is x for x in _reported_of(obj))]
+        mine = [r for r in collect_reported(registry) if any(r is x for x in declared_by(obj))]
         if mine:
             columns = declared_columns(registry)
             out += [
@@ -592,87 +592,3 @@ def _param_lines(cls, name: str) -> list[str]:
         diff = budgets.get(b, {})
         out.append(f"  {b}: " + (", ".join(f"{p}={_show(v)}" for p, v in diff.items()) or "(paper defaults)"))
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# published numbers
-
-
-def _reported_of(obj: Any) -> tuple:
-    items = getattr(obj, "reported", ()) or ()
-    return tuple(items) if isinstance(items, (list, tuple)) else (items,)
-
-
-def collect_reported(registry: Registry) -> list[Reported]:
-    """Every ``reported`` number the registered plugins declare (each once)."""
-    seen: dict[int, Reported] = {}
-    for kind in KINDS:
-        for e in registry.entries(kind):
-            for r in _reported_of(e.obj):
-                if not isinstance(r, Reported):
-                    raise ConfigError(
-                        f"{kind} {e.name} (plugin {e.plugin}): its `reported` items must be "
-                        f"reinv_bench.api.Reported, got {type(r).__name__}"
-                    )
-                seen.setdefault(id(r), r)
-    return list(seen.values())
-
-
-def reported_line(r: Reported, columns: list[Column]) -> str:
-    """One published number as text; percent where the metrics declare the column percent."""
-    values = ", ".join(f"{k} {fmt_value(k, v, columns)}" for k, v in r.metrics.items())
-    where = " / ".join(
-        x for x in (r.scenario, r.arch, r.attack, r.defense if r.defense != "none" else "") if x
-    )
-    return (
-        f"{values} - {r.setting} [{where or 'no scenario here'}] "
-        f"({r.paper}{', ' + r.table if r.table else ''}; source: {r.source})"
-    )
-
-
-def fmt_value(key: str, v: float, columns: list[Column]) -> str:
-    percent = any(c.key == key and c.percent for c in columns)
-    return f"{v * 100:.2f}%" if percent else f"{v:g}"
-
-
-def _label(registry: Registry, kind: str, text: str | None) -> str | None:
-    """The spec as the leaderboard labels it at the paper budget (defaults left out)."""
-    if text is None:
-        return None
-    from reinv_bench.engine import plan
-
-    try:
-        if kind == "defense":
-            return plan.resolve_defense(registry, text, "paper")[0]
-        return plan.resolve_attack(registry, text, "paper")[0]
-    except Exception:  # a plugin that is not installed here (e.g. ppa): keep the published text
-        return text
-
-
-def reported_rows(registry: Registry) -> list[dict[str, Any]]:
-    """The published numbers as leaderboard-shaped dicts (labels as the leaderboard writes them)."""
-    from reinv_bench.results.reported import STATED
-
-    rows = []
-    for r in collect_reported(registry):
-        protocol = None
-        if r.scenario in registry.names("scenario"):
-            protocol = registry.get("scenario", r.scenario).protocol
-        rows.append(
-            {
-                "reported": True,
-                "paper": r.paper,
-                "table": r.table,
-                "setting": r.setting,
-                "source": r.source,
-                "scenario": r.scenario,
-                "protocol": protocol,
-                "budget": "paper",
-                "arch": r.arch,
-                "attack": _label(registry, "attack", r.attack),
-                "defense": _label(registry, "defense", r.defense),
-                "metrics": dict(r.metrics),
-                **{k: getattr(r, k) for k in STATED},
-            }
-        )
-    return rows
