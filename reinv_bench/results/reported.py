@@ -28,7 +28,8 @@ from reinv_bench.contract.config import ConfigError
 from reinv_bench.contract.metric import Column
 from reinv_bench.contract.published import Reported
 from reinv_bench.registry.lookup import KINDS, Registry
-from reinv_bench.results.aggregate import GROUP, SEPARATE, Entry, Published, Stat, column_of, comparison_key
+from reinv_bench.results.entries import GROUP, SEPARATE, Entry, Published, Stat, column_of
+from reinv_bench.results.setting import comparison_key
 
 UNMATCHED_TITLE = (
     "Published numbers without a measured group of the same setting here (paper budget; same "
@@ -150,29 +151,6 @@ def attach_reported(
     for e in entries:
         out += [e, *after.get(id(e), [])]
     return out, unmatched
-
-
-def published_json(e: Entry) -> dict[str, Any]:
-    """A published entry as ``--format json`` writes it."""
-    out: dict[str, Any] = {
-        k: getattr(e, k) for k in (*GROUP, *SEPARATE, "threat_model", "variant", "precision")
-    }
-    p = e.reported
-    out.update(
-        defense=e.defense,
-        reported=True,
-        n=0,
-        seeds=[],
-        pareto=False,
-        config_variant="",
-        paper=p.paper,
-        table=p.table,
-        setting=p.setting,
-        source=p.source,
-    )
-    for m in e.metrics:
-        out[m], out[m + "_std"] = e.stats[m].mean, None
-    return out
 
 
 def reported_notes(entries: list[Entry]) -> list[str]:

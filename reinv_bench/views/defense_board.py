@@ -32,7 +32,7 @@ from typing import Any
 
 from reinv_bench.contract.metric import Column
 from reinv_bench.results import ensemble, judging, stats
-from reinv_bench.results.aggregate import GROUP, SEPARATE, Entry, axis, column_of
+from reinv_bench.results.entries import GROUP, SEPARATE, Entry, axis, column_of
 from reinv_bench.results.outcomes import Outcomes
 from reinv_bench.results.validity import BROKEN
 

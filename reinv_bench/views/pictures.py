@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from reinv_bench.results.aggregate import Entry
+from reinv_bench.results.entries import Entry
 from reinv_bench.views.plots import DPI, PlotError, _pyplot, check_output, group_title, text
 
 CELL_INCHES = 1.1  # one image of a reconstruction grid

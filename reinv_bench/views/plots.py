@@ -24,7 +24,8 @@ import numpy as np
 
 from reinv_bench.contract.metric import Column
 from reinv_bench.results import stats
-from reinv_bench.results.aggregate import Entry, axis, column_of, comparison_key, present
+from reinv_bench.results.entries import Entry, axis, column_of, present
+from reinv_bench.results.setting import comparison_key
 from reinv_bench.views.tables import STAR, pareto_mark
 
 FORMATS = (".png", ".svg", ".pdf")

@@ -20,7 +20,7 @@ from reinv_bench.contract.config import BUDGETS, Param
 from reinv_bench.contract.data import Scenario, TrainRecipe
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.lookup import KINDS, Registry, UnknownNameError
-from reinv_bench.results.aggregate import declared_columns
+from reinv_bench.results.entries import declared_columns
 from reinv_bench.results.reported import collect_reported, declared_by, reported_line
 
 ROLES = ("target", "eval", "pretrain")

@@ -25,7 +25,7 @@ from typing import Any
 
 import reinv_bench
 from reinv_bench.contract.metric import Column
-from reinv_bench.results.aggregate import Entry
+from reinv_bench.results.entries import Entry
 from reinv_bench.views import tables
 from reinv_bench.views.export import safe
 from reinv_bench.views.report import CSS, METHOD

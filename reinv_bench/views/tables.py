@@ -19,25 +19,16 @@ import math
 from typing import Any
 
 from reinv_bench.contract.metric import Column
-from reinv_bench.results.aggregate import (
-    GROUP,
-    SEPARATE,
-    Entry,
-    column_of,
-    comparison_key,
-    paired_seeds,
-    present,
-    seeds_text,
-    signed,
-)
+from reinv_bench.results.compare import paired_seeds, seeds_text, signed
+from reinv_bench.results.entries import GROUP, SEPARATE, Entry, column_of, present
 from reinv_bench.results.judging import remarks
 from reinv_bench.results.reported import (
     UNMATCHED_TITLE,
     fmt_reported,
-    published_json,
     reported_notes,
     unmatched_rows,
 )
+from reinv_bench.results.setting import comparison_key
 
 FORMATS = ("table", "md", "csv", "json", "latex")
 STAR, HOLLOW = "★", "☆"
@@ -45,100 +36,6 @@ ONE_SEED = (
     "With one seed the intervals cover only the sampling of reconstructions (and test images), not the "
     "variation between trained targets; --seeds 3 adds it."
 )
-
-
-# --------------------------------------------------------------------------------------------
-# JSON form of an entry (also what ``Entry[key]`` reads)
-
-
-def _metric_json(e: Entry, m: str) -> dict[str, Any]:
-    st = e.stats[m]
-    out: dict[str, Any] = {m: st.mean, m + "_std": st.std}
-    if st.note is not None:
-        out[m + "_note"] = st.note
-    elif st.has_interval:
-        out[m + "_lo"], out[m + "_hi"] = st.lo, st.hi
-    return out
-
-
-def _deltas_json(e: Entry) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for m, d in e.deltas.items():
-        out["d_" + m], out["d_" + m + "_lo"], out["d_" + m + "_hi"] = d.estimate, d.lo, d.hi
-        if d.method is not None:
-            out["d_" + m + "_method"] = d.method
-        if d.note:
-            out["d_" + m + "_note"] = d.note
-        if d.mismatch and e.seed_mismatch is not None:
-            mm = e.seed_mismatch
-            out["seed_mismatch"] = {
-                "seeds": mm.seeds,
-                "baseline_seeds": mm.baseline_seeds,
-                "paired": mm.paired,
-            }
-    return out
-
-
-def entry_json(e: Entry) -> dict[str, Any]:
-    """The entry as ``--format json`` writes it (the keys of earlier versions, in their order;
-    keys added since appear only where they say something)."""
-    if e.reported is not None:
-        return published_json(e)
-    out: dict[str, Any] = {k: getattr(e, k) for k in (*GROUP, "threat_model", "defense", *SEPARATE)}
-    out.update(
-        config_digest=e.config_digest,
-        n=e.n,
-        seeds=e.seeds,
-        reconstructions=e.reconstructions,
-        precision=e.precision,
-    )
-    for m in e.metrics:
-        out.update(_metric_json(e, m))
-    out.update(variant=e.variant, config_variant=e.config_variant, baseline=e.baseline)
-    out.update(_deltas_json(e))
-    out.update(pareto=e.pareto, separable=e.separable)
-    if e.not_separable_from:
-        out["not_separable_from"] = list(e.not_separable_from)
-    if e.baseline_note:
-        out["baseline_note"] = e.baseline_note
-    if e.mixed_versions:
-        out["metric_versions_mixed"] = e.mixed_versions
-    if e.stale:
-        out["stale_rows"] = e.stale
-    if e.threads:
-        out["threads"] = list(e.threads)
-    out.update(issue29_json(e))
-    return out
-
-
-def issue29_json(e: Entry) -> dict[str, Any]:
-    """Issue 29's keys of an entry, where they say something: the top-decile stats
-    (``attack_acc_top10``, ``_lo``, ``_hi``, ``_note``), the difference from ``--attack-baseline``
-    (``attack_baseline``, ``da_<key>``, ``_lo``, ``_hi``, ``_method``, ``_note``), the validity
-    numbers (``validity``) and flags (``validity_flags``)."""
-    out: dict[str, Any] = {}
-    for k in e.top:
-        st = e.stats[k]
-        out[k] = st.mean
-        if st.note is not None:
-            out[k + "_note"] = st.note
-        else:
-            out[k + "_lo"], out[k + "_hi"] = st.lo, st.hi
-    if e.attack_baseline is not None:
-        out["attack_baseline"] = e.attack_baseline
-        for m, d in e.attack_deltas.items():
-            out["da_" + m], out["da_" + m + "_lo"], out["da_" + m + "_hi"] = d.estimate, d.lo, d.hi
-            if d.method is not None:
-                out["da_" + m + "_method"] = d.method
-            if d.note:
-                out["da_" + m + "_note"] = d.note
-    elif e.attack_baseline_note:
-        out["attack_baseline_note"] = e.attack_baseline_note
-    if e.validity:
-        out["validity"] = e.validity
-    if e.flags:
-        out["validity_flags"] = list(e.flags)
-    return out
 
 
 def _finite(obj: Any) -> Any:
