@@ -142,7 +142,7 @@ def merge_seed(rs: list[Row]) -> Row:
                 outcomes.per_item[m] = out.per_item[m]
     artifacts = next((r.artifacts for r in rs if r.artifacts), None)
     # a judge's remark (its threshold, rates, model) stays with its answers
-    remarks = {m: r.notes[m] for m, r in source.items() if judging.split_key(m) and m in (r.notes or {})}
+    remarks = {m: r.notes[m] for m, r in source.items() if judging.JudgeKey.parse(m) and m in (r.notes or {})}
     # the target's validity checks (reinv_bench.results.validity): the most recent row's
     checks = next((r.notes[VALIDITY] for r in rs if VALIDITY in (r.notes or {})), None)
     if checks is not None:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from reinv_bench.contract.images import to_pil
-from reinv_bench.results import judging
+from reinv_bench.results.judging import VERDICT, JudgeKey
 from reinv_bench.results.store import Row
 
 FORMAT, VERSION = "reinv-bench-export", 1
@@ -128,11 +128,11 @@ def verdict_files(row: Row, success: str) -> dict[str, tuple[tuple[str, str], li
     if success in per:
         out["prediction.csv"] = (("filename", "prediction"), per[success])
     for key, values in per.items():
-        parts = judging.split_key(key)
-        if parts is None or len(values) != len(row.outcomes):
+        k = JudgeKey.parse(key)
+        if k is None or len(values) != len(row.outcomes):
             continue
-        base, label = parts
-        if base == judging.VERDICT:
+        base, label = k.kind, k.label
+        if base == VERDICT:
             out[f"{safe(label.split('[')[0])}_results_{safe(label)}.csv"] = (("filename", "label"), values)
         elif base == success:
             out[f"prediction_{safe(label)}.csv"] = (("filename", "prediction"), values)
