@@ -1071,7 +1071,7 @@ def plugins(state: State, name: str | None, kind: str | None):
     from reinv_bench.registry.lookup import KINDS
 
     if name:
-        from reinv_bench.views.protocol import describe
+        from reinv_bench.views.describe import describe
 
         if kind:
             state.registry.get(kind, name)  # unknown: did-you-mean among that kind

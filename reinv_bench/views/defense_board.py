@@ -30,6 +30,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+from tabulate import tabulate
+
 from reinv_bench.contract.metric import Column
 from reinv_bench.results import ensemble, judging, stats
 from reinv_bench.results.entries import GROUP, SEPARATE, Entry, axis, column_of
@@ -296,16 +300,11 @@ def render(ls: list[Line], fmt: str) -> str:
         w.writerow(headers)
         w.writerows(cells)
         return buf.getvalue()
-    from tabulate import tabulate
-
     text = tabulate(cells, headers, tablefmt="latex" if fmt == "latex" else "github")
     return text + ("" if fmt == "latex" else f"\n\n{NOTE}")
 
 
 def rich_table(ls: list[Line]):
-    from rich.markup import escape
-    from rich.table import Table
-
     headers, cells = table(ls)
     t = Table(*headers, title="Defenses: standard, adaptive and worst-case attackers", caption=NOTE)
     for row in cells:

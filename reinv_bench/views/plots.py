@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from reinv_bench.contract.metric import Column
-from reinv_bench.results import stats
+from reinv_bench.results import exposure, stats
 from reinv_bench.results.entries import Entry, axis, column_of, present
 from reinv_bench.results.setting import comparison_key
 from reinv_bench.views.tables import STAR, pareto_mark
@@ -170,8 +170,6 @@ def identity_curves(
     rank by rank over the seeds (``exposure.curve``); x is the identity's rank as a fraction of
     the identities, the 10 % most-leaked left of the dotted line, the defense's top-decile number
     in its legend entry. Save it to ``path`` when given. Returns the figure."""
-    from reinv_bench.results import exposure
-
     plt = _pyplot()
     columns = columns or []
     gs = groups(entries)

@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import reinv_bench
 from reinv_bench.contract.files import ArtifactError
 from reinv_bench.contract.metric import Column
@@ -264,12 +266,7 @@ def _environment(rows: list[dict[str, Any]]) -> str:
         c = Counter(str(r.get(key)) for r in rows if r.get(key) is not None)
         return "; ".join(f"{k} ({n} cell{'s' if n != 1 else ''})" for k, n in c.most_common()) or "-"
 
-    try:
-        import torch
-
-        here_torch = torch.__version__
-    except ImportError:  # pragma: no cover
-        here_torch = "not installed"
+    here_torch = torch.__version__
     digests = Counter(f"{r.get('scenario')}: {r.get('data_digest')}" for r in rows if r.get("data_digest"))
     lines = [
         ["reinv-bench (rows)", counted("reinv_version")],
