@@ -73,7 +73,7 @@ def reconstruction_loader(artifacts: Artifacts | Path | str) -> StoredReconstruc
 
 
 def target_loader(registry, workdir: Path):
-    """``load_target(row)`` for ``plots.feature_projection``: the row's target rebuilt as its
+    """``load_target(row)`` for ``pictures.feature_projection``: the row's target rebuilt as its
     config says (architecture, defense) with its stored weights, as ``features(x)`` (its
     penultimate features on the CPU), its defense and its reconstructions; None when the target
     or the reconstructions are not in the workdir's artifact cache."""

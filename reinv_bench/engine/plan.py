@@ -434,7 +434,7 @@ def build_judge(registry: Registry, desc: dict[str, Any]):
 
 
 def _metric_names(req: Request, registry: Registry, scenario: Scenario) -> tuple[list[str], list[str]]:
-    """The request's metrics, else the scenario's defaults (``protocol.applies``: those of its
+    """The request's metrics, else the scenario's defaults (``registry.defaults.applies``: those of its
     protocol and those it names); and ``name@version`` of each."""
     from reinv_bench.registry.defaults import default_metrics
 
