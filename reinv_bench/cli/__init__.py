@@ -848,11 +848,12 @@ def leaderboard(
 def _with_reported(state: State, entries, filters: dict) -> tuple[list, list]:
     """``--reported``: the published numbers the plugins declare that match ``filters``, attached
     beside the measured ``entries`` of their setting; (entries, the published rows of no setting here)."""
+    from reinv_bench.engine.loaders import paper_label
     from reinv_bench.results.aggregate import filter_rows
-    from reinv_bench.results.reported import attach_reported
-    from reinv_bench.views.protocol import reported_rows
+    from reinv_bench.results.reported import attach_reported, reported_rows
 
-    return attach_reported(entries, filter_rows(reported_rows(state.registry), **filters))
+    published = reported_rows(state.registry, paper_label(state.registry))
+    return attach_reported(entries, filter_rows(published, **filters))
 
 
 def _attack_baseline(rows, entries, attack_baseline: str | None, columns) -> list[str]:
@@ -889,11 +890,10 @@ def _attack_baseline(rows, entries, attack_baseline: str | None, columns) -> lis
 def export_cmd(state: State, out: Path, private_per_class, force: bool, workdir, **filters):
     """Write the stored cells' reconstructions, the private images they are judged against and every
     verdict (evaluation models, judges) in the MI-Reconstruction-Collection layout (MI-Eval-MLLM)."""
-    from reinv_bench.engine.artifacts import Artifacts
+    from reinv_bench.engine.loaders import private_loader, reconstruction_loader
     from reinv_bench.results.aggregate import declared_columns, default_sort, filter_rows
     from reinv_bench.results.store import Store
     from reinv_bench.views.export import ExportError, export
-    from reinv_bench.views.plots import private_loader
 
     db = results_db(workdir)
     rows = filter_rows(Store(db).rows(status="ok"), **{k.removesuffix("s"): v for k, v in filters.items()})
@@ -902,7 +902,13 @@ def export_cmd(state: State, out: Path, private_per_class, force: bool, workdir,
     success = default_sort(declared_columns(state.registry))
     try:
         manifest, notes = export(
-            rows, Artifacts(db.parent), private_loader(state.registry), out, success, private_per_class, force
+            rows,
+            reconstruction_loader(db.parent),
+            private_loader(state.registry),
+            out,
+            success,
+            private_per_class,
+            force,
         )
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
@@ -1065,7 +1071,7 @@ def plugins(state: State, name: str | None, kind: str | None):
     from reinv_bench.registry.lookup import KINDS
 
     if name:
-        from reinv_bench.views.protocol import describe
+        from reinv_bench.views.describe import describe
 
         if kind:
             state.registry.get(kind, name)  # unknown: did-you-mean among that kind
@@ -1315,7 +1321,8 @@ def plot(
     """Privacy-utility scatter per comparison group: 95% interval error bars, the baseline marked,
     the Pareto front drawn, a defense swept over one parameter drawn as a curve. With --features:
     the feature-space projection of one group. With --identities: the per-identity curves."""
-    from reinv_bench.views import plots
+    from reinv_bench.engine.loaders import private_loader, target_loader
+    from reinv_bench.views import pictures, plots
 
     workdir = _expand_home(workdir)
     _, entries, columns = _stored(
@@ -1333,9 +1340,9 @@ def plot(
             click.echo(f"wrote {output}")
             return
         group = _one_group(entries)
-        load_target = plots.target_loader(state.registry, workdir)
-        _, (nrows, ncols), notes = plots.feature_projection(
-            group, plots.private_loader(state.registry), load_target, output, classes, seed
+        load_target = target_loader(state.registry, workdir)
+        _, (nrows, ncols), notes = pictures.feature_projection(
+            group, private_loader(state.registry), load_target, output, classes, seed
         )
     except plots.PlotError as exc:
         raise click.ClickException(str(exc)) from None
@@ -1394,8 +1401,9 @@ def show(
     """Reconstruction grid of one comparison group: rows = attacked classes, first column a private
     training image of the class, then per defense the reconstruction the target is most confident
     in (or, with --restarts, every reconstruction of one cell)."""
-    from reinv_bench.engine.artifacts import Artifacts
-    from reinv_bench.views.plots import PlotError, private_loader, reconstruction_grid
+    from reinv_bench.engine.loaders import private_loader, reconstruction_loader
+    from reinv_bench.views.pictures import reconstruction_grid
+    from reinv_bench.views.plots import PlotError
 
     workdir = _expand_home(workdir)
     _, entries, _ = _stored(
@@ -1404,7 +1412,13 @@ def show(
     group = _one_group(entries)
     try:
         _, (nrows, ncols), notes = reconstruction_grid(
-            group, Artifacts(workdir), private_loader(state.registry), output, classes, seed, restarts
+            group,
+            reconstruction_loader(workdir),
+            private_loader(state.registry),
+            output,
+            classes,
+            seed,
+            restarts,
         )
     except PlotError as exc:
         raise click.ClickException(str(exc)) from None
@@ -1448,13 +1462,14 @@ def report(
     """One self-contained HTML file (images embedded, no network, no script): leaderboards with
     intervals per group, privacy-utility plots, reconstruction grids, each cell's config and
     timings, failed cells, metric gaps and the environment."""
+    from reinv_bench.engine.loaders import workdir_loaders
     from reinv_bench.views.report import build
 
     workdir = _expand_home(workdir)
     rows, _, columns = _stored(
         state, workdir, attacks, defenses, archs, scenarios, budgets, protocols, baseline_name, failed=True
     )
-    text = build(rows, workdir, state.registry, columns, baseline_name, classes)
+    text = build(rows, workdir, workdir_loaders(state.registry, workdir), columns, baseline_name, classes)
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:  # read-only disk, no permission, full disk, missing folder

@@ -52,7 +52,7 @@ from reinv_bench.engine.steps import (
 )
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.lookup import Registry
-from reinv_bench.results.judging import verdict_key
+from reinv_bench.results.judging import JudgeKey, is_verdict, verdict_key
 from reinv_bench.results.store import Row, Store
 
 __all__ = [
@@ -502,7 +502,7 @@ class Runner:
                     **cell.config,
                     "metrics": {m: self.registry.get("metric", m).version for m in cell.metrics}
                     | {verdict_key(j["label"]): j["version"] for j in cell.judges}
-                    | {f"eval[{label}]": key[:12] for label, key in cell.extra_evals.items()},
+                    | {JudgeKey("eval", label).key: key[:12] for label, key in cell.extra_evals.items()},
                     **attacked(self.registry, cell.config, values.get("outcomes")),
                     **self._threads(cell, values.get("device")),
                 },
@@ -554,7 +554,7 @@ def keep_answers(old: Row | None, new: Row) -> Row:
     kept = {
         k: v
         for k, v in old.outcomes.per_reconstruction.items()
-        if k.startswith("judge[") and k not in per and k in (old.metrics or {})
+        if is_verdict(k) and k not in per and k in (old.metrics or {})
     }
     if not kept:
         return new
