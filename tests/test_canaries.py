@@ -13,7 +13,8 @@ import torch
 import reinv_bench
 from reinv_bench.api import ConfigError, Inversion, Split, hookimpl
 from reinv_bench.engine import canaries
-from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.expand import expand
+from reinv_bench.engine.plan import Request
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import MeanAttack  # noqa: E402
@@ -105,7 +106,7 @@ def test_canaries_without_a_prior_that_makes_them_is_one_line(reg, invoke, tmp_p
 
 
 def test_which_attacks_make_canaries(registry):
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
 
     def makes(text):
         return canaries.makes_canaries(resolve_attack(registry, text, "smoke")[2])
@@ -116,7 +117,7 @@ def test_which_attacks_make_canaries(registry):
 
 def test_gmi_canary_images_are_its_generators_samples(registry):
     from reinv_attacks._gan import Generator
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
 
     gmi = resolve_attack(registry, "gmi", "smoke")[2]
     torch.manual_seed(0)

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from reinv_bench.engine import estimates
-from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.expand import expand
+from reinv_bench.engine.plan import Request
 
 
 def _steps(registry, kind, **fields):

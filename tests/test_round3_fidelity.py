@@ -180,7 +180,7 @@ def test_compositions_refused_at_plan_time_in_one_line(invoke, tmp_path, defense
 
 
 def test_untargeted_at_composes_with_calor_and_dpsgd_with_other_losses():
-    from reinv_bench.engine.train import compose
+    from reinv_bench.registry.composed import compose
 
     reg = load()
     d = lambda name, **cfg: reg.get("defense", name)(cfg)  # noqa: E731

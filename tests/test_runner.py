@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from reinv_bench.engine import steps as steps_mod
-from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.expand import expand
+from reinv_bench.engine.plan import Request
 from reinv_bench.engine.progress import LogReporter
 from reinv_bench.engine.runner import Runner, preview
 from reinv_bench.results.outcomes import Outcomes
@@ -209,7 +210,8 @@ def test_typed_initialisation_keeps_the_keys_of_its_records(registry, tmp_path):
     import hashlib
     import json
 
-    from reinv_bench.engine.plan import ARTIFACT_VERSION, FileInit, RandomInit, resolve_arch
+    from reinv_bench.engine.plan import ARTIFACT_VERSION
+    from reinv_bench.registry.components import FileInit, RandomInit, resolve_arch
 
     weights = tmp_path / "tiny.pt"
     torch.save(registry.get("architecture", "tiny").build(10, (1, 32, 32)).state_dict(), weights)

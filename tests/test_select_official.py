@@ -110,7 +110,8 @@ def test_the_defenses_offer_their_official_selection():
 
 
 def test_select_stays_out_of_the_keys_at_its_default():
-    from reinv_bench.engine.plan import Request, expand
+    from reinv_bench.engine.expand import expand
+    from reinv_bench.engine.plan import Request
 
     reg = load()
     plain = expand(

@@ -11,7 +11,8 @@ from conftest import MeanAttack
 from test_stats import row
 
 from reinv_bench import hookimpl
-from reinv_bench.engine.plan import Request, expand, iteration_param, subsample
+from reinv_bench.engine.expand import expand, iteration_param, subsample
+from reinv_bench.engine.plan import Request
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.aggregate import aggregate, declared_columns
 from reinv_bench.results.store import Store
@@ -235,7 +236,7 @@ def test_convergence_is_opt_in_and_keeps_the_ordinary_cell_ids(registry):
 
 
 def test_iteration_params_follow_the_wrapper_chain(registry):
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
 
     def of(text):
         return iteration_param(resolve_attack(registry, text, "smoke")[2])

@@ -12,7 +12,8 @@ import torch
 
 import reinv_bench
 from reinv_bench.api import ConfigError, Inversion, Param, Reconstructions, hookimpl
-from reinv_bench.engine.plan import Request, expand
+from reinv_bench.engine.expand import expand
+from reinv_bench.engine.plan import Request
 from reinv_bench.results import ensemble
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
@@ -251,8 +252,8 @@ def test_adaptive_grids_parse_where_their_attacks_exist(reg, name):
     from pathlib import Path
 
     from reinv_bench.engine import grid
-    from reinv_bench.engine.plan import resolve_attack, resolve_defense
     from reinv_bench.registry import spec
+    from reinv_bench.registry.components import resolve_attack, resolve_defense
 
     g = grid.load(Path(__file__).parent.parent / "benchmarks" / "grids" / f"{name}.toml")
     assert "auto" in g["attacks"]

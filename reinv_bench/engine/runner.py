@@ -35,8 +35,10 @@ import reinv_bench
 from reinv_bench.contract.data import ScenarioData
 from reinv_bench.contract.executor import Executor
 from reinv_bench.contract.models import Classifier
+from reinv_bench.contract.precision import check_precision
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
-from reinv_bench.engine.plan import Cell, Plan, Request, Step, check_precision, data_spec, expand
+from reinv_bench.engine.expand import expand
+from reinv_bench.engine.plan import Cell, Plan, Request, Step, data_spec
 from reinv_bench.engine.progress import Reporter
 from reinv_bench.engine.steps import (
     Env,
@@ -51,6 +53,7 @@ from reinv_bench.engine.steps import (
     seed_everything,  # noqa: F401 - re-exported (__all__)
 )
 from reinv_bench.registry import spec as specs
+from reinv_bench.registry.components import build_attack
 from reinv_bench.registry.lookup import Registry
 from reinv_bench.results.judging import verdict_key
 from reinv_bench.results.store import Row, Store
@@ -579,7 +582,6 @@ def attacked(registry: Registry, config: dict[str, Any], outcomes: Any) -> dict[
         return {}
     from collections import Counter
 
-    from reinv_bench.engine.plan import build_attack
     from reinv_bench.results.reported import class_ranges
 
     counts = set(Counter(outcomes.classes).values())

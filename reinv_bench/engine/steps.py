@@ -37,8 +37,9 @@ from reinv_bench.contract.metric import EvalContext, NotComputed, PerItem
 from reinv_bench.contract.models import Classifier
 from reinv_bench.contract.precision import set_tf32, step_precision
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
-from reinv_bench.engine.plan import Cell, Step, data_spec
-from reinv_bench.engine.train import accuracy, compose, train_classifier
+from reinv_bench.engine.plan import Cell, Step, data_spec, digest
+from reinv_bench.engine.train import accuracy, predict, train_classifier
+from reinv_bench.registry.components import build_attack, build_defense, build_judge
 from reinv_bench.registry.lookup import Registry
 from reinv_bench.results.outcomes import Items, Outcomes
 from reinv_bench.results.validity import VALIDITY
@@ -207,9 +208,7 @@ class Worker:
         return self._data[(scenario, data_root)]
 
     def defense(self, desc: list[dict[str, Any]] | None, budget: str = "paper") -> Defense:
-        if not desc:
-            return Defense()
-        return compose([self.registry.get("defense", d["name"])(d["config"], budget) for d in desc])
+        return build_defense(self.registry, desc, budget)
 
     def _build(self, step: Step) -> tuple[Classifier, Defense]:
         scenario = self.registry.get("scenario", step.spec["scenario"])
@@ -252,8 +251,6 @@ class Worker:
         return self.registry.get("architecture", name)
 
     def attack(self, desc: dict[str, Any]) -> Attack:
-        from reinv_bench.engine.plan import build_attack
-
         return build_attack(self.registry, desc)
 
     def target_view(self, attack: Attack, key: str):
@@ -475,8 +472,6 @@ class Worker:
     def evaluate(self, cell: Cell) -> Evaluation:
         """The cell's metric values, notes and per-reconstruction outcomes (class, the target's
         confidence in it, each metric's item values), computed at fp32 whatever the steps did."""
-        from reinv_bench.engine.train import predict
-
         spec = self.steps[cell.target_key].spec
         scenario = self.registry.get("scenario", spec["scenario"])
         data = self.data(spec["scenario"], spec["data_root"])
@@ -527,7 +522,6 @@ class Worker:
         its keys suffixed ``[LABEL]``) and its judges' answers (``reinv_bench.results.judging``)."""
         from dataclasses import replace
 
-        from reinv_bench.engine.plan import build_judge
         from reinv_bench.results.judging import record
 
         uses_eval = [n for n in cell.metrics if self.registry.get("metric", n).uses_eval_model]
@@ -626,8 +620,6 @@ class Worker:
 
     def _cache(self, name: str, key: Any, compute) -> dict[str, Any]:
         """Metric-side cache in the artifact store (e.g. FID statistics of the private images)."""
-        from reinv_bench.engine.plan import digest
-
         akey = digest({"cache": name, "key": key})
         if self.artifacts.exists(akey):
             try:

@@ -20,6 +20,7 @@ from reinv_bench.contract.data import Scenario, TrainRecipe
 from reinv_bench.contract.metric import Column
 from reinv_bench.contract.published import Reported
 from reinv_bench.registry import spec as specs
+from reinv_bench.registry.components import default_metrics, resolve_attack, resolve_defense
 from reinv_bench.registry.lookup import KINDS, Registry, UnknownNameError
 from reinv_bench.results.aggregate import declared_columns
 
@@ -57,22 +58,6 @@ def definition(metric: Any) -> str:
 
 # --------------------------------------------------------------------------------------------
 # metrics by protocol
-
-
-def applies(metric: Any, scenario: Scenario) -> bool:
-    """Whether ``metric`` runs on ``scenario`` by default (the rule of ``plan.expand``): it runs on
-    every protocol, names the scenario's, or the scenario names it in ``default_metrics``."""
-    return (
-        not metric.protocols
-        or scenario.protocol in metric.protocols
-        or metric.name in scenario.default_metrics
-    )
-
-
-def default_metrics(registry: Registry, scenario: Scenario) -> tuple[list[Any], list[Any]]:
-    """(metrics run by default, metrics of other protocols only)."""
-    metrics = [e.obj for e in registry.entries("metric")]
-    return [m for m in metrics if applies(m, scenario)], [m for m in metrics if not applies(m, scenario)]
 
 
 def claimed(registry: Registry, scenario: Scenario) -> bool:
@@ -639,12 +624,10 @@ def _label(registry: Registry, kind: str, text: str | None) -> str | None:
     """The spec as the leaderboard labels it at the paper budget (defaults left out)."""
     if text is None:
         return None
-    from reinv_bench.engine import plan
-
     try:
         if kind == "defense":
-            return plan.resolve_defense(registry, text, "paper")[0]
-        return plan.resolve_attack(registry, text, "paper")[0]
+            return resolve_defense(registry, text, "paper")[0]
+        return resolve_attack(registry, text, "paper")[0]
     except Exception:  # a plugin that is not installed here (e.g. ppa): keep the published text
         return text
 
