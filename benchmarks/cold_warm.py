@@ -50,8 +50,7 @@ def main() -> None:
     ]
     try:
         cold = run(job)
-        from reinv_bench.engine.expand import expand
-        from reinv_bench.engine.plan import Request
+        from reinv_bench.engine.plan import Request, expand
         from reinv_bench.registry.lookup import load
 
         plan = expand(Request(["gmi"], ["re"], budget=args.budget), load())

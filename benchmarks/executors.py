@@ -21,8 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # noop_plugin, importable by worker processes too
 
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request  # noqa: E402
+from reinv_bench.engine.plan import Request, expand  # noqa: E402
 from reinv_bench.engine.runner import Runner  # noqa: E402
 from reinv_bench.registry.lookup import load  # noqa: E402
 from reinv_bench.results.store import Store  # noqa: E402

@@ -86,8 +86,7 @@ def _reset_hwm() -> None:
 def child(classes: int, mode: str, workdir: Path, root: Path, fid_sha: str) -> dict:
     from reinv_bench.engine import chunks as plan_mod
     from reinv_bench.engine import steps
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
     from reinv_bench.engine.runner import Runner
     from reinv_bench.registry.lookup import load
     from reinv_bench.results.store import Store

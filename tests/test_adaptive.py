@@ -28,8 +28,7 @@ from reinv_bench.api import (
     Split,
     compose_adaptations,
 )
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.store import Store

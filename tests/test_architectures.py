@@ -9,8 +9,7 @@ import torch
 import torchvision
 
 from reinv_bench.api import ConfigError
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 
 

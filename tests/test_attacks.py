@@ -17,8 +17,7 @@ from reinv_attacks.kedmi import kedmi_optimize, prior_loss, soft_xent
 from reinv_attacks.lomma import logit_identity
 from reinv_attacks.plgmi import augment, max_margin, plg_optimize, top_n
 from reinv_bench.api import Classifier, LabelOnly
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.store import Store

@@ -13,8 +13,7 @@ import torch
 import reinv_bench
 from reinv_bench.api import ConfigError, Inversion, Split, hookimpl
 from reinv_bench.engine import canaries
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import MeanAttack  # noqa: E402

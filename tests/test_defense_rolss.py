@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from reinv_bench.api import ConfigError, TrainRecipe, residual_stages
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.registry.composed import compose
 from reinv_bench.registry.lookup import load

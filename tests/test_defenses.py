@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from reinv_bench.api import ConfigError, Split, TrainRecipe
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.engine.train import train_classifier
 from reinv_bench.registry.composed import compose

@@ -9,8 +9,7 @@ import re
 import pytest
 
 from reinv_bench.engine import estimates
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 
 
 def _steps(registry, kind, **fields):

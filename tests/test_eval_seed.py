@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from reinv_bench.engine.builders import EVAL_SEED
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import ARTIFACT_VERSION, Request
+from reinv_bench.engine.plan import ARTIFACT_VERSION, Request, expand
 from reinv_bench.registry.lookup import load
 
 

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reinv_bench.api import EvalContext, Inversion, NotComputed, ScenarioData, Split, TrainRecipe
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.train import make_optimizer
 
 # ---- TL-DMI (item 6) -----------------------------------------------------------------------

@@ -151,8 +151,7 @@ def test_sigterm_leaves_a_message_like_ctrl_c(tmp_path):
 
 
 def chunk_configs(attack: str, class_chunk) -> list[dict]:
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
     from reinv_bench.registry.lookup import load
 
     req = Request([attack], ["none"], [], ["mnist"], 1, "smoke", False, None, class_chunk=class_chunk)

@@ -8,9 +8,8 @@ import pytest
 from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` fixture)
 
 from reinv_bench.api import ConfigError
-from reinv_bench.engine.expand import expand
 from reinv_bench.engine.grid import load
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.components import resolve_attack, resolve_defense
 

@@ -20,8 +20,7 @@ from reinv_judges.verification import Verification
 from reinv_bench import hookimpl
 from reinv_bench.api import Scenario, ScenarioData, Split, TrainRecipe
 from reinv_bench.contract.config import ConfigError
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 
 
 class FMNIST(Scenario):

@@ -206,8 +206,7 @@ def test_store_verdicts_writes_answers_from_outside_into_the_row(tmp_path):
 
 
 def _plan(**kw):
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
 
     return expand(Request(["gmi"], ["none"], budget="smoke", **kw), load(), data_digest=lambda name: "d" * 16)
 
@@ -256,8 +255,7 @@ def _plan_with(judge_cls, **kw):
     import types
 
     from reinv_bench import hookimpl
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
 
     mod = types.ModuleType("judges_under_test")
     mod.register_judges = hookimpl(lambda: [judge_cls])

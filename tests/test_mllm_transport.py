@@ -223,8 +223,7 @@ def test_the_cell_stops_when_its_total_time_is_spent(server):
 def plan_of(judges):
     import sys
 
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
     from reinv_bench.registry.lookup import load
 
     req = Request(["meanimg"], ["none"], archs=["tiny"], budget="smoke", judges=judges)

@@ -34,8 +34,7 @@ from reinv_attacks.ppdg import (
     selection_scores,
 )
 from reinv_bench.api import AttackContext, ConfigError, Split
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")

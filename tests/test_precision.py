@@ -7,8 +7,7 @@ import torch
 
 from reinv_bench import hookimpl
 from reinv_bench.api import ConfigError, Scenario, ScenarioData, Split, TrainRecipe
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.results.aggregate import aggregate, comparison_key, declared_columns
 
 

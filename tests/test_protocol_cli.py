@@ -18,8 +18,7 @@ from reinv_bench.api import (
     Scenario,
     TrainRecipe,
 )
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries
 from reinv_bench.results.reported import attach_reported

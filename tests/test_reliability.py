@@ -193,8 +193,7 @@ def test_run_with_an_absurd_seed_count_is_refused_at_once():
 
 def test_an_absurd_seed_count_from_python_is_refused_at_plan_time(registry):
     from reinv_bench.api import ConfigError
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
 
     req = Request(["gmi"], ["re"], [], ["mnist"], 10**8, "smoke", True, None, None, None)
     with pytest.raises(ConfigError, match="seeds must be between 1 and"):
@@ -452,8 +451,7 @@ def test_local_workers_compute_with_the_drivers_thread_count(registry, tmp_path)
     both executors write the same bytes; rows record the count in their device column."""
     import torch
 
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
     from reinv_bench.engine.runner import Runner
 
     plan = expand(

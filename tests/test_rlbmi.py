@@ -573,8 +573,7 @@ def test_black_box_attacker_only_calls_the_query_function(monkeypatch):
 
 @pytest.mark.integration  # slow: tests/integration tier (pyproject)
 def test_smoke_run_on_the_digits_records_the_queries(tmp_path):
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
     from reinv_bench.engine.runner import Runner
     from reinv_bench.registry.lookup import load
     from reinv_bench.results.store import Store

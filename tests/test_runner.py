@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from reinv_bench.engine import steps as steps_mod
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.progress import LogReporter
 from reinv_bench.engine.runner import Runner, preview
 from reinv_bench.results.outcomes import Outcomes

@@ -9,8 +9,7 @@ import torch
 
 from reinv_bench import hookimpl
 from reinv_bench.api import Scenario, ScenarioData, Split, TrainRecipe
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry.lookup import UnknownNameError
 
 

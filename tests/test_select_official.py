@@ -110,8 +110,7 @@ def test_the_defenses_offer_their_official_selection():
 
 
 def test_select_stays_out_of_the_keys_at_its_default():
-    from reinv_bench.engine.expand import expand
-    from reinv_bench.engine.plan import Request
+    from reinv_bench.engine.plan import Request, expand
 
     reg = load()
     plain = expand(

@@ -14,8 +14,7 @@ from reinv_attacks.gmi import GMI
 from reinv_attacks.lomma import LOMMA
 from reinv_attacks.transfer import Surrogates, Transfer
 from reinv_bench.api import AttackContext, Classifier, ConfigError, Split
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")

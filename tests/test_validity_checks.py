@@ -11,8 +11,7 @@ from conftest import MeanAttack
 from test_stats import row
 
 from reinv_bench import hookimpl
-from reinv_bench.engine.expand import expand, iteration_param, subsample
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand, iteration_param, subsample
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.aggregate import aggregate, declared_columns
 from reinv_bench.results.store import Store

@@ -12,8 +12,7 @@ import torch
 
 import reinv_bench
 from reinv_bench.api import ConfigError, Inversion, Param, Reconstructions, hookimpl
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.results import ensemble
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))

@@ -1,7 +1,7 @@
-"""The builders of a plan: one per step kind (``reinv_bench.engine.expand`` drives them).
+"""The builders of a plan: one per step kind (``reinv_bench.engine.plan.expand`` drives them).
 
 Each adds its step to the scope's steps (identical steps collapse to one) and returns its key;
-``attack_cell`` and ``target_cells`` give the results rows to be of one target.
+The cells that read them are built in ``reinv_bench.engine.plan``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,23 @@ from reinv_bench.contract.config import ConfigError
 from reinv_bench.contract.data import Scenario
 from reinv_bench.contract.defense import Defense
 from reinv_bench.engine import recipes
-from reinv_bench.engine.chunks import _chunk, reshaping_chunk
-from reinv_bench.engine.plan import Cell, Init, PretrainedInit, Request, Step, digest
-from reinv_bench.registry.components import RandomInit, build_judge, file_init, judge_identity, resolve_arch
+from reinv_bench.engine.chunks import _chunk
+from reinv_bench.engine.request import Request, Step
+from reinv_bench.registry.components import FileInit, RandomInit, build_judge, file_init, resolve_arch
 from reinv_bench.registry.lookup import Registry
-from reinv_bench.results.store import Labels
-from reinv_bench.results.validity import CONVERGENCE
+
+
+@dataclass(frozen=True)
+class PretrainedInit:
+    """Weights of a pretrain step of this plan (on the scenario's public data), by its key."""
+
+    key: str
+
+    def record(self) -> dict[str, str]:
+        return {"pretrained": self.key}
+
+
+Init = RandomInit | FileInit | PretrainedInit  # ``record()``: what the step specs (so the keys) hold
 
 
 @dataclass
@@ -232,7 +243,7 @@ def prior_steps(sc: Scope, attack: tuple, target_key: str, dlabel: str, seed: in
     return priors
 
 
-def _invert_step(
+def invert_step(
     sc: Scope,
     attack: tuple,
     target_key: str,
@@ -264,136 +275,3 @@ def _invert_step(
         for i in range(0, len(classes), chunk)
     ]
     return sc.add(Step("merge", {"chunks": parts, "seed": seed}, deps=tuple(parts), label=f"merge {label}"))
-
-
-def attack_cell(
-    sc: Scope,
-    arch: tuple[str, str, Init],
-    defense: tuple,
-    target: tuple[str, Init, dict],
-    attack: tuple,
-    seed: int,
-    convergence: dict[str, Any] | None = None,
-) -> Cell:
-    """One results row to be: the attack's priors and inversion of ``target`` (``target_step``)
-    and its evaluation. ``convergence``: the row of a convergence check (``convergence_cell``),
-    which attacks the classes it names and records it in its config and its cell id."""
-    arch_label, dlabel, alabel = arch[0], defense[0], attack[0]
-    priors = prior_steps(sc, attack, target[0], dlabel, seed)
-    invert_key = _invert_step(
-        sc,
-        attack,
-        target[0],
-        priors,
-        f"invert {alabel} -> {arch_label} / {dlabel} / seed {seed}"
-        + (" (convergence check)" if convergence else ""),
-        seed,
-        None if convergence is None else convergence["attacked"],
-    )
-    return _make_cell(sc, arch, defense, target, attack, seed, list(priors.values()), invert_key, convergence)
-
-
-def _make_cell(
-    sc: Scope,
-    arch: tuple[str, str, Init],
-    defense: tuple,
-    target: tuple[str, Init, dict],
-    attack: tuple,
-    seed: int,
-    prior_keys: list[str],
-    invert_key: str,
-    convergence: dict[str, Any] | None = None,
-) -> Cell:
-    """The results row to be of ``attack``'s reconstructions ``invert_key`` of ``target``."""
-    arch_label, name, _ = arch
-    dlabel, ddesc, _ = defense
-    alabel, adesc, inst = attack
-    target_key, init, recipe = target
-    labels = Labels(
-        sc.scenario.name, sc.protocol, arch_label, dlabel, alabel, inst.threat_model, seed, sc.req.budget
-    )
-    config = {
-        "scenario": {**sc.data, "classes": sc.scenario.target_classes()},
-        "arch": {"name": name, "init": init.record()},
-        "target_recipe": recipe,
-        "eval": sc.eval_desc,
-        "defense": ddesc,
-        "attack": adesc,
-        "precision": sc.req.precision,
-        # the user's --recipe overrides: what the comparisons hold equal (a defense's own schedule,
-        # TL's or BiDO's at the paper budget, is in target_recipe and not part of the setting)
-        "recipes": sc.req.recipes,
-    }
-    if chunk := reshaping_chunk(sc.req.class_chunk, inst, sc.scenario):
-        config["class_chunk"] = chunk
-    ident = {"invert": invert_key, "eval": sc.eval_key, "metrics": sc.metric_versions}
-    if convergence is not None:  # (ordinary cells keep their ids)
-        config[CONVERGENCE] = ident[CONVERGENCE] = convergence
-    if sc.judges:  # (a run without judges or further evaluation models keeps its cell ids)
-        ident["judges"] = [judge_identity(sc.registry, j) for j in sc.judges]
-    if sc.extra_evals:
-        ident["extra_evals"] = sc.extra_evals
-    return Cell(
-        digest(ident),
-        labels,
-        config,
-        sc.eval_key,
-        target_key,
-        list(prior_keys),
-        invert_key,
-        list(sc.metrics),
-        list(sc.judges),
-        dict(sc.extra_evals),
-    )
-
-
-def _ensemble_cell(
-    sc: Scope,
-    arch: tuple[str, str, Init],
-    defense: tuple,
-    target: tuple[str, Init, dict],
-    ensemble: tuple,
-    members: list[tuple[tuple, Cell]],
-    seed: int,
-) -> Cell:
-    """The ensemble's row to be (``reinv_bench.results.ensemble``): a ``pool`` step over its members'
-    inversions of ``target`` (each also a cell of its own), keeping candidates by the target's
-    score under the ensemble's threat model."""
-    alabel, _, inst = ensemble
-    spec = {
-        "ensemble": {"name": inst.name, "version": inst.version},
-        "members": {m[0]: cell.invert_key for m, cell in members},
-        "target": target[0],
-        "threat": inst.threat_model,
-        "keep": inst.keep(),
-        "classes": sc.scenario.target_classes(),
-        "seed": seed,
-        **sc.prec,
-    }
-    key = sc.add(
-        Step(
-            "pool",
-            spec,
-            deps=(target[0], *spec["members"].values()),
-            label=f"pool {alabel} -> {arch[0]} / {defense[0]} / seed {seed}",
-        )
-    )
-    return _make_cell(sc, arch, defense, target, ensemble, seed, [], key)
-
-
-def target_cells(
-    sc: Scope,
-    arch: tuple[str, str, Init],
-    defense: tuple,
-    target: tuple[str, Init, dict],
-    attacks: list[tuple],
-    ensembles: list[tuple[tuple, list[tuple]]],
-    seed: int,
-) -> list[Cell]:
-    """The cells of one target: one per attack, then one per ensemble over its members' cells."""
-    cells = [attack_cell(sc, arch, defense, target, attack, seed) for attack in attacks]
-    by_attack = {digest(a[1]): c for a, c in zip(attacks, cells)}
-    for ens, members in ensembles:
-        member_cells = [(m, by_attack[digest(m[1])]) for m in members]
-        cells.append(_ensemble_cell(sc, arch, defense, target, ens, member_cells, seed))
-    return cells

@@ -37,8 +37,7 @@ from reinv_bench.contract.executor import Executor
 from reinv_bench.contract.models import Classifier
 from reinv_bench.contract.precision import check_precision
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Cell, Plan, Request, Step, data_spec
+from reinv_bench.engine.plan import Cell, Plan, Request, Step, data_spec, expand
 from reinv_bench.engine.progress import Reporter
 from reinv_bench.engine.steps import (
     Env,

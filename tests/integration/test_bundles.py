@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.results.store import SCHEMA_VERSION, Store
 

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from reinv_bench.engine.artifacts import Artifacts, parse_holder
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.engine.steps import reconstructions
 from reinv_bench.results.store import Store

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from reinv_bench.api import ConfigError
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner, build_executor
 from reinv_bench.engine.steps import Env
 from reinv_bench.results.store import Store

@@ -16,8 +16,7 @@ import torch
 from reinv_bench.api import EvalContext, Inversion, Reconstructions
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
 from reinv_bench.engine.chunks import AUTO_CHUNK_BYTES, AUTO_CHUNK_CLASSES, _chunk
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.engine.steps import reconstructions
 from reinv_bench.registry.components import build_attack

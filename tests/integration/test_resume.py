@@ -20,8 +20,7 @@ import pytest
 import torch
 
 from reinv_bench.contract.checkpoint import ENV_EVERY, Checkpoint
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.steps import Env, Worker
 
 TESTS = Path(__file__).parent.parent  # tests/: conftest, the test plugin the workers import
@@ -233,8 +232,7 @@ def test_the_interval_is_read_from_the_environment(monkeypatch):
 
 CHILD = r"""
 import sys
-from reinv_bench.engine.expand import expand
-from reinv_bench.engine.plan import Request
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry.lookup import load
 from reinv_bench.engine.steps import Env, run_step
 
