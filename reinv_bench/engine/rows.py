@@ -1,5 +1,6 @@
 """What a stored row holds besides the metrics: the answers of judges outside the run kept from
-the row before (``keep_answers``) and what the cell attacked (``attacked``)."""
+the row before (``keep_answers``), what the cell attacked (``attacked``), the seconds of its steps
+(``timings``) and the CPU thread counts that computed it (``threads``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import re
 from collections import Counter
 from typing import Any
 
+from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.engine.plan import Cell
+from reinv_bench.engine.preview import cell_keys
 from reinv_bench.registry.components import build_attack
 from reinv_bench.registry.lookup import Registry
 from reinv_bench.results.reported import class_ranges
@@ -61,3 +65,37 @@ def attacked(registry: Registry, config: dict[str, Any], outcomes: Any) -> dict[
             **attack.optimisation(),  # the attack's optimiser and iterations (or epochs)
         }
     }
+
+
+def timings(artifacts: Artifacts, cell: Cell, evaluate_s: float) -> dict[str, float]:
+    """Seconds of each step, from the artifacts' records (no artifact is loaded)."""
+
+    def meta(key: str) -> dict[str, Any]:
+        return (artifacts.record(key) or {}).get("meta", {})
+
+    def seconds(key: str) -> float:
+        return float(meta(key).get("seconds", float("nan")))
+
+    invert = meta(cell.invert_key)  # a merge of class chunks: their seconds
+    t = {
+        "target_s": seconds(cell.target_key),
+        "prior_s": sum(seconds(k) for k in cell.prior_keys),
+        "invert_s": invert.get("chunk_seconds", 0.0) + seconds(cell.invert_key),
+    }
+    if "queries" in invert:
+        t["queries"] = invert["queries"]
+    t["evaluate_s"] = evaluate_s
+    t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
+    return t
+
+
+def threads(artifacts: Artifacts, cell: Cell, evaluated_on: str | None) -> dict[str, Any]:
+    """``{"threads": [...]}``: the CPU thread counts that computed the cell's steps and its
+    evaluation (from each artifact's record and the evaluating worker's device): float reductions
+    depend on them, so rows of one key computed with others differ in their last digits. Not part
+    of the setting; the leaderboard says when an entry mixes them (issue 30, item 14)."""
+    devices = [evaluated_on] + [
+        (rec.get("meta") or {}).get("device") for k in cell_keys(cell) if (rec := artifacts.record(k))
+    ]
+    counts = sorted({int(m.group(1)) for d in devices if d and (m := THREADS.search(str(d)))})
+    return {"threads": counts} if counts else {}

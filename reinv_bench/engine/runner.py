@@ -49,7 +49,7 @@ from reinv_bench.engine.preview import (
     settled,
 )
 from reinv_bench.engine.progress import Reporter
-from reinv_bench.engine.rows import THREADS, attacked, keep_answers
+from reinv_bench.engine.rows import attacked, keep_answers, threads, timings
 from reinv_bench.engine.steps import Env, Worker, attach, reusable, run_cell, run_step
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.lookup import Registry, load
@@ -349,7 +349,7 @@ class Runner:
         else:  # the cell fails, the grid goes on
             row = self._row(cell, status="failed", error=f"evaluation failed: {type(err).__name__}: {err}")
             seconds = 0.0
-        row.timings = self._timings(cell, seconds)
+        row.timings = timings(self.artifacts, cell, seconds)
         self._store(walk, row, cell, seconds)
 
     def _store(self, walk: Walk, row: Row, cell: Cell, seconds: float = 0.0) -> None:
@@ -366,40 +366,6 @@ class Runner:
         if walk.on_result is not None:
             walk.on_result(cell=cell, result=row)
 
-    def _timings(self, cell: Cell, evaluate_s: float) -> dict[str, float]:
-        """Seconds of each step, from the artifacts' records (no artifact is loaded)."""
-
-        def meta(key: str) -> dict[str, Any]:
-            return (self.artifacts.record(key) or {}).get("meta", {})
-
-        def seconds(key: str) -> float:
-            return float(meta(key).get("seconds", float("nan")))
-
-        invert = meta(cell.invert_key)  # a merge of class chunks: their seconds
-        t = {
-            "target_s": seconds(cell.target_key),
-            "prior_s": sum(seconds(k) for k in cell.prior_keys),
-            "invert_s": invert.get("chunk_seconds", 0.0) + seconds(cell.invert_key),
-        }
-        if "queries" in invert:
-            t["queries"] = invert["queries"]
-        t["evaluate_s"] = evaluate_s
-        t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
-        return t
-
-    def _threads(self, cell: Cell, evaluated_on: str | None) -> dict[str, Any]:
-        """``{"threads": [...]}``: the CPU thread counts that computed the cell's steps and its
-        evaluation (from each artifact's record and the evaluating worker's device): float reductions
-        depend on them, so rows of one key computed with others differ in their last digits. Not part
-        of the setting; the leaderboard says when an entry mixes them (issue 30, item 14)."""
-        devices = [evaluated_on] + [
-            (rec.get("meta") or {}).get("device")
-            for k in cell_keys(cell)
-            if (rec := self.artifacts.record(k))
-        ]
-        counts = sorted({int(m.group(1)) for d in devices if d and (m := THREADS.search(str(d)))})
-        return {"threads": counts} if counts else {}
-
     def _row(self, cell: Cell, **values: Any) -> Row:
         return Row(
             **{
@@ -413,7 +379,7 @@ class Runner:
                     | {verdict_key(j["label"]): j["version"] for j in cell.judges}
                     | {f"eval[{label}]": key[:12] for label, key in cell.extra_evals.items()},
                     **attacked(self.registry, cell.config, values.get("outcomes")),
-                    **self._threads(cell, values.get("device")),
+                    **threads(self.artifacts, cell, values.get("device")),
                 },
                 "data_digest": self.steps[cell.target_key].spec.get("data"),
                 "torch_version": torch.__version__,
