@@ -142,7 +142,7 @@ def test_ppdg_fine_tunes_on_the_selected_top_half_of_the_candidates(monkeypatch)
 
 def test_ppdg_records_the_pseudo_private_count_and_warns_when_tiny(monkeypatch):
     from reinv_attacks.ppdg import TINY_SHARE
-    from reinv_bench.engine.steps import attack_notes
+    from reinv_bench.engine.evaluation import attack_notes
 
     attack, ctx, _, _ = _ppdg_setup(monkeypatch, n_public=1000, candidates=6)
     assert 3 / 1003 < TINY_SHARE

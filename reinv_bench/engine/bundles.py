@@ -320,7 +320,7 @@ def pack(
     ``samples``, that many reconstructions per cell as PNG) as one bundle ``out``; ``cards``:
     scenario -> its protocol card. Rows computed against an artifact rebuilt since (stale: the
     leaderboard leaves them out) are left out here too."""
-    from reinv_bench.engine.steps import environment
+    from reinv_bench.engine.host import environment
     from reinv_bench.results.aggregate import split_stale
 
     notes: list[str] = []
