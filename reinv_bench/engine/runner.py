@@ -366,6 +366,10 @@ class Runner:
         if walk.on_result is not None:
             walk.on_result(cell=cell, result=row)
 
+    def _threads(self, cell: Cell, evaluated_on: str | None) -> dict[str, Any]:
+        """``{"threads": [...]}`` of the cell (``rows.threads``)."""
+        return threads(self.artifacts, cell, evaluated_on)
+
     def _row(self, cell: Cell, **values: Any) -> Row:
         return Row(
             **{
@@ -379,7 +383,7 @@ class Runner:
                     | {verdict_key(j["label"]): j["version"] for j in cell.judges}
                     | {f"eval[{label}]": key[:12] for label, key in cell.extra_evals.items()},
                     **attacked(self.registry, cell.config, values.get("outcomes")),
-                    **threads(self.artifacts, cell, values.get("device")),
+                    **self._threads(cell, values.get("device")),
                 },
                 "data_digest": self.steps[cell.target_key].spec.get("data"),
                 "torch_version": torch.__version__,
