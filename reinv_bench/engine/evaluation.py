@@ -22,7 +22,7 @@ from reinv_bench.engine.artifacts import ArtifactError, Artifacts
 from reinv_bench.engine.host import seed_everything
 from reinv_bench.engine.plan import Cell
 from reinv_bench.engine.train import predict
-from reinv_bench.registry.components import build_judge
+from reinv_bench.registry.components import build_judge, undefended
 from reinv_bench.results import ensemble, validity
 from reinv_bench.results.judging import record
 from reinv_bench.results.outcomes import Items, Outcomes
@@ -177,11 +177,9 @@ class Evaluating:
             ev.notes[ensemble.BROKEN_BY] = ensemble.broken_by(sources, success)
         if "canaries" in self.steps[cell.target_key].spec:
             planted = self.artifacts.load(cell.target_key)["canaries"]
-            undefended = all(
-                d["name"] == "none" for d in self.steps[cell.target_key].spec.get("defense") or []
-            )
+            plain = undefended(self.steps[cell.target_key].spec.get("defense"))
             images = ctx.inversion.images
-            values, note = canaries.recovery(planted, images, ctx.inversion.labels, success, undefended)
+            values, note = canaries.recovery(planted, images, ctx.inversion.labels, success, plain)
             for k, v in values.items():
                 _record(ev, k, v)
             ev.notes["canary"] = note

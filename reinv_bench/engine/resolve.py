@@ -15,7 +15,7 @@ from reinv_bench.contract.defense import Defense
 from reinv_bench.engine.canaries import JITTER, makes_canaries, source
 from reinv_bench.engine.request import Request, digest
 from reinv_bench.registry import spec as specs
-from reinv_bench.registry.components import default_metrics, resolve_attack, resolve_defense
+from reinv_bench.registry.components import default_metrics, resolve_attack, resolve_defense, undefended
 from reinv_bench.registry.lookup import Registry
 
 
@@ -122,9 +122,8 @@ SELF_JUDGED = (
 def trained_alike(target: dict[str, Any], evaluation: dict[str, Any]) -> bool:
     """Whether a target's training spec is the evaluation model's (an undefended target of the
     evaluation model's architecture, recipe and seed)."""
-    undefended = all(d["name"] == "none" for d in target.get("defense") or [])
     same = ("arch", "arch_version", "recipe", "seed", "init", "precision")
-    return undefended and all(target.get(k) == evaluation.get(k) for k in same)
+    return undefended(target.get("defense")) and all(target.get(k) == evaluation.get(k) for k in same)
 
 
 def check_structure(registry: Registry, scenario: Scenario, arch: str, insts: list[Defense]) -> None:

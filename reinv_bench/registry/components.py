@@ -65,6 +65,11 @@ def resolve_defense(
     return "+".join(labels), desc, insts
 
 
+def undefended(desc: list[dict[str, Any]] | None) -> bool:
+    """Whether a defense description (a target spec's ``defense``) trains without a defense."""
+    return all(d["name"] == "none" for d in desc or [])
+
+
 def build_defense(registry: Registry, desc: list[dict[str, Any]] | None, budget: str = "paper") -> Defense:
     """The defense a target's stored description names: its parts composed (none: the identity)."""
     if not desc:
