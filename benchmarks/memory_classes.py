@@ -84,7 +84,7 @@ def _reset_hwm() -> None:
 
 
 def child(classes: int, mode: str, workdir: Path, root: Path, fid_sha: str) -> dict:
-    from reinv_bench.engine import plan as plan_mod
+    from reinv_bench.engine import chunks as plan_mod
     from reinv_bench.engine import steps
     from reinv_bench.engine.plan import Request, expand
     from reinv_bench.engine.runner import Runner
@@ -264,7 +264,7 @@ def _paper(fit: tuple[float, float]) -> None:
     reconstructions, so its slope is not extrapolated."""
     from reinv_attacks._stylegan import W_BYTES
     from reinv_attacks.ppa import PPA
-    from reinv_bench.engine.plan import AUTO_CHUNK_BYTES
+    from reinv_bench.engine.chunks import AUTO_CHUNK_BYTES
 
     fixed, slope = fit
     chunk = max(1, AUTO_CHUNK_BYTES // PPA().memory_per_class((3, 224, 224)))

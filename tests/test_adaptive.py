@@ -248,10 +248,10 @@ def test_bpda_on_a_rolss_resnet8_changes_only_the_gradient():
 
 def test_composed_defense_composes_adaptations():
     reg = load()
-    from reinv_bench.engine.plan import resolve_defense
+    from reinv_bench.registry.components import resolve_defense
 
     _, _, parts = resolve_defense(reg, "re+bido", "smoke")
-    from reinv_bench.engine.train import compose
+    from reinv_bench.registry.composed import compose
 
     a = compose(parts).adaptation(None)
     assert a.eot is not None and a.taa and a.noise and a.label.startswith("eot(re") and "bido" in a.label

@@ -30,7 +30,7 @@ from reinv_attacks.gmi import GMI
 from reinv_attacks.kedmi import KEDMI, KDiscriminator, kedmi_optimize, sample
 from reinv_attacks.lomma import LOMMA, STUDENTS
 from reinv_bench.api import AttackContext, Classifier, ConfigError
-from reinv_bench.engine.plan import resolve_attack
+from reinv_bench.registry.components import resolve_attack
 from reinv_bench.registry.lookup import load
 
 CPU = torch.device("cpu")
@@ -298,7 +298,7 @@ def test_kedmi_sgd_and_std_offset_are_alignmis_kedmi_base():
 
 
 def test_kedmi_defaults_keep_their_step_keys():
-    from reinv_bench.engine.plan import keyed
+    from reinv_bench.registry.components import keyed
 
     k = KEDMI({}, "paper")
     assert "optimizer" not in keyed(KEDMI, k.config) and "std_offset" not in keyed(KEDMI, k.config)

@@ -105,7 +105,7 @@ def test_canaries_without_a_prior_that_makes_them_is_one_line(reg, invoke, tmp_p
 
 
 def test_which_attacks_make_canaries(registry):
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
 
     def makes(text):
         return canaries.makes_canaries(resolve_attack(registry, text, "smoke")[2])
@@ -116,7 +116,7 @@ def test_which_attacks_make_canaries(registry):
 
 def test_gmi_canary_images_are_its_generators_samples(registry):
     from reinv_attacks._gan import Generator
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
 
     gmi = resolve_attack(registry, "gmi", "smoke")[2]
     torch.manual_seed(0)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from reinv_bench.api import ConfigError, Split, TrainRecipe
-from reinv_bench.engine.train import compose, train_classifier
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.composed import compose
 
 # configuration/classifier/defense/atat.yaml and adversarial_train.yaml, transcribed
 ATAT_YAML = {

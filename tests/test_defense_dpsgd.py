@@ -19,7 +19,8 @@ pytest.importorskip("opacus")
 from opacus.accountants import PRVAccountant, RDPAccountant  # noqa: E402
 
 from reinv_bench.api import ConfigError, Split, TrainRecipe  # noqa: E402
-from reinv_bench.engine.train import compose, train_classifier  # noqa: E402
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.composed import compose  # noqa: E402
 from reinv_defenses.dpsgd import DPSGD  # noqa: E402
 
 CPU = torch.device("cpu")

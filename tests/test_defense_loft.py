@@ -14,7 +14,8 @@ from torch import nn
 from reinv_bench.api import ConfigError, Split, TrainRecipe
 from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
-from reinv_bench.engine.train import compose, train_classifier
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.composed import compose
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.store import Store
 

@@ -12,7 +12,7 @@ from torch import nn
 from reinv_bench.api import ConfigError, TrainRecipe, residual_stages
 from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
-from reinv_bench.engine.train import compose
+from reinv_bench.registry.composed import compose
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.store import Store
 from reinv_defenses.rolss import stage_factors

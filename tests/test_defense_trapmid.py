@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reinv_bench.api import ConfigError, Split, TrainRecipe
-from reinv_bench.engine.train import compose, train_classifier
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.composed import compose
 from reinv_defenses.trapmid import TrapMID, negls_ce, negls_factor, trap_augment, trapdoor_targets
 
 # config/celeba/classify_trap.json and classify_trap_negls.json, transcribed (the parts used)

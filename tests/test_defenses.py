@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from reinv_bench.api import ConfigError, Split, TrainRecipe
 from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
-from reinv_bench.engine.train import compose, train_classifier
+from reinv_bench.engine.train import train_classifier
+from reinv_bench.registry.composed import compose
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.store import Store
 from reinv_defenses.bido import coco_normalized_cca, hsic_normalized_cca, kernel

@@ -11,7 +11,8 @@ import json
 import pytest
 import torch
 
-from reinv_bench.engine.plan import ARTIFACT_VERSION, EVAL_SEED, Request, expand
+from reinv_bench.engine.builders import EVAL_SEED
+from reinv_bench.engine.plan import ARTIFACT_VERSION, Request, expand
 from reinv_bench.registry.lookup import load
 
 
@@ -82,7 +83,7 @@ def test_the_evaluation_model_and_the_seed_0_resnet8_target_now_differ(tmp_path,
     import dataclasses
 
     from reinv_bench.api import Split
-    from reinv_bench.engine import plan as plan_mod
+    from reinv_bench.engine import builders as plan_mod
     from reinv_bench.engine.steps import Env, Worker
 
     data = load().get("scenario", "mnist").load(None)

@@ -38,7 +38,7 @@ def test_facenet_dist_resizes_with_antialiasing_as_ppa():
 
 def test_gmi_states_both_iteration_counts_and_offers_2400():
     from reinv_attacks import gmi
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
     from reinv_bench.registry.lookup import load
 
     doc = " ".join(gmi.__doc__.split())

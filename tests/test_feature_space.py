@@ -84,7 +84,7 @@ def test_without_a_training_transform_the_defended_distances_are_null_with_the_r
 
 def test_random_erasing_is_the_transform_of_re(registry):
     """``re`` changes images: its erased private images give other distances than the clean ones."""
-    from reinv_bench.engine.train import compose
+    from reinv_bench.registry.composed import compose
 
     re = registry.get("defense", "re")({})
     assert re.transforms_images() and compose([registry.get("defense", "negls")({}), re]).transforms_images()

@@ -9,8 +9,9 @@ from conftest import cli_invoke  # the one CLI-invoke helper (also the `invoke` 
 
 from reinv_bench.api import ConfigError
 from reinv_bench.engine.grid import load
-from reinv_bench.engine.plan import Request, expand, resolve_attack, resolve_defense
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry import spec as specs
+from reinv_bench.registry.components import resolve_attack, resolve_defense
 
 GRIDS = Path(__file__).parent.parent / "benchmarks" / "grids"
 SMOKE = [

@@ -428,7 +428,7 @@ def test_a_scenario_whose_name_says_no_kind_is_refused_unless_kind_names_it(stub
 def test_a_new_option_at_its_default_keeps_the_cell_ids(monkeypatch):
     monkeypatch.setenv("REINV_BENCH_MLLM_URL", "http://127.0.0.1:1/v1")
     monkeypatch.setenv("REINV_BENCH_MLLM_MODEL", "m")
-    from reinv_bench.engine.plan import resolve_judge
+    from reinv_bench.registry.components import resolve_judge
     from reinv_bench.registry.lookup import load
 
     reg = load()

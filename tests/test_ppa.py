@@ -591,7 +591,7 @@ def test_configurations_are_the_official_files():
 
 
 def test_the_label_names_the_configuration():
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
     from reinv_bench.registry.lookup import load
 
     label, desc, attack = resolve_attack(load(), "ppa[config=midre]", "paper")

@@ -417,7 +417,7 @@ def test_a_target_trained_as_the_evaluation_model_is_said_at_plan_time():
     """mnist's evaluation model is a resnet8 on the private digits. It was a seed-0 one, so a seed-0
     undefended resnet8 target was the same network, bit for bit; it now has a seed of its own
     (issue 30, tests/test_eval_seed.py), and the warning stays for any identity that remains."""
-    from reinv_bench.engine.plan import _trained_alike
+    from reinv_bench.engine.resolve import trained_alike as _trained_alike
 
     def plan(archs, defenses, eval_arch=None):
         req = Request(

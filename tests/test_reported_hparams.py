@@ -8,8 +8,8 @@ from test_reported_setting import M64, M224, attached, row, sel
 
 from reinv_bench.api import ConfigError, Reported
 from reinv_bench.engine.loaders import paper_label
-from reinv_bench.engine.plan import resolve_attack
 from reinv_bench.engine.runner import attacked
+from reinv_bench.registry.components import resolve_attack
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.reported import class_ranges, reported_rows
 

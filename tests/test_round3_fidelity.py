@@ -142,7 +142,7 @@ def test_ppdg_fine_tunes_on_the_selected_top_half_of_the_candidates(monkeypatch)
 
 def test_ppdg_records_the_pseudo_private_count_and_warns_when_tiny(monkeypatch):
     from reinv_attacks.ppdg import TINY_SHARE
-    from reinv_bench.engine.steps import attack_notes
+    from reinv_bench.engine.evaluation import attack_notes
 
     attack, ctx, _, _ = _ppdg_setup(monkeypatch, n_public=1000, candidates=6)
     assert 3 / 1003 < TINY_SHARE
@@ -180,7 +180,7 @@ def test_compositions_refused_at_plan_time_in_one_line(invoke, tmp_path, defense
 
 
 def test_untargeted_at_composes_with_calor_and_dpsgd_with_other_losses():
-    from reinv_bench.engine.train import compose
+    from reinv_bench.registry.composed import compose
 
     reg = load()
     d = lambda name, **cfg: reg.get("defense", name)(cfg)  # noqa: E731

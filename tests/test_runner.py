@@ -209,7 +209,8 @@ def test_typed_initialisation_keeps_the_keys_of_its_records(registry, tmp_path):
     import hashlib
     import json
 
-    from reinv_bench.engine.plan import ARTIFACT_VERSION, FileInit, RandomInit, resolve_arch
+    from reinv_bench.engine.plan import ARTIFACT_VERSION
+    from reinv_bench.registry.components import FileInit, RandomInit, resolve_arch
 
     weights = tmp_path / "tiny.pt"
     torch.save(registry.get("architecture", "tiny").build(10, (1, 32, 32)).state_dict(), weights)

@@ -235,7 +235,7 @@ def test_convergence_is_opt_in_and_keeps_the_ordinary_cell_ids(registry):
 
 
 def test_iteration_params_follow_the_wrapper_chain(registry):
-    from reinv_bench.engine.plan import resolve_attack
+    from reinv_bench.registry.components import resolve_attack
 
     def of(text):
         return iteration_param(resolve_attack(registry, text, "smoke")[2])

@@ -195,7 +195,7 @@ def test_weights_add_records_and_the_listing_says_unverified(homes, tmp_path):
 
 
 def test_an_architecture_using_unverified_weights_says_so(homes, tmp_path):
-    from reinv_bench.engine.plan import weights_init
+    from reinv_bench.registry.components import weights_init
     from reinv_bench.registry.lookup import load
 
     reg = load()

@@ -251,8 +251,8 @@ def test_adaptive_grids_parse_where_their_attacks_exist(reg, name):
     from pathlib import Path
 
     from reinv_bench.engine import grid
-    from reinv_bench.engine.plan import resolve_attack, resolve_defense
     from reinv_bench.registry import spec
+    from reinv_bench.registry.components import resolve_attack, resolve_defense
 
     g = grid.load(Path(__file__).parent.parent / "benchmarks" / "grids" / f"{name}.toml")
     assert "auto" in g["attacks"]

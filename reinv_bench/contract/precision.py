@@ -13,6 +13,19 @@ from typing import Any
 
 import torch
 
+from reinv_bench.contract.config import PRECISIONS, ConfigError
+
+
+def check_precision(precision: str, device: Any = None) -> None:
+    """The one check of ``--precision``: a known name, and bf16 only on a device that has it."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device is not None and device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                f"precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use tf32 or fp32"
+            )
+
 
 def step_precision(spec: dict[str, Any]) -> str:
     """The precision a step computes at: the ``precision`` entry of its spec (absent: fp32, so
@@ -40,3 +53,9 @@ def full_precision(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def precision_of(config: dict[str, Any] | None) -> str:
+    """The precision a stored row (its ``config``) was computed at (absent or empty: fp32, the rows
+    of before ``--precision``)."""
+    return (config or {}).get("precision") or "fp32"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from reinv_bench.contract.config import ConfigError, did_you_mean
+from reinv_bench.registry import spec as specs
 
 MAX_SEEDS = 1000  # seeds per cell (--seeds and a grid's seeds): a typo of a few zeros is an error, not a hang
 # key -> (type, what it holds)
@@ -94,8 +95,6 @@ def _kind_name(kind) -> str:
 
 def installed(registry, kind: str, specs_: list[str], warn) -> list[str]:
     """The specs whose plugins are registered here; the others are reported and left out."""
-    from reinv_bench.registry import spec as specs
-
     keep = []
     for text in specs_:
         missing = [c.name for c in specs.parse(text) if c.name not in registry.names(kind)]

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from reinv_bench.contract.attack import Inversion, Reconstructions
-from reinv_bench.engine import plan
 from reinv_bench.engine.artifacts import Artifacts
-from reinv_bench.engine.plan import Step
-from reinv_bench.engine.steps import Env, Worker, reconstructions
+from reinv_bench.engine.request import Step
+from reinv_bench.engine.evaluation import reconstructions
+from reinv_bench.engine.steps import Env, Worker
 from reinv_bench.engine.train import features
+from reinv_bench.registry.components import resolve_attack, resolve_defense
 
 
 def private_loader(registry):
@@ -88,9 +89,10 @@ def target_loader(registry, workdir: Path):
         cfg = row.config or {}
         spec = {"scenario": row.scenario, "arch": cfg["arch"]["name"], "defense": cfg.get("defense")}
         worker.steps[target] = Step("target", spec)
-        defense = worker.defense(cfg.get("defense"), row.budget)
+        model, defense = worker.load_built(
+            target, row.budget
+        )  # the defense built once, as it wraps the model
         recon = reconstructions(worker.artifacts, invert)
-        model = worker.load_model(target)
         return (lambda x: features(model, x, cpu)), defense, Inversion(recon.images, recon.labels)
 
     return load
@@ -106,8 +108,8 @@ def paper_label(registry):
             return None
         try:
             if kind == "defense":
-                return plan.resolve_defense(registry, text, "paper")[0]
-            return plan.resolve_attack(registry, text, "paper")[0]
+                return resolve_defense(registry, text, "paper")[0]
+            return resolve_attack(registry, text, "paper")[0]
         except Exception:  # a plugin that is not installed here (e.g. ppa): keep the published text
             return text
 

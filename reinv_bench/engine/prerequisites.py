@@ -11,10 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reinv_bench.contract.attack import EnsembleAttack
 from reinv_bench.contract.config import ConfigError
 from reinv_bench.contract.data import Scenario
 from reinv_bench.contract.datachecks import check_data_quick
 from reinv_bench.contract.images import DataError
+from reinv_bench.contract.weights import best_state, usable
+from reinv_bench.registry import spec as specs
+from reinv_bench.registry.defaults import default_metrics
 
 # optional extras a builtin plugin needs: (kind, name) -> (module, extra)
 EXTRAS = {
@@ -37,7 +41,6 @@ class Missing:
 
 def _weights(registry: Any, value: str, where: str, required: bool = True) -> Missing | None:
     """A weights name (or a path) that is not usable here, with the command that installs it."""
-    from reinv_bench.contract.weights import best_state, usable
 
     if value in registry.names("weights"):
         w = registry.get("weights", value)
@@ -67,9 +70,6 @@ def _ensemble_members(
 ) -> list[str]:
     """The installed members of the ensembles (``--attack auto``) among ``texts``, per scenario:
     their prerequisites are the run's too."""
-    from reinv_bench.contract.attack import EnsembleAttack
-    from reinv_bench.contract.config import ConfigError
-    from reinv_bench.registry import spec as specs
 
     out = []
     for text in dict.fromkeys(texts):
@@ -89,7 +89,6 @@ def _ensemble_members(
 
 def _components(registry: Any, kind: str, texts: Iterable[str], budget: str):
     """(name, resolved config) of every component the spec texts name (sweeps expanded)."""
-    from reinv_bench.registry import spec as specs
 
     for text in dict.fromkeys(texts):
         for one, _ in specs.sweep(text):
@@ -99,7 +98,6 @@ def _components(registry: Any, kind: str, texts: Iterable[str], budget: str):
 
 
 def _arch_weights(registry: Any, text: str, where: str) -> Missing | None:
-    from reinv_bench.registry import spec as specs
 
     comp = specs.parse(text)[0]
     value = comp.params.get("weights")
@@ -125,7 +123,6 @@ def missing_prerequisites(
     weights of the architectures (targets and evaluation models), of defenses and attacks (a
     StyleGAN file), the scenarios' data, optional extras of the executor and defenses; with
     ``optional``, also the weights of metrics that would record null without them."""
-    from reinv_bench.registry import spec as specs
 
     scenarios = [registry.get("scenario", s) for s in dict.fromkeys(req.scenarios)]
     found: dict[str, Missing] = {}
@@ -165,7 +162,6 @@ def _missing_of_scenario(registry: Any, req: Any, scenario: Scenario, optional: 
 
 def _missing_of_components(registry: Any, req: Any, scenarios: list[Scenario]):
     """The extras of the defenses and attacks, and the weights files their settings name."""
-    from reinv_bench.registry import spec as specs
 
     weights = set(registry.names("weights"))
     # a pretrained defense's weights=: a weights name, a path, or a target architecture's short name
@@ -202,7 +198,6 @@ def _missing_metric_weights(registry: Any, req: Any, scenarios: list[Scenario]):
 def _missing_judge_weights(registry: Any, req: Any, scenarios: list[Scenario]):
     """Weights the judges read on each scenario (``Judge.weights``: the verification judge's face
     network on a face scenario): without them the judge stores null (not required)."""
-    from reinv_bench.registry import spec as specs
 
     for text in dict.fromkeys(getattr(req, "judges", None) or ()):
         try:
@@ -218,7 +213,6 @@ def _missing_judge_weights(registry: Any, req: Any, scenarios: list[Scenario]):
 
 
 def _metrics(req: Any, registry: Any, scenarios: list[Scenario]) -> list[str]:
-    from reinv_bench.registry.defaults import default_metrics
 
     if req.metrics:
         return [m for m in dict.fromkeys(req.metrics) if m in registry.names("metric")]

@@ -16,8 +16,12 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
+
 from reinv_bench.contract.config import ConfigError, Param
 from reinv_bench.contract.data import Scenario, TrainRecipe
+from reinv_bench.engine.train import AUGMENTATIONS, SELECTIONS, make_optimizer
+from reinv_bench.registry import spec as specs
 
 ROLES = ("target", "eval", "pretrain")
 
@@ -49,15 +53,11 @@ def _fields() -> dict[str, Param]:
 
 def _check_choice(name: str, value: Any) -> None:
     """optimizer, augment, select: the values the training loop accepts (asked of it, not listed)."""
-    from reinv_bench.engine.train import AUGMENTATIONS, SELECTIONS, make_optimizer
-
     if name == "augment" and value not in AUGMENTATIONS:
         raise ConfigError(f"augment={value!r}: must be one of {', '.join(repr(a) for a in AUGMENTATIONS)}")
     if name == "select" and value not in SELECTIONS:
         raise ConfigError(f"select={value!r}: must be one of {', '.join(repr(a) for a in SELECTIONS)}")
     if name == "optimizer":
-        import torch
-
         try:
             make_optimizer([torch.nn.Parameter(torch.zeros(1))], TrainRecipe(epochs=1, optimizer=value))
         except ValueError as exc:
@@ -99,8 +99,6 @@ def validate(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dic
 def parse(texts: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``ROLE:key=value,...`` options (repeatable; one role may appear in several) -> validated
     overrides. A field given twice for one role is an error."""
-    from reinv_bench.registry import spec as specs
-
     raw: dict[str, dict[str, str]] = {}
     for text in texts:
         role, sep, body = text.partition(":")

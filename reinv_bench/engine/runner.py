@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import os
-import re
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -35,24 +34,27 @@ import reinv_bench
 from reinv_bench.contract.data import ScenarioData
 from reinv_bench.contract.executor import Executor
 from reinv_bench.contract.models import Classifier
+from reinv_bench.contract.precision import check_precision
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
-from reinv_bench.engine.plan import Cell, Plan, Request, Step, check_precision, data_spec, expand
-from reinv_bench.engine.progress import Reporter
-from reinv_bench.engine.steps import (
-    Env,
-    Evaluation,
-    Worker,
-    attach,
-    describe_device,
-    environment,
-    reusable,
-    run_cell,
-    run_step,
-    seed_everything,  # noqa: F401 - re-exported (__all__)
+from reinv_bench.engine.evaluation import Evaluation
+from reinv_bench.engine.host import describe_device, environment, seed_everything
+from reinv_bench.engine.plan import Cell, Plan, Request, Step, expand
+from reinv_bench.engine.prerequisites import MissingPrerequisites, missing_prerequisites
+from reinv_bench.engine.preview import (
+    cell_keys,
+    cells_closure,
+    closure,
+    from_zoo,
+    preview,
+    settled,
 )
+from reinv_bench.engine.progress import Reporter
+from reinv_bench.engine.rows import attacked, keep_answers, threads, timings
+from reinv_bench.engine.steps import Env, Worker, attach, reusable, run_cell, run_step
 from reinv_bench.registry import spec as specs
-from reinv_bench.registry.lookup import Registry
-from reinv_bench.results.judging import JudgeKey, is_verdict, verdict_key
+from reinv_bench.registry.lookup import Registry, load
+from reinv_bench.registry.plugins import ENV_LOAD
+from reinv_bench.results.judging import verdict_key
 from reinv_bench.results.store import Row, Store
 
 __all__ = [
@@ -102,96 +104,6 @@ def build_executor(registry: Registry, text: str) -> Executor:
     return registry.get("executor", comps[0].name)(comps[0].params)
 
 
-def closure(plan: Plan, keys: list[str]) -> set[str]:
-    """These steps and every step they depend on."""
-    needed: set[str] = set()
-    stack = list(keys)
-    while stack:
-        key = stack.pop()
-        if key not in needed:
-            needed.add(key)
-            stack.extend(plan.steps[key].deps)
-    return needed
-
-
-def cell_keys(cell: Cell) -> tuple[str, ...]:
-    """The steps whose artifacts a cell's evaluation reads."""
-    return (cell.eval_key, cell.target_key, *cell.prior_keys, cell.invert_key, *_evaluators(cell))
-
-
-def _evaluators(cell: Cell) -> list[str]:
-    """The further evaluation models and the judges' networks of a cell (none by default)."""
-    return [*cell.extra_evals.values(), *(j["public"] for j in cell.judges if "public" in j)]
-
-
-def _cells_closure(plan: Plan, cells: list[Cell]) -> set[str]:
-    return closure(plan, [k for c in cells for k in (c.invert_key, c.eval_key, *_evaluators(c))])
-
-
-def preview(
-    plan: Plan,
-    store: Store,
-    artifacts: Artifacts,
-    device: str | None = None,
-    data: Callable[[str, str | None], ScenarioData] | None = None,
-) -> dict[str, Any]:
-    """What ``run`` would do (``--dry-run``): per step kind, how many steps run and how many
-    are reused, with an estimate from the timings of steps of the same kind and scenario
-    already in the cache; where there are none, from the table shipped with the package
-    (``reinv_bench.engine.estimates``, for ``device``: cpu or cuda, scaled by each step's size; ``data``
-    gives a scenario's data for the sizes of training steps). ``seconds`` None: nothing to go by;
-    ``source`` per kind: "workdir", "table" or "table, scaled from budget B"."""
-    todo = [c for c in plan.cells if not settled(store, c)]
-    budget = plan.cells[0].labels.budget if plan.cells else ""
-    past: dict[tuple[str, str], list[float]] = {}
-    for rec_path in artifacts.root.glob("*/*.json"):
-        meta = (artifacts.record(rec_path.stem) or {}).get("meta", {})
-        if "kind" in meta:
-            past.setdefault((meta["kind"], meta["scenario"]), []).append(float(meta["seconds"]))
-    kinds: dict[str, dict[str, Any]] = {}
-    for key in sorted(_cells_closure(plan, todo), key=list(plan.steps).index):
-        step = plan.steps[key]
-        k = kinds.setdefault(step.kind, {"run": 0, "cached": 0, "seconds": 0.0, "sources": set()})
-        if artifacts.exists(key):  # (verified when the run reaches it)
-            k["cached"] += 1
-            if from_zoo(artifacts, key):  # "zoo": of the cached, installed by `zoo add` (absent: none)
-                k["zoo"] = k.get("zoo", 0) + 1
-            continue
-        k["run"] += 1
-        spec = data_spec(plan.steps, step)
-        times = sorted(past.get((step.kind, spec["scenario"]), []))
-        seconds, source = (
-            (times[len(times) // 2], "workdir") if times else _from_table(step, spec, budget, device, data)
-        )
-        k["seconds"] = None if k["seconds"] is None or seconds is None else k["seconds"] + seconds
-        k["sources"].add(source)
-    for k in kinds.values():
-        k["source"] = "; ".join(sorted(k.pop("sources") - {""}))
-    return {"kinds": kinds, "cells": len(todo), "stored": len(plan.cells) - len(todo), "device": device}
-
-
-def from_zoo(artifacts: Artifacts, key: str) -> dict[str, Any] | None:
-    """Where the artifact ``key`` came from when ``zoo add`` installed it (its record's
-    ``meta["zoo"]``: bundle, manifest digest, label), else None."""
-    zoo = ((artifacts.record(key) or {}).get("meta") or {}).get("zoo")
-    return zoo if isinstance(zoo, dict) else None
-
-
-def _from_table(step: Step, spec: dict, budget: str, device: str | None, data) -> tuple[float | None, str]:
-    """(seconds, source) of ``step`` from the shipped table (``reinv_bench.engine.estimates``); (None, "")
-    without a figure for it."""
-    from reinv_bench.engine import estimates
-
-    if not (device and data):
-        return None, ""
-    est = estimates.estimate(
-        step, spec["scenario"], budget, device, lambda: data(spec["scenario"], spec["data_root"])
-    )
-    if est is None:
-        return None, ""
-    return est.seconds, "table" if est.budget == budget else f"table, scaled from budget {est.budget}"
-
-
 @dataclass
 class Walk:
     """The state of one run's walk over the DAG: what waits for dependencies, what is ready, what
@@ -224,7 +136,7 @@ class Walk:
         rank: dict[str, tuple[int, int]] = {}
         order = {key: i for i, key in enumerate(plan.steps)}
         for ci, cell in enumerate(todo):
-            for key in sorted(_cells_closure(plan, [cell]), key=order.__getitem__):
+            for key in sorted(cells_closure(plan, [cell]), key=order.__getitem__):
                 rank.setdefault(key, (ci, order[key]))
         for ci, cell in enumerate(todo):
             rank[cell.cell_id] = (ci, len(order))  # a cell after its own steps
@@ -253,15 +165,12 @@ class Runner:
         self.artifacts = Artifacts(self.workdir)
         self.artifacts.check_writable()  # a read-only or full workdir fails now, not after a step's work
         self.device = device
-        from reinv_bench.registry.plugins import ENV_LOAD
-
         self.env = Env(
             str(self.workdir.resolve()),
             registry.selection,
             os.environ.get(ENV_LOAD),
             str(device),
             deterministic,
-            precision,
         )
         # this process's worker (inline steps, data digests, tests), the one run_step/run_cell find here
         self.worker = attach(Worker(self.env, registry))
@@ -440,7 +349,7 @@ class Runner:
         else:  # the cell fails, the grid goes on
             row = self._row(cell, status="failed", error=f"evaluation failed: {type(err).__name__}: {err}")
             seconds = 0.0
-        row.timings = self._timings(cell, seconds)
+        row.timings = timings(self.artifacts, cell, seconds)
         self._store(walk, row, cell, seconds)
 
     def _store(self, walk: Walk, row: Row, cell: Cell, seconds: float = 0.0) -> None:
@@ -457,39 +366,9 @@ class Runner:
         if walk.on_result is not None:
             walk.on_result(cell=cell, result=row)
 
-    def _timings(self, cell: Cell, evaluate_s: float) -> dict[str, float]:
-        """Seconds of each step, from the artifacts' records (no artifact is loaded)."""
-
-        def meta(key: str) -> dict[str, Any]:
-            return (self.artifacts.record(key) or {}).get("meta", {})
-
-        def seconds(key: str) -> float:
-            return float(meta(key).get("seconds", float("nan")))
-
-        invert = meta(cell.invert_key)  # a merge of class chunks: their seconds
-        t = {
-            "target_s": seconds(cell.target_key),
-            "prior_s": sum(seconds(k) for k in cell.prior_keys),
-            "invert_s": invert.get("chunk_seconds", 0.0) + seconds(cell.invert_key),
-        }
-        if "queries" in invert:
-            t["queries"] = invert["queries"]
-        t["evaluate_s"] = evaluate_s
-        t["cell_s"] = t["prior_s"] + t["invert_s"] + evaluate_s
-        return t
-
     def _threads(self, cell: Cell, evaluated_on: str | None) -> dict[str, Any]:
-        """``{"threads": [...]}``: the CPU thread counts that computed the cell's steps and its
-        evaluation (from each artifact's record and the evaluating worker's device): float reductions
-        depend on them, so rows of one key computed with others differ in their last digits. Not part
-        of the setting; the leaderboard says when an entry mixes them (issue 30, item 14)."""
-        devices = [evaluated_on] + [
-            (rec.get("meta") or {}).get("device")
-            for k in cell_keys(cell)
-            if (rec := self.artifacts.record(k))
-        ]
-        counts = sorted({int(m.group(1)) for d in devices if d and (m := _THREADS.search(str(d)))})
-        return {"threads": counts} if counts else {}
+        """``{"threads": [...]}`` of the cell (``rows.threads``)."""
+        return threads(self.artifacts, cell, evaluated_on)
 
     def _row(self, cell: Cell, **values: Any) -> Row:
         return Row(
@@ -527,73 +406,6 @@ class Runner:
                 **values,  # status, error; an evaluation's metrics, notes, outcomes and the worker's device
             }
         )
-
-
-def settled(store: Store, cell: Cell) -> bool:
-    """Whether the cell is stored as ok with an answer from each of its judges: a judge that
-    stored null (its server was down, its network missing) is asked again by the next run."""
-    if not cell.judges:
-        return store.done(cell.cell_id)
-    row = store.get(cell.cell_id)
-    if row is None or row.status != "ok":
-        return False
-    metrics = row.metrics or {}
-    return all(metrics.get(verdict_key(j["label"])) is not None for j in cell.judges)
-
-
-def keep_answers(old: Row | None, new: Row) -> Row:
-    """``new`` (a cell evaluated again) with the answers of judges that are not part of the run
-    (people's, ``reinv-bench judge import``) kept from ``old``, when both judged the same
-    reconstructions."""
-    if old is None or old.status != "ok" or old.outcomes is None or new.outcomes is None:
-        return new
-    same = (old.artifacts or {}).get("invert") == (new.artifacts or {}).get("invert")
-    if not same or len(old.outcomes) != len(new.outcomes):
-        return new
-    per = new.outcomes.per_reconstruction
-    kept = {
-        k: v
-        for k, v in old.outcomes.per_reconstruction.items()
-        if is_verdict(k) and k not in per and k in (old.metrics or {})
-    }
-    if not kept:
-        return new
-    per.update(kept)
-    new.metrics = {**(new.metrics or {}), **{k: old.metrics[k] for k in kept}}
-    new.notes = {**(new.notes or {}), **{k: old.notes[k] for k in kept if k in (old.notes or {})}}
-    versions = (old.config or {}).get("metrics") or {}
-    new.config["metrics"] = {**new.config["metrics"], **{k: versions[k] for k in kept if k in versions}}
-    return new
-
-
-_THREADS = re.compile(r"\((\d+) threads\)")  # describe_device's CPU form
-
-
-def attacked(registry: Registry, config: dict[str, Any], outcomes: Any) -> dict[str, Any]:
-    """``{"attacked": ...}``: what an evaluated cell attacked, from its outcomes (identities, which
-    ones as ranges, reconstructions evaluated per identity: None when classes differ, and in all)
-    and its attack (``Attack.selection``: "none" when every optimised reconstruction is evaluated;
-    ``Attack.optimisation``: its optimiser and iterations); ``{}`` for a
-    cell without outcomes. Not part of the setting digest: it follows from the config."""
-    if outcomes is None or not len(outcomes):
-        return {}
-    from collections import Counter
-
-    from reinv_bench.engine.plan import build_attack
-    from reinv_bench.results.reported import class_ranges
-
-    counts = set(Counter(outcomes.classes).values())
-    attack = build_attack(registry, config["attack"])
-    return {
-        "attacked": {
-            "classes": len(set(outcomes.classes)),
-            "class_ids": class_ranges(outcomes.classes),
-            "per_class": counts.pop() if len(counts) == 1 else None,
-            "reconstructions": len(outcomes),
-            "selection": attack.selection() or "none",
-            **attack.optimisation(),  # the attack's optimiser and iterations (or epochs)
-        }
-    }
 
 
 def _progress_label(what: str, obj: Any) -> str:
@@ -644,15 +456,11 @@ def run(
     ``doctor.missing_prerequisites``) and raise one ``doctor.MissingPrerequisites`` listing them
     all, each with its fix (the CLI prints that checklist itself and passes False).
     """
-    from reinv_bench.registry.lookup import load
-
     req = request or Request(**fields)
     if precision is not None:
         req = dataclasses.replace(req, precision=precision)
     registry = registry or load()
     if check:
-        from reinv_bench.engine.prerequisites import MissingPrerequisites, missing_prerequisites
-
         name = executor if isinstance(executor, str) else None
         need = [m for m in missing_prerequisites(req, registry, name, optional=False) if m.required]
         if need:

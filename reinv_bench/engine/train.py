@@ -8,6 +8,7 @@ loss computed with the model itself.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -136,72 +137,106 @@ def train_classifier(
     ``state_dict`` and the global random generators at epoch ends now and then, and resumes from
     them with the numbers of an uninterrupted run."""
     device = torch.device(device)
-    held_out = None
-    if recipe.select == "best_val_loss":
-        train, held_out = holdout_split(train)
+    train, held_out = holdout_split(train) if recipe.select == "best_val_loss" else (train, None)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    params = [p for p in defense.trainable(model) if p.requires_grad]
-    opt = make_optimizer(params, recipe)
-    milestones = sorted({max(1, round(f * recipe.epochs)) for f in recipe.milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
-    # a tensor split moves to the device once; files (ImageFiles) are decoded in bulk into their
-    # cache first (what fits), then read batch by batch
-    if isinstance(train.x, Tensor):
-        x = train.x.to(device)
-    else:
-        x = train.x
-        x.warm()
-    y = train.y.to(device)
-    n, bs = len(x), recipe.batch_size
-    per_epoch = math.ceil(n / bs)
-    opt = defense.begin_training(model, opt, recipe, n)  # the scheduler keeps the base optimizer
+    opt, sched = _optimizer(model, defense, recipe)
+    x, y = _on_device(train, device)
+    opt = defense.begin_training(model, opt, recipe, len(x))  # the scheduler keeps the base optimizer
     history: list[float] = []
     state = {"model": model, "opt": opt, "sched": sched, "gen": gen, "defense": defense, "history": history}
     best: dict[str, Any] = {}  # select="best_test" | "best_val_loss": the best epoch so far (state, ...)
-    if recipe.select == "best_test":
-        if test is None:
-            raise ValueError("recipe select='best_test' needs the test split (train_classifier(test=...))")
+    if recipe.select == "best_test" and test is None:
+        raise ValueError("recipe select='best_test' needs the test split (train_classifier(test=...))")
+    if recipe.select == "best_test" or held_out is not None:
         state["best"] = best
-    elif held_out is not None:
-        state["best"] = best
+    run = _Epoch(model, x, y, recipe, defense, opt, gen, device, precision, channels_last, progress)
     for epoch in range(checkpoint.resume(recipe.epochs, state), recipe.epochs):
         defense.on_epoch(epoch, recipe.epochs)
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
-        total = 0.0
-        for i in range(per_epoch):
-            idx = perm[i * bs : (i + 1) * bs]
-            xb = defense.train_transform(augment(x[idx].to(device), recipe.augment, gen))
-            if channels_last and xb.dim() == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                loss = defense.batch_loss(model, xb, y[idx], defense.loss, defense.needs_hidden)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total = total + loss.detach().float()  # no host sync per batch: checked once per epoch
-            progress(epoch * per_epoch + i + 1, recipe.epochs * per_epoch)
-        total = float(total)
-        if not math.isfinite(total):
-            raise FloatingPointError(f"training loss became {total} in epoch {epoch}")
+        loss = run(epoch)
         sched.step()
-        history.append(total / per_epoch)
+        history.append(loss)
         if held_out is not None:
             if epoch % VAL_EVERY == 0:  # AT-AT: ``if val_loader and epoch % evaluate_freq == 0``
                 _keep_lowest_val_loss(model, held_out, device, epoch + 1, best)
         elif "best" in state:
             _keep_best(model, test, device, epoch + 1, best)
         checkpoint.reached(epoch + 1, recipe.epochs, state)
+    _finish(model, best, channels_last)
+    return checkpoint.finish(history)
+
+
+def _finish(model: Classifier, best: dict[str, Any], channels_last: bool) -> None:
+    """The trained model in eval mode, in the contiguous format, with the selected epoch's weights."""
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     if best:
         model.load_state_dict(best["state"])
     model.eval()
-    return checkpoint.finish(history)
+
+
+def _optimizer(model: Classifier, defense: Defense, recipe: TrainRecipe) -> tuple[torch.optim.Optimizer, Any]:
+    """The recipe's optimizer over the parameters the defense trains, and its step schedule."""
+    params = [p for p in defense.trainable(model) if p.requires_grad]
+    opt = make_optimizer(params, recipe)
+    milestones = sorted({max(1, round(f * recipe.epochs)) for f in recipe.milestones})
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
+
+
+def _on_device(train: Split, device: torch.device) -> tuple[Any, Tensor]:
+    """The training images and labels: a tensor split moves to the device once; files
+    (ImageFiles) are decoded in bulk into their cache first (what fits), then read batch by batch."""
+    if isinstance(train.x, Tensor):
+        x = train.x.to(device)
+    else:
+        x = train.x
+        x.warm()
+    return x, train.y.to(device)
+
+
+@dataclass
+class _Epoch:
+    """One epoch of ``train_classifier``'s loop; calling it with the epoch's index trains the
+    model over the data in the order the generator draws and returns the mean loss."""
+
+    model: Classifier
+    x: Any
+    y: Tensor
+    recipe: TrainRecipe
+    defense: Defense
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    device: torch.device
+    precision: str
+    channels_last: bool
+    progress: Progress
+
+    def __call__(self, epoch: int) -> float:
+        model, defense, device, gen = self.model, self.defense, self.device, self.gen
+        n, bs = len(self.x), self.recipe.batch_size
+        per_epoch = math.ceil(n / bs)
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        total = 0.0
+        for i in range(per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            xb = defense.train_transform(augment(self.x[idx].to(device), self.recipe.augment, gen))
+            if self.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(device, self.precision):
+                loss = defense.batch_loss(model, xb, self.y[idx], defense.loss, defense.needs_hidden)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total = total + loss.detach().float()  # no host sync per batch: checked once per epoch
+            self.progress(epoch * per_epoch + i + 1, self.recipe.epochs * per_epoch)
+        total = float(total)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"training loss became {total} in epoch {epoch}")
+        return total / per_epoch
 
 
 def _keep_best(model: nn.Module, test: Split, device: torch.device, epoch: int, best: dict[str, Any]) -> None:
@@ -257,117 +292,3 @@ def features(model: Classifier, x: Tensor, device: torch.device, batch_size: int
 
 def accuracy(model: nn.Module, split: Split, device: torch.device) -> float:
     return (predict(model, split.x, device).argmax(1) == split.y).float().mean().item()
-
-
-class Composed(Defense):
-    """Several defenses applied to one training run (``-d re+bido``): transforms chain in the
-    order given, schedules all run, and each exclusive hook comes from the one part that has it."""
-
-    name = "composed"
-
-    def __init__(self, parts: list[Defense]) -> None:
-        self.parts = parts
-        self.config = {}
-        self.needs_hidden = any(p.needs_hidden for p in parts)
-        self._owner = {h: next((p for p in parts if h in p.overridden()), None) for h in Defense.EXCLUSIVE}
-
-    def train_transform(self, x: Tensor) -> Tensor:
-        for p in self.parts:
-            x = p.train_transform(x)
-        return x
-
-    def transforms_images(self) -> bool:
-        return any(p.transforms_images() for p in self.parts)
-
-    def wrap_model(self, model: Classifier) -> Classifier:
-        owner = self._owner["wrap_model"]
-        return owner.wrap_model(model) if owner else model
-
-    def loss(self, out, x, y):
-        owner = self._owner["loss"]
-        return owner.loss(out, x, y) if owner else super().loss(out, x, y)
-
-    def trainable(self, model):
-        owner = self._owner["trainable"]
-        return owner.trainable(model) if owner else model.parameters()
-
-    def on_epoch(self, epoch: int, epochs: int) -> None:
-        for p in self.parts:
-            p.on_epoch(epoch, epochs)
-
-    def begin_training(self, model, optimizer, recipe, n):
-        for p in self.parts:
-            optimizer = p.begin_training(model, optimizer, recipe, n)
-        return optimizer
-
-    def batch_loss(self, model, x, y, loss, hidden=False):
-        owner = self._owner["batch_loss"]
-        return (
-            owner.batch_loss(model, x, y, loss, hidden)
-            if owner
-            else super().batch_loss(model, x, y, loss, hidden)
-        )
-
-    def end_training(self, model):
-        return {k: v for p in self.parts for k, v in p.end_training(model).items()}
-
-    def state_dict(self):
-        return {str(i): p.state_dict() for i, p in enumerate(self.parts)}
-
-    def load_state_dict(self, state):
-        for i, p in enumerate(self.parts):
-            p.load_state_dict(state[str(i)])
-
-    def phases(self, recipe):
-        owner = self._owner["phases"]
-        return owner.phases(recipe) if owner else []
-
-    def on_phase(self, phase: int) -> None:
-        for p in self.parts:
-            p.on_phase(phase)
-
-    def secrets(self):
-        return {str(i): sec for i, p in enumerate(self.parts) if (sec := p.secrets())}
-
-    def load_secrets(self, state):
-        for i, p in enumerate(self.parts):
-            if str(i) in state:
-                p.load_secrets(state[str(i)])
-
-    def adaptation(self, ctx, knows="algorithm", steps=100):
-        """The parts' adaptations composed (``api.compose_adaptations``)."""
-        from reinv_bench.contract.defense import compose_adaptations
-
-        return compose_adaptations(p.adaptation(ctx, knows, steps) for p in self.parts)
-
-
-def compose(defenses: list[Defense]) -> Defense:
-    """One defense from several; refuses two that both own an exclusive hook."""
-    from reinv_bench.contract.config import ConfigError
-
-    if len(defenses) == 1:
-        return defenses[0]
-    for hook in Defense.EXCLUSIVE:
-        owners = [d.name for d in defenses if hook in d.overridden()]
-        if len(owners) > 1:
-            raise ConfigError(
-                f"cannot compose {' + '.join(owners)}: both change the training loop's {hook}(); "
-                "compose defenses that touch different parts of training (e.g. re+bido)"
-            )
-    for d in defenses:
-        for hook in d.excludes:
-            others = [
-                o.name
-                for o in defenses
-                if o is not d and getattr(type(o), hook) is not getattr(Defense, hook)
-            ]
-            if others:
-                raise ConfigError(
-                    f"cannot compose {d.name} with {' + '.join(others)}: {d.name} cannot share a "
-                    f"training run with a defense that changes {hook}()"
-                )
-        for o in defenses:
-            why = None if o is d else d.refuses(o)
-            if why:
-                raise ConfigError(f"cannot compose {d.name} with {o.name}: {why}")
-    return Composed(defenses)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reinv_bench.contract.config import did_you_mean
-from reinv_bench.registry.plugins import PluginError, PluginManager
+from reinv_bench.registry.plugins import PluginError, PluginManager, get_plugin_manager
 
 KINDS = {
     "attack": "register_attacks",
@@ -86,6 +86,4 @@ class Registry:
 
 
 def load(plugin_args: tuple[str, ...] = (), extra: tuple[object, ...] = ()) -> Registry:
-    from reinv_bench.registry.plugins import get_plugin_manager
-
     return Registry(get_plugin_manager(plugin_args, extra))

@@ -15,16 +15,11 @@ import torch
 
 from reinv_bench.api import EvalContext, Inversion, Reconstructions
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
-from reinv_bench.engine.plan import (
-    AUTO_CHUNK_BYTES,
-    AUTO_CHUNK_CLASSES,
-    Request,
-    _chunk,
-    build_attack,
-    expand,
-)
+from reinv_bench.engine.chunks import AUTO_CHUNK_BYTES, AUTO_CHUNK_CLASSES, _chunk
+from reinv_bench.engine.plan import Request, expand
 from reinv_bench.engine.runner import Runner
 from reinv_bench.engine.steps import reconstructions
+from reinv_bench.registry.components import build_attack
 from reinv_bench.results.store import Store
 
 CPU = torch.device("cpu")

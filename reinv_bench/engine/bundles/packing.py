@@ -25,7 +25,8 @@ from reinv_bench.engine.bundles.rows import (
     _safe,
     _sha,
 )
-from reinv_bench.engine.steps import environment, reconstructions
+from reinv_bench.engine.evaluation import reconstructions
+from reinv_bench.engine.host import environment
 from reinv_bench.results.aggregate import split_stale
 from reinv_bench.results.store import SCHEMA_VERSION, Row
 
