@@ -24,7 +24,7 @@ from reinv_bench.engine.plan import Cell
 from reinv_bench.engine.train import predict
 from reinv_bench.registry.components import build_judge, undefended
 from reinv_bench.results import ensemble, validity
-from reinv_bench.results.judging import record
+from reinv_bench.results.judging import JudgeKey, record
 from reinv_bench.results.outcomes import Items, Outcomes
 from reinv_bench.results.validity import VALIDITY
 

@@ -21,8 +21,8 @@ import torch
 
 from reinv_bench.contract.attack import Inversion, Reconstructions
 from reinv_bench.engine.artifacts import Artifacts
-from reinv_bench.engine.request import Step
 from reinv_bench.engine.evaluation import reconstructions
+from reinv_bench.engine.request import Step
 from reinv_bench.engine.steps import Env, Worker
 from reinv_bench.engine.train import features
 from reinv_bench.registry.components import resolve_attack, resolve_defense
@@ -89,9 +89,7 @@ def target_loader(registry, workdir: Path):
         cfg = row.config or {}
         spec = {"scenario": row.scenario, "arch": cfg["arch"]["name"], "defense": cfg.get("defense")}
         worker.steps[target] = Step("target", spec)
-        model, defense = worker.load_built(
-            target, row.budget
-        )  # the defense built once, as it wraps the model
+        model, defense = worker.load_built(target, row.budget)  # the defense built once
         recon = reconstructions(worker.artifacts, invert)
         return (lambda x: features(model, x, cpu)), defense, Inversion(recon.images, recon.labels)
 

@@ -13,6 +13,7 @@ from reinv_bench.engine.plan import Cell
 from reinv_bench.engine.preview import cell_keys
 from reinv_bench.registry.components import build_attack
 from reinv_bench.registry.lookup import Registry
+from reinv_bench.results.judging import is_verdict
 from reinv_bench.results.reported import class_ranges
 from reinv_bench.results.store import Row
 

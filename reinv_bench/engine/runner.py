@@ -54,7 +54,7 @@ from reinv_bench.engine.steps import Env, Worker, attach, reusable, run_cell, ru
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.lookup import Registry, load
 from reinv_bench.registry.plugins import ENV_LOAD
-from reinv_bench.results.judging import verdict_key
+from reinv_bench.results.judging import JudgeKey, verdict_key
 from reinv_bench.results.store import Row, Store
 
 __all__ = [

@@ -15,7 +15,6 @@ from typing import Any
 
 from reinv_bench.contract.attack import Attack, WrapperAttack
 from reinv_bench.contract.config import ConfigError
-from reinv_bench.contract.data import Scenario
 from reinv_bench.contract.defense import Defense
 from reinv_bench.contract.weights import WeightsUnavailable, locate, sha256_of
 from reinv_bench.registry import spec as specs
