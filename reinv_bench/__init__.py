@@ -1,15 +1,9 @@
 """reinv-bench: a benchmark harness for model-inversion attacks and defenses."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("reinv-bench")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
-
 import pluggy
 
 from reinv_bench.engine.threads import passive_waiting
+from reinv_bench.version import __version__
 
 # before torch loads OpenMP: idle threads sleep instead of spinning (reinv_bench.engine.threads)
 passive_waiting()

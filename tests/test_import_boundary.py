@@ -24,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 FACADE = "reinv_bench.api"
+PACKAGE = "reinv_bench"
 
 
 def entry_point_modules() -> set[str]:
@@ -446,7 +447,9 @@ def describe_cycle(chain: list[Imp]) -> str:
 def nested_violations(imps: list[Imp]) -> list[str]:
     bad = []
     for i in imps:
-        if not i.nested or i.module == FACADE:
+        # the package itself is a facade too (``reinv_bench.run``, ``hookimpl``): ``import reinv_bench``
+        # must stay light (the CLI and every plugin import it), so ``run`` imports the engine on call
+        if not i.nested or i.module in (FACADE, PACKAGE):
             continue
         top = i.target.split(".")[0]
         if is_core(i.target):

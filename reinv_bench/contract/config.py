@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -98,7 +99,6 @@ def _parse_floats(text: str) -> tuple[float, ...]:
     if "/" in text:
         return tuple(float(t) for t in text.split("/"))
     # "lo-hi" (a range); a leading '-' or an exponent's '-' is part of a number
-    import re
 
     m = re.fullmatch(r"\s*(-?[\d.]+(?:[eE]-?\d+)?)\s*-\s*(-?[\d.]+(?:[eE]-?\d+)?)\s*", text)
     if m:

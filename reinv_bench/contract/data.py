@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from reinv_bench.contract.datachecks import Problem, generic_checks
 from reinv_bench.contract.images import ImageFiles
 
 
@@ -31,16 +32,6 @@ class ScenarioData:
     digest: str  # identifies the exact split; stored with every result
     source: str  # where the images came from, in words
     pretrain: Split | None = None  # labelled public-domain data a defense may pretrain on (TL)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a scenario's data (``reinv-bench data check``): what, and what to do.
-    ``error``: the scenario is not ready (False: a warning; the run would go on)."""
-
-    what: str
-    fix: str
-    error: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,8 +108,6 @@ class Scenario:
         sample of ``sample`` image files decodes, 0: all; ``decode=False``: none); a scenario
         adds its own (layout, list files, identity counts) and calls ``super().check`` once its
         layout is sound."""
-        from reinv_bench.contract.datachecks import generic_checks
-
         return generic_checks(self, data_root, sample, decode)
 
     def class_names(self, data_root: Path | None) -> list[str] | None:

@@ -13,21 +13,33 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
-from reinv_bench.contract.data import Problem, Scenario, ScenarioData
 from reinv_bench.contract.images import DataError, ImageFiles
 
+if TYPE_CHECKING:
+    from reinv_bench.contract.data import Scenario, ScenarioData
+
 SAMPLE = 1000  # image files decoded by default (``--sample``); 0: all
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario's data (``reinv-bench data check``): what, and what to do.
+    ``error``: the scenario is not ready (False: a warning; the run would go on)."""
+
+    what: str
+    fix: str
+    error: bool = True
 
 
 # ---- decoding -----------------------------------------------------------------------------------
 
 
 def _pil_decode(path: str) -> Any:
-    from PIL import Image
 
     with Image.open(path) as im:
         im.load()  # a full decode: a truncated file fails here (Image.verify() would pass some)

@@ -19,16 +19,21 @@ nothing from disk.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from itertools import repeat
+from multiprocessing.util import Finalize
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from reinv_bench.contract.config import env_number
@@ -36,7 +41,6 @@ from reinv_bench.contract.config import env_number
 
 def to_pil(x: Tensor):
     """A (C, H, W) image in [-1, 1] as an 8-bit Pillow image: mode L for one channel, else RGB."""
-    from PIL import Image
 
     arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
     if arr.shape[0] == 1:
@@ -64,8 +68,6 @@ def _threads() -> ThreadPoolExecutor:
 
 @lru_cache(maxsize=1)
 def _processes() -> ProcessPoolExecutor:
-    import multiprocessing
-    from multiprocessing.util import Finalize
 
     # spawn: safe beside CUDA and threads; workers import only what the decode function needs
     pool = ProcessPoolExecutor(
@@ -85,8 +87,6 @@ def _processes() -> ProcessPoolExecutor:
 def _exit_with(parent: int) -> None:
     """A decode worker ends when the process that started it is gone (killed, say), instead of
     waiting forever on a queue nobody writes to."""
-    import threading
-    import time
 
     def watch() -> None:
         while os.getppid() == parent:

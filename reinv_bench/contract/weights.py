@@ -27,13 +27,17 @@ differs, why torch cannot load it as a state dict).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from reinv_bench.contract.files import file_sha256, write_atomic
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -80,7 +84,6 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_of(path: Path) -> str:
-    from reinv_bench.contract.files import file_sha256
 
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -204,9 +207,6 @@ def install(w: WeightsFile, source: Path) -> Path:
     if not source.is_file():
         raise WeightsUnavailable(f"{source} is not a file")
     if w.convert is not None:
-        import dataclasses
-        import tempfile
-
         weights_home().mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=weights_home()) as tmp:
             converted = Path(tmp) / w.filename
@@ -221,7 +221,6 @@ def install(w: WeightsFile, source: Path) -> Path:
         raise WeightsUnavailable(f"{source} is not {w.name} ({w.filename}): {state}{hint}")
     if check(w) == "none":  # no published hash: at least it must be a loadable state dict
         load_state(source)  # BadWeightsFile: one line saying why not
-    from reinv_bench.contract.files import write_atomic
 
     dest = write_atomic(weights_home() / w.filename, lambda tmp: shutil.copyfile(source, tmp))
     if check(w) == "none" and recorded(w) is None:  # the first file added: its digest is the reference

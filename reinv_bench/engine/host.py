@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import reinv_bench
+from reinv_bench.version import __version__
 
 
 def describe_device(dev: torch.device) -> str:
@@ -29,7 +29,7 @@ PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow")  # what a row's 
 def environment(executor: str, deterministic: bool = False) -> dict[str, Any]:
     """What computed a row besides its device and versions (the row's ``environment``): the
     executor, deterministic kernels or not, Python, the platform and the packages' versions."""
-    packages = {"reinv-bench": reinv_bench.__version__, "torch": torch.__version__}  # (its build: +cu130)
+    packages = {"reinv-bench": __version__, "torch": torch.__version__}  # (its build: +cu130)
     for name in PACKAGES[1:]:
         try:
             packages[name] = metadata.version(name)

@@ -9,6 +9,9 @@ import sys
 import threading
 import time
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from reinv_bench.contract.config import env_number
 
 
@@ -103,8 +106,6 @@ class LogReporter(Reporter):
 
 class RichReporter(Reporter):
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True)
         self.progress = Progress(

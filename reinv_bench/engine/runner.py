@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-import reinv_bench
 from reinv_bench.contract.data import ScenarioData
 from reinv_bench.contract.executor import Executor
 from reinv_bench.contract.models import Classifier
@@ -56,6 +55,7 @@ from reinv_bench.registry.lookup import Registry, load
 from reinv_bench.registry.plugins import ENV_LOAD
 from reinv_bench.results.judging import JudgeKey, verdict_key
 from reinv_bench.results.store import Row, Store
+from reinv_bench.version import __version__
 
 __all__ = [
     "Result",
@@ -387,7 +387,7 @@ class Runner:
                 },
                 "data_digest": self.steps[cell.target_key].spec.get("data"),
                 "torch_version": torch.__version__,
-                "reinv_version": reinv_bench.__version__,
+                "reinv_version": __version__,
                 "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "environment": self.environment,
                 # where the cell's artifacts are (reinv-bench show reads the reconstructions)

@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-import reinv_bench
 from reinv_bench.contract.files import ArtifactError
 from reinv_bench.contract.metric import Column
 from reinv_bench.results.aggregate import GROUP, aggregate, sort_entries, verdicts
+from reinv_bench.version import __version__
 from reinv_bench.views import defense_board, tables
 from reinv_bench.views.pictures import reconstruction_grid
 from reinv_bench.views.plots import PlotError, group_title, groups, privacy_utility
@@ -125,7 +125,7 @@ def build(
                 f"{len(ok)} cell(s) stored, {len(failed)} failed, "
                 f"{len(groups(entries))} comparison group(s); baseline {baseline}; "
                 f"generated {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} by "
-                f"reinv-bench {reinv_bench.__version__} from {workdir}."
+                f"reinv-bench {__version__} from {workdir}."
             ]
         ),
     ]
@@ -275,7 +275,7 @@ def _environment(rows: list[dict[str, Any]]) -> str:
         ["data digest", "; ".join(f"{k} ({n})" for k, n in digests.most_common()) or "-"],
         [
             "this report",
-            f"reinv-bench {reinv_bench.__version__}, torch {here_torch}, Python "
+            f"reinv-bench {__version__}, torch {here_torch}, Python "
             f"{sys.version.split()[0]}, {platform.platform()}",
         ],
     ]
