@@ -32,6 +32,7 @@ from reinv_bench.contract.config import PRECISIONS, ConfigError
 from reinv_bench.contract.data import Scenario
 from reinv_bench.contract.defense import Defense
 from reinv_bench.engine import recipes
+from reinv_bench.engine.defaults import DEFAULTS
 from reinv_bench.engine.grid import MAX_SEEDS
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.lookup import Registry
@@ -102,7 +103,7 @@ class Request:
     archs: list[str] = field(default_factory=list)  # empty: each scenario's default
     scenarios: list[str] = field(default_factory=lambda: ["mnist"])
     seeds: int = 1
-    budget: str = "quick"
+    budget: str = DEFAULTS.budget_cpu  # run() without a request: DEFAULTS.budget(device)
     baseline: bool = True
     data_root: str | None = None
     metrics: list[str] | None = None  # None: the metrics of each scenario's protocol
@@ -115,9 +116,8 @@ class Request:
     class_chunk: int | str = (
         0  # classes per inversion step (0: all in one; "auto": the attack's identity batch)
     )
-    precision: str = (
-        "fp32"  # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
-    )
+    # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
+    precision: str = DEFAULTS.precision
     # issue 29, opt-in (it costs a second inversion of K classes per cell): each cell's attack again at
     # twice its iterations on K evenly spaced attacked classes (``convergence_cell``); 0: none
     convergence: int = 0

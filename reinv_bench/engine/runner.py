@@ -36,6 +36,7 @@ from reinv_bench.contract.data import ScenarioData
 from reinv_bench.contract.executor import Executor
 from reinv_bench.contract.models import Classifier
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
+from reinv_bench.engine.defaults import DEFAULTS
 from reinv_bench.engine.plan import Cell, Plan, Request, Step, check_precision, data_spec, expand
 from reinv_bench.engine.progress import Reporter
 from reinv_bench.engine.steps import (
@@ -619,9 +620,9 @@ def run(
     request: Request | None = None,
     *,
     registry: Registry | None = None,
-    workdir: str | Path = "~/.reinv-bench",
-    device: str | torch.device = "auto",
-    executor: str | Executor = "inline",
+    workdir: str | Path = DEFAULTS.workdir,
+    device: str | torch.device = DEFAULTS.device,
+    executor: str | Executor | None = None,
     reporter: Reporter | None = None,
     deterministic: bool = False,
     on_result=None,
@@ -636,7 +637,9 @@ def run(
         res = reinv_bench.run(attacks=["gmi"], defenses=["re"], budget="smoke", workdir="/tmp/rb")
         res.rows  # one store.Row per cell: labels, config, metrics, timings (reads as a dict too)
 
-    ``request`` or its fields as keywords (``reinv_bench.engine.plan.Request``); ``registry``: the
+    ``request`` or its fields as keywords (``reinv_bench.engine.plan.Request``); without a request
+    or a ``budget``, and without an ``executor``, the CLI's defaults (``engine.defaults``: quick on
+    CPU and paper on CUDA; one local worker per GPU where there are several, else inline). ``registry``: the
     plugins (default: the installed ones, as the CLI loads them). ``precision`` (fp32, bf16,
     tf32; default the request's, fp32) is the request's ``precision``: it enters the keys of
     the targets, priors and inversions it changes and every row's config. ``check``: first
@@ -646,6 +649,12 @@ def run(
     """
     from reinv_bench.registry.lookup import load
 
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if request is None and "budget" not in fields:  # the CLI's default too (engine.defaults)
+        fields["budget"] = DEFAULTS.budget(dev.type)
+    if executor is None:
+        cuda_devices = torch.cuda.device_count() if dev.type == "cuda" else 0
+        executor = DEFAULTS.executor(dev.type, dev.index, cuda_devices)
     req = request or Request(**fields)
     if precision is not None:
         req = dataclasses.replace(req, precision=precision)
@@ -657,7 +666,6 @@ def run(
         need = [m for m in missing_prerequisites(req, registry, name, optional=False) if m.required]
         if need:
             raise MissingPrerequisites(need)
-    dev = resolve_device(device) if isinstance(device, str) else device
     workdir = Path(workdir).expanduser()
     runner = Runner(registry, workdir, dev, executor, reporter, deterministic, req.precision)
     # a missing dataset fails now, before any training; the data's digest enters every step key
