@@ -6,8 +6,8 @@ import importlib
 
 import click
 
-from reinv_bench.cli import plugin_commands
 from reinv_bench.cli.errors import USER_ERRORS
+from reinv_bench.cli.plugin_commands import stub
 from reinv_bench.registry.lookup import UnknownNameError
 
 
@@ -45,7 +45,7 @@ class Cli(click.Group):
             return self._imported[name]
         if name in self.lazy:
             return click.Command(name, help=self.lazy[name][1])
-        return plugin_commands.stub(name, self.cached[name])
+        return stub(name, self.cached[name])
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """click's listing of the commands (same layout), from ``_listed``: nothing imported."""

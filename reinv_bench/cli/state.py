@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reinv_bench.cli import plugin_commands
 from reinv_bench.cli.errors import warn
+from reinv_bench.cli.plugin_commands import refresh
 from reinv_bench.registry.lookup import Registry
 from reinv_bench.registry.plugins import PluginManager, get_plugin_manager
 
@@ -24,7 +24,7 @@ class State:
             for message in self._pm.failed.values():  # once per command: it goes on without them
                 warn(message)
             if self.refresh_commands is not None:
-                plugin_commands.refresh(self._pm, self.plugin_args, self.refresh_commands)
+                refresh(self._pm, self.plugin_args, self.refresh_commands)
         return self._pm
 
     @property
