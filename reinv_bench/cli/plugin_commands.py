@@ -57,9 +57,11 @@ def _module_stamp(module: str) -> list | None:
 
 def selection_key(plugin_args: tuple[str, ...]) -> str:
     """The digest of everything that decides the plugins' commands (see the module docstring)."""
-    eps = []
+    eps, dists = [], {}  # a distribution's name and version read once (each reads its metadata)
     for ep in entry_points(group=GROUP):
-        dist = [ep.dist.name, ep.dist.version] if ep.dist else None
+        if ep.dist is not None and id(ep.dist) not in dists:
+            dists[id(ep.dist)] = [ep.dist.name, ep.dist.version]
+        dist = dists[id(ep.dist)] if ep.dist is not None else None
         eps.append([ep.name, ep.value, dist, _module_stamp(ep.module)])
     modules = [[a, _module_stamp(a)] for a in plugin_args if not a.startswith("no:")]
     parts = [CACHE_FORMAT, __version__, sys.executable, list(plugin_args), os.environ.get(ENV_LOAD)]
