@@ -159,6 +159,9 @@ def main() -> None:
     except USER_ERRORS as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    except click.ClickException as exc:  # PluginsFailed: the plugins could not be loaded
+        exc.show()
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         click.echo("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted", err=True)
         sys.exit(143 if isinstance(exc, Terminated) else 130)

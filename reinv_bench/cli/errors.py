@@ -30,6 +30,13 @@ INTERRUPTED = "interrupted: finished steps and results are kept; rerun the same 
 TERMINATED = "terminated (SIGTERM): finished steps and results are kept; rerun the same command to resume."
 
 
+class PluginsFailed(click.ClickException):
+    """The plugins could not be loaded (a -p value, REINV_BENCH_LOAD_PLUGINS, a malformed plugin):
+    its one line and exit status 2, whichever command loaded them."""
+
+    exit_code = 2
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a scheduler's stop): unwinds as Ctrl-C does (locks released, workers
     stopped, results kept), with its own message and exit status 143."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from reinv_bench.cli.errors import warn
+from reinv_bench.cli.errors import PluginsFailed, warn
 from reinv_bench.cli.plugin_commands import refresh
 from reinv_bench.registry.lookup import Registry
-from reinv_bench.registry.plugins import PluginManager, get_plugin_manager
+from reinv_bench.registry.plugins import PluginError, PluginManager, get_plugin_manager
 
 
 class State:
@@ -20,7 +20,10 @@ class State:
     @property
     def pm(self) -> PluginManager:
         if self._pm is None:
-            self._pm = get_plugin_manager(self.plugin_args)
+            try:
+                self._pm = get_plugin_manager(self.plugin_args)
+            except PluginError as exc:
+                raise PluginsFailed(str(exc)) from None
             for message in self._pm.failed.values():  # once per command: it goes on without them
                 warn(message)
             if self.refresh_commands is not None:
