@@ -123,7 +123,8 @@ def _parsed(args: list[str]) -> tuple[tuple[str, ...], str | None, bool]:
         ctx = cli.make_context("reinv-bench", list(args), resilient_parsing=True)
     except click.exceptions.Exit:
         return (), None, True
-    rest = [*ctx._protected_args, *ctx.args]
+    protected = vars(ctx).get("_protected_args", vars(ctx).get("protected_args", []))  # click 8.2+, 8.1
+    rest = [*protected, *ctx.args]
     before = args[: len(args) - len(rest)]
     top_help = not rest or any(a in ("-h", "--help") for a in before)
     return tuple(ctx.params.get("plugin_args") or ()), (rest[0] if rest else None), top_help
