@@ -45,13 +45,13 @@ from reinv_bench.contract.weights import WeightsFile, WeightsUnavailable, load_s
 if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
     from reinv_bench.cli.options import results_db, workdir_option
     from reinv_bench.engine.artifacts import Artifacts
+    from reinv_bench.engine.loaders import private_loader
     from reinv_bench.engine.plan import Cell
     from reinv_bench.engine.steps import Env, reconstructions
     from reinv_bench.engine.train import features, predict
     from reinv_bench.results.aggregate import filter_rows
     from reinv_bench.results.judging import judged, store_verdicts, verdict_key
     from reinv_bench.results.store import Row, Store
-    from reinv_bench.views.plots import private_loader
 
 # the harness's records, from the layers above the contract: resolved on first use (PEP 562), so
 # that a plugin's import loads only the contract
@@ -66,7 +66,8 @@ _LAZY = {
     "reconstructions": "reinv_bench.engine.steps",  # reconstructions(artifacts, row.artifacts["invert"])
     # filter_rows(rows, attack=(...), ...): the leaderboard's filters
     "filter_rows": "reinv_bench.results.aggregate",
-    "private_loader": "reinv_bench.views.plots",  # private_loader(registry)(row): the private training split
+    # private_loader(registry)(row): the private training split
+    "private_loader": "reinv_bench.engine.loaders",
     "store_verdicts": "reinv_bench.results.judging",  # answers from outside a run into a stored row
     "judged": "reinv_bench.results.judging",  # judged(row, ...): the row with them, unstored (Store.put_many)
     "verdict_key": "reinv_bench.results.judging",  # the outcomes key of a judge's answers

@@ -13,15 +13,8 @@ from click.testing import CliRunner
 
 from reinv_bench.api import Column
 from reinv_bench.cli import State, cli
-from reinv_bench.results.aggregate import (
-    Delta,
-    Entry,
-    Stat,
-    aggregate,
-    check_baseline,
-    sort_entries,
-    verdicts,
-)
+from reinv_bench.results.aggregate import aggregate, check_baseline, sort_entries, verdicts
+from reinv_bench.results.entries import Delta, Entry, Stat
 from reinv_bench.results.outcomes import Items, Outcomes
 from reinv_bench.results.store import COLUMNS, Row, Store
 from reinv_bench.views.tables import render, rich_table, stats_notes

@@ -341,7 +341,9 @@ def test_a_pretrained_defense_names_the_architectures_weights(fresh_machine, reg
 def test_reconstruction_grids_name_the_scenarios_classes(registry):
     from types import SimpleNamespace
 
-    from reinv_bench.views.plots import _draw_row, _pyplot, private_loader
+    from reinv_bench.engine.loaders import private_loader
+    from reinv_bench.views.pictures import _draw_row
+    from reinv_bench.views.plots import _pyplot
 
     entry = SimpleNamespace(scenario="mnist", config={"scenario": {"data_root": None}})
     names = private_loader(registry).class_names(entry)

@@ -12,6 +12,7 @@ from conftest import cli_invoke
 
 from reinv_bench.contract.data import Split
 from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.engine.loaders import reconstruction_loader
 from reinv_bench.results.outcomes import Outcomes
 from reinv_bench.results.store import COLUMNS, Row, Store
 from reinv_bench.views.export import ExportError, export, safe
@@ -85,7 +86,7 @@ def test_stored_labels_never_leave_dir(tmp_path, cache):
         row("c4", "../../../../etc/passwd", scenario="x"),  # an artifact key that is a path: left out
     ]
     before = files_under(tmp_path)
-    manifest, notes = export(hostile, artifacts, private, out, "attack_acc")
+    manifest, notes = export(hostile, reconstruction_loader(artifacts), private, out, "attack_acc")
     written = set(files_under(tmp_path)) - set(before)
     assert written and all(w.startswith("a/b/c/release") or w in ("a", "a/b", "a/b/c") for w in written)
     for c in manifest["cells"]:
@@ -101,11 +102,11 @@ def test_a_non_empty_dir_is_refused_and_force_replaces_the_same_cells(tmp_path, 
     artifacts, keys = cache
     out = tmp_path / "release"
     rows = [row("c1", keys[0]), row("c2", keys[1], defense="re")]
-    first, _ = export(rows, artifacts, private, out, "attack_acc")
+    first, _ = export(rows, reconstruction_loader(artifacts), private, out, "attack_acc")
     listing = files_under(out)
     with pytest.raises(ExportError, match="is not empty: give an empty DIR, or --force"):
-        export(rows, artifacts, private, out, "attack_acc")
-    again, _ = export(rows[:1], artifacts, private, out, "attack_acc", force=True)
+        export(rows, reconstruction_loader(artifacts), private, out, "attack_acc")
+    again, _ = export(rows[:1], reconstruction_loader(artifacts), private, out, "attack_acc", force=True)
     assert files_under(out) == listing  # the same folders, no "-<cell id>" copies
     assert sorted(c["cell_id"] for c in again["cells"]) == ["c1", "c2"]  # each cell once
     assert {c["cell_id"]: c["folder"] for c in again["cells"]} == {
@@ -115,7 +116,7 @@ def test_a_non_empty_dir_is_refused_and_force_replaces_the_same_cells(tmp_path, 
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="holds no export of reinv-bench"):
-        export(rows, artifacts, private, other, "attack_acc", force=True)
+        export(rows, reconstruction_loader(artifacts), private, other, "attack_acc", force=True)
     assert files_under(other) == ["notes.txt"]
 
 
@@ -125,7 +126,7 @@ def test_an_inversion_held_by_several_cells_is_written_once(tmp_path, cache):
     a = row("cell-a", keys[0])
     b = row("cell-b", keys[0], metrics={"attack_acc": 0.5, "fid": 1.0})  # another metric set
     b.outcomes.per_reconstruction["judge[human]"] = [1.0, None, 0.0, 1.0]
-    manifest, _ = export([a, b], artifacts, private, out, "attack_acc")
+    manifest, _ = export([a, b], reconstruction_loader(artifacts), private, out, "attack_acc")
     (folder,) = {c["folder"] for c in manifest["cells"]}
     setup = out / folder
     assert len(list((setup / "all-images").rglob("*.png"))) == 4  # once

@@ -159,13 +159,14 @@ def chunk_configs(attack: str, class_chunk) -> list[dict]:
 
 
 def test_a_chunk_that_splits_identity_batches_enters_the_config_and_the_setting():
-    from reinv_bench.results.aggregate import _config, as_row
+    from reinv_bench.results.aggregate import as_row
+    from reinv_bench.results.setting import setting_text
 
     (plain,) = chunk_configs("gmi", 0)
     (split,) = chunk_configs("gmi", 3)  # GMI's identity batch is 60 classes: chunks of 3 split it
     assert "class_chunk" not in plain and split["class_chunk"] == 3
     rows = [as_row(row(config=c)) for c in (plain, split)]
-    assert _config(rows[0], with_defense=False) != _config(rows[1], with_defense=False)
+    assert setting_text(rows[0]) != setting_text(rows[1])
 
 
 def test_chunks_of_whole_identity_batches_are_the_unchunked_setting():

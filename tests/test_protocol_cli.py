@@ -18,12 +18,12 @@ from reinv_bench.api import (
     Scenario,
     TrainRecipe,
 )
+from reinv_bench.engine.loaders import paper_label
 from reinv_bench.engine.plan import Request, expand
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries
-from reinv_bench.results.reported import attach_reported
+from reinv_bench.results.reported import attach_reported, collect_reported, reported_rows
 from reinv_bench.results.store import COLUMNS
-from reinv_bench.views.protocol import collect_reported, reported_rows
 from reinv_bench.views.tables import render
 
 
@@ -129,7 +129,7 @@ def test_reported_rows_sit_beside_the_measured_rows_of_their_setting():
     ]  # another budget: not the published setting
     cols = declared_columns(load())
     entries = sort_entries(aggregate(rows, columns=cols), columns=cols)
-    merged, unmatched = attach_reported(entries, reported_rows(load()))
+    merged, unmatched = attach_reported(entries, reported_rows(load(), paper_label(load())))
     labels = [(e["budget"], e["defense"], bool(e.get("reported")), e.get("source")) for e in merged]
     i = labels.index(("paper", "none", False, None))
     after = [lab for lab in labels[i + 1 :] if lab[2]]

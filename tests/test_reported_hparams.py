@@ -7,11 +7,11 @@ from __future__ import annotations
 from test_reported_setting import M64, M224, attached, row, sel
 
 from reinv_bench.api import ConfigError, Reported
+from reinv_bench.engine.loaders import paper_label
 from reinv_bench.engine.plan import resolve_attack
 from reinv_bench.engine.runner import attacked
 from reinv_bench.registry.lookup import load
-from reinv_bench.results.reported import class_ranges
-from reinv_bench.views.protocol import reported_rows
+from reinv_bench.results.reported import class_ranges, reported_rows
 
 ALIGN = "AlignMI paper, baseline rows (code: AlanPeng0897/AlignMI)"
 ALIGN_PPA = "AlignMI paper (code: AlanPeng0897/AlignMI)"
@@ -88,13 +88,15 @@ def test_best_epoch_checkpoint_accuracies_need_select_best_test():
     beside, _, _ = attached([row("celeba64", "vgg16", "lomma+kedmi", sel(100, 100), "ir50_112", M64)])
     assert ("vgg16", "lomma+kedmi", "VGG16_88.26.tar") in beside
     checkpoints = [
-        r for r in reported_rows(load()) if r["source"].endswith(".tar") and r["paper"].startswith("official")
+        r
+        for r in reported_rows(load(), paper_label(load()))
+        if r["source"].endswith(".tar") and r["paper"].startswith("official")
     ]
     assert len(checkpoints) == 4 and all(r["select"] == "best_test" for r in checkpoints)
 
 
 def test_alignmi_is_credited_to_peng_et_al():
-    alignmi = [r for r in reported_rows(load()) if r["paper"].startswith("AlignMI")]
+    alignmi = [r for r in reported_rows(load(), paper_label(load())) if r["paper"].startswith("AlignMI")]
     assert alignmi and all(r["paper"] == "AlignMI (Peng et al., NeurIPS 2025)" for r in alignmi)
     assert not any("tmlr-group" in r["source"] for r in alignmi)
 

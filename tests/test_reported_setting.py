@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 
 from reinv_bench.api import ConfigError, Reported
+from reinv_bench.engine.loaders import paper_label
 from reinv_bench.registry.lookup import load
 from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries
-from reinv_bench.results.reported import attach_reported, unmatched_rows
+from reinv_bench.results.reported import attach_reported, reported_rows, unmatched_rows
 from reinv_bench.results.store import COLUMNS, Row
-from reinv_bench.views.protocol import card, reported_rows
+from reinv_bench.views.protocol import card
 
 M64 = {"natural_acc": 0.85, "attack_acc": 0.5, "attack_acc5": 0.8, "knn_dist": 1300.0}
 M224 = {"natural_acc": 0.9, "attack_acc": 0.7, "attack_acc5": 0.9, "facenet_dist": 0.8}
@@ -48,7 +49,7 @@ def row(scenario, arch, attack, attacked, eval_arch, metrics, defense="none", se
 def attached(rows):
     cols = declared_columns(load())
     entries = sort_entries(aggregate(rows, columns=cols), columns=cols)
-    merged, unmatched = attach_reported(entries, reported_rows(load()))
+    merged, unmatched = attach_reported(entries, reported_rows(load(), paper_label(load())))
     beside = {(e.arch, e.attack, e.reported.source) for e in merged if e.reported is not None}
     return beside, unmatched, cols
 

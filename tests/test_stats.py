@@ -19,8 +19,9 @@ from reinv_bench.registry.plugins import PluginError, get_plugin_manager
 from reinv_bench.results.aggregate import aggregate, declared_columns, sort_entries, verdicts
 from reinv_bench.results.stats import interval, paired
 from reinv_bench.results.store import COLUMNS, SCHEMA_VERSION, Store
-from reinv_bench.views.tables import ONE_SEED, display_rows, render, stats_notes
+from reinv_bench.views.table_notes import ONE_SEED
 from reinv_bench.views.tables import delta_cell as delta
+from reinv_bench.views.tables import display_rows, render, stats_notes
 
 COLS = declared_columns(load())
 

@@ -344,6 +344,7 @@ def test_grid_files_take_convergence(tmp_path):
 
 
 def test_the_report_states_the_flags(tmp_path):
+    from reinv_bench.engine.loaders import workdir_loaders
     from reinv_bench.views.report import build
 
     rows = [
@@ -355,5 +356,5 @@ def test_the_report_states_the_flags(tmp_path):
     store = Store(tmp_path / "results.db")
     for r in rows:
         store.put(r)
-    html = build(store.rows(), tmp_path, load(), COLS, classes=2)
+    html = build(store.rows(), tmp_path, workdir_loaders(load(), tmp_path), COLS, classes=2)
     assert "Validity mid (gmi, cnn, mnist): randomised target: use EOT/adaptive" in html

@@ -12,10 +12,10 @@ from reinv_bench.cli.options import Filters, expand_home, filter_options, result
 from reinv_bench.cli.state import State
 from reinv_bench.engine.artifacts import Artifacts
 from reinv_bench.engine.bundles import merge as merge_rows
-from reinv_bench.engine.bundles import pack as pack_rows
 from reinv_bench.engine.bundles import read as read_bundle
 from reinv_bench.engine.bundles import zoo_add as zoo_install
 from reinv_bench.engine.bundles import zoo_list as zoo_models
+from reinv_bench.engine.bundles.packing import pack as pack_rows
 from reinv_bench.results.aggregate import filter_rows
 from reinv_bench.results.store import Store
 from reinv_bench.views.protocol import card

@@ -11,8 +11,8 @@ from reinv_bench.cli.errors import warn
 from reinv_bench.cli.options import Filters, expand_home, filter_options, workdir_option
 from reinv_bench.cli.results import stored
 from reinv_bench.cli.state import State
-from reinv_bench.engine.artifacts import Artifacts
-from reinv_bench.views import plots
+from reinv_bench.engine.loaders import private_loader, reconstruction_loader, target_loader
+from reinv_bench.views import pictures, plots
 
 
 def output_option(f):
@@ -80,9 +80,9 @@ def plot(
             click.echo(f"wrote {output}")
             return
         group = _one_group(entries)
-        load_target = plots.target_loader(state.registry, workdir)
-        _, (nrows, ncols), notes = plots.feature_projection(
-            group, plots.private_loader(state.registry), load_target, output, classes, seed
+        load_target = target_loader(state.registry, workdir)
+        _, (nrows, ncols), notes = pictures.feature_projection(
+            group, private_loader(state.registry), load_target, output, classes, seed
         )
     except plots.PlotError as exc:
         raise click.ClickException(str(exc)) from None
@@ -138,8 +138,14 @@ def show(
     _, entries, _ = stored(state, workdir, filters, baseline_name)
     group = _one_group(entries)
     try:
-        _, (nrows, ncols), notes = plots.reconstruction_grid(
-            group, Artifacts(workdir), plots.private_loader(state.registry), output, classes, seed, restarts
+        _, (nrows, ncols), notes = pictures.reconstruction_grid(
+            group,
+            reconstruction_loader(workdir),
+            private_loader(state.registry),
+            output,
+            classes,
+            seed,
+            restarts,
         )
     except plots.PlotError as exc:
         raise click.ClickException(str(exc)) from None

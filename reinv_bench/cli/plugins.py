@@ -17,7 +17,8 @@ from reinv_bench.contract.weights import best_state, candidates, hash_label, ins
 from reinv_bench.registry.lookup import KINDS
 from reinv_bench.results.judging import remarks
 from reinv_bench.results.store import Store
-from reinv_bench.views.protocol import card, describe
+from reinv_bench.views.describe import describe
+from reinv_bench.views.protocol import card
 
 
 @click.command()

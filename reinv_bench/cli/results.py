@@ -13,7 +13,7 @@ from rich.console import Console
 from reinv_bench.cli.errors import warn
 from reinv_bench.cli.options import Filters, expand_home, filter_options, results_db, workdir_option
 from reinv_bench.cli.state import State
-from reinv_bench.engine.artifacts import Artifacts
+from reinv_bench.engine.loaders import paper_label, private_loader, reconstruction_loader, workdir_loaders
 from reinv_bench.results.aggregate import (
     aggregate,
     attack_verdicts,
@@ -25,12 +25,10 @@ from reinv_bench.results.aggregate import (
     sort_entries,
 )
 from reinv_bench.results.aggregate import check_baseline as check_baseline_of
-from reinv_bench.results.reported import attach_reported, rich_unmatched
+from reinv_bench.results.reported import attach_reported, reported_rows, rich_unmatched
 from reinv_bench.results.store import Store
 from reinv_bench.views import defense_board
 from reinv_bench.views.export import ExportError, export
-from reinv_bench.views.plots import private_loader
-from reinv_bench.views.protocol import reported_rows
 from reinv_bench.views.report import build as build_report
 from reinv_bench.views.site import build as build_site
 from reinv_bench.views.tables import render, rich_table
@@ -159,7 +157,8 @@ def check_baseline(rows, baseline_name: str) -> None:
 def with_reported(state: State, entries, filters: Filters) -> tuple[list, list]:
     """``--reported``: the published numbers the plugins declare that match ``filters``, attached
     beside the measured ``entries`` of their setting; (entries, the published rows of no setting here)."""
-    return attach_reported(entries, filter_rows(reported_rows(state.registry), **filters.as_dict()))
+    published = reported_rows(state.registry, paper_label(state.registry))
+    return attach_reported(entries, filter_rows(published, **filters.as_dict()))
 
 
 def _attack_baseline(rows, entries, attack_baseline: str | None, columns) -> list[str]:
@@ -200,7 +199,9 @@ def report(state: State, filters: Filters, baseline_name, output, classes, workd
     timings, failed cells, metric gaps and the environment."""
     workdir = expand_home(workdir)
     rows, _, columns = stored(state, workdir, filters, baseline_name, failed=True)
-    text = build_report(rows, workdir, state.registry, columns, baseline_name, classes)
+    text = build_report(
+        rows, workdir, workdir_loaders(state.registry, workdir), columns, baseline_name, classes
+    )
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:  # read-only disk, no permission, full disk, missing folder
@@ -269,7 +270,13 @@ def export_cmd(state: State, out: Path, private_per_class, force: bool, workdir,
     success = default_sort(declared_columns(state.registry))
     try:
         manifest, notes = export(
-            rows, Artifacts(db.parent), private_loader(state.registry), out, success, private_per_class, force
+            rows,
+            reconstruction_loader(db.parent),
+            private_loader(state.registry),
+            out,
+            success,
+            private_per_class,
+            force,
         )
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None

@@ -28,7 +28,7 @@ from reinv_bench.engine.plan import Request
 from reinv_bench.engine.prerequisites import checklist, metric_names, missing_prerequisites
 from reinv_bench.engine.progress import LogReporter, RichReporter, heartbeat_seconds
 from reinv_bench.engine.recipes import parse as parse_recipes
-from reinv_bench.engine.runner import resolve_device
+from reinv_bench.engine.runner import default_executor, resolve_device
 from reinv_bench.engine.runner import run as run_grid
 from reinv_bench.engine.threads import free_threads
 from reinv_bench.registry.plugins import call_each
@@ -148,7 +148,7 @@ def _executor(spec: str | None, workers: int | None, gpus: str | None, dev: torc
         return f"local[{','.join(opts)}]"
     if spec is not None:
         return spec
-    return DEFAULTS.executor(dev.type, dev.index, torch.cuda.device_count() if dev.type == "cuda" else 0)
+    return default_executor(dev)
 
 
 def _class_chunk(text: str) -> int | str:

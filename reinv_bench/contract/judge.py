@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from reinv_bench.contract.config import Configurable
 from reinv_bench.contract.data import Scenario
+from reinv_bench.contract.docs import docstring
 
 if TYPE_CHECKING:
     from reinv_bench.contract.metric import EvalContext
@@ -63,6 +64,4 @@ class Judge(Configurable):
     def protocol_note(self, scenario: Scenario) -> str:
         """What the judge does on ``scenario``, for its protocol card (default: the docstring's
         first paragraph)."""
-        from reinv_bench.views.protocol import docstring
-
         return " ".join(docstring(self).split("\n\n")[0].split())

@@ -30,10 +30,10 @@ import torch
 from reinv_bench.contract.attack import Attack
 from reinv_bench.contract.data import Split
 from reinv_bench.contract.metric import PerItem
+from reinv_bench.results.validity import BROKEN  # the canary note's first word when an attack fails
 
 JITTER = 0.05  # std of the Gaussian jitter added to each planted copy, in [-1, 1] units
 REFERENCE = 256  # random prior draws each canary's distance is compared with
-BROKEN = "broken"  # the canary note's first word when an attack fails the unit test
 
 
 def makes_canaries(attack: Attack) -> bool:

@@ -434,9 +434,9 @@ def build_judge(registry: Registry, desc: dict[str, Any]):
 
 
 def _metric_names(req: Request, registry: Registry, scenario: Scenario) -> tuple[list[str], list[str]]:
-    """The request's metrics, else the scenario's defaults (``protocol.applies``: those of its
+    """The request's metrics, else the scenario's defaults (``registry.defaults.applies``: those of its
     protocol and those it names); and ``name@version`` of each."""
-    from reinv_bench.views.protocol import default_metrics
+    from reinv_bench.registry.defaults import default_metrics
 
     for m in scenario.default_metrics:  # a name the scenario gives must be installed
         registry.get("metric", m)

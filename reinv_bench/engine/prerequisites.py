@@ -218,7 +218,7 @@ def _missing_judge_weights(registry: Any, req: Any, scenarios: list[Scenario]):
 
 
 def _metrics(req: Any, registry: Any, scenarios: list[Scenario]) -> list[str]:
-    from reinv_bench.views.protocol import default_metrics
+    from reinv_bench.registry.defaults import default_metrics
 
     if req.metrics:
         return [m for m in dict.fromkeys(req.metrics) if m in registry.names("metric")]

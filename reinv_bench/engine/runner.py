@@ -53,7 +53,7 @@ from reinv_bench.engine.steps import (
 )
 from reinv_bench.registry import spec as specs
 from reinv_bench.registry.lookup import Registry
-from reinv_bench.results.judging import verdict_key
+from reinv_bench.results.judging import JudgeKey, is_verdict, verdict_key
 from reinv_bench.results.store import Row, Store
 
 __all__ = [
@@ -90,6 +90,11 @@ class Summary:
     @property
     def failed(self) -> list[Row]:
         return [r for r in self.rows if r.status != "ok"]
+
+
+def default_executor(dev: torch.device) -> str:
+    """The executor of a run that names none, ``reinv-bench run``'s and ``run()``'s (engine.defaults)."""
+    return DEFAULTS.executor(dev.type, dev.index, torch.cuda.device_count() if dev.type == "cuda" else 0)
 
 
 def build_executor(registry: Registry, text: str) -> Executor:
@@ -503,7 +508,7 @@ class Runner:
                     **cell.config,
                     "metrics": {m: self.registry.get("metric", m).version for m in cell.metrics}
                     | {verdict_key(j["label"]): j["version"] for j in cell.judges}
-                    | {f"eval[{label}]": key[:12] for label, key in cell.extra_evals.items()},
+                    | {JudgeKey("eval", label).key: key[:12] for label, key in cell.extra_evals.items()},
                     **attacked(self.registry, cell.config, values.get("outcomes")),
                     **self._threads(cell, values.get("device")),
                 },
@@ -555,7 +560,7 @@ def keep_answers(old: Row | None, new: Row) -> Row:
     kept = {
         k: v
         for k, v in old.outcomes.per_reconstruction.items()
-        if k.startswith("judge[") and k not in per and k in (old.metrics or {})
+        if is_verdict(k) and k not in per and k in (old.metrics or {})
     }
     if not kept:
         return new
@@ -637,25 +642,18 @@ def run(
         res = reinv_bench.run(attacks=["gmi"], defenses=["re"], budget="smoke", workdir="/tmp/rb")
         res.rows  # one store.Row per cell: labels, config, metrics, timings (reads as a dict too)
 
-    ``request`` or its fields as keywords (``reinv_bench.engine.plan.Request``); without a request
-    or a ``budget``, and without an ``executor``, the CLI's defaults (``engine.defaults``: quick on
-    CPU and paper on CUDA; one local worker per GPU where there are several, else inline). ``registry``: the
-    plugins (default: the installed ones, as the CLI loads them). ``precision`` (fp32, bf16,
-    tf32; default the request's, fp32) is the request's ``precision``: it enters the keys of
-    the targets, priors and inversions it changes and every row's config. ``check``: first
-    collect every missing prerequisite of the whole plan (weights files, data folders, extras;
-    ``doctor.missing_prerequisites``) and raise one ``doctor.MissingPrerequisites`` listing them
-    all, each with its fix (the CLI prints that checklist itself and passes False).
+    ``request`` or its fields as keywords (``reinv_bench.engine.plan.Request``; budget and executor default
+    to the CLI's, ``engine.defaults``); ``registry``: the plugins (default: the installed ones).
+    ``precision`` (fp32, bf16, tf32; default the request's, fp32) is the request's: it enters the keys of
+    the targets, priors and inversions it changes and every row's config. ``check``: first collect every
+    missing prerequisite of the plan (weights files, data folders, extras) and raise one
+    ``MissingPrerequisites`` listing them all with their fixes (the CLI passes False and prints them).
     """
     from reinv_bench.registry.lookup import load
 
     dev = resolve_device(device) if isinstance(device, str) else device
-    if request is None and "budget" not in fields:  # the CLI's default too (engine.defaults)
-        fields["budget"] = DEFAULTS.budget(dev.type)
-    if executor is None:
-        cuda_devices = torch.cuda.device_count() if dev.type == "cuda" else 0
-        executor = DEFAULTS.executor(dev.type, dev.index, cuda_devices)
-    req = request or Request(**fields)
+    executor = default_executor(dev) if executor is None else executor
+    req = request or Request(**{"budget": DEFAULTS.budget(dev.type), **fields})  # the CLI's defaults
     if precision is not None:
         req = dataclasses.replace(req, precision=precision)
     registry = registry or load()

@@ -40,6 +40,7 @@ from reinv_bench.engine.artifacts import ArtifactError, Artifacts
 from reinv_bench.engine.plan import Cell, Step, data_spec
 from reinv_bench.engine.train import accuracy, compose, train_classifier
 from reinv_bench.registry.lookup import Registry
+from reinv_bench.results.judging import JudgeKey
 from reinv_bench.results.outcomes import Items, Outcomes
 from reinv_bench.results.validity import VALIDITY
 
@@ -540,7 +541,7 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 - stored as null with the reason
                     result = {name: NotComputed(f"metric {name} failed: {type(exc).__name__}: {exc}")}
                 for k, v in result.items():
-                    _record(ev, f"{k}[{label}]", v)
+                    _record(ev, JudgeKey(k, label).key, v)
         for desc in cell.judges:
             seed_everything(cell.labels["seed"])
             try:

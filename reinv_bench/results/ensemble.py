@@ -30,6 +30,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import torch
+
 NULL = "_null"  # suffix of a metric key judged against the permuted identity
 SOURCES = "ensemble_sources"  # note: the member label of each kept candidate, as a JSON list
 BROKEN_BY = "broken_by"  # note: the member that supplied most successful kept candidates, and counts
@@ -39,8 +41,6 @@ NOTES = (SOURCES, BROKEN_BY)  # remarks kept with a row's notes though no metric
 def derangement(classes: list[int], seed: int) -> dict[int, int]:
     """A permutation of ``classes`` without a fixed point (a random cyclic order, seeded); one
     class alone maps to itself (no null then)."""
-    import torch
-
     order = [classes[i] for i in torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))]
     return {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}
 
@@ -48,8 +48,6 @@ def derangement(classes: list[int], seed: int) -> dict[int, int]:
 def attacker_score(target: Any, threat: str, images, labels, device) -> Any:
     """The score the ensemble keeps candidates by (higher is better): the target's log-probability
     of ``labels`` (white-box, black-box), or its top-1 agreeing with them (label-only)."""
-    import torch
-
     with torch.no_grad():
         out = target(images.to(device))
         if threat == "label-only":
@@ -73,23 +71,8 @@ def pool(
     makes per identity it reconstructs; a member may skip identities), and the null's choice for
     the permuted identity. Two passes over the
     members' chunks: scores first, then only the kept images."""
-    import torch
-
     perm = derangement(classes, seed)
-    cand: list[tuple[int, int, int, float, float]] = []  # (member, position, class, score, null score)
-    counts: dict[str, Counter] = {}
-    for m, (label, recs) in enumerate(members.items()):
-        pos, counts[label] = 0, Counter()
-        for chunk in recs.chunks():
-            y = chunk.labels.long()
-            own = attacker_score(target, threat, chunk.images, y, device)
-            null = attacker_score(
-                target, threat, chunk.images, torch.tensor([perm[int(c)] for c in y]), device
-            )
-            for i, c in enumerate(y.tolist()):
-                cand.append((m, pos + i, c, float(own[i]), float(null[i])))
-                counts[label][c] += 1
-            pos += len(y)
+    cand, counts = _candidates(members, target, threat, perm, device)
     empty = [c for c in classes if not any(n[c] for n in counts.values())]
     if empty:
         raise ValueError(f"no member of the ensemble reconstructed classes {empty}")
@@ -103,15 +86,7 @@ def pool(
     for c in classes:  # ties: member order, then position (a stable sort)
         kept += sorted(by_class[c], key=lambda t: -t[3])[:k]
         nulls += sorted(by_class[c], key=lambda t: -t[4])[:k]
-    want = {(t[0], t[1]) for t in kept + nulls}
-    images: dict[tuple[int, int], Any] = {}
-    for m, recs in enumerate(members.values()):
-        pos = 0
-        for chunk in recs.chunks():
-            for i in range(len(chunk.labels)):
-                if (m, pos + i) in want:
-                    images[(m, pos + i)] = chunk.images[i].float().cpu()
-            pos += len(chunk.labels)
+    images = _images(members, {(t[0], t[1]) for t in kept + nulls})
     labels = list(members)
 
     def stack(ts: list[tuple]) -> Any:
@@ -135,6 +110,41 @@ def pool(
         else None,
     }
     return obj, {"candidates": len(cand), "kept": len(kept)}
+
+
+def _candidates(
+    members: dict[str, Any], target: Any, threat: str, perm: dict[int, int], device: Any
+) -> tuple[list[tuple[int, int, int, float, float]], dict[str, Counter]]:
+    """The first pass: every reconstruction as (member, position, class, score, null score), and
+    per member how many it made of each class."""
+    cand: list[tuple[int, int, int, float, float]] = []  # (member, position, class, score, null score)
+    counts: dict[str, Counter] = {}
+    for m, (label, recs) in enumerate(members.items()):
+        pos, counts[label] = 0, Counter()
+        for chunk in recs.chunks():
+            y = chunk.labels.long()
+            own = attacker_score(target, threat, chunk.images, y, device)
+            null = attacker_score(
+                target, threat, chunk.images, torch.tensor([perm[int(c)] for c in y]), device
+            )
+            for i, c in enumerate(y.tolist()):
+                cand.append((m, pos + i, c, float(own[i]), float(null[i])))
+                counts[label][c] += 1
+            pos += len(y)
+    return cand, counts
+
+
+def _images(members: dict[str, Any], want: set[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+    """The second pass: the images of the (member, position) pairs in ``want``, on the CPU."""
+    images: dict[tuple[int, int], Any] = {}
+    for m, recs in enumerate(members.values()):
+        pos = 0
+        for chunk in recs.chunks():
+            for i in range(len(chunk.labels)):
+                if (m, pos + i) in want:
+                    images[(m, pos + i)] = chunk.images[i].float().cpu()
+            pos += len(chunk.labels)
+    return images
 
 
 def broken_by(sources: list[str], success: list[float | None] | None) -> str:

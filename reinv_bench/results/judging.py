@@ -39,7 +39,7 @@ comes from the class bootstrap of ``reinv_bench.results.stats`` like any other.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reinv_bench.contract.judge import Verdicts
@@ -47,33 +47,57 @@ from reinv_bench.contract.metric import Column
 from reinv_bench.results.outcomes import Outcomes
 from reinv_bench.results.store import Row
 
-_SUFFIXED = re.compile(r"(?P<base>[^\[]+)\[(?P<label>.+)\]")
 VERDICT, CONFIRMED, FPR, AGREE = "judge", "confirmed_acc", "eval_fpr", "eval_agree"
+
+
+@dataclass(frozen=True)
+class JudgeKey:
+    """The identity of a value that one judge (or one further evaluation model) gave: ``kind`` is
+    ``judge`` (its answers), ``confirmed_acc``, ``eval_fpr``, ``eval_agree`` (derived from them) or
+    a metric's key (``attack_acc``, computed with the evaluation model ``label``); ``label`` the
+    judge's or evaluation model's label. Stored as the string ``key``: ``KIND[LABEL]``."""
+
+    kind: str
+    label: str
+
+    _FORM = re.compile(r"(?P<kind>[^\[]+)\[(?P<label>.+)\]")
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}[{self.label}]"
+
+    @classmethod
+    def parse(cls, key: str) -> JudgeKey | None:
+        """``JudgeKey("judge", "verification")`` for ``judge[verification]``; None for a key
+        without a suffix."""
+        m = cls._FORM.fullmatch(key)
+        return None if m is None else cls(m["kind"], m["label"])
 
 
 def verdict_key(label: str) -> str:
     """The key a judge's answers are stored under: ``judge[LABEL]``."""
-    return f"{VERDICT}[{label}]"
+    return JudgeKey(VERDICT, label).key
 
 
-def split_key(key: str) -> tuple[str, str] | None:
-    """``("judge", "verification")`` for ``judge[verification]``; None for a key without a suffix."""
-    m = _SUFFIXED.fullmatch(key)
-    return None if m is None else (m["base"], m["label"])
+def is_verdict(key: str) -> bool:
+    """Whether ``key`` holds a judge's answers (``judge[LABEL]``)."""
+    k = JudgeKey.parse(key)
+    return k is not None and k.kind == VERDICT
 
 
 def confirmed(key: str) -> bool:
     """Whether ``key`` is a judge's confirmed accuracy."""
-    return (split_key(key) or ("",))[0] == CONFIRMED
+    k = JudgeKey.parse(key)
+    return k is not None and k.kind == CONFIRMED
 
 
 def column(key: str, columns: list[Column]) -> Column | None:
     """The column of a key this module derives (or of a declared key computed with a further
     evaluation model, ``attack_acc[B]``: the declared column, without its axis); None otherwise."""
-    parts = split_key(key)
-    if parts is None:
+    k = JudgeKey.parse(key)
+    if k is None:
         return None
-    base, label = parts
+    base, label = k.kind, k.label
     if base == VERDICT:
         return Column(key, f"Judge {label} %", percent=True, better="lower", interval=True)
     if base == CONFIRMED:
@@ -93,10 +117,10 @@ def sort_key(key: str) -> tuple:
     """Undeclared keys in the leaderboard's order: plain ones by name, then per judge its answers,
     confirmed accuracy and false-positive rate, per further evaluation model its metrics and its
     agreement."""
-    parts = split_key(key)
-    if parts is None:
+    k = JudgeKey.parse(key)
+    if k is None:
         return (0, key)
-    base, label = parts
+    base, label = k.kind, k.label
     return (1, label, {VERDICT: 0, CONFIRMED: 1, FPR: 2, AGREE: 4}.get(base, 3), base)
 
 
@@ -190,20 +214,19 @@ def derive(row: Row, success: str | None) -> Row:
     new: dict[str, list[float | None]] = {}
     why: dict[str, str] = {}
     for key, values in per.items():
-        parts = split_key(key)
-        if parts is None or len(values) != len(e):
+        k = JudgeKey.parse(key)
+        if k is None or len(values) != len(e):
             continue
-        base, label = parts
-        if base == VERDICT:
-            new[f"{CONFIRMED}[{label}]"] = [
-                None if j is None or s is None else s * j for s, j in zip(e, values)
-            ]
-            new[f"{FPR}[{label}]"] = [s if j == 0.0 else None for s, j in zip(e, values)]
+        label = k.label
+        if k.kind == VERDICT:
+            conf, fpr = JudgeKey(CONFIRMED, label).key, JudgeKey(FPR, label).key
+            new[conf] = [None if j is None or s is None else s * j for s, j in zip(e, values)]
+            new[fpr] = [s if j == 0.0 else None for s, j in zip(e, values)]
             silent = (row.notes or {}).get(key) if (row.metrics or {}).get(key) is None else None
-            why[f"{CONFIRMED}[{label}]"] = silent or f"judge {label} answered none of the reconstructions"
-            why[f"{FPR}[{label}]"] = silent or f"judge {label} said no to none of the reconstructions"
-        elif base == success and _binary(values):
-            new[f"{AGREE}[{label}]"] = [
+            why[conf] = silent or f"judge {label} answered none of the reconstructions"
+            why[fpr] = silent or f"judge {label} said no to none of the reconstructions"
+        elif k.kind == success and _binary(values):
+            new[JudgeKey(AGREE, label).key] = [
                 None if a is None or b is None else float(a == b) for a, b in zip(e, values)
             ]
     if not new:
@@ -223,9 +246,9 @@ def remarks(rows: list[Row]) -> list[str]:
     seen: dict[tuple[str, str], set[str]] = {}
     for r in rows:
         for key, note in (r.notes or {}).items():
-            parts = split_key(key)
-            if parts and parts[0] == VERDICT and (r.metrics or {}).get(key) is not None and note:
-                seen.setdefault((parts[1], r.scenario), set()).add(note)
+            k = JudgeKey.parse(key)
+            if k and k.kind == VERDICT and (r.metrics or {}).get(key) is not None and note:
+                seen.setdefault((k.label, r.scenario), set()).add(note)
     return [
         f"Judge {label} on {scenario}: {' | '.join(sorted(n))}"
         for (label, scenario), n in sorted(seen.items())

@@ -21,8 +21,15 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+
+from reinv_bench.contract.config import ConfigError
 from reinv_bench.contract.metric import Column
-from reinv_bench.results.aggregate import GROUP, SEPARATE, Entry, Published, Stat, column_of, comparison_key
+from reinv_bench.contract.published import Reported
+from reinv_bench.registry.lookup import KINDS, Registry
+from reinv_bench.results.entries import GROUP, SEPARATE, Entry, Published, Stat, column_of
+from reinv_bench.results.setting import comparison_key
 
 UNMATCHED_TITLE = (
     "Published numbers without a measured group of the same setting here (paper budget; same "
@@ -146,29 +153,6 @@ def attach_reported(
     return out, unmatched
 
 
-def published_json(e: Entry) -> dict[str, Any]:
-    """A published entry as ``--format json`` writes it."""
-    out: dict[str, Any] = {
-        k: getattr(e, k) for k in (*GROUP, *SEPARATE, "threat_model", "variant", "precision")
-    }
-    p = e.reported
-    out.update(
-        defense=e.defense,
-        reported=True,
-        n=0,
-        seeds=[],
-        pareto=False,
-        config_variant="",
-        paper=p.paper,
-        table=p.table,
-        setting=p.setting,
-        source=p.source,
-    )
-    for m in e.metrics:
-        out[m], out[m + "_std"] = e.stats[m].mean, None
-    return out
-
-
 def reported_notes(entries: list[Entry]) -> list[str]:
     """Under the table: what each published row is (paper, table, setting), once each."""
     notes = dict.fromkeys(
@@ -209,9 +193,6 @@ def unmatched_rows(
 
 
 def rich_unmatched(reported: list[dict[str, Any]], columns: list[Column]):
-    from rich.markup import escape
-    from rich.table import Table
-
     headers, rows = unmatched_rows(reported, columns)
     table = Table(title=UNMATCHED_TITLE)
     for h in headers:
@@ -219,3 +200,77 @@ def rich_unmatched(reported: list[dict[str, Any]], columns: list[Column]):
     for r in rows:
         table.add_row(*(escape(str(x)) for x in r))
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# The published numbers the plugins declare (``Reported``): collected, as leaderboard rows, as text
+
+
+def declared_by(obj: Any) -> tuple:
+    """The ``reported`` items of one registered object (a single one or a list)."""
+    items = getattr(obj, "reported", ()) or ()
+    return tuple(items) if isinstance(items, (list, tuple)) else (items,)
+
+
+def collect_reported(registry: Registry) -> list[Reported]:
+    """Every ``reported`` number the registered plugins declare (each once)."""
+    seen: dict[int, Reported] = {}
+    for kind in KINDS:
+        for e in registry.entries(kind):
+            for r in declared_by(e.obj):
+                if not isinstance(r, Reported):
+                    raise ConfigError(
+                        f"{kind} {e.name} (plugin {e.plugin}): its `reported` items must be "
+                        f"reinv_bench.api.Reported, got {type(r).__name__}"
+                    )
+                seen.setdefault(id(r), r)
+    return list(seen.values())
+
+
+def reported_line(r: Reported, columns: list[Column]) -> str:
+    """One published number as text (protocol cards, plugin descriptions); percent where the
+    metrics declare the column percent."""
+    values = ", ".join(f"{k} {fmt_value(k, v, columns)}" for k, v in r.metrics.items())
+    where = " / ".join(
+        x for x in (r.scenario, r.arch, r.attack, r.defense if r.defense != "none" else "") if x
+    )
+    return (
+        f"{values} - {r.setting} [{where or 'no scenario here'}] "
+        f"({r.paper}{', ' + r.table if r.table else ''}; source: {r.source})"
+    )
+
+
+def fmt_value(key: str, v: float, columns: list[Column]) -> str:
+    """A published value in a line of text: ``12.34%`` for a percent column, else ``{v:g}``
+    (the leaderboard's cells: ``fmt_reported``)."""
+    percent = any(c.key == key and c.percent for c in columns)
+    return f"{v * 100:.2f}%" if percent else f"{v:g}"
+
+
+def reported_rows(registry: Registry, label) -> list[dict[str, Any]]:
+    """The published numbers as leaderboard-shaped dicts, labels as the leaderboard writes them:
+    ``label(kind, text)`` gives an attack's or defense's label at the paper budget
+    (``reinv_bench.engine.loaders.paper_label``)."""
+    rows = []
+    for r in collect_reported(registry):
+        protocol = None
+        if r.scenario in registry.names("scenario"):
+            protocol = registry.get("scenario", r.scenario).protocol
+        rows.append(
+            {
+                "reported": True,
+                "paper": r.paper,
+                "table": r.table,
+                "setting": r.setting,
+                "source": r.source,
+                "scenario": r.scenario,
+                "protocol": protocol,
+                "budget": "paper",
+                "arch": r.arch,
+                "attack": label("attack", r.attack),
+                "defense": label("defense", r.defense),
+                "metrics": dict(r.metrics),
+                **{k: getattr(r, k) for k in STATED},
+            }
+        )
+    return rows

@@ -19,7 +19,7 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,6 +106,11 @@ class Row(Mapping[str, Any]):
         """What the row is shown and grouped by (its cell's ``Labels``)."""
         return Labels(**{k: getattr(self, k) for k in LABELS})
 
+    @property
+    def cell_config(self) -> CellConfig:
+        """The row's resolved config, typed (``CellConfig``)."""
+        return CellConfig.of(self.config)
+
     def __getitem__(self, key: str) -> Any:
         if key not in COLUMNS:
             raise KeyError(key)
@@ -121,6 +126,49 @@ class Row(Mapping[str, Any]):
 
 
 COLUMNS = tuple(f.name for f in fields(Row))
+
+
+class _Absent:
+    """A key the stored config does not hold (rows of older versions hold fewer)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """A row's resolved config (``row.config``, as ``plan`` built it and the runner completed it),
+    typed where the leaderboard reads it. A key the row does not hold is ``ABSENT`` (not None: a
+    stored null is a value); ``other``: the keys this version does not know, as stored."""
+
+    scenario: Any = ABSENT  # the scenario's data (data folder, digest) and its target classes
+    arch: Any = ABSENT  # {"name", "init"}: the architecture and where its weights start
+    target_recipe: Any = ABSENT  # the target's resolved training recipe (a defense may set it)
+    eval: Any = ABSENT  # the evaluation model
+    defense: Any = ABSENT  # the defense's components (name, version, config)
+    attack: Any = ABSENT  # the attack (name, version, config; a wrapper's base)
+    precision: Any = ABSENT  # --precision (rows from before it: absent, and fp32)
+    recipes: Any = ABSENT  # the user's --recipe overrides (a defense's own schedule is in target_recipe)
+    class_chunk: Any = ABSENT  # classes per inversion step, where it changes the attack's numbers
+    convergence: Any = ABSENT  # run --convergence: the doubled-budget check this row is
+    metrics: Any = ABSENT  # metric (or judge) -> the version that computed it (added by the runner)
+    attacked: Any = ABSENT  # what was attacked, recorded from the outcomes (added by the runner)
+    threads: Any = ABSENT  # the CPU thread counts of its steps (added by the runner)
+    other: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any] | None) -> CellConfig:
+        config = dict(config or {})
+        known = {f.name for f in fields(cls)} - {"other"}
+        return cls(
+            **{k: v for k, v in config.items() if k in known},
+            other={k: v for k, v in config.items() if k not in known},
+        )
+
+
 JSON_COLUMNS = ("config", "metrics", "notes", "timings", "outcomes", "artifacts", "environment")
 # from version: the columns the next one adds
 MIGRATIONS = {1: ("protocol",), 2: ("outcomes", "artifacts"), 3: ("environment",)}

@@ -63,7 +63,14 @@ from typing import Any
 
 import torch
 
+from reinv_bench.registry.spec import normalise
+from reinv_bench.results import stats
+from reinv_bench.results.compare import signed
+from reinv_bench.results.entries import axis
+from reinv_bench.results.setting import comparison_key, target_setting
+
 VALIDITY = "validity"  # the key of the checks in row.notes
+BROKEN = "broken"  # the canary note's first word when an attack fails the unit test (engine.canaries)
 CHECKS_VERSION = 1
 SAMPLES = 64  # public images the target checks use
 RANDOM_TOL = 1e-4  # AutoAttack check_randomized alpha: max L2 distance of normalised logits
@@ -143,15 +150,11 @@ def _pct(v: float) -> str:
 
 
 def target_key(e: Any) -> tuple:
-    """Entries of the same targets (``aggregate.target_setting``): attacks compared on them."""
-    from reinv_bench.results.aggregate import target_setting
-
+    """Entries of the same targets (``setting.target_setting``): attacks compared on them."""
     return target_setting(e)
 
 
 def _privacy(entries: list, columns: list) -> Any:
-    from reinv_bench.results.aggregate import axis
-
     return axis(entries, "privacy", columns)
 
 
@@ -193,7 +196,6 @@ def _target_flags(e: Any) -> None:
 
 def _vanishing(entries: list) -> None:
     """The gradient norm against the undefended twin's (the ``none`` entry of the same comparison)."""
-    from reinv_bench.results.aggregate import comparison_key
 
     twins = {comparison_key(e): e for e in entries if e.defense == "none" and e.reported is None}
     for e in entries:
@@ -220,7 +222,6 @@ def black_box(e: Any) -> bool:
 
 def _masking(entries: list, columns: list) -> None:
     """White-box entries beaten by a black-box or transfer attacker on the same targets."""
-    from reinv_bench.results import stats
 
     p = _privacy(entries, columns)
     if p is None:
@@ -250,8 +251,6 @@ def _masking(entries: list, columns: list) -> None:
 
 
 def _signed(c: Any, v: float) -> str:
-    from reinv_bench.results.aggregate import signed
-
     return signed(c, v) + (" points" if c.percent else "")
 
 
@@ -264,8 +263,6 @@ def convergence_of(r: Any) -> dict[str, Any] | None:
 
 def _convergence(entries: list, checks: list, columns: list) -> None:
     """Each standard entry against its doubled-budget entry (``checks``: entries of convergence rows)."""
-    from reinv_bench.registry.spec import normalise
-    from reinv_bench.results import stats
 
     p = _privacy(entries, columns)
     if p is None:

@@ -30,10 +30,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+from tabulate import tabulate
+
 from reinv_bench.contract.metric import Column
 from reinv_bench.results import ensemble, judging, stats
-from reinv_bench.results.aggregate import GROUP, SEPARATE, Entry, axis, column_of
+from reinv_bench.results.entries import GROUP, SEPARATE, Entry, axis, column_of
 from reinv_bench.results.outcomes import Outcomes
+from reinv_bench.results.validity import BROKEN
 
 ADAPTIVE = "adaptive+"
 # what ``checked`` looks for, as the validity checks store them (reinv_bench.results.validity, issue 29
@@ -126,8 +131,6 @@ def _signed(c: Column, v: float) -> str:
 
 def _canary_broken(entries: list[Entry]) -> dict[tuple, set[str]]:
     """board (of the ordinary targets) -> attacks flagged broken by the canaries of its undefended target."""
-    from reinv_bench.engine.canaries import BROKEN
-
     out: dict[tuple, set[str]] = defaultdict(set)
     for e in entries:
         if e.protocol and e.protocol.endswith(CANARIES) and e.defense == "none":
@@ -297,16 +300,11 @@ def render(ls: list[Line], fmt: str) -> str:
         w.writerow(headers)
         w.writerows(cells)
         return buf.getvalue()
-    from tabulate import tabulate
-
     text = tabulate(cells, headers, tablefmt="latex" if fmt == "latex" else "github")
     return text + ("" if fmt == "latex" else f"\n\n{NOTE}")
 
 
 def rich_table(ls: list[Line]):
-    from rich.markup import escape
-    from rich.table import Table
-
     headers, cells = table(ls)
     t = Table(*headers, title="Defenses: standard, adaptive and worst-case attackers", caption=NOTE)
     for row in cells:

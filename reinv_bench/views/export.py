@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from reinv_bench.contract.images import to_pil
-from reinv_bench.results import judging
+from reinv_bench.results.judging import VERDICT, JudgeKey
 from reinv_bench.results.store import Row
 
 FORMAT, VERSION = "reinv-bench-export", 1
@@ -128,11 +128,11 @@ def verdict_files(row: Row, success: str) -> dict[str, tuple[tuple[str, str], li
     if success in per:
         out["prediction.csv"] = (("filename", "prediction"), per[success])
     for key, values in per.items():
-        parts = judging.split_key(key)
-        if parts is None or len(values) != len(row.outcomes):
+        k = JudgeKey.parse(key)
+        if k is None or len(values) != len(row.outcomes):
             continue
-        base, label = parts
-        if base == judging.VERDICT:
+        base, label = k.kind, k.label
+        if base == VERDICT:
             out[f"{safe(label.split('[')[0])}_results_{safe(label)}.csv"] = (("filename", "label"), values)
         elif base == success:
             out[f"prediction_{safe(label)}.csv"] = (("filename", "prediction"), values)
@@ -204,7 +204,7 @@ def own_folder(out: Path, folder: str | None) -> Path | None:
 
 def export(
     rows: list[Row],
-    artifacts,
+    load_reconstructions,
     load_private,
     out: Path,
     success: str,
@@ -213,90 +213,26 @@ def export(
 ) -> tuple[dict[str, Any], list[str]]:
     """Export ``rows`` (stored successful cells) under ``out``; (the manifest, notes on cells left out).
     ``out`` must be empty, or (``force``) hold an earlier export: a cell exported again replaces its
-    folder and its manifest entry."""
-    from reinv_bench.engine.steps import reconstructions
-
+    folder and its manifest entry. ``load_reconstructions(key)``: a row's reconstructions
+    (``.exists(key)``: whether the workdir holds them); ``load_private(row)``: the private training
+    split of its scenario (``reinv_bench.engine.loaders``)."""
     old = previous(out, force)
     old_cells = [c for c in old.get("cells") or [] if isinstance(c, dict)]
     folder_of = {str(c.get("cell_id")): str(c.get("folder")) for c in old_cells}
     taken = set(folder_of.values())  # folders of the earlier export's cells
     out.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
+    inversions, notes = _inversions(rows, load_reconstructions)
     cells: list[dict[str, Any]] = []
     classes: dict[str, dict[int, None]] = {}
     first: dict[str, Row] = {}
     replaced: set[str] = set()
-    # one folder per inversion: the cells that hold the same reconstructions (one per metric set,
-    # judge or --eval-arch run) share it, the images written once
-    inversions: dict[str, list[Row]] = {}
-    for row in sorted(
-        rows, key=lambda r: tuple(map(str, (r.scenario, r.attack, r.arch, r.defense, r.budget, r.seed)))
-    ):
-        key = (row.artifacts or {}).get("invert")
-        if row.outcomes is None or not key or not artifacts.exists(key):
-            notes.append(
-                f"{row.scenario} {row.attack} vs {row.defense} seed {row.seed}: its reconstructions are not "
-                "in this workdir's artifact cache; left out"
-            )
-            continue
-        inversions.setdefault(key, []).append(row)
     for key, held in inversions.items():
         row = held[0]
-        setup = (
-            out
-            / safe(row.scenario)
-            / attack_folder(str(row.attack))
-            / safe(public_of(str(row.scenario)))
-            / target_of(row)
-        )
-        again = next((f for r in held if (f := own_folder(out, folder_of.get(str(r.cell_id))))), None)
-        if again is not None:
-            setup = again  # exported before: its own folder, replaced
-            shutil.rmtree(setup)
-            replaced.add(setup.relative_to(out).as_posix())
-        elif setup.relative_to(out).as_posix() in taken or setup.exists():
-            # another inversion of the same labels (another config): its own folder
-            setup = setup.with_name(f"{setup.name}-{safe(row.cell_id)[:12]}")
-        inside(out, setup)
-        taken.add(setup.relative_to(out).as_posix())
-        files, attacked = export_cell(row, reconstructions(artifacts, key), setup)
+        setup = _setup(out, held, folder_of, taken, replaced)
+        files, attacked = export_cell(row, load_reconstructions(key), setup)
         classes.setdefault(str(row.scenario), {}).update(attacked)
         first.setdefault(str(row.scenario), row)
-        csvs: dict[str, str] = {}  # file name -> its content's digest, in this folder
-        for n, row in enumerate(held):
-            if len(files) != len(row.outcomes):
-                raise ExportError(
-                    f"cell {safe(row.cell_id)}: {len(files)} reconstructions stored for "
-                    f"{len(row.outcomes)} outcomes"
-                )
-            written = {}
-            for name, (header, values) in verdict_files(row, success).items():
-                same = hashlib.sha256(json.dumps([header, values]).encode()).hexdigest()
-                if csvs.get(name, same) != same:  # another cell's other verdicts under this name
-                    name = f"{name.removesuffix('.csv')}-{safe(row.cell_id)[:12]}.csv"
-                if name not in csvs:
-                    csvs[name] = same
-                    written[name] = _csv(setup / name, header, files, values)
-                else:
-                    written[name] = sum(v is not None for v in values)
-            cell = {
-                "folder": setup.relative_to(out).as_posix(),
-                "cell_id": row.cell_id,
-                **{
-                    k: row[k]
-                    for k in ("scenario", "attack", "defense", "arch", "budget", "seed", "threat_model")
-                },
-                "public": public_of(str(row.scenario)),
-                "success_key": success,
-                "verdicts": written,
-                "metrics": row.metrics,
-                "notes": row.notes,
-                "config": row.config,
-                "files": files,
-            }
-            name = "cell.json" if n == 0 else f"cell-{safe(row.cell_id)[:12]}.json"
-            (setup / name).write_text(json.dumps(cell, indent=1, default=str))
-            cells.append({k: v for k, v in cell.items() if k not in ("files", "config", "notes")})
+        cells += _cell_files(out, setup, held, files, success)
     private = {k: v for k, v in (old.get("private_images") or {}).items() if isinstance(v, int)}
     for scenario, attacked in classes.items():
         split = load_private(first[scenario])
@@ -314,3 +250,93 @@ def export(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     return manifest, notes
+
+
+def _inversions(rows: list[Row], load_reconstructions) -> tuple[dict[str, list[Row]], list[str]]:
+    """One folder per inversion: the cells that hold the same reconstructions (one per metric set,
+    judge or --eval-arch run) share it, the images written once; (inversion key -> its rows, notes
+    on the rows whose reconstructions are not in the workdir)."""
+    notes: list[str] = []
+    inversions: dict[str, list[Row]] = {}
+    for row in sorted(
+        rows, key=lambda r: tuple(map(str, (r.scenario, r.attack, r.arch, r.defense, r.budget, r.seed)))
+    ):
+        key = (row.artifacts or {}).get("invert")
+        if row.outcomes is None or not key or not load_reconstructions.exists(key):
+            notes.append(
+                f"{row.scenario} {row.attack} vs {row.defense} seed {row.seed}: its reconstructions are not "
+                "in this workdir's artifact cache; left out"
+            )
+            continue
+        inversions.setdefault(key, []).append(row)
+    return inversions, notes
+
+
+def _setup(
+    out: Path, held: list[Row], folder_of: dict[str, str], taken: set[str], replaced: set[str]
+) -> Path:
+    """The folder of one inversion (``held``: its rows): the one an earlier export gave it
+    (emptied), else ``<scenario>/<attack>/<public>/<target>`` (``-<cell id>`` after it when another
+    inversion has that name); ``taken`` and ``replaced`` updated."""
+    row = held[0]
+    setup = (
+        out
+        / safe(row.scenario)
+        / attack_folder(str(row.attack))
+        / safe(public_of(str(row.scenario)))
+        / target_of(row)
+    )
+    again = next((f for r in held if (f := own_folder(out, folder_of.get(str(r.cell_id))))), None)
+    if again is not None:
+        setup = again  # exported before: its own folder, replaced
+        shutil.rmtree(setup)
+        replaced.add(setup.relative_to(out).as_posix())
+    elif setup.relative_to(out).as_posix() in taken or setup.exists():
+        # another inversion of the same labels (another config): its own folder
+        setup = setup.with_name(f"{setup.name}-{safe(row.cell_id)[:12]}")
+    inside(out, setup)
+    taken.add(setup.relative_to(out).as_posix())
+    return setup
+
+
+def _cell_files(
+    out: Path, setup: Path, held: list[Row], files: list[str], success: str
+) -> list[dict[str, Any]]:
+    """Write the verdict CSVs and ``cell.json`` of each row of one inversion into ``setup``; their
+    manifest entries."""
+    cells = []
+    csvs: dict[str, str] = {}  # file name -> its content's digest, in this folder
+    for n, row in enumerate(held):
+        if len(files) != len(row.outcomes):
+            raise ExportError(
+                f"cell {safe(row.cell_id)}: {len(files)} reconstructions stored for "
+                f"{len(row.outcomes)} outcomes"
+            )
+        written = {}
+        for name, (header, values) in verdict_files(row, success).items():
+            same = hashlib.sha256(json.dumps([header, values]).encode()).hexdigest()
+            if csvs.get(name, same) != same:  # another cell's other verdicts under this name
+                name = f"{name.removesuffix('.csv')}-{safe(row.cell_id)[:12]}.csv"
+            if name not in csvs:
+                csvs[name] = same
+                written[name] = _csv(setup / name, header, files, values)
+            else:
+                written[name] = sum(v is not None for v in values)
+        cell = {
+            "folder": setup.relative_to(out).as_posix(),
+            "cell_id": row.cell_id,
+            **{
+                k: row[k] for k in ("scenario", "attack", "defense", "arch", "budget", "seed", "threat_model")
+            },
+            "public": public_of(str(row.scenario)),
+            "success_key": success,
+            "verdicts": written,
+            "metrics": row.metrics,
+            "notes": row.notes,
+            "config": row.config,
+            "files": files,
+        }
+        name = "cell.json" if n == 0 else f"cell-{safe(row.cell_id)[:12]}.json"
+        (setup / name).write_text(json.dumps(cell, indent=1, default=str))
+        cells.append({k: v for k, v in cell.items() if k not in ("files", "config", "notes")})
+    return cells

@@ -21,10 +21,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import reinv_bench
+from reinv_bench.contract.files import ArtifactError
 from reinv_bench.contract.metric import Column
 from reinv_bench.results.aggregate import GROUP, aggregate, sort_entries, verdicts
-from reinv_bench.views import tables
+from reinv_bench.views import defense_board, tables
+from reinv_bench.views.pictures import reconstruction_grid
+from reinv_bench.views.plots import PlotError, group_title, groups, privacy_utility
 
 CSS = (
     """
@@ -100,16 +105,15 @@ def _p(lines: list[str], cls: str = "note") -> str:
 def build(
     rows: list[dict[str, Any]],
     workdir: Path,
-    registry,
+    loaders,
     columns: list[Column],
     baseline: str = "none",
     classes: int = 6,
     title: str = "reinv-bench report",
 ) -> str:
-    """The report of ``rows`` (as the store holds them, failed ones included) as one HTML string."""
-    from reinv_bench.engine.artifacts import Artifacts
-    from reinv_bench.views.plots import groups, private_loader
-
+    """The report of ``rows`` (as the store holds them, failed ones included) as one HTML string.
+    ``loaders``: the workdir's ``reconstructions`` and ``private`` loaders
+    (``reinv_bench.engine.loaders.workdir_loaders``)."""
     entries = sort_entries(aggregate(rows, baseline=baseline, columns=columns), columns=columns)
     failed = [r for r in rows if r.get("status") != "ok"]
     ok = [r for r in rows if r.get("status") == "ok"]
@@ -125,8 +129,10 @@ def build(
             ]
         ),
     ]
-    artifacts, loader = Artifacts(workdir), private_loader(registry)
-    parts = [_section(i, es, columns, artifacts, loader, classes) for i, es in enumerate(groups(entries))]
+    parts = [
+        _section(i, es, columns, loaders.reconstructions, loaders.private, classes)
+        for i, es in enumerate(groups(entries))
+    ]
     if parts:
         out.append(f"<h2>Groups</h2><ul>{''.join(toc for toc, _ in parts)}</ul>")
     out += [html_ for _, html_ in parts]
@@ -154,12 +160,11 @@ def build(
     return "".join(out)
 
 
-def _section(i: int, es: list, columns: list[Column], artifacts, loader, classes: int) -> tuple[str, str]:
+def _section(
+    i: int, es: list, columns: list[Column], load_reconstructions, load_private, classes: int
+) -> tuple[str, str]:
     """(table-of-contents item, HTML section) of one comparison group: table, notes, verdicts,
     the privacy-utility plot and the reconstruction grid."""
-    from reinv_bench.engine.artifacts import ArtifactError
-    from reinv_bench.views.plots import PlotError, group_title, privacy_utility, reconstruction_grid
-
     name = group_title(es[0]) + (f" [{es[0].protocol}]" if es[0].protocol else "")
     headers, table_rows = tables.display_rows(es, columns)
     part = [
@@ -186,7 +191,9 @@ def _section(i: int, es: list, columns: list[Column], artifacts, loader, classes
     except PlotError as exc:
         part.append(_p([f"No privacy-utility plot: {exc}"]))
     try:
-        fig, (nr, _), notes = reconstruction_grid(es, artifacts, loader, None, classes=classes)
+        fig, (nr, _), notes = reconstruction_grid(
+            es, load_reconstructions, load_private, None, classes=classes
+        )
         part.append(
             f"<figure>{png(fig)}<figcaption>Reconstructions: {nr} attacked classes; first column a "
             "private training image of the class, then per defense the reconstruction the target is "
@@ -207,8 +214,6 @@ def _defenses(rows: list[dict[str, Any]], entries: list, columns: list[Column]) 
     """A section per defense (``leaderboard --view defenses``): its line, the attacker that broke
     it and its flags; only where the rows hold an ensemble, an adaptive attack or canary targets
     (a report of standard attacks alone is as it was)."""
-    from reinv_bench.views import defense_board
-
     board = defense_board.build(rows, entries, columns)
     special = any(line.worst or line.adaptive for line in board) or any(
         (e.protocol or "").endswith(defense_board.CANARIES) for e in entries
@@ -261,12 +266,7 @@ def _environment(rows: list[dict[str, Any]]) -> str:
         c = Counter(str(r.get(key)) for r in rows if r.get(key) is not None)
         return "; ".join(f"{k} ({n} cell{'s' if n != 1 else ''})" for k, n in c.most_common()) or "-"
 
-    try:
-        import torch
-
-        here_torch = torch.__version__
-    except ImportError:  # pragma: no cover
-        here_torch = "not installed"
+    here_torch = torch.__version__
     digests = Counter(f"{r.get('scenario')}: {r.get('data_digest')}" for r in rows if r.get("data_digest"))
     lines = [
         ["reinv-bench (rows)", counted("reinv_version")],

@@ -25,9 +25,10 @@ from typing import Any
 
 import reinv_bench
 from reinv_bench.contract.metric import Column
-from reinv_bench.results.aggregate import Entry
+from reinv_bench.results.entries import Entry
 from reinv_bench.views import tables
 from reinv_bench.views.export import safe
+from reinv_bench.views.plots import PlotError, privacy_utility
 from reinv_bench.views.report import CSS, METHOD
 
 SCRIPT = """
@@ -149,8 +150,6 @@ def _table(table_id: str, entries: list[Entry], columns: list[Column], depth: in
 
 def _plots(entries: list[Entry], columns: list[Column], out: Path, name: str, depth: int) -> str:
     """The privacy-utility plot of these entries' groups, as a PNG beside the pages."""
-    from reinv_bench.views.plots import PlotError, privacy_utility
-
     measured = [e for e in entries if e.reported is None]
     if not measured:
         return ""

@@ -18,127 +18,33 @@ import json
 import math
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+from tabulate import tabulate
+
 from reinv_bench.contract.metric import Column
-from reinv_bench.results.aggregate import (
-    GROUP,
-    SEPARATE,
-    Entry,
-    column_of,
-    comparison_key,
-    paired_seeds,
-    present,
-    seeds_text,
-    signed,
-)
+from reinv_bench.results.compare import signed
+from reinv_bench.results.entries import GROUP, SEPARATE, Entry, column_of, present
+from reinv_bench.results.exposure import key_of
 from reinv_bench.results.judging import remarks
 from reinv_bench.results.reported import (
     UNMATCHED_TITLE,
     fmt_reported,
-    published_json,
     reported_notes,
     unmatched_rows,
 )
-
-FORMATS = ("table", "md", "csv", "json", "latex")
-STAR, HOLLOW = "★", "☆"
-ONE_SEED = (
-    "With one seed the intervals cover only the sampling of reconstructions (and test images), not the "
-    "variation between trained targets; --seeds 3 adds it."
+from reinv_bench.results.setting import comparison_key
+from reinv_bench.views.table_notes import (
+    HOLLOW,
+    STAR,
+    gaps,
+    issue29_notes,
+    notes,
+    protocol_lines,
+    stats_notes,
 )
 
-
-# --------------------------------------------------------------------------------------------
-# JSON form of an entry (also what ``Entry[key]`` reads)
-
-
-def _metric_json(e: Entry, m: str) -> dict[str, Any]:
-    st = e.stats[m]
-    out: dict[str, Any] = {m: st.mean, m + "_std": st.std}
-    if st.note is not None:
-        out[m + "_note"] = st.note
-    elif st.has_interval:
-        out[m + "_lo"], out[m + "_hi"] = st.lo, st.hi
-    return out
-
-
-def _deltas_json(e: Entry) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for m, d in e.deltas.items():
-        out["d_" + m], out["d_" + m + "_lo"], out["d_" + m + "_hi"] = d.estimate, d.lo, d.hi
-        if d.method is not None:
-            out["d_" + m + "_method"] = d.method
-        if d.note:
-            out["d_" + m + "_note"] = d.note
-        if d.mismatch and e.seed_mismatch is not None:
-            mm = e.seed_mismatch
-            out["seed_mismatch"] = {
-                "seeds": mm.seeds,
-                "baseline_seeds": mm.baseline_seeds,
-                "paired": mm.paired,
-            }
-    return out
-
-
-def entry_json(e: Entry) -> dict[str, Any]:
-    """The entry as ``--format json`` writes it (the keys of earlier versions, in their order;
-    keys added since appear only where they say something)."""
-    if e.reported is not None:
-        return published_json(e)
-    out: dict[str, Any] = {k: getattr(e, k) for k in (*GROUP, "threat_model", "defense", *SEPARATE)}
-    out.update(
-        config_digest=e.config_digest,
-        n=e.n,
-        seeds=e.seeds,
-        reconstructions=e.reconstructions,
-        precision=e.precision,
-    )
-    for m in e.metrics:
-        out.update(_metric_json(e, m))
-    out.update(variant=e.variant, config_variant=e.config_variant, baseline=e.baseline)
-    out.update(_deltas_json(e))
-    out.update(pareto=e.pareto, separable=e.separable)
-    if e.not_separable_from:
-        out["not_separable_from"] = list(e.not_separable_from)
-    if e.baseline_note:
-        out["baseline_note"] = e.baseline_note
-    if e.mixed_versions:
-        out["metric_versions_mixed"] = e.mixed_versions
-    if e.stale:
-        out["stale_rows"] = e.stale
-    if e.threads:
-        out["threads"] = list(e.threads)
-    out.update(issue29_json(e))
-    return out
-
-
-def issue29_json(e: Entry) -> dict[str, Any]:
-    """Issue 29's keys of an entry, where they say something: the top-decile stats
-    (``attack_acc_top10``, ``_lo``, ``_hi``, ``_note``), the difference from ``--attack-baseline``
-    (``attack_baseline``, ``da_<key>``, ``_lo``, ``_hi``, ``_method``, ``_note``), the validity
-    numbers (``validity``) and flags (``validity_flags``)."""
-    out: dict[str, Any] = {}
-    for k in e.top:
-        st = e.stats[k]
-        out[k] = st.mean
-        if st.note is not None:
-            out[k + "_note"] = st.note
-        else:
-            out[k + "_lo"], out[k + "_hi"] = st.lo, st.hi
-    if e.attack_baseline is not None:
-        out["attack_baseline"] = e.attack_baseline
-        for m, d in e.attack_deltas.items():
-            out["da_" + m], out["da_" + m + "_lo"], out["da_" + m + "_hi"] = d.estimate, d.lo, d.hi
-            if d.method is not None:
-                out["da_" + m + "_method"] = d.method
-            if d.note:
-                out["da_" + m + "_note"] = d.note
-    elif e.attack_baseline_note:
-        out["attack_baseline_note"] = e.attack_baseline_note
-    if e.validity:
-        out["validity"] = e.validity
-    if e.flags:
-        out["validity_flags"] = list(e.flags)
-    return out
+FORMATS = ("table", "md", "csv", "json", "latex")
 
 
 def _finite(obj: Any) -> Any:
@@ -257,8 +163,6 @@ def display_rows(entries: list[Entry], columns: list[Column]) -> tuple[list[str]
 
 
 def top_key(c: Column) -> str:
-    from reinv_bench.results.exposure import key_of
-
     return key_of(c.key)
 
 
@@ -295,133 +199,6 @@ def attack_delta_cell(e: Entry, c: Column) -> str:
     return f"{signed(c, d.estimate)} [{signed(c, d.lo)}, {signed(c, d.hi)}]" + (
         " *" if d.excludes_zero else ""
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Notes under the table
-
-
-def gaps(entries: list[Entry], columns: list[Column]) -> list[str]:
-    """One line per metric that shows n/a somewhere: why it could not be computed."""
-    lines = []
-    for c in present(entries, columns):
-        notes = (e.stats[c.key].note for e in entries if c.key in e.stats and e.stats[c.key].mean is None)
-        reasons = sorted({n for n in notes if n})
-        if reasons:
-            lines.append(f"{c.header} n/a: {' | '.join(reasons)}")
-    return lines
-
-
-def _where(e: Entry) -> str:
-    return f"{e.defense} ({e.attack}, {e.arch})"
-
-
-def stats_notes(entries: list[Entry], columns: list[Column]) -> list[str]:
-    """Under the table: how to read the differences and marks, defenses without a baseline of
-    their configuration, seed sets and metric versions that differ, stale rows, one-seed intervals."""
-    measured = [e for e in entries if e.reported is None]
-    if not measured or not [c for c in present(measured, columns) if c.axis]:
-        return []
-    lines = []
-    bases = sorted({e.baseline for e in measured if e.baseline})
-    if bases:
-        lines.append(
-            f"Δ: difference from the baseline ({', '.join(bases)}) of the same group, with its 95% CI "
-            "(paired bootstrap over seeds and attacked classes, docs/statistics.md); * = the interval "
-            "excludes 0. n = seeds x reconstructions."
-        )
-    missing = sorted(
-        {
-            " / ".join(str(getattr(e, k)) for k in ("scenario", "arch", "attack"))
-            for e in measured
-            if not e.baseline and not e.baseline_note
-        }
-    )
-    if missing:
-        lines.append(f"No baseline in: {'; '.join(missing)} (choose one with --baseline).")
-    lines += [
-        f"{_where(e)}: {e.baseline_note}" + ("" if e.baseline else "; no difference shown.")
-        for e in measured
-        if e.baseline_note
-    ]
-    if any(e.pareto and e.separable is False for e in measured):
-        lines.append(
-            f"{STAR} = Pareto-optimal by the means; {HOLLOW} = Pareto-optimal by the means but another "
-            "defense is at least as good on both axes within the intervals (not separable)."
-        )
-    for e in measured:
-        mm = e.seed_mismatch
-        if mm:
-            lines.append(
-                f"{_where(e)}: seeds {seeds_text(mm.seeds)} vs baseline seeds "
-                f"{seeds_text(mm.baseline_seeds)}: paired on the common seeds "
-                f"{seeds_text(mm.paired) or '(none)'}."
-            )
-    lines += [
-        f"{_where(e)}: rows of several versions of a metric merged ("
-        + "; ".join(f"{m} {', '.join(map(str, v))}" for m, v in e.mixed_versions.items())
-        + "): rerun to compute them with one."
-        for e in measured
-        if e.mixed_versions
-    ]
-    lines += [
-        f"{_where(e)}: rows computed with {' and '.join(map(str, e.threads))} CPU threads merged (float "
-        "reductions differ with the thread count: the last digits may too); rerun with one --threads "
-        "to compute them alike."
-        for e in measured
-        if len(e.threads) > 1
-    ]
-    lines += [
-        f"{_where(e)}: {e.stale} stale row(s) left out (computed against artifacts rebuilt since); "
-        "rerun with the same --metric to refresh them."
-        for e in measured
-        if e.stale
-    ]
-    if any(e.baseline and e.baseline != e.defense and len(paired_seeds(e)) == 1 for e in measured):
-        lines.append(ONE_SEED)
-    return lines
-
-
-def issue29_notes(entries: list[Entry]) -> list[str]:
-    """Under the table: how to read the top-decile and attack-baseline columns, and every
-    validity flag (``reinv_bench.results.validity``)."""
-    from reinv_bench.results.validity import notes as validity_notes
-
-    measured = [e for e in entries if e.reported is None]
-    lines = []
-    if any(e.top for e in measured):
-        lines.append(
-            "Top-10%: the mean over the 10 % most-leaked identities (at least one) with its 95% CI "
-            "(bootstrap over seeds and identities; reinv_bench.results.exposure)."
-        )
-    bases = sorted({e.attack_baseline for e in measured if e.attack_baseline})
-    if bases:
-        lines.append(
-            f"Δ vs {'/'.join(bases)}: each attacker minus {'/'.join(bases)} on the same targets, seeds and "
-            "attacked classes, with its 95% CI (paired bootstrap); * = the interval excludes 0."
-        )
-        lines += sorted(
-            {f"{_where(e)}: {e.attack_baseline_note}." for e in measured if e.attack_baseline_note}
-        )
-    return lines + validity_notes(measured)
-
-
-def protocol_lines(entries: list[Entry]) -> list[str]:
-    """One line per (protocol, scenario) of the entries: where its protocol card is."""
-    seen = dict.fromkeys((e.protocol or "-", e.scenario) for e in entries if e.scenario)
-    return [f"Protocol {p}: see `reinv-bench protocol {s}`" for p, s in seen]
-
-
-def notes(entries: list[Entry], columns: list[Column]) -> list[str]:
-    """Every note under a table, in order."""
-    return [
-        *gaps(entries, columns),
-        *stats_notes(entries, columns),
-        *issue29_notes(entries),
-        *remarks([r for e in entries for r in e.rows.values()]),
-        *reported_notes(entries),
-        *protocol_lines(entries),
-    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,8 +291,6 @@ def md_text(text: Any) -> str:
 
 
 def _md_table(rows: list[list[Any]], headers: list[str], **kw) -> str:
-    from tabulate import tabulate
-
     cells = [[v if isinstance(v, (int, float)) else md_text(v) for v in r] for r in rows]
     return tabulate(cells, [md_text(h) for h in headers], tablefmt="github", **kw)
 
@@ -571,8 +346,6 @@ def latex(text: Any) -> str:
 
 
 def to_latex(entries: list[Entry], columns: list[Column], unmatched: list[dict[str, Any]]) -> str:
-    from tabulate import tabulate
-
     parts = []
     if entries:
         headers, rows = display_rows(entries, columns)
@@ -606,9 +379,6 @@ def to_latex(entries: list[Entry], columns: list[Column], unmatched: list[dict[s
 
 def rich_table(entries: list[Entry], columns: list[Column]):
     """The terminal's table; every label and note is text, not rich markup."""
-    from rich.markup import escape
-    from rich.table import Table
-
     headers, rows = display_rows(entries, columns)
     table = Table(
         title=f"reinv-bench leaderboard ({STAR} = Pareto-optimal: no defense has higher natural and lower "

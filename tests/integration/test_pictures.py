@@ -127,9 +127,11 @@ def test_show_draws_one_row_per_class_and_one_column_per_defense(grid, tmp_path)
 def test_plot_features_draws_the_seed_papers_feature_space_figure(grid, tmp_path):
     """Per class and defense: private (grey), erased private (only where the defense erases) and
     reconstructed features of the stored target."""
+    from reinv_bench.engine.loaders import private_loader, target_loader
     from reinv_bench.registry.lookup import load
     from reinv_bench.results.aggregate import aggregate, declared_columns
-    from reinv_bench.views.plots import feature_projection, groups, private_loader, target_loader
+    from reinv_bench.views.pictures import feature_projection
+    from reinv_bench.views.plots import groups
 
     wd, _ = grid
     out = tmp_path / "features.png"
