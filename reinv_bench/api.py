@@ -43,7 +43,7 @@ from reinv_bench.contract.published import Reported
 from reinv_bench.contract.weights import WeightsFile, WeightsUnavailable, load_state, locate, sha256_of
 
 if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
-    from reinv_bench.cli import results_db, workdir_option
+    from reinv_bench.cli.options import results_db, workdir_option
     from reinv_bench.engine.artifacts import Artifacts
     from reinv_bench.engine.loaders import private_loader
     from reinv_bench.engine.plan import Cell
@@ -71,8 +71,8 @@ _LAZY = {
     "store_verdicts": "reinv_bench.results.judging",  # answers from outside a run into a stored row
     "judged": "reinv_bench.results.judging",  # judged(row, ...): the row with them, unstored (Store.put_many)
     "verdict_key": "reinv_bench.results.judging",  # the outcomes key of a judge's answers
-    "workdir_option": "reinv_bench.cli",  # the --workdir option of every command over stored results
-    "results_db": "reinv_bench.cli",  # the workdir's results.db, or the "no results yet" usage error
+    "workdir_option": "reinv_bench.cli.options",  # the --workdir option of every command over stored results
+    "results_db": "reinv_bench.cli.options",  # the workdir's results.db, or the "no results yet" usage error
 }
 
 

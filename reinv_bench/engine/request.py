@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from reinv_bench.engine.defaults import DEFAULTS
+
 ARTIFACT_VERSION = 2  # 2: data digest and every plugin's version in the keys; verified artifacts
 
 
@@ -43,7 +45,7 @@ class Request:
     archs: list[str] = field(default_factory=list)  # empty: each scenario's default
     scenarios: list[str] = field(default_factory=lambda: ["mnist"])
     seeds: int = 1
-    budget: str = "quick"
+    budget: str = DEFAULTS.budget_cpu  # run() without a request: DEFAULTS.budget(device)
     baseline: bool = True
     data_root: str | None = None
     metrics: list[str] | None = None  # None: the metrics of each scenario's protocol
@@ -56,9 +58,8 @@ class Request:
     class_chunk: int | str = (
         0  # classes per inversion step (0: all in one; "auto": the attack's identity batch)
     )
-    precision: str = (
-        "fp32"  # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
-    )
+    # fp32 | bf16 | tf32: targets, priors and inversions (the evaluation model stays fp32)
+    precision: str = DEFAULTS.precision
     # issue 29, opt-in (it costs a second inversion of K classes per cell): each cell's attack again at
     # twice its iterations on K evenly spaced attacked classes (``convergence_cell``); 0: none
     convergence: int = 0

@@ -35,6 +35,7 @@ from reinv_bench.contract.executor import Executor
 from reinv_bench.contract.models import Classifier
 from reinv_bench.contract.precision import check_precision
 from reinv_bench.engine.artifacts import ArtifactError, Artifacts
+from reinv_bench.engine.defaults import DEFAULTS
 from reinv_bench.engine.evaluation import Evaluation
 from reinv_bench.engine.host import describe_device, environment, seed_everything
 from reinv_bench.engine.plan import Cell, Plan, Request, Step, expand
@@ -91,6 +92,11 @@ class Summary:
     @property
     def failed(self) -> list[Row]:
         return [r for r in self.rows if r.status != "ok"]
+
+
+def default_executor(dev: torch.device) -> str:
+    """The executor of a run that names none, ``reinv-bench run``'s and ``run()``'s (engine.defaults)."""
+    return DEFAULTS.executor(dev.type, dev.index, torch.cuda.device_count() if dev.type == "cuda" else 0)
 
 
 def build_executor(registry: Registry, text: str) -> Executor:
@@ -431,9 +437,9 @@ def run(
     request: Request | None = None,
     *,
     registry: Registry | None = None,
-    workdir: str | Path = "~/.reinv-bench",
-    device: str | torch.device = "auto",
-    executor: str | Executor = "inline",
+    workdir: str | Path = DEFAULTS.workdir,
+    device: str | torch.device = DEFAULTS.device,
+    executor: str | Executor | None = None,
     reporter: Reporter | None = None,
     deterministic: bool = False,
     on_result=None,
@@ -448,15 +454,16 @@ def run(
         res = reinv_bench.run(attacks=["gmi"], defenses=["re"], budget="smoke", workdir="/tmp/rb")
         res.rows  # one store.Row per cell: labels, config, metrics, timings (reads as a dict too)
 
-    ``request`` or its fields as keywords (``reinv_bench.engine.plan.Request``); ``registry``: the
-    plugins (default: the installed ones, as the CLI loads them). ``precision`` (fp32, bf16,
-    tf32; default the request's, fp32) is the request's ``precision``: it enters the keys of
-    the targets, priors and inversions it changes and every row's config. ``check``: first
-    collect every missing prerequisite of the whole plan (weights files, data folders, extras;
-    ``doctor.missing_prerequisites``) and raise one ``doctor.MissingPrerequisites`` listing them
-    all, each with its fix (the CLI prints that checklist itself and passes False).
+    ``request`` or its fields as keywords (``reinv_bench.engine.plan.Request``; budget and executor default
+    to the CLI's, ``engine.defaults``); ``registry``: the plugins (default: the installed ones).
+    ``precision`` (fp32, bf16, tf32; default the request's, fp32) is the request's: it enters the keys of
+    the targets, priors and inversions it changes and every row's config. ``check``: first collect every
+    missing prerequisite of the plan (weights files, data folders, extras) and raise one
+    ``MissingPrerequisites`` listing them all with their fixes (the CLI passes False and prints them).
     """
-    req = request or Request(**fields)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    executor = default_executor(dev) if executor is None else executor
+    req = request or Request(**{"budget": DEFAULTS.budget(dev.type), **fields})  # the CLI's defaults
     if precision is not None:
         req = dataclasses.replace(req, precision=precision)
     registry = registry or load()
@@ -465,7 +472,6 @@ def run(
         need = [m for m in missing_prerequisites(req, registry, name, optional=False) if m.required]
         if need:
             raise MissingPrerequisites(need)
-    dev = resolve_device(device) if isinstance(device, str) else device
     workdir = Path(workdir).expanduser()
     runner = Runner(registry, workdir, dev, executor, reporter, deterministic, req.precision)
     # a missing dataset fails now, before any training; the data's digest enters every step key
