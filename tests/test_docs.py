@@ -152,13 +152,25 @@ def test_the_documented_defense_and_attack_plugins_run_as_written(invoke, tmp_pa
 
 
 def test_readme_layout_names_every_core_module():
+    """Every module of the core is named in README's layout, inside its package's block."""
     text = (ROOT / "README.md").read_text()
     layout = text[text.index("## Layout") :]
     layout = layout[: layout.index("\n## ", 4)] if "\n## " in layout[4:] else layout
-    modules = sorted(p.name for p in (ROOT / "reinv_bench").glob("*.py") if p.name != "__init__.py")
-    missing = [
-        m
-        for m in modules
-        if not re.search(rf"(^\s+{m.removesuffix('.py')}\s|\b{m.removesuffix('.py')}:)", layout, flags=re.M)
-    ]
+    lines = layout.splitlines()
+
+    def block(package: str) -> str:  # the lines under ``package/``, more indented than it
+        i = next(k for k, line in enumerate(lines) if re.match(rf"^\s+{package}/\s", line))
+        indent = len(lines[i]) - len(lines[i].lstrip())
+        rest = [line for line in lines[i + 1 :]]
+        end = next((k for k, line in enumerate(rest) if len(line) - len(line.lstrip()) <= indent), len(rest))
+        return "\n".join([lines[i], *rest[:end]])
+
+    missing = []
+    for path in sorted((ROOT / "reinv_bench").rglob("*.py")):
+        rel = path.relative_to(ROOT / "reinv_bench")
+        if path.name == "__init__.py" or "__pycache__" in rel.parts:
+            continue
+        where = block(rel.parts[0]) if len(rel.parts) > 1 else layout
+        if not re.search(rf"\b{path.stem}\b", where):
+            missing.append(rel.as_posix())
     assert not missing, f"README's layout section does not name {', '.join(missing)}"
