@@ -358,3 +358,46 @@ def test_the_report_states_the_flags(tmp_path):
         store.put(r)
     html = build(store.rows(), tmp_path, workdir_loaders(load(), tmp_path), COLS, classes=2)
     assert "Validity mid (gmi, cnn, mnist): randomised target: use EOT/adaptive" in html
+
+
+def test_a_gap_as_large_on_the_undefended_twin_is_a_weaker_white_box_attack_not_masking(tmp_path):
+    """Measured on the digits (issue 29): transfer+gmi beat gmi by +22 points on the undefended
+    target and by +16 on re; masking is what a defense adds beyond the undefended twin's gap."""
+    es = entries_of(
+        tmp_path,
+        [
+            cell("none", 0, HALF),
+            cell("none", 0, ALL, attack="transfer+gmi"),
+            cell("re", 0, HALF),
+            cell("re", 0, ALL, attack="transfer+gmi"),
+            cell("rolss", 0, NONE),
+            cell("rolss", 0, ALL, attack="transfer+gmi"),
+        ],
+    )
+    none, re_, rolss = (by(es, "gmi", d) for d in ("none", "re", "rolss"))
+    assert not any("masking suspected" in f for f in none.flags + re_.flags)
+    (weak,) = none.flags
+    assert weak.startswith("white-box attack weaker: transfer+gmi (white-box) beats gmi by +50.0 points")
+    assert weak.endswith("with no defense to mask gradients") and none.validity["beaten_by"][0]["undefended"]
+    (same,) = re_.flags
+    assert "as on the undefended twin" in same and "not a sign of masking" in same
+    assert re_.validity["beaten_by"][0]["beyond_undefended"]["estimate"] == 0.0
+    (masked,) = rolss.flags
+    assert masked.startswith(
+        "gradient masking suspected: transfer+gmi (white-box) beats gmi by +100.0 points"
+    )
+    assert "+50.0 points (95% CI +50.0 points to +50.0 points) beyond the undefended twin's gap" in masked
+
+
+def test_contrast_of_two_sides_is_the_paired_difference(tmp_path):
+    from reinv_bench.results import stats
+
+    es = entries_of(
+        tmp_path,
+        [cell("none", s, {c: [(c + s) % 2, 1, c % 3 == 0] for c in range(8)}) for s in (0, 1, 2)]
+        + [cell("re", s, {c: [c % 2, (c * s) % 2, 0] for c in range(8)}) for s in (0, 1, 2)],
+    )
+    a, b = by(es, "gmi", "re").rows, by(es, "gmi", "none").rows
+    two, pair = stats.contrast([a, b], [1.0, -1.0], "attack_acc"), stats.paired(a, b, "attack_acc")
+    assert (two.estimate, two.lo, two.hi, two.method) == (pair.estimate, pair.lo, pair.hi, pair.method)
+    assert two.has_interval

@@ -182,6 +182,48 @@ def paired(
     return _over_seeds(res, np.asarray(diffs), level, n_boot, seed, key)
 
 
+def contrast(
+    sides: list[dict[int, dict[str, Any]]],
+    signs: list[float],
+    key: str,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> Interval:
+    """sum_k signs[k] * side k's mean of ``key``, paired as ``paired`` pairs two sides: on the seeds
+    every side has and, within a seed, on the attacked classes every side reconstructed (one
+    class draw for all sides). ``contrast([a, b], [1, -1], key)`` is ``paired(a, b, key)``; four
+    sides ``[b, w, b0, w0]`` with ``[1, -1, -1, 1]`` give a difference in differences (is the gap
+    between two attackers on a defended target larger than on its undefended twin?)."""
+    common = [s for s in sorted(sides[0]) if all(s in d and _value(d[s], key) is not None for d in sides)]
+    res = Interval(None, seeds=common)
+    if not common:
+        res.note = "no common seed with a value on every side"
+        return res
+    tables = [[items(d[s], key) for d in sides] for s in common]
+    if all(all(t is not None for t in ts) and set.intersection(*(set(t) for t in ts)) for ts in tables):
+        by_side: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in sides]
+        values = []
+        for ts in tables:
+            classes = sorted(set.intersection(*(set(t) for t in ts)))
+            cols = [_by_class(t, classes) for t in ts]
+            for k, col in enumerate(cols):
+                by_side[k].append(col)
+            values.append(sum(sign * c[0].sum() / c[1].sum() for sign, c in zip(signs, cols)))
+        res.estimate = float(np.mean(values))
+        res.items = int(by_side[0][0][1].sum())
+        if sum(len(c[0]) for c in by_side[0]) < 2:
+            res.note = "one attacked class and one seed: nothing to resample"
+            return res
+        boot = _replicates(by_side, list(signs), n_boot, np.random.default_rng(seed))
+        res.lo, res.hi = _percentiles(boot, level)
+        res.method = "classes+seeds" if len(common) > 1 else "classes"
+        return res
+    values = np.asarray([sum(sign * _value(d[s], key) for sign, d in zip(signs, sides)) for s in common])
+    res.estimate = float(values.mean())
+    return _over_seeds(res, values, level, n_boot, seed, key)
+
+
 def interval(
     rows: dict[int, dict[str, Any]], key: str, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = SEED
 ) -> Interval:

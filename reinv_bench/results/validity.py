@@ -37,7 +37,12 @@ Two halves:
     the same targets (same defense and target config, paired by seed and attacked class with
     ``stats.paired``) by a separable margin: its attack accuracy is higher and the paired 95%
     interval of the difference excludes 0 (AutoAttack ``check_square_sr``: black-box Square beating
-    the white-box attacks);
+    the white-box attacks), and by more than the same two attackers' gap on the undefended twin
+    (a difference in differences, ``stats.contrast``, whose interval excludes 0). A gap no larger
+    than the twin's says the white-box attack is the weaker attacker, not that the defense masks
+    its gradients: "white-box attack weaker" (also on the undefended target itself, where there
+    is nothing to mask). No twin with both attackers: the flag says that a weaker white-box attack
+    is not ruled out;
   * **not converged** (opt-in: ``run --convergence K``, see ``reinv_bench.engine.plan``): the same attack
     at twice its iterations on a subsample of K attacked classes; flagged when the doubled budget's
     attack accuracy rises above the standard one's by a paired difference whose 95% interval
@@ -221,11 +226,13 @@ def black_box(e: Any) -> bool:
 
 
 def _masking(entries: list, columns: list) -> None:
-    """White-box entries beaten by a black-box or transfer attacker on the same targets."""
-
+    """White-box entries beaten by a black-box or transfer attacker on the same targets, told apart
+    from a white-box attack that is merely the weaker one: the same two attackers on the
+    undefended twin (defense ``none``, same comparison) give the gap no defense explains."""
     p = _privacy(entries, columns)
     if p is None:
         return
+    twins = {comparison_key(e): e for e in entries if e.defense == "none" and e.reported is None}
     by_target: dict[tuple, list] = defaultdict(list)
     for e in entries:
         if e.reported is None and e.mean(p.key) is not None:
@@ -240,14 +247,40 @@ def _masking(entries: list, columns: list) -> None:
                 iv = stats.paired(b.rows, w.rows, p.key)
                 if iv.estimate is None or not iv.excludes_zero or not _worse(p, iv.estimate, 0.0):
                     continue
-                w.validity.setdefault("beaten_by", []).append(
-                    {"attack": b.attack, "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi}
-                )
-                w.flags.append(
-                    f"gradient masking suspected: {b.attack} ({b.threat_model}) beats {w.attack} by "
-                    f"{_signed(p, iv.estimate)} (95% CI {_signed(p, iv.lo)} to {_signed(p, iv.hi)}) on the "
-                    "same targets"
-                )
+                _beaten(p, w, b, iv, twins.get(comparison_key(w)), twins.get(comparison_key(b)))
+
+
+def _beaten(p: Any, w: Any, b: Any, iv: Any, w0: Any, b0: Any) -> None:
+    """The record and the flag of white-box ``w`` beaten by ``b`` (``iv``: b - w, separable)."""
+    record = {"attack": b.attack, "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi}
+    w.validity.setdefault("beaten_by", []).append(record)
+    gap = f"{_signed(p, iv.estimate)} (95% CI {_signed(p, iv.lo)} to {_signed(p, iv.hi)})"
+    beats = f"{b.attack} ({b.threat_model}) beats {w.attack} by {gap} on the same targets"
+    if w.defense == "none":  # nothing to mask: the white-box attack is the weaker attacker here
+        record["undefended"] = True
+        w.flags.append(f"white-box attack weaker: {beats}, with no defense to mask gradients")
+        return
+    did = (
+        None if w0 is None or b0 is None else stats.contrast([b.rows, w.rows, b0.rows, w0.rows], _DID, p.key)
+    )
+    if did is None or did.estimate is None:
+        w.flags.append(
+            f"gradient masking suspected: {beats} (no undefended twin with both attackers, so a "
+            "weaker white-box attack is not ruled out)"
+        )
+        return
+    record["beyond_undefended"] = {"estimate": did.estimate, "lo": did.lo, "hi": did.hi}
+    more = f"{_signed(p, did.estimate)} (95% CI {_signed(p, did.lo)} to {_signed(p, did.hi)})"
+    if did.excludes_zero and _worse(p, did.estimate, 0.0):
+        w.flags.append(f"gradient masking suspected: {beats}, {more} beyond the undefended twin's gap")
+    else:
+        w.flags.append(
+            f"white-box attack weaker: {beats}, as on the undefended twin (the gap differs by {more}): "
+            "not a sign of masking"
+        )
+
+
+_DID = [1.0, -1.0, -1.0, 1.0]  # (b - w) - (b0 - w0): the gap on the defended target beyond the twin's
 
 
 def _signed(c: Any, v: float) -> str:
