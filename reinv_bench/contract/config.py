@@ -19,6 +19,12 @@ PRECISIONS = (
 )  # --precision: the one vocabulary (reinv_bench.contract.precision computes it)
 
 
+def precision_of(config: dict[str, Any] | None) -> str:
+    """The precision a stored row (its ``config``) was computed at (absent or empty: fp32, the rows
+    of before ``--precision``)."""
+    return (config or {}).get("precision") or "fp32"
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1)

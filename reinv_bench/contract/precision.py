@@ -53,9 +53,3 @@ def full_precision(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
-
-
-def precision_of(config: dict[str, Any] | None) -> str:
-    """The precision a stored row (its ``config``) was computed at (absent or empty: fp32, the rows
-    of before ``--precision``)."""
-    return (config or {}).get("precision") or "fp32"

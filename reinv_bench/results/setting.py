@@ -20,6 +20,7 @@ import hashlib
 import json
 from typing import Any
 
+from reinv_bench.contract.config import precision_of
 from reinv_bench.results.entries import GROUP, SEPARATE, Entry
 from reinv_bench.results.store import ABSENT, CellConfig, Row
 
@@ -76,7 +77,7 @@ def short(value: Any, n: int = 6) -> str:
 
 def precision(r: Row) -> str:
     """The precision a row was computed at (``--precision``; rows without one: fp32)."""
-    return (r.config or {}).get("precision") or "fp32"
+    return precision_of(r.config)
 
 
 def rank_key(e: Entry) -> tuple:

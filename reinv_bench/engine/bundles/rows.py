@@ -14,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from reinv_bench.contract.config import precision_of
 from reinv_bench.results.store import JSON_COLUMNS, LABELS, SCHEMA_VERSION, Row, columns_of
 
 FORMAT, VERSION = "reinv-bench-bundle", 1
@@ -51,7 +52,7 @@ def environment_of(row: Row) -> dict[str, Any]:
         "device": row.device,
         "torch": row.torch_version,
         "reinv-bench": row.reinv_version,
-        "precision": (row.config or {}).get("precision") or "fp32",
+        "precision": precision_of(row.config),
         "created_at": row.created_at,
         **(row.environment or {}),
     }
