@@ -47,7 +47,8 @@ if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
     from reinv_bench.engine.artifacts import Artifacts
     from reinv_bench.engine.loaders import private_loader
     from reinv_bench.engine.plan import Cell
-    from reinv_bench.engine.steps import Env, reconstructions
+    from reinv_bench.engine.evaluation import reconstructions
+    from reinv_bench.engine.steps import Env
     from reinv_bench.engine.train import features, predict
     from reinv_bench.results.aggregate import filter_rows
     from reinv_bench.results.judging import judged, store_verdicts, verdict_key
@@ -63,7 +64,7 @@ _LAZY = {
     "Env": "reinv_bench.engine.steps",  # what a worker needs to rebuild the driver's world (executors)
     "Store": "reinv_bench.results.store",  # Store(workdir / "results.db"): rows(), get(cell_id), put(row)
     "Artifacts": "reinv_bench.engine.artifacts",  # Artifacts(workdir): the artifact cache of a workdir
-    "reconstructions": "reinv_bench.engine.steps",  # reconstructions(artifacts, row.artifacts["invert"])
+    "reconstructions": "reinv_bench.engine.evaluation",  # reconstructions(artifacts, row.artifacts["invert"])
     # filter_rows(rows, attack=(...), ...): the leaderboard's filters
     "filter_rows": "reinv_bench.results.aggregate",
     # private_loader(registry)(row): the private training split
