@@ -45,9 +45,9 @@ from reinv_bench.contract.weights import WeightsFile, WeightsUnavailable, load_s
 if TYPE_CHECKING:  # what _LAZY resolves, for type checkers and editors
     from reinv_bench.cli.options import results_db, workdir_option
     from reinv_bench.engine.artifacts import Artifacts
+    from reinv_bench.engine.evaluation import reconstructions
     from reinv_bench.engine.loaders import private_loader
     from reinv_bench.engine.plan import Cell
-    from reinv_bench.engine.evaluation import reconstructions
     from reinv_bench.engine.steps import Env
     from reinv_bench.engine.train import features, predict
     from reinv_bench.results.aggregate import filter_rows
